@@ -1,0 +1,15 @@
+from django.urls import path
+
+from integrations.api import views
+
+app_name = "api"
+
+urlpatterns = [
+    path("journeys/", views.JourneyList.as_view(), name="journey-list"),
+    path("journeys/<str:reference>/", views.JourneyDetail.as_view(), name="journey-detail"),
+    path(
+        "journeys/<str:reference>/events/",
+        views.JourneyEventCreate.as_view(),
+        name="journey-events",
+    ),
+]

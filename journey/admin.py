@@ -1,0 +1,179 @@
+from django.contrib import admin, messages
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from journey.errors import ApplicationError
+from journey.forms import RecordMilestoneForm
+from journey.models import (
+    Appointment,
+    Checkpoint,
+    CustomerTask,
+    EventSource,
+    Journey,
+    JourneyEvent,
+    JourneyTemplate,
+    Message,
+    Milestone,
+    Photo,
+    PromisedItem,
+    ShipmentLeg,
+    StageDefinition,
+)
+from journey.services import journey_record_milestone
+
+
+class StageInline(admin.TabularInline):
+    model = StageDefinition
+    extra = 0
+
+
+@admin.register(JourneyTemplate)
+class JourneyTemplateAdmin(admin.ModelAdmin):
+    list_display = ["name", "key"]
+    inlines = [StageInline]
+
+
+class MilestoneInline(admin.TabularInline):
+    model = Milestone
+    extra = 0
+    can_delete = False
+    fields = ["position", "stage", "state", "planned_date", "reached_at", "record"]
+    readonly_fields = ["position", "stage", "state", "planned_date", "reached_at", "record"]
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="")
+    def record(self, milestone: Milestone) -> str:
+        url = reverse("admin:journey_milestone_change", args=[milestone.pk])
+        return format_html('<a href="{}">Record…</a>', url)
+
+
+class EventInline(admin.TabularInline):
+    model = JourneyEvent
+    extra = 0
+    can_delete = False
+    fields = ["occurred_at", "received_at", "kind", "milestone", "source", "source_name", "applied"]
+    readonly_fields = fields
+    ordering = ["-occurred_at"]
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class LegInline(admin.TabularInline):
+    model = ShipmentLeg
+    extra = 0
+
+
+class TaskInline(admin.TabularInline):
+    model = CustomerTask
+    extra = 0
+
+
+class PromisedItemInline(admin.TabularInline):
+    model = PromisedItem
+    extra = 0
+
+
+class AppointmentInline(admin.StackedInline):
+    model = Appointment
+    extra = 0
+
+
+class PhotoInline(admin.TabularInline):
+    model = Photo
+    extra = 0
+    fields = ["milestone", "caption", "image", "width", "height"]
+    readonly_fields = ["width", "height"]
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    extra = 0
+    readonly_fields = ["created_at"]
+
+
+@admin.register(Journey)
+class JourneyAdmin(admin.ModelAdmin):
+    list_display = ["reference", "title", "owner", "health", "eta", "promised_date"]
+    list_filter = ["health", "template"]
+    search_fields = ["reference", "title", "owner__email", "owner__profile__family_name"]
+    readonly_fields = ["reference", "eta", "health", "last_event_at", "created_at"]
+    autocomplete_fields = ["owner"]
+    list_select_related = ["owner"]
+    inlines = [
+        MilestoneInline,
+        EventInline,
+        LegInline,
+        TaskInline,
+        PromisedItemInline,
+        AppointmentInline,
+        PhotoInline,
+        MessageInline,
+    ]
+
+
+@admin.register(Milestone)
+class MilestoneAdmin(admin.ModelAdmin):
+    """Staff record milestones here; saving goes through the same service as the API."""
+
+    form = RecordMilestoneForm
+    list_display = ["journey", "stage", "state", "reached_at"]
+    list_filter = ["state"]
+    search_fields = ["journey__reference"]
+    readonly_fields = ["journey", "stage", "position", "state", "reached_at"]
+    fields = [
+        "journey",
+        "stage",
+        "position",
+        "state",
+        "reached_at",
+        "planned_date",
+        "record_reached_at",
+        "record_message",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def save_model(
+        self, request: HttpRequest, obj: Milestone, form: RecordMilestoneForm, change: bool
+    ) -> None:
+        if "planned_date" in form.changed_data:
+            obj.save(update_fields=["planned_date"])
+        reached_at = form.cleaned_data.get("record_reached_at")
+        if reached_at is None:
+            return
+        try:
+            recorded = journey_record_milestone(
+                journey=obj.journey,
+                stage_key=obj.stage.key,
+                occurred_at=reached_at,
+                source=EventSource.STAFF,
+                actor=request.user,
+                source_name=request.user.get_username(),
+                message=form.cleaned_data.get("record_message", ""),
+            )
+        except ApplicationError as error:
+            messages.error(request, error.message)
+            return
+        if not recorded.applied:
+            messages.warning(
+                request,
+                "Recorded in the timeline, but the journey is already past this stage, "
+                "so it did not move.",
+            )
+
+
+@admin.register(ShipmentLeg)
+class ShipmentLegAdmin(admin.ModelAdmin):
+    list_display = ["journey", "sequence", "mode", "origin_name", "destination_name", "eta"]
+
+    class CheckpointInline(admin.TabularInline):
+        model = Checkpoint
+        extra = 0
+
+    inlines = [CheckpointInline]

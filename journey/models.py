@@ -1,0 +1,372 @@
+"""The domain core: journeys, their milestones and the append-only timeline.
+
+State (a milestone's state, the journey's current stage, ETA and health) is derived
+from events by ``journey.services.journey_record_event`` and never written elsewhere.
+"""
+
+import secrets
+import zoneinfo
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import validate_time_zone
+
+# Crockford-style alphabet: no 0/O, 1/I/L confusion when a customer reads it out.
+REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_reference() -> str:
+    return "MP-" + "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(6))
+
+
+class JourneyTemplate(models.Model):
+    """A kind of journey (a car built to order, a fitted kitchen) and its stages."""
+
+    key = models.SlugField(unique=True)
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class StageDefinition(models.Model):
+    template = models.ForeignKey(JourneyTemplate, on_delete=models.CASCADE, related_name="stages")
+    position = models.PositiveSmallIntegerField()
+    key = models.SlugField(help_text=_("Internal key, used by partners' status mappings."))
+    label = models.CharField(max_length=80, help_text=_("What the customer sees."))
+    explanation = models.TextField(blank=True, help_text=_("What happens in this stage."))
+    expected_duration = models.DurationField(
+        default=timedelta(days=1), help_text=_("How long this stage usually takes.")
+    )
+    customer_visible = models.BooleanField(default=True)
+    notify_customer = models.BooleanField(
+        default=True, help_text=_("Tell the customer when this stage is reached.")
+    )
+
+    class Meta:
+        ordering = ["template", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["template", "key"], name="stage_key_unique"),
+            models.UniqueConstraint(fields=["template", "position"], name="stage_position_unique"),
+            models.CheckConstraint(
+                condition=models.Q(expected_duration__gte=timedelta(0))
+                & models.Q(expected_duration__lte=timedelta(days=730)),
+                name="stage_duration_sane",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template.key}:{self.key}"
+
+
+class Health(models.TextChoices):
+    ON_TRACK = "on_track", _("On track")
+    AT_RISK = "at_risk", _("At risk")
+    DELAYED = "delayed", _("Delayed")
+    DONE = "done", _("Done")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class Journey(models.Model):
+    reference = models.CharField(max_length=16, unique=True, default=new_reference, editable=False)
+    title = models.CharField(max_length=200)
+    template = models.ForeignKey(JourneyTemplate, on_delete=models.PROTECT, related_name="+")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="journeys"
+    )
+    started_at = models.DateTimeField()
+    promised_date = models.DateField(null=True, blank=True)
+    # Derived by the spine: never edited by hand.
+    eta = models.DateField(null=True, blank=True, editable=False)
+    health = models.CharField(
+        max_length=16, choices=Health.choices, default=Health.ON_TRACK, editable=False
+    )
+    delay_reason = models.CharField(
+        max_length=300, blank=True, help_text=_("In the company's words, shown when late.")
+    )
+    last_event_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="journey_owner_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.reference} {self.title}"
+
+
+class MilestoneState(models.TextChoices):
+    UPCOMING = "upcoming", _("Upcoming")
+    CURRENT = "current", _("Now")
+    DONE = "done", _("Done")
+
+
+class Milestone(models.Model):
+    """One stage of one journey."""
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="milestones")
+    stage = models.ForeignKey(StageDefinition, on_delete=models.PROTECT, related_name="+")
+    position = models.PositiveSmallIntegerField()
+    state = models.CharField(
+        max_length=16, choices=MilestoneState.choices, default=MilestoneState.UPCOMING
+    )
+    planned_date = models.DateField(null=True, blank=True)
+    # Derived by the spine's forecast for stages not yet reached.
+    expected_date = models.DateField(null=True, blank=True, editable=False)
+    # When the stage was reached (from the event's occurred_at); null while upcoming,
+    # and for a stage passed over without its own event.
+    reached_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["journey", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["journey", "stage"], name="milestone_stage_unique"),
+            models.UniqueConstraint(
+                fields=["journey", "position"], name="milestone_position_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.journey.reference} {self.stage.label}"
+
+
+class EventSource(models.TextChoices):
+    STAFF = "staff", _("Staff")
+    PARTNER = "partner", _("Partner")
+    SYSTEM = "system", _("System")
+
+
+class EventKind(models.TextChoices):
+    MILESTONE_REACHED = "milestone_reached", _("Milestone reached")
+    NOTE = "note", _("Update")
+
+
+class JourneyEvent(models.Model):
+    """The timeline: an append-only log. Rows are written by ``journey.events`` only."""
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="events")
+    milestone = models.ForeignKey(
+        Milestone, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
+    )
+    kind = models.CharField(max_length=32, choices=EventKind.choices)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    source = models.CharField(max_length=16, choices=EventSource.choices)
+    # Who: a staff user, or the partner's name (never shown to the customer).
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    source_name = models.CharField(max_length=120, blank=True)
+    # The customer's words, when the event says more than the stage's label.
+    message = models.TextField(blank=True)
+    customer_visible = models.BooleanField(default=True)
+    # False for an event that arrived late and so did not move the journey.
+    applied = models.BooleanField(default=True)
+    payload = models.JSONField(default=dict, blank=True, help_text=_("Raw partner payload."))
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+        indexes = [models.Index(fields=["journey", "occurred_at"], name="event_journey_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.journey_id} {self.kind} {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+def photo_path(instance: "Photo", filename: str) -> str:
+    # A random name: nothing about the customer or the original file leaks into it.
+    return f"photos/{instance.journey_id}/{secrets.token_hex(12)}.jpg"
+
+
+def thumbnail_path(instance: "Photo", filename: str) -> str:
+    return f"photos/{instance.journey_id}/thumbs/{secrets.token_hex(12)}.jpg"
+
+
+class Photo(models.Model):
+    """A photo of the real item. Stored privately, metadata stripped."""
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="photos")
+    milestone = models.ForeignKey(
+        Milestone, on_delete=models.CASCADE, null=True, blank=True, related_name="photos"
+    )
+    image = models.ImageField(upload_to=photo_path)
+    thumbnail = models.ImageField(upload_to=thumbnail_path, blank=True)
+    width = models.PositiveIntegerField(default=0)
+    height = models.PositiveIntegerField(default=0)
+    caption = models.CharField(max_length=200, blank=True)
+    taken_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.caption or f"Photo {self.pk}"
+
+
+class LegMode(models.TextChoices):
+    TRUCK = "truck", _("Truck")
+    SHIP = "ship", _("Ship")
+    RAIL = "rail", _("Train")
+    AIR = "air", _("Plane")
+    VAN = "van", _("Van")
+
+
+class ShipmentLeg(models.Model):
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="legs")
+    sequence = models.PositiveSmallIntegerField()
+    mode = models.CharField(max_length=16, choices=LegMode.choices)
+    carrier = models.CharField(max_length=120, blank=True)
+    origin_name = models.CharField(max_length=120)
+    origin_lat = models.DecimalField(
+        max_digits=8,
+        decimal_places=5,
+        validators=[MinValueValidator(-90), MaxValueValidator(90)],
+    )
+    origin_lon = models.DecimalField(
+        max_digits=8,
+        decimal_places=5,
+        validators=[MinValueValidator(-180), MaxValueValidator(180)],
+    )
+    destination_name = models.CharField(max_length=120)
+    destination_lat = models.DecimalField(
+        max_digits=8,
+        decimal_places=5,
+        validators=[MinValueValidator(-90), MaxValueValidator(90)],
+    )
+    destination_lon = models.DecimalField(
+        max_digits=8,
+        decimal_places=5,
+        validators=[MinValueValidator(-180), MaxValueValidator(180)],
+    )
+    departed_at = models.DateTimeField(null=True, blank=True)
+    arrived_at = models.DateTimeField(null=True, blank=True)
+    eta = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["journey", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["journey", "sequence"], name="leg_sequence_unique"),
+            models.CheckConstraint(
+                condition=models.Q(arrived_at__isnull=True)
+                | models.Q(departed_at__isnull=False, arrived_at__gte=models.F("departed_at")),
+                name="leg_arrives_after_departing",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.origin_name} → {self.destination_name}"
+
+
+class Checkpoint(models.Model):
+    leg = models.ForeignKey(ShipmentLeg, on_delete=models.CASCADE, related_name="checkpoints")
+    occurred_at = models.DateTimeField()
+    location_name = models.CharField(max_length=120)
+    lat = models.DecimalField(max_digits=8, decimal_places=5, null=True, blank=True)
+    lon = models.DecimalField(max_digits=8, decimal_places=5, null=True, blank=True)
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["leg", "occurred_at"]
+
+    def __str__(self) -> str:
+        return f"{self.location_name} {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class CustomerTask(models.Model):
+    """Something the customer must do (arrange insurance, book the handover)."""
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="tasks")
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    due_date = models.DateField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["done_at", "due_date", "id"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class PromisedItemState(models.TextChoices):
+    PROMISED = "promised", _("Promised")
+    ORDERED = "ordered", _("Ordered")
+    DELIVERED = "delivered", _("Delivered")
+
+
+class PromisedItem(models.Model):
+    """An extra that was promised with the order: tracked until it is delivered."""
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="promised_items")
+    name = models.CharField(max_length=200)
+    state = models.CharField(
+        max_length=16, choices=PromisedItemState.choices, default=PromisedItemState.PROMISED
+    )
+    due_date = models.DateField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Appointment(models.Model):
+    """An appointment the customer attends. ``arrive_at`` is what the customer sees."""
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="appointments")
+    title = models.CharField(max_length=200)
+    starts_at = models.DateTimeField(help_text=_("The slot's internal start."))
+    arrive_at = models.DateTimeField(help_text=_("When the customer should arrive."))
+    duration = models.DurationField(default=timedelta(hours=1))
+    place_name = models.CharField(max_length=200)
+    address = models.TextField(blank=True)
+    time_zone = models.CharField(
+        max_length=64, default="Europe/London", validators=[validate_time_zone]
+    )
+    what_to_bring = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["starts_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(arrive_at__lte=models.F("starts_at")),
+                name="appointment_arrive_before_start",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.time_zone)
+
+
+class Message(models.Model):
+    """The journey's conversation."""
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="messages")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    from_staff = models.BooleanField(default=False)
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.body[:60]

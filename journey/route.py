@@ -1,0 +1,132 @@
+"""The route as an SVG schematic: no map tiles, no external requests."""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from journey.models import ShipmentLeg
+
+WIDTH = 640
+HEIGHT = 320
+MARGIN = 48
+
+
+@dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+    name: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    x: float
+    y: float
+    name: str
+    label_x: float
+    label_y: float
+    anchor: str
+
+
+@dataclass(frozen=True)
+class LegPath:
+    leg: ShipmentLeg
+    start: Point
+    end: Point
+    done: bool
+    active: bool
+
+
+@dataclass(frozen=True)
+class RouteSchematic:
+    width: int
+    height: int
+    legs: list[LegPath]
+    stops: list[Stop]
+
+
+def _mercator_y(lat: float) -> float:
+    lat = max(min(lat, 85.0), -85.0)
+    return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+
+
+def route_schematic(legs: Sequence[ShipmentLeg]) -> RouteSchematic | None:
+    """Project the legs' end points (Mercator, fitted to the box) into SVG coordinates."""
+    if not legs:
+        return None
+    coords: list[tuple[float, float, str]] = []
+    for leg in legs:
+        coords.append((float(leg.origin_lon), _mercator_y(float(leg.origin_lat)), leg.origin_name))
+        coords.append(
+            (
+                float(leg.destination_lon),
+                _mercator_y(float(leg.destination_lat)),
+                leg.destination_name,
+            )
+        )
+    xs = [c[0] for c in coords]
+    ys = [c[1] for c in coords]
+    span_x = max(max(xs) - min(xs), 1e-6)
+    span_y = max(max(ys) - min(ys), 1e-6)
+    # One scale for both axes keeps the geography's shape; degrees of longitude to radians.
+    scale = min(
+        (WIDTH - 2 * MARGIN) / math.radians(span_x) if span_x > 1e-6 else math.inf,
+        (HEIGHT - 2 * MARGIN) / span_y if span_y > 1e-6 else math.inf,
+    )
+    if math.isinf(scale):
+        scale = 1.0
+    used_w = math.radians(span_x) * scale
+    used_h = span_y * scale
+    off_x = (WIDTH - used_w) / 2
+    off_y = (HEIGHT - used_h) / 2
+
+    def project(lon: float, y: float, name: str) -> Point:
+        return Point(
+            x=round(off_x + math.radians(lon - min(xs)) * scale, 1),
+            y=round(off_y + (max(ys) - y) * scale, 1),
+            name=name,
+        )
+
+    points = [project(*c) for c in coords]
+    paths = []
+    unique: list[Point] = []
+    first_open = next((leg for leg in legs if leg.arrived_at is None), None)
+    for index, leg in enumerate(legs):
+        start, end = points[2 * index], points[2 * index + 1]
+        paths.append(
+            LegPath(
+                leg=leg,
+                start=start,
+                end=end,
+                done=leg.arrived_at is not None,
+                active=leg is first_open and leg.departed_at is not None,
+            )
+        )
+        for point in (start, end):
+            if not any(s.name == point.name for s in unique):
+                unique.append(point)
+    return RouteSchematic(width=WIDTH, height=HEIGHT, legs=paths, stops=_place_labels(unique))
+
+
+def _place_labels(points: list[Point]) -> list[Stop]:
+    """Labels beside their stop, on the side with more room; a label that would overlap
+    an earlier one moves below it."""
+    stops: list[Stop] = []
+    for point in points:
+        right = point.x < WIDTH * 0.6
+        label_x = point.x + 14 if right else point.x - 14
+        label_y = point.y + 5
+        for other in stops:
+            if abs(other.label_y - label_y) < 20 and abs(other.label_x - label_x) < 160:
+                label_y = other.label_y + 22
+        stops.append(
+            Stop(
+                x=point.x,
+                y=point.y,
+                name=point.name,
+                label_x=round(label_x, 1),
+                label_y=round(label_y, 1),
+                anchor="start" if right else "end",
+            )
+        )
+    return stops

@@ -1,0 +1,95 @@
+"""Reads for the portal: each returns everything a page needs in a fixed number of queries."""
+
+from dataclasses import dataclass
+
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.http import Http404
+
+from accounts.models import User
+from journey.models import (
+    Checkpoint,
+    Journey,
+    Milestone,
+    MilestoneState,
+    Photo,
+    ShipmentLeg,
+)
+
+
+def journeys_visible_to(*, user: User) -> QuerySet[Journey]:
+    """Every journey the user may see. The one place that decides it."""
+    if not user.is_authenticated:
+        return Journey.objects.none()
+    return Journey.objects.filter(owner=user)
+
+
+def journey_list(*, user: User) -> list[Journey]:
+    """The customer's journeys with their milestones and open task counts."""
+    return list(
+        journeys_visible_to(user=user)
+        .select_related("template")
+        .annotate(open_tasks=Count("tasks", filter=Q(tasks__done_at__isnull=True)))
+        .prefetch_related(
+            Prefetch("milestones", queryset=Milestone.objects.select_related("stage"))
+        )
+    )
+
+
+def journey_detail(*, user: User, reference: str) -> Journey:
+    """One journey shaped for its page, or 404 for anyone who may not see it."""
+    queryset = journeys_visible_to(user=user).select_related("template", "owner__profile")
+    queryset = queryset.prefetch_related(
+        Prefetch(
+            "milestones",
+            queryset=Milestone.objects.select_related("stage").prefetch_related(
+                Prefetch("photos", queryset=Photo.objects.order_by("created_at", "id"))
+            ),
+        ),
+        Prefetch(
+            "legs",
+            queryset=ShipmentLeg.objects.prefetch_related(
+                Prefetch("checkpoints", queryset=Checkpoint.objects.order_by("occurred_at"))
+            ),
+        ),
+        "tasks",
+        "promised_items",
+        "appointments",
+    )
+    journey = queryset.filter(reference=reference).first()
+    if journey is None:
+        raise Http404("No such journey.")
+    return journey
+
+
+def photo_for_viewer(*, user: User, reference: str, photo_id: int) -> Photo:
+    photo = (
+        Photo.objects.filter(pk=photo_id, journey__in=journeys_visible_to(user=user))
+        .filter(journey__reference=reference)
+        .first()
+    )
+    if photo is None:
+        raise Http404("No such photo.")
+    return photo
+
+
+@dataclass(frozen=True)
+class Progress:
+    current: Milestone | None
+    upcoming: Milestone | None
+    position: int
+    total: int
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.position / self.total) if self.total else 0
+
+
+def journey_progress(journey: Journey) -> Progress:
+    """Where the journey is, from its (prefetched) milestones: no query of its own."""
+    milestones = [m for m in journey.milestones.all() if m.stage.customer_visible]
+    reached = [m for m in milestones if m.state != MilestoneState.UPCOMING]
+    current = reached[-1] if reached else None
+    upcoming = next((m for m in milestones if m.state == MilestoneState.UPCOMING), None)
+    return Progress(
+        current=current, upcoming=upcoming, position=len(reached), total=len(milestones)
+    )

@@ -1,0 +1,15 @@
+from celery import shared_task
+
+from notifications import services
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def deliver_notification(notification_id: int) -> None:
+    """Deliver one outbox row. Safe to run twice: the row is claimed before sending."""
+    services.notification_deliver(notification_id=notification_id)
+
+
+@shared_task(ignore_result=True)
+def sweep_outbox() -> int:
+    """Deliver rows whose task was lost (broker down) or whose worker died; and retries."""
+    return services.outbox_sweep()

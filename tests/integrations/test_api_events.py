@@ -1,0 +1,246 @@
+"""The partner API's status events, and the slice through the spine to the customer."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from integrations.models import InboundEvent
+from integrations.services import partner_key_create, partner_key_revoke
+from journey.models import JourneyEvent, MilestoneState
+from notifications.models import Notification, NotificationState
+from tests.factories import PASSWORD, PartnerFactory, make_journey
+
+pytestmark = pytest.mark.django_db
+
+
+def events_url(journey) -> str:
+    return reverse("api:journey-events", kwargs={"reference": journey.reference})
+
+
+def body(**overrides: object) -> dict[str, object]:
+    data: dict[str, object] = {
+        "event_id": "evt-1",
+        "code": "S2",
+        "occurred_at": (timezone.now() - timedelta(minutes=3)).isoformat(),
+        "data": {"plant": "VLC", "line": 4},
+    }
+    data.update(overrides)
+    return data
+
+
+def nothing_written() -> bool:
+    return (
+        InboundEvent.objects.count() == 0
+        and JourneyEvent.objects.count() == 0
+        and Notification.objects.count() == 0
+    )
+
+
+def test_partner_event_reaches_the_customer_by_email_and_on_the_journey_page(
+    api, journey, customer, client, django_capture_on_commit_callbacks
+):
+    """The thin slice: API → spine (event, milestone, outbox row) → task → email → page."""
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = api.post(events_url(journey), body(), format="json")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["applied"] is True
+    assert response.json()["warnings"] == []
+    assert len(callbacks) == 1  # delivery queued once, after commit
+    milestone = journey.milestones.get(stage__key="stage-2")
+    assert milestone.state == MilestoneState.CURRENT
+    event = JourneyEvent.objects.get()
+    assert event.milestone == milestone
+    assert event.payload["data"] == {"plant": "VLC", "line": 4}
+    notification = Notification.objects.get()
+    assert notification.state == NotificationState.SENT
+    assert notification.sent_at is not None
+    assert len(mail.outbox) == 1
+    email = mail.outbox[0]
+    assert email.to == [customer.email]
+    assert email.subject == "Test journey: Stage 2"
+    page_url = reverse("journey:detail", kwargs={"reference": journey.reference})
+    assert page_url in email.body
+    assert email.alternatives[0].mimetype == "text/html"
+
+    client.login(email=customer.email, password=PASSWORD)
+    page = client.get(page_url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert f'id="m-{milestone.pk}"' in html
+    assert 'class="step step--current"' in html
+    assert "Stage 2" in html and "step 2 of 4" in html
+
+
+def test_the_same_event_id_again_changes_nothing(api, journey, django_capture_on_commit_callbacks):
+    event = body()
+    with django_capture_on_commit_callbacks(execute=True):
+        first = api.post(events_url(journey), event, format="json")
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        again = api.post(events_url(journey), event, format="json")
+
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json()["duplicate"] is True
+    assert again.json()["applied"] is True
+    assert callbacks == []
+    assert InboundEvent.objects.count() == 1
+    assert JourneyEvent.objects.count() == 1
+    assert Notification.objects.count() == 1
+    assert len(mail.outbox) == 1
+
+
+def test_an_event_id_reused_for_another_event_is_a_conflict(api, journey):
+    event = body()
+    api.post(events_url(journey), event, format="json")
+    response = api.post(events_url(journey), {**event, "code": "S3"}, format="json")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "event_id_conflict"
+    assert "event_id" in response.json()["error"]["fields"]
+    assert journey.milestones.get(stage__key="stage-3").state == MilestoneState.UPCOMING
+
+
+def test_an_unmapped_code_is_kept_for_staff_and_moves_nothing(api, journey):
+    response = api.post(events_url(journey), body(code="WEIRD-42"), format="json")
+    assert response.status_code == 202
+    assert "WEIRD-42" in response.json()["warnings"][0]
+    inbound = InboundEvent.objects.get()
+    assert inbound.unmapped is True
+    assert JourneyEvent.objects.count() == 0
+    assert Notification.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"event_id": None}, "event_id"),
+        ({"occurred_at": "yesterday"}, "occurred_at"),
+        ({"occurred_at": "2026-11-20T10:00:00"}, "occurred_at"),
+        ({"code": ["S2"]}, "code"),
+        ({"data": "not an object"}, "data"),
+    ],
+)
+def test_bad_fields_get_a_400_naming_the_field_and_nothing_is_written(api, journey, payload, field):
+    response = api.post(events_url(journey), body(**payload), format="json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert field in error["fields"]
+    assert field in error["message"]
+    assert nothing_written()
+
+
+def test_an_event_in_the_future_is_refused_by_the_spine(api, journey):
+    future = (timezone.now() + timedelta(days=1)).isoformat()
+    response = api.post(events_url(journey), body(occurred_at=future), format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"occurred_at": ["In the future."]}
+    assert nothing_written()
+
+
+def test_a_mapping_to_a_stage_the_journey_lacks_is_refused(api, journey, partner):
+    partner.mappings.filter(code="S2").update(stage_key="no-such-stage")
+    response = api.post(events_url(journey), body(), format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "unknown_stage"
+    assert nothing_written()
+
+
+def test_malformed_json_is_a_400(api, journey):
+    response = api.generic(
+        "POST", events_url(journey), "{not json", content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
+    assert nothing_written()
+
+
+def test_a_body_that_is_a_list_is_a_400(api, journey):
+    response = api.post(events_url(journey), [body()], format="json")
+    assert response.status_code == 400
+    assert nothing_written()
+
+
+def test_another_partners_journey_answers_404(api, customer):
+    other = make_journey(owner=customer)
+    PartnerFactory().journeys.add(other)
+    response = api.post(events_url(other), body(), format="json")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert nothing_written()
+
+
+def test_an_unknown_journey_answers_404(api):
+    response = api.post("/api/v1/journeys/MP-NOPE99/events/", body(), format="json")
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("header", [None, "Api-Key mp_nope.nope", "Bearer something", "Api-Key "])
+def test_missing_or_wrong_keys_get_401(journey, partner, header):
+    client = APIClient()
+    if header is not None:
+        client.credentials(HTTP_AUTHORIZATION=header)
+    response = client.post(events_url(journey), body(), format="json")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Api-Key"
+    assert "error" in response.json()
+    assert nothing_written()
+
+
+def test_a_revoked_or_expired_key_is_refused(journey, partner):
+    key, plain = partner_key_create(partner=partner)
+    partner_key_revoke(key=key)
+    expired, expired_plain = partner_key_create(
+        partner=partner, expires_at=timezone.now() + timedelta(seconds=30)
+    )
+    type(expired).objects.filter(pk=expired.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    for secret in (plain, expired_plain):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {secret}")
+        assert client.get(reverse("api:journey-list")).status_code == 401
+
+
+def test_keys_are_stored_hashed(partner):
+    key, plain = partner_key_create(partner=partner)
+    assert plain.startswith(f"mp_{key.prefix}.")
+    assert plain.split(".", 1)[1] not in key.hashed_secret
+    assert len(key.hashed_secret) == 64
+
+
+def test_list_and_read_only_the_partners_journeys(
+    api, journey, customer, django_assert_num_queries
+):
+    other = make_journey(owner=customer)
+    for _ in range(3):
+        PartnerFactory().journeys.add(make_journey(owner=customer))
+    # the key, its last-used touch, the journeys, their milestones
+    with django_assert_num_queries(4):
+        listing = api.get(reverse("api:journey-list"))
+    assert listing.status_code == 200
+    references = [item["reference"] for item in listing.json()]
+    assert references == [journey.reference]
+    assert other.reference not in references
+    detail = api.get(reverse("api:journey-detail", kwargs={"reference": journey.reference}))
+    assert detail.status_code == 200
+    assert [m["stage"] for m in detail.json()["milestones"]] == [
+        "stage-1",
+        "stage-2",
+        "stage-3",
+        "stage-4",
+    ]
+    assert (
+        api.get(reverse("api:journey-detail", kwargs={"reference": other.reference})).status_code
+        == 404
+    )
+
+
+def test_raw_payload_is_kept_for_audit(api, journey):
+    api.post(events_url(journey), body(), format="json")
+    inbound = InboundEvent.objects.get()
+    assert json.loads(json.dumps(inbound.payload))["data"]["plant"] == "VLC"

@@ -1,0 +1,53 @@
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from integrations.models import PartnerAPIKey
+from journey.management.commands import demo
+from journey.models import Journey, JourneyEvent, Photo, ShipmentLeg
+from notifications.models import Notification
+
+pytestmark = pytest.mark.django_db
+
+
+def counts() -> dict[str, int]:
+    return {
+        model.__name__: model.objects.count()
+        for model in (Journey, JourneyEvent, Photo, ShipmentLeg, Notification, PartnerAPIKey)
+    }
+
+
+def test_the_demo_loads_once_and_again_changes_nothing(capsys):
+    call_command("demo")
+    first = capsys.readouterr().out
+    loaded = counts()
+    call_command("demo")
+    second = capsys.readouterr().out
+
+    assert loaded == {
+        "Journey": 2,
+        "JourneyEvent": 11,
+        "Photo": 5,
+        "ShipmentLeg": 3,
+        "Notification": 11,
+        "PartnerAPIKey": 2,
+    }
+    assert counts() == loaded
+    assert "shown once): mp_" in first
+    assert "mp_" not in second
+    assert demo.CUSTOMER in second and demo.STAFF in second
+
+
+def test_demo_customers_each_see_only_their_own(client):
+    call_command("demo")
+    car = reverse("journey:detail", kwargs={"reference": demo.CAR_REFERENCE})
+    kitchen = reverse("journey:detail", kwargs={"reference": demo.KITCHEN_REFERENCE})
+    client.login(email=demo.CUSTOMER, password=demo.PASSWORD)
+    page = client.get(car)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "On its way" in html and "Port of Santander" in html and "Rubber floor mats" in html
+    assert client.get(kitchen).status_code == 404
+    client.login(email=demo.SECOND_CUSTOMER, password=demo.PASSWORD)
+    assert client.get(kitchen).status_code == 200
+    assert client.get(car).status_code == 404

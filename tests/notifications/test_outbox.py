@@ -1,0 +1,123 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.core import mail
+from django.utils import timezone
+
+from notifications import services
+from notifications.models import Notification, NotificationState
+from tests.factories import UserFactory, make_journey
+
+pytestmark = pytest.mark.django_db
+
+
+def enqueue(**overrides: object) -> Notification:
+    journey = make_journey()
+    kwargs: dict[str, object] = {
+        "recipient": journey.owner,
+        "journey": journey,
+        "kind": "milestone_reached",
+        "dedup_key": "test:1",
+        "context": {
+            "stage_label": "Paint",
+            "explanation": "",
+            "message": "",
+            "occurred_at": timezone.now().isoformat(),
+            "position": 2,
+            "stage_count": 4,
+            "eta": None,
+        },
+    }
+    kwargs.update(overrides)
+    (notification,) = services.notification_enqueue(**kwargs)
+    return notification
+
+
+def test_a_dedup_key_is_written_once():
+    user = UserFactory()
+    enqueue(recipient=user)
+    again = services.notification_enqueue(
+        recipient=user, kind="milestone_reached", dedup_key="test:1", context={}
+    )
+    assert again == []
+    assert Notification.objects.count() == 1
+
+
+def test_delivery_is_claimed_so_a_second_run_sends_nothing():
+    notification = enqueue()
+    assert services.notification_deliver(notification_id=notification.pk) == NotificationState.SENT
+    assert services.notification_deliver(notification_id=notification.pk) is None
+    assert len(mail.outbox) == 1
+    notification.refresh_from_db()
+    assert notification.attempts == 1
+
+
+def test_the_sweep_delivers_rows_whose_task_never_ran():
+    notification = enqueue()  # on_commit never fires inside the test transaction
+    assert services.outbox_sweep() == 0  # not yet overdue: its task may still come
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert services.outbox_sweep() == 1
+        assert services.outbox_sweep() == 0
+    notification.refresh_from_db()
+    assert notification.state == NotificationState.SENT
+    assert len(mail.outbox) == 1
+
+
+def test_a_row_left_claimed_by_a_dead_worker_is_sent_after_its_lease(settings):
+    notification = enqueue()
+    Notification.objects.filter(pk=notification.pk).update(
+        state=NotificationState.SENDING, claimed_at=timezone.now()
+    )
+    assert services.outbox_sweep() == 0
+    with time_machine.travel(timezone.now() + settings.OUTBOX_CLAIM_LEASE + timedelta(seconds=1)):
+        assert services.outbox_sweep() == 1
+    assert len(mail.outbox) == 1
+
+
+def test_failures_are_retried_with_backoff_then_marked_failed(monkeypatch):
+    notification = enqueue()
+
+    def refuse(message: object) -> None:
+        raise ConnectionRefusedError("smtp down")
+
+    monkeypatch.setattr(services, "send_email", refuse)
+    now = timezone.now()
+    with time_machine.travel(now, tick=False):
+        state = services.notification_deliver(notification_id=notification.pk)
+    assert state == NotificationState.PENDING
+    notification.refresh_from_db()
+    assert notification.scheduled_at == now + timedelta(seconds=30)
+    assert "smtp down" in notification.last_error
+
+    for _ in range(services.MAX_ATTEMPTS - 1):
+        with time_machine.travel(notification.scheduled_at + timedelta(seconds=1)):
+            services.notification_deliver(notification_id=notification.pk)
+        notification.refresh_from_db()
+    assert notification.state == NotificationState.FAILED
+    assert notification.attempts == services.MAX_ATTEMPTS
+    assert len(mail.outbox) == 0
+
+
+def test_backoff_doubles_and_is_capped():
+    assert [services.backoff(n).total_seconds() for n in (1, 2, 3, 10)] == [30, 60, 120, 3600]
+
+
+def test_email_is_in_the_recipients_language_and_time_zone():
+    user = UserFactory(profile__time_zone="America/New_York")
+    occurred = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+    notification = enqueue(
+        recipient=user,
+        context={
+            "stage_label": "Paint",
+            "explanation": "",
+            "message": "",
+            "position": 2,
+            "stage_count": 4,
+            "eta": "2026-12-01",
+            "occurred_at": occurred.isoformat(),
+        },
+    )
+    services.notification_deliver(notification_id=notification.pk)
+    assert "Friday 20 November, 10:00" in mail.outbox[0].body  # 15:00 UTC in New York
+    assert "Expected: 1 December 2026." in mail.outbox[0].body
