@@ -224,9 +224,11 @@ elif env.str("EMAIL_FILE_PATH", default=""):
     }
 else:
     MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
-DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Milepost <updates@milepost.example>")
-SERVER_EMAIL = DEFAULT_FROM_EMAIL
 COMPANY_NAME = env.str("COMPANY_NAME", default="Milepost Motors")
+DEFAULT_FROM_EMAIL = env.str(
+    "DEFAULT_FROM_EMAIL", default=f"{COMPANY_NAME} <updates@milepost.example>"
+)
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- Celery ----------------------------------------------------------------------------
 
