@@ -338,3 +338,5 @@ LOGGING = {
     },
 }
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+# Without django.contrib.sites allauth would prefix subjects with the request's host.
+ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{COMPANY_NAME}] "

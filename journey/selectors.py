@@ -9,6 +9,7 @@ from accounts.models import JourneyShare, User
 from journey.models import (
     Checkpoint,
     Journey,
+    Message,
     Milestone,
     MilestoneState,
     Photo,
@@ -69,6 +70,14 @@ def journey_detail(*, user: User, reference: str) -> Journey:
     if journey is None:
         raise Http404("No such journey.")
     return journey
+
+
+def journey_messages(*, journey: Journey, user: User) -> list[Message]:
+    """The conversation as this user may see it: viewers do not see private messages."""
+    messages = journey.messages.order_by("created_at", "id")
+    if journey.owner_id != user.pk:
+        messages = messages.filter(private=False)
+    return list(messages)
 
 
 def journey_public(*, journey_id: int) -> Journey:

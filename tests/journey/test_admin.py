@@ -7,9 +7,9 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.mfa import totp_activate
 from journey.models import EventSource, JourneyEvent, MilestoneState
 from notifications.models import Notification
-from accounts.mfa import totp_activate
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -11,6 +11,7 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from allauth.account.models import EmailAddress
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
@@ -202,6 +203,7 @@ class Command(BaseCommand):
         staff_codes: list[str] = []
         if not User.objects.filter(email=STAFF).exists():
             staff = User.objects.create_superuser(email=STAFF, password=PASSWORD)
+            EmailAddress.objects.create(user=staff, email=STAFF, verified=True, primary=True)
             # Staff must use two-factor authentication; the demo staff gets it ready.
             _secret, staff_codes = totp_activate(user=staff)
 
