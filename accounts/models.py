@@ -1,4 +1,5 @@
 import zoneinfo
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
@@ -87,6 +88,14 @@ class CustomerProfile(models.Model):
         _("time zone"), max_length=64, default="Europe/London", validators=[validate_time_zone]
     )
     timeline_newest_first = models.BooleanField(_("newest first on the timeline"), default=False)
+    channel_email = models.BooleanField(_("email"), default=True)
+    channel_sms = models.BooleanField(_("text message (SMS)"), default=False)
+    channel_push = models.BooleanField(_("notifications on this device (web push)"), default=False)
+    quiet_hours_start = models.TimeField(_("quiet from"), null=True, blank=True)
+    quiet_hours_end = models.TimeField(_("quiet until"), null=True, blank=True)
+    # Which profile fields were filled in by someone other than the customer, and by whom
+    # ({"phone": "partner:Iberia Motor Works"}); a field the customer edits loses its mark.
+    field_sources = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("customer profile")
@@ -94,6 +103,11 @@ class CustomerProfile(models.Model):
             models.CheckConstraint(
                 condition=models.Q(language__in=[code for code, _name in settings.LANGUAGES]),
                 name="profile_language_known",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(quiet_hours_start__isnull=True, quiet_hours_end__isnull=True)
+                | models.Q(quiet_hours_start__isnull=False, quiet_hours_end__isnull=False),
+                name="profile_quiet_hours_both_or_neither",
             ),
         ]
 
@@ -107,3 +121,168 @@ class CustomerProfile(models.Model):
     @property
     def zone(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.time_zone)
+
+
+class Source(models.TextChoices):
+    """Who changed a customer's record."""
+
+    CUSTOMER = "customer", _("You")
+    STAFF = "staff", _("Our staff")
+    PARTNER = "partner", _("A partner")
+    SYSTEM = "system", _("The system")
+
+
+class Address(models.Model):
+    profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="addresses")
+    label = models.CharField(_("label"), max_length=40, help_text=_("Home, work, delivery…"))
+    line1 = models.CharField(_("address"), max_length=200)
+    line2 = models.CharField(_("address, line 2"), max_length=200, blank=True)
+    city = models.CharField(_("town or city"), max_length=100)
+    postcode = models.CharField(_("postcode"), max_length=20, blank=True)
+    country = models.CharField(_("country"), max_length=2, default="GB")
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = _("address")
+        verbose_name_plural = _("addresses")
+
+    def __str__(self) -> str:
+        return ", ".join(p for p in (self.line1, self.line2, self.city, self.postcode) if p)
+
+
+class ProfileChange(models.Model):
+    """The audit trail: every change to a customer's record. Append-only."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile_changes"
+    )
+    field = models.CharField(max_length=64)
+    old_value = models.TextField(blank=True)
+    new_value = models.TextField(blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    actor_name = models.CharField(max_length=120, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "-created_at"], name="profilechange_user_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.field} ({self.source})"
+
+
+class ProposalState(models.TextChoices):
+    PENDING = "pending", _("Waiting for you")
+    ACCEPTED = "accepted", _("Accepted")
+    DECLINED = "declined", _("Declined")
+    WITHDRAWN = "withdrawn", _("Withdrawn")
+
+
+class ChangeProposal(models.Model):
+    """Staff or a partner propose a change; only the customer can accept it."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="change_proposals"
+    )
+    field = models.CharField(max_length=64)
+    new_value = models.TextField()
+    reason = models.CharField(max_length=300)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    proposed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    proposed_by_name = models.CharField(max_length=120, blank=True)
+    state = models.CharField(
+        max_length=16, choices=ProposalState.choices, default=ProposalState.PENDING
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # One open proposal per field: a newer one replaces (withdraws) the older.
+            models.UniqueConstraint(
+                fields=["user", "field"],
+                condition=models.Q(state="pending"),
+                name="one_pending_proposal_per_field",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(state="pending") | models.Q(decided_at__isnull=False),
+                name="decided_proposal_has_time",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.field} → {self.new_value} ({self.state})"
+
+
+class JourneyShare(models.Model):
+    """The owner invited someone by email to follow a journey as a viewer."""
+
+    journey = models.ForeignKey("journey.Journey", on_delete=models.CASCADE, related_name="shares")
+    email = models.EmailField(_("email address"))
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    viewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="journey_shares",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["journey", "email"],
+                condition=models.Q(revoked_at__isnull=True),
+                name="one_open_share_per_email",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.journey_id} → {self.email}"
+
+
+class ShareLink(models.Model):
+    """A signed, expiring, revocable link showing a journey's progress to anyone."""
+
+    journey = models.ForeignKey(
+        "journey.Journey", on_delete=models.CASCADE, related_name="share_links"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(expires_at__gt=models.F("created_at")),
+                name="share_link_expires_after_creation",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Link to {self.journey_id} until {self.expires_at:%Y-%m-%d}"
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        now = now or timezone.now()
+        return self.revoked_at is None and self.expires_at > now

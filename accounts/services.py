@@ -1,6 +1,29 @@
-from django.db import transaction
+"""Writes to the customer's record. The customer owns it: others propose, the customer decides,
+and every change lands in the audit trail."""
 
-from accounts.models import CustomerProfile, User
+from datetime import time, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.forms import PROPOSABLE_FIELDS, ProfileForm
+from accounts.models import (
+    Address,
+    ChangeProposal,
+    CustomerProfile,
+    JourneyShare,
+    ProfileChange,
+    ProposalState,
+    ShareLink,
+    Source,
+    User,
+)
+from journey.errors import ApplicationError
+from notifications.services import notification_enqueue
 
 
 def profile_ensure(*, user: User) -> CustomerProfile:
@@ -33,3 +56,316 @@ def customer_create(
         profile.save()
         EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
     return user
+
+
+def _display(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, time):
+        return value.strftime("%H:%M")
+    return str(value)
+
+
+def audit_record(
+    *,
+    user: User,
+    field: str,
+    old: object,
+    new: object,
+    source: Source,
+    actor: User | None = None,
+    actor_name: str = "",
+    note: str = "",
+) -> ProfileChange:
+    return ProfileChange.objects.create(
+        user=user,
+        field=field,
+        old_value=_display(old),
+        new_value=_display(new),
+        source=source,
+        actor=actor,
+        actor_name=actor_name,
+        note=note,
+    )
+
+
+def profile_update(
+    *,
+    profile: CustomerProfile,
+    changes: dict[str, Any],
+    actor: User,
+    source: Source,
+    note: str = "",
+) -> list[str]:
+    """Apply validated values; audit each real change. Returns the fields that changed.
+
+    A field the customer sets loses any "filled in by" mark, since it is now theirs.
+    """
+    changed = []
+    with transaction.atomic():
+        profile = CustomerProfile.objects.select_for_update().get(pk=profile.pk)
+        for field, value in changes.items():
+            old = getattr(profile, field)
+            if old == value:
+                continue
+            setattr(profile, field, value)
+            changed.append(field)
+            audit_record(
+                user=profile.user,
+                field=field,
+                old=old,
+                new=value,
+                source=source,
+                actor=actor,
+                actor_name=actor.get_username() if source != Source.CUSTOMER else "",
+                note=note,
+            )
+            if source == Source.CUSTOMER:
+                profile.field_sources.pop(field, None)
+        if changed:
+            profile.full_clean()
+            profile.save()
+    return changed
+
+
+def _validated(profile: CustomerProfile, field: str, value: str) -> Any:
+    """The value as the profile form would store it, or an ApplicationError naming it."""
+    if field not in PROPOSABLE_FIELDS:
+        raise ApplicationError(
+            f"{field!r} cannot be changed this way.",
+            code="unknown_field",
+            fields={"field": [f"Choose one of: {', '.join(PROPOSABLE_FIELDS)}."]},
+        )
+    form = ProfileForm(instance=profile, data={field: value})
+    form.fields = {field: form.fields[field]}
+    if not form.is_valid():
+        errors = form.errors.get(field) or form.non_field_errors()
+        raise ApplicationError(
+            f"Invalid value for {field}: {' '.join(errors)}", fields={"value": list(errors)}
+        )
+    return form.cleaned_data[field]
+
+
+def profile_propose_change(
+    *,
+    user: User,
+    field: str,
+    value: str,
+    reason: str,
+    source: Source,
+    actor: User | None = None,
+    actor_name: str = "",
+) -> ChangeProposal | None:
+    """Staff or a partner want a field changed.
+
+    A field nobody has filled in yet is filled directly (and marked with its source);
+    otherwise a proposal waits for the customer, who is notified. Returns the proposal,
+    or None when the value was filled in directly.
+    """
+    if source == Source.CUSTOMER:
+        raise ApplicationError("Customers edit their profile directly.")
+    if not reason.strip():
+        raise ApplicationError("Give a reason for the change.", fields={"reason": ["Required."]})
+    profile = profile_ensure(user=user)
+    cleaned = _validated(profile, field, value)
+    with transaction.atomic():
+        profile = CustomerProfile.objects.select_for_update().get(pk=profile.pk)
+        current = getattr(profile, field)
+        if current in ("", None):
+            setattr(profile, field, cleaned)
+            profile.field_sources[field] = f"{source}:{actor_name}"
+            profile.save()
+            audit_record(
+                user=user,
+                field=field,
+                old=current,
+                new=cleaned,
+                source=source,
+                actor=actor,
+                actor_name=actor_name,
+                note=reason,
+            )
+            return None
+        if current == cleaned:
+            raise ApplicationError(
+                f"{field} already has that value.", code="unchanged", fields={"value": ["Same."]}
+            )
+        now = timezone.now()
+        # A newer proposal for the same field replaces the one still waiting.
+        ChangeProposal.objects.filter(user=user, field=field, state=ProposalState.PENDING).update(
+            state=ProposalState.WITHDRAWN, decided_at=now
+        )
+        proposal = ChangeProposal.objects.create(
+            user=user,
+            field=field,
+            new_value=_display(cleaned),
+            reason=reason.strip(),
+            source=source,
+            proposed_by=actor,
+            proposed_by_name=actor_name,
+        )
+        notification_enqueue(
+            recipient=user,
+            kind="profile_change_proposed",
+            dedup_key=f"proposal:{proposal.pk}",
+            context={
+                "field": field,
+                "field_label": str(ProfileForm.base_fields[field].label or field),
+                "old_value": _display(current),
+                "new_value": proposal.new_value,
+                "reason": proposal.reason,
+            },
+            occurred_at=now,
+        )
+    return proposal
+
+
+def proposal_decide(*, proposal: ChangeProposal, user: User, accept: bool) -> ChangeProposal:
+    """The customer accepts or declines a proposal of theirs. Only then does the record change."""
+    if proposal.user_id != user.pk:
+        raise ApplicationError("That proposal is not yours.", status=404, code="not_found")
+    with transaction.atomic():
+        proposal = ChangeProposal.objects.select_for_update().get(pk=proposal.pk)
+        if proposal.state != ProposalState.PENDING:
+            raise ApplicationError("This proposal was already answered.", code="decided")
+        proposal.state = ProposalState.ACCEPTED if accept else ProposalState.DECLINED
+        proposal.decided_at = timezone.now()
+        proposal.save(update_fields=["state", "decided_at"])
+        if accept:
+            profile = profile_ensure(user=user)
+            value = _validated(profile, proposal.field, proposal.new_value)
+            by = proposal.proposed_by_name or proposal.get_source_display()
+            profile_update(
+                profile=profile,
+                changes={proposal.field: value},
+                actor=user,
+                source=Source.CUSTOMER,
+                note=f"Accepted a proposal from {by}: {proposal.reason}"[:300],
+            )
+    return proposal
+
+
+def address_add(*, profile: CustomerProfile, data: dict[str, str], actor: User) -> Address:
+    with transaction.atomic():
+        address = Address.objects.create(profile=profile, **data)
+        audit_record(
+            user=profile.user,
+            field="address",
+            old="",
+            new=address,
+            source=Source.CUSTOMER,
+            actor=actor,
+        )
+    return address
+
+
+def address_remove(*, address: Address, actor: User) -> None:
+    with transaction.atomic():
+        audit_record(
+            user=address.profile.user,
+            field="address",
+            old=address,
+            new="",
+            source=Source.CUSTOMER,
+            actor=actor,
+        )
+        address.delete()
+
+
+# --- Sharing ------------------------------------------------------------------------
+
+INVITATION_SALT = "milepost.invitation"
+INVITATION_MAX_AGE = 60 * 60 * 24 * 30
+
+
+def share_invitation_token(share: JourneyShare) -> str:
+    return signing.dumps(share.pk, salt=INVITATION_SALT)
+
+
+def share_from_invitation_token(token: str) -> JourneyShare | None:
+    try:
+        share_id = signing.loads(token, salt=INVITATION_SALT, max_age=INVITATION_MAX_AGE)
+    except signing.BadSignature:
+        return None
+    return JourneyShare.objects.select_related("journey").filter(pk=share_id).first()
+
+
+def journey_share_invite(*, journey: Any, owner: User, email: str) -> JourneyShare:
+    """The owner invites someone to follow the journey; they get an email with a link."""
+    email = email.strip().lower()
+    if journey.owner_id != owner.pk:
+        raise ApplicationError("Only the journey's owner can invite.", status=404, code="not_found")
+    if email == owner.email:
+        raise ApplicationError("You already follow this journey.", fields={"email": ["Yours."]})
+    with transaction.atomic():
+        if JourneyShare.objects.filter(
+            journey=journey, email=email, revoked_at__isnull=True
+        ).exists():
+            raise ApplicationError(
+                "That person is already invited.", fields={"email": ["Already invited."]}
+            )
+        share = JourneyShare.objects.create(journey=journey, email=email, invited_by=owner)
+        notification_enqueue(
+            recipient=None,
+            to_email=email,
+            journey=journey,
+            kind="journey_invitation",
+            dedup_key=f"share:{share.pk}",
+            context={
+                "inviter": owner.get_full_name(),
+                "invitation_url": settings.SITE_URL
+                + reverse("accounts:invitation", kwargs={"token": share_invitation_token(share)}),
+            },
+            occurred_at=share.created_at,
+        )
+    return share
+
+
+def journey_share_accept(*, share: JourneyShare, user: User) -> JourneyShare:
+    """The invitee, logged in with the invited address, accepts."""
+    if share.revoked_at is not None:
+        raise ApplicationError("This invitation was withdrawn.", status=404, code="not_found")
+    if user.email != share.email:
+        raise ApplicationError(
+            "This invitation was sent to another email address. Log in with that one.",
+            status=403,
+            code="wrong_account",
+        )
+    if share.viewer_id is None:
+        share.viewer = user
+        share.accepted_at = timezone.now()
+        share.save(update_fields=["viewer", "accepted_at"])
+    return share
+
+
+def journey_share_revoke(*, share: JourneyShare, owner: User) -> JourneyShare:
+    if share.journey.owner_id != owner.pk:
+        raise ApplicationError("Only the journey's owner can revoke.", status=404, code="not_found")
+    if share.revoked_at is None:
+        share.revoked_at = timezone.now()
+        share.save(update_fields=["revoked_at"])
+    return share
+
+
+def share_link_create(*, journey: Any, owner: User, days: int) -> ShareLink:
+    if journey.owner_id != owner.pk:
+        raise ApplicationError(
+            "Only the journey's owner can share it.", status=404, code="not_found"
+        )
+    if not 1 <= days <= 90:
+        raise ApplicationError("A link lasts 1 to 90 days.", fields={"days": ["1 to 90."]})
+    now = timezone.now()
+    return ShareLink.objects.create(
+        journey=journey, created_by=owner, created_at=now, expires_at=now + timedelta(days=days)
+    )
+
+
+def share_link_revoke(*, link: ShareLink, owner: User) -> ShareLink:
+    if link.journey.owner_id != owner.pk:
+        raise ApplicationError("Only the journey's owner can revoke.", status=404, code="not_found")
+    if link.revoked_at is None:
+        link.revoked_at = timezone.now()
+        link.save(update_fields=["revoked_at"])
+    return link

@@ -97,6 +97,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "accounts.middleware.ProfileLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "accounts.middleware.StaffMFARequiredMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -337,3 +338,5 @@ LOGGING = {
     },
 }
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
+# Without django.contrib.sites allauth would prefix subjects with the request's host.
+ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{COMPANY_NAME}] "

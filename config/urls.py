@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from journey.public import public_journey, public_photo
 from journey.views import healthz
 
 # Staff log in through allauth, so the admin login is rate-limited like any other.
@@ -17,5 +18,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
+    path("s/<str:token>/", public_journey, name="public-journey"),
+    path("s/<str:token>/photos/<int:photo_id>/<str:variant>/", public_photo, name="public-photo"),
+    path("", include("accounts.urls")),
     path("", include("journey.urls")),
 ]

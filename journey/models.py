@@ -363,6 +363,8 @@ class Message(models.Model):
     )
     from_staff = models.BooleanField(default=False)
     body = models.TextField()
+    # Only the owner (and staff) see a private message; invited viewers do not.
+    private = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -5,10 +5,11 @@ from dataclasses import dataclass
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404
 
-from accounts.models import User
+from accounts.models import JourneyShare, User
 from journey.models import (
     Checkpoint,
     Journey,
+    Message,
     Milestone,
     MilestoneState,
     Photo,
@@ -17,7 +18,17 @@ from journey.models import (
 
 
 def journeys_visible_to(*, user: User) -> QuerySet[Journey]:
-    """Every journey the user may see. The one place that decides it."""
+    """Every journey the user may see: their own, and those they accepted an invitation to
+    follow (until the owner revokes it). The one place that decides it."""
+    if not user.is_authenticated:
+        return Journey.objects.none()
+    # A subquery, not a join: a join would repeat rows and skew counts annotated later.
+    shared = JourneyShare.objects.filter(viewer=user, revoked_at__isnull=True)
+    return Journey.objects.filter(Q(owner=user) | Q(pk__in=shared.values("journey_id")))
+
+
+def journeys_owned_by(*, user: User) -> QuerySet[Journey]:
+    """Journeys the user owns: only the owner shares, exports or acts on a journey."""
     if not user.is_authenticated:
         return Journey.objects.none()
     return Journey.objects.filter(owner=user)
@@ -59,6 +70,36 @@ def journey_detail(*, user: User, reference: str) -> Journey:
     if journey is None:
         raise Http404("No such journey.")
     return journey
+
+
+def journey_messages(*, journey: Journey, user: User) -> list[Message]:
+    """The conversation as this user may see it: viewers do not see private messages."""
+    messages = journey.messages.order_by("created_at", "id")
+    if journey.owner_id != user.pk:
+        messages = messages.filter(private=False)
+    return list(messages)
+
+
+def journey_public(*, journey_id: int) -> Journey:
+    """What a share link shows: progress, dates, photos, route. No owner, tasks, messages."""
+    return (
+        Journey.objects.select_related("template")
+        .prefetch_related(
+            Prefetch(
+                "milestones",
+                queryset=Milestone.objects.select_related("stage").prefetch_related(
+                    Prefetch("photos", queryset=Photo.objects.order_by("created_at", "id"))
+                ),
+            ),
+            Prefetch(
+                "legs",
+                queryset=ShipmentLeg.objects.prefetch_related(
+                    Prefetch("checkpoints", queryset=Checkpoint.objects.order_by("occurred_at"))
+                ),
+            ),
+        )
+        .get(pk=journey_id)
+    )
 
 
 def photo_for_viewer(*, user: User, reference: str, photo_id: int) -> Photo:

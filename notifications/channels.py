@@ -23,6 +23,7 @@ def message_context(notification: Notification) -> dict[str, object]:
     journey = notification.journey
     context["journey"] = journey
     context["recipient"] = notification.recipient
+    context["site_url"] = settings.SITE_URL
     context["company_name"] = settings.COMPANY_NAME
     if journey is not None:
         context["portal_url"] = settings.SITE_URL + reverse(
@@ -34,7 +35,8 @@ def message_context(notification: Notification) -> dict[str, object]:
 def send_email(notification: Notification) -> None:
     """Render the row's message (HTML and plain text) in the recipient's language and
     time zone, and hand it to the mail backend."""
-    profile = getattr(notification.recipient, "profile", None)
+    recipient = notification.recipient
+    profile = getattr(recipient, "profile", None) if recipient else None
     language = profile.language if profile else settings.LANGUAGE_CODE
     zone = zoneinfo.ZoneInfo(profile.time_zone if profile else settings.TIME_ZONE)
     context = message_context(notification)
@@ -47,7 +49,7 @@ def send_email(notification: Notification) -> None:
         subject=subject,
         body=text,
         from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[notification.recipient.email],
+        to=[notification.to_email or recipient.email],
         headers={"X-Milepost-Notification": str(notification.pk)},
     )
     message.attach_alternative(html, "text/html")

@@ -19,8 +19,14 @@ class NotificationState(models.TextChoices):
 
 class Notification(models.Model):
     recipient = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="notifications",
     )
+    # For someone who has no account yet (an invitation): the address to write to.
+    to_email = models.EmailField(blank=True)
     journey = models.ForeignKey(
         "journey.Journey",
         on_delete=models.CASCADE,
@@ -55,6 +61,10 @@ class Notification(models.Model):
             models.CheckConstraint(
                 condition=~models.Q(state="sent") | models.Q(sent_at__isnull=False),
                 name="notification_sent_has_time",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(recipient__isnull=False) | ~models.Q(to_email=""),
+                name="notification_has_recipient",
             ),
         ]
         indexes = [

@@ -25,13 +25,14 @@ MAX_ATTEMPTS = 8
 
 def notification_enqueue(
     *,
-    recipient: User,
+    recipient: User | None,
     kind: str,
     dedup_key: str,
     context: dict[str, Any],
     journey: Any = None,
     occurred_at: datetime | None = None,
     scheduled_at: datetime | None = None,
+    to_email: str = "",
 ) -> list[Notification]:
     """Write the outbox rows for one cause, inside the caller's transaction.
 
@@ -44,6 +45,7 @@ def notification_enqueue(
             with transaction.atomic():
                 notification = Notification.objects.create(
                     recipient=recipient,
+                    to_email=to_email,
                     journey=journey,
                     kind=kind,
                     channel=channel,

@@ -3,6 +3,7 @@ from datetime import datetime
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
+from accounts.forms import PROPOSABLE_FIELDS
 from journey.models import Journey, Milestone
 
 
@@ -71,3 +72,18 @@ class StatusEventOutSerializer(serializers.Serializer):
     applied = serializers.BooleanField(help_text="False when the event did not move the journey.")
     duplicate = serializers.BooleanField(help_text="True when this event_id was already received.")
     warnings = serializers.ListField(child=serializers.CharField())
+
+
+class ProfileChangeInSerializer(serializers.Serializer):
+    field = serializers.ChoiceField(choices=PROPOSABLE_FIELDS)
+    value = serializers.CharField(max_length=200)
+    reason = serializers.CharField(max_length=300, help_text="Shown to the customer.")
+
+
+class ProfileChangeOutSerializer(serializers.Serializer):
+    field = serializers.CharField()
+    state = serializers.ChoiceField(
+        choices=["pending", "applied"],
+        help_text="applied: the field was empty and is now filled in; pending: the customer "
+        "decides.",
+    )

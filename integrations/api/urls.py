@@ -12,4 +12,9 @@ urlpatterns = [
         views.JourneyEventCreate.as_view(),
         name="journey-events",
     ),
+    path(
+        "journeys/<str:reference>/profile-changes/",
+        views.JourneyProfileChangeCreate.as_view(),
+        name="journey-profile-changes",
+    ),
 ]

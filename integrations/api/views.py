@@ -5,8 +5,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import Source
+from accounts.services import profile_propose_change
 from integrations.api.serializers import (
     JourneySerializer,
+    ProfileChangeInSerializer,
+    ProfileChangeOutSerializer,
     StatusEventInSerializer,
     StatusEventOutSerializer,
 )
@@ -77,3 +81,30 @@ class JourneyEventCreate(APIView):
         else:
             code = status.HTTP_201_CREATED
         return Response(body, status=code)
+
+
+class JourneyProfileChangeCreate(APIView):
+    """Propose a change to the details of the customer who owns a journey.
+
+    A field the customer has not filled in yet is filled in directly; otherwise the
+    customer is asked and decides. Nothing the customer entered is ever overwritten.
+    """
+
+    @extend_schema(request=ProfileChangeInSerializer, responses={201: ProfileChangeOutSerializer})
+    def post(self, request: Request, reference: str) -> Response:
+        journey = get_object_or_404(
+            partner_journeys(partner=request.user).select_related("owner"), reference=reference
+        )
+        serializer = ProfileChangeInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        proposal = profile_propose_change(
+            user=journey.owner,
+            field=data["field"],
+            value=data["value"],
+            reason=data["reason"],
+            source=Source.PARTNER,
+            actor_name=request.user.name,
+        )
+        body = {"field": data["field"], "state": "applied" if proposal is None else "pending"}
+        return Response(ProfileChangeOutSerializer(body).data, status=status.HTTP_201_CREATED)

@@ -7,6 +7,7 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.mfa import totp_activate
 from journey.models import EventSource, JourneyEvent, MilestoneState
 from notifications.models import Notification
 from tests.factories import UserFactory
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def staff(client):
     user = UserFactory(is_staff=True, is_superuser=True)
+    totp_activate(user=user)  # staff use the admin only with two-factor authentication
     client.force_login(user)
     return user
 

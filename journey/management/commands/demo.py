@@ -11,11 +11,13 @@ from datetime import datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from allauth.account.models import EmailAddress
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 from PIL import Image, ImageDraw
 
+from accounts.mfa import totp_activate
 from accounts.models import User
 from accounts.services import customer_create
 from integrations.models import Partner, StatusMapping
@@ -104,6 +106,7 @@ CARRIER_CODES = {
 class Summary:
     created: bool
     keys: list[tuple[str, str]]
+    staff_codes: list[str]
 
 
 def _template(key: str, name: str, stages: list[tuple[str, str, str, int]]) -> JourneyTemplate:
@@ -172,7 +175,13 @@ class Command(BaseCommand):
             f"Logins (password for all: {PASSWORD}):\n"
             f"  customer         {CUSTOMER}  (the car, {CAR_REFERENCE})\n"
             f"  second customer  {SECOND_CUSTOMER}  (a fitted kitchen, {KITCHEN_REFERENCE})\n"
-            f"  staff            {STAFF}  (admin at /admin/)"
+            f"  staff            {STAFF}  (admin at /admin/, with a second factor:"
+            f" the code from `python manage.py totp_code {STAFF}`"
+            + (
+                f", or a recovery code: {', '.join(summary.staff_codes[:3])})"
+                if summary.staff_codes
+                else ")"
+            )
         )
         for partner, key in summary.keys:
             self.stdout.write(f"  API key of {partner} (shown once): {key}")
@@ -191,8 +200,12 @@ class Command(BaseCommand):
         sam = _user(
             SECOND_CUSTOMER, given_name="Sam", family_name="Rivera", time_zone="Europe/Madrid"
         )
+        staff_codes: list[str] = []
         if not User.objects.filter(email=STAFF).exists():
-            User.objects.create_superuser(email=STAFF, password=PASSWORD)
+            staff = User.objects.create_superuser(email=STAFF, password=PASSWORD)
+            EmailAddress.objects.create(user=staff, email=STAFF, verified=True, primary=True)
+            # Staff must use two-factor authentication; the demo staff gets it ready.
+            _secret, staff_codes = totp_activate(user=staff)
 
         factory, _ = Partner.objects.get_or_create(
             slug="iberia-motor-works", defaults={"name": "Iberia Motor Works"}
@@ -222,7 +235,7 @@ class Command(BaseCommand):
         Notification.objects.filter(state=NotificationState.PENDING).update(
             state=NotificationState.SENT, sent_at=now
         )
-        return Summary(created=created, keys=keys)
+        return Summary(created=created, keys=keys, staff_codes=staff_codes)
 
     def _car(
         self,

@@ -1,0 +1,132 @@
+import zoneinfo
+
+import phonenumbers
+from django import forms
+from django.conf import settings
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import Address, CustomerProfile
+
+# The profile's sections, each edited in place on its own.
+SECTIONS: dict[str, list[str]] = {
+    "personal": ["given_name", "family_name"],
+    "contact": ["phone"],
+    "preferences": ["language", "time_zone", "timeline_newest_first"],
+    "notifications": [
+        "channel_email",
+        "channel_sms",
+        "channel_push",
+        "quiet_hours_start",
+        "quiet_hours_end",
+    ],
+}
+# Fields staff and partners may propose a change to (the customer confirms it).
+PROPOSABLE_FIELDS = ["given_name", "family_name", "phone", "language", "time_zone"]
+DEFAULT_PHONE_REGION = "GB"
+
+
+def normalise_phone(value: str) -> str:
+    """A phone number in E.164 (+447700900123), or a ValidationError naming the problem."""
+    value = value.strip()
+    if not value:
+        return ""
+    try:
+        number = phonenumbers.parse(value, DEFAULT_PHONE_REGION)
+    except phonenumbers.NumberParseException as error:
+        raise forms.ValidationError(
+            _("This is not a phone number. Include the country code, e.g. +44 7700 900123.")
+        ) from error
+    if not phonenumbers.is_valid_number(number):
+        raise forms.ValidationError(
+            _("This phone number is not valid. Include the country code, e.g. +44 7700 900123.")
+        )
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class ProfileForm(forms.ModelForm):
+    """Every editable profile field, validated in one place (also for proposals)."""
+
+    time_zone = forms.ChoiceField(
+        label=_("Time zone"),
+        choices=[(zone, zone.replace("_", " ")) for zone in sorted(zoneinfo.available_timezones())],
+    )
+    language = forms.ChoiceField(label=_("Language"), choices=settings.LANGUAGES)
+
+    class Meta:
+        model = CustomerProfile
+        fields = [name for fields in SECTIONS.values() for name in fields]
+        widgets = {
+            "quiet_hours_start": forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+            "quiet_hours_end": forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+        }
+
+    def clean_phone(self) -> str:
+        return normalise_phone(self.cleaned_data.get("phone", ""))
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean()
+        start, end = data.get("quiet_hours_start"), data.get("quiet_hours_end")
+        if (start is None) != (end is None):
+            raise forms.ValidationError(_("Give both ends of your quiet hours, or neither."))
+        if start is not None and start == end:
+            self.add_error("quiet_hours_end", _("Quiet hours must end at another time."))
+        channels = ("channel_email", "channel_sms", "channel_push")
+        if any(name in data for name in channels) and not any(data.get(n) for n in channels):
+            raise forms.ValidationError(_("Keep at least one way for us to reach you."))
+        if data.get("channel_sms") and not (data.get("phone") or self.instance.phone):
+            self.add_error("channel_sms", _("Add a phone number first to get text messages."))
+        return data
+
+
+def section_form(section: str, *, instance: CustomerProfile, data: object = None) -> ProfileForm:
+    """The profile form limited to one section's fields."""
+    form = ProfileForm(data=data, instance=instance, prefix=section)
+    form.fields = {name: form.fields[name] for name in SECTIONS[section]}
+    return form
+
+
+class AddressForm(forms.ModelForm):
+    class Meta:
+        model = Address
+        fields = ["label", "line1", "line2", "city", "postcode", "country"]
+
+    def clean_country(self) -> str:
+        value = self.cleaned_data["country"].strip().upper()
+        if len(value) != 2 or not value.isalpha():
+            raise forms.ValidationError(_("Use the two-letter country code, e.g. GB or ES."))
+        return value
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(label=_("Their email address"))
+
+
+class ShareLinkForm(forms.Form):
+    days = forms.TypedChoiceField(
+        label=_("Valid for"),
+        coerce=int,
+        choices=[(1, _("1 day")), (7, _("7 days")), (30, _("30 days"))],
+        initial=7,
+    )
+
+
+class ProposalForm(forms.Form):
+    """Staff propose a change in the admin."""
+
+    field = forms.ChoiceField(choices=[(f, f.replace("_", " ")) for f in PROPOSABLE_FIELDS])
+    value = forms.CharField(max_length=200)
+    reason = forms.CharField(max_length=300)
+
+
+class DeleteAccountForm(forms.Form):
+    confirm_email = forms.EmailField(label=_("Type your email address to confirm"))
+
+    def __init__(self, *args: object, user: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_confirm_email(self) -> str:
+        value = self.cleaned_data["confirm_email"].strip().lower()
+        if value != self.user.email:
+            raise forms.ValidationError(_("That is not the email address of this account."))
+        return value

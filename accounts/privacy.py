@@ -1,0 +1,171 @@
+"""Self-service export and deletion of a customer's data.
+
+What deletion keeps, and why (also shown to the customer before they confirm):
+the journeys, their milestones, events, photos of the item, shipment legs, tasks and
+appointments stay, linked to an anonymous account, because they are the company's record
+of an order it fulfilled (warranty, consumer-law and tax obligations). Everything that
+identifies the person (name, email, phone, addresses, preferences, messages they wrote,
+the audit trail's values, invitations, partner payloads) is erased.
+"""
+
+import io
+import json
+import zipfile
+from typing import Any
+
+from allauth.account.models import EmailAddress
+from allauth.mfa.models import Authenticator
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import (
+    Address,
+    ChangeProposal,
+    CustomerProfile,
+    JourneyShare,
+    ProfileChange,
+    ShareLink,
+    Source,
+    User,
+)
+from integrations.models import InboundEvent
+from journey.models import Journey, JourneyEvent, Message, Photo
+from notifications.models import Notification
+
+ERASED = "[erased at the customer's request]"
+
+
+def account_export_data(*, user: User) -> dict[str, Any]:
+    """Everything we hold about the customer, as plain data."""
+    profile = CustomerProfile.objects.filter(user=user).first()
+    journeys = Journey.objects.filter(owner=user).select_related("template")
+    data: dict[str, Any] = {
+        "exported_at": timezone.now(),
+        "account": {"email": user.email, "date_joined": user.date_joined},
+        "profile": None,
+        "addresses": [],
+        "journeys": [],
+        "audit_trail": [
+            {
+                "when": change.created_at,
+                "field": change.field,
+                "old": change.old_value,
+                "new": change.new_value,
+                "source": change.source,
+                "by": change.actor_name,
+                "note": change.note,
+            }
+            for change in ProfileChange.objects.filter(user=user).order_by("created_at", "id")
+        ],
+        "change_proposals": list(
+            ChangeProposal.objects.filter(user=user).values(
+                "field", "new_value", "reason", "source", "state", "created_at", "decided_at"
+            )
+        ),
+    }
+    if profile is not None:
+        data["profile"] = {
+            "given_name": profile.given_name,
+            "family_name": profile.family_name,
+            "phone": profile.phone,
+            "language": profile.language,
+            "time_zone": profile.time_zone,
+            "channels": {
+                "email": profile.channel_email,
+                "sms": profile.channel_sms,
+                "push": profile.channel_push,
+            },
+            "quiet_hours": [profile.quiet_hours_start, profile.quiet_hours_end],
+            "filled_in_by_others": profile.field_sources,
+        }
+        data["addresses"] = list(
+            profile.addresses.values("label", "line1", "line2", "city", "postcode", "country")
+        )
+    for journey in journeys:
+        data["journeys"].append(
+            {
+                "reference": journey.reference,
+                "title": journey.title,
+                "kind": journey.template.name,
+                "started_at": journey.started_at,
+                "promised_date": journey.promised_date,
+                "expected_date": journey.eta,
+                "milestones": list(
+                    journey.milestones.order_by("position").values(
+                        "stage__label", "state", "planned_date", "reached_at"
+                    )
+                ),
+                "events": list(
+                    journey.events.filter(customer_visible=True, applied=True)
+                    .order_by("occurred_at", "id")
+                    .values("kind", "occurred_at", "milestone__stage__label", "message")
+                ),
+                "messages": list(
+                    journey.messages.order_by("created_at", "id").values(
+                        "created_at", "from_staff", "body"
+                    )
+                ),
+                "tasks": list(journey.tasks.values("title", "due_date", "done_at")),
+                "appointments": list(
+                    journey.appointments.values("title", "arrive_at", "place_name", "address")
+                ),
+                "shared_with": list(
+                    journey.shares.filter(revoked_at__isnull=True).values("email", "accepted_at")
+                ),
+            }
+        )
+    return data
+
+
+def account_export_zip(*, user: User) -> bytes:
+    """A zip: data.json, and the photos of the customer's journeys."""
+    data = account_export_data(user=user)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("data.json", json.dumps(data, cls=DjangoJSONEncoder, indent=2))
+        photos = Photo.objects.filter(journey__owner=user).select_related("journey")
+        for photo in photos:
+            with photo.image.open("rb") as image:
+                archive.writestr(f"photos/{photo.journey.reference}/{photo.pk}.jpg", image.read())
+    return buffer.getvalue()
+
+
+def account_delete(*, user: User) -> None:
+    """Erase or anonymise the customer's personal data in every table that holds it."""
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user.pk)
+        journeys = Journey.objects.filter(owner=user)
+        Message.objects.filter(author=user).update(body=ERASED)
+        JourneyEvent.objects.filter(journey__in=journeys).update(payload={})
+        InboundEvent.objects.filter(journey__in=journeys).update(payload={})
+        Notification.objects.filter(recipient=user).delete()
+        Notification.objects.filter(journey__in=journeys, recipient__isnull=True).delete()
+        JourneyShare.objects.filter(journey__in=journeys).delete()
+        JourneyShare.objects.filter(viewer=user).delete()
+        ShareLink.objects.filter(journey__in=journeys).delete()
+        ChangeProposal.objects.filter(user=user).delete()
+        ProfileChange.objects.filter(user=user).delete()
+        Address.objects.filter(profile__user=user).delete()
+        CustomerProfile.objects.filter(user=user).update(
+            given_name="",
+            family_name="",
+            phone="",
+            field_sources={},
+            quiet_hours_start=None,
+            quiet_hours_end=None,
+        )
+        EmailAddress.objects.filter(user=user).delete()
+        Authenticator.objects.filter(user=user).delete()
+        user.email = f"deleted-{user.pk}@deleted.invalid"
+        user.set_unusable_password()  # also ends every other session (its hash changes)
+        user.is_active = False
+        user.save()
+        ProfileChange.objects.create(
+            user=user,
+            field="account",
+            old_value="",
+            new_value="deleted",
+            source=Source.CUSTOMER,
+            note="Personal data erased at the customer's request.",
+        )

@@ -1,0 +1,263 @@
+"""The customer's own record in the portal: profile, proposals, history, sharing, privacy."""
+
+from django.contrib import messages
+from django.contrib.auth import logout
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from accounts import privacy, services
+from accounts.forms import (
+    SECTIONS,
+    AddressForm,
+    DeleteAccountForm,
+    InviteForm,
+    ShareLinkForm,
+    section_form,
+)
+from accounts.models import Address, ChangeProposal, JourneyShare, ProposalState, ShareLink, Source
+from journey.errors import ApplicationError
+from journey.selectors import journeys_owned_by
+
+
+def _profile_context(request: HttpRequest) -> dict[str, object]:
+    profile = services.profile_ensure(user=request.user)
+    return {
+        "profile": profile,
+        "addresses": list(profile.addresses.all()),
+        "proposals": list(
+            ChangeProposal.objects.filter(user=request.user, state=ProposalState.PENDING)
+        ),
+        "sections": list(SECTIONS),
+        "address_form": AddressForm(),
+    }
+
+
+@login_required
+def profile(request: HttpRequest) -> HttpResponse:
+    context = _profile_context(request)
+    editing = request.GET.get("edit")
+    if editing in SECTIONS:
+        context["editing"] = editing
+        context["form"] = section_form(editing, instance=context["profile"])
+    return render(request, "accounts/profile.html", context)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def profile_section(request: HttpRequest, section: str) -> HttpResponse:
+    """One section of the profile: shown, edited in place (HTMX) or saved."""
+    if section not in SECTIONS:
+        raise Http404("No such section.")
+    profile_obj = services.profile_ensure(user=request.user)
+    template = "accounts/profile.html#section"
+    if request.method == "GET":
+        editing = request.GET.get("edit") == "1"
+        form = section_form(section, instance=profile_obj) if editing else None
+        if not request.htmx:
+            return redirect(reverse("accounts:profile") + (f"?edit={section}" if editing else ""))
+        return render(
+            request,
+            template,
+            {"section": section, "profile": profile_obj, "form": form, "editing": editing},
+        )
+    form = section_form(section, instance=profile_obj, data=request.POST)
+    if not form.is_valid():
+        context = _profile_context(request) | {"editing": section, "form": form}
+        if request.htmx:
+            context |= {"section": section}
+            return render(request, template, context, status=422)
+        return render(request, "accounts/profile.html", context, status=422)
+    changed = services.profile_update(
+        profile=profile_obj,
+        changes={name: form.cleaned_data[name] for name in form.fields},
+        actor=request.user,
+        source=Source.CUSTOMER,
+    )
+    profile_obj.refresh_from_db()
+    if not request.htmx:
+        messages.success(request, _("Saved.") if changed else _("Nothing changed."))
+        return redirect("accounts:profile")
+    return render(
+        request,
+        template,
+        {"section": section, "profile": profile_obj, "editing": False, "saved": bool(changed)},
+    )
+
+
+@login_required
+@require_POST
+def address_add(request: HttpRequest) -> HttpResponse:
+    form = AddressForm(request.POST)
+    profile_obj = services.profile_ensure(user=request.user)
+    if not form.is_valid():
+        context = _profile_context(request) | {"address_form": form}
+        return render(request, "accounts/profile.html", context, status=422)
+    services.address_add(profile=profile_obj, data=form.cleaned_data, actor=request.user)
+    messages.success(request, _("Address added."))
+    return redirect(reverse("accounts:profile") + "#addresses")
+
+
+@login_required
+@require_POST
+def address_remove(request: HttpRequest, address_id: int) -> HttpResponse:
+    address = get_object_or_404(Address, pk=address_id, profile__user=request.user)
+    services.address_remove(address=address, actor=request.user)
+    messages.success(request, _("Address removed."))
+    return redirect(reverse("accounts:profile") + "#addresses")
+
+
+@login_required
+@require_POST
+def proposal_decide(request: HttpRequest, proposal_id: int, decision: str) -> HttpResponse:
+    proposal = get_object_or_404(ChangeProposal, pk=proposal_id, user=request.user)
+    if decision not in {"accept", "decline"}:
+        raise Http404("No such decision.")
+    try:
+        services.proposal_decide(proposal=proposal, user=request.user, accept=decision == "accept")
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(
+            request, _("Change accepted.") if decision == "accept" else _("Change declined.")
+        )
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("accounts:profile"))
+    return redirect("accounts:profile")
+
+
+@login_required
+def history(request: HttpRequest) -> HttpResponse:
+    changes = request.user.profile_changes.select_related("actor")[:500]
+    return render(request, "accounts/history.html", {"changes": changes})
+
+
+# --- Sharing ---------------------------------------------------------------------------
+
+
+def _owned_journey(request: HttpRequest, reference: str):
+    journey = journeys_owned_by(user=request.user).filter(reference=reference).first()
+    if journey is None:
+        raise Http404("No such journey.")
+    return journey
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def sharing(request: HttpRequest, reference: str) -> HttpResponse:
+    """The owner invites viewers and makes share links."""
+    journey = _owned_journey(request, reference)
+    invite_form = InviteForm()
+    link_form = ShareLinkForm()
+    status = 200
+    if request.method == "POST":
+        action = request.POST.get("action")
+        try:
+            if action == "invite":
+                invite_form = InviteForm(request.POST)
+                if invite_form.is_valid():
+                    services.journey_share_invite(
+                        journey=journey, owner=request.user, email=invite_form.cleaned_data["email"]
+                    )
+                    messages.success(request, _("Invitation sent."))
+                    return redirect("accounts:sharing", reference=reference)
+            elif action == "link":
+                link_form = ShareLinkForm(request.POST)
+                if link_form.is_valid():
+                    services.share_link_create(
+                        journey=journey, owner=request.user, days=link_form.cleaned_data["days"]
+                    )
+                    messages.success(request, _("Link made."))
+                    return redirect("accounts:sharing", reference=reference)
+            elif action == "revoke-share":
+                share = get_object_or_404(JourneyShare, pk=request.POST.get("id"), journey=journey)
+                services.journey_share_revoke(share=share, owner=request.user)
+                messages.success(request, _("Invitation revoked."))
+                return redirect("accounts:sharing", reference=reference)
+            elif action == "revoke-link":
+                link = get_object_or_404(ShareLink, pk=request.POST.get("id"), journey=journey)
+                services.share_link_revoke(link=link, owner=request.user)
+                messages.success(request, _("Link revoked."))
+                return redirect("accounts:sharing", reference=reference)
+            else:
+                raise Http404("No such action.")
+        except ApplicationError as error:
+            target = invite_form if action == "invite" else link_form
+            target.add_error(None, error.message)
+        status = 422
+    now = timezone.now()
+    links = [(link, public_link_url(request, link)) for link in journey.share_links.all()]
+    return render(
+        request,
+        "accounts/sharing.html",
+        {
+            "journey": journey,
+            "invite_form": invite_form,
+            "link_form": link_form,
+            "shares": journey.shares.filter(revoked_at__isnull=True),
+            "links": links,
+            "now": now,
+        },
+        status=status,
+    )
+
+
+def public_link_url(request: HttpRequest, link: ShareLink) -> str:
+    from journey.public import share_link_token
+
+    return request.build_absolute_uri(
+        reverse("public-journey", kwargs={"token": share_link_token(link)})
+    )
+
+
+@login_required
+def invitation(request: HttpRequest, token: str) -> HttpResponse:
+    """The invitee follows the link in their email; accepting needs the invited address."""
+    share = services.share_from_invitation_token(token)
+    if share is None:
+        raise Http404("No such invitation.")
+    if request.method == "POST":
+        try:
+            services.journey_share_accept(share=share, user=request.user)
+        except ApplicationError as error:
+            if error.status == 404:
+                raise Http404(error.message) from error
+            messages.error(request, error.message)
+            return render(request, "accounts/invitation.html", {"share": share}, status=403)
+        return redirect("journey:detail", reference=share.journey.reference)
+    if share.revoked_at is not None:
+        raise Http404("No such invitation.")
+    return render(request, "accounts/invitation.html", {"share": share})
+
+
+# --- Privacy ---------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def export(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return render(request, "accounts/export.html")
+    data = privacy.account_export_zip(user=request.user)
+    response = HttpResponse(data, content_type="application/zip")
+    stamp = timezone.now().strftime("%Y%m%d")
+    response["Content-Disposition"] = f'attachment; filename="milepost-export-{stamp}.zip"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete(request: HttpRequest) -> HttpResponse:
+    form = DeleteAccountForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        privacy.account_delete(user=request.user)
+        logout(request)
+        return render(request, "accounts/deleted.html")
+    status = 422 if request.method == "POST" else 200
+    return render(request, "accounts/delete.html", {"form": form}, status=status)

@@ -1,0 +1,43 @@
+import pytest
+from django.urls import reverse
+
+from accounts.mfa import totp_activate
+from accounts.models import ChangeProposal, Source
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff_client(client):
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    totp_activate(user=staff)
+    client.force_login(staff)
+    return client
+
+
+def test_staff_propose_a_change_and_cannot_overwrite(staff_client, customer):
+    customer.profile.given_name = "Alex"
+    customer.profile.save()
+    url = reverse("admin:accounts_user_propose", args=[customer.pk])
+    response = staff_client.post(
+        url, {"field": "given_name", "value": "Alexander", "reason": "As on the contract"}
+    )
+    assert response.status_code == 302
+    customer.profile.refresh_from_db()
+    assert customer.profile.given_name == "Alex"
+    proposal = ChangeProposal.objects.get()
+    assert (proposal.source, proposal.new_value) == (Source.STAFF, "Alexander")
+
+    # The profile inline is read-only: a change form post cannot overwrite the name.
+    page = staff_client.get(reverse("admin:accounts_user_change", args=[customer.pk]))
+    assert 'name="profile-0-given_name"' not in page.content.decode()
+    assert "Audit trail" in page.content.decode()
+
+
+def test_a_bad_proposal_is_a_form_error(staff_client, customer):
+    url = reverse("admin:accounts_user_propose", args=[customer.pk])
+    response = staff_client.post(url, {"field": "phone", "value": "12", "reason": "r"})
+    assert response.status_code == 200
+    assert "not valid" in response.content.decode()
+    assert ChangeProposal.objects.count() == 0

@@ -1,0 +1,91 @@
+"""Login by password or emailed code, email verification, and MFA for staff."""
+
+import re
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.core import mail
+from django.urls import reverse
+
+from accounts.mfa import totp_activate, totp_current_code
+from accounts.models import CustomerProfile, User
+from tests.factories import PASSWORD, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_sign_up_needs_email_verification_and_creates_the_profile(client):
+    response = client.post(
+        reverse("account_signup"),
+        {
+            "email": "New@Example.com",
+            "password1": "a-long-new-pass-7",
+            "password2": "a-long-new-pass-7",
+        },
+    )
+    assert response.status_code == 302
+    user = User.objects.get(email="new@example.com")
+    assert CustomerProfile.objects.filter(user=user).exists()
+    assert EmailAddress.objects.get(user=user).verified is False
+    assert "verify" in mail.outbox[0].subject.lower() or "confirm" in mail.outbox[0].subject.lower()
+    # Unverified: not logged in to the portal yet.
+    assert client.get(reverse("journey:home")).status_code == 302
+
+
+def test_login_by_password_with_the_email_address(client, customer):
+    EmailAddress.objects.create(user=customer, email=customer.email, verified=True, primary=True)
+    response = client.post(
+        reverse("account_login"), {"login": customer.email.upper(), "password": PASSWORD}
+    )
+    assert response.status_code == 302
+    assert client.get(reverse("journey:home")).status_code == 200
+
+
+def test_login_by_an_emailed_code(client, customer):
+    EmailAddress.objects.create(user=customer, email=customer.email, verified=True, primary=True)
+    response = client.post(reverse("account_request_login_code"), {"email": customer.email})
+    assert response.status_code == 302
+    code = re.search(r"\b([A-Z0-9]{4}-[A-Z0-9]{4})\b", mail.outbox[-1].body).group(1)
+    confirm = client.post(reverse("account_confirm_login_code"), {"code": code})
+    assert confirm.status_code == 302
+    assert client.get(reverse("journey:home")).status_code == 200
+
+
+def test_allauth_emails_speak_as_the_company(client, customer, settings):
+    EmailAddress.objects.create(user=customer, email=customer.email, verified=True, primary=True)
+    client.post(reverse("account_request_login_code"), {"email": customer.email})
+    body = mail.outbox[-1].body
+    assert settings.COMPANY_NAME in body
+    assert "testserver" not in body
+
+
+def test_password_reset_sends_a_link(client, customer):
+    EmailAddress.objects.create(user=customer, email=customer.email, verified=True, primary=True)
+    client.post(reverse("account_reset_password"), {"email": customer.email})
+    assert "/accounts/password/reset/key/" in mail.outbox[-1].body
+
+
+def test_staff_without_totp_are_sent_to_set_it_up(client):
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    response = client.get(reverse("admin:index"))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("mfa_activate_totp")
+
+
+def test_staff_with_totp_log_in_with_a_code_and_reach_the_admin(client):
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    EmailAddress.objects.create(user=staff, email=staff.email, verified=True, primary=True)
+    totp_activate(user=staff)
+    response = client.post(reverse("account_login"), {"login": staff.email, "password": PASSWORD})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("mfa_authenticate")
+    assert client.get(reverse("admin:index")).status_code == 302  # not yet logged in
+    client.post(reverse("mfa_authenticate"), {"code": totp_current_code(staff)})
+    assert client.get(reverse("admin:index")).status_code == 200
+
+
+def test_the_admin_login_goes_through_allauth(client):
+    response = client.get(reverse("admin:login"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("account_login"))

@@ -1,0 +1,139 @@
+"""Export and deletion: everything we hold, and then nothing that identifies the person."""
+
+import io
+import json
+import zipfile
+
+import pytest
+from allauth.account.models import EmailAddress
+from django.apps import apps
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.mfa import totp_activate
+from accounts.models import Address, ProfileChange, Source
+from accounts.privacy import account_delete
+from accounts.services import journey_share_invite, profile_propose_change, share_link_create
+from integrations.services import partner_record_status_event
+from journey.models import Journey, Message
+from journey.photos import photo_add
+from tests.factories import UserFactory
+from tests.journey.test_views import jpeg
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def rich_customer(customer, journey, partner):
+    profile = customer.profile
+    profile.given_name, profile.family_name, profile.phone = "Zelda", "Quixote", "+447911123777"
+    profile.save()
+    Address.objects.create(
+        profile=profile,
+        label="Home",
+        line1="17 Uniqueplace Road",
+        city="Bristol",
+        postcode="BS9 9ZZ",
+    )
+    Message.objects.create(journey=journey, author=customer, body="Call me on 07911 123777")
+    profile_propose_change(
+        user=customer, field="family_name", value="Quixote-Ray", reason="r", source=Source.STAFF
+    )
+    ProfileChange.objects.create(
+        user=customer,
+        field="phone",
+        old_value="",
+        new_value="+447911123777",
+        source=Source.CUSTOMER,
+    )
+    journey_share_invite(journey=journey, owner=customer, email="friend-of-zelda@example.com")
+    share_link_create(journey=journey, owner=customer, days=7)
+    partner_record_status_event(
+        partner=partner,
+        journey=journey,
+        event_id="e1",
+        code="S1",
+        occurred_at=timezone.now(),
+        payload={"customer_name": "Zelda Quixote", "phone": "+447911123777"},
+    )
+    photo_add(journey=journey, milestone=None, file=jpeg())
+    EmailAddress.objects.create(user=customer, email=customer.email, verified=True, primary=True)
+    totp_activate(user=customer)
+    return customer
+
+
+def test_export_holds_profile_journeys_events_messages_audit_and_photos(
+    client, rich_customer, journey
+):
+    client.force_login(rich_customer)
+    response = client.post(reverse("accounts:export"))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    data = json.loads(archive.read("data.json"))
+    assert data["profile"]["family_name"] == "Quixote"
+    assert data["addresses"][0]["line1"] == "17 Uniqueplace Road"
+    (exported,) = data["journeys"]
+    assert exported["reference"] == journey.reference
+    assert exported["messages"][0]["body"] == "Call me on 07911 123777"
+    assert [e["milestone__stage__label"] for e in exported["events"]] == ["Stage 1"]
+    assert data["audit_trail"][0]["new"] == "+447911123777"
+    assert [name for name in archive.namelist() if name.startswith("photos/")] == [
+        f"photos/{journey.reference}/{journey.photos.get().pk}.jpg"
+    ]
+
+
+def text_values(instance: models.Model) -> str:
+    parts = []
+    for field in instance._meta.concrete_fields:
+        if isinstance(field, (models.CharField, models.TextField, models.JSONField)):
+            parts.append(json.dumps(getattr(instance, field.attname), default=str))
+    return " ".join(parts)
+
+
+def test_after_deletion_no_table_holds_the_customers_personal_data(rich_customer, journey):
+    email = rich_customer.email
+    secrets = [
+        email,
+        "Zelda",
+        "Quixote",
+        "7911123777",
+        "07911 123777",
+        "Uniqueplace",
+        "BS9 9ZZ",
+        "friend-of-zelda@example.com",
+    ]
+    other = UserFactory()  # someone else's data is untouched
+
+    account_delete(user=rich_customer)
+
+    found = []
+    for model in apps.get_models():
+        for row in model.objects.all():
+            text = text_values(row)
+            found += [(model.__name__, s) for s in secrets if s in text]
+    assert found == []
+    rich_customer.refresh_from_db()
+    assert rich_customer.is_active is False
+    assert not rich_customer.has_usable_password()
+    # The order record is kept, anonymously.
+    assert Journey.objects.filter(pk=journey.pk, owner=rich_customer).exists()
+    assert journey.photos.count() == 1
+    other.refresh_from_db()
+    assert other.profile.given_name != ""
+
+
+def test_deletion_needs_confirmation_and_explains_what_is_kept(client, customer):
+    client.force_login(customer)
+    page = client.get(reverse("accounts:delete")).content.decode()
+    assert "What we keep, and why" in page
+    wrong = client.post(reverse("accounts:delete"), {"confirm_email": "someone@example.com"})
+    assert wrong.status_code == 422
+    customer.refresh_from_db()
+    assert customer.is_active
+    done = client.post(reverse("accounts:delete"), {"confirm_email": customer.email.upper()})
+    assert done.status_code == 200
+    customer.refresh_from_db()
+    assert not customer.is_active
+    assert client.get(reverse("journey:home")).status_code == 302  # logged out

@@ -1,0 +1,161 @@
+"""The customer owns the record: proposals never change it until the customer accepts."""
+
+import pytest
+from django.core import mail
+
+from accounts.models import ChangeProposal, ProfileChange, ProposalState, Source
+from accounts.services import profile_propose_change, profile_update, proposal_decide
+from journey.errors import ApplicationError
+from notifications.models import Notification
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff():
+    return UserFactory(is_staff=True)
+
+
+def test_a_proposal_never_changes_the_record_until_the_customer_accepts(customer, staff):
+    customer.profile.phone = "+447911123456"
+    customer.profile.save()
+
+    proposal = profile_propose_change(
+        user=customer,
+        field="phone",
+        value="07911 123457",
+        reason="The dealer has a newer number on file.",
+        source=Source.STAFF,
+        actor=staff,
+        actor_name=staff.email,
+    )
+
+    customer.profile.refresh_from_db()
+    assert customer.profile.phone == "+447911123456"
+    assert proposal.state == ProposalState.PENDING
+    assert proposal.new_value == "+447911123457"  # validated and normalised when proposed
+    assert ProfileChange.objects.count() == 0
+    notification = Notification.objects.get()
+    assert notification.recipient == customer
+    assert notification.kind == "profile_change_proposed"
+
+    proposal_decide(proposal=proposal, user=customer, accept=True)
+
+    customer.profile.refresh_from_db()
+    assert customer.profile.phone == "+447911123457"
+    change = ProfileChange.objects.get()
+    assert (change.field, change.old_value, change.new_value) == (
+        "phone",
+        "+447911123456",
+        "+447911123457",
+    )
+    assert change.source == Source.CUSTOMER
+    assert "Accepted a proposal from" in change.note
+
+
+def test_a_declined_proposal_changes_nothing(customer, staff):
+    original = customer.profile.family_name
+    proposal = profile_propose_change(
+        user=customer,
+        field="family_name",
+        value="Smith",
+        reason="Typo?",
+        source=Source.STAFF,
+        actor=staff,
+    )
+    proposal_decide(proposal=proposal, user=customer, accept=False)
+    customer.profile.refresh_from_db()
+    assert customer.profile.family_name == original
+    assert ChangeProposal.objects.get().state == ProposalState.DECLINED
+    assert ProfileChange.objects.count() == 0
+    with pytest.raises(ApplicationError, match="already answered"):
+        proposal_decide(proposal=proposal, user=customer, accept=True)
+
+
+def test_an_empty_field_is_filled_directly_and_marked_with_its_source(customer):
+    assert customer.profile.phone == ""
+    result = profile_propose_change(
+        user=customer,
+        field="phone",
+        value="+34 612 345 678",
+        reason="From the order form",
+        source=Source.PARTNER,
+        actor_name="Iberia Motor Works",
+    )
+    assert result is None
+    customer.profile.refresh_from_db()
+    assert customer.profile.phone == "+34612345678"
+    assert customer.profile.field_sources == {"phone": "partner:Iberia Motor Works"}
+    change = ProfileChange.objects.get()
+    assert change.source == Source.PARTNER and change.actor_name == "Iberia Motor Works"
+    assert Notification.objects.count() == 0
+
+    # Once the customer edits it, it is theirs: the mark goes.
+    profile_update(
+        profile=customer.profile,
+        changes={"phone": "+34612000111"},
+        actor=customer,
+        source=Source.CUSTOMER,
+    )
+    customer.profile.refresh_from_db()
+    assert customer.profile.field_sources == {}
+
+
+def test_a_newer_proposal_for_the_same_field_withdraws_the_older(customer, staff):
+    first = profile_propose_change(
+        user=customer, field="given_name", value="Alexandra", reason="a", source=Source.STAFF
+    )
+    second = profile_propose_change(
+        user=customer, field="given_name", value="Alexa", reason="b", source=Source.STAFF
+    )
+    first.refresh_from_db()
+    assert first.state == ProposalState.WITHDRAWN
+    assert second.state == ProposalState.PENDING
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason", "message"),
+    [
+        ("phone", "not a number", "r", "not a phone number"),
+        ("time_zone", "Mars/Olympus", "r", "Invalid value for time_zone"),
+        ("language", "xx", "r", "Invalid value for language"),
+        ("email", "x@example.com", "r", "cannot be changed this way"),
+        ("phone", "+447911123456", "  ", "Give a reason"),
+    ],
+)
+def test_bad_proposals_are_refused_and_nothing_is_written(customer, field, value, reason, message):
+    with pytest.raises(ApplicationError, match=message):
+        profile_propose_change(
+            user=customer, field=field, value=value, reason=reason, source=Source.STAFF
+        )
+    assert ChangeProposal.objects.count() == 0
+    assert ProfileChange.objects.count() == 0
+    assert Notification.objects.count() == 0
+
+
+def test_only_the_customer_decides_their_proposals(customer, staff):
+    proposal = profile_propose_change(
+        user=customer, field="given_name", value="Al", reason="r", source=Source.STAFF
+    )
+    with pytest.raises(ApplicationError):
+        proposal_decide(proposal=proposal, user=UserFactory(), accept=True)
+    proposal.refresh_from_db()
+    assert proposal.state == ProposalState.PENDING
+
+
+def test_the_proposal_email_says_what_and_why(customer, django_capture_on_commit_callbacks):
+    customer.profile.given_name = "Alex"
+    customer.profile.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        profile_propose_change(
+            user=customer,
+            field="given_name",
+            value="Alexander",
+            reason="As on your passport",
+            source=Source.STAFF,
+        )
+    body = mail.outbox[0].body
+    assert 'from "Alex" to "Alexander"' in body
+    assert "As on your passport" in body
+    assert "/account/#proposals" in body

@@ -1,0 +1,199 @@
+"""Viewers follow a journey but see nothing of the owner's; share links show nothing personal."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.core import mail
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.models import JourneyShare, ShareLink
+from accounts.services import (
+    journey_share_invite,
+    journey_share_revoke,
+    share_invitation_token,
+    share_link_create,
+    share_link_revoke,
+)
+from journey.errors import ApplicationError
+from journey.models import EventSource, Message
+from journey.photos import photo_add
+from journey.public import share_link_token
+from journey.services import journey_record_milestone
+from tests.factories import UserFactory
+from tests.journey.test_views import jpeg
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def viewer():
+    return UserFactory(email="friend@example.com")
+
+
+@pytest.fixture
+def accepted(client, journey, customer, viewer):
+    share = journey_share_invite(journey=journey, owner=customer, email="Friend@Example.com")
+    client.force_login(viewer)
+    token = share_invitation_token(share)
+    response = client.post(reverse("accounts:invitation", args=[token]))
+    assert response.status_code == 302
+    share.refresh_from_db()
+    return share
+
+
+def test_an_invitation_is_emailed_and_accepted_by_the_invited_address(
+    client, journey, customer, viewer, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        share = journey_share_invite(journey=journey, owner=customer, email="friend@example.com")
+    assert mail.outbox[0].to == ["friend@example.com"]
+    token = share_invitation_token(share)
+    assert f"/invitations/{token}/" in mail.outbox[0].body
+
+    client.force_login(viewer)
+    assert client.get(reverse("journey:detail", args=[journey.reference])).status_code == 404
+    client.post(reverse("accounts:invitation", args=[token]))
+    assert client.get(reverse("journey:detail", args=[journey.reference])).status_code == 200
+    assert journey.reference in client.get(reverse("journey:home")).content.decode()
+
+
+def test_someone_else_cannot_accept_the_invitation(client, journey, customer):
+    share = journey_share_invite(journey=journey, owner=customer, email="friend@example.com")
+    client.force_login(UserFactory(email="stranger@example.com"))
+    response = client.post(reverse("accounts:invitation", args=[share_invitation_token(share)]))
+    assert response.status_code == 403
+    share.refresh_from_db()
+    assert share.viewer is None
+    assert client.get(reverse("journey:detail", args=[journey.reference])).status_code == 404
+    forged = client.get(reverse("accounts:invitation", args=["forged-token"]))
+    assert forged.status_code == 404
+
+
+def test_a_viewer_cannot_reach_the_owners_profile_export_or_sharing(client, journey, accepted):
+    # The viewer's own profile page is theirs, never the owner's.
+    page = client.get(reverse("accounts:profile")).content.decode()
+    assert journey.owner.profile.given_name not in page
+    assert journey.owner.email not in page
+    assert client.get(reverse("accounts:sharing", args=[journey.reference])).status_code == 404
+    export = client.post(reverse("accounts:export"))
+    assert journey.reference.encode() not in export.content  # only the viewer's own data
+    detail = client.get(reverse("journey:detail", args=[journey.reference])).content.decode()
+    assert reverse("accounts:sharing", args=[journey.reference]) not in detail
+
+
+def test_a_viewer_does_not_see_private_messages(client, journey, accepted):
+    Message.objects.create(journey=journey, author=journey.owner, body="Public note")
+    Message.objects.create(
+        journey=journey, author=journey.owner, body="My bank details are…", private=True
+    )
+    from journey.selectors import journey_messages
+
+    viewer_view = [m.body for m in journey_messages(journey=journey, user=accepted.viewer)]
+    owner_view = [m.body for m in journey_messages(journey=journey, user=journey.owner)]
+    assert viewer_view == ["Public note"]
+    assert owner_view == ["Public note", "My bank details are…"]
+
+
+def test_the_owner_revokes_an_invitation(client, journey, customer, accepted):
+    journey_share_revoke(share=accepted, owner=customer)
+    assert client.get(reverse("journey:detail", args=[journey.reference])).status_code == 404
+
+
+@pytest.mark.parametrize("email", ["not-an-address", "", "a@b"])
+def test_an_invitation_to_an_invalid_address_is_a_form_error(client, journey, customer, email):
+    client.force_login(customer)
+    response = client.post(
+        reverse("accounts:sharing", args=[journey.reference]), {"action": "invite", "email": email}
+    )
+    assert response.status_code == 422
+    assert "field__error" in response.content.decode()
+    assert JourneyShare.objects.count() == 0
+
+
+def test_only_the_owner_shares(journey):
+    with pytest.raises(ApplicationError):
+        journey_share_invite(journey=journey, owner=UserFactory(), email="x@example.com")
+    with pytest.raises(ApplicationError):
+        share_link_create(journey=journey, owner=UserFactory(), days=7)
+    assert JourneyShare.objects.count() == 0 and ShareLink.objects.count() == 0
+
+
+def personal_data(customer) -> list[str]:
+    profile = customer.profile
+    return [customer.email, profile.given_name, profile.family_name, "+447911123456", "Secret St"]
+
+
+def test_a_share_link_shows_progress_and_photos_but_nothing_personal(client, journey, customer):
+    customer.profile.phone = "+447911123456"
+    customer.profile.save()
+    customer.profile.addresses.create(label="Home", line1="1 Secret St", city="Bristol")
+    Message.objects.create(journey=journey, author=customer, body="A message to staff")
+    slot = timezone.now() + timedelta(days=3)
+    journey.appointments.create(
+        title="Handover",
+        starts_at=slot,
+        arrive_at=slot - timedelta(minutes=10),
+        place_name="Showroom",
+        address="9 Secret St",
+    )
+    journey_record_milestone(
+        journey=journey, stage_key="stage-2", occurred_at=timezone.now(), source=EventSource.STAFF
+    )
+    photo = photo_add(journey=journey, milestone=journey.milestones.get(position=2), file=jpeg())
+    link = share_link_create(journey=journey, owner=customer, days=7)
+    url = reverse("public-journey", args=[share_link_token(link)])
+
+    response = client.get(url)  # no login
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Stage 2" in html and "step 2 of 4" in html
+    for value in [*personal_data(customer), "A message to staff", "Handover"]:
+        assert value not in html
+    photo_url = reverse("public-photo", args=[share_link_token(link), photo.pk, "thumb"])
+    assert photo_url in html
+    assert client.get(photo_url).status_code == 200
+    assert response["Cache-Control"] == "private, no-store"
+
+
+def test_a_share_link_stops_working_when_revoked_or_expired(client, journey, customer):
+    photo = photo_add(journey=journey, milestone=None, file=jpeg())
+    revoked = share_link_create(journey=journey, owner=customer, days=1)
+    token = share_link_token(revoked)
+    share_link_revoke(link=revoked, owner=customer)
+    assert client.get(reverse("public-journey", args=[token])).status_code == 404
+    assert client.get(reverse("public-photo", args=[token, photo.pk, "full"])).status_code == 404
+
+    expiring = share_link_create(journey=journey, owner=customer, days=1)
+    token = share_link_token(expiring)
+    assert client.get(reverse("public-journey", args=[token])).status_code == 200
+    with time_machine.travel(timezone.now() + timedelta(days=1, seconds=1)):
+        assert client.get(reverse("public-journey", args=[token])).status_code == 404
+    assert client.get(reverse("public-journey", args=["tampered"])).status_code == 404
+
+
+def test_a_share_link_shows_only_its_own_journeys_photos(client, journey, customer):
+    from tests.factories import make_journey
+
+    other = make_journey()
+    photo = photo_add(journey=other, milestone=None, file=jpeg())
+    link = share_link_create(journey=journey, owner=customer, days=7)
+    url = reverse("public-photo", args=[share_link_token(link), photo.pk, "full"])
+    assert client.get(url).status_code == 404
+
+
+def test_the_sharing_page_makes_and_lists_links(client, journey, customer):
+    client.force_login(customer)
+    response = client.post(
+        reverse("accounts:sharing", args=[journey.reference]), {"action": "link", "days": "7"}
+    )
+    assert response.status_code == 302
+    page = client.get(reverse("accounts:sharing", args=[journey.reference])).content.decode()
+    link = ShareLink.objects.get()
+    assert share_link_token(link) in page
+    bad = client.post(
+        reverse("accounts:sharing", args=[journey.reference]), {"action": "link", "days": "365"}
+    )
+    assert bad.status_code == 422
+    assert ShareLink.objects.count() == 1

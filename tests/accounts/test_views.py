@@ -1,0 +1,172 @@
+"""The profile page: edited in place, with clear errors and nothing half-saved."""
+
+import pytest
+from django.urls import reverse
+
+from accounts.models import Address, ChangeProposal, ProfileChange, Source
+from accounts.services import profile_propose_change
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def logged_in(client, customer):
+    client.force_login(customer)
+    return client
+
+
+def section_url(section: str) -> str:
+    return reverse("accounts:section", args=[section])
+
+
+def test_the_profile_page_shows_the_customers_details(logged_in, customer):
+    response = logged_in.get(reverse("accounts:profile"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert customer.profile.given_name in html and customer.email in html
+
+
+def test_a_section_is_edited_in_place_with_htmx(logged_in, customer):
+    form = logged_in.get(section_url("contact") + "?edit=1", headers={"HX-Request": "true"})
+    assert form.status_code == 200
+    assert 'name="contact-phone"' in form.content.decode()
+    assert "<html" not in form.content.decode()  # the partial only
+
+    saved = logged_in.post(
+        section_url("contact"), {"contact-phone": "07911 123456"}, headers={"HX-Request": "true"}
+    )
+    assert saved.status_code == 200
+    assert "+447911123456" in saved.content.decode()
+    customer.profile.refresh_from_db()
+    assert customer.profile.phone == "+447911123456"
+    change = ProfileChange.objects.get()
+    assert (change.field, change.source) == ("phone", Source.CUSTOMER)
+
+
+def test_without_javascript_the_form_posts_and_redirects(logged_in, customer):
+    response = logged_in.post(
+        section_url("preferences"),
+        {"preferences-language": "es", "preferences-time_zone": "Europe/Madrid"},
+    )
+    assert response.status_code == 302
+    customer.profile.refresh_from_db()
+    assert (customer.profile.language, customer.profile.time_zone) == ("es", "Europe/Madrid")
+    assert customer.profile.timeline_newest_first is False
+
+
+@pytest.mark.parametrize(
+    ("section", "data", "message"),
+    [
+        ("contact", {"contact-phone": "12"}, "not valid"),
+        (
+            "preferences",
+            {"preferences-language": "xx", "preferences-time_zone": "Europe/Paris"},
+            "Select a valid choice",
+        ),
+        (
+            "preferences",
+            {"preferences-language": "en", "preferences-time_zone": "Nowhere/City"},
+            "Select a valid choice",
+        ),
+        (
+            "personal",
+            {"personal-given_name": "x" * 101, "personal-family_name": "y"},
+            "at most 100 characters",
+        ),
+        (
+            "notifications",
+            {"notifications-channel_email": "", "notifications-quiet_hours_start": "22:00"},
+            "Give both ends of your quiet hours",
+        ),
+        (
+            "notifications",
+            {"notifications-quiet_hours_start": "22:00", "notifications-quiet_hours_end": "07:00"},
+            "Keep at least one way",
+        ),
+        ("notifications", {"notifications-channel_sms": "on"}, "Add a phone number first"),
+    ],
+)
+def test_bad_input_gets_a_form_error_and_nothing_is_saved(
+    logged_in, customer, section, data, message
+):
+    before = {f.name: getattr(customer.profile, f.name) for f in customer.profile._meta.fields}
+    response = logged_in.post(section_url(section), data, headers={"HX-Request": "true"})
+    assert response.status_code == 422
+    assert message in response.content.decode()
+    customer.profile.refresh_from_db()
+    assert {
+        f.name: getattr(customer.profile, f.name) for f in customer.profile._meta.fields
+    } == before
+    assert ProfileChange.objects.count() == 0
+
+
+def test_addresses_are_added_and_removed_with_an_audit(logged_in, customer):
+    response = logged_in.post(
+        reverse("accounts:address-add"),
+        {
+            "label": "Home",
+            "line1": "1 High St",
+            "city": "Bristol",
+            "postcode": "BS1 1AA",
+            "country": "gb",
+        },
+    )
+    assert response.status_code == 302
+    address = Address.objects.get()
+    assert address.country == "GB"
+    bad = logged_in.post(reverse("accounts:address-add"), {"label": "Work", "country": "G1"})
+    assert bad.status_code == 422
+    assert "This field is required" in bad.content.decode()
+    assert "two-letter country code" in bad.content.decode()
+    assert Address.objects.count() == 1
+    logged_in.post(reverse("accounts:address-remove", args=[address.pk]))
+    assert Address.objects.count() == 0
+    assert list(ProfileChange.objects.values_list("field", "new_value").order_by("id")) == [
+        ("address", "1 High St, Bristol, BS1 1AA"),
+        ("address", ""),
+    ]
+
+
+def test_another_customers_address_and_proposal_answer_404(logged_in, customer):
+    other = UserFactory()
+    address = Address.objects.create(profile=other.profile, label="x", line1="l", city="c")
+    proposal = profile_propose_change(
+        user=other, field="given_name", value="Zed", reason="r", source=Source.STAFF
+    )
+    assert logged_in.post(reverse("accounts:address-remove", args=[address.pk])).status_code == 404
+    url = reverse("accounts:proposal-decide", args=[proposal.pk, "accept"])
+    assert logged_in.post(url).status_code == 404
+    assert Address.objects.filter(pk=address.pk).exists()
+    proposal.refresh_from_db()
+    assert proposal.state == "pending"
+
+
+def test_the_customer_accepts_a_proposal_in_the_portal(logged_in, customer):
+    proposal = profile_propose_change(
+        user=customer,
+        field="family_name",
+        value="Morgan-Lee",
+        reason="Married",
+        source=Source.STAFF,
+    )
+    page = logged_in.get(reverse("accounts:profile")).content.decode()
+    assert "Morgan-Lee" in page and "Married" in page
+    response = logged_in.post(reverse("accounts:proposal-decide", args=[proposal.pk, "accept"]))
+    assert response.status_code == 302
+    customer.profile.refresh_from_db()
+    assert customer.profile.family_name == "Morgan-Lee"
+    assert ChangeProposal.objects.get().state == "accepted"
+
+
+def test_the_history_page_lists_every_change(logged_in, customer):
+    profile_propose_change(
+        user=customer,
+        field="phone",
+        value="+447911123456",
+        reason="r",
+        source=Source.PARTNER,
+        actor_name="Iberia Motor Works",
+    )
+    html = logged_in.get(reverse("accounts:history")).content.decode()
+    assert "+447911123456" in html and "A partner" in html and "Iberia Motor Works" in html
