@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -47,9 +48,11 @@ PLANNED_LOW = 0.85
 PLANNED_HIGH = 1.5
 # Planned fallback: a stage is stalled after twice its planned duration.
 PLANNED_STALL = 2.0
-SCENARIOS = 2000
+SCENARIOS = 1000
 LOW_Q, HIGH_Q, STALL_Q = 0.10, 0.90, 0.95
-MAX_HISTORY = 500  # the most recent completed journeys a template learns from
+MAX_HISTORY = 500
+# Conditioning on the elapsed time needs this many longer cases to draw from.
+MIN_CONDITIONED = 5  # the most recent completed journeys a template learns from
 
 
 @dataclass(frozen=True)
@@ -193,31 +196,44 @@ def _scenarios_from_history(
     partner_ends: dict[int, datetime],
     seed: int,
 ) -> list[list[float]]:
-    """Monte Carlo over recorded journeys: the current segment's rest comes from the
-    similar segments that lasted at least as long; the later segments are taken
-    together from one recorded journey, so a slow journey stays slow."""
+    """Monte Carlo over recorded journeys, each scenario one recorded journey: the
+    current segment's rest is what that journey's segment lasted beyond the elapsed
+    time, and the later segments are its own, so a journey slow in this stage stays
+    slow after it. Only journeys whose current segment lasted longer than the elapsed
+    time are drawn; when fewer than ``MIN_CONDITIONED`` did, the rest is drawn
+    separately from all of them (see ``_residuals``)."""
     # Not for secrets: a seeded generator makes the same inputs give the same dates.
     rng = random.Random(seed)  # noqa: S311
     columns = [learned.keys.index(s.key) if s.key in learned.keys else None for s in segments]
     marginals = [learned.samples(s.key) for s in segments]
-    current = marginals[0] if segments else []
-    residuals = _residuals(current, elapsed) if current else None
+    first = columns[0] if segments else None
+    rows = learned.journeys
+    residuals = None
+    if first is not None:
+        longer = [r for r in rows if r[first] is not None and r[first] > elapsed]
+        if len(longer) >= MIN_CONDITIONED:
+            rows = longer
+        elif marginals[0]:
+            residuals = _residuals(marginals[0], elapsed)
     start = now.timestamp()
     scenarios = []
     for _draw in range(SCENARIOS):
-        row = rng.choice(learned.journeys)
+        row = rng.choice(rows)
         cursor = start
         ends = []
         for index, segment in enumerate(segments):
+            column = columns[index]
+            value = row[column] if column is not None else None
             if index in partner_ends:
                 cursor = max(cursor, partner_ends[index].timestamp())
             elif index == 0:
-                cursor += (
-                    rng.choice(residuals) if residuals else max(segment.planned - elapsed, 0.0)
-                )
+                if residuals is not None:
+                    cursor += rng.choice(residuals)
+                elif value is not None and value > elapsed:
+                    cursor += value - elapsed
+                else:
+                    cursor += max(segment.planned - elapsed, 0.0)
             else:
-                column = columns[index]
-                value = row[column] if column is not None else None
                 if value is None:
                     value = rng.choice(marginals[index]) if marginals[index] else segment.planned
                 cursor += value
@@ -454,23 +470,29 @@ def eta_recompute(*, journey: Journey, cause: EtaCause, now: datetime | None = N
     return journey
 
 
-def open_journeys() -> list[int]:
-    return list(
-        Journey.objects.exclude(health__in=[Health.DONE, Health.CANCELLED]).values_list(
-            "pk", flat=True
-        )
-    )
+def open_journeys() -> QuerySet[Journey]:
+    return Journey.objects.exclude(health__in=[Health.DONE, Health.CANCELLED])
+
+
+def eta_recompute_template_journeys(
+    *, template: JourneyTemplate, cause: EtaCause = EtaCause.RECOMPUTE
+) -> int:
+    """Relearn one template and recompute its open journeys. Returns how many."""
+    eta_stats_recompute(template=template)
+    pks = list(open_journeys().filter(template=template).values_list("pk", flat=True))
+    for pk in pks:
+        eta_recompute(journey=Journey(pk=pk), cause=cause)
+    return len(pks)
 
 
 def eta_recompute_all(*, cause: EtaCause = EtaCause.NIGHTLY) -> int:
     """Relearn every template, then recompute every open journey. Returns the count."""
     for template in JourneyTemplate.objects.all():
         eta_stats_recompute(template=template)
-    count = 0
-    for pk in open_journeys():
+    pks = list(open_journeys().values_list("pk", flat=True))
+    for pk in pks:
         eta_recompute(journey=Journey(pk=pk), cause=cause)
-        count += 1
-    return count
+    return len(pks)
 
 
 def eta_check_stalled(*, now: datetime | None = None) -> list[int]:
@@ -478,7 +500,7 @@ def eta_check_stalled(*, now: datetime | None = None) -> list[int]:
     ones (or twice its plan, without history). Returns the ids newly flagged."""
     now = now or timezone.now()
     flagged = []
-    for pk in open_journeys():
+    for pk in list(open_journeys().values_list("pk", flat=True)):
         journey = Journey.objects.only("pk", "stalled_since").get(pk=pk)
         was = journey.stalled_since
         journey = eta_recompute(journey=journey, cause=EtaCause.RECOMPUTE, now=now)
