@@ -200,8 +200,8 @@ def _scenarios_from_history(
     current segment's rest is what that journey's segment lasted beyond the elapsed
     time, and the later segments are its own, so a journey slow in this stage stays
     slow after it. Only journeys whose current segment lasted longer than the elapsed
-    time are drawn; when fewer than ``MIN_CONDITIONED`` did, the rest is drawn
-    separately from all of them (see ``_residuals``)."""
+    time are drawn; when fewer than ``MIN_CONDITIONED`` did, the rest of the current
+    segment is drawn on its own (see ``_residuals``)."""
     # Not for secrets: a seeded generator makes the same inputs give the same dates.
     rng = random.Random(seed)  # noqa: S311
     columns = [learned.keys.index(s.key) if s.key in learned.keys else None for s in segments]
@@ -210,8 +210,10 @@ def _scenarios_from_history(
     rows = learned.journeys
     residuals = None
     if first is not None:
-        longer = [r for r in rows if r[first] is not None and r[first] > elapsed]
-        if len(longer) >= MIN_CONDITIONED:
+        known = [r for r in rows if r[first] is not None]
+        longer = [r for r in known if r[first] > elapsed]
+        # Enough alike journeys (or all of them alike): keep each one whole.
+        if longer and len(longer) >= min(MIN_CONDITIONED, len(known)):
             rows = longer
         elif marginals[0]:
             residuals = _residuals(marginals[0], elapsed)
