@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from journey.eta import START, Segment, forecast, learn
 
@@ -106,8 +106,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, journeys: int, seed: int, train: float, **options: Any) -> None:
         if journeys < 4 or not 0 < train < 1:
-            self.stderr.write("Give at least 4 journeys and a training share between 0 and 1.")
-            raise SystemExit(2)
+            raise CommandError("Give at least 4 journeys and a training share between 0 and 1.")
         rng = random.Random(seed)  # noqa: S311 - a reproducible simulation, not a secret
         history = generate(journeys, rng)
         cut = max(1, min(len(history) - 1, math.floor(len(history) * train)))
