@@ -1,5 +1,6 @@
 """The ETA: learned from history, with an 80% range, health, delay messages, stalls."""
 
+import io
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -7,6 +8,7 @@ import pytest
 import time_machine
 from django.core import mail
 from django.core.exceptions import ValidationError
+from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.forms import modelform_factory
 
@@ -506,3 +508,19 @@ def test_the_spine_reads_cached_statistics_without_rescanning_history(
     sql = " ".join(q["sql"] for q in queries.captured_queries)
     assert "journey_templateetastats" in sql
     assert sql.count('FROM "journey_milestone"') == 1
+
+
+def test_the_recompute_command_relearns_and_recomputes(template, settings):
+    settings.ETA_MIN_HISTORY = 1
+    with time_machine.travel(T0, tick=False):
+        journey = new_journey(template)
+    completed(template, stage_days=1)
+    out = io.StringIO()
+
+    with time_machine.travel(at(0.5), tick=False):
+        call_command("eta_recompute", stdout=out)
+
+    assert out.getvalue() == "Recomputed 1 open journeys.\n"
+    journey.refresh_from_db()
+    assert journey.eta_basis == EtaBasis.HISTORY
+    assert journey.eta_estimates.last().cause == EtaCause.RECOMPUTE
