@@ -435,7 +435,7 @@ class EtaEstimate(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.journey_id} {self.expected} ({self.low} to {self.high})"
+        return f"{self.expected} ({self.low} to {self.high})"
 
 
 class TemplateEtaStats(models.Model):
