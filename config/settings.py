@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 from django.utils.translation import gettext_lazy as _
@@ -340,3 +341,17 @@ LOGGING = {
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 # Without django.contrib.sites allauth would prefix subjects with the request's host.
 ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{COMPANY_NAME}] "
+
+# --- ETA (journey/eta.py, docs/eta.md) ---------------------------------------------------
+
+# A template's ETA learns from its history once it has this many completed journeys;
+# below that, the planned durations are used (and the basis says so).
+ETA_MIN_HISTORY = env.int("ETA_MIN_HISTORY", default=20)
+CELERY_BEAT_SCHEDULE["journey-eta-nightly"] = {
+    "task": "journey.tasks.eta_recompute_nightly",
+    "schedule": crontab(hour=2, minute=30),
+}
+CELERY_BEAT_SCHEDULE["journey-eta-stalled"] = {
+    "task": "journey.tasks.eta_check_stalled",
+    "schedule": timedelta(hours=1),
+}

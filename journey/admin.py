@@ -1,14 +1,19 @@
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from journey import eta
 from journey.errors import ApplicationError
 from journey.forms import RecordMilestoneForm
 from journey.models import (
     Appointment,
     Checkpoint,
     CustomerTask,
+    EtaBasis,
+    EtaCause,
+    EtaEstimate,
     EventSource,
     Journey,
     JourneyEvent,
@@ -19,6 +24,7 @@ from journey.models import (
     PromisedItem,
     ShipmentLeg,
     StageDefinition,
+    TemplateEtaStats,
 )
 from journey.services import journey_record_milestone
 
@@ -30,8 +36,57 @@ class StageInline(admin.TabularInline):
 
 @admin.register(JourneyTemplate)
 class JourneyTemplateAdmin(admin.ModelAdmin):
-    list_display = ["name", "key"]
+    list_display = ["name", "key", "eta_history"]
     inlines = [StageInline]
+    actions = ["recompute_eta"]
+
+    @admin.display(description="ETA learns from")
+    def eta_history(self, template: JourneyTemplate) -> str:
+        stats = TemplateEtaStats.objects.filter(template=template).first()
+        if stats is None:
+            return "not computed yet"
+        return f"{stats.journey_count} completed journeys ({stats.computed_at:%Y-%m-%d %H:%M})"
+
+    @admin.action(description="Relearn ETA statistics and recompute open journeys")
+    def recompute_eta(self, request: HttpRequest, queryset: QuerySet[JourneyTemplate]) -> None:
+        journeys = 0
+        for template in queryset:
+            journeys += eta.eta_recompute_template_journeys(template=template)
+        messages.success(request, f"Recomputed {journeys} open journeys.")
+
+
+class StalledFilter(admin.SimpleListFilter):
+    title = "stalled"
+    parameter_name = "stalled"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [("yes", "Stalled"), ("no", "Not stalled")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Journey]) -> QuerySet[Journey]:
+        if self.value() == "yes":
+            return queryset.filter(stalled_since__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(stalled_since__isnull=True)
+        return queryset
+
+
+class EtaEstimateInline(admin.TabularInline):
+    """How the promise moved: read-only, newest first."""
+
+    model = EtaEstimate
+    extra = 0
+    can_delete = False
+    fields = ["computed_at", "expected", "low", "high", "basis", "health", "cause"]
+    readonly_fields = fields
+    ordering = ["-computed_at", "-id"]
+    verbose_name = "ETA"
+    verbose_name_plural = "ETA history"
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 class MilestoneInline(admin.TabularInline):
@@ -98,14 +153,34 @@ class MessageInline(admin.TabularInline):
 
 @admin.register(Journey)
 class JourneyAdmin(admin.ModelAdmin):
-    list_display = ["reference", "title", "owner", "health", "eta", "promised_date"]
-    list_filter = ["health", "template"]
+    list_display = [
+        "reference",
+        "title",
+        "owner",
+        "health",
+        "eta",
+        "eta_range",
+        "basis",
+        "promised_date",
+        "stalled_since",
+    ]
+    list_filter = ["health", StalledFilter, "template"]
     search_fields = ["reference", "title", "owner__email", "owner__profile__family_name"]
-    readonly_fields = ["reference", "eta", "health", "last_event_at", "created_at"]
+    readonly_fields = [
+        "reference",
+        "eta",
+        "eta_range",
+        "basis",
+        "health",
+        "stalled_since",
+        "last_event_at",
+        "created_at",
+    ]
     autocomplete_fields = ["owner"]
     list_select_related = ["owner"]
     inlines = [
         MilestoneInline,
+        EtaEstimateInline,
         EventInline,
         LegInline,
         TaskInline,
@@ -114,6 +189,27 @@ class JourneyAdmin(admin.ModelAdmin):
         PhotoInline,
         MessageInline,
     ]
+
+    @admin.display(description="80% range")
+    def eta_range(self, journey: Journey) -> str:
+        if journey.eta_low is None or journey.eta_high is None:
+            return "—"
+        return f"{journey.eta_low:%Y-%m-%d} to {journey.eta_high:%Y-%m-%d}"
+
+    @admin.display(description="ETA basis")
+    def basis(self, journey: Journey) -> str:
+        return EtaBasis(journey.eta_basis).label if journey.eta_basis else "—"
+
+    def save_related(
+        self, request: HttpRequest, form: object, formsets: list, change: bool
+    ) -> None:
+        super().save_related(request, form, formsets, change)
+        legs_changed = any(
+            formset.model is ShipmentLeg and formset.has_changed() for formset in formsets
+        )
+        if change and legs_changed:
+            # A carrier's new ETA moves the prediction now, not at the next event.
+            eta.eta_recompute(journey=form.instance, cause=EtaCause.LEG_ETA)
 
 
 @admin.register(Milestone)
@@ -171,6 +267,12 @@ class MilestoneAdmin(admin.ModelAdmin):
 @admin.register(ShipmentLeg)
 class ShipmentLegAdmin(admin.ModelAdmin):
     list_display = ["journey", "sequence", "mode", "origin_name", "destination_name", "eta"]
+
+    def save_model(
+        self, request: HttpRequest, obj: ShipmentLeg, form: object, change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        eta.eta_recompute(journey=obj.journey, cause=EtaCause.LEG_ETA)
 
     class CheckpointInline(admin.TabularInline):
         model = Checkpoint

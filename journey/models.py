@@ -9,6 +9,7 @@ import zoneinfo
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -44,11 +45,21 @@ class StageDefinition(models.Model):
     label = models.CharField(max_length=80, help_text=_("What the customer sees."))
     explanation = models.TextField(blank=True, help_text=_("What happens in this stage."))
     expected_duration = models.DurationField(
-        default=timedelta(days=1), help_text=_("How long this stage usually takes.")
+        default=timedelta(days=1),
+        help_text=_("How long this stage usually takes."),
+        # The same bounds as the stage_duration_sane constraint, as form errors.
+        validators=[MinValueValidator(timedelta(0)), MaxValueValidator(timedelta(days=730))],
     )
     customer_visible = models.BooleanField(default=True)
     notify_customer = models.BooleanField(
         default=True, help_text=_("Tell the customer when this stage is reached.")
+    )
+    shipping = models.BooleanField(
+        default=False,
+        help_text=_(
+            "The goods are in transit during this stage: while its journey has open "
+            "shipment legs, the stage ends when the carrier expects the last leg to arrive."
+        ),
     )
 
     class Meta:
@@ -95,6 +106,13 @@ class Journey(models.Model):
     last_event_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The prediction's 80% range and what it was based on (journey.eta); derived.
+    eta_low = models.DateField(null=True, blank=True, editable=False)
+    eta_high = models.DateField(null=True, blank=True, editable=False)
+    eta_basis = models.CharField(max_length=24, blank=True, editable=False)
+    # Set when the current stage has run longer than 95% of similar ones; cleared by
+    # the next event. For staff, never shown to the customer.
+    stalled_since = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -265,6 +283,11 @@ class ShipmentLeg(models.Model):
     def __str__(self) -> str:
         return f"{self.origin_name} → {self.destination_name}"
 
+    def clean(self) -> None:
+        # A carrier's ETA before the journey even started is a typo, not a forecast.
+        if self.eta and self.journey_id and self.eta < self.journey.started_at:
+            raise ValidationError({"eta": _("The ETA is before the journey started.")})
+
 
 class Checkpoint(models.Model):
     leg = models.ForeignKey(ShipmentLeg, on_delete=models.CASCADE, related_name="checkpoints")
@@ -372,3 +395,70 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return self.body[:60]
+
+
+class EtaBasis(models.TextChoices):
+    PLANNED = "planned", _("Planned durations")
+    HISTORY = "history", _("Similar journeys")
+    PLANNED_PARTNER = "planned_partner", _("Planned durations and the carrier's ETA")
+    HISTORY_PARTNER = "history_partner", _("Similar journeys and the carrier's ETA")
+    DONE = "done", _("Arrived")
+
+
+class EtaCause(models.TextChoices):
+    CREATED = "created", _("Journey created")
+    EVENT = "event", _("Milestone reached")
+    LEG_ETA = "leg_eta", _("Carrier's ETA changed")
+    NIGHTLY = "nightly", _("Nightly recompute")
+    RECOMPUTE = "recompute", _("Recomputed on demand")
+
+
+class EtaEstimate(models.Model):
+    """The history of a journey's ETA: one row each time the prediction changed."""
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="eta_estimates")
+    computed_at = models.DateTimeField()
+    expected = models.DateField()
+    low = models.DateField()
+    high = models.DateField()
+    basis = models.CharField(max_length=24, choices=EtaBasis.choices)
+    health = models.CharField(max_length=16, choices=Health.choices)
+    cause = models.CharField(max_length=16, choices=EtaCause.choices)
+
+    class Meta:
+        ordering = ["journey", "computed_at", "id"]
+        indexes = [models.Index(fields=["journey", "computed_at"], name="eta_journey_time_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(low__lte=models.F("expected"))
+                & models.Q(expected__lte=models.F("high")),
+                name="eta_range_holds_expected",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.expected} ({self.low} to {self.high})"
+
+
+class TemplateEtaStats(models.Model):
+    """What completed journeys of a template teach: the cache the ETA reads.
+
+    ``data`` is ``{"keys": [segment keys], "journeys": [[seconds or null, ...], ...]}``:
+    one row per completed journey, one column per segment (from the start to the first
+    stage, then each stage to the next). Recomputed nightly, when a journey of the
+    template finishes, and on demand (admin action, ``manage.py eta_recompute``).
+    """
+
+    template = models.OneToOneField(
+        JourneyTemplate, on_delete=models.CASCADE, related_name="eta_stats"
+    )
+    computed_at = models.DateTimeField()
+    journey_count = models.PositiveIntegerField(default=0)
+    data = models.JSONField(default=dict)
+
+    class Meta:
+        verbose_name = _("ETA statistics")
+        verbose_name_plural = _("ETA statistics")
+
+    def __str__(self) -> str:
+        return f"{self.template.key}: {self.journey_count} journeys"

@@ -65,6 +65,7 @@ def journey_detail(*, user: User, reference: str) -> Journey:
         "tasks",
         "promised_items",
         "appointments",
+        "eta_estimates",
     )
     journey = queryset.filter(reference=reference).first()
     if journey is None:

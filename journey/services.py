@@ -10,9 +10,10 @@ from django.utils import timezone
 from accounts.models import User
 from journey import events
 from journey.errors import ApplicationError
+from journey.eta import ETA_FIELDS, eta_refresh
 from journey.models import (
+    EtaCause,
     EventSource,
-    Health,
     Journey,
     JourneyEvent,
     JourneyTemplate,
@@ -23,8 +24,6 @@ from notifications.services import notification_enqueue
 
 # Partners' and staff clocks drift: an event a few minutes "in the future" is accepted.
 CLOCK_SKEW = timedelta(minutes=5)
-# How close to the promised date the expected date may come before a journey is at risk.
-AT_RISK_MARGIN = timedelta(days=3)
 
 
 @dataclass(frozen=True)
@@ -70,11 +69,14 @@ def journey_create(
             )
             planned += stage.expected_duration
         # A journey created after it started is forecast from now, not from its start.
-        _refresh_forecast(
-            journey=journey, milestones=milestones, now=max(started_at, timezone.now())
+        eta_refresh(
+            journey=journey,
+            milestones=milestones,
+            now=max(started_at, timezone.now()),
+            cause=EtaCause.CREATED,
         )
         Milestone.objects.bulk_create(milestones)
-        journey.save(update_fields=["eta", "health", "updated_at"])
+        journey.save(update_fields=[*ETA_FIELDS, "updated_at"])
     return journey
 
 
@@ -140,8 +142,8 @@ def journey_record_milestone(
         if applied:
             _advance(milestones=milestones, target=target, occurred_at=occurred_at)
             journey.last_event_at = max(filter(None, [journey.last_event_at, occurred_at]))
-            _refresh_forecast(journey=journey, milestones=milestones, now=now)
-            journey.save(update_fields=["last_event_at", "eta", "health", "updated_at"])
+            eta_refresh(journey=journey, milestones=milestones, now=now, cause=EtaCause.EVENT)
+            journey.save(update_fields=["last_event_at", *ETA_FIELDS, "updated_at"])
             if target.stage.customer_visible and target.stage.notify_customer:
                 notification_enqueue(
                     recipient=journey.owner,
@@ -178,40 +180,3 @@ def _advance(*, milestones: list[Milestone], target: Milestone, occurred_at: dat
     target.reached_at = occurred_at
     changed.append(target)
     Milestone.objects.bulk_update(changed, ["state", "reached_at"])
-
-
-def _refresh_forecast(*, journey: Journey, milestones: list[Milestone], now: datetime) -> None:
-    """Expected dates from the stages' planned durations; health against the promise.
-
-    Sets each unreached milestone's expected date (saved here) and the journey's ETA and
-    health (saved by the caller).
-    """
-    if all(m.state == MilestoneState.DONE for m in milestones):
-        journey.eta = timezone.localdate(milestones[-1].reached_at or now)
-        journey.health = Health.DONE
-        return
-    cursor = now
-    changed = []
-    for milestone in milestones:
-        if milestone.state == MilestoneState.CURRENT:
-            elapsed = now - (milestone.reached_at or now)
-            cursor += max(milestone.stage.expected_duration - elapsed, timedelta(0))
-        elif milestone.state == MilestoneState.UPCOMING:
-            expected = timezone.localdate(cursor)
-            if milestone.expected_date != expected:
-                milestone.expected_date = expected
-                changed.append(milestone)
-            cursor += milestone.stage.expected_duration
-    if changed and changed[0].pk is not None:
-        Milestone.objects.bulk_update(changed, ["expected_date"])
-    # The journey is done when its last stage is reached.
-    journey.eta = milestones[-1].expected_date
-    journey.health = health_for(eta=journey.eta, promised=journey.promised_date)
-
-
-def health_for(*, eta: date, promised: date | None) -> Health:
-    if promised is None or eta <= promised - AT_RISK_MARGIN:
-        return Health.ON_TRACK
-    if eta <= promised:
-        return Health.AT_RISK
-    return Health.DELAYED

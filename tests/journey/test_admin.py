@@ -1,6 +1,7 @@
 """Staff record milestones in the admin, through the same spine as the API."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.core import mail
@@ -8,9 +9,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.mfa import totp_activate
-from journey.models import EventSource, JourneyEvent, MilestoneState
+from journey.models import (
+    EventSource,
+    Journey,
+    JourneyEvent,
+    MilestoneState,
+    ShipmentLeg,
+    TemplateEtaStats,
+)
 from notifications.models import Notification
-from tests.factories import UserFactory
+from tests.factories import TemplateFactory, UserFactory, make_journey
 
 pytestmark = pytest.mark.django_db
 
@@ -86,3 +94,135 @@ def test_customers_cannot_reach_the_admin(client, customer, journey):
     client.force_login(customer)
     response = client.get(reverse("admin:journey_journey_change", args=[journey.pk]))
     assert response.status_code == 302
+
+
+# --- The ETA in the admin (journey/eta.py) ----------------------------------------------
+
+
+def test_the_journey_admin_shows_the_eta_basis_range_and_history(client, staff, journey):
+    response = client.get(reverse("admin:journey_journey_change", args=[journey.pk]))
+    html = response.content.decode()
+    assert "Planned durations" in html
+    assert f"{journey.eta_low:%Y-%m-%d} to {journey.eta_high:%Y-%m-%d}" in html
+    assert "ETA history" in html and "Journey created" in html
+
+
+def test_staff_filter_stalled_journeys(client, staff, journey):
+    stalled = make_journey(title="Stuck in paint")
+    Journey.objects.filter(pk=stalled.pk).update(stalled_since=timezone.now())
+
+    response = client.get(reverse("admin:journey_journey_changelist"), {"stalled": "yes"})
+
+    html = response.content.decode()
+    assert stalled.reference in html
+    assert journey.reference not in html
+
+
+def stage_form(template, **changes: str) -> dict[str, str]:
+    stages = list(template.stages.order_by("position"))
+    data = {
+        "key": template.key,
+        "name": template.name,
+        "description": "",
+        "stages-TOTAL_FORMS": str(len(stages)),
+        "stages-INITIAL_FORMS": str(len(stages)),
+        "stages-MIN_NUM_FORMS": "0",
+        "stages-MAX_NUM_FORMS": "1000",
+    }
+    for index, stage in enumerate(stages):
+        prefix = f"stages-{index}-"
+        data.update(
+            {
+                prefix + "id": str(stage.pk),
+                prefix + "template": str(template.pk),
+                prefix + "position": str(stage.position),
+                prefix + "key": stage.key,
+                prefix + "label": stage.label,
+                prefix + "explanation": stage.explanation,
+                prefix + "expected_duration": "2 00:00:00",
+                prefix + "customer_visible": "on",
+                prefix + "notify_customer": "on",
+            }
+        )
+    data.update(changes)
+    return data
+
+
+def test_a_negative_stage_duration_is_a_form_error_and_nothing_is_saved(client, staff):
+    template = TemplateFactory(stages=2)
+    url = reverse("admin:journey_journeytemplate_change", args=[template.pk])
+
+    response = client.post(
+        url, stage_form(template, **{"stages-0-expected_duration": "-3 00:00:00"})
+    )
+
+    assert response.status_code == 200
+    assert "Ensure this value is greater than or equal to 0:00:00." in response.content.decode()
+    assert set(template.stages.values_list("expected_duration", flat=True)) == {timedelta(days=2)}
+
+
+def test_a_shipping_stage_is_marked_in_the_template_admin(client, staff):
+    template = TemplateFactory(stages=2)
+    url = reverse("admin:journey_journeytemplate_change", args=[template.pk])
+
+    response = client.post(url, stage_form(template, **{"stages-1-shipping": "on"}))
+
+    assert response.status_code == 302
+    assert list(template.stages.values_list("key", "shipping")) == [
+        ("stage-1", False),
+        ("stage-2", True),
+    ]
+
+
+def test_a_leg_eta_before_the_journey_started_is_a_form_error(client, staff, journey):
+    leg = ShipmentLeg.objects.create(
+        journey=journey,
+        sequence=1,
+        mode="ship",
+        origin_name="Santander",
+        origin_lat=Decimal("43.46"),
+        origin_lon=Decimal("-3.80"),
+        destination_name="Portbury",
+        destination_lat=Decimal("51.49"),
+        destination_lon=Decimal("-2.72"),
+    )
+    before = (journey.eta, journey.eta_low, journey.eta_high)
+    too_early = timezone.localtime(journey.started_at - timedelta(days=2))
+    data = {
+        "journey": str(journey.pk),
+        "sequence": "1",
+        "mode": "ship",
+        "carrier": "",
+        "origin_name": "Santander",
+        "origin_lat": "43.46",
+        "origin_lon": "-3.80",
+        "destination_name": "Portbury",
+        "destination_lat": "51.49",
+        "destination_lon": "-2.72",
+        "eta_0": too_early.strftime("%Y-%m-%d"),
+        "eta_1": too_early.strftime("%H:%M:%S"),
+        "checkpoints-TOTAL_FORMS": "0",
+        "checkpoints-INITIAL_FORMS": "0",
+        "checkpoints-MIN_NUM_FORMS": "0",
+        "checkpoints-MAX_NUM_FORMS": "1000",
+    }
+
+    response = client.post(reverse("admin:journey_shipmentleg_change", args=[leg.pk]), data)
+
+    assert response.status_code == 200
+    assert "The ETA is before the journey started." in response.content.decode()
+    leg.refresh_from_db()
+    assert leg.eta is None
+    journey.refresh_from_db()
+    assert (journey.eta, journey.eta_low, journey.eta_high) == before
+
+
+def test_staff_recompute_a_templates_eta_on_demand(client, staff, journey):
+    response = client.post(
+        reverse("admin:journey_journeytemplate_changelist"),
+        {"action": "recompute_eta", "_selected_action": [str(journey.template_id)]},
+    )
+    assert response.status_code == 302
+    stats = TemplateEtaStats.objects.get(template=journey.template)
+    assert stats.journey_count == 0
+    assert journey.eta_estimates.count() == 1  # nothing moved, so no new history row

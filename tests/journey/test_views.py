@@ -110,8 +110,8 @@ def test_journey_page_queries_do_not_grow_with_its_content(
     client.get(detail_url(small))  # warm the session
 
     # session, user, profile; the journey and owner; milestones, photos; legs, checkpoints;
-    # tasks, promised items, appointments
-    with django_assert_num_queries(11) as small_queries:
+    # tasks, promised items, appointments; the ETA history
+    with django_assert_num_queries(12) as small_queries:
         assert client.get(detail_url(small)).status_code == 200
     with django_assert_num_queries(len(small_queries.captured_queries)):
         response = client.get(detail_url(large))

@@ -22,10 +22,12 @@ from accounts.models import User
 from accounts.services import customer_create
 from integrations.models import Partner, StatusMapping
 from integrations.services import partner_key_create
+from journey.eta import eta_recompute
 from journey.models import (
     Appointment,
     Checkpoint,
     CustomerTask,
+    EtaCause,
     EventSource,
     Journey,
     JourneyTemplate,
@@ -120,6 +122,8 @@ def _template(key: str, name: str, stages: list[tuple[str, str, str, int]]) -> J
                 label=label,
                 explanation=explanation,
                 expected_duration=timedelta(days=days),
+                # The carrier's leg ETAs decide when the car arrives (journey/eta.py).
+                shipping=stage_key == "in_transit",
             )
             for position, (stage_key, label, explanation, days) in enumerate(stages, start=1)
         )
@@ -380,6 +384,8 @@ class Command(BaseCommand):
                         ),
                     ]
                 )
+        # The carriers' leg ETAs now move the prediction.
+        eta_recompute(journey=journey, cause=EtaCause.LEG_ETA)
         CustomerTask.objects.bulk_create(
             [
                 CustomerTask(

@@ -1,0 +1,526 @@
+"""The ETA: learned from history, with an 80% range, health, delay messages, stalls."""
+
+import io
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.core import mail
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.db import IntegrityError, transaction
+from django.forms import modelform_factory
+
+from journey import eta
+from journey.errors import ApplicationError
+from journey.models import (
+    EtaBasis,
+    EtaCause,
+    EtaEstimate,
+    EventSource,
+    Health,
+    Journey,
+    JourneyTemplate,
+    ShipmentLeg,
+    StageDefinition,
+    TemplateEtaStats,
+)
+from journey.services import journey_create, journey_record_milestone
+from journey.tasks import eta_check_stalled, eta_recompute_nightly
+from notifications.models import Notification
+from notifications.services import notification_deliver
+from tests.factories import TemplateFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+DAY = 86400.0
+
+
+def at(days: float) -> datetime:
+    return T0 + timedelta(days=days)
+
+
+def reach(journey: Journey, stage: int, days: float) -> None:
+    journey_record_milestone(
+        journey=journey, stage_key=f"stage-{stage}", occurred_at=at(days), source=EventSource.STAFF
+    )
+
+
+@pytest.fixture
+def template():
+    # Four stages planned at two days each: the last is reached six days after the first.
+    return TemplateFactory(stages=4)
+
+
+def new_journey(template, *, promised: date | None = None, started: float = 0) -> Journey:
+    return journey_create(
+        template=template,
+        owner=UserFactory(),
+        title="Car",
+        started_at=at(started),
+        promised_date=promised,
+    )
+
+
+def completed(template, *, stage_days: float) -> Journey:
+    """A finished journey whose every stage took ``stage_days``."""
+    with time_machine.travel(at(0), tick=False):
+        journey = new_journey(template)
+    with time_machine.travel(at(3 * stage_days + 1), tick=False):
+        for stage in range(1, 5):
+            reach(journey, stage, (stage - 1) * stage_days)
+    return journey
+
+
+# --- The pure core --------------------------------------------------------------------
+
+
+def test_planned_fallback_gives_the_plan_and_a_late_leaning_range():
+    segments = [eta.Segment(key="a", planned=2 * DAY), eta.Segment(key="b", planned=4 * DAY)]
+
+    result = eta.forecast(segments=segments, elapsed=DAY, now=T0, learned=None, min_history=20)
+
+    # One day left of a, then four days of b.
+    assert result.basis == EtaBasis.PLANNED
+    assert result.stage_expected == [at(1), at(5)]
+    assert result.expected == at(5)
+    assert result.low == at(0.85 * 2 - 1 + 0.85 * 4)
+    assert result.high == at(1.5 * 2 - 1 + 1.5 * 4)
+
+
+def test_thin_history_falls_back_to_the_plan():
+    learned = eta.learn([[DAY, DAY]] * 3, ["a", "b"])
+    segments = [eta.Segment(key="a", planned=2 * DAY), eta.Segment(key="b", planned=2 * DAY)]
+
+    result = eta.forecast(segments=segments, elapsed=0, now=T0, learned=learned, min_history=4)
+
+    assert result.basis == EtaBasis.PLANNED
+    assert result.expected == at(4)
+
+
+def test_history_conditions_the_current_stage_on_the_time_already_elapsed():
+    # Stage a took one day in two journeys, five in six, nine in two; b always two days.
+    a_days = [1] * 2 + [5] * 6 + [9] * 2
+    learned = eta.learn([[d * DAY, 2 * DAY] for d in a_days], ["a", "b"])
+    segments = [eta.Segment(key="a", planned=DAY), eta.Segment(key="b", planned=DAY)]
+
+    def predict(elapsed_days: float) -> tuple[datetime, datetime, datetime]:
+        result = eta.forecast(
+            segments=segments,
+            elapsed=elapsed_days * DAY,
+            now=at(elapsed_days),
+            learned=learned,
+            min_history=5,
+        )
+        assert result.basis == EtaBasis.HISTORY
+        return result.low, result.expected, result.high
+
+    assert predict(0) == (at(1 + 2), at(5 + 2), at(9 + 2))
+    # Three days in, only the five- and nine-day journeys are alike: 2 or 6 days left.
+    assert predict(3) == (at(3 + 2 + 2), at(3 + 2 + 2), at(3 + 6 + 2))
+    # Past the five-day ones, two alike are too few: the rest comes from those two alone.
+    assert predict(5.5) == (at(9 + 2), at(9 + 2), at(9 + 2))
+
+
+def test_a_stage_longer_than_all_history_still_gets_a_future_date():
+    learned = eta.learn([[d * DAY] for d in range(1, 11)], ["a"])
+    segments = [eta.Segment(key="a", planned=DAY)]
+
+    result = eta.forecast(
+        segments=segments, elapsed=20 * DAY, now=at(20), learned=learned, min_history=5
+    )
+
+    assert result.low > at(20)
+    assert result.low <= result.expected <= result.high
+
+
+def test_negative_durations_in_history_are_dropped():
+    learned = eta.learn([[-DAY, DAY], [DAY, None]], ["a", "b"])
+    assert learned.journeys == [[None, DAY], [DAY, None]]
+    assert learned.samples("a") == [DAY]
+
+
+@pytest.mark.parametrize(
+    ("promised", "health"),
+    [
+        (date(2026, 11, 11), Health.ON_TRACK),  # the whole range is before the promise
+        (date(2026, 11, 10), Health.AT_RISK),  # the range crosses it
+        (date(2026, 11, 8), Health.AT_RISK),
+        (date(2026, 11, 7), Health.DELAYED),  # the expected date is past it
+        (None, Health.ON_TRACK),
+    ],
+)
+def test_health_against_the_promise(promised, health):
+    assert eta.health_for(
+        expected=date(2026, 11, 8), high=date(2026, 11, 11), promised=promised
+    ) == (health)
+
+
+# --- Through the spine ----------------------------------------------------------------
+
+
+def test_a_new_journey_without_history_uses_the_plan_and_records_it(template):
+    with time_machine.travel(T0, tick=False):
+        journey = new_journey(template, promised=date(2026, 11, 20))
+
+    journey.refresh_from_db()
+    assert (journey.eta_low, journey.eta, journey.eta_high) == (
+        date(2026, 11, 7),  # 0.85 x 6 days
+        date(2026, 11, 8),
+        date(2026, 11, 11),  # 1.5 x 6 days
+    )
+    assert journey.eta_basis == EtaBasis.PLANNED
+    assert journey.health == Health.ON_TRACK
+    history = list(journey.eta_estimates.values_list("expected", "basis", "cause"))
+    assert history == [(date(2026, 11, 8), EtaBasis.PLANNED, EtaCause.CREATED)]
+    stats = TemplateEtaStats.objects.get(template=template)
+    assert stats.journey_count == 0
+
+
+def test_with_enough_history_the_spine_learns_from_it(template, settings):
+    settings.ETA_MIN_HISTORY = 3
+    for days in (3, 4, 5):
+        completed(template, stage_days=days)
+    eta.eta_stats_recompute(template=template)
+
+    with time_machine.travel(at(30), tick=False):
+        journey = new_journey(template, started=30)
+        reach(journey, 1, 30)
+
+    journey.refresh_from_db()
+    # Three more stages of 3, 4 or 5 days (each journey kept whole).
+    assert journey.eta_basis == EtaBasis.HISTORY
+    assert (journey.eta_low, journey.eta, journey.eta_high) == (
+        at(39).date(),
+        at(42).date(),
+        at(45).date(),
+    )
+    expected = dict(journey.milestones.values_list("stage__key", "expected_date"))
+    assert expected == {
+        "stage-1": at(30).date(),  # as last expected before it was reached
+        "stage-2": at(34).date(),
+        "stage-3": at(38).date(),
+        "stage-4": at(42).date(),
+    }
+    # Reaching the first stage on the day it began did not move the promise.
+    assert list(journey.eta_estimates.values_list("basis", "cause")) == [
+        (EtaBasis.HISTORY, EtaCause.CREATED),
+    ]
+
+
+def test_a_finished_journey_relearns_its_template_after_commit(
+    template, django_capture_on_commit_callbacks
+):
+    completed(template, stage_days=3)  # its own recompute ran in the test transaction
+    TemplateEtaStats.objects.all().delete()
+    with time_machine.travel(at(20), tick=False):
+        journey = new_journey(template, started=10)
+        for stage in range(1, 4):
+            reach(journey, stage, 10 + stage)
+        TemplateEtaStats.objects.all().delete()
+        with django_capture_on_commit_callbacks(execute=True):
+            reach(journey, 4, 15)
+
+    stats = TemplateEtaStats.objects.get(template=template)
+    assert stats.journey_count == 2
+    # Start to stage 1, then each stage to the next.
+    assert sorted(stats.data["journeys"]) == [
+        [0.0, 3 * DAY, 3 * DAY, 3 * DAY],
+        [1 * DAY, 1 * DAY, 1 * DAY, 2 * DAY],
+    ]
+    journey.refresh_from_db()
+    assert journey.eta_basis == EtaBasis.DONE
+    assert journey.eta == journey.eta_low == journey.eta_high == at(15).date()
+
+
+def test_the_history_keeps_only_changes_of_the_promise(template):
+    with time_machine.travel(T0, tick=False):
+        journey = new_journey(template)
+        eta.eta_recompute(journey=journey, cause=EtaCause.NIGHTLY)  # nothing moved
+    with time_machine.travel(at(1), tick=False):
+        reach(journey, 1, 1)
+
+    assert list(journey.eta_estimates.values_list("expected", "cause")) == [
+        (date(2026, 11, 8), EtaCause.CREATED),
+        (date(2026, 11, 9), EtaCause.EVENT),
+    ]
+
+
+def ship_template() -> JourneyTemplate:
+    template = TemplateFactory(stages=4)
+    StageDefinition.objects.filter(template=template, key="stage-2").update(shipping=True)
+    return template
+
+
+def leg(journey: Journey, *, eta_at: datetime | None, arrived: bool = False) -> ShipmentLeg:
+    return ShipmentLeg.objects.create(
+        journey=journey,
+        sequence=journey.legs.count() + 1,
+        mode="ship",
+        origin_name="Santander",
+        origin_lat=Decimal("43.46"),
+        origin_lon=Decimal("-3.80"),
+        destination_name="Portbury",
+        destination_lat=Decimal("51.49"),
+        destination_lon=Decimal("-2.72"),
+        departed_at=at(1),
+        arrived_at=at(2) if arrived else None,
+        eta=eta_at,
+    )
+
+
+def test_a_shipping_stage_ends_when_the_carrier_expects_its_last_open_leg():
+    template = ship_template()
+    with time_machine.travel(at(1), tick=False):
+        journey = new_journey(template)
+        reach(journey, 2, 1)  # in transit
+        leg(journey, eta_at=at(9), arrived=True)  # arrived: no longer counts
+        first = leg(journey, eta_at=at(4))
+        leg(journey, eta_at=at(7))
+        eta.leg_eta_update(leg=first, eta=at(5))
+
+    journey.refresh_from_db()
+    # Stage 3 is reached when the last open leg arrives, then two planned days.
+    assert journey.eta_basis == EtaBasis.PLANNED_PARTNER
+    assert journey.eta == at(9).date()
+    assert journey.milestones.get(stage__key="stage-3").expected_date == at(7).date()
+    assert journey.eta_estimates.last().cause == EtaCause.LEG_ETA
+
+
+def test_a_leg_eta_before_the_journey_started_is_refused_and_moves_nothing():
+    template = ship_template()
+    with time_machine.travel(at(1), tick=False):
+        journey = new_journey(template)
+        reach(journey, 2, 1)
+        open_leg = leg(journey, eta_at=at(6))
+        eta.leg_eta_update(leg=open_leg, eta=at(6))
+        journey.refresh_from_db()
+        before = (journey.eta, journey.eta_low, journey.eta_high, journey.eta_basis)
+        rows = EtaEstimate.objects.count()
+
+        with pytest.raises(ApplicationError) as error:
+            eta.leg_eta_update(leg=open_leg, eta=at(-3))
+        with pytest.raises(ApplicationError) as naive:
+            eta.leg_eta_update(leg=open_leg, eta=datetime(2026, 11, 9, 9, 0))
+
+    assert error.value.fields == {"eta": ["Before the journey started."]}
+    assert naive.value.fields == {"eta": ["No time zone."]}
+    open_leg.refresh_from_db()
+    assert open_leg.eta == at(6)
+    journey.refresh_from_db()
+    assert (journey.eta, journey.eta_low, journey.eta_high, journey.eta_basis) == before
+    assert EtaEstimate.objects.count() == rows
+
+
+def test_a_leg_eta_before_the_start_saved_elsewhere_is_ignored():
+    template = ship_template()
+    with time_machine.travel(at(1), tick=False):
+        journey = new_journey(template, started=1)
+        reach(journey, 2, 1)
+        leg(journey, eta_at=at(-5))  # a typo that bypassed validation
+        eta.eta_recompute(journey=journey, cause=EtaCause.RECOMPUTE)
+
+    journey.refresh_from_db()
+    assert journey.eta_basis == EtaBasis.PLANNED
+    assert journey.eta == at(5).date()
+
+
+def test_the_leg_form_refuses_an_eta_before_the_journey_started(template):
+    with time_machine.travel(T0, tick=False):
+        journey = new_journey(template)
+    bad = ShipmentLeg(
+        journey=journey,
+        sequence=1,
+        mode="truck",
+        origin_name="A",
+        origin_lat=Decimal(0),
+        origin_lon=Decimal(0),
+        destination_name="B",
+        destination_lat=Decimal(1),
+        destination_lon=Decimal(1),
+        eta=at(-1),
+    )
+    with pytest.raises(ValidationError) as error:
+        bad.full_clean()
+    assert error.value.message_dict == {"eta": ["The ETA is before the journey started."]}
+
+
+@pytest.mark.parametrize("duration", ["-1 00:00:00", "731 00:00:00"])
+def test_an_absurd_stage_duration_is_a_form_error_and_a_db_error(template, duration):
+    stage = template.stages.get(key="stage-1")
+    form_class = modelform_factory(StageDefinition, fields=["expected_duration"])
+
+    form = form_class(data={"expected_duration": duration}, instance=stage)
+
+    assert not form.is_valid()
+    assert list(form.errors) == ["expected_duration"]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        StageDefinition.objects.filter(pk=stage.pk).update(
+            expected_duration=timedelta(days=int(duration.split()[0]))
+        )
+    stage.refresh_from_db()
+    assert stage.expected_duration == timedelta(days=2)
+
+
+# --- Health and the delay message -----------------------------------------------------
+
+
+def delays() -> list[Notification]:
+    return list(Notification.objects.filter(kind="journey_delayed"))
+
+
+def test_a_slip_past_the_promise_is_told_once_with_the_reason_and_the_new_date(template):
+    with time_machine.travel(T0, tick=False):
+        journey = new_journey(template, promised=date(2026, 11, 10))
+    Journey.objects.filter(pk=journey.pk).update(delay_reason="The ship sailed a day late.")
+    journey.refresh_from_db()
+    assert journey.health == Health.AT_RISK  # expected 8th, range to the 11th
+    assert delays() == []
+
+    with time_machine.travel(at(4), tick=False):
+        reach(journey, 2, 4)  # expected the 10th, range to the 12th
+    journey.refresh_from_db()
+    assert journey.health == Health.AT_RISK
+    assert delays() == []
+
+    with time_machine.travel(at(9), tick=False):
+        reach(journey, 3, 9)  # expected the 13th: past the promise
+        eta.eta_recompute(journey=journey, cause=EtaCause.NIGHTLY)
+    with time_machine.travel(at(9.5), tick=False):
+        eta.eta_check_stalled()
+
+    journey.refresh_from_db()
+    assert journey.health == Health.DELAYED
+    [message] = delays()
+    assert message.recipient == journey.owner
+    assert message.dedup_key == f"journey-delayed:{journey.pk}:2026-11-10:2026-11-13"
+    assert message.context == {
+        "eta": "2026-11-13",
+        "promised_date": "2026-11-10",
+        "reason": "The ship sailed a day late.",
+    }
+    assert list(journey.eta_estimates.values_list("health", flat=True)) == [
+        Health.AT_RISK,
+        Health.AT_RISK,
+        Health.DELAYED,
+    ]
+
+    notification_deliver(notification_id=message.pk)
+    [email] = [m for m in mail.outbox if "now expected" in m.subject]
+    assert email.subject == "Car: now expected 13 November"
+    assert "will not arrive by 10 November 2026 as we promised" in email.body
+    assert "We now expect it on 13 November 2026." in email.body
+    assert "The ship sailed a day late." in email.body
+
+
+def test_a_slip_after_a_new_promise_is_told(template):
+    with time_machine.travel(T0, tick=False):
+        journey = new_journey(template, promised=date(2026, 11, 7))
+    assert journey.health == Health.DELAYED
+    assert delays() == []  # not on creation: staff set an impossible promise
+
+    Journey.objects.filter(pk=journey.pk).update(promised_date=date(2026, 11, 30))
+    with time_machine.travel(at(1), tick=False):
+        eta.eta_recompute(journey=journey, cause=EtaCause.RECOMPUTE)
+    Journey.objects.filter(pk=journey.pk).update(promised_date=date(2026, 11, 8))
+    with time_machine.travel(at(2), tick=False):
+        eta.eta_recompute(journey=journey, cause=EtaCause.RECOMPUTE)
+
+    journey.refresh_from_db()
+    assert journey.health == Health.DELAYED
+    assert [n.dedup_key for n in delays()] == [
+        f"journey-delayed:{journey.pk}:2026-11-08:2026-11-10",
+    ]
+
+
+# --- Stalled journeys -----------------------------------------------------------------
+
+
+def test_a_stage_running_past_its_threshold_is_flagged_then_cleared_by_an_event(template):
+    with time_machine.travel(at(1), tick=False):
+        journey = new_journey(template)
+        reach(journey, 1, 1)
+    # No history: stalled after twice the planned two days.
+    with time_machine.travel(at(4.9), tick=False):
+        assert eta.eta_check_stalled() == []
+    with time_machine.travel(at(5.1), tick=False):
+        assert eta.eta_check_stalled() == [journey.pk]
+    with time_machine.travel(at(6), tick=False):
+        assert eta_check_stalled() == 0  # already flagged: not again
+    journey.refresh_from_db()
+    assert journey.stalled_since == at(5.1)
+
+    with time_machine.travel(at(6.5), tick=False):
+        reach(journey, 2, 6.5)
+    journey.refresh_from_db()
+    assert journey.stalled_since is None
+
+
+def test_with_history_a_stage_stalls_past_95_percent_of_similar_ones(template, settings):
+    settings.ETA_MIN_HISTORY = 3
+    for days in (3, 4, 5):
+        completed(template, stage_days=days)
+    eta.eta_stats_recompute(template=template)
+    with time_machine.travel(at(30), tick=False):
+        journey = new_journey(template, started=30)
+        reach(journey, 1, 30)
+    # The longest stage 1 on record took five days (the 95th percentile of three).
+    with time_machine.travel(at(34.9), tick=False):
+        assert eta.eta_check_stalled() == []
+    with time_machine.travel(at(35.1), tick=False):
+        assert eta.eta_check_stalled() == [journey.pk]
+
+
+def test_the_nightly_task_relearns_and_recomputes_open_journeys(template, settings):
+    settings.ETA_MIN_HISTORY = 1
+    with time_machine.travel(T0, tick=False):
+        journey = new_journey(template)
+    assert journey.eta_basis == EtaBasis.PLANNED
+    completed(template, stage_days=1)
+    TemplateEtaStats.objects.filter(template=template).update(journey_count=0, data={})
+
+    with time_machine.travel(at(0.5), tick=False):
+        assert eta_recompute_nightly() == 1
+
+    journey.refresh_from_db()
+    assert journey.eta_basis == EtaBasis.HISTORY
+    assert journey.eta == at(3).date()
+    assert journey.eta_estimates.last().cause == EtaCause.NIGHTLY
+
+
+def test_beat_runs_the_nightly_recompute_and_the_stall_check(settings):
+    tasks = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert {"journey.tasks.eta_recompute_nightly", "journey.tasks.eta_check_stalled"} <= tasks
+
+
+def test_the_spine_reads_cached_statistics_without_rescanning_history(
+    template, django_assert_num_queries
+):
+    with time_machine.travel(T0, tick=False):
+        journey = new_journey(template)
+        # Journey lock, milestones, event, milestone updates, the stats row, legs, the
+        # last ETA row, the new ETA row, journey save, the customer's message: no scan
+        # of other journeys' milestones.
+        with django_assert_num_queries(13) as queries:
+            reach(journey, 1, 0)
+    sql = " ".join(q["sql"] for q in queries.captured_queries)
+    assert "journey_templateetastats" in sql
+    assert sql.count('FROM "journey_milestone"') == 1
+
+
+def test_the_recompute_command_relearns_and_recomputes(template, settings):
+    settings.ETA_MIN_HISTORY = 1
+    with time_machine.travel(T0, tick=False):
+        journey = new_journey(template)
+    completed(template, stage_days=1)
+    out = io.StringIO()
+
+    with time_machine.travel(at(0.5), tick=False):
+        call_command("eta_recompute", stdout=out)
+
+    assert out.getvalue() == "Recomputed 1 open journeys.\n"
+    journey.refresh_from_db()
+    assert journey.eta_basis == EtaBasis.HISTORY
+    assert journey.eta_estimates.last().cause == EtaCause.RECOMPUTE
