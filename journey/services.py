@@ -17,6 +17,7 @@ from journey.models import (
     Journey,
     JourneyEvent,
     JourneyTemplate,
+    Message,
     Milestone,
     MilestoneState,
 )
@@ -180,3 +181,23 @@ def _advance(*, milestones: list[Milestone], target: Milestone, occurred_at: dat
     target.reached_at = occurred_at
     changed.append(target)
     Milestone.objects.bulk_update(changed, ["state", "reached_at"])
+
+
+MESSAGE_MAX_LENGTH = 5000
+
+
+def journey_message_post(
+    *, journey: Journey, author: User, body: str, from_staff: bool = False, private: bool = False
+) -> Message:
+    """Add a message to a journey's conversation (the customer's, or a staff answer)."""
+    body = body.strip()
+    if not body:
+        raise ApplicationError("Write a message first.", code="empty", fields={"body": ["Empty."]})
+    if len(body) > MESSAGE_MAX_LENGTH:
+        raise ApplicationError(
+            f"A message can be at most {MESSAGE_MAX_LENGTH} characters.",
+            fields={"body": ["Too long."]},
+        )
+    return Message.objects.create(
+        journey=journey, author=author, body=body, from_staff=from_staff, private=private
+    )

@@ -368,7 +368,7 @@ def test_an_absurd_stage_duration_is_a_form_error_and_a_db_error(template, durat
 
 
 def delays() -> list[Notification]:
-    return list(Notification.objects.filter(kind="journey_delayed"))
+    return list(Notification.objects.filter(kind="journey_delayed", channel="email"))
 
 
 def test_a_slip_past_the_promise_is_told_once_with_the_reason_and_the_new_date(template):

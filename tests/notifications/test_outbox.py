@@ -41,7 +41,7 @@ def test_a_dedup_key_is_written_once():
         recipient=user, kind="milestone_reached", dedup_key="test:1", context={}
     )
     assert again == []
-    assert Notification.objects.count() == 1
+    assert Notification.objects.filter(channel="email").count() == 1
 
 
 def test_delivery_is_claimed_so_a_second_run_sends_nothing():
