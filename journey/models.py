@@ -95,6 +95,9 @@ class Journey(models.Model):
     last_event_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # A partner's test journey: driven through the API like any other, but it never
+    # notifies anyone (its owner is a sandbox user, not a customer).
+    is_sandbox = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
