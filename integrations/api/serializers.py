@@ -71,6 +71,22 @@ class StatusEventInSerializer(serializers.Serializer):
         required=False, default=dict, help_text="Anything else; kept for audit, never shown."
     )
 
+    def validate(self, attrs: dict[str, object]) -> dict[str, object]:
+        # The whole body is kept as sent; PostgreSQL cannot store a NUL character in it.
+        if _has_nul(self.initial_data):
+            raise serializers.ValidationError({"data": ["NUL characters are not allowed."]})
+        return attrs
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
 
 class StatusEventOutSerializer(serializers.Serializer):
     event_id = serializers.CharField()
