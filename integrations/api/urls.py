@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from integrations.api import views
 
@@ -39,4 +39,6 @@ urlpatterns = [
         name="webhook-rotate",
     ),
     path("sandbox/journeys/", views.SandboxJourneyCreate.as_view(), name="sandbox-journeys"),
+    # Last: anything else under /api/v1/ answers in the API's error shape.
+    re_path(r"^[\s\S]*\Z", views.NotFoundView.as_view(), name="not-found"),
 ]

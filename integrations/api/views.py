@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, parsers, serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -321,3 +322,14 @@ class SandboxJourneyCreate(APIView):
         journey = sandbox_journey_create(partner=request.user, **serializer.validated_data)
         journey = partner_journeys(partner=request.user).get(pk=journey.pk)
         return Response(JourneySerializer(journey).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(exclude=True)
+class NotFoundView(APIView):
+    """Any other URL under /api/v1/: the key is checked first (401), then a JSON 404
+    instead of Django's HTML page."""
+
+    def _not_found(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raise NotFound("No such API endpoint.")
+
+    get = post = put = patch = delete = _not_found

@@ -65,3 +65,15 @@ def test_malformed_json_is_a_400_in_the_error_shape(api, journey):
     response = api.generic("POST", url, "{not json", content_type="application/json")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "parse_error"
+
+
+def test_an_unknown_api_url_answers_in_the_error_shape(api):
+    response = api.get("/api/v1/no-such-thing/")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_an_unknown_api_url_still_needs_a_key(client):
+    response = client.get("/api/v1/no-such-thing/")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
