@@ -26,10 +26,21 @@ class StatusMappingInline(admin.TabularInline):
 
 @admin.register(Partner)
 class PartnerAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug"]
+    list_display = ["name", "slug", "unmapped_codes"]
     prepopulated_fields = {"slug": ["name"]}
     filter_horizontal = ["journeys"]
     inlines = [StatusMappingInline]
+
+    @admin.display(description="Unmapped codes received")
+    def unmapped_codes(self, obj: Partner) -> str:
+        # Flagged for staff: map these codes (below) so their events reach customers.
+        codes = (
+            InboundEvent.objects.filter(partner=obj, unmapped=True)
+            .values_list("code", flat=True)
+            .distinct()
+            .order_by("code")
+        )
+        return ", ".join(codes) or "-"
 
 
 @admin.register(PartnerAPIKey)
