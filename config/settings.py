@@ -355,3 +355,28 @@ CELERY_BEAT_SCHEDULE["journey-eta-stalled"] = {
     "task": "journey.tasks.eta_check_stalled",
     "schedule": timedelta(hours=1),
 }
+
+# --- Partner API: limits, idempotency, webhooks (issue 5) ----------------------------------
+
+# Requests per API key; DRF's rate syntax ("600/min", "20/s").
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/min")
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["integrations.api.throttling.PartnerKeyThrottle"]
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "integrations.api.schema.PartnerAutoSchema"
+# JSON bodies (a batch of 500 events is about 150 kB) and multipart uploads (a 20 MB
+# photo plus its form fields): larger bodies are refused with a 413 in the API's shape.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # larger uploads are streamed to a temporary file
+API_MAX_UPLOAD_BYTES = 21 * 1024 * 1024
+MIDDLEWARE.append("integrations.api.middleware.APIBodyLimitMiddleware")
+API_IDEMPOTENCY_TTL = timedelta(hours=24)
+# (connect, read) seconds: a slow receiver must not hold a worker.
+WEBHOOK_TIMEOUT = (3.0, 5.0)
+WEBHOOK_CLAIM_LEASE = timedelta(seconds=120)
+CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
+    "task": "integrations.tasks.sweep_webhooks",
+    "schedule": timedelta(seconds=30),
+}
+CELERY_BEAT_SCHEDULE["idempotency-purge"] = {
+    "task": "integrations.tasks.purge_idempotency_records",
+    "schedule": timedelta(hours=1),
+}

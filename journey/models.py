@@ -113,6 +113,9 @@ class Journey(models.Model):
     # Set when the current stage has run longer than 95% of similar ones; cleared by
     # the next event. For staff, never shown to the customer.
     stalled_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # A partner's test journey: driven through the API like any other, but it never
+    # notifies anyone (its owner is a sandbox user, not a customer).
+    is_sandbox = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

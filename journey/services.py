@@ -1,10 +1,12 @@
 """Writes to journeys. The spine: every change to a journey goes through here."""
 
+import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import User
@@ -12,6 +14,9 @@ from journey import events
 from journey.errors import ApplicationError
 from journey.eta import ETA_FIELDS, eta_refresh
 from journey.models import (
+    Appointment,
+    Checkpoint,
+    CustomerTask,
     EtaCause,
     EventSource,
     Journey,
@@ -19,6 +24,7 @@ from journey.models import (
     JourneyTemplate,
     Milestone,
     MilestoneState,
+    ShipmentLeg,
 )
 from notifications.services import notification_enqueue
 
@@ -144,7 +150,11 @@ def journey_record_milestone(
             journey.last_event_at = max(filter(None, [journey.last_event_at, occurred_at]))
             eta_refresh(journey=journey, milestones=milestones, now=now, cause=EtaCause.EVENT)
             journey.save(update_fields=["last_event_at", *ETA_FIELDS, "updated_at"])
-            if target.stage.customer_visible and target.stage.notify_customer:
+            if (
+                target.stage.customer_visible
+                and target.stage.notify_customer
+                and not journey.is_sandbox
+            ):
                 notification_enqueue(
                     recipient=journey.owner,
                     journey=journey,
@@ -180,3 +190,181 @@ def _advance(*, milestones: list[Milestone], target: Milestone, occurred_at: dat
     target.reached_at = occurred_at
     changed.append(target)
     Milestone.objects.bulk_update(changed, ["state", "reached_at"])
+
+
+# --- Shipment legs, checkpoints, customer tasks and appointments --------------------------
+
+LEG_FIELDS = frozenset(
+    {
+        "mode",
+        "carrier",
+        "origin_name",
+        "origin_lat",
+        "origin_lon",
+        "destination_name",
+        "destination_lat",
+        "destination_lon",
+        "departed_at",
+        "arrived_at",
+        "eta",
+    }
+)
+
+
+def _check_coordinates(fields: dict[str, Any]) -> None:
+    errors: dict[str, list[str]] = {}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        limit = 90 if name.endswith("lat") else 180
+        if not -limit <= Decimal(value) <= limit:
+            errors[name] = [f"Must be between -{limit} and {limit}."]
+    if errors:
+        raise ApplicationError(f"Invalid coordinates: {', '.join(errors)}.", fields=errors)
+
+
+def _check_leg(leg: ShipmentLeg) -> None:
+    _check_coordinates(
+        {
+            "origin_lat": leg.origin_lat,
+            "origin_lon": leg.origin_lon,
+            "destination_lat": leg.destination_lat,
+            "destination_lon": leg.destination_lon,
+        }
+    )
+    for name in ("departed_at", "arrived_at", "eta"):
+        value = getattr(leg, name)
+        if value is not None and timezone.is_naive(value):
+            raise ApplicationError(f"{name} needs a time zone offset.", fields={name: ["Naive."]})
+    if leg.arrived_at is not None and leg.departed_at is None:
+        raise ApplicationError(
+            "A leg cannot arrive before it has departed.",
+            fields={"departed_at": ["Required when arrived_at is given."]},
+        )
+    if leg.arrived_at is not None and leg.arrived_at < leg.departed_at:
+        raise ApplicationError(
+            "arrived_at is before departed_at.",
+            fields={"arrived_at": ["Before departed_at."]},
+        )
+
+
+def journey_leg_create(*, journey: Journey, sequence: int, **fields: Any) -> ShipmentLeg:
+    """Add a shipment leg; its ``sequence`` is unique within the journey."""
+    unknown = set(fields) - LEG_FIELDS
+    if unknown:
+        raise ApplicationError(f"Unknown leg fields: {', '.join(sorted(unknown))}.")
+    leg = ShipmentLeg(journey=journey, sequence=sequence, **fields)
+    _check_leg(leg)
+    try:
+        with transaction.atomic():
+            leg.save()
+    except IntegrityError as error:
+        raise ApplicationError(
+            f"This journey already has a leg {sequence}.",
+            code="conflict",
+            fields={"sequence": ["Already used."]},
+            status=409,
+        ) from error
+    return leg
+
+
+def journey_leg_update(*, leg: ShipmentLeg, **changes: Any) -> ShipmentLeg:
+    """Change some of a leg's fields (departure, arrival, ETA, places...)."""
+    unknown = set(changes) - LEG_FIELDS
+    if unknown:
+        raise ApplicationError(f"Unknown leg fields: {', '.join(sorted(unknown))}.")
+    with transaction.atomic():
+        leg = ShipmentLeg.objects.select_for_update().get(pk=leg.pk)
+        for name, value in changes.items():
+            setattr(leg, name, value)
+        _check_leg(leg)
+        if changes:
+            leg.save(update_fields=sorted(changes))
+    return leg
+
+
+def journey_checkpoint_add(
+    *,
+    leg: ShipmentLeg,
+    occurred_at: datetime,
+    location_name: str,
+    lat: Decimal | None = None,
+    lon: Decimal | None = None,
+    description: str = "",
+) -> Checkpoint:
+    """Record where a leg's shipment was seen."""
+    if timezone.is_naive(occurred_at):
+        raise ApplicationError(
+            "occurred_at needs a time zone offset.", fields={"occurred_at": ["No time zone."]}
+        )
+    if occurred_at > timezone.now() + CLOCK_SKEW:
+        raise ApplicationError(
+            "occurred_at is in the future.", fields={"occurred_at": ["In the future."]}
+        )
+    if (lat is None) != (lon is None):
+        raise ApplicationError(
+            "Give both lat and lon, or neither.",
+            fields={"lat": ["Needs lon."], "lon": ["Needs lat."]},
+        )
+    _check_coordinates({"lat": lat, "lon": lon})
+    return Checkpoint.objects.create(
+        leg=leg,
+        occurred_at=occurred_at,
+        location_name=location_name,
+        lat=lat,
+        lon=lon,
+        description=description,
+    )
+
+
+def journey_task_create(
+    *, journey: Journey, title: str, description: str = "", due_date: date | None = None
+) -> CustomerTask:
+    """Something the customer must do, shown on their journey page."""
+    if not title.strip():
+        raise ApplicationError("A task needs a title.", fields={"title": ["Empty."]})
+    return CustomerTask.objects.create(
+        journey=journey, title=title.strip(), description=description, due_date=due_date
+    )
+
+
+def journey_appointment_create(
+    *,
+    journey: Journey,
+    title: str,
+    starts_at: datetime,
+    arrive_at: datetime | None = None,
+    duration: timedelta = timedelta(hours=1),
+    place_name: str,
+    address: str = "",
+    time_zone: str = "Europe/London",
+    what_to_bring: str = "",
+) -> Appointment:
+    """An appointment the customer attends; ``arrive_at`` defaults to ``starts_at``."""
+    arrive_at = arrive_at or starts_at
+    errors: dict[str, list[str]] = {}
+    if timezone.is_naive(starts_at):
+        errors["starts_at"] = ["No time zone."]
+    if timezone.is_naive(arrive_at):
+        errors["arrive_at"] = ["No time zone."]
+    if not errors and arrive_at > starts_at:
+        errors["arrive_at"] = ["After starts_at."]
+    if duration <= timedelta(0) or duration > timedelta(days=1):
+        errors["duration"] = ["Between 1 minute and 24 hours."]
+    try:
+        zoneinfo.ZoneInfo(time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        errors["time_zone"] = [f"Unknown time zone {time_zone!r}."]
+    if errors:
+        raise ApplicationError(f"Invalid appointment: {', '.join(errors)}.", fields=errors)
+    return Appointment.objects.create(
+        journey=journey,
+        title=title,
+        starts_at=starts_at,
+        arrive_at=arrive_at,
+        duration=duration,
+        place_name=place_name,
+        address=address,
+        time_zone=time_zone,
+        what_to_bring=what_to_bring,
+    )
