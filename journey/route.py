@@ -4,7 +4,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from journey.models import ShipmentLeg
+from journey.models import Checkpoint, ShipmentLeg
 
 WIDTH = 640
 HEIGHT = 320
@@ -43,6 +43,8 @@ class RouteSchematic:
     height: int
     legs: list[LegPath]
     stops: list[Stop]
+    # The latest checkpoint, when it has coordinates: where the goods were last seen.
+    checkpoint: Point | None = None
 
 
 def _mercator_y(lat: float) -> float:
@@ -50,7 +52,9 @@ def _mercator_y(lat: float) -> float:
     return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
 
 
-def route_schematic(legs: Sequence[ShipmentLeg]) -> RouteSchematic | None:
+def route_schematic(
+    legs: Sequence[ShipmentLeg], *, checkpoint: Checkpoint | None = None
+) -> RouteSchematic | None:
     """Project the legs' end points (Mercator, fitted to the box) into SVG coordinates."""
     if not legs:
         return None
@@ -105,7 +109,20 @@ def route_schematic(legs: Sequence[ShipmentLeg]) -> RouteSchematic | None:
         for point in (start, end):
             if not any(s.name == point.name for s in unique):
                 unique.append(point)
-    return RouteSchematic(width=WIDTH, height=HEIGHT, legs=paths, stops=_place_labels(unique))
+    marker = None
+    if checkpoint is not None and checkpoint.lat is not None and checkpoint.lon is not None:
+        # Projected on the legs' frame; a stray position is kept inside the box.
+        point = project(
+            float(checkpoint.lon), _mercator_y(float(checkpoint.lat)), checkpoint.location_name
+        )
+        marker = Point(
+            x=min(max(point.x, 8.0), WIDTH - 8.0),
+            y=min(max(point.y, 8.0), HEIGHT - 8.0),
+            name=point.name,
+        )
+    return RouteSchematic(
+        width=WIDTH, height=HEIGHT, legs=paths, stops=_place_labels(unique), checkpoint=marker
+    )
 
 
 def _place_labels(points: list[Point]) -> list[Stop]:

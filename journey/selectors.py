@@ -7,11 +7,16 @@ from django.http import Http404
 
 from accounts.models import User
 from journey.models import (
+    Appointment,
     Checkpoint,
+    Feedback,
     Journey,
+    Message,
     Milestone,
     MilestoneState,
     Photo,
+    RescheduleRequest,
+    RescheduleState,
     ShipmentLeg,
 )
 
@@ -42,7 +47,13 @@ def journey_detail(*, user: User, reference: str) -> Journey:
         Prefetch(
             "milestones",
             queryset=Milestone.objects.select_related("stage").prefetch_related(
-                Prefetch("photos", queryset=Photo.objects.order_by("created_at", "id"))
+                Prefetch("photos", queryset=Photo.objects.order_by("created_at", "id")),
+                # Only this viewer's own rating of each stage.
+                Prefetch(
+                    "feedback",
+                    queryset=Feedback.objects.filter(customer_id=user.pk),
+                    to_attr="my_feedback",
+                ),
             ),
         ),
         Prefetch(
@@ -53,7 +64,22 @@ def journey_detail(*, user: User, reference: str) -> Journey:
         ),
         "tasks",
         "promised_items",
-        "appointments",
+        Prefetch(
+            "appointments",
+            queryset=Appointment.objects.prefetch_related(
+                Prefetch(
+                    "reschedule_requests",
+                    queryset=RescheduleRequest.objects.filter(state=RescheduleState.OPEN),
+                    to_attr="open_requests",
+                )
+            ),
+        ),
+        Prefetch(
+            "messages",
+            queryset=Message.objects.select_related("milestone__stage").order_by(
+                "created_at", "id"
+            ),
+        ),
     )
     journey = queryset.filter(reference=reference).first()
     if journey is None:

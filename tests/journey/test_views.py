@@ -7,7 +7,16 @@ from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from journey.models import Checkpoint, EventSource, ShipmentLeg
+from journey.models import (
+    Appointment,
+    Checkpoint,
+    CustomerTask,
+    EventSource,
+    Feedback,
+    Message,
+    RescheduleRequest,
+    ShipmentLeg,
+)
 from journey.photos import photo_add
 from journey.services import journey_record_milestone
 from tests.factories import PASSWORD, UserFactory, make_journey
@@ -57,6 +66,33 @@ def fill(journey, *, count: int) -> None:
     )
     for i in range(count):
         photo_add(journey=journey, milestone=milestones[i % len(milestones)], file=jpeg())
+    CustomerTask.objects.bulk_create(
+        CustomerTask(journey=journey, title=f"Task {i}", done_at=None if i % 2 else timezone.now())
+        for i in range(count)
+    )
+    appointment = Appointment.objects.create(
+        journey=journey,
+        title="Handover",
+        starts_at=timezone.now() + timedelta(days=3),
+        arrive_at=timezone.now() + timedelta(days=3) - timedelta(minutes=10),
+        place_name="Showroom",
+    )
+    RescheduleRequest.objects.bulk_create(
+        RescheduleRequest(
+            appointment=appointment,
+            requested_by=journey.owner,
+            first_choice=timezone.now() + timedelta(days=4, minutes=i),
+        )
+        for i in range(count)
+    )
+    Message.objects.bulk_create(
+        Message(journey=journey, body=f"Message {i}", milestone=milestones[i % len(milestones)])
+        for i in range(count)
+    )
+    Feedback.objects.bulk_create(
+        Feedback(milestone=m, customer=journey.owner, rating=1 + m.position % 5)
+        for m in milestones[:-1]
+    )
 
 
 def test_home_lists_only_the_customers_own_journeys(client, customer):
@@ -109,14 +145,18 @@ def test_journey_page_queries_do_not_grow_with_its_content(
     client.login(email=customer.email, password=PASSWORD)
     client.get(detail_url(small))  # warm the session
 
-    # session, user, profile; the journey and owner; milestones, photos; legs, checkpoints;
-    # tasks, promised items, appointments
-    with django_assert_num_queries(11) as small_queries:
+    # session, user, profile; the journey and owner; milestones, photos, the viewer's
+    # ratings; legs, checkpoints; tasks, promised items, appointments, their open
+    # reschedule requests; messages with the stage they answer
+    with django_assert_num_queries(14) as small_queries:
         assert client.get(detail_url(small)).status_code == 200
     with django_assert_num_queries(len(small_queries.captured_queries)):
         response = client.get(detail_url(large))
     assert response.status_code == 200
-    assert response.content.decode().count('class="step ') == 100
+    html = response.content.decode()
+    assert html.count('class="step ') == 100
+    assert html.count('class="message"') == 100
+    assert html.count("You rated this") == 99
 
 
 def test_journey_page_shows_the_route_and_the_company_name(client, customer, settings):
