@@ -61,6 +61,9 @@
   if (window.htmx) {
     var etags = {};
     htmx.config.responseHandling.unshift({ code: "304", swap: false });
+    /* The CSP forbids style attributes, so htmx must not carry them across a swap
+       (an empty one left by a browser or a test driver would be refused). */
+    htmx.config.attributesToSettle = ["class", "width", "height"];
     var isPoll = function (detail) {
       return Boolean(detail.elt && detail.elt.id && detail.elt.hasAttribute("hx-trigger") &&
         detail.requestConfig && detail.requestConfig.verb === "get");
