@@ -7,7 +7,15 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
-from journey.models import EventSource, JourneyEvent, MilestoneState
+from journey.models import (
+    Appointment,
+    EventSource,
+    Feedback,
+    JourneyEvent,
+    MilestoneState,
+    RescheduleRequest,
+    RescheduleState,
+)
 from notifications.models import Notification
 from tests.factories import UserFactory
 
@@ -84,3 +92,31 @@ def test_customers_cannot_reach_the_admin(client, customer, journey):
     client.force_login(customer)
     response = client.get(reverse("admin:journey_journey_change", args=[journey.pk]))
     assert response.status_code == 302
+
+
+def test_staff_see_reschedule_requests_and_ratings_and_mark_a_request_answered(
+    client, staff, journey, customer
+):
+    starts = timezone.now() + timedelta(days=5)
+    appointment = Appointment.objects.create(
+        journey=journey, title="Handover", starts_at=starts, arrive_at=starts, place_name="Here"
+    )
+    request = RescheduleRequest.objects.create(
+        appointment=appointment,
+        requested_by=customer,
+        first_choice=starts + timedelta(days=1),
+        note="Mornings",
+    )
+    milestone = journey.milestones.get(position=1)
+    Feedback.objects.create(milestone=milestone, customer=customer, rating=2, comment="Slow")
+    listing = client.get(reverse("admin:journey_reschedulerequest_changelist"))
+    assert listing.status_code == 200
+    assert "Handover" in listing.content.decode()
+    ratings = client.get(reverse("admin:journey_feedback_changelist"))
+    assert ratings.status_code == 200
+    assert "Slow" in ratings.content.decode()
+    url = reverse("admin:journey_reschedulerequest_change", args=[request.pk])
+    response = client.post(url, {"state": RescheduleState.HANDLED})
+    assert response.status_code == 302
+    request.refresh_from_db()
+    assert (request.state, request.note) == (RescheduleState.HANDLED, "Mornings")
