@@ -1,4 +1,5 @@
 import io
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -464,9 +465,16 @@ def test_the_calendar_file_starts_at_the_arrival_time_on_the_places_clock(owner_
 
 
 def test_the_page_speaks_the_customers_language(owner_client, journey, customer):
+    fill(journey, count=2)
     customer.profile.language = "es"
     customer.profile.save()
     html = owner_client.get(detail_url(journey)).content.decode()
     assert '<html lang="es">' in html
     assert "Cronología" in html
     assert "Para hacer" in html
+    assert "Milepost Motors, con Carrier" in html
+    # Numbers in the SVG keep their decimal point: "12,5" is no coordinate.
+    svg = html[html.index('<svg class="route"') : html.index("</svg>", html.index('class="route"'))]
+    coordinates = re.findall(r'\b(?:x1|y1|x2|y2|cx|cy|x|y)="([^"]*)"', svg)
+    assert coordinates
+    assert all(re.fullmatch(r"-?\d+(\.\d+)?", value) for value in coordinates), coordinates
