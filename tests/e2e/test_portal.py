@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from journey.management.commands import demo
-from journey.models import CustomerTask, Message, RescheduleRequest
+from journey.models import CustomerTask, Feedback, Message, RescheduleRequest
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -105,6 +105,12 @@ def test_customer_follows_the_car_journey(browser, live_server, artifacts, name,
         "Which port does the ferry arrive at?",
         "On its way",
     )
+
+    # One tap rates a completed stage; the thanks replaces the buttons in place.
+    page.get_by_role("button", name="Rate 4 out of 5").first.click()
+    page.locator("#timeline .feedback__thanks").first.wait_for()
+    assert "You rated this 4 out of 5" in page.locator("#timeline").inner_text()
+    assert Feedback.objects.get().rating == 4
 
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(artifacts / f"journey-{name}.png"), full_page=True)
