@@ -473,6 +473,10 @@ def test_the_page_speaks_the_customers_language(owner_client, journey, customer)
     assert "Cronología" in html
     assert "Para hacer" in html
     assert "Milepost Motors, con Carrier" in html
+    promised = journey.promised_date
+    months = ["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto"]
+    months += ["septiembre", "octubre", "noviembre", "diciembre"]
+    assert f"{promised.day} de {months[promised.month - 1]} de {promised.year}" in html
     # Numbers in the SVG keep their decimal point: "12,5" is no coordinate.
     svg = html[html.index('<svg class="route"') : html.index("</svg>", html.index('class="route"'))]
     coordinates = re.findall(r'\b(?:x1|y1|x2|y2|cx|cy|x|y)="([^"]*)"', svg)
