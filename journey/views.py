@@ -25,7 +25,7 @@ from journey.calendar import appointment_ics
 from journey.errors import ApplicationError
 from journey.forms import FeedbackForm, MessageForm, RescheduleForm
 from journey.models import Journey
-from journey.route import route_schematic
+from journey.route import map_tiles, route_schematic
 
 
 @login_required
@@ -47,6 +47,7 @@ def _detail_context(request: HttpRequest, journey: Journey, **forms: object) -> 
         key=lambda c: c.occurred_at,
         default=None,
     )
+    route = route_schematic(legs, checkpoint=latest_checkpoint)
     reply_to = None
     raw_reply = request.GET.get("reply", "")
     if raw_reply.isdigit():
@@ -68,7 +69,11 @@ def _detail_context(request: HttpRequest, journey: Journey, **forms: object) -> 
         "progress": selectors.journey_progress(journey),
         "milestones": list(reversed(milestones)) if newest_first else milestones,
         "legs": legs,
-        "route": route_schematic(legs, checkpoint=latest_checkpoint),
+        "route": route,
+        "map_tiles": map_tiles(route, settings.MAP_TILE_URL)
+        if route and settings.MAP_TILE_URL
+        else [],
+        "map_attribution": settings.MAP_TILE_ATTRIBUTION,
         "latest_checkpoint": latest_checkpoint,
         "open_tasks": [t for t in journey.tasks.all() if t.done_at is None],
         "done_tasks": [t for t in journey.tasks.all() if t.done_at is not None],

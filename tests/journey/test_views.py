@@ -482,3 +482,14 @@ def test_the_page_speaks_the_customers_language(owner_client, journey, customer)
     coordinates = re.findall(r'\b(?:x1|y1|x2|y2|cx|cy|x|y)="([^"]*)"', svg)
     assert coordinates
     assert all(re.fullmatch(r"-?\d+(\.\d+)?", value) for value in coordinates), coordinates
+
+
+def test_a_tile_map_is_drawn_only_when_configured(owner_client, journey, settings):
+    fill(journey, count=1)
+    html = owner_client.get(detail_url(journey)).content.decode()
+    assert "<image " not in html
+    settings.MAP_TILE_URL = "https://tiles.example/{z}/{x}/{y}.png"
+    settings.MAP_TILE_ATTRIBUTION = "© Example map contributors"
+    html = owner_client.get(detail_url(journey)).content.decode()
+    assert html.count('<image href="https://tiles.example/') >= 1
+    assert "© Example map contributors" in html
