@@ -380,3 +380,18 @@ CELERY_BEAT_SCHEDULE["idempotency-purge"] = {
     "task": "integrations.tasks.purge_idempotency_records",
     "schedule": timedelta(hours=1),
 }
+
+# --- Customer portal -----------------------------------------------------------------------
+
+# An optional map under the route schematic: a tile URL template with {z}, {x} and {y},
+# e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png. Empty (the default): the schematic
+# alone, and the page loads nothing from elsewhere. The tile host joins the CSP's img-src.
+MAP_TILE_URL = env.str("MAP_TILE_URL", default="")
+MAP_TILE_ATTRIBUTION = env.str("MAP_TILE_ATTRIBUTION", default="")
+if MAP_TILE_URL:
+    from urllib.parse import urlsplit
+
+    _tiles = urlsplit(MAP_TILE_URL)
+    if _tiles.scheme != "https" or not all(f"{{{k}}}" in MAP_TILE_URL for k in "zxy"):
+        raise ImproperlyConfigured("MAP_TILE_URL must be https:// with {z}, {x} and {y}.")
+    SECURE_CSP["img-src"] = [*SECURE_CSP["img-src"], f"https://{_tiles.netloc}"]

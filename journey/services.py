@@ -8,6 +8,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from journey import events
@@ -19,11 +20,14 @@ from journey.models import (
     CustomerTask,
     EtaCause,
     EventSource,
+    Feedback,
     Journey,
     JourneyEvent,
     JourneyTemplate,
+    Message,
     Milestone,
     MilestoneState,
+    RescheduleRequest,
     ShipmentLeg,
 )
 from notifications.services import notification_enqueue
@@ -368,3 +372,109 @@ def journey_appointment_create(
         time_zone=time_zone,
         what_to_bring=what_to_bring,
     )
+
+
+# The customer's own writes from the portal. Each is one function, so whatever must
+# follow (telling staff, partner webhooks) is added in one place.
+
+MESSAGE_MAX_LENGTH = 4000
+
+
+def task_complete(*, task: CustomerTask, user: User) -> CustomerTask:
+    """The journey's owner ticks a task off. Ticking a done task again changes nothing."""
+    if task.journey.owner_id != user.pk:
+        raise ApplicationError(
+            _("Only the journey's owner can tick off its tasks."), code="forbidden", status=403
+        )
+    with transaction.atomic():
+        # Conditional update: two clicks (or two tabs) record the first time only.
+        CustomerTask.objects.filter(pk=task.pk, done_at__isnull=True).update(done_at=timezone.now())
+        task.refresh_from_db(fields=["done_at"])
+    return task
+
+
+def appointment_request_reschedule(
+    *,
+    appointment: Appointment,
+    user: User,
+    first_choice: datetime,
+    second_choice: datetime | None = None,
+    note: str = "",
+) -> RescheduleRequest:
+    """The owner asks for another time; staff answer. Times must be in the future."""
+    if appointment.journey.owner_id != user.pk:
+        raise ApplicationError(
+            _("Only the journey's owner can ask to move its appointments."),
+            code="forbidden",
+            status=403,
+        )
+    now = timezone.now()
+    errors: dict[str, list[str]] = {}
+    for name, value in (("first_choice", first_choice), ("second_choice", second_choice)):
+        if value is None:
+            continue
+        if timezone.is_naive(value):
+            errors[name] = [_("Give a time with its time zone.")]
+        elif value <= now:
+            errors[name] = [_("Choose a time in the future.")]
+    if second_choice is not None and second_choice == first_choice and not errors:
+        errors["second_choice"] = [_("Choose a different second time, or leave it empty.")]
+    if errors:
+        raise ApplicationError(_("Please check the times you asked for."), fields=errors)
+    with transaction.atomic():
+        return RescheduleRequest.objects.create(
+            appointment=appointment,
+            requested_by=user,
+            first_choice=first_choice,
+            second_choice=second_choice,
+            note=note.strip(),
+        )
+
+
+def message_post(
+    *, journey: Journey, author: User, body: str, milestone: Milestone | None = None
+) -> Message:
+    """A customer's message in the journey's conversation, optionally replying to an update."""
+    body = body.strip()
+    if not body:
+        raise ApplicationError(
+            _("Write a message first."), fields={"body": [_("Write a message first.")]}
+        )
+    if len(body) > MESSAGE_MAX_LENGTH:
+        raise ApplicationError(
+            _("That message is too long."),
+            fields={
+                "body": [_("Keep it under %(limit)s characters.") % {"limit": MESSAGE_MAX_LENGTH}]
+            },
+        )
+    if milestone is not None and milestone.journey_id != journey.pk:
+        raise ApplicationError(
+            _("That update is not part of this journey."),
+            fields={"milestone": [_("Unknown update.")]},
+        )
+    with transaction.atomic():
+        return Message.objects.create(
+            journey=journey, author=author, from_staff=False, body=body, milestone=milestone
+        )
+
+
+def feedback_give(
+    *, milestone: Milestone, customer: User, rating: int, comment: str = ""
+) -> Feedback:
+    """Rate a completed milestone (1 to 5). Rating again replaces the customer's earlier one."""
+    if milestone.state != MilestoneState.DONE:
+        raise ApplicationError(
+            _("You can rate a stage once it is done."),
+            fields={"milestone": [_("This stage is not done yet.")]},
+        )
+    if not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5:
+        raise ApplicationError(
+            _("Choose a rating from 1 to 5."), fields={"rating": [_("Choose from 1 to 5.")]}
+        )
+    with transaction.atomic():
+        feedback, _created = Feedback.objects.update_or_create(
+            milestone=milestone,
+            customer=customer,
+            defaults={"rating": rating, "comment": comment.strip()},
+        )
+    return feedback
