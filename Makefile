@@ -62,5 +62,11 @@ lock:
 	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 	rm -rf .lock-venv
 
+# The journey page at 1280 px and 360 px, from the browser test, into the docs.
+screenshots: install
+	$(BIN)/pytest tests/e2e/test_portal.py -q
+	mkdir -p docs/screenshots
+	cp artifacts/journey-desktop.png artifacts/journey-phone.png docs/screenshots/
+
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache artifacts

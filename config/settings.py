@@ -377,3 +377,42 @@ CELERY_BEAT_SCHEDULE["notifications-reminders"] = {
     "task": "notifications.tasks.send_reminders",
     "schedule": timedelta(minutes=15),
 }
+# --- Partner API: limits, idempotency, webhooks (issue 5) ----------------------------------
+
+# Requests per API key; DRF's rate syntax ("600/min", "20/s").
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/min")
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["integrations.api.throttling.PartnerKeyThrottle"]
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "integrations.api.schema.PartnerAutoSchema"
+# JSON bodies (a batch of 500 events is about 150 kB) and multipart uploads (a 20 MB
+# photo plus its form fields): larger bodies are refused with a 413 in the API's shape.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # larger uploads are streamed to a temporary file
+API_MAX_UPLOAD_BYTES = 21 * 1024 * 1024
+MIDDLEWARE.append("integrations.api.middleware.APIBodyLimitMiddleware")
+API_IDEMPOTENCY_TTL = timedelta(hours=24)
+# (connect, read) seconds: a slow receiver must not hold a worker.
+WEBHOOK_TIMEOUT = (3.0, 5.0)
+WEBHOOK_CLAIM_LEASE = timedelta(seconds=120)
+CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
+    "task": "integrations.tasks.sweep_webhooks",
+    "schedule": timedelta(seconds=30),
+}
+CELERY_BEAT_SCHEDULE["idempotency-purge"] = {
+    "task": "integrations.tasks.purge_idempotency_records",
+    "schedule": timedelta(hours=1),
+}
+
+# --- Customer portal -----------------------------------------------------------------------
+
+# An optional map under the route schematic: a tile URL template with {z}, {x} and {y},
+# e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png. Empty (the default): the schematic
+# alone, and the page loads nothing from elsewhere. The tile host joins the CSP's img-src.
+MAP_TILE_URL = env.str("MAP_TILE_URL", default="")
+MAP_TILE_ATTRIBUTION = env.str("MAP_TILE_ATTRIBUTION", default="")
+if MAP_TILE_URL:
+    from urllib.parse import urlsplit
+
+    _tiles = urlsplit(MAP_TILE_URL)
+    if _tiles.scheme != "https" or not all(f"{{{k}}}" in MAP_TILE_URL for k in "zxy"):
+        raise ImproperlyConfigured("MAP_TILE_URL must be https:// with {z}, {x} and {y}.")
+    SECURE_CSP["img-src"] = [*SECURE_CSP["img-src"], f"https://{_tiles.netloc}"]

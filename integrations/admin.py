@@ -2,8 +2,21 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from integrations.forms import PartnerAPIKeyForm
-from integrations.models import InboundEvent, Partner, PartnerAPIKey, StatusMapping
+from integrations.models import (
+    InboundEvent,
+    Partner,
+    PartnerAPIKey,
+    StatusMapping,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from integrations.services import partner_key_create, partner_key_revoke
+from integrations.webhooks import (
+    webhook_endpoint_create,
+    webhook_endpoint_rotate_secret,
+    webhook_redeliver,
+)
 
 
 class StatusMappingInline(admin.TabularInline):
@@ -13,10 +26,21 @@ class StatusMappingInline(admin.TabularInline):
 
 @admin.register(Partner)
 class PartnerAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug"]
+    list_display = ["name", "slug", "unmapped_codes"]
     prepopulated_fields = {"slug": ["name"]}
     filter_horizontal = ["journeys"]
     inlines = [StatusMappingInline]
+
+    @admin.display(description="Unmapped codes received")
+    def unmapped_codes(self, obj: Partner) -> str:
+        # Flagged for staff: map these codes (below) so their events reach customers.
+        codes = (
+            InboundEvent.objects.filter(partner=obj, unmapped=True)
+            .values_list("code", flat=True)
+            .distinct()
+            .order_by("code")
+        )
+        return ", ".join(codes) or "-"
 
 
 @admin.register(PartnerAPIKey)
@@ -58,3 +82,71 @@ class InboundEventAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(admin.ModelAdmin):
+    """A secret is shown once, in the message after it is created or rotated."""
+
+    list_display = ["url", "partner", "event_types", "is_active", "created_at"]
+    list_filter = ["partner", "is_active"]
+    readonly_fields = ["previous_secret_expires_at", "created_at"]
+    actions = ["rotate_secret"]
+
+    def save_model(
+        self, request: HttpRequest, obj: WebhookEndpoint, form: object, change: bool
+    ) -> None:
+        if change:
+            obj.save()
+            return
+        endpoint = webhook_endpoint_create(
+            partner=obj.partner, url=obj.url, event_types=list(obj.event_types)
+        )
+        obj.pk = endpoint.pk
+        messages.warning(request, f"The signing secret (shown only now): {endpoint.secret}")
+
+    @admin.action(description="Rotate the signing secret (the old one signs for 24 h more)")
+    def rotate_secret(self, request: HttpRequest, queryset: object) -> None:
+        for endpoint in queryset:
+            endpoint = webhook_endpoint_rotate_secret(endpoint=endpoint)
+            messages.warning(request, f"New secret for {endpoint.url}: {endpoint.secret}")
+
+
+class WebhookAttemptInline(admin.TabularInline):
+    model = WebhookAttempt
+    extra = 0
+    can_delete = False
+    fields = ["attempted_at", "status_code", "duration_ms", "error", "response_excerpt"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "event_type",
+        "endpoint",
+        "journey",
+        "state",
+        "attempts",
+        "next_attempt_at",
+    ]
+    list_filter = ["state", "event_type", "endpoint__partner"]
+    search_fields = ["message_id", "journey__reference", "endpoint__url"]
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    inlines = [WebhookAttemptInline]
+    actions = ["send_again"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Send again")
+    def send_again(self, request: HttpRequest, queryset: object) -> None:
+        count = 0
+        for delivery in queryset:
+            webhook_redeliver(delivery=delivery)
+            count += 1
+        self.message_user(request, f"Queued {count} deliveries to be sent again.")

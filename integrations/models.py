@@ -116,3 +116,125 @@ class InboundEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.partner} {self.event_id} {self.code}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a POST sent with an ``Idempotency-Key`` (Stripe's semantics).
+
+    A row with no ``status_code`` is a request still in flight: a duplicate sent meanwhile
+    is refused (409) rather than run twice.
+    """
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=500)
+    fingerprint = models.CharField(max_length=64, help_text=_("SHA-256 of the request."))
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "key"], name="idempotency_key_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id} {self.key}"
+
+
+class WebhookEventType(models.TextChoices):
+    TASK_COMPLETED = "task.completed", _("Task completed")
+    APPOINTMENT_RESCHEDULE_REQUESTED = (
+        "appointment.reschedule_requested",
+        _("New appointment time requested"),
+    )
+    MESSAGE_POSTED = "message.posted", _("Message posted")
+    PROFILE_CHANGE_ANSWERED = "profile_change.answered", _("Profile change answered")
+
+
+class WebhookEndpoint(models.Model):
+    """Where a partner wants to hear what customers did, and which event types."""
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="webhooks")
+    url = models.URLField(max_length=500, help_text=_("http(s) only."))
+    event_types = models.JSONField(
+        default=list, help_text=_('A list of event types, e.g. ["task.completed"].')
+    )
+    # Standard Webhooks secrets: "whsec_" + base64 of random bytes. While a secret is
+    # rotated both are used to sign, so the receiver can switch at its own pace.
+    secret = models.CharField(max_length=100, editable=False)
+    previous_secret = models.CharField(max_length=100, blank=True, editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["partner", "url"]
+
+    def __str__(self) -> str:
+        return f"{self.partner}: {self.url}"
+
+
+class DeliveryState(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    SENDING = "sending", _("Sending")
+    DELIVERED = "delivered", _("Delivered")
+    FAILED = "failed", _("Failed")
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint: the outbound outbox row, retried until delivered."""
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    journey = models.ForeignKey(
+        "journey.Journey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The webhook-id header: the same for every attempt, so receivers can deduplicate.
+    message_id = models.CharField(max_length=64, unique=True)
+    event_type = models.CharField(max_length=64, choices=WebhookEventType.choices)
+    payload = models.JSONField()
+    state = models.CharField(
+        max_length=16, choices=DeliveryState.choices, default=DeliveryState.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = _("webhook deliveries")
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                name="webhook_due_idx",
+                condition=models.Q(state__in=["pending", "sending"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} → {self.endpoint.url}"
+
+
+class WebhookAttempt(models.Model):
+    """One try at delivering: what the receiver answered, or why it could not."""
+
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    attempted_at = models.DateTimeField(auto_now_add=True)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_excerpt = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["attempted_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id} {self.status_code or self.error[:40]}"

@@ -15,6 +15,7 @@ from journey.models import (
     EtaCause,
     EtaEstimate,
     EventSource,
+    Feedback,
     Journey,
     JourneyEvent,
     JourneyTemplate,
@@ -22,6 +23,7 @@ from journey.models import (
     Milestone,
     Photo,
     PromisedItem,
+    RescheduleRequest,
     ShipmentLeg,
     StageDefinition,
     TemplateEtaStats,
@@ -148,7 +150,8 @@ class PhotoInline(admin.TabularInline):
 class MessageInline(admin.TabularInline):
     model = Message
     extra = 0
-    readonly_fields = ["created_at"]
+    # The update a customer replied to is theirs to choose; staff see it.
+    readonly_fields = ["created_at", "milestone"]
 
 
 @admin.register(Journey)
@@ -312,3 +315,30 @@ class ShipmentLegAdmin(admin.ModelAdmin):
         extra = 0
 
     inlines = [CheckpointInline]
+
+
+@admin.register(RescheduleRequest)
+class RescheduleRequestAdmin(admin.ModelAdmin):
+    """Customers' requests for another appointment time; staff mark them answered."""
+
+    list_display = ["appointment", "first_choice", "second_choice", "state", "created_at"]
+    list_filter = ["state"]
+    list_select_related = ["appointment"]
+    fields = ["appointment", "requested_by", "first_choice", "second_choice", "note", "state"]
+    readonly_fields = ["appointment", "requested_by", "first_choice", "second_choice", "note"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Feedback)
+class FeedbackAdmin(admin.ModelAdmin):
+    """Ratings of completed stages: which stages annoy customers."""
+
+    list_display = ["milestone", "rating", "comment", "created_at"]
+    list_filter = ["rating", "milestone__stage__label"]
+    list_select_related = ["milestone__journey", "milestone__stage"]
+    readonly_fields = ["milestone", "customer", "rating", "comment", "created_at", "updated_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -116,6 +116,9 @@ class Journey(models.Model):
     # Set when the current stage has run longer than 95% of similar ones; cleared by
     # the next event. For staff, never shown to the customer.
     stalled_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # A partner's test journey: driven through the API like any other, but it never
+    # notifies anyone (its owner is a sandbox user, not a customer).
+    is_sandbox = models.BooleanField(default=False, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -391,10 +394,17 @@ class Message(models.Model):
     body = models.TextField()
     # Only the owner (and staff) see a private message; invited viewers do not.
     private = models.BooleanField(default=False)
+    # The timeline update this message answers, when the customer replied to one.
+    milestone = models.ForeignKey(
+        Milestone, on_delete=models.SET_NULL, null=True, blank=True, related_name="messages"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(body=""), name="message_body_not_empty"),
+        ]
 
     def __str__(self) -> str:
         return self.body[:60]
@@ -465,6 +475,71 @@ class TemplateEtaStats(models.Model):
 
     def __str__(self) -> str:
         return f"{self.template.key}: {self.journey_count} journeys"
+
+
+class RescheduleState(models.TextChoices):
+    OPEN = "open", _("Waiting for an answer")
+    HANDLED = "handled", _("Answered")
+
+
+class RescheduleRequest(models.Model):
+    """The customer asks for another time for an appointment; staff answer it."""
+
+    appointment = models.ForeignKey(
+        Appointment, on_delete=models.CASCADE, related_name="reschedule_requests"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    first_choice = models.DateTimeField()
+    second_choice = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True)
+    state = models.CharField(
+        max_length=16, choices=RescheduleState.choices, default=RescheduleState.OPEN
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(second_choice__isnull=True)
+                | ~models.Q(second_choice=models.F("first_choice")),
+                name="reschedule_choices_differ",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.appointment} → {self.first_choice:%Y-%m-%d %H:%M}"
+
+
+class Feedback(models.Model):
+    """How a completed milestone went, in the customer's eyes: one per milestone and customer."""
+
+    milestone = models.ForeignKey(Milestone, on_delete=models.CASCADE, related_name="feedback")
+    customer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    rating = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(5)]
+    )
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["milestone", "customer"], name="feedback_one_per_customer"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(rating__gte=1, rating__lte=5), name="feedback_rating_1_to_5"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.milestone} {self.rating}/5"
 
 
 class AgreementKind(models.TextChoices):

@@ -71,6 +71,8 @@ def _jpeg(image: Image.Image, *, size: tuple[int, int] | None = None) -> bytes:
 def photo_add(
     *, journey: Journey, milestone: Milestone | None, file: IO[bytes], caption: str = ""
 ) -> Photo:
+    """Store a photo with its metadata stripped; its thumbnail is made by a task queued
+    after commit (pages show the full image until then)."""
     if milestone is not None and milestone.journey_id != journey.pk:
         raise ApplicationError(
             "That milestone belongs to another journey.",
@@ -79,7 +81,8 @@ def photo_add(
     image = _decode(file.read(MAX_BYTES + 1))
     clean = ImageOps.exif_transpose(image).convert("RGB")
     original = _jpeg(clean)
-    thumbnail = _jpeg(clean, size=THUMBNAIL_SIZE)
+    from journey.tasks import make_thumbnail
+
     with transaction.atomic():
         photo = Photo(
             journey=journey,
@@ -89,7 +92,28 @@ def photo_add(
             height=clean.height,
         )
         photo.image.save("photo.jpg", ContentFile(original), save=False)
-        photo.thumbnail.save("thumb.jpg", ContentFile(thumbnail), save=False)
         photo.save()
         notify_photos_added(photo)
+        make_thumbnail.delay_on_commit(photo.pk)
     return photo
+
+
+def photo_make_thumbnail(*, photo_id: int) -> bool:
+    """Make a photo's thumbnail if it has none yet. Idempotent: returns False when there
+    was nothing to do (already made, or the photo is gone)."""
+    photo = Photo.objects.filter(pk=photo_id).first()
+    if photo is None or photo.thumbnail:
+        return False
+    with photo.image.open("rb") as source:
+        # Our own re-encoded JPEG, already stripped and within limits.
+        image = Image.open(source, formats=["JPEG"])
+        image.load()
+    thumbnail = _jpeg(image.convert("RGB"), size=THUMBNAIL_SIZE)
+    name = photo.thumbnail.field.generate_filename(photo, "thumb.jpg")
+    stored = photo.thumbnail.storage.save(name, ContentFile(thumbnail))
+    with transaction.atomic():
+        # A concurrent run may have won: keep its file and remove ours.
+        updated = Photo.objects.filter(pk=photo_id, thumbnail="").update(thumbnail=stored)
+    if not updated:
+        photo.thumbnail.storage.delete(stored)
+    return bool(updated)

@@ -4,7 +4,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from journey.models import ShipmentLeg
+from journey.models import Checkpoint, ShipmentLeg
 
 WIDTH = 640
 HEIGHT = 320
@@ -43,6 +43,23 @@ class RouteSchematic:
     height: int
     legs: list[LegPath]
     stops: list[Stop]
+    # The latest checkpoint, when it has coordinates: where the goods were last seen.
+    checkpoint: Point | None = None
+    # The projection (SVG units per radian, offsets, and the frame's west edge and
+    # north edge in Mercator units), so map tiles can be laid under the schematic.
+    scale: float = 1.0
+    off_x: float = 0.0
+    off_y: float = 0.0
+    west: float = 0.0
+    north: float = 0.0
+
+
+@dataclass(frozen=True)
+class Tile:
+    href: str
+    x: float
+    y: float
+    size: float
 
 
 def _mercator_y(lat: float) -> float:
@@ -50,7 +67,9 @@ def _mercator_y(lat: float) -> float:
     return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
 
 
-def route_schematic(legs: Sequence[ShipmentLeg]) -> RouteSchematic | None:
+def route_schematic(
+    legs: Sequence[ShipmentLeg], *, checkpoint: Checkpoint | None = None
+) -> RouteSchematic | None:
     """Project the legs' end points (Mercator, fitted to the box) into SVG coordinates."""
     if not legs:
         return None
@@ -105,7 +124,75 @@ def route_schematic(legs: Sequence[ShipmentLeg]) -> RouteSchematic | None:
         for point in (start, end):
             if not any(s.name == point.name for s in unique):
                 unique.append(point)
-    return RouteSchematic(width=WIDTH, height=HEIGHT, legs=paths, stops=_place_labels(unique))
+    marker = None
+    if checkpoint is not None and checkpoint.lat is not None and checkpoint.lon is not None:
+        # Projected on the legs' frame; a stray position is kept inside the box.
+        point = project(
+            float(checkpoint.lon), _mercator_y(float(checkpoint.lat)), checkpoint.location_name
+        )
+        marker = Point(
+            x=min(max(point.x, 8.0), WIDTH - 8.0),
+            y=min(max(point.y, 8.0), HEIGHT - 8.0),
+            name=point.name,
+        )
+    return RouteSchematic(
+        width=WIDTH,
+        height=HEIGHT,
+        legs=paths,
+        stops=_place_labels(unique),
+        checkpoint=marker,
+        scale=scale,
+        off_x=off_x,
+        off_y=off_y,
+        west=math.radians(min(xs)),
+        north=max(ys),
+    )
+
+
+def map_tiles(route: RouteSchematic, url_template: str, *, max_tiles: int = 40) -> list[Tile]:
+    """Web Mercator tiles ({z}/{x}/{y}) that cover the schematic's box, placed in its
+    coordinates. The schematic is Mercator too, so a tile is a square of the same scale."""
+    target = 256.0  # SVG units per tile: detailed enough, few requests
+    zoom = max(0, min(18, round(math.log2(route.scale * 2 * math.pi / target))))
+    while True:
+        count = 2**zoom
+        size = route.scale * 2 * math.pi / count
+
+        def tile_x(svg_x: float, count: int = count) -> float:
+            lon = route.west + (svg_x - route.off_x) / route.scale
+            return (lon + math.pi) / (2 * math.pi) * count
+
+        def tile_y(svg_y: float, count: int = count) -> float:
+            merc = route.north - (svg_y - route.off_y) / route.scale
+            return (math.pi - merc) / (2 * math.pi) * count
+
+        xs = range(math.floor(tile_x(0)), math.floor(tile_x(route.width)) + 1)
+        ys = range(
+            max(0, math.floor(tile_y(0))), min(count - 1, math.floor(tile_y(route.height))) + 1
+        )
+        if len(xs) * len(ys) <= max_tiles or zoom == 0:
+            break
+        zoom -= 1
+    tiles = []
+    for tx in xs:
+        for ty in ys:
+            tiles.append(
+                Tile(
+                    href=url_template.format(z=zoom, x=tx % count, y=ty),
+                    x=round(
+                        route.off_x
+                        + (tx * 2 * math.pi / count - math.pi - route.west) * route.scale,
+                        1,
+                    ),
+                    y=round(
+                        route.off_y
+                        + (route.north - (math.pi - ty * 2 * math.pi / count)) * route.scale,
+                        1,
+                    ),
+                    size=round(size + 0.4, 1),  # a hair of overlap hides seams
+                )
+            )
+    return tiles
 
 
 def _place_labels(points: list[Point]) -> list[Stop]:

@@ -7,12 +7,16 @@ from django.http import Http404
 
 from accounts.models import JourneyShare, User
 from journey.models import (
+    Appointment,
     Checkpoint,
+    Feedback,
     Journey,
     Message,
     Milestone,
     MilestoneState,
     Photo,
+    RescheduleRequest,
+    RescheduleState,
     ShipmentLeg,
 )
 
@@ -53,7 +57,13 @@ def journey_detail(*, user: User, reference: str) -> Journey:
         Prefetch(
             "milestones",
             queryset=Milestone.objects.select_related("stage").prefetch_related(
-                Prefetch("photos", queryset=Photo.objects.order_by("created_at", "id"))
+                Prefetch("photos", queryset=Photo.objects.order_by("created_at", "id")),
+                # Only this viewer's own rating of each stage.
+                Prefetch(
+                    "feedback",
+                    queryset=Feedback.objects.filter(customer_id=user.pk),
+                    to_attr="my_feedback",
+                ),
             ),
         ),
         Prefetch(
@@ -64,7 +74,22 @@ def journey_detail(*, user: User, reference: str) -> Journey:
         ),
         "tasks",
         "promised_items",
-        "appointments",
+        Prefetch(
+            "appointments",
+            queryset=Appointment.objects.prefetch_related(
+                Prefetch(
+                    "reschedule_requests",
+                    queryset=RescheduleRequest.objects.filter(state=RescheduleState.OPEN),
+                    to_attr="open_requests",
+                )
+            ),
+        ),
+        Prefetch(
+            "messages",
+            queryset=Message.objects.select_related("milestone__stage").order_by(
+                "created_at", "id"
+            ),
+        ),
         "eta_estimates",
     )
     journey = queryset.filter(reference=reference).first()
@@ -74,11 +99,10 @@ def journey_detail(*, user: User, reference: str) -> Journey:
 
 
 def journey_messages(*, journey: Journey, user: User) -> list[Message]:
-    """The conversation as this user may see it: viewers do not see private messages."""
-    messages = journey.messages.order_by("created_at", "id")
-    if journey.owner_id != user.pk:
-        messages = messages.filter(private=False)
-    return list(messages)
+    """The conversation as this user may see it: viewers do not see private messages.
+    Uses the prefetched messages when the journey came from journey_detail."""
+    is_owner = journey.owner_id == user.pk
+    return [m for m in journey.messages.all() if is_owner or not m.private]
 
 
 def journey_public(*, journey_id: int) -> Journey:

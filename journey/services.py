@@ -1,27 +1,41 @@
 """Writes to journeys. The spine: every change to a journey goes through here."""
 
+import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from journey import events
 from journey.errors import ApplicationError
 from journey.eta import ETA_FIELDS, eta_refresh
 from journey.models import (
+    Appointment,
+    Checkpoint,
+    CustomerTask,
     EtaCause,
     EventSource,
+    Feedback,
     Journey,
     JourneyEvent,
     JourneyTemplate,
     Message,
     Milestone,
     MilestoneState,
+    RescheduleRequest,
+    ShipmentLeg,
 )
 from notifications.services import notification_enqueue
+from notifications.triggers import (
+    notify_appointment,
+    notify_staff_of_customer_message,
+    notify_task_assigned,
+)
 
 # Partners' and staff clocks drift: an event a few minutes "in the future" is accepted.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -145,7 +159,11 @@ def journey_record_milestone(
             journey.last_event_at = max(filter(None, [journey.last_event_at, occurred_at]))
             eta_refresh(journey=journey, milestones=milestones, now=now, cause=EtaCause.EVENT)
             journey.save(update_fields=["last_event_at", *ETA_FIELDS, "updated_at"])
-            if target.stage.customer_visible and target.stage.notify_customer:
+            if (
+                target.stage.customer_visible
+                and target.stage.notify_customer
+                and not journey.is_sandbox
+            ):
                 notification_enqueue(
                     recipient=journey.owner,
                     journey=journey,
@@ -183,21 +201,335 @@ def _advance(*, milestones: list[Milestone], target: Milestone, occurred_at: dat
     Milestone.objects.bulk_update(changed, ["state", "reached_at"])
 
 
-MESSAGE_MAX_LENGTH = 5000
+# --- Shipment legs, checkpoints, customer tasks and appointments --------------------------
+
+LEG_FIELDS = frozenset(
+    {
+        "mode",
+        "carrier",
+        "origin_name",
+        "origin_lat",
+        "origin_lon",
+        "destination_name",
+        "destination_lat",
+        "destination_lon",
+        "departed_at",
+        "arrived_at",
+        "eta",
+    }
+)
 
 
-def journey_message_post(
-    *, journey: Journey, author: User, body: str, from_staff: bool = False, private: bool = False
+def _check_coordinates(fields: dict[str, Any]) -> None:
+    errors: dict[str, list[str]] = {}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        limit = 90 if name.endswith("lat") else 180
+        if not -limit <= Decimal(value) <= limit:
+            errors[name] = [f"Must be between -{limit} and {limit}."]
+    if errors:
+        raise ApplicationError(f"Invalid coordinates: {', '.join(errors)}.", fields=errors)
+
+
+def _check_leg(leg: ShipmentLeg) -> None:
+    _check_coordinates(
+        {
+            "origin_lat": leg.origin_lat,
+            "origin_lon": leg.origin_lon,
+            "destination_lat": leg.destination_lat,
+            "destination_lon": leg.destination_lon,
+        }
+    )
+    for name in ("departed_at", "arrived_at", "eta"):
+        value = getattr(leg, name)
+        if value is not None and timezone.is_naive(value):
+            raise ApplicationError(f"{name} needs a time zone offset.", fields={name: ["Naive."]})
+    if leg.arrived_at is not None and leg.departed_at is None:
+        raise ApplicationError(
+            "A leg cannot arrive before it has departed.",
+            fields={"departed_at": ["Required when arrived_at is given."]},
+        )
+    if leg.arrived_at is not None and leg.arrived_at < leg.departed_at:
+        raise ApplicationError(
+            "arrived_at is before departed_at.",
+            fields={"arrived_at": ["Before departed_at."]},
+        )
+
+
+def journey_leg_create(*, journey: Journey, sequence: int, **fields: Any) -> ShipmentLeg:
+    """Add a shipment leg; its ``sequence`` is unique within the journey."""
+    unknown = set(fields) - LEG_FIELDS
+    if unknown:
+        raise ApplicationError(f"Unknown leg fields: {', '.join(sorted(unknown))}.")
+    leg = ShipmentLeg(journey=journey, sequence=sequence, **fields)
+    _check_leg(leg)
+    try:
+        with transaction.atomic():
+            leg.save()
+    except IntegrityError as error:
+        raise ApplicationError(
+            f"This journey already has a leg {sequence}.",
+            code="conflict",
+            fields={"sequence": ["Already used."]},
+            status=409,
+        ) from error
+    return leg
+
+
+def journey_leg_update(*, leg: ShipmentLeg, **changes: Any) -> ShipmentLeg:
+    """Change some of a leg's fields (departure, arrival, ETA, places...)."""
+    unknown = set(changes) - LEG_FIELDS
+    if unknown:
+        raise ApplicationError(f"Unknown leg fields: {', '.join(sorted(unknown))}.")
+    with transaction.atomic():
+        leg = ShipmentLeg.objects.select_for_update().get(pk=leg.pk)
+        for name, value in changes.items():
+            setattr(leg, name, value)
+        _check_leg(leg)
+        if changes:
+            leg.save(update_fields=sorted(changes))
+    return leg
+
+
+def journey_checkpoint_add(
+    *,
+    leg: ShipmentLeg,
+    occurred_at: datetime,
+    location_name: str,
+    lat: Decimal | None = None,
+    lon: Decimal | None = None,
+    description: str = "",
+) -> Checkpoint:
+    """Record where a leg's shipment was seen."""
+    if timezone.is_naive(occurred_at):
+        raise ApplicationError(
+            "occurred_at needs a time zone offset.", fields={"occurred_at": ["No time zone."]}
+        )
+    if occurred_at > timezone.now() + CLOCK_SKEW:
+        raise ApplicationError(
+            "occurred_at is in the future.", fields={"occurred_at": ["In the future."]}
+        )
+    if (lat is None) != (lon is None):
+        raise ApplicationError(
+            "Give both lat and lon, or neither.",
+            fields={"lat": ["Needs lon."], "lon": ["Needs lat."]},
+        )
+    _check_coordinates({"lat": lat, "lon": lon})
+    return Checkpoint.objects.create(
+        leg=leg,
+        occurred_at=occurred_at,
+        location_name=location_name,
+        lat=lat,
+        lon=lon,
+        description=description,
+    )
+
+
+def journey_task_create(
+    *, journey: Journey, title: str, description: str = "", due_date: date | None = None
+) -> CustomerTask:
+    """Something the customer must do, shown on their journey page."""
+    if not title.strip():
+        raise ApplicationError("A task needs a title.", fields={"title": ["Empty."]})
+    with transaction.atomic():
+        task = CustomerTask.objects.create(
+            journey=journey, title=title.strip(), description=description, due_date=due_date
+        )
+        if not journey.is_sandbox:
+            notify_task_assigned(task)
+    return task
+
+
+def journey_appointment_create(
+    *,
+    journey: Journey,
+    title: str,
+    starts_at: datetime,
+    arrive_at: datetime | None = None,
+    duration: timedelta = timedelta(hours=1),
+    place_name: str,
+    address: str = "",
+    time_zone: str = "Europe/London",
+    what_to_bring: str = "",
+) -> Appointment:
+    """An appointment the customer attends; ``arrive_at`` defaults to ``starts_at``."""
+    arrive_at = arrive_at or starts_at
+    errors: dict[str, list[str]] = {}
+    if timezone.is_naive(starts_at):
+        errors["starts_at"] = ["No time zone."]
+    if timezone.is_naive(arrive_at):
+        errors["arrive_at"] = ["No time zone."]
+    if not errors and arrive_at > starts_at:
+        errors["arrive_at"] = ["After starts_at."]
+    if duration <= timedelta(0) or duration > timedelta(days=1):
+        errors["duration"] = ["Between 1 minute and 24 hours."]
+    try:
+        zoneinfo.ZoneInfo(time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        errors["time_zone"] = [f"Unknown time zone {time_zone!r}."]
+    if errors:
+        raise ApplicationError(f"Invalid appointment: {', '.join(errors)}.", fields=errors)
+    with transaction.atomic():
+        appointment = Appointment.objects.create(
+            journey=journey,
+            title=title,
+            starts_at=starts_at,
+            arrive_at=arrive_at,
+            duration=duration,
+            place_name=place_name,
+            address=address,
+            time_zone=time_zone,
+            what_to_bring=what_to_bring,
+        )
+        if not journey.is_sandbox:
+            notify_appointment(appointment, changed=False)
+    return appointment
+
+
+# The customer's own writes from the portal. Each is one function, so whatever must
+# follow (telling staff, partner webhooks) is added in one place.
+
+MESSAGE_MAX_LENGTH = 4000
+
+
+def task_complete(*, task: CustomerTask, user: User) -> CustomerTask:
+    """The journey's owner ticks a task off. Ticking a done task again changes nothing."""
+    if task.journey.owner_id != user.pk:
+        raise ApplicationError(
+            _("Only the journey's owner can tick off its tasks."), code="forbidden", status=403
+        )
+    with transaction.atomic():
+        # Conditional update: two clicks (or two tabs) record the first time only.
+        ticked = CustomerTask.objects.filter(pk=task.pk, done_at__isnull=True).update(
+            done_at=timezone.now()
+        )
+        task.refresh_from_db(fields=["done_at"])
+        if ticked:
+            _tell_partners(
+                "task.completed",
+                task.journey,
+                {"task": {"id": task.pk, "title": task.title, "done_at": task.done_at}},
+            )
+    return task
+
+
+def appointment_request_reschedule(
+    *,
+    appointment: Appointment,
+    user: User,
+    first_choice: datetime,
+    second_choice: datetime | None = None,
+    note: str = "",
+) -> RescheduleRequest:
+    """The owner asks for another time; staff answer. Times must be in the future."""
+    if appointment.journey.owner_id != user.pk:
+        raise ApplicationError(
+            _("Only the journey's owner can ask to move its appointments."),
+            code="forbidden",
+            status=403,
+        )
+    now = timezone.now()
+    errors: dict[str, list[str]] = {}
+    for name, value in (("first_choice", first_choice), ("second_choice", second_choice)):
+        if value is None:
+            continue
+        if timezone.is_naive(value):
+            errors[name] = [_("Give a time with its time zone.")]
+        elif value <= now:
+            errors[name] = [_("Choose a time in the future.")]
+    if second_choice is not None and second_choice == first_choice and not errors:
+        errors["second_choice"] = [_("Choose a different second time, or leave it empty.")]
+    if errors:
+        raise ApplicationError(_("Please check the times you asked for."), fields=errors)
+    with transaction.atomic():
+        request = RescheduleRequest.objects.create(
+            appointment=appointment,
+            requested_by=user,
+            first_choice=first_choice,
+            second_choice=second_choice,
+            note=note.strip(),
+        )
+        _tell_partners(
+            "appointment.reschedule_requested",
+            appointment.journey,
+            {
+                "appointment": {"id": appointment.pk, "title": appointment.title},
+                "first_choice": first_choice,
+                "second_choice": second_choice,
+                "note": request.note,
+            },
+        )
+    return request
+
+
+def message_post(
+    *,
+    journey: Journey,
+    author: User,
+    body: str,
+    milestone: Milestone | None = None,
+    via: str = "portal",
 ) -> Message:
-    """Add a message to a journey's conversation (the customer's, or a staff answer)."""
+    """A customer's message in the journey's conversation, optionally replying to an update."""
     body = body.strip()
     if not body:
-        raise ApplicationError("Write a message first.", code="empty", fields={"body": ["Empty."]})
+        raise ApplicationError(
+            _("Write a message first."), fields={"body": [_("Write a message first.")]}
+        )
     if len(body) > MESSAGE_MAX_LENGTH:
         raise ApplicationError(
-            f"A message can be at most {MESSAGE_MAX_LENGTH} characters.",
-            fields={"body": ["Too long."]},
+            _("That message is too long."),
+            fields={
+                "body": [_("Keep it under %(limit)s characters.") % {"limit": MESSAGE_MAX_LENGTH}]
+            },
         )
-    return Message.objects.create(
-        journey=journey, author=author, body=body, from_staff=from_staff, private=private
-    )
+    if milestone is not None and milestone.journey_id != journey.pk:
+        raise ApplicationError(
+            _("That update is not part of this journey."),
+            fields={"milestone": [_("Unknown update.")]},
+        )
+    with transaction.atomic():
+        message = Message.objects.create(
+            journey=journey, author=author, from_staff=False, body=body, milestone=milestone
+        )
+        notify_staff_of_customer_message(message, via=via)
+        _tell_partners(
+            "message.posted",
+            journey,
+            {"message": {"id": message.pk, "body": body, "created_at": message.created_at}},
+        )
+    return message
+
+
+def feedback_give(
+    *, milestone: Milestone, customer: User, rating: int, comment: str = ""
+) -> Feedback:
+    """Rate a completed milestone (1 to 5). Rating again replaces the customer's earlier one."""
+    if milestone.state != MilestoneState.DONE:
+        raise ApplicationError(
+            _("You can rate a stage once it is done."),
+            fields={"milestone": [_("This stage is not done yet.")]},
+        )
+    if not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5:
+        raise ApplicationError(
+            _("Choose a rating from 1 to 5."), fields={"rating": [_("Choose from 1 to 5.")]}
+        )
+    with transaction.atomic():
+        feedback, _created = Feedback.objects.update_or_create(
+            milestone=milestone,
+            customer=customer,
+            defaults={"rating": rating, "comment": comment.strip()},
+        )
+    return feedback
+
+
+def _tell_partners(event_type: str, journey: Journey, data: dict[str, Any]) -> None:
+    """A signed webhook to the partners serving the journey, written in this transaction.
+
+    The one place the domain calls out to integrations: imported here, not at the top,
+    because integrations imports journey.
+    """
+    from integrations.webhooks import webhook_emit
+
+    webhook_emit(event_type=event_type, journey=journey, data=data)

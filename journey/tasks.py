@@ -4,6 +4,7 @@ from celery import shared_task
 
 from journey import eta
 from journey.models import JourneyTemplate
+from journey.photos import photo_make_thumbnail
 
 
 @shared_task(ignore_result=True)
@@ -24,3 +25,9 @@ def eta_recompute_nightly() -> int:
 def eta_check_stalled() -> int:
     """Flag journeys whose current stage has run longer than 95% of similar ones."""
     return len(eta.eta_check_stalled())
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def make_thumbnail(photo_id: int) -> None:
+    """Make one photo's thumbnail. Safe to run twice: it does nothing the second time."""
+    photo_make_thumbnail(photo_id=photo_id)

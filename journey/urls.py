@@ -12,4 +12,22 @@ urlpatterns = [
         views.photo,
         name="photo",
     ),
+    path("journeys/<str:reference>/parts/<str:name>/", views.part, name="part"),
+    path("journeys/<str:reference>/tasks/<int:task_id>/done/", views.task_done, name="task_done"),
+    path(
+        "journeys/<str:reference>/appointments/<int:appointment_id>/reschedule/",
+        views.reschedule,
+        name="reschedule",
+    ),
+    path(
+        "journeys/<str:reference>/appointments/<int:appointment_id>/calendar.ics",
+        views.appointment_calendar,
+        name="appointment_calendar",
+    ),
+    path("journeys/<str:reference>/messages/", views.message, name="message"),
+    path(
+        "journeys/<str:reference>/milestones/<int:milestone_id>/feedback/",
+        views.feedback,
+        name="feedback",
+    ),
 ]

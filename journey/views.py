@@ -1,12 +1,31 @@
-from django.contrib.auth.decorators import login_required
-from django.db import connection
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+import hashlib
+import re
 
-from journey import selectors
-from journey.route import route_schematic
+from django import forms
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db import connection
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotModified,
+)
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import parse_etags, quote_etag
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from journey import selectors, services
+from journey.calendar import appointment_ics
+from journey.errors import ApplicationError
+from journey.forms import FeedbackForm, MessageForm, RescheduleForm
+from journey.models import Journey
+from journey.route import map_tiles, route_schematic
 
 
 @login_required
@@ -17,29 +36,235 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "journey/home.html", {"rows": rows})
 
 
-@login_required
-@require_GET
-def detail(request: HttpRequest, reference: str) -> HttpResponse:
-    journey = selectors.journey_detail(user=request.user, reference=reference)
+def _detail_context(request: HttpRequest, journey: Journey, **forms: object) -> dict:
+    """Everything the journey page and its partials show, from the prefetched journey."""
     legs = list(journey.legs.all())
     milestones = [m for m in journey.milestones.all() if m.stage.customer_visible]
     profile = getattr(request.user, "profile", None)
     newest_first = bool(profile and profile.timeline_newest_first)
-    context = {
+    latest_checkpoint = max(
+        (c for leg in legs for c in leg.checkpoints.all()),
+        key=lambda c: c.occurred_at,
+        default=None,
+    )
+    route = route_schematic(legs, checkpoint=latest_checkpoint)
+    reply_to = None
+    raw_reply = request.GET.get("reply", "")
+    if raw_reply.isdigit():
+        reply_to = next((m for m in milestones if m.pk == int(raw_reply)), None)
+    message_form = forms.pop("message_form", None) or MessageForm(
+        initial={"milestone": reply_to.pk if reply_to else None}
+    )
+    if reply_to is None and message_form.is_bound:
+        raw = message_form.data.get("milestone", "")
+        reply_to = next((m for m in milestones if str(m.pk) == raw), None)
+    feedback_forms = forms.pop("feedback_forms", {})
+    for milestone in milestones:
+        # A rating form that came back with errors is shown again in place.
+        milestone.feedback_form = feedback_forms.get(milestone.pk)
+    appointments = list(journey.appointments.all())
+    reschedule_forms = forms.pop("reschedule_forms", {})
+    return {
         "journey": journey,
         "progress": selectors.journey_progress(journey),
         "milestones": list(reversed(milestones)) if newest_first else milestones,
         "legs": legs,
-        "route": route_schematic(legs),
-        "latest_checkpoint": max(
-            (c for leg in legs for c in leg.checkpoints.all()),
-            key=lambda c: c.occurred_at,
-            default=None,
-        ),
+        "route": route,
+        "map_tiles": map_tiles(route, settings.MAP_TILE_URL)
+        if route and settings.MAP_TILE_URL
+        else [],
+        "map_attribution": settings.MAP_TILE_ATTRIBUTION,
+        "latest_checkpoint": latest_checkpoint,
         "open_tasks": [t for t in journey.tasks.all() if t.done_at is None],
         "done_tasks": [t for t in journey.tasks.all() if t.done_at is not None],
+        "is_owner": journey.owner_id == request.user.pk,
+        "appointments": [
+            (a, reschedule_forms.get(a.pk) or RescheduleForm(zone=a.zone, prefix=f"r{a.pk}"))
+            for a in appointments
+        ],
+        "message_form": message_form,
+        "reply_to": reply_to,
+        "conversation": selectors.journey_messages(journey=journey, user=request.user),
+        **forms,
     }
-    return render(request, "journey/detail.html", context)
+
+
+@login_required
+@require_GET
+def detail(request: HttpRequest, reference: str) -> HttpResponse:
+    journey = selectors.journey_detail(user=request.user, reference=reference)
+    return render(request, "journey/detail.html", _detail_context(request, journey))
+
+
+# The parts of the journey page that change while it is open, and poll for it.
+POLLED_PARTS = {"header", "timeline", "route", "todo", "messages"}
+# A CSRF token is masked afresh on every render; it must not make unchanged content
+# look changed.
+_CSRF_INPUT = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]*"')
+
+
+@login_required
+@require_GET
+def part(request: HttpRequest, reference: str, name: str) -> HttpResponse:
+    """One changing part of the journey page, with an ETag: 304 when nothing changed."""
+    if name not in POLLED_PARTS:
+        raise Http404("No such part.")
+    journey = selectors.journey_detail(user=request.user, reference=reference)
+    response = render(request, f"journey/detail.html#{name}", _detail_context(request, journey))
+    digest = hashlib.sha256(_CSRF_INPUT.sub(b"", response.content)).hexdigest()[:32]
+    etag = quote_etag(digest)
+    # The browser must ask each time; the ETag makes asking cheap.
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if etag in parse_etags(request.headers.get("If-None-Match", "")):
+        return HttpResponseNotModified(headers=headers)
+    for key, value in headers.items():
+        response[key] = value
+    return response
+
+
+def _after_write(request: HttpRequest, reference: str, part_name: str, anchor: str) -> HttpResponse:
+    """HTMX gets the fresh part back; a plain form post is redirected (PRG)."""
+    if request.htmx:
+        journey = selectors.journey_detail(user=request.user, reference=reference)
+        return render(
+            request, f"journey/detail.html#{part_name}", _detail_context(request, journey)
+        )
+    url = reverse("journey:detail", kwargs={"reference": reference})
+    return redirect(f"{url}#{anchor}")
+
+
+def _form_error(
+    request: HttpRequest, journey: Journey, part_name: str, **forms: object
+) -> HttpResponse:
+    """Show the form again with its messages: the part for HTMX, else the whole page.
+
+    HTMX swaps only 2xx answers by default, so the part comes back with 200; the plain
+    page answers 400 so a failed post is never mistaken for success.
+    """
+    context = _detail_context(request, journey, **forms)
+    if request.htmx:
+        return render(request, f"journey/detail.html#{part_name}", context)
+    return render(request, "journey/detail.html", context, status=400)
+
+
+def _apply_error(form: forms.Form, error: ApplicationError) -> None:
+    if error.fields:
+        for field, messages in error.fields.items():
+            for message in messages:
+                form.add_error(field if field in form.fields else None, message)
+    else:
+        form.add_error(None, error.message)
+
+
+@login_required
+@require_POST
+def task_done(request: HttpRequest, reference: str, task_id: int) -> HttpResponse:
+    journey = selectors.journey_detail(user=request.user, reference=reference)
+    task = next((t for t in journey.tasks.all() if t.pk == task_id), None)
+    if task is None:
+        raise Http404("No such task.")
+    try:
+        services.task_complete(task=task, user=request.user)
+    except ApplicationError as error:
+        raise PermissionDenied(error.message) from error
+    return _after_write(request, reference, "todo", "todo")
+
+
+@login_required
+@require_POST
+def reschedule(request: HttpRequest, reference: str, appointment_id: int) -> HttpResponse:
+    journey = selectors.journey_detail(user=request.user, reference=reference)
+    appointment = next((a for a in journey.appointments.all() if a.pk == appointment_id), None)
+    if appointment is None:
+        raise Http404("No such appointment.")
+    form = RescheduleForm(request.POST, zone=appointment.zone, prefix=f"r{appointment.pk}")
+    if form.is_valid():
+        try:
+            services.appointment_request_reschedule(
+                appointment=appointment,
+                user=request.user,
+                first_choice=form.cleaned_data["first_choice"],
+                second_choice=form.cleaned_data["second_choice"],
+                note=form.cleaned_data["note"],
+            )
+        except ApplicationError as error:
+            if error.status == 403:
+                raise PermissionDenied(error.message) from error
+            _apply_error(form, error)
+    if form.errors:
+        return _form_error(
+            request, journey, "appointments", reschedule_forms={appointment.pk: form}
+        )
+    return _after_write(request, reference, "appointments", "appointments")
+
+
+@login_required
+@require_POST
+def message(request: HttpRequest, reference: str) -> HttpResponse:
+    journey = selectors.journey_detail(user=request.user, reference=reference)
+    form = MessageForm(request.POST)
+    if form.is_valid():
+        milestone = None
+        if form.cleaned_data["milestone"] is not None:
+            milestone = next(
+                (m for m in journey.milestones.all() if m.pk == form.cleaned_data["milestone"]),
+                None,
+            )
+            if milestone is None:
+                form.add_error(None, _("That update is not part of this journey."))
+        if not form.errors:
+            try:
+                services.message_post(
+                    journey=journey,
+                    author=request.user,
+                    body=form.cleaned_data["body"],
+                    milestone=milestone,
+                )
+            except ApplicationError as error:
+                _apply_error(form, error)
+    if form.errors:
+        return _form_error(request, journey, "conversation", message_form=form)
+    return _after_write(request, reference, "conversation", "conversation")
+
+
+@login_required
+@require_POST
+def feedback(request: HttpRequest, reference: str, milestone_id: int) -> HttpResponse:
+    journey = selectors.journey_detail(user=request.user, reference=reference)
+    milestone = next((m for m in journey.milestones.all() if m.pk == milestone_id), None)
+    if milestone is None or not milestone.stage.customer_visible:
+        raise Http404("No such stage.")
+    form = FeedbackForm(request.POST)
+    if form.is_valid():
+        try:
+            services.feedback_give(
+                milestone=milestone,
+                customer=request.user,
+                rating=form.cleaned_data["rating"],
+                comment=form.cleaned_data["comment"],
+            )
+        except ApplicationError as error:
+            _apply_error(form, error)
+    if form.errors:
+        return _form_error(request, journey, "timeline", feedback_forms={milestone.pk: form})
+    return _after_write(request, reference, "timeline", f"m-{milestone.pk}")
+
+
+@login_required
+@require_GET
+def appointment_calendar(request: HttpRequest, reference: str, appointment_id: int) -> HttpResponse:
+    """The appointment as an .ics file: it starts when the customer should arrive."""
+    journey = selectors.journey_detail(user=request.user, reference=reference)
+    appointment = next((a for a in journey.appointments.all() if a.pk == appointment_id), None)
+    if appointment is None:
+        raise Http404("No such appointment.")
+    body = appointment_ics(appointment, company=settings.COMPANY_NAME)
+    response = HttpResponse(body, content_type="text/calendar; charset=utf-8")
+    response["Content-Disposition"] = (
+        f'attachment; filename="{journey.reference}-{appointment.pk}.ics"'
+    )
+    response["Cache-Control"] = "private, no-cache"
+    return response
 
 
 @login_required

@@ -132,7 +132,8 @@ def _attachments(notification: Notification) -> list[tuple[str, bytes, str]]:
 
         appointment = Appointment.objects.filter(pk=appointment_id).first()
         if appointment is not None:
-            return [("appointment.ics", appointment_ics(appointment), "text/calendar")]
+            ics = appointment_ics(appointment, company=settings.COMPANY_NAME)
+            return [("appointment.ics", ics, "text/calendar")]
     return []
 
 

@@ -16,13 +16,12 @@ from email.message import EmailMessage
 from email.utils import getaddresses
 
 from django.conf import settings
-from django.db import transaction
 from django.utils.html import strip_tags
 
 from accounts.models import User
 from journey.errors import ApplicationError
 from journey.models import Journey, Message
-from journey.services import journey_message_post
+from journey.services import message_post
 from notifications.channels import parse_reply_address
 
 MAX_AGE_SECONDS = 300
@@ -99,8 +98,6 @@ def parse(raw: bytes) -> EmailMessage:
 
 def receive(raw: bytes) -> Message:
     """Add a reply to its journey's conversation as the customer's message."""
-    from notifications.triggers import notify_staff_of_customer_message
-
     message = parse(raw)
     addresses = [
         address
@@ -122,7 +119,4 @@ def receive(raw: bytes) -> Message:
     body = strip_quoted(_text_of(message))
     if not body:
         raise ApplicationError("The reply has no new text.", code="empty")
-    with transaction.atomic():
-        posted = journey_message_post(journey=journey, author=author, body=body)
-        notify_staff_of_customer_message(posted, via="email")
-    return posted
+    return message_post(journey=journey, author=author, body=body, via="email")

@@ -54,3 +54,13 @@ def api(api_key: str) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
     return client
+
+
+@pytest.fixture
+def admin_user(db, django_user_model):
+    """A superuser as staff really are: with two-factor authentication set up."""
+    from accounts.mfa import totp_activate
+
+    user = django_user_model.objects.create_superuser(email="admin@example.com", password="pw")
+    totp_activate(user=user)
+    return user

@@ -81,3 +81,15 @@ def test_production_passes_the_deploy_check():
 def test_the_user_model_logs_in_with_email():
     assert settings.AUTH_USER_MODEL == "accounts.User"
     assert settings.ACCOUNT_LOGIN_METHODS == {"email"}
+
+
+def test_a_map_tile_url_joins_the_csp_and_a_bad_one_is_refused():
+    code = "from django.conf import settings; print(list(map(str, settings.SECURE_CSP['img-src'])))"
+    tiles = "https://tile.example.org/{z}/{x}/{y}.png"
+    result = manage("shell", "--no-imports", "-c", code, env={"MAP_TILE_URL": tiles})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[\"'self'\", 'data:', 'https://tile.example.org']"
+    for bad in ("http://tile.example.org/{z}/{x}/{y}.png", "https://tile.example.org/{z}.png"):
+        result = manage("shell", "--no-imports", "-c", code, env={"MAP_TILE_URL": bad})
+        assert result.returncode != 0
+        assert "MAP_TILE_URL must be https:// with {z}, {x} and {y}." in result.stderr

@@ -5,7 +5,7 @@
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -34,6 +34,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         fields = exc.message_dict if hasattr(exc, "error_dict") else {}
         return Response(
             error_body("invalid", "; ".join(exc.messages), fields),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            error_body("request_too_large", str(exc), {"body": ["Too large."]}),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, SuspiciousOperation):
+        return Response(
+            error_body("invalid", str(exc), {"body": [str(exc)]}),
             status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, Http404):

@@ -4,7 +4,17 @@ from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from accounts.forms import PROPOSABLE_FIELDS
-from journey.models import Journey, Milestone
+from integrations.models import WebhookEndpoint, WebhookEventType
+from journey.models import (
+    Appointment,
+    Checkpoint,
+    CustomerTask,
+    Journey,
+    LegMode,
+    Milestone,
+    Photo,
+    ShipmentLeg,
+)
 
 
 class MilestoneSerializer(serializers.ModelSerializer):
@@ -62,6 +72,22 @@ class StatusEventInSerializer(serializers.Serializer):
         required=False, default=dict, help_text="Anything else; kept for audit, never shown."
     )
 
+    def validate(self, attrs: dict[str, object]) -> dict[str, object]:
+        # The whole body is kept as sent; PostgreSQL cannot store a NUL character in it.
+        if _has_nul(self.initial_data):
+            raise serializers.ValidationError({"data": ["NUL characters are not allowed."]})
+        return attrs
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
 
 class StatusEventOutSerializer(serializers.Serializer):
     event_id = serializers.CharField()
@@ -87,3 +113,170 @@ class ProfileChangeOutSerializer(serializers.Serializer):
         help_text="applied: the field was empty and is now filled in; pending: the customer "
         "decides.",
     )
+
+
+MAX_BATCH = 500
+
+
+class BatchEventInSerializer(StatusEventInSerializer):
+    journey = serializers.CharField(max_length=16, help_text="The journey's reference.")
+
+
+class BatchInSerializer(serializers.Serializer):
+    # Items are validated one by one in the view, so one bad item fails alone.
+    events = serializers.ListField(
+        child=serializers.DictField(),
+        min_length=1,
+        max_length=MAX_BATCH,
+        help_text=f"Up to {MAX_BATCH} events, each like a single event plus `journey`.",
+    )
+
+
+class BatchErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.DictField(child=serializers.JSONField())
+
+
+class BatchResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    status = serializers.IntegerField(help_text="What the single-event endpoint would answer.")
+    event = StatusEventOutSerializer(allow_null=True)
+    error = BatchErrorSerializer(allow_null=True)
+
+
+class BatchOutSerializer(serializers.Serializer):
+    results = BatchResultSerializer(many=True)
+
+
+def _coordinate(limit: int, **kwargs: object) -> serializers.DecimalField:
+    return serializers.DecimalField(
+        max_digits=8, decimal_places=5, min_value=-limit, max_value=limit, **kwargs
+    )
+
+
+class LegSerializer(serializers.Serializer):
+    sequence = serializers.IntegerField(min_value=1, max_value=999)
+    mode = serializers.ChoiceField(choices=LegMode.choices)
+    carrier = serializers.CharField(max_length=120, required=False, allow_blank=True)
+    origin_name = serializers.CharField(max_length=120)
+    origin_lat = _coordinate(90)
+    origin_lon = _coordinate(180)
+    destination_name = serializers.CharField(max_length=120)
+    destination_lat = _coordinate(90)
+    destination_lon = _coordinate(180)
+    departed_at = AwareDateTimeField(required=False, allow_null=True)
+    arrived_at = AwareDateTimeField(required=False, allow_null=True)
+    eta = AwareDateTimeField(required=False, allow_null=True)
+
+
+class LegUpdateSerializer(LegSerializer):
+    sequence = None  # a leg's sequence is its address, not changed by an update
+
+
+class LegOutSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ShipmentLeg
+        fields = [
+            "sequence",
+            "mode",
+            "carrier",
+            "origin_name",
+            "origin_lat",
+            "origin_lon",
+            "destination_name",
+            "destination_lat",
+            "destination_lon",
+            "departed_at",
+            "arrived_at",
+            "eta",
+        ]
+
+
+class CheckpointSerializer(serializers.ModelSerializer):
+    occurred_at = AwareDateTimeField()
+    lat = _coordinate(90, required=False, allow_null=True)
+    lon = _coordinate(180, required=False, allow_null=True)
+
+    class Meta:
+        model = Checkpoint
+        fields = ["id", "occurred_at", "location_name", "lat", "lon", "description"]
+        read_only_fields = ["id"]
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CustomerTask
+        fields = ["id", "title", "description", "due_date", "done_at", "created_at"]
+        read_only_fields = ["id", "done_at", "created_at"]
+
+
+class AppointmentSerializer(serializers.ModelSerializer):
+    starts_at = AwareDateTimeField()
+    arrive_at = AwareDateTimeField(required=False, help_text="Defaults to starts_at.")
+    duration_minutes = serializers.IntegerField(min_value=1, max_value=24 * 60, default=60)
+    time_zone = serializers.CharField(max_length=64, default="Europe/London")
+
+    class Meta:
+        model = Appointment
+        fields = [
+            "id",
+            "title",
+            "starts_at",
+            "arrive_at",
+            "duration_minutes",
+            "place_name",
+            "address",
+            "time_zone",
+            "what_to_bring",
+        ]
+        read_only_fields = ["id"]
+
+    def to_representation(self, instance: Appointment) -> dict[str, object]:
+        instance.duration_minutes = int(instance.duration.total_seconds() // 60)
+        return super().to_representation(instance)
+
+
+class PhotoInSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="JPEG, PNG or WebP; at most 20 MB and 50 megapixels.")
+    milestone = serializers.CharField(
+        max_length=50, required=False, help_text="The stage key of the milestone it shows."
+    )
+    caption = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class PhotoOutSerializer(serializers.ModelSerializer):
+    milestone = serializers.CharField(source="milestone.stage.key", allow_null=True)
+    thumbnail_ready = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Photo
+        fields = ["id", "milestone", "caption", "width", "height", "created_at", "thumbnail_ready"]
+
+    def get_thumbnail_ready(self, photo: Photo) -> bool:
+        return bool(photo.thumbnail)
+
+
+class WebhookEndpointSerializer(serializers.ModelSerializer):
+    event_types = serializers.ListField(
+        child=serializers.ChoiceField(choices=WebhookEventType.choices), min_length=1
+    )
+
+    class Meta:
+        model = WebhookEndpoint
+        fields = ["id", "url", "event_types", "is_active", "created_at"]
+        read_only_fields = ["id", "is_active", "created_at"]
+
+
+class WebhookSecretSerializer(WebhookEndpointSerializer):
+    secret = serializers.CharField(
+        read_only=True, help_text="whsec_…: shown only when created or rotated."
+    )
+
+    class Meta(WebhookEndpointSerializer.Meta):
+        fields = [*WebhookEndpointSerializer.Meta.fields, "secret"]
+
+
+class SandboxJourneyInSerializer(serializers.Serializer):
+    template = serializers.SlugField(help_text="The key of a journey template.")
+    title = serializers.CharField(max_length=200, required=False, default="Sandbox journey")

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from integrations.api import views
 
@@ -17,4 +17,33 @@ urlpatterns = [
         views.JourneyProfileChangeCreate.as_view(),
         name="journey-profile-changes",
     ),
+    path("events/batch/", views.EventBatchCreate.as_view(), name="event-batch"),
+    path("journeys/<str:reference>/legs/", views.LegCreate.as_view(), name="journey-legs"),
+    path(
+        "journeys/<str:reference>/legs/<int:sequence>/",
+        views.LegUpdate.as_view(),
+        name="journey-leg",
+    ),
+    path(
+        "journeys/<str:reference>/legs/<int:sequence>/checkpoints/",
+        views.CheckpointCreate.as_view(),
+        name="leg-checkpoints",
+    ),
+    path("journeys/<str:reference>/photos/", views.PhotoCreate.as_view(), name="journey-photos"),
+    path("journeys/<str:reference>/tasks/", views.TaskCreate.as_view(), name="journey-tasks"),
+    path(
+        "journeys/<str:reference>/appointments/",
+        views.AppointmentCreate.as_view(),
+        name="journey-appointments",
+    ),
+    path("webhooks/", views.WebhookEndpointList.as_view(), name="webhook-list"),
+    path("webhooks/<int:pk>/", views.WebhookEndpointDetail.as_view(), name="webhook-detail"),
+    path(
+        "webhooks/<int:pk>/rotate-secret/",
+        views.WebhookSecretRotate.as_view(),
+        name="webhook-rotate",
+    ),
+    path("sandbox/journeys/", views.SandboxJourneyCreate.as_view(), name="sandbox-journeys"),
+    # Last: anything else under /api/v1/ answers in the API's error shape.
+    re_path(r"^[\s\S]*\Z", views.NotFoundView.as_view(), name="not-found"),
 ]

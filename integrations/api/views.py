@@ -1,21 +1,55 @@
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import generics, status
+from rest_framework import generics, parsers, serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import Source
 from accounts.services import profile_propose_change
+from integrations.api.errors import exception_handler
+from integrations.api.idempotency import idempotent
 from integrations.api.serializers import (
+    AppointmentSerializer,
+    BatchEventInSerializer,
+    BatchInSerializer,
+    BatchOutSerializer,
+    CheckpointSerializer,
     JourneySerializer,
+    LegOutSerializer,
+    LegSerializer,
+    LegUpdateSerializer,
+    PhotoInSerializer,
+    PhotoOutSerializer,
     ProfileChangeInSerializer,
     ProfileChangeOutSerializer,
+    SandboxJourneyInSerializer,
     StatusEventInSerializer,
     StatusEventOutSerializer,
+    TaskSerializer,
+    WebhookEndpointSerializer,
+    WebhookSecretSerializer,
 )
+from integrations.models import Partner, WebhookEndpoint
+from integrations.sandbox import sandbox_journey_create
 from integrations.selectors import partner_journeys
-from integrations.services import partner_record_status_event
+from integrations.services import InboundResult, partner_record_status_event
+from integrations.webhooks import webhook_endpoint_create, webhook_endpoint_rotate_secret
+from journey import services as journey_services
+from journey.errors import ApplicationError
+from journey.models import Journey, ShipmentLeg
+from journey.photos import photo_add
+
+
+def _journey(request: Request, reference: str) -> Journey:
+    """A journey this partner serves; any other answers 404, before anything is read."""
+    return get_object_or_404(partner_journeys(partner=request.user), reference=reference)
 
 
 class JourneyList(generics.ListAPIView):
@@ -23,7 +57,7 @@ class JourneyList(generics.ListAPIView):
 
     serializer_class = JourneySerializer
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Journey]:
         return partner_journeys(partner=self.request.user)
 
 
@@ -33,8 +67,40 @@ class JourneyDetail(generics.RetrieveAPIView):
     serializer_class = JourneySerializer
     lookup_field = "reference"
 
-    def get_queryset(self):
+    def get_queryset(self) -> QuerySet[Journey]:
         return partner_journeys(partner=self.request.user)
+
+
+def _record(partner: Partner, journey: Journey, data: dict[str, Any], raw: Any) -> InboundResult:
+    return partner_record_status_event(
+        partner=partner,
+        journey=journey,
+        event_id=data["event_id"],
+        code=data["code"],
+        occurred_at=data["occurred_at"],
+        payload=raw if isinstance(raw, dict) else {},
+    )
+
+
+def _event_body(result: InboundResult) -> tuple[dict[str, Any], int]:
+    inbound = result.inbound
+    body = StatusEventOutSerializer(
+        {
+            "event_id": inbound.event_id,
+            "journey": inbound.journey.reference,
+            "code": inbound.code,
+            "occurred_at": inbound.occurred_at,
+            "received_at": inbound.received_at,
+            "applied": result.applied,
+            "duplicate": result.duplicate,
+            "warnings": result.warnings,
+        }
+    ).data
+    if result.duplicate:
+        return body, status.HTTP_200_OK
+    if inbound.unmapped:
+        return body, status.HTTP_202_ACCEPTED
+    return body, status.HTTP_201_CREATED
 
 
 class JourneyEventCreate(APIView):
@@ -48,38 +114,13 @@ class JourneyEventCreate(APIView):
             202: OpenApiResponse(StatusEventOutSerializer, description="Unmapped code: kept."),
         },
     )
+    @idempotent
     def post(self, request: Request, reference: str) -> Response:
-        journey = get_object_or_404(partner_journeys(partner=request.user), reference=reference)
+        journey = _journey(request, reference)
         serializer = StatusEventInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        result = partner_record_status_event(
-            partner=request.user,
-            journey=journey,
-            event_id=data["event_id"],
-            code=data["code"],
-            occurred_at=data["occurred_at"],
-            payload=request.data if isinstance(request.data, dict) else {},
-        )
-        inbound = result.inbound
-        body = StatusEventOutSerializer(
-            {
-                "event_id": inbound.event_id,
-                "journey": journey.reference,
-                "code": inbound.code,
-                "occurred_at": inbound.occurred_at,
-                "received_at": inbound.received_at,
-                "applied": result.applied,
-                "duplicate": result.duplicate,
-                "warnings": result.warnings,
-            }
-        ).data
-        if result.duplicate:
-            code = status.HTTP_200_OK
-        elif inbound.unmapped:
-            code = status.HTTP_202_ACCEPTED
-        else:
-            code = status.HTTP_201_CREATED
+        result = _record(request.user, journey, serializer.validated_data, request.data)
+        body, code = _event_body(result)
         return Response(body, status=code)
 
 
@@ -91,6 +132,7 @@ class JourneyProfileChangeCreate(APIView):
     """
 
     @extend_schema(request=ProfileChangeInSerializer, responses={201: ProfileChangeOutSerializer})
+    @idempotent
     def post(self, request: Request, reference: str) -> Response:
         journey = get_object_or_404(
             partner_journeys(partner=request.user).select_related("owner"), reference=reference
@@ -108,3 +150,218 @@ class JourneyProfileChangeCreate(APIView):
         )
         body = {"field": data["field"], "state": "applied" if proposal is None else "pending"}
         return Response(ProfileChangeOutSerializer(body).data, status=status.HTTP_201_CREATED)
+
+
+class EventBatchCreate(APIView):
+    """Post up to 500 status events at once: one result per item, in order.
+
+    Each item is applied in its own savepoint, so a bad item fails alone; its result
+    carries the status and error the single-event endpoint would have answered.
+    """
+
+    @extend_schema(request=BatchInSerializer, responses={200: BatchOutSerializer})
+    @idempotent
+    def post(self, request: Request) -> Response:
+        batch = BatchInSerializer(data=request.data)
+        batch.is_valid(raise_exception=True)
+        journeys = {
+            j.reference: j
+            for j in Journey.objects.filter(
+                partners=request.user,
+                reference__in=[str(item.get("journey")) for item in batch.validated_data["events"]],
+            )
+        }
+        results = []
+        with transaction.atomic():
+            for index, item in enumerate(batch.validated_data["events"]):
+                results.append(self._one(request, index, item, journeys))
+        return Response({"results": results}, status=status.HTTP_200_OK)
+
+    def _one(
+        self, request: Request, index: int, item: dict[str, Any], journeys: dict[str, Journey]
+    ) -> dict[str, Any]:
+        try:
+            with transaction.atomic():
+                serializer = BatchEventInSerializer(data=item)
+                serializer.is_valid(raise_exception=True)
+                journey = journeys.get(serializer.validated_data["journey"])
+                if journey is None:
+                    raise ApplicationError(
+                        "No such journey.",
+                        code="not_found",
+                        fields={"journey": ["Unknown journey."]},
+                        status=404,
+                    )
+                body, code = _event_body(
+                    _record(request.user, journey, serializer.validated_data, item)
+                )
+        except (ApplicationError, serializers.ValidationError) as error:
+            response = exception_handler(error, {"request": request, "view": self})
+            return {"index": index, "status": response.status_code, "event": None, **response.data}
+        return {"index": index, "status": code, "event": body, "error": None}
+
+
+class LegCreate(APIView):
+    """Add a shipment leg to a journey."""
+
+    @extend_schema(request=LegSerializer, responses={201: LegOutSerializer})
+    @idempotent
+    def post(self, request: Request, reference: str) -> Response:
+        journey = _journey(request, reference)
+        serializer = LegSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        leg = journey_services.journey_leg_create(journey=journey, **serializer.validated_data)
+        return Response(LegOutSerializer(leg).data, status=status.HTTP_201_CREATED)
+
+
+def _leg(request: Request, reference: str, sequence: int) -> ShipmentLeg:
+    return get_object_or_404(ShipmentLeg, journey=_journey(request, reference), sequence=sequence)
+
+
+class LegUpdate(APIView):
+    """Change a leg: departure, arrival, ETA, places."""
+
+    @extend_schema(request=LegUpdateSerializer, responses={200: LegOutSerializer})
+    def patch(self, request: Request, reference: str, sequence: int) -> Response:
+        leg = _leg(request, reference, sequence)
+        serializer = LegUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        leg = journey_services.journey_leg_update(leg=leg, **serializer.validated_data)
+        return Response(LegOutSerializer(leg).data)
+
+
+class CheckpointCreate(APIView):
+    """Record where a leg's shipment was seen."""
+
+    @extend_schema(request=CheckpointSerializer, responses={201: CheckpointSerializer})
+    @idempotent
+    def post(self, request: Request, reference: str, sequence: int) -> Response:
+        leg = _leg(request, reference, sequence)
+        serializer = CheckpointSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        checkpoint = journey_services.journey_checkpoint_add(leg=leg, **serializer.validated_data)
+        return Response(CheckpointSerializer(checkpoint).data, status=status.HTTP_201_CREATED)
+
+
+class PhotoCreate(APIView):
+    """Upload a photo (multipart): JPEG, PNG or WebP, at most 20 MB and 50 megapixels.
+
+    Metadata (GPS included) is stripped; the thumbnail is made in the background.
+    """
+
+    parser_classes = [parsers.MultiPartParser]
+
+    @extend_schema(
+        request={"multipart/form-data": PhotoInSerializer}, responses={201: PhotoOutSerializer}
+    )
+    @idempotent
+    def post(self, request: Request, reference: str) -> Response:
+        journey = _journey(request, reference)
+        serializer = PhotoInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        milestone = None
+        if data.get("milestone"):
+            milestone = journey.milestones.filter(stage__key=data["milestone"]).first()
+            if milestone is None:
+                raise ApplicationError(
+                    f"This journey has no stage {data['milestone']!r}.",
+                    code="unknown_stage",
+                    fields={"milestone": ["Unknown stage."]},
+                )
+        photo = photo_add(
+            journey=journey,
+            milestone=milestone,
+            file=data["file"],
+            caption=data.get("caption", ""),
+        )
+        return Response(PhotoOutSerializer(photo).data, status=status.HTTP_201_CREATED)
+
+
+class TaskCreate(APIView):
+    """Ask the customer to do something."""
+
+    @extend_schema(request=TaskSerializer, responses={201: TaskSerializer})
+    @idempotent
+    def post(self, request: Request, reference: str) -> Response:
+        journey = _journey(request, reference)
+        serializer = TaskSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        task = journey_services.journey_task_create(journey=journey, **serializer.validated_data)
+        return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED)
+
+
+class AppointmentCreate(APIView):
+    """Book an appointment the customer attends."""
+
+    @extend_schema(request=AppointmentSerializer, responses={201: AppointmentSerializer})
+    @idempotent
+    def post(self, request: Request, reference: str) -> Response:
+        journey = _journey(request, reference)
+        serializer = AppointmentSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        data["duration"] = timedelta(minutes=data.pop("duration_minutes"))
+        appointment = journey_services.journey_appointment_create(journey=journey, **data)
+        return Response(AppointmentSerializer(appointment).data, status=status.HTTP_201_CREATED)
+
+
+class WebhookEndpointList(APIView):
+    """This partner's webhook endpoints; creating one shows its secret once."""
+
+    @extend_schema(responses={200: WebhookEndpointSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        endpoints = WebhookEndpoint.objects.filter(partner=request.user, is_active=True)
+        return Response(WebhookEndpointSerializer(endpoints, many=True).data)
+
+    @extend_schema(request=WebhookEndpointSerializer, responses={201: WebhookSecretSerializer})
+    @idempotent
+    def post(self, request: Request) -> Response:
+        serializer = WebhookEndpointSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        endpoint = webhook_endpoint_create(partner=request.user, **serializer.validated_data)
+        return Response(WebhookSecretSerializer(endpoint).data, status=status.HTTP_201_CREATED)
+
+
+class WebhookEndpointDetail(APIView):
+    @extend_schema(request=None, responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        endpoint = get_object_or_404(WebhookEndpoint, pk=pk, partner=request.user, is_active=True)
+        endpoint.is_active = False
+        endpoint.save(update_fields=["is_active"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class WebhookSecretRotate(APIView):
+    """A new secret; the old one keeps signing too for 24 hours."""
+
+    @extend_schema(request=None, responses={200: WebhookSecretSerializer})
+    @idempotent
+    def post(self, request: Request, pk: int) -> Response:
+        endpoint = get_object_or_404(WebhookEndpoint, pk=pk, partner=request.user, is_active=True)
+        endpoint = webhook_endpoint_rotate_secret(endpoint=endpoint)
+        return Response(WebhookSecretSerializer(endpoint).data)
+
+
+class SandboxJourneyCreate(APIView):
+    """A test journey for this partner: driven like any other, it never notifies anyone."""
+
+    @extend_schema(request=SandboxJourneyInSerializer, responses={201: JourneySerializer})
+    @idempotent
+    def post(self, request: Request) -> Response:
+        serializer = SandboxJourneyInSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        journey = sandbox_journey_create(partner=request.user, **serializer.validated_data)
+        journey = partner_journeys(partner=request.user).get(pk=journey.pk)
+        return Response(JourneySerializer(journey).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(exclude=True)
+class NotFoundView(APIView):
+    """Any other URL under /api/v1/: the key is checked first (401), then a JSON 404
+    instead of Django's HTML page."""
+
+    def _not_found(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raise NotFound("No such API endpoint.")
+
+    get = post = put = patch = delete = _not_found

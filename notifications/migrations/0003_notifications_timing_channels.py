@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('journey', '0004_notifications_timing_channels'),
+        ('journey', '0006_notifications_timing_channels'),
         ('notifications', '0002_customer_owned_record'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

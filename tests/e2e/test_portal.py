@@ -1,9 +1,13 @@
 """The portal in real headless Chromium, as the demo customer."""
 
+from datetime import timedelta
+
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from journey.management.commands import demo
+from journey.models import CustomerTask, Feedback, Message, RescheduleRequest
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -42,8 +46,73 @@ def test_customer_follows_the_car_journey(browser, live_server, artifacts, name,
             "img => img.complete && img.naturalWidth > 0", arg=photos.nth(i).element_handle()
         )
     assert page.locator("svg.route line").count() == 3
+    assert page.locator("svg.route .route__checkpoint").count() == 1
+    route = page.locator("#route").inner_text()
+    assert "Milepost Motors, with NorthSea Ro-Ro" in route
+    assert "Latest: Bay of Biscay" in route
     assert "Arrange insurance" in page.locator("#todo").inner_text()
     assert "Please arrive at" in page.locator("#appointments").inner_text()
+
+    # Photos open full size in the viewer; arrow keys move through them; Escape closes.
+    page.locator("#timeline .photos a").first.click()
+    viewer = page.locator("#lightbox")
+    viewer.wait_for(state="visible")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('.lightbox__img');"
+        " return i.complete && i.naturalWidth > 0; }"
+    )
+    assert viewer.locator(".lightbox__count").inner_text() == "1 / 5"
+    page.screenshot(path=str(artifacts / f"journey-{name}-photo.png"))
+    page.keyboard.press("ArrowRight")
+    assert viewer.locator(".lightbox__count").inner_text() == "2 / 5"
+    viewer.get_by_role("button", name="Previous").click()
+    assert viewer.locator(".lightbox__count").inner_text() == "1 / 5"
+    page.keyboard.press("Escape")
+    viewer.wait_for(state="hidden")
+
+    # Ticking a task swaps the list in place: the page is not reloaded.
+    page.evaluate("window.__samePage = true")
+    page.get_by_role("button", name="Mark as done: Arrange insurance").click()
+    page.locator("#todo .task--done", has_text="Arrange insurance").wait_for()
+    assert page.evaluate("window.__samePage") is True
+    assert CustomerTask.objects.get(title="Arrange insurance").done_at is not None
+
+    # Another appointment time: a time in the past is refused in the form, then one is sent.
+    appointments = page.locator("#appointments")
+    appointments.get_by_text("Ask for another time").click()
+    past = (timezone.now() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    appointments.get_by_label("Preferred time").fill(past)
+    appointments.get_by_role("button", name="Send request").click()
+    appointments.get_by_text("Choose a time in the future.").wait_for()
+    assert RescheduleRequest.objects.count() == 0
+    wanted = (timezone.now() + timedelta(days=12)).strftime("%Y-%m-%dT10:00")
+    appointments.get_by_label("Preferred time").fill(wanted)
+    appointments.get_by_label("Anything we should know (optional)").fill("Mornings suit me.")
+    appointments.get_by_role("button", name="Send request").click()
+    appointments.get_by_text("We will confirm a new time with you.").wait_for()
+    assert RescheduleRequest.objects.get().note == "Mornings suit me."
+    assert page.evaluate("window.__samePage") is True
+
+    # Reply to an update: the link opens the form for that update (a plain link).
+    page.get_by_role("link", name="Reply to “On its way”").click()
+    conversation = page.locator("#conversation")
+    conversation.get_by_text("Replying to “On its way”").wait_for()
+    conversation.get_by_label("Your message").fill("Which port does the ferry arrive at?")
+    conversation.get_by_role("button", name="Send").click()
+    conversation.locator(".message", has_text="Which port does the ferry").wait_for()
+    reply = Message.objects.get(from_staff=False)
+    assert (reply.body, reply.milestone.stage.label) == (
+        "Which port does the ferry arrive at?",
+        "On its way",
+    )
+
+    # One tap rates a completed stage; the thanks replaces the buttons in place.
+    page.get_by_role("button", name="Rate 4 out of 5").first.click()
+    page.locator("#timeline .feedback__thanks").first.wait_for()
+    assert "You rated this 4 out of 5" in page.locator("#timeline").inner_text()
+    assert Feedback.objects.get().rating == 4
+
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(artifacts / f"journey-{name}.png"), full_page=True)
     assert outside == []
     assert errors == []

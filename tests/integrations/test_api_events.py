@@ -244,3 +244,39 @@ def test_raw_payload_is_kept_for_audit(api, journey):
     api.post(events_url(journey), body(), format="json")
     inbound = InboundEvent.objects.get()
     assert json.loads(json.dumps(inbound.payload))["data"]["plant"] == "VLC"
+
+
+def test_a_nul_character_anywhere_in_the_body_is_refused(api, journey):
+    response = api.post(events_url(journey), body(data={"note": "a\x00b"}), format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"data": ["NUL characters are not allowed."]}
+    assert nothing_written()
+
+
+def test_an_older_event_is_logged_but_never_moves_the_journey_back(api, journey):
+    now = timezone.now()
+    later = body(event_id="late", code="S3", occurred_at=(now - timedelta(minutes=1)).isoformat())
+    earlier = body(event_id="early", code="S2", occurred_at=(now - timedelta(hours=1)).isoformat())
+    assert api.post(events_url(journey), later, format="json").status_code == 201
+
+    response = api.post(events_url(journey), earlier, format="json")
+
+    assert response.status_code == 201
+    assert response.json()["applied"] is False
+    assert response.json()["warnings"] == ["Older than the journey's state: logged, not applied."]
+    assert journey.milestones.get(stage__key="stage-3").state == MilestoneState.CURRENT
+    assert journey.milestones.get(stage__key="stage-2").state == MilestoneState.DONE
+    assert InboundEvent.objects.count() == 2
+    assert JourneyEvent.objects.filter(applied=False).count() == 1
+    assert Notification.objects.filter(channel="email").count() == 1
+
+
+def test_partner_b_key_on_partner_a_journey_is_404_and_writes_nothing(other_api, journey):
+    detail = reverse("api:journey-detail", kwargs={"reference": journey.reference})
+    assert other_api.get(detail).status_code == 404
+    response = other_api.post(events_url(journey), body(), format="json")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert nothing_written()
+    listed = other_api.get(reverse("api:journey-list")).json()
+    assert journey.reference not in [j["reference"] for j in listed]

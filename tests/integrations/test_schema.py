@@ -20,3 +20,19 @@ def test_the_docs_are_served_with_no_external_assets(client):
     assert "swagger-ui" in html
     assert "cdn" not in html.lower() and "https://" not in html
     assert client.get(reverse("api-schema")).status_code == 200
+
+
+def test_every_operation_documents_the_error_shape_and_posts_take_an_idempotency_key():
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    operations = [
+        (path, method, operation)
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+    ]
+    assert len(operations) == 16
+    for path, method, operation in operations:
+        for code in ("400", "401", "404", "429"):
+            content = operation["responses"][code]["content"]["application/json"]
+            assert content["schema"] == {"$ref": "#/components/schemas/Error"}, (path, method)
+        headers = [p["name"] for p in operation.get("parameters", []) if p["in"] == "header"]
+        assert headers == (["Idempotency-Key"] if method == "post" else []), (path, method)

@@ -10,10 +10,14 @@ from django.utils import timezone
 
 from accounts.mfa import totp_activate
 from journey.models import (
+    Appointment,
     EventSource,
+    Feedback,
     Journey,
     JourneyEvent,
     MilestoneState,
+    RescheduleRequest,
+    RescheduleState,
     ShipmentLeg,
     TemplateEtaStats,
 )
@@ -226,3 +230,31 @@ def test_staff_recompute_a_templates_eta_on_demand(client, staff, journey):
     stats = TemplateEtaStats.objects.get(template=journey.template)
     assert stats.journey_count == 0
     assert journey.eta_estimates.count() == 1  # nothing moved, so no new history row
+
+
+def test_staff_see_reschedule_requests_and_ratings_and_mark_a_request_answered(
+    client, staff, journey, customer
+):
+    starts = timezone.now() + timedelta(days=5)
+    appointment = Appointment.objects.create(
+        journey=journey, title="Handover", starts_at=starts, arrive_at=starts, place_name="Here"
+    )
+    request = RescheduleRequest.objects.create(
+        appointment=appointment,
+        requested_by=customer,
+        first_choice=starts + timedelta(days=1),
+        note="Mornings",
+    )
+    milestone = journey.milestones.get(position=1)
+    Feedback.objects.create(milestone=milestone, customer=customer, rating=2, comment="Slow")
+    listing = client.get(reverse("admin:journey_reschedulerequest_changelist"))
+    assert listing.status_code == 200
+    assert "Handover" in listing.content.decode()
+    ratings = client.get(reverse("admin:journey_feedback_changelist"))
+    assert ratings.status_code == 200
+    assert "Slow" in ratings.content.decode()
+    url = reverse("admin:journey_reschedulerequest_change", args=[request.pk])
+    response = client.post(url, {"state": RescheduleState.HANDLED})
+    assert response.status_code == 302
+    request.refresh_from_db()
+    assert (request.state, request.note) == (RescheduleState.HANDLED, "Mornings")

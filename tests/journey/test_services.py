@@ -2,14 +2,31 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from journey.errors import ApplicationError
-from journey.models import EventSource, Health, JourneyEvent, MilestoneState
-from journey.services import journey_record_milestone
+from journey.models import (
+    Appointment,
+    CustomerTask,
+    EventSource,
+    Feedback,
+    Health,
+    JourneyEvent,
+    Message,
+    MilestoneState,
+    RescheduleRequest,
+    RescheduleState,
+)
+from journey.services import (
+    appointment_request_reschedule,
+    feedback_give,
+    journey_record_milestone,
+    message_post,
+    task_complete,
+)
 from notifications.models import Notification
-from tests.factories import make_journey
+from tests.factories import UserFactory, make_journey
 
 pytestmark = pytest.mark.django_db
 
@@ -164,3 +181,195 @@ def test_expected_dates_follow_the_current_stage(journey):
     }
     journey.refresh_from_db()
     assert journey.eta == expected["stage-4"]
+
+
+# The customer's writes from the portal.
+
+
+def reach(journey, key: str = "stage-2") -> None:
+    journey_record_milestone(
+        journey=journey,
+        stage_key=key,
+        occurred_at=timezone.now() - timedelta(hours=1),
+        source=EventSource.STAFF,
+    )
+
+
+def make_task(journey) -> CustomerTask:
+    return CustomerTask.objects.create(journey=journey, title="Arrange insurance")
+
+
+def make_appointment(journey) -> Appointment:
+    starts = timezone.now() + timedelta(days=5)
+    return Appointment.objects.create(
+        journey=journey,
+        title="Handover",
+        starts_at=starts,
+        arrive_at=starts - timedelta(minutes=10),
+        place_name="Showroom",
+    )
+
+
+def test_the_owner_ticks_a_task_once_and_again_changes_nothing(journey, customer):
+    task = make_task(journey)
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        first = task_complete(task=task, user=customer).done_at
+        traveller.shift(timedelta(minutes=5))
+        again = task_complete(task=CustomerTask.objects.get(pk=task.pk), user=customer)
+    assert first is not None
+    assert again.done_at == first
+    assert CustomerTask.objects.get(pk=task.pk).done_at == first
+
+
+def test_only_the_owner_ticks_a_task(journey):
+    task = make_task(journey)
+    with pytest.raises(ApplicationError) as error:
+        task_complete(task=task, user=UserFactory())
+    assert error.value.status == 403
+    assert CustomerTask.objects.get(pk=task.pk).done_at is None
+
+
+def test_reschedule_request_is_saved_with_both_times_and_the_note(journey, customer):
+    appointment = make_appointment(journey)
+    first = timezone.now() + timedelta(days=7)
+    second = first + timedelta(days=1)
+    request = appointment_request_reschedule(
+        appointment=appointment,
+        user=customer,
+        first_choice=first,
+        second_choice=second,
+        note="  Mornings are best.  ",
+    )
+    request.refresh_from_db()
+    assert (request.first_choice, request.second_choice) == (first, second)
+    assert request.note == "Mornings are best."
+    assert request.state == RescheduleState.OPEN
+    assert request.requested_by == customer
+
+
+@pytest.mark.parametrize(
+    ("first_offset", "second_offset", "field", "text"),
+    [
+        (timedelta(hours=-1), None, "first_choice", "Choose a time in the future."),
+        (timedelta(days=2), timedelta(minutes=-5), "second_choice", "Choose a time in the future."),
+        (
+            timedelta(days=2),
+            timedelta(days=2),
+            "second_choice",
+            "Choose a different second time, or leave it empty.",
+        ),
+    ],
+)
+def test_reschedule_in_the_past_or_twice_the_same_is_refused(
+    journey, customer, first_offset, second_offset, field, text
+):
+    appointment = make_appointment(journey)
+    now = timezone.now()
+    with pytest.raises(ApplicationError) as error:
+        appointment_request_reschedule(
+            appointment=appointment,
+            user=customer,
+            first_choice=now + first_offset,
+            second_choice=now + second_offset if second_offset is not None else None,
+        )
+    assert error.value.fields == {field: [text]}
+    assert RescheduleRequest.objects.count() == 0
+
+
+def test_reschedule_needs_an_aware_time_and_the_owner(journey, customer):
+    appointment = make_appointment(journey)
+    naive = (timezone.now() + timedelta(days=3)).replace(tzinfo=None)
+    with pytest.raises(ApplicationError) as error:
+        appointment_request_reschedule(appointment=appointment, user=customer, first_choice=naive)
+    assert error.value.fields == {"first_choice": ["Give a time with its time zone."]}
+    with pytest.raises(ApplicationError) as error:
+        appointment_request_reschedule(
+            appointment=appointment,
+            user=UserFactory(),
+            first_choice=timezone.now() + timedelta(days=3),
+        )
+    assert error.value.status == 403
+    assert RescheduleRequest.objects.count() == 0
+
+
+def test_a_message_can_reply_to_an_update(journey, customer):
+    milestone = journey.milestones.get(position=1)
+    message = message_post(
+        journey=journey, author=customer, body="  Is the colour right?\n", milestone=milestone
+    )
+    message.refresh_from_db()
+    assert message.body == "Is the colour right?"
+    assert message.milestone == milestone
+    assert message.from_staff is False
+    assert message.author == customer
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "text"),
+    [
+        ("", "body", "Write a message first."),
+        ("   \n ", "body", "Write a message first."),
+        ("x" * 4001, "body", "Keep it under 4000 characters."),
+    ],
+)
+def test_an_empty_or_huge_message_is_refused(journey, customer, body, field, text):
+    with pytest.raises(ApplicationError) as error:
+        message_post(journey=journey, author=customer, body=body)
+    assert error.value.fields == {field: [text]}
+    assert Message.objects.count() == 0
+
+
+def test_a_reply_to_another_journeys_update_is_refused(journey, customer):
+    other = make_journey()
+    with pytest.raises(ApplicationError) as error:
+        message_post(
+            journey=journey,
+            author=customer,
+            body="Hello",
+            milestone=other.milestones.get(position=1),
+        )
+    assert error.value.fields == {"milestone": ["Unknown update."]}
+    assert Message.objects.count() == 0
+
+
+def test_the_database_refuses_an_empty_message(journey):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Message.objects.create(journey=journey, body="")
+
+
+def test_rating_a_done_stage_and_rating_again_keeps_one_row(journey, customer):
+    reach(journey, "stage-3")
+    milestone = journey.milestones.get(position=1)
+    feedback_give(milestone=milestone, customer=customer, rating=2, comment=" Slow. ")
+    feedback_give(milestone=milestone, customer=customer, rating=4)
+    rows = list(Feedback.objects.values_list("milestone_id", "customer_id", "rating", "comment"))
+    assert rows == [(milestone.pk, customer.pk, 4, "")]
+
+
+@pytest.mark.parametrize("rating", [0, 6, -1, True])
+def test_a_rating_out_of_range_is_refused(journey, customer, rating):
+    reach(journey, "stage-3")
+    with pytest.raises(ApplicationError) as error:
+        feedback_give(
+            milestone=journey.milestones.get(position=1), customer=customer, rating=rating
+        )
+    assert error.value.fields == {"rating": ["Choose from 1 to 5."]}
+    assert Feedback.objects.count() == 0
+
+
+def test_only_a_done_stage_can_be_rated(journey, customer):
+    reach(journey, "stage-2")
+    for position in (2, 3):  # current, upcoming
+        with pytest.raises(ApplicationError) as error:
+            feedback_give(
+                milestone=journey.milestones.get(position=position), customer=customer, rating=5
+            )
+        assert error.value.fields == {"milestone": ["This stage is not done yet."]}
+    assert Feedback.objects.count() == 0
+
+
+def test_the_database_refuses_a_rating_out_of_range(journey, customer):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Feedback.objects.create(
+            milestone=journey.milestones.get(position=1), customer=customer, rating=9
+        )

@@ -1,15 +1,27 @@
 import io
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import icalendar
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
 
-from journey.models import Checkpoint, EventSource, ShipmentLeg
+from journey.models import (
+    Appointment,
+    Checkpoint,
+    CustomerTask,
+    EventSource,
+    Feedback,
+    Message,
+    RescheduleRequest,
+    ShipmentLeg,
+)
 from journey.photos import photo_add
 from journey.services import journey_record_milestone
+from journey.views import POLLED_PARTS
 from tests.factories import PASSWORD, UserFactory, make_journey
 
 pytestmark = pytest.mark.django_db
@@ -57,6 +69,33 @@ def fill(journey, *, count: int) -> None:
     )
     for i in range(count):
         photo_add(journey=journey, milestone=milestones[i % len(milestones)], file=jpeg())
+    CustomerTask.objects.bulk_create(
+        CustomerTask(journey=journey, title=f"Task {i}", done_at=None if i % 2 else timezone.now())
+        for i in range(count)
+    )
+    appointment = Appointment.objects.create(
+        journey=journey,
+        title="Handover",
+        starts_at=timezone.now() + timedelta(days=3),
+        arrive_at=timezone.now() + timedelta(days=3) - timedelta(minutes=10),
+        place_name="Showroom",
+    )
+    RescheduleRequest.objects.bulk_create(
+        RescheduleRequest(
+            appointment=appointment,
+            requested_by=journey.owner,
+            first_choice=timezone.now() + timedelta(days=4, minutes=i),
+        )
+        for i in range(count)
+    )
+    Message.objects.bulk_create(
+        Message(journey=journey, body=f"Message {i}", milestone=milestones[i % len(milestones)])
+        for i in range(count)
+    )
+    Feedback.objects.bulk_create(
+        Feedback(milestone=m, customer=journey.owner, rating=1 + m.position % 5)
+        for m in milestones[:-1]
+    )
 
 
 def test_home_lists_only_the_customers_own_journeys(client, customer):
@@ -109,14 +148,18 @@ def test_journey_page_queries_do_not_grow_with_its_content(
     client.login(email=customer.email, password=PASSWORD)
     client.get(detail_url(small))  # warm the session
 
-    # session, user, profile; the journey and owner; milestones, photos; legs, checkpoints;
-    # tasks, promised items, appointments; the ETA history
-    with django_assert_num_queries(12) as small_queries:
+    # session, user, profile; the journey and owner; milestones, photos, the viewer's
+    # ratings; legs, checkpoints; tasks, promised items, appointments, their open
+    # reschedule requests; messages with the stage they answer; the ETA history
+    with django_assert_num_queries(15) as small_queries:
         assert client.get(detail_url(small)).status_code == 200
     with django_assert_num_queries(len(small_queries.captured_queries)):
         response = client.get(detail_url(large))
     assert response.status_code == 200
-    assert response.content.decode().count('class="step ') == 100
+    html = response.content.decode()
+    assert html.count('class="step ') == 100
+    assert html.count('class="message"') == 100
+    assert html.count("You rated this") == 99
 
 
 def test_journey_page_shows_the_route_and_the_company_name(client, customer, settings):
@@ -133,3 +176,320 @@ def test_healthz(client):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.content == b"ok"
+
+
+# The portal's writes, parts and files.
+
+
+def make_appointment(journey, *, zone: str = "Europe/Madrid") -> Appointment:
+    starts = timezone.now().replace(microsecond=0) + timedelta(days=5)
+    return Appointment.objects.create(
+        journey=journey,
+        title="Handover",
+        starts_at=starts,
+        arrive_at=starts - timedelta(minutes=10),
+        duration=timedelta(hours=1),
+        place_name="Showroom",
+        address="1 Calle Mayor\nMadrid",
+        time_zone=zone,
+        what_to_bring="Your licence.",
+    )
+
+
+def reach(journey, key: str) -> None:
+    journey_record_milestone(
+        journey=journey,
+        stage_key=key,
+        occurred_at=timezone.now() - timedelta(hours=1),
+        source=EventSource.STAFF,
+    )
+
+
+@pytest.fixture
+def owner_client(client, customer):
+    client.login(email=customer.email, password=PASSWORD)
+    return client
+
+
+def portal_urls(journey, *, task, appointment, milestone) -> list[tuple[str, str]]:
+    ref = journey.reference
+    return [
+        *[("get", reverse("journey:part", args=[ref, name])) for name in sorted(POLLED_PARTS)],
+        ("get", reverse("journey:appointment_calendar", args=[ref, appointment.pk])),
+        ("post", reverse("journey:task_done", args=[ref, task.pk])),
+        ("post", reverse("journey:reschedule", args=[ref, appointment.pk])),
+        ("post", reverse("journey:message", args=[ref])),
+        ("post", reverse("journey:feedback", args=[ref, milestone.pk])),
+    ]
+
+
+def test_every_portal_url_answers_404_to_another_customer(client, journey):
+    reach(journey, "stage-3")
+    task = CustomerTask.objects.create(journey=journey, title="Insurance")
+    appointment = make_appointment(journey)
+    milestone = journey.milestones.get(position=1)
+    intruder = UserFactory()
+    client.login(email=intruder.email, password=PASSWORD)
+    first = (timezone.now() + timedelta(days=9)).strftime("%Y-%m-%dT%H:%M")
+    data = {"body": "Hi", "rating": "5", f"r{appointment.pk}-first_choice": first}
+    urls = portal_urls(journey, task=task, appointment=appointment, milestone=milestone)
+    for method, url in urls:
+        for htmx in ({}, {"HTTP_HX_REQUEST": "true"}):
+            response = getattr(client, method)(url, data if method == "post" else None, **htmx)
+            assert (url, response.status_code) == (url, 404)
+    assert CustomerTask.objects.get(pk=task.pk).done_at is None
+    assert RescheduleRequest.objects.count() == 0
+    assert Message.objects.count() == 0
+    assert Feedback.objects.count() == 0
+
+
+def test_portal_urls_need_a_login(client, journey):
+    task = CustomerTask.objects.create(journey=journey, title="Insurance")
+    appointment = make_appointment(journey)
+    milestone = journey.milestones.get(position=1)
+    for method, url in portal_urls(
+        journey, task=task, appointment=appointment, milestone=milestone
+    ):
+        response = getattr(client, method)(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("account_login"))
+
+
+def test_objects_of_another_journey_answer_404_under_ones_own(owner_client, journey):
+    other = make_journey()
+    task = CustomerTask.objects.create(journey=other, title="Theirs")
+    appointment = make_appointment(other)
+    ref = journey.reference
+    assert owner_client.post(reverse("journey:task_done", args=[ref, task.pk])).status_code == 404
+    url = reverse("journey:appointment_calendar", args=[ref, appointment.pk])
+    assert owner_client.get(url).status_code == 404
+    url = reverse("journey:feedback", args=[ref, other.milestones.get(position=1).pk])
+    assert owner_client.post(url, {"rating": "5"}).status_code == 404
+    assert CustomerTask.objects.get(pk=task.pk).done_at is None
+    assert Feedback.objects.count() == 0
+
+
+def test_ticking_a_task_with_htmx_returns_the_todo_part(owner_client, journey):
+    task = CustomerTask.objects.create(journey=journey, title="Arrange insurance")
+    url = reverse("journey:task_done", args=[journey.reference, task.pk])
+    response = owner_client.post(url, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.lstrip().startswith('<section id="todo"')
+    assert "<html" not in html
+    assert "Mark as done" not in html
+    assert "✓</span> Arrange insurance" in html
+    assert CustomerTask.objects.get(pk=task.pk).done_at is not None
+
+
+def test_ticking_a_task_without_javascript_redirects_back(owner_client, journey):
+    task = CustomerTask.objects.create(journey=journey, title="Arrange insurance")
+    response = owner_client.post(reverse("journey:task_done", args=[journey.reference, task.pk]))
+    assert response.status_code == 302
+    assert response["Location"] == detail_url(journey) + "#todo"
+    assert CustomerTask.objects.get(pk=task.pk).done_at is not None
+
+
+def test_reschedule_takes_times_on_the_places_clock(owner_client, journey):
+    appointment = make_appointment(journey, zone="Europe/Madrid")
+    url = reverse("journey:reschedule", args=[journey.reference, appointment.pk])
+    year = timezone.now().year + 1
+    response = owner_client.post(
+        url,
+        {
+            f"r{appointment.pk}-first_choice": f"{year}-01-10T10:00",
+            f"r{appointment.pk}-note": "Mornings",
+        },
+    )
+    assert response.status_code == 302
+    assert response["Location"] == detail_url(journey) + "#appointments"
+    request = RescheduleRequest.objects.get()
+    # 10:00 in Madrid in January is 09:00 UTC, whatever the customer's own zone.
+    assert request.first_choice == datetime(year, 1, 10, 9, 0, tzinfo=UTC)
+    assert request.second_choice is None
+    assert request.note == "Mornings"
+    html = owner_client.get(detail_url(journey)).content.decode()
+    assert "We will confirm a new time with you." in html
+
+
+def test_reschedule_in_the_past_shows_the_error_and_saves_nothing(owner_client, journey):
+    appointment = make_appointment(journey)
+    url = reverse("journey:reschedule", args=[journey.reference, appointment.pk])
+    past = (timezone.now() - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    data = {f"r{appointment.pk}-first_choice": past}
+    response = owner_client.post(url, data, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.lstrip().startswith('<section id="appointments"')
+    assert "Choose a time in the future." in html
+    response = owner_client.post(url, data)
+    assert response.status_code == 400
+    assert "Choose a time in the future." in response.content.decode()
+    response = owner_client.post(url, {f"r{appointment.pk}-first_choice": "soon"})
+    assert response.status_code == 400
+    assert "Enter a valid date/time." in response.content.decode()
+    assert RescheduleRequest.objects.count() == 0
+
+
+def test_replying_to_an_update(owner_client, journey):
+    reach(journey, "stage-2")
+    milestone = journey.milestones.get(position=2)
+    page = owner_client.get(detail_url(journey) + f"?reply={milestone.pk}").content.decode()
+    assert "Replying to “Stage 2”" in page
+    assert f'name="milestone" value="{milestone.pk}"' in page
+    response = owner_client.post(
+        reverse("journey:message", args=[journey.reference]),
+        {"body": "Can I see a photo?", "milestone": str(milestone.pk)},
+        HTTP_HX_REQUEST="true",
+    )
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.lstrip().startswith('<section id="conversation"')
+    assert "Can I see a photo?" in html
+    assert "about “Stage 2”" in html
+    message = Message.objects.get()
+    assert (message.body, message.milestone, message.from_staff) == (
+        "Can I see a photo?",
+        milestone,
+        False,
+    )
+
+
+@pytest.mark.parametrize("body", ["", "   "])
+def test_an_empty_reply_shows_the_error_and_saves_nothing(owner_client, journey, body):
+    url = reverse("journey:message", args=[journey.reference])
+    response = owner_client.post(url, {"body": body}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert "Write a message first." in response.content.decode()
+    response = owner_client.post(url, {"body": body})
+    assert response.status_code == 400
+    assert "Write a message first." in response.content.decode()
+    assert Message.objects.count() == 0
+
+
+def test_a_reply_to_another_journeys_update_is_refused(owner_client, journey):
+    other = make_journey()
+    url = reverse("journey:message", args=[journey.reference])
+    data = {"body": "Hi", "milestone": str(other.milestones.get(position=1).pk)}
+    response = owner_client.post(url, data)
+    assert response.status_code == 400
+    assert "That update is not part of this journey." in response.content.decode()
+    assert Message.objects.count() == 0
+
+
+def test_rating_a_done_stage(owner_client, journey, customer):
+    reach(journey, "stage-3")
+    milestone = journey.milestones.get(position=1)
+    url = reverse("journey:feedback", args=[journey.reference, milestone.pk])
+    response = owner_client.post(url, {"rating": "4", "comment": "Quick"}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert "You rated this 4 out of 5. Thank you." in response.content.decode()
+    assert list(Feedback.objects.values_list("rating", "comment", "customer_id")) == [
+        (4, "Quick", customer.pk)
+    ]
+
+
+@pytest.mark.parametrize("rating", ["0", "6", "", "five"])
+def test_a_rating_out_of_range_shows_the_error_and_saves_nothing(owner_client, journey, rating):
+    reach(journey, "stage-3")
+    milestone = journey.milestones.get(position=1)
+    url = reverse("journey:feedback", args=[journey.reference, milestone.pk])
+    response = owner_client.post(url, {"rating": rating}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200
+    assert "Choose a rating from 1 to 5." in response.content.decode()
+    response = owner_client.post(url, {"rating": rating})
+    assert response.status_code == 400
+    assert Feedback.objects.count() == 0
+
+
+def test_an_upcoming_stage_cannot_be_rated(owner_client, journey):
+    reach(journey, "stage-2")
+    milestone = journey.milestones.get(position=3)
+    url = reverse("journey:feedback", args=[journey.reference, milestone.pk])
+    response = owner_client.post(url, {"rating": "5"})
+    assert response.status_code == 400
+    assert "This stage is not done yet." in response.content.decode()
+    assert Feedback.objects.count() == 0
+
+
+def test_polled_parts_answer_304_until_they_change(owner_client, journey, customer):
+    url = reverse("journey:part", args=[journey.reference, "messages"])
+    first = owner_client.get(url, HTTP_HX_REQUEST="true")
+    assert first.status_code == 200
+    assert first["Cache-Control"] == "private, no-cache"
+    etag = first["ETag"]
+    again = owner_client.get(url, HTTP_IF_NONE_MATCH=etag, HTTP_HX_REQUEST="true")
+    assert again.status_code == 304
+    assert again.content == b""
+    Message.objects.create(journey=journey, from_staff=True, body="Your car has landed.")
+    changed = owner_client.get(url, HTTP_IF_NONE_MATCH=etag, HTTP_HX_REQUEST="true")
+    assert changed.status_code == 200
+    assert changed["ETag"] != etag
+    assert "Your car has landed." in changed.content.decode()
+
+
+def test_every_polled_part_is_a_fragment_that_keeps_polling(owner_client, journey):
+    fill(journey, count=2)
+    for name in sorted(POLLED_PARTS):
+        url = reverse("journey:part", args=[journey.reference, name])
+        response = owner_client.get(url, HTTP_HX_REQUEST="true")
+        html = response.content.decode()
+        assert response.status_code == 200
+        assert "<html" not in html
+        assert f'hx-get="{url}" hx-trigger="every 30s"' in html
+        # The parts it replaces never hold a form the customer types into, except the
+        # ratings, which the page's script protects while they are being filled in.
+        assert ("<textarea" in html) == (name == "timeline")
+    assert (
+        owner_client.get(reverse("journey:part", args=[journey.reference, "x"])).status_code == 404
+    )
+
+
+def test_the_calendar_file_starts_at_the_arrival_time_on_the_places_clock(owner_client, journey):
+    appointment = make_appointment(journey, zone="Europe/Madrid")
+    url = reverse("journey:appointment_calendar", args=[journey.reference, appointment.pk])
+    response = owner_client.get(url)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/calendar; charset=utf-8"
+    assert response["Content-Disposition"].startswith("attachment;")
+    calendar = icalendar.Calendar.from_ical(response.content)
+    event = calendar.walk("VEVENT")[0]
+    start = event.decoded("dtstart")
+    assert start == appointment.arrive_at
+    assert str(start.tzinfo) == "Europe/Madrid"
+    assert event.decoded("dtend") == appointment.starts_at + timedelta(hours=1)
+    assert str(event["location"]) == "Showroom, 1 Calle Mayor, Madrid"
+    assert str(event["description"]) == "Your licence."
+    assert str(event["summary"]) == "Handover"
+    assert [tz["tzid"] for tz in calendar.walk("VTIMEZONE")] == ["Europe/Madrid"]
+
+
+def test_the_page_speaks_the_customers_language(owner_client, journey, customer):
+    fill(journey, count=2)
+    customer.profile.language = "es"
+    customer.profile.save()
+    html = owner_client.get(detail_url(journey)).content.decode()
+    assert '<html lang="es">' in html
+    assert "Cronología" in html
+    assert "Para hacer" in html
+    assert "Milepost Motors, con Carrier" in html
+    promised = journey.promised_date
+    months = ["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto"]
+    months += ["septiembre", "octubre", "noviembre", "diciembre"]
+    assert f"{promised.day} de {months[promised.month - 1]} de {promised.year}" in html
+    # Numbers in the SVG keep their decimal point: "12,5" is no coordinate.
+    svg = html[html.index('<svg class="route"') : html.index("</svg>", html.index('class="route"'))]
+    coordinates = re.findall(r'\b(?:x1|y1|x2|y2|cx|cy|x|y)="([^"]*)"', svg)
+    assert coordinates
+    assert all(re.fullmatch(r"-?\d+(\.\d+)?", value) for value in coordinates), coordinates
+
+
+def test_a_tile_map_is_drawn_only_when_configured(owner_client, journey, settings):
+    fill(journey, count=1)
+    html = owner_client.get(detail_url(journey)).content.decode()
+    assert "<image " not in html
+    settings.MAP_TILE_URL = "https://tiles.example/{z}/{x}/{y}.png"
+    settings.MAP_TILE_ATTRIBUTION = "© Example map contributors"
+    html = owner_client.get(detail_url(journey)).content.decode()
+    assert html.count('<image href="https://tiles.example/') >= 1
+    assert "© Example map contributors" in html

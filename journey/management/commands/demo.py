@@ -31,6 +31,7 @@ from journey.models import (
     EventSource,
     Journey,
     JourneyTemplate,
+    Message,
     PromisedItem,
     ShipmentLeg,
     StageDefinition,
@@ -423,6 +424,12 @@ class Command(BaseCommand):
             address="12 Harbourside Way\nBristol BS1 5TY",
             time_zone="Europe/London",
             what_to_bring="Your driving licence and proof of insurance.",
+        )
+        Message.objects.create(
+            journey=journey,
+            from_staff=True,
+            body="Hello Alex, your car is on the ferry to Portsmouth and on schedule. "
+            "Reply here any time if you have a question.",
         )
 
     def _kitchen(self, owner: User, template: JourneyTemplate, now: datetime) -> None:

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('journey', '0003_eta_history_and_stats'),
+        ('journey', '0005_portal_replies_reschedule_feedback'),
     ]
 
     operations = [

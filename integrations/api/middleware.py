@@ -1,0 +1,37 @@
+"""Refuse oversize API bodies up front, with the API's JSON error shape (413)."""
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from integrations.api.errors import error_body
+
+
+class APIBodyLimitMiddleware:
+    """DRF's JSON parser reads the body whatever its size, and Django's own limits answer
+    with an HTML page: so the API's limits are checked here, before anything is read."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/"):
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                length = 0
+            multipart = request.META.get("CONTENT_TYPE", "").startswith("multipart/")
+            limit = (
+                settings.API_MAX_UPLOAD_BYTES if multipart else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            )
+            if limit is not None and length > limit:
+                return JsonResponse(
+                    error_body(
+                        "request_too_large",
+                        f"The request body is larger than {limit} bytes.",
+                        {"body": [f"Over {limit} bytes."]},
+                    ),
+                    status=413,
+                )
+        return self.get_response(request)

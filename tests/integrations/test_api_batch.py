@@ -1,0 +1,90 @@
+"""POST /api/v1/events/batch/: up to 500 events, one result per item."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from integrations.models import InboundEvent
+from journey.models import JourneyEvent, MilestoneState
+from notifications.models import Notification
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/events/batch/"
+
+
+def item(journey, event_id: str, code: str = "S2", minutes_ago: int = 5) -> dict[str, object]:
+    return {
+        "journey": journey.reference,
+        "event_id": event_id,
+        "code": code,
+        "occurred_at": (timezone.now() - timedelta(minutes=minutes_ago)).isoformat(),
+    }
+
+
+def test_the_url_is_named():
+    assert reverse("api:event-batch") == URL
+
+
+def test_each_item_gets_its_own_result_and_a_bad_item_fails_alone(
+    api, journey, other_journey, django_capture_on_commit_callbacks
+):
+    first = item(journey, "a", "S2", minutes_ago=10)
+    events = [
+        first,
+        item(other_journey, "b"),  # partner B's journey: 404 for this item only
+        {**item(journey, "c"), "occurred_at": "yesterday"},
+        item(journey, "d", "UNKNOWN"),
+        item(journey, "e", "S3", minutes_ago=5),
+        {
+            **item(journey, "f", "S4"),
+            "occurred_at": (timezone.now() + timedelta(days=2)).isoformat(),
+        },
+        first,  # the same event again
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(URL, {"events": events}, format="json")
+
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["index"] for r in results] == list(range(7))
+    assert [r["status"] for r in results] == [201, 404, 400, 202, 201, 400, 200]
+    assert results[1]["error"]["fields"] == {"journey": ["Unknown journey."]}
+    assert results[1]["event"] is None
+    assert "occurred_at" in results[2]["error"]["fields"]
+    assert results[5]["error"]["fields"] == {"occurred_at": ["In the future."]}
+    assert results[0]["error"] is None and results[0]["event"]["applied"] is True
+    assert results[6]["event"]["duplicate"] is True
+    assert sorted(InboundEvent.objects.values_list("event_id", flat=True)) == ["a", "d", "e"]
+    assert JourneyEvent.objects.count() == 2
+    assert journey.milestones.get(stage__key="stage-3").state == MilestoneState.CURRENT
+    assert Notification.objects.filter(channel="email").count() == 2
+    assert other_journey.inbound_events.count() == 0
+
+
+def test_more_than_500_events_is_a_400_and_nothing_is_written(api, journey):
+    events = [item(journey, f"e{i}") for i in range(501)]
+    response = api.post(URL, {"events": events}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "events": ["Ensure this field has no more than 500 elements."]
+    }
+    assert InboundEvent.objects.count() == 0
+
+
+def test_500_events_are_accepted(api, journey):
+    events = [item(journey, f"e{i}", "UNMAPPED") for i in range(500)]
+    response = api.post(URL, {"events": events}, format="json")
+    assert response.status_code == 200
+    assert {r["status"] for r in response.json()["results"]} == {202}
+    assert InboundEvent.objects.filter(unmapped=True).count() == 500
+
+
+@pytest.mark.parametrize("body", [{}, {"events": []}, {"events": "x"}, {"events": [1, 2]}])
+def test_a_malformed_batch_is_a_400(api, body):
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 400
+    assert "events" in response.json()["error"]["fields"]
+    assert InboundEvent.objects.count() == 0

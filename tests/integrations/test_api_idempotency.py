@@ -1,0 +1,136 @@
+"""The Idempotency-Key header, with Stripe's semantics, on the API's POSTs."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.urls import reverse
+from django.utils import timezone
+
+from integrations.idempotency import idempotency_begin, idempotency_purge
+from integrations.models import IdempotencyRecord, InboundEvent
+from journey.models import CustomerTask, JourneyEvent
+from notifications.models import Notification
+
+pytestmark = pytest.mark.django_db
+
+
+def tasks_url(journey) -> str:
+    return reverse("api:journey-tasks", kwargs={"reference": journey.reference})
+
+
+def events_url(journey) -> str:
+    return reverse("api:journey-events", kwargs={"reference": journey.reference})
+
+
+def event(**overrides: object) -> dict[str, object]:
+    return {
+        "event_id": "evt-1",
+        "code": "S2",
+        "occurred_at": (timezone.now() - timedelta(minutes=3)).isoformat(),
+        **overrides,
+    }
+
+
+def test_the_same_key_and_body_replays_the_first_response(api, journey):
+    body = {"title": "Send the insurance certificate"}
+    first = api.post(tasks_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    again = api.post(tasks_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+
+    assert first.status_code == 201
+    assert again.status_code == 201
+    assert again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first
+    assert CustomerTask.objects.count() == 1
+
+
+def test_the_same_key_with_another_body_is_a_conflict_and_writes_nothing(api, journey):
+    api.post(tasks_url(journey), {"title": "One"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    response = api.post(
+        tasks_url(journey), {"title": "Two"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_key_reused"
+    assert list(CustomerTask.objects.values_list("title", flat=True)) == ["One"]
+
+
+def test_the_same_key_on_another_endpoint_is_a_conflict(api, journey):
+    api.post(tasks_url(journey), {"title": "One"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    response = api.post(events_url(journey), event(), format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert response.status_code == 409
+    assert InboundEvent.objects.count() == 0
+
+
+def test_a_duplicate_while_the_first_is_in_flight_is_a_conflict(api, journey, partner):
+    # The first request has claimed the key but has no response yet.
+    idempotency_begin(
+        partner=partner,
+        key="k-1",
+        method="POST",
+        path=tasks_url(journey),
+        fingerprint="0" * 64,
+    )
+    response = api.post(
+        tasks_url(journey), {"title": "One"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_in_progress"
+    assert CustomerTask.objects.count() == 0
+
+
+def test_a_refused_request_keeps_no_record_so_it_can_be_corrected(api, journey):
+    bad = api.post(tasks_url(journey), {"title": ""}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    good = api.post(
+        tasks_url(journey), {"title": "Fixed"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert bad.status_code == 400
+    assert good.status_code == 201
+    assert CustomerTask.objects.get().title == "Fixed"
+
+
+def test_keys_are_per_partner(api, other_api, journey, other_journey):
+    api.post(tasks_url(journey), {"title": "A"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    response = other_api.post(
+        tasks_url(other_journey), {"title": "B"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert response.status_code == 201
+    assert CustomerTask.objects.count() == 2
+    assert IdempotencyRecord.objects.count() == 2
+
+
+def test_a_replayed_event_does_not_notify_twice(api, journey, django_capture_on_commit_callbacks):
+    body = event()
+    with django_capture_on_commit_callbacks(execute=True):
+        first = api.post(events_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        again = api.post(events_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    assert callbacks == []
+    assert JourneyEvent.objects.count() == 1
+    assert Notification.objects.filter(channel="email").count() == 1
+
+
+def test_records_expire_after_24_hours(api, journey):
+    api.post(tasks_url(journey), {"title": "One"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    with time_machine.travel(timezone.now() + timedelta(hours=24, seconds=1)):
+        response = api.post(
+            tasks_url(journey), {"title": "Two"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+        )
+        assert response.status_code == 201
+        assert CustomerTask.objects.count() == 2
+        assert idempotency_purge() == 0  # the expired record was replaced by the new one
+    with time_machine.travel(timezone.now() + timedelta(hours=49)):
+        assert idempotency_purge() == 1
+    assert IdempotencyRecord.objects.count() == 0
+
+
+@pytest.mark.parametrize("key", ["", " ", "x" * 256])
+def test_a_malformed_key_is_refused(api, journey, key):
+    response = api.post(
+        tasks_url(journey), {"title": "One"}, format="json", HTTP_IDEMPOTENCY_KEY=key
+    )
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()["error"]["fields"]
+    assert CustomerTask.objects.count() == 0

@@ -1,0 +1,150 @@
+"""Shipment legs and checkpoints through the API."""
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from journey.models import Checkpoint, ShipmentLeg
+
+pytestmark = pytest.mark.django_db
+
+
+def legs_url(journey) -> str:
+    return reverse("api:journey-legs", kwargs={"reference": journey.reference})
+
+
+def leg_url(journey, sequence: int = 1) -> str:
+    return reverse("api:journey-leg", kwargs={"reference": journey.reference, "sequence": sequence})
+
+
+def checkpoints_url(journey, sequence: int = 1) -> str:
+    return reverse(
+        "api:leg-checkpoints", kwargs={"reference": journey.reference, "sequence": sequence}
+    )
+
+
+def leg(**overrides: object) -> dict[str, object]:
+    return {
+        "sequence": 1,
+        "mode": "ship",
+        "carrier": "NorthSea",
+        "origin_name": "Valencia",
+        "origin_lat": "39.45000",
+        "origin_lon": "-0.32000",
+        "destination_name": "Southampton",
+        "destination_lat": "50.90000",
+        "destination_lon": "-1.40000",
+        "departed_at": "2026-11-20T10:00:00Z",
+        **overrides,
+    }
+
+
+def test_a_leg_is_created_and_updated(api, journey):
+    created = api.post(legs_url(journey), leg(), format="json")
+    assert created.status_code == 201
+    assert created.json()["destination_lat"] == "50.90000"
+
+    updated = api.patch(
+        leg_url(journey), {"arrived_at": "2026-11-24T08:00:00+01:00"}, format="json"
+    )
+    assert updated.status_code == 200
+    assert updated.json()["arrived_at"] == "2026-11-24T07:00:00Z"
+    stored = ShipmentLeg.objects.get()
+    assert stored.origin_lat == Decimal("39.45000")
+    assert stored.arrived_at.isoformat() == "2026-11-24T07:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"origin_lat": "91"}, "origin_lat"),
+        ({"destination_lon": "-180.5"}, "destination_lon"),
+        ({"mode": "rocket"}, "mode"),
+        ({"arrived_at": "2026-11-19T10:00:00Z"}, "arrived_at"),
+        ({"departed_at": None, "arrived_at": "2026-11-19T10:00:00Z"}, "departed_at"),
+        ({"departed_at": "2026-11-20T10:00:00"}, "departed_at"),
+        ({"sequence": 0}, "sequence"),
+    ],
+)
+def test_a_bad_leg_is_refused_naming_the_field(api, journey, overrides, field):
+    response = api.post(legs_url(journey), leg(**overrides), format="json")
+    assert response.status_code == 400
+    assert field in response.json()["error"]["fields"]
+    assert ShipmentLeg.objects.count() == 0
+
+
+def test_a_second_leg_with_the_same_sequence_is_a_conflict(api, journey):
+    api.post(legs_url(journey), leg(), format="json")
+    response = api.post(legs_url(journey), leg(carrier="Other"), format="json")
+    assert response.status_code == 409
+    assert response.json()["error"]["fields"] == {"sequence": ["Already used."]}
+    assert list(ShipmentLeg.objects.values_list("carrier", flat=True)) == ["NorthSea"]
+
+
+def test_an_update_arriving_before_departure_changes_nothing(api, journey):
+    api.post(legs_url(journey), leg(), format="json")
+    response = api.patch(leg_url(journey), {"arrived_at": "2026-11-01T00:00:00Z"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"arrived_at": ["Before departed_at."]}
+    assert ShipmentLeg.objects.get().arrived_at is None
+
+
+def test_a_checkpoint_is_posted(api, journey):
+    api.post(legs_url(journey), leg(), format="json")
+    response = api.post(
+        checkpoints_url(journey),
+        {
+            "occurred_at": "2026-11-22T10:00:00Z",
+            "location_name": "Bay of Biscay",
+            "lat": "45.1",
+            "lon": "-5.2",
+        },
+        format="json",
+    )
+    assert response.status_code == 201
+    checkpoint = Checkpoint.objects.get()
+    assert (checkpoint.location_name, checkpoint.lat, checkpoint.lon) == (
+        "Bay of Biscay",
+        Decimal("45.10000"),
+        Decimal("-5.20000"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"occurred_at": "2026-11-22T10:00:00Z", "location_name": "X", "lat": "95"}, "lat"),
+        ({"occurred_at": "2026-11-22T10:00:00Z", "location_name": "X", "lat": "45"}, "lon"),
+        ({"occurred_at": "2999-01-01T00:00:00Z", "location_name": "X"}, "occurred_at"),
+        ({"location_name": "X"}, "occurred_at"),
+    ],
+)
+def test_a_bad_checkpoint_is_refused(api, journey, body, field):
+    api.post(legs_url(journey), leg(), format="json")
+    response = api.post(checkpoints_url(journey), body, format="json")
+    assert response.status_code == 400
+    assert field in response.json()["error"]["fields"]
+    assert Checkpoint.objects.count() == 0
+
+
+def test_partner_b_cannot_touch_partner_a_legs(api, other_api, journey):
+    api.post(legs_url(journey), leg(), format="json")
+    responses = [
+        other_api.post(legs_url(journey), leg(sequence=2), format="json"),
+        other_api.patch(leg_url(journey), {"carrier": "Pirates"}, format="json"),
+        other_api.post(
+            checkpoints_url(journey),
+            {"occurred_at": "2026-11-22T10:00:00Z", "location_name": "X"},
+            format="json",
+        ),
+    ]
+    assert [r.status_code for r in responses] == [404, 404, 404]
+    assert list(ShipmentLeg.objects.values_list("carrier", flat=True)) == ["NorthSea"]
+    assert Checkpoint.objects.count() == 0
+
+
+def test_an_unknown_leg_is_a_404(api, journey):
+    response = api.patch(leg_url(journey, 7), {"carrier": "X"}, format="json")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"

@@ -1,0 +1,79 @@
+"""Rate limits per key and request size limits, answered in the one error shape."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+
+from integrations.services import partner_key_create
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_key_over_its_rate_gets_429_with_retry_after(api, partner, settings):
+    settings.API_RATE_LIMIT = "3/min"
+    url = reverse("api:journey-list")
+    statuses = [api.get(url).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    response = api.get(url)
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "throttled"
+    assert 0 < int(response["Retry-After"]) <= 60
+
+
+def test_each_key_has_its_own_rate(api, partner, settings):
+    settings.API_RATE_LIMIT = "1/min"
+    url = reverse("api:journey-list")
+    assert api.get(url).status_code == 200
+    assert api.get(url).status_code == 429
+    _key, second = partner_key_create(partner=partner)
+    api.credentials(HTTP_AUTHORIZATION=f"Api-Key {second}")
+    assert api.get(url).status_code == 200
+
+
+def test_an_oversize_json_body_is_a_413_in_the_error_shape(api_key, journey, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    client = Client(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
+    response = client.post(
+        reverse("api:event-batch"), data="[" + "1," * 1000 + "1]", content_type="application/json"
+    )
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_an_oversize_upload_is_a_413_in_the_error_shape(api_key, journey, settings):
+    settings.API_MAX_UPLOAD_BYTES = 1000
+    client = Client(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
+    url = reverse("api:journey-photos", kwargs={"reference": journey.reference})
+    response = client.post(url, {"file": SimpleUploadedFile("p.jpg", b"x" * 2000)})
+    assert response.status_code == 413
+    assert response.json()["error"]["fields"] == {"body": ["Over 1000 bytes."]}
+
+
+def test_too_many_form_fields_is_a_400_in_the_error_shape(api_key, journey, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    client = Client(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
+    url = reverse("api:journey-photos", kwargs={"reference": journey.reference})
+    response = client.post(url, {f"f{i}": "x" for i in range(10)})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
+
+
+def test_malformed_json_is_a_400_in_the_error_shape(api, journey):
+    url = reverse("api:journey-events", kwargs={"reference": journey.reference})
+    response = api.generic("POST", url, "{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "parse_error"
+
+
+def test_an_unknown_api_url_answers_in_the_error_shape(api):
+    response = api.get("/api/v1/no-such-thing/")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_an_unknown_api_url_still_needs_a_key(client):
+    response = client.get("/api/v1/no-such-thing/")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"

@@ -1,0 +1,97 @@
+"""Customer tasks and appointments through the API."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+
+from journey.models import Appointment, CustomerTask
+
+pytestmark = pytest.mark.django_db
+
+
+def url(name: str, journey) -> str:
+    return reverse(f"api:journey-{name}", kwargs={"reference": journey.reference})
+
+
+def appointment(**overrides: object) -> dict[str, object]:
+    return {
+        "title": "Handover",
+        "starts_at": "2026-12-05T10:00:00Z",
+        "arrive_at": "2026-12-05T09:45:00Z",
+        "duration_minutes": 90,
+        "place_name": "Showroom",
+        "time_zone": "Europe/Madrid",
+        **overrides,
+    }
+
+
+def test_a_task_is_created(api, journey):
+    response = api.post(
+        url("tasks", journey),
+        {"title": "Send your insurance certificate", "due_date": "2026-12-10"},
+        format="json",
+    )
+    assert response.status_code == 201
+    task = CustomerTask.objects.get()
+    assert (task.journey, task.title, str(task.due_date)) == (
+        journey,
+        "Send your insurance certificate",
+        "2026-12-10",
+    )
+    assert response.json()["id"] == task.pk
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({}, "title"), ({"title": "   "}, "title"), ({"title": "X", "due_date": "soon"}, "due_date")],
+)
+def test_a_bad_task_is_refused(api, journey, body, field):
+    response = api.post(url("tasks", journey), body, format="json")
+    assert response.status_code == 400
+    assert field in response.json()["error"]["fields"]
+    assert CustomerTask.objects.count() == 0
+
+
+def test_an_appointment_is_created(api, journey):
+    response = api.post(url("appointments", journey), appointment(), format="json")
+    assert response.status_code == 201
+    stored = Appointment.objects.get()
+    assert stored.duration == timedelta(minutes=90)
+    assert stored.time_zone == "Europe/Madrid"
+    assert response.json()["duration_minutes"] == 90
+    assert response.json()["arrive_at"] == "2026-12-05T09:45:00Z"
+
+
+def test_arrive_at_defaults_to_the_start(api, journey):
+    body = appointment()
+    del body["arrive_at"]
+    response = api.post(url("appointments", journey), body, format="json")
+    assert response.status_code == 201
+    stored = Appointment.objects.get()
+    assert stored.arrive_at == stored.starts_at
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"arrive_at": "2026-12-05T10:15:00Z"}, "arrive_at"),
+        ({"time_zone": "Mars/Olympus"}, "time_zone"),
+        ({"starts_at": "2026-12-05T10:00:00"}, "starts_at"),
+        ({"duration_minutes": 0}, "duration_minutes"),
+        ({"place_name": ""}, "place_name"),
+    ],
+)
+def test_a_bad_appointment_is_refused(api, journey, overrides, field):
+    response = api.post(url("appointments", journey), appointment(**overrides), format="json")
+    assert response.status_code == 400
+    assert field in response.json()["error"]["fields"]
+    assert Appointment.objects.count() == 0
+
+
+def test_partner_b_cannot_add_to_partner_a_journey(other_api, journey):
+    task = other_api.post(url("tasks", journey), {"title": "X"}, format="json")
+    appt = other_api.post(url("appointments", journey), appointment(), format="json")
+    assert (task.status_code, appt.status_code) == (404, 404)
+    assert CustomerTask.objects.count() == 0
+    assert Appointment.objects.count() == 0

@@ -1,0 +1,86 @@
+"""Test mode: sandbox journeys and the play_journey command."""
+
+from io import StringIO
+
+import pytest
+from django.core import mail
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from integrations.models import InboundEvent, PartnerAPIKey
+from integrations.sandbox import SANDBOX_DOMAIN
+from journey.models import Journey, MilestoneState
+from notifications.models import Notification
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_partner_creates_a_sandbox_journey_and_drives_it_without_notifying_anyone(
+    api, journey, partner, django_capture_on_commit_callbacks
+):
+    response = api.post(
+        reverse("api:sandbox-journeys"), {"template": journey.template.key}, format="json"
+    )
+    assert response.status_code == 201
+    sandbox = Journey.objects.get(reference=response.json()["reference"])
+    assert sandbox.is_sandbox is True
+    assert sandbox.owner.email == f"{partner.slug}@{SANDBOX_DOMAIN}"
+    assert sandbox.owner.is_active is False
+    assert not sandbox.owner.has_usable_password()
+    assert list(partner.journeys.order_by("pk")) == [journey, sandbox]
+
+    url = reverse("api:journey-events", kwargs={"reference": sandbox.reference})
+    with django_capture_on_commit_callbacks(execute=True):
+        event = api.post(
+            url,
+            {"event_id": "sb-1", "code": "S2", "occurred_at": sandbox.started_at.isoformat()},
+            format="json",
+        )
+    assert event.status_code == 201
+    assert sandbox.milestones.get(stage__key="stage-2").state == MilestoneState.CURRENT
+    assert Notification.objects.count() == 0
+    assert mail.outbox == []
+
+
+def test_an_unknown_template_is_refused(api, partner):
+    response = api.post(reverse("api:sandbox-journeys"), {"template": "nope"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"template": ["Unknown template."]}
+    assert Journey.objects.filter(is_sandbox=True).count() == 0
+
+
+def test_play_journey_plays_every_mapped_stage_through_the_api(
+    journey, partner, django_capture_on_commit_callbacks
+):
+    out = StringIO()
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("play_journey", partner.slug, stdout=out)
+
+    sandbox = Journey.objects.get(is_sandbox=True)
+    assert [m.state for m in sandbox.milestones.order_by("position")] == [MilestoneState.DONE] * 4
+    assert InboundEvent.objects.filter(journey=sandbox).count() == 4
+    assert "stage-4 (S4): HTTP 201" in out.getvalue()
+    assert Notification.objects.count() == 0
+    # The temporary key it used is revoked.
+    assert PartnerAPIKey.objects.get(name="play_journey (temporary)").revoked_at is not None
+
+
+def test_play_journey_refuses_a_real_journey(journey, partner):
+    with pytest.raises(CommandError, match="real journey"):
+        call_command("play_journey", partner.slug, "--reference", journey.reference)
+    assert InboundEvent.objects.count() == 0
+
+
+def test_play_journey_on_an_existing_sandbox_journey(journey, partner):
+    out = StringIO()
+    call_command("play_journey", partner.slug, stdout=out)
+    sandbox = Journey.objects.get(is_sandbox=True)
+    call_command("play_journey", partner.slug, "--reference", sandbox.reference, stdout=out)
+    # Played again, each stage is older than the state: logged, nothing moves back.
+    assert InboundEvent.objects.filter(journey=sandbox).count() == 8
+    assert sandbox.milestones.filter(state=MilestoneState.DONE).count() == 4
+
+
+def test_play_journey_needs_a_known_partner():
+    with pytest.raises(CommandError, match="No partner"):
+        call_command("play_journey", "nobody")

@@ -1,0 +1,310 @@
+"""Outbound webhooks: fan-out in the caller's transaction, Standard Webhooks signatures,
+delivery to a real local receiver, retries with backoff, the attempt log, send again."""
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import time_machine
+from django.contrib.admin.sites import site
+from django.db import transaction
+from django.test import RequestFactory
+from django.utils import timezone
+
+from integrations.admin import WebhookDeliveryAdmin
+from integrations.models import DeliveryState, WebhookDelivery, WebhookEndpoint
+from integrations.webhooks import (
+    MAX_ATTEMPTS,
+    RETRY_SCHEDULE,
+    webhook_deliver,
+    webhook_emit,
+    webhook_endpoint_create,
+    webhook_endpoint_rotate_secret,
+    webhook_redeliver,
+    webhook_sign,
+    webhook_sweep,
+)
+from journey.errors import ApplicationError
+from tests.factories import PartnerFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+# The Standard Webhooks specification's published test vector.
+VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+VECTOR_TIMESTAMP = 1614265330
+VECTOR_BODY = '{"test": 2432232314}'
+VECTOR_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+class Receiver:
+    """A tiny HTTP server on 127.0.0.1 that answers as told and records what it got."""
+
+    def __init__(self) -> None:
+        self.behaviour = "ok"
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                if receiver.behaviour == "slow":
+                    time.sleep(1.5)  # longer than the test's read timeout
+                status = 500 if receiver.behaviour == "error" else 200
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(b"boom" if status == 500 else b"thanks")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def endpoint(partner, receiver, settings) -> WebhookEndpoint:
+    settings.WEBHOOK_TIMEOUT = (0.5, 0.5)
+    return webhook_endpoint_create(
+        partner=partner, url=receiver.url, event_types=["task.completed", "message.posted"]
+    )
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """What a receiver does (the docs show the same code)."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(
+        hmac.compare_digest(sig.partition(",")[2], expected)
+        for sig in headers["webhook-signature"].split()
+    )
+
+
+def test_the_signature_matches_the_standard_webhooks_test_vector():
+    signature = webhook_sign(
+        secret=VECTOR_SECRET, message_id=VECTOR_ID, timestamp=VECTOR_TIMESTAMP, body=VECTOR_BODY
+    )
+    assert signature == VECTOR_SIGNATURE
+
+
+def test_emit_writes_one_delivery_per_subscribed_endpoint_in_the_callers_transaction(
+    journey, partner, endpoint, django_capture_on_commit_callbacks
+):
+    webhook_endpoint_create(
+        partner=partner, url="https://a.example/x", event_types=["message.posted"]
+    )
+    stranger = PartnerFactory()  # does not serve the journey
+    webhook_endpoint_create(
+        partner=stranger, url="https://b.example/x", event_types=["task.completed"]
+    )
+
+    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
+        deliveries = webhook_emit(
+            event_type="task.completed", journey=journey, data={"task": {"id": 7}}
+        )
+    assert [d.endpoint for d in deliveries] == [endpoint]
+    assert len(callbacks) == 1
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.payload["type"] == "task.completed"
+    assert delivery.payload["data"] == {"journey": journey.reference, "task": {"id": 7}}
+    assert delivery.state == DeliveryState.PENDING
+
+
+def test_emit_is_undone_with_the_callers_transaction(journey, endpoint):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        webhook_emit(event_type="task.completed", journey=journey, data={})
+        raise RuntimeError
+    assert WebhookDelivery.objects.count() == 0
+
+
+def test_an_unknown_event_type_is_refused(journey, endpoint):
+    with pytest.raises(ApplicationError):
+        webhook_emit(event_type="task.deleted", journey=journey, data={})
+    assert WebhookDelivery.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "types"),
+    [
+        ("ftp://x.example/hook", ["task.completed"]),
+        ("javascript:alert(1)", ["task.completed"]),
+        ("https://x.example/hook", []),
+        ("https://x.example/hook", ["task.completed", "nope"]),
+    ],
+)
+def test_a_bad_endpoint_is_refused(partner, url, types):
+    with pytest.raises(ApplicationError):
+        webhook_endpoint_create(partner=partner, url=url, event_types=types)
+    assert WebhookEndpoint.objects.count() == 0
+
+
+def test_a_delivery_is_signed_and_logged(
+    journey, endpoint, receiver, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        webhook_emit(event_type="task.completed", journey=journey, data={"task": {"id": 7}})
+
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.state == DeliveryState.DELIVERED
+    assert delivery.attempts == 1
+    [(headers, body)] = receiver.requests
+    assert headers["webhook-id"] == delivery.message_id
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+    assert headers["webhook-signature"].startswith("v1,")
+    assert verify(endpoint.secret, headers, body)
+    assert json.loads(body)["data"]["task"] == {"id": 7}
+    attempt = delivery.attempt_log.get()
+    assert (attempt.status_code, attempt.response_excerpt, attempt.error) == (200, "thanks", "")
+
+
+def test_while_rotating_both_secrets_sign(journey, endpoint, receiver):
+    old = endpoint.secret
+    endpoint = webhook_endpoint_rotate_secret(endpoint=endpoint)
+    [delivery] = webhook_emit(event_type="message.posted", journey=journey, data={})
+    assert webhook_deliver(delivery_id=delivery.pk) == DeliveryState.DELIVERED
+
+    [(headers, body)] = receiver.requests
+    assert len(headers["webhook-signature"].split()) == 2
+    assert verify(old, headers, body)
+    assert verify(endpoint.secret, headers, body)
+
+    # After the overlap only the new secret signs.
+    receiver.requests.clear()
+    with time_machine.travel(timezone.now() + timedelta(hours=25)):
+        [later] = webhook_emit(event_type="message.posted", journey=journey, data={})
+        webhook_deliver(delivery_id=later.pk)
+    [(headers, body)] = receiver.requests
+    assert len(headers["webhook-signature"].split()) == 1
+    assert verify(endpoint.secret, headers, body) and not verify(old, headers, body)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "status", "error"), [("error", 500, "HTTP 500"), ("slow", None, "ReadTimeout")]
+)
+def test_a_failing_receiver_is_retried_with_backoff_and_every_attempt_logged(
+    journey, endpoint, receiver, behaviour, status, error
+):
+    receiver.behaviour = behaviour
+    [delivery] = webhook_emit(event_type="task.completed", journey=journey, data={})
+    now = timezone.now()
+
+    with time_machine.travel(now, tick=False):
+        assert webhook_deliver(delivery_id=delivery.pk) == DeliveryState.PENDING
+    delivery.refresh_from_db()
+    assert delivery.next_attempt_at == now + RETRY_SCHEDULE[0]
+    attempt = delivery.attempt_log.get()
+    assert attempt.status_code == status
+    assert error in attempt.error
+    if status == 500:
+        assert attempt.response_excerpt == "boom"
+
+    # Not due yet: the sweep leaves it alone.
+    with time_machine.travel(now + timedelta(seconds=1), tick=False):
+        assert webhook_sweep() == 0
+    assert delivery.attempt_log.count() == 1
+
+
+def test_retries_span_more_than_24_hours_then_the_delivery_fails(journey, endpoint, receiver):
+    receiver.behaviour = "error"
+    [delivery] = webhook_emit(event_type="task.completed", journey=journey, data={})
+    start = timezone.now()
+    moment = start
+    for _ in range(MAX_ATTEMPTS):
+        with time_machine.travel(moment, tick=False):
+            webhook_sweep()
+        delivery.refresh_from_db()
+        moment = delivery.next_attempt_at
+    assert delivery.state == DeliveryState.FAILED
+    assert delivery.attempts == MAX_ATTEMPTS == 8
+    assert delivery.attempt_log.count() == 8
+    last = delivery.attempt_log.order_by("-attempted_at").first().attempted_at
+    assert last - start > timedelta(hours=24)
+
+
+def test_the_sweep_delivers_when_the_receiver_recovers(journey, endpoint, receiver):
+    receiver.behaviour = "error"
+    [delivery] = webhook_emit(event_type="task.completed", journey=journey, data={})
+    webhook_deliver(delivery_id=delivery.pk)
+    receiver.behaviour = "ok"
+    with time_machine.travel(timezone.now() + timedelta(seconds=6)):
+        assert webhook_sweep() == 1
+    delivery.refresh_from_db()
+    assert delivery.state == DeliveryState.DELIVERED
+    assert [a.status_code for a in delivery.attempt_log.all()] == [500, 200]
+    # Delivering again does nothing: the row is no longer pending.
+    assert webhook_deliver(delivery_id=delivery.pk) is None
+    assert len(receiver.requests) == 2
+
+
+def test_a_url_the_receiver_cannot_reach_is_logged_as_an_error(journey, partner, settings):
+    settings.WEBHOOK_TIMEOUT = (0.5, 0.5)
+    webhook_endpoint_create(
+        partner=partner, url="http://127.0.0.1:9/hook", event_types=["task.completed"]
+    )
+    [delivery] = webhook_emit(event_type="task.completed", journey=journey, data={})
+    assert webhook_deliver(delivery_id=delivery.pk) == DeliveryState.PENDING
+    attempt = delivery.attempt_log.get()
+    assert attempt.status_code is None
+    assert attempt.error.startswith("ConnectionError")
+
+
+def test_send_again_from_the_admin(journey, endpoint, receiver, django_capture_on_commit_callbacks):
+    receiver.behaviour = "error"
+    [delivery] = webhook_emit(event_type="task.completed", journey=journey, data={})
+    webhook_deliver(delivery_id=delivery.pk)
+    receiver.behaviour = "ok"
+    request = RequestFactory().post("/admin/")
+    request.user = UserFactory(is_staff=True, is_superuser=True)
+    request._messages = type("M", (), {"add": lambda *a, **k: None})()
+    admin = WebhookDeliveryAdmin(WebhookDelivery, site)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin.send_again(request, WebhookDelivery.objects.filter(pk=delivery.pk))
+
+    delivery.refresh_from_db()
+    assert delivery.state == DeliveryState.DELIVERED
+    assert [a.status_code for a in delivery.attempt_log.all()] == [500, 200]
+
+
+def test_redeliver_resends_a_failed_delivery(
+    journey, endpoint, receiver, django_capture_on_commit_callbacks
+):
+    [delivery] = webhook_emit(event_type="task.completed", journey=journey, data={})
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(state=DeliveryState.FAILED, attempts=8)
+    with django_capture_on_commit_callbacks(execute=True):
+        webhook_redeliver(delivery=delivery)
+    delivery.refresh_from_db()
+    assert delivery.state == DeliveryState.DELIVERED
+    assert len(receiver.requests) == 1
+
+
+def test_the_admin_pages_render(admin_client, journey, endpoint, receiver):
+    [delivery] = webhook_emit(event_type="task.completed", journey=journey, data={})
+    webhook_deliver(delivery_id=delivery.pk)
+    assert admin_client.get("/admin/integrations/webhookdelivery/").status_code == 200
+    page = admin_client.get(f"/admin/integrations/webhookdelivery/{delivery.pk}/change/")
+    assert page.status_code == 200
+    assert "thanks" in page.content.decode()
+    assert admin_client.get("/admin/integrations/webhookendpoint/").status_code == 200
