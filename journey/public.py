@@ -14,13 +14,15 @@ SALT = "milepost.share-link"
 
 
 def share_link_token(link: ShareLink) -> str:
-    return signing.dumps(link.pk, salt=SALT)
+    """Deterministic (no timestamp): a link's URL never changes; expiry and revocation
+    live on the ShareLink row."""
+    return signing.Signer(salt=SALT).sign_object(link.pk)
 
 
 def _active_link(token: str) -> ShareLink:
     """The link behind a token, or 404 when the token is forged, revoked or expired."""
     try:
-        link_id = signing.loads(token, salt=SALT)
+        link_id = signing.Signer(salt=SALT).unsign_object(token)
     except signing.BadSignature as error:
         raise Http404("No such link.") from error
     link = ShareLink.objects.filter(pk=link_id).first()
