@@ -130,7 +130,12 @@ def journey_record_milestone(
 
     with transaction.atomic():
         # One writer per journey at a time: concurrent events are applied in turn.
-        journey = Journey.objects.select_for_update().select_related("owner").get(pk=journey.pk)
+        journey = (
+            # of=self: the lock is on the journey row only (the profile join is nullable).
+            Journey.objects.select_for_update(of=("self",))
+            .select_related("owner__profile", "template")
+            .get(pk=journey.pk)
+        )
         milestones = list(journey.milestones.select_related("stage").order_by("position"))
         target = next((m for m in milestones if m.stage.key == stage_key), None)
         if target is None:

@@ -129,11 +129,15 @@ def notification_enqueue(
     now = timezone.now()
     profile = getattr(recipient, "profile", None) if recipient is not None else None
     held_until = quiet_hours_end(profile=profile, kind=kind, now=now)
-    created = []
+    existing = set(
+        Notification.objects.filter(dedup_key=dedup_key).values_list("channel", flat=True)
+    )
+    rows = []
     for channel in recipient_channels(recipient=recipient):
+        if channel in existing:
+            continue  # already in the outbox: one message per cause
         when = scheduled_at or now
-        state = NotificationState.PENDING
-        sent_at = None
+        state, sent_at = NotificationState.PENDING, None
         if channel == Channel.INAPP:
             # The notification centre shows it at once; nothing to send, nobody woken.
             state, sent_at = NotificationState.SENT, now
@@ -141,27 +145,32 @@ def notification_enqueue(
             when = max(when, held_until or when)
             if recipient is not None:
                 when = _digest_slot(recipient=recipient, channel=channel, not_before=when)
-        try:
-            with transaction.atomic():
-                notification = Notification.objects.create(
-                    recipient=recipient,
-                    to_email=to_email,
-                    journey=journey,
-                    kind=kind,
-                    channel=channel,
-                    context=context,
-                    dedup_key=dedup_key,
-                    occurred_at=occurred_at,
-                    scheduled_at=when,
-                    state=state,
-                    sent_at=sent_at,
-                )
-        except IntegrityError:
-            continue  # already in the outbox: one message per cause
-        created.append(notification)
-        if state == NotificationState.PENDING and when <= now:
-            transaction.on_commit(lambda pk=notification.pk: _queue_delivery(pk))
-    return created
+        rows.append(
+            Notification(
+                recipient=recipient,
+                to_email=to_email,
+                journey=journey,
+                kind=kind,
+                channel=channel,
+                context=context,
+                dedup_key=dedup_key,
+                occurred_at=occurred_at,
+                scheduled_at=when,
+                state=state,
+                sent_at=sent_at,
+            )
+        )
+    if not rows:
+        return []
+    try:
+        with transaction.atomic():
+            Notification.objects.bulk_create(rows)
+    except IntegrityError:
+        return []  # a concurrent writer recorded this cause first (the dedup key is unique)
+    for row in rows:
+        if row.state == NotificationState.PENDING and row.scheduled_at <= now:
+            transaction.on_commit(lambda pk=row.pk: _queue_delivery(pk))
+    return rows
 
 
 def _queue_delivery(notification_id: int) -> None:
