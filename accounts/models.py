@@ -93,6 +93,10 @@ class CustomerProfile(models.Model):
     channel_push = models.BooleanField(_("notifications on this device (web push)"), default=False)
     quiet_hours_start = models.TimeField(_("quiet from"), null=True, blank=True)
     quiet_hours_end = models.TimeField(_("quiet until"), null=True, blank=True)
+    # Kinds of message the customer accepts even in their quiet hours.
+    anytime_kinds = models.JSONField(_("allowed at any hour"), default=list, blank=True)
+    # Set when email to this customer bounced: email is skipped until they change address.
+    email_bounced_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Which profile fields were filled in by someone other than the customer, and by whom
     # ({"phone": "partner:Iberia Motor Works"}); a field the customer edits loses its mark.
     field_sources = models.JSONField(default=dict, blank=True, editable=False)

@@ -233,6 +233,8 @@ def proposal_decide(*, proposal: ChangeProposal, user: User, accept: bool) -> Ch
         proposal.state = ProposalState.ACCEPTED if accept else ProposalState.DECLINED
         proposal.decided_at = timezone.now()
         proposal.save(update_fields=["state", "decided_at"])
+        if proposal.source == Source.PARTNER:
+            _tell_partners_of_answer(proposal)
         if accept:
             profile = profile_ensure(user=user)
             value = _validated(profile, proposal.field, proposal.new_value)
@@ -369,3 +371,21 @@ def share_link_revoke(*, link: ShareLink, owner: User) -> ShareLink:
         link.revoked_at = timezone.now()
         link.save(update_fields=["revoked_at"])
     return link
+
+
+def _tell_partners_of_answer(proposal: ChangeProposal) -> None:
+    """Partners serving the customer's journeys hear the answer (a signed webhook per
+    journey, each naming it), in the same transaction."""
+    from integrations.webhooks import webhook_emit
+    from journey.models import Journey
+
+    for journey in Journey.objects.filter(owner=proposal.user, is_sandbox=False):
+        webhook_emit(
+            event_type="profile_change.answered",
+            journey=journey,
+            data={
+                "field": proposal.field,
+                "state": proposal.state,
+                "decided_at": proposal.decided_at,
+            },
+        )

@@ -119,6 +119,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "config.context_processors.branding",
+                "notifications.context_processors.unread",
             ],
         },
     },
@@ -356,6 +357,26 @@ CELERY_BEAT_SCHEDULE["journey-eta-stalled"] = {
     "schedule": timedelta(hours=1),
 }
 
+# --- Notifications (notifications/, docs/notifications.md) ---------------------------------
+
+# After a message, further ones to the same person and channel within this window go out
+# together as one digest.
+NOTIFICATION_DIGEST_WINDOW = timedelta(
+    seconds=env.int("NOTIFICATION_DIGEST_WINDOW_SECONDS", default=180)
+)
+# Replies to reply+<token>@REPLY_DOMAIN reach the inbound endpoint (the mail provider's
+# inbound route posts them to /inbound/email/, signed with INBOUND_EMAIL_SECRET).
+REPLY_DOMAIN = env.str("REPLY_DOMAIN", default="reply.milepost.example")
+INBOUND_EMAIL_SECRET = env.str("INBOUND_EMAIL_SECRET", default="" if PRODUCTION else "dev-inbound")
+STAFF_ALERT_EMAIL = env.str("STAFF_ALERT_EMAIL", default="support@milepost.example")
+SMS_BACKEND = env.str("SMS_BACKEND", default="notifications.channels.LoggingSMSBackend")
+SMS_PROVIDER_URL = env.str("SMS_PROVIDER_URL", default="")
+SMS_PROVIDER_TOKEN = env.str("SMS_PROVIDER_TOKEN", default="")
+PUSH_BACKEND = env.str("PUSH_BACKEND", default="notifications.channels.LoggingPushBackend")
+CELERY_BEAT_SCHEDULE["notifications-reminders"] = {
+    "task": "notifications.tasks.send_reminders",
+    "schedule": timedelta(minutes=15),
+}
 # --- Partner API: limits, idempotency, webhooks (issue 5) ----------------------------------
 
 # Requests per API key; DRF's rate syntax ("600/min", "20/s").

@@ -21,5 +21,6 @@ urlpatterns = [
     path("s/<str:token>/", public_journey, name="public-journey"),
     path("s/<str:token>/photos/<int:photo_id>/<str:variant>/", public_photo, name="public-photo"),
     path("", include("accounts.urls")),
+    path("", include("notifications.urls")),
     path("", include("journey.urls")),
 ]

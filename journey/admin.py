@@ -156,6 +156,19 @@ class MessageInline(admin.TabularInline):
 
 @admin.register(Journey)
 class JourneyAdmin(admin.ModelAdmin):
+    def save_formset(
+        self, request: HttpRequest, form: object, formset: object, change: bool
+    ) -> None:
+        if formset.model is Message:
+            # A message written here is the company's answer, from this staff member.
+            for inline_form in formset.forms:
+                message = inline_form.instance
+                if message.pk is None and inline_form.has_changed():
+                    message.from_staff = True
+                    message.author = request.user
+        super().save_formset(request, form, formset, change)
+        _notify_inline_changes(request, formset, form.instance)
+
     list_display = [
         "reference",
         "title",
@@ -213,6 +226,26 @@ class JourneyAdmin(admin.ModelAdmin):
         if change and legs_changed:
             # A carrier's new ETA moves the prediction now, not at the next event.
             eta.eta_recompute(journey=form.instance, cause=EtaCause.LEG_ETA)
+
+
+def _notify_inline_changes(request: HttpRequest, formset: object, journey: Journey) -> None:
+    """Staff edits in the journey page's inlines tell the customer what concerns them."""
+    from notifications.triggers import (
+        notify_appointment,
+        notify_staff_reply,
+        notify_task_assigned,
+    )
+
+    for obj in formset.new_objects:
+        if isinstance(obj, CustomerTask):
+            notify_task_assigned(obj)
+        elif isinstance(obj, Appointment):
+            notify_appointment(obj, changed=False)
+        elif isinstance(obj, Message) and obj.from_staff:
+            notify_staff_reply(obj)
+    for obj, changed in formset.changed_objects:
+        if isinstance(obj, Appointment) and {"arrive_at", "place_name", "starts_at"} & set(changed):
+            notify_appointment(obj, changed=True)
 
 
 @admin.register(Milestone)

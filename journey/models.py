@@ -30,6 +30,9 @@ class JourneyTemplate(models.Model):
     key = models.SlugField(unique=True)
     name = models.CharField(max_length=120)
     description = models.TextField(blank=True)
+    # Kinds of customer message switched off for journeys of this kind (all on by default;
+    # see notifications.kinds).
+    disabled_notifications = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -537,3 +540,30 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.milestone} {self.rating}/5"
+
+
+class AgreementKind(models.TextChoices):
+    CONTRACT = "contract", _("Contract")
+    WARRANTY = "warranty", _("Warranty")
+    FINANCE = "finance", _("Finance agreement")
+    LEASE = "lease", _("Lease")
+
+
+class Agreement(models.Model):
+    """Something that ends (a contract, a warranty, a finance agreement): the customer hears
+    about it 30 and 7 days ahead, with what they can do next."""
+
+    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="agreements")
+    kind = models.CharField(max_length=16, choices=AgreementKind.choices)
+    title = models.CharField(max_length=200)
+    ends_on = models.DateField()
+    next_steps = models.TextField(
+        help_text=_("What the customer can do next (renew, extend, return, buy)."),
+    )
+
+    class Meta:
+        ordering = ["ends_on"]
+        indexes = [models.Index(fields=["ends_on"], name="agreement_ends_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.title} ({self.ends_on})"

@@ -10,6 +10,7 @@ from PIL import Image, ImageOps
 
 from journey.errors import ApplicationError
 from journey.models import Journey, Milestone, Photo
+from notifications.triggers import notify_photos_added
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 50_000_000
@@ -92,6 +93,7 @@ def photo_add(
         )
         photo.image.save("photo.jpg", ContentFile(original), save=False)
         photo.save()
+        notify_photos_added(photo)
         make_thumbnail.delay_on_commit(photo.pk)
     return photo
 

@@ -31,6 +31,11 @@ from journey.models import (
     ShipmentLeg,
 )
 from notifications.services import notification_enqueue
+from notifications.triggers import (
+    notify_appointment,
+    notify_staff_of_customer_message,
+    notify_task_assigned,
+)
 
 # Partners' and staff clocks drift: an event a few minutes "in the future" is accepted.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -125,7 +130,12 @@ def journey_record_milestone(
 
     with transaction.atomic():
         # One writer per journey at a time: concurrent events are applied in turn.
-        journey = Journey.objects.select_for_update().select_related("owner").get(pk=journey.pk)
+        journey = (
+            # of=self: the lock is on the journey row only (the profile join is nullable).
+            Journey.objects.select_for_update(of=("self",))
+            .select_related("owner__profile", "template")
+            .get(pk=journey.pk)
+        )
         milestones = list(journey.milestones.select_related("stage").order_by("position"))
         target = next((m for m in milestones if m.stage.key == stage_key), None)
         if target is None:
@@ -327,9 +337,13 @@ def journey_task_create(
     """Something the customer must do, shown on their journey page."""
     if not title.strip():
         raise ApplicationError("A task needs a title.", fields={"title": ["Empty."]})
-    return CustomerTask.objects.create(
-        journey=journey, title=title.strip(), description=description, due_date=due_date
-    )
+    with transaction.atomic():
+        task = CustomerTask.objects.create(
+            journey=journey, title=title.strip(), description=description, due_date=due_date
+        )
+        if not journey.is_sandbox:
+            notify_task_assigned(task)
+    return task
 
 
 def journey_appointment_create(
@@ -361,17 +375,21 @@ def journey_appointment_create(
         errors["time_zone"] = [f"Unknown time zone {time_zone!r}."]
     if errors:
         raise ApplicationError(f"Invalid appointment: {', '.join(errors)}.", fields=errors)
-    return Appointment.objects.create(
-        journey=journey,
-        title=title,
-        starts_at=starts_at,
-        arrive_at=arrive_at,
-        duration=duration,
-        place_name=place_name,
-        address=address,
-        time_zone=time_zone,
-        what_to_bring=what_to_bring,
-    )
+    with transaction.atomic():
+        appointment = Appointment.objects.create(
+            journey=journey,
+            title=title,
+            starts_at=starts_at,
+            arrive_at=arrive_at,
+            duration=duration,
+            place_name=place_name,
+            address=address,
+            time_zone=time_zone,
+            what_to_bring=what_to_bring,
+        )
+        if not journey.is_sandbox:
+            notify_appointment(appointment, changed=False)
+    return appointment
 
 
 # The customer's own writes from the portal. Each is one function, so whatever must
@@ -388,8 +406,16 @@ def task_complete(*, task: CustomerTask, user: User) -> CustomerTask:
         )
     with transaction.atomic():
         # Conditional update: two clicks (or two tabs) record the first time only.
-        CustomerTask.objects.filter(pk=task.pk, done_at__isnull=True).update(done_at=timezone.now())
+        ticked = CustomerTask.objects.filter(pk=task.pk, done_at__isnull=True).update(
+            done_at=timezone.now()
+        )
         task.refresh_from_db(fields=["done_at"])
+        if ticked:
+            _tell_partners(
+                "task.completed",
+                task.journey,
+                {"task": {"id": task.pk, "title": task.title, "done_at": task.done_at}},
+            )
     return task
 
 
@@ -422,17 +448,33 @@ def appointment_request_reschedule(
     if errors:
         raise ApplicationError(_("Please check the times you asked for."), fields=errors)
     with transaction.atomic():
-        return RescheduleRequest.objects.create(
+        request = RescheduleRequest.objects.create(
             appointment=appointment,
             requested_by=user,
             first_choice=first_choice,
             second_choice=second_choice,
             note=note.strip(),
         )
+        _tell_partners(
+            "appointment.reschedule_requested",
+            appointment.journey,
+            {
+                "appointment": {"id": appointment.pk, "title": appointment.title},
+                "first_choice": first_choice,
+                "second_choice": second_choice,
+                "note": request.note,
+            },
+        )
+    return request
 
 
 def message_post(
-    *, journey: Journey, author: User, body: str, milestone: Milestone | None = None
+    *,
+    journey: Journey,
+    author: User,
+    body: str,
+    milestone: Milestone | None = None,
+    via: str = "portal",
 ) -> Message:
     """A customer's message in the journey's conversation, optionally replying to an update."""
     body = body.strip()
@@ -453,9 +495,16 @@ def message_post(
             fields={"milestone": [_("Unknown update.")]},
         )
     with transaction.atomic():
-        return Message.objects.create(
+        message = Message.objects.create(
             journey=journey, author=author, from_staff=False, body=body, milestone=milestone
         )
+        notify_staff_of_customer_message(message, via=via)
+        _tell_partners(
+            "message.posted",
+            journey,
+            {"message": {"id": message.pk, "body": body, "created_at": message.created_at}},
+        )
+    return message
 
 
 def feedback_give(
@@ -478,3 +527,14 @@ def feedback_give(
             defaults={"rating": rating, "comment": comment.strip()},
         )
     return feedback
+
+
+def _tell_partners(event_type: str, journey: Journey, data: dict[str, Any]) -> None:
+    """A signed webhook to the partners serving the journey, written in this transaction.
+
+    The one place the domain calls out to integrations: imported here, not at the top,
+    because integrations imports journey.
+    """
+    from integrations.webhooks import webhook_emit
+
+    webhook_emit(event_type=event_type, journey=journey, data=data)

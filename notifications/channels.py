@@ -1,6 +1,19 @@
-"""Channel backends. Email first; every backend takes one outbox row and sends it."""
+"""Channel backends behind one interface: ``send(rows)`` takes the outbox rows of one
+delivery (one row, or several for a digest) on one channel and hands them over.
 
+Email is rendered from templates (HTML and plain text, the company's branding, links to the
+right place in the portal) with a Reply-To that leads back to the journey's conversation.
+SMS and web push go to the backend named by a setting; the defaults log the message.
+"""
+
+import hashlib
+import hmac
+import json
+import logging
+import urllib.request
 import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -8,8 +21,14 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.module_loading import import_string
+from django.utils.translation import ngettext
 
-from notifications.models import Notification
+from notifications.models import Channel, Notification
+
+logger = logging.getLogger(__name__)
+
+REPLY_SALT = b"milepost.reply-to"
 
 
 def message_context(notification: Notification) -> dict[str, object]:
@@ -18,39 +37,232 @@ def message_context(notification: Notification) -> dict[str, object]:
     for key, value in notification.context.items():
         if isinstance(value, str) and key.endswith("_at"):
             context[key] = parse_datetime(value)
-        elif isinstance(value, str) and key in {"eta", "promised_date", "due_date"}:
+        elif isinstance(value, str) and (key.endswith("_date") or key in {"eta", "ends_on"}):
             context[key] = parse_date(value)
     journey = notification.journey
     context["journey"] = journey
     context["recipient"] = notification.recipient
-    context["site_url"] = settings.SITE_URL
     context["company_name"] = settings.COMPANY_NAME
-    if journey is not None:
+    context["site_url"] = settings.SITE_URL
+    if journey is not None and notification.kind == "staff_customer_message":
         context["portal_url"] = settings.SITE_URL + reverse(
-            "journey:detail", kwargs={"reference": journey.reference}
+            "admin:journey_journey_change", args=[journey.pk]
         )
+    elif journey is not None:
+        anchor = notification.context.get("anchor", "")
+        context["portal_url"] = (
+            settings.SITE_URL
+            + reverse("journey:detail", kwargs={"reference": journey.reference})
+            + (f"#{anchor}" if anchor else "")
+        )
+    else:
+        context["portal_url"] = settings.SITE_URL + reverse("journey:home")
     return context
 
 
-def send_email(notification: Notification) -> None:
-    """Render the row's message (HTML and plain text) in the recipient's language and
-    time zone, and hand it to the mail backend."""
-    recipient = notification.recipient
-    profile = getattr(recipient, "profile", None) if recipient else None
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+    url: str
+
+
+def _locale(notification: Notification) -> tuple[str, zoneinfo.ZoneInfo]:
+    profile = getattr(notification.recipient, "profile", None) if notification.recipient else None
     language = profile.language if profile else settings.LANGUAGE_CODE
     zone = zoneinfo.ZoneInfo(profile.time_zone if profile else settings.TIME_ZONE)
+    return language, zone
+
+
+def render(notification: Notification) -> Rendered:
+    """The message in the recipient's language and time zone."""
+    language, zone = _locale(notification)
     context = message_context(notification)
     base = f"notifications/email/{notification.kind}"
     with translation.override(language), timezone.override(zone):
         subject = " ".join(render_to_string(f"{base}_subject.txt", context).split())
         text = render_to_string(f"{base}.txt", context)
         html = render_to_string(f"{base}.html", context)
+    return Rendered(subject=subject, text=text, html=html, url=str(context["portal_url"]))
+
+
+# --- Reply-To: every email can be answered ----------------------------------------------
+
+
+def _reply_signature(journey_id: int, user_id: int) -> str:
+    key = hashlib.sha256(REPLY_SALT + settings.SECRET_KEY.encode()).digest()
+    return hmac.new(key, f"{journey_id}.{user_id}".encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def reply_address(*, journey_id: int, user_id: int) -> str:
+    """reply+<journey>-<user>-<signature>@<REPLY_DOMAIN>: the inbound endpoint finds the
+    conversation from it, and nobody can forge one for another journey."""
+    token = f"{journey_id}-{user_id}-{_reply_signature(journey_id, user_id)}"
+    return f"reply+{token}@{settings.REPLY_DOMAIN}"
+
+
+def parse_reply_address(address: str) -> tuple[int, int] | None:
+    """(journey id, user id) from a reply address, or None when it is not a genuine one."""
+    local, _, domain = address.strip().strip("<>").lower().partition("@")
+    if domain != settings.REPLY_DOMAIN.lower() or not local.startswith("reply+"):
+        return None
+    try:
+        journey_part, user_part, signature = local[len("reply+") :].split("-")
+        journey_id, user_id = int(journey_part), int(user_part)
+    except ValueError:
+        return None
+    if not hmac.compare_digest(signature, _reply_signature(journey_id, user_id)):
+        return None
+    return journey_id, user_id
+
+
+# --- Email ----------------------------------------------------------------------------
+
+
+def _attachments(notification: Notification) -> list[tuple[str, bytes, str]]:
+    appointment_id = notification.context.get("appointment_id")
+    if appointment_id and notification.kind in {
+        "appointment_set",
+        "appointment_reminder",
+        "appointment_changed",
+    }:
+        from journey.calendar import appointment_ics
+        from journey.models import Appointment
+
+        appointment = Appointment.objects.filter(pk=appointment_id).first()
+        if appointment is not None:
+            ics = appointment_ics(appointment, company=settings.COMPANY_NAME)
+            return [("appointment.ics", ics, "text/calendar")]
+    return []
+
+
+def _headers(notification: Notification) -> dict[str, str]:
+    headers = {"X-Milepost-Notification": str(notification.pk)}
+    if notification.kind != "staff_customer_message":
+        headers["Auto-Submitted"] = "auto-generated"
+    return headers
+
+
+def send_email(rows: Sequence[Notification]) -> None:
+    first = rows[0]
+    recipient = first.recipient
+    to = first.to_email or recipient.email
+    reply_to = []
+    if recipient is not None and first.journey_id is not None:
+        reply_to = [reply_address(journey_id=first.journey_id, user_id=recipient.pk)]
+    if len(rows) == 1:
+        rendered = render(first)
+        message = EmailMultiAlternatives(
+            subject=rendered.subject,
+            body=rendered.text,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            to=[to],
+            reply_to=reply_to,
+            headers=_headers(first),
+        )
+        message.attach_alternative(rendered.html, "text/html")
+        for name, content, mimetype in _attachments(first):
+            message.attach(name, content, mimetype)
+        message.send()
+        return
+    language, zone = _locale(first)
+    items = [render(row) for row in rows]
+    journeys = {row.journey_id for row in rows}
+    with translation.override(language), timezone.override(zone):
+        context = {
+            "items": items,
+            "recipient": recipient,
+            "company_name": settings.COMPANY_NAME,
+            "site_url": settings.SITE_URL,
+        }
+        subject = ngettext(
+            "%(count)d update about your journey",
+            "%(count)d updates about your journeys",
+            len(items),
+        ) % {"count": len(items)}
+        if len(journeys) == 1 and first.journey is not None:
+            subject = f"{first.journey.title}: " + ngettext(
+                "%(count)d update", "%(count)d updates", len(items)
+            ) % {"count": len(items)}
+        text = render_to_string("notifications/email/digest.txt", context)
+        html = render_to_string("notifications/email/digest.html", context)
     message = EmailMultiAlternatives(
         subject=subject,
         body=text,
         from_email=settings.DEFAULT_FROM_EMAIL,
-        to=[notification.to_email or recipient.email],
-        headers={"X-Milepost-Notification": str(notification.pk)},
+        to=[to],
+        reply_to=reply_to if len(journeys) == 1 else [],
+        headers=_headers(first),
     )
     message.attach_alternative(html, "text/html")
+    for row in rows:
+        for name, content, mimetype in _attachments(row):
+            message.attach(name, content, mimetype)
     message.send()
+
+
+# --- SMS and web push -------------------------------------------------------------------
+
+
+class LoggingSMSBackend:
+    """The default: log the text (and keep it for tests). Point SMS_BACKEND at a provider."""
+
+    sent: list[dict[str, str]] = []
+
+    def send(self, *, to: str, text: str) -> None:
+        logger.info("SMS to %s: %s", to, text)
+        self.sent.append({"to": to, "text": text})
+
+
+class LoggingPushBackend:
+    sent: list[dict[str, str]] = []
+
+    def send(self, *, user_id: int, title: str, body: str, url: str) -> None:
+        logger.info("Push to user %s: %s — %s", user_id, title, body)
+        self.sent.append({"user_id": str(user_id), "title": title, "body": body, "url": url})
+
+
+class HTTPSMSBackend:
+    """A provider's HTTP API: POST {"to", "text"} as JSON with a bearer token."""
+
+    def send(self, *, to: str, text: str) -> None:
+        request = urllib.request.Request(  # noqa: S310 - the URL comes from settings
+            settings.SMS_PROVIDER_URL,
+            data=json.dumps({"to": to, "text": text}).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {settings.SMS_PROVIDER_TOKEN}",
+            },
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            if response.status >= 300:
+                raise ConnectionError(f"SMS provider answered {response.status}")
+
+
+def _short(rows: Sequence[Notification]) -> tuple[str, str]:
+    rendered = [render(row) for row in rows]
+    if len(rendered) == 1:
+        return rendered[0].subject, rendered[0].url
+    return " · ".join(r.subject for r in rendered), rendered[0].url
+
+
+def send_sms(rows: Sequence[Notification]) -> None:
+    text, url = _short(rows)
+    backend = import_string(settings.SMS_BACKEND)()
+    backend.send(to=rows[0].recipient.profile.phone, text=f"{settings.COMPANY_NAME}: {text} {url}")
+
+
+def send_push(rows: Sequence[Notification]) -> None:
+    title, url = _short(rows)
+    backend = import_string(settings.PUSH_BACKEND)()
+    backend.send(user_id=rows[0].recipient_id, title=settings.COMPANY_NAME, body=title, url=url)
+
+
+SENDERS = {Channel.EMAIL: send_email, Channel.SMS: send_sms, Channel.PUSH: send_push}
+
+
+def send(rows: Sequence[Notification]) -> None:
+    """Hand one delivery (rows on one channel, for one person) to its channel."""
+    SENDERS[Channel(rows[0].channel)](rows)

@@ -8,6 +8,10 @@ from django.utils.translation import gettext_lazy as _
 
 class Channel(models.TextChoices):
     EMAIL = "email", _("Email")
+    SMS = "sms", _("Text message")
+    PUSH = "push", _("Web push")
+    # The portal's notification centre: always written, never held, read in the portal.
+    INAPP = "inapp", _("In the portal")
 
 
 class NotificationState(models.TextChoices):
@@ -48,6 +52,11 @@ class Notification(models.Model):
     scheduled_at = models.DateTimeField(default=timezone.now)
     # When a worker took the row; a row left in "sending" past the lease is taken again.
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # Which delivery run holds the row (a digest claims several rows under one id).
+    claim_id = models.UUIDField(null=True, blank=True, editable=False)
+    # Set when this row went out as part of a digest with others.
+    digest_size = models.PositiveSmallIntegerField(default=1)
+    read_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     # When the cause happened, for "time to know" (cause to message handed over).
@@ -72,6 +81,10 @@ class Notification(models.Model):
                 fields=["scheduled_at"],
                 name="notification_due_idx",
                 condition=models.Q(state__in=["pending", "sending"]),
+            ),
+            models.Index(
+                fields=["recipient", "channel", "-created_at"],
+                name="notification_recipient_idx",
             ),
         ]
 

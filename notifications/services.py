@@ -1,11 +1,19 @@
 """Writes to the outbox, and delivery of its rows.
 
-At-least-once by design: a row is claimed with a conditional UPDATE before it is
-sent, so two workers (a task and the sweep, or a redelivered task) never both send
-it; a worker that dies mid-send leaves the row claimed until its lease runs out.
+A cause writes one row per channel (the portal's notification centre, and each channel the
+customer chose and can be reached on), in the caller's transaction, with a dedup key so a
+cause is announced once. Timing is decided when the row is written: held to the end of the
+customer's quiet hours (unless they allowed that kind at any hour), and held briefly after
+a recent message so that a burst of updates goes out as one digest.
+
+Delivery is at-least-once made effectively once: a row is claimed with a conditional UPDATE
+(and a claim id shared by the rows of one digest) before it is sent, so two workers (a task
+and the sweep, or a redelivered task) never both send it; a worker that dies mid-send leaves
+the row claimed until its lease runs out.
 """
 
 import logging
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,13 +22,87 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from accounts.models import User
-from notifications.channels import send_email
+from accounts.models import CustomerProfile, User
+from notifications import channels
+from notifications.kinds import KINDS
 from notifications.models import Channel, Notification, NotificationState
 
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
+# Channels that reach the customer outside the portal, in order of preference.
+OUTSIDE_CHANNELS = (Channel.EMAIL, Channel.SMS, Channel.PUSH)
+
+
+def recipient_channels(*, recipient: User | None) -> list[Channel]:
+    """Where a message to this person goes: the notification centre, and every channel they
+    chose that still works. Email that bounced is skipped; if that leaves no outside
+    channel, another one they can be reached on is used."""
+    if recipient is None:
+        return [Channel.EMAIL]
+    profile: CustomerProfile | None = getattr(recipient, "profile", None)
+    if profile is None:
+        return [Channel.INAPP, Channel.EMAIL]
+    email_ok = profile.email_bounced_at is None
+    chosen = [
+        channel
+        for channel, wanted, usable in (
+            (Channel.EMAIL, profile.channel_email, email_ok),
+            (Channel.SMS, profile.channel_sms, bool(profile.phone)),
+            (Channel.PUSH, profile.channel_push, True),
+        )
+        if wanted and usable
+    ]
+    if not chosen:
+        # Fallback: the chosen channel bounced (or has no number); reach them another way.
+        if profile.phone:
+            chosen = [Channel.SMS]
+        elif email_ok:
+            chosen = [Channel.EMAIL]
+    return [Channel.INAPP, *chosen]
+
+
+def quiet_hours_end(
+    *, profile: CustomerProfile | None, kind: str, now: datetime
+) -> datetime | None:
+    """When the customer's quiet hours end, if ``now`` is inside them and the kind is held."""
+    if profile is None or profile.quiet_hours_start is None or profile.quiet_hours_end is None:
+        return None
+    if kind in (profile.anytime_kinds or []):
+        return None
+    local = timezone.localtime(now, profile.zone)
+    start, end, clock = profile.quiet_hours_start, profile.quiet_hours_end, local.time()
+    inside = start <= clock < end if start < end else (clock >= start or clock < end)
+    if not inside:
+        return None
+    day = local.date() if clock < end else local.date() + timedelta(days=1)
+    return datetime.combine(day, end, tzinfo=profile.zone)
+
+
+def _digest_slot(*, recipient: User, channel: Channel, not_before: datetime) -> datetime:
+    """After a recent message on this channel, hold the next one so a burst goes as one
+    digest; join a digest that is already waiting."""
+    window = settings.NOTIFICATION_DIGEST_WINDOW
+    recent = (
+        Notification.objects.filter(
+            recipient=recipient,
+            channel=channel,
+            state__in=[
+                NotificationState.PENDING,
+                NotificationState.SENDING,
+                NotificationState.SENT,
+            ],
+            created_at__gte=not_before - window,
+        )
+        .order_by("-scheduled_at")
+        .values("state", "scheduled_at", "sent_at")
+        .first()
+    )
+    if recent is None:
+        return not_before
+    if recent["state"] == NotificationState.PENDING:
+        return max(not_before, recent["scheduled_at"])
+    return max(not_before, (recent["sent_at"] or recent["scheduled_at"]) + window)
 
 
 def notification_enqueue(
@@ -36,29 +118,59 @@ def notification_enqueue(
 ) -> list[Notification]:
     """Write the outbox rows for one cause, inside the caller's transaction.
 
-    A cause already in the outbox (same dedup key) is not written again. Delivery is
-    queued only after the transaction commits.
+    A cause already in the outbox (same dedup key) is not written again; a kind switched off
+    for the journey's template is not written at all. Delivery of rows due now is queued
+    after commit; held rows are delivered by the sweep when due.
     """
-    created = []
-    for channel in (Channel.EMAIL,):
-        try:
-            with transaction.atomic():
-                notification = Notification.objects.create(
-                    recipient=recipient,
-                    to_email=to_email,
-                    journey=journey,
-                    kind=kind,
-                    channel=channel,
-                    context=context,
-                    dedup_key=dedup_key,
-                    occurred_at=occurred_at,
-                    scheduled_at=scheduled_at or timezone.now(),
-                )
-        except IntegrityError:
+    if kind not in KINDS:
+        raise ValueError(f"Unknown notification kind {kind!r}")
+    if journey is not None and kind in (journey.template.disabled_notifications or []):
+        return []
+    now = timezone.now()
+    profile = getattr(recipient, "profile", None) if recipient is not None else None
+    held_until = quiet_hours_end(profile=profile, kind=kind, now=now)
+    existing = set(
+        Notification.objects.filter(dedup_key=dedup_key).values_list("channel", flat=True)
+    )
+    rows = []
+    for channel in recipient_channels(recipient=recipient):
+        if channel in existing:
             continue  # already in the outbox: one message per cause
-        created.append(notification)
-        transaction.on_commit(lambda pk=notification.pk: _queue_delivery(pk))
-    return created
+        when = scheduled_at or now
+        state, sent_at = NotificationState.PENDING, None
+        if channel == Channel.INAPP:
+            # The notification centre shows it at once; nothing to send, nobody woken.
+            state, sent_at = NotificationState.SENT, now
+        else:
+            when = max(when, held_until or when)
+            if recipient is not None:
+                when = _digest_slot(recipient=recipient, channel=channel, not_before=when)
+        rows.append(
+            Notification(
+                recipient=recipient,
+                to_email=to_email,
+                journey=journey,
+                kind=kind,
+                channel=channel,
+                context=context,
+                dedup_key=dedup_key,
+                occurred_at=occurred_at,
+                scheduled_at=when,
+                state=state,
+                sent_at=sent_at,
+            )
+        )
+    if not rows:
+        return []
+    try:
+        with transaction.atomic():
+            Notification.objects.bulk_create(rows)
+    except IntegrityError:
+        return []  # a concurrent writer recorded this cause first (the dedup key is unique)
+    for row in rows:
+        if row.state == NotificationState.PENDING and row.scheduled_at <= now:
+            transaction.on_commit(lambda pk=row.pk: _queue_delivery(pk))
+    return rows
 
 
 def _queue_delivery(notification_id: int) -> None:
@@ -73,14 +185,10 @@ def _queue_delivery(notification_id: int) -> None:
         )
 
 
-def _claim(notification_id: int, now: datetime) -> bool:
-    lease_expired = now - settings.OUTBOX_CLAIM_LEASE
-    claimed = Notification.objects.filter(
-        Q(state=NotificationState.PENDING, scheduled_at__lte=now)
-        | Q(state=NotificationState.SENDING, claimed_at__lt=lease_expired),
-        pk=notification_id,
-    ).update(state=NotificationState.SENDING, claimed_at=now, attempts=F("attempts") + 1)
-    return claimed == 1
+def _claimable(now: datetime) -> Q:
+    return Q(state=NotificationState.PENDING, scheduled_at__lte=now) | Q(
+        state=NotificationState.SENDING, claimed_at__lt=now - settings.OUTBOX_CLAIM_LEASE
+    )
 
 
 def backoff(attempts: int) -> timedelta:
@@ -89,49 +197,144 @@ def backoff(attempts: int) -> timedelta:
 
 
 def notification_deliver(*, notification_id: int) -> NotificationState | None:
-    """Send one outbox row if it is due and nobody else has it. Returns its new state,
-    or None when there was nothing to do."""
+    """Send one outbox row if it is due and nobody else has it, together with any other
+    due rows for the same person and channel (then as one digest). Returns the row's new
+    state, or None when there was nothing to do."""
     now = timezone.now()
-    if not _claim(notification_id, now):
+    claim = uuid.uuid4()
+    claimed = (
+        Notification.objects.filter(_claimable(now), pk=notification_id)
+        .exclude(channel=Channel.INAPP)
+        .update(
+            state=NotificationState.SENDING,
+            claimed_at=now,
+            claim_id=claim,
+            attempts=F("attempts") + 1,
+        )
+    )
+    if claimed != 1:
         return None
-    notification = Notification.objects.select_related(
-        "recipient", "recipient__profile", "journey"
-    ).get(pk=notification_id)
+    first = Notification.objects.only("recipient_id", "channel").get(pk=notification_id)
+    if first.recipient_id is not None:
+        # Join every other due row for this person and channel: one digest, not a burst.
+        Notification.objects.filter(
+            recipient_id=first.recipient_id,
+            channel=first.channel,
+            state=NotificationState.PENDING,
+            scheduled_at__lte=now,
+        ).update(
+            state=NotificationState.SENDING,
+            claimed_at=now,
+            claim_id=claim,
+            attempts=F("attempts") + 1,
+        )
+    batch = list(
+        Notification.objects.filter(claim_id=claim, state=NotificationState.SENDING)
+        .select_related("recipient", "recipient__profile", "journey", "journey__template")
+        .order_by("created_at", "id")
+    )
     try:
-        send_email(notification)
+        channels.send(batch)
     except Exception as error:
         logger.exception("Sending notification %s failed", notification_id)
-        failed = notification.attempts >= MAX_ATTEMPTS
-        Notification.objects.filter(pk=notification_id).update(
-            state=NotificationState.FAILED if failed else NotificationState.PENDING,
-            scheduled_at=now + backoff(notification.attempts),
-            claimed_at=None,
-            last_error=f"{type(error).__name__}: {error}"[:2000],
+        for row in batch:
+            failed = row.attempts >= MAX_ATTEMPTS
+            Notification.objects.filter(pk=row.pk, claim_id=claim).update(
+                state=NotificationState.FAILED if failed else NotificationState.PENDING,
+                scheduled_at=now + backoff(row.attempts),
+                claimed_at=None,
+                claim_id=None,
+                last_error=f"{type(error).__name__}: {error}"[:2000],
+            )
+        head = next(row for row in batch if row.pk == notification_id)
+        return (
+            NotificationState.FAILED if head.attempts >= MAX_ATTEMPTS else NotificationState.PENDING
         )
-        return NotificationState.FAILED if failed else NotificationState.PENDING
-    Notification.objects.filter(pk=notification_id).update(
-        state=NotificationState.SENT, sent_at=timezone.now(), claimed_at=None, last_error=""
+    Notification.objects.filter(claim_id=claim, state=NotificationState.SENDING).update(
+        state=NotificationState.SENT,
+        sent_at=timezone.now(),
+        claimed_at=None,
+        last_error="",
+        digest_size=len(batch),
     )
     return NotificationState.SENT
 
 
 def outbox_due_ids(*, now: datetime | None = None, limit: int = 500) -> list[int]:
-    """Rows whose delivery task never ran (or whose worker died): what the sweep sends."""
+    """What the sweep sends: rows whose task never ran (broker down, worker died), retries
+    that are due, and rows that were held (quiet hours, digest) and are now due."""
     now = now or timezone.now()
+    lost = Q(state=NotificationState.PENDING, scheduled_at__lte=now - settings.OUTBOX_SWEEP_GRACE)
+    held = Q(
+        state=NotificationState.PENDING,
+        scheduled_at__lte=now,
+        scheduled_at__gt=F("created_at") + timedelta(seconds=1),
+    )
+    abandoned = Q(state=NotificationState.SENDING, claimed_at__lt=now - settings.OUTBOX_CLAIM_LEASE)
     return list(
-        Notification.objects.filter(
-            Q(state=NotificationState.PENDING, scheduled_at__lte=now - settings.OUTBOX_SWEEP_GRACE)
-            | Q(state=NotificationState.SENDING, claimed_at__lt=now - settings.OUTBOX_CLAIM_LEASE)
-        )
+        Notification.objects.filter(lost | held | abandoned)
         .order_by("scheduled_at")
         .values_list("pk", flat=True)[:limit]
     )
 
 
 def outbox_sweep(*, now: datetime | None = None) -> int:
-    """Deliver every overdue row; returns how many were sent."""
+    """Deliver every overdue row; returns how many deliveries were made."""
     sent = 0
     for pk in outbox_due_ids(now=now):
         if notification_deliver(notification_id=pk) == NotificationState.SENT:
             sent += 1
     return sent
+
+
+def notification_mark_read(*, user: User, notification_id: int | None = None) -> int:
+    """Mark one (or, with no id, every) notification in the user's centre as read."""
+    rows = Notification.objects.filter(recipient=user, channel=Channel.INAPP, read_at=None)
+    if notification_id is not None:
+        rows = rows.filter(pk=notification_id)
+    return rows.update(read_at=timezone.now())
+
+
+def email_bounced(*, email: str, notification_id: int | None = None) -> bool:
+    """A hard bounce: email stops for this customer, and the bounced message is sent again
+    on another channel they allowed. Returns False for an unknown address."""
+    profile = (
+        CustomerProfile.objects.select_related("user").filter(user__email=email.lower()).first()
+    )
+    if profile is None:
+        return False
+    with transaction.atomic():
+        profile.email_bounced_at = timezone.now()
+        profile.save(update_fields=["email_bounced_at"])
+        if notification_id is not None:
+            bounced = Notification.objects.filter(
+                pk=notification_id, recipient=profile.user, channel=Channel.EMAIL
+            ).first()
+            if bounced is not None:
+                Notification.objects.filter(pk=bounced.pk).update(
+                    state=NotificationState.FAILED, last_error="Bounced"
+                )
+                for channel in recipient_channels(recipient=profile.user):
+                    if channel in (Channel.INAPP, Channel.EMAIL):
+                        continue
+                    try:
+                        with transaction.atomic():
+                            fallback = Notification.objects.create(
+                                recipient=profile.user,
+                                journey=bounced.journey,
+                                kind=bounced.kind,
+                                channel=channel,
+                                context=bounced.context,
+                                dedup_key=bounced.dedup_key,
+                                occurred_at=bounced.occurred_at,
+                            )
+                    except IntegrityError:
+                        continue
+                    transaction.on_commit(lambda pk=fallback.pk: _queue_delivery(pk))
+    return True
+
+
+def unread_count(*, user: User) -> int:
+    return Notification.objects.filter(
+        recipient=user, channel=Channel.INAPP, read_at__isnull=True
+    ).count()

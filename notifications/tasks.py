@@ -13,3 +13,12 @@ def deliver_notification(notification_id: int) -> None:
 def sweep_outbox() -> int:
     """Deliver rows whose task was lost (broker down) or whose worker died; and retries."""
     return services.outbox_sweep()
+
+
+@shared_task(ignore_result=True)
+def send_reminders() -> int:
+    """Tasks due soon or overdue, tomorrow's appointments, late promised items, agreements
+    ending in 30 and 7 days. Idempotent: each reminder has a dedup key."""
+    from notifications.reminders import send_reminders as run
+
+    return run().total

@@ -36,7 +36,7 @@ def test_a_proposal_never_changes_the_record_until_the_customer_accepts(customer
     assert proposal.state == ProposalState.PENDING
     assert proposal.new_value == "+447911123457"  # validated and normalised when proposed
     assert ProfileChange.objects.count() == 0
-    notification = Notification.objects.get()
+    notification = Notification.objects.get(channel="email")
     assert notification.recipient == customer
     assert notification.kind == "profile_change_proposed"
 

@@ -57,7 +57,7 @@ def test_partner_event_reaches_the_customer_by_email_and_on_the_journey_page(
     event = JourneyEvent.objects.get()
     assert event.milestone == milestone
     assert event.payload["data"] == {"plant": "VLC", "line": 4}
-    notification = Notification.objects.get()
+    notification = Notification.objects.get(channel="email")
     assert notification.state == NotificationState.SENT
     assert notification.sent_at is not None
     assert len(mail.outbox) == 1
@@ -91,7 +91,7 @@ def test_the_same_event_id_again_changes_nothing(api, journey, django_capture_on
     assert callbacks == []
     assert InboundEvent.objects.count() == 1
     assert JourneyEvent.objects.count() == 1
-    assert Notification.objects.count() == 1
+    assert Notification.objects.filter(channel="email").count() == 1
     assert len(mail.outbox) == 1
 
 
@@ -268,7 +268,7 @@ def test_an_older_event_is_logged_but_never_moves_the_journey_back(api, journey)
     assert journey.milestones.get(stage__key="stage-2").state == MilestoneState.DONE
     assert InboundEvent.objects.count() == 2
     assert JourneyEvent.objects.filter(applied=False).count() == 1
-    assert Notification.objects.count() == 1
+    assert Notification.objects.filter(channel="email").count() == 1
 
 
 def test_partner_b_key_on_partner_a_journey_is_404_and_writes_nothing(other_api, journey):

@@ -9,6 +9,7 @@ from PIL import Image
 
 from journey.models import Photo
 from journey.photos import photo_make_thumbnail
+from notifications.models import Notification
 
 pytestmark = pytest.mark.django_db
 
@@ -54,7 +55,9 @@ def test_a_photo_is_stored_stripped_and_its_thumbnail_made_after_commit(
         480,
     )
     assert body["thumbnail_ready"] is False  # made after the response's transaction
-    assert len(callbacks) == 1
+    # After commit: the thumbnail task, and the customer's "new photos" message.
+    assert len(callbacks) == 2
+    assert Notification.objects.get(channel="email").kind == "photos_added"
     photo = Photo.objects.get()
     assert photo.milestone == journey.milestones.get(stage__key="stage-2")
     assert photo.thumbnail  # the task ran on commit

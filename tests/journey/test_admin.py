@@ -67,7 +67,7 @@ def test_staff_saving_a_milestone_records_it_through_the_spine(
     assert event.source == EventSource.STAFF
     assert event.actor == staff
     assert event.message == "Ahead of plan!"
-    notification = Notification.objects.get()
+    notification = Notification.objects.get(channel="email")
     assert notification.recipient == customer
     assert notification.dedup_key == f"milestone-reached:{milestone.pk}"
     assert len(mail.outbox) == 1

@@ -58,7 +58,7 @@ def test_reaching_a_stage_marks_earlier_ones_done_and_notifies_once(journey, cus
     assert recorded.event.milestone == current
     journey.refresh_from_db()
     assert journey.last_event_at == occurred
-    notification = Notification.objects.get()
+    notification = Notification.objects.get(channel="email")
     assert notification.recipient == customer
     assert notification.kind == "milestone_reached"
     assert notification.context["stage_label"] == "Stage 2"
@@ -84,7 +84,7 @@ def test_an_older_event_is_logged_but_never_moves_the_journey_back(journey):
     # The passed-over stage learns its real time; nothing else changes.
     assert journey.milestones.get(stage__key="stage-2").reached_at == now - timedelta(hours=5)
     assert JourneyEvent.objects.filter(journey=journey).count() == 2
-    assert Notification.objects.count() == 1
+    assert Notification.objects.filter(channel="email").count() == 1
 
 
 def test_the_same_stage_reached_twice_sends_one_message(journey):
@@ -93,7 +93,7 @@ def test_the_same_stage_reached_twice_sends_one_message(journey):
         journey_record_milestone(
             journey=journey, stage_key="stage-1", occurred_at=now, source=EventSource.STAFF
         )
-    assert Notification.objects.count() == 1
+    assert Notification.objects.filter(channel="email").count() == 1
     assert JourneyEvent.objects.filter(applied=True).count() == 1
 
 

@@ -150,8 +150,9 @@ def test_journey_page_queries_do_not_grow_with_its_content(
 
     # session, user, profile; the journey and owner; milestones, photos, the viewer's
     # ratings; legs, checkpoints; tasks, promised items, appointments, their open
-    # reschedule requests; messages with the stage they answer; the ETA history
-    with django_assert_num_queries(15) as small_queries:
+    # reschedule requests; messages with the stage they answer; the ETA history; the
+    # unread badge of the notification centre
+    with django_assert_num_queries(16) as small_queries:
         assert client.get(detail_url(small)).status_code == 200
     with django_assert_num_queries(len(small_queries.captured_queries)):
         response = client.get(detail_url(large))

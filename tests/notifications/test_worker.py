@@ -94,7 +94,7 @@ def test_a_real_worker_delivers_the_email_after_commit(worker, api, journey, cus
     assert response.status_code == 201, response.content
 
     deadline = time.monotonic() + 60
-    notification = Notification.objects.get()
+    notification = Notification.objects.get(channel="email")
     while notification.state != NotificationState.SENT and time.monotonic() < deadline:
         time.sleep(0.2)
         notification.refresh_from_db()

@@ -24,6 +24,8 @@ from integrations.models import Partner, StatusMapping
 from integrations.services import partner_key_create
 from journey.eta import eta_recompute
 from journey.models import (
+    Agreement,
+    AgreementKind,
     Appointment,
     Checkpoint,
     CustomerTask,
@@ -410,6 +412,14 @@ class Command(BaseCommand):
         )
         PromisedItem.objects.create(
             journey=journey, name="Rubber floor mats", due_date=(now + timedelta(days=9)).date()
+        )
+        Agreement.objects.create(
+            journey=journey,
+            kind=AgreementKind.LEASE,
+            title="Your current lease car",
+            ends_on=(now + timedelta(days=20)).date(),
+            next_steps="Bring it to the handover and we return it to the leasing company "
+            "for you, or extend the lease month by month from your account with them.",
         )
         london = ZoneInfo("Europe/London")
         day = timezone.localdate(now + timedelta(days=9), london)
