@@ -438,7 +438,7 @@ class Command(BaseCommand):
         Message.objects.create(
             journey=journey,
             from_staff=True,
-            body="Hello Alex, your car is on the ferry to Portsmouth and on schedule. "
+            body="Hello Alex, your car is on the ship to Portbury and on schedule. "
             "Reply here any time if you have a question.",
         )
 
