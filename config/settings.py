@@ -373,6 +373,8 @@ SMS_BACKEND = env.str("SMS_BACKEND", default="notifications.channels.LoggingSMSB
 SMS_PROVIDER_URL = env.str("SMS_PROVIDER_URL", default="")
 SMS_PROVIDER_TOKEN = env.str("SMS_PROVIDER_TOKEN", default="")
 PUSH_BACKEND = env.str("PUSH_BACKEND", default="notifications.channels.LoggingPushBackend")
+PUSH_PROVIDER_URL = env.str("PUSH_PROVIDER_URL", default="")
+PUSH_PROVIDER_TOKEN = env.str("PUSH_PROVIDER_TOKEN", default="")
 CELERY_BEAT_SCHEDULE["notifications-reminders"] = {
     "task": "notifications.tasks.send_reminders",
     "schedule": timedelta(minutes=15),

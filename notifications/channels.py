@@ -227,18 +227,28 @@ class HTTPSMSBackend:
     """A provider's HTTP API: POST {"to", "text"} as JSON with a bearer token."""
 
     def send(self, *, to: str, text: str) -> None:
-        request = urllib.request.Request(  # noqa: S310 - the URL comes from settings
-            settings.SMS_PROVIDER_URL,
-            data=json.dumps({"to": to, "text": text}).encode(),
-            headers={
-                "Content-Type": "application/json",
-                "Authorization": f"Bearer {settings.SMS_PROVIDER_TOKEN}",
-            },
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-            if response.status >= 300:
-                raise ConnectionError(f"SMS provider answered {response.status}")
+        _post_json(settings.SMS_PROVIDER_URL, settings.SMS_PROVIDER_TOKEN, {"to": to, "text": text})
+
+
+class HTTPPushBackend:
+    """A push gateway's HTTP API: POST {"user", "title", "body", "url"} as JSON with a bearer
+    token; the gateway holds the browsers' subscriptions."""
+
+    def send(self, *, user_id: int, title: str, body: str, url: str) -> None:
+        payload = {"user": user_id, "title": title, "body": body, "url": url}
+        _post_json(settings.PUSH_PROVIDER_URL, settings.PUSH_PROVIDER_TOKEN, payload)
+
+
+def _post_json(url: str, token: str, payload: dict[str, object]) -> None:
+    request = urllib.request.Request(  # noqa: S310 - the URL comes from settings
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        if response.status >= 300:
+            raise ConnectionError(f"The provider answered {response.status}")
 
 
 def _short(rows: Sequence[Notification]) -> tuple[str, str]:

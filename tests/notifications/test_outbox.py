@@ -123,3 +123,37 @@ def test_email_is_in_the_recipients_language_and_time_zone():
     services.notification_deliver(notification_id=notification.pk)
     assert "Friday 20 November, 10:00" in mail.outbox[0].body  # 15:00 UTC in New York
     assert "Expected: 1 December 2026." in mail.outbox[0].body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_sweeps_send_each_message_once(monkeypatch):
+    """Two sweeps at once (two beat schedulers, or a sweep and a late task) share the rows:
+    each row is claimed by one of them. Truly concurrent on PostgreSQL."""
+    import threading
+
+    from django.db import connection
+
+    # The delivery tasks are lost (the broker was down): only the sweeps will send.
+    monkeypatch.setattr(services, "_queue_delivery", lambda pk: None)
+
+    users = [UserFactory() for _ in range(6)]
+    for index, user in enumerate(users):
+        enqueue(recipient=user, dedup_key=f"c:{index}")
+    later = timezone.now() + timedelta(minutes=2)
+    results: list[int] = []
+
+    def sweep() -> None:
+        try:
+            results.append(services.outbox_sweep(now=later))
+        finally:
+            connection.close()
+
+    with time_machine.travel(later, tick=False):
+        threads = [threading.Thread(target=sweep) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sum(results) == 6
+    assert len(mail.outbox) == 6
+    assert sorted(m.to[0] for m in mail.outbox) == sorted(u.email for u in users)
