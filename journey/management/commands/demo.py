@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from allauth.account.models import EmailAddress
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from PIL import Image, ImageDraw
 
@@ -238,9 +239,13 @@ class Command(BaseCommand):
         if not Journey.objects.filter(reference=KITCHEN_REFERENCE).exists():
             self._kitchen(sam, kitchen_template, now)
             created = True
-        # The demo's history was "delivered" long ago: nobody is emailed while it loads.
+        # The demo's history was "delivered" when it happened: nobody is emailed while it
+        # loads, and the first live update is not held back as part of a digest.
         Notification.objects.filter(state=NotificationState.PENDING).update(
-            state=NotificationState.SENT, sent_at=now
+            state=NotificationState.SENT,
+            sent_at=Coalesce("occurred_at", "created_at"),
+            scheduled_at=Coalesce("occurred_at", "created_at"),
+            created_at=Coalesce("occurred_at", "created_at"),
         )
         return Summary(created=created, keys=keys, staff_codes=staff_codes)
 

@@ -1,11 +1,26 @@
-from django.core.management.base import BaseCommand
+import time
+
+from django.core.management.base import BaseCommand, CommandParser
 
 from notifications.services import outbox_sweep
 
 
 class Command(BaseCommand):
-    help = "Deliver every outbox row that is due (what Celery beat runs every minute)."
+    help = (
+        "Deliver every outbox row that is due (what Celery beat runs every minute). With "
+        "--every N, keep doing it every N seconds: `make run` uses this in the embedded "
+        "default, where there is no beat, so held messages (quiet hours, digests) go out."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--every", type=int, default=0, help="Repeat every N seconds.")
 
     def handle(self, *args: object, **options: object) -> None:
-        sent = outbox_sweep()
-        self.stdout.write(f"{sent} notification(s) sent.")
+        every = options["every"]
+        while True:
+            sent = outbox_sweep()
+            if sent or not every:
+                self.stdout.write(f"{sent} notification(s) sent.")
+            if not every:
+                return
+            time.sleep(every)
