@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 from allauth.account.models import EmailAddress
 from django.core.management.base import BaseCommand
 from django.db import transaction
-from django.db.models.functions import Coalesce
+from django.db.models import Value
+from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 from PIL import Image, ImageDraw
 
@@ -241,11 +242,10 @@ class Command(BaseCommand):
             created = True
         # The demo's history was "delivered" when it happened: nobody is emailed while it
         # loads, and the first live update is not held back as part of a digest.
+        # (The photos are "taken" now, so their messages are dated a day back.)
+        when = Least(Coalesce("occurred_at", "created_at"), Value(now - timedelta(days=1)))
         Notification.objects.filter(state=NotificationState.PENDING).update(
-            state=NotificationState.SENT,
-            sent_at=Coalesce("occurred_at", "created_at"),
-            scheduled_at=Coalesce("occurred_at", "created_at"),
-            created_at=Coalesce("occurred_at", "created_at"),
+            state=NotificationState.SENT, sent_at=when, scheduled_at=when, created_at=when
         )
         return Summary(created=created, keys=keys, staff_codes=staff_codes)
 
