@@ -79,7 +79,7 @@ def _centre(request: HttpRequest) -> HttpResponse:
     rows = list(
         Notification.objects.filter(recipient=request.user, channel=Channel.INAPP)
         .select_related("journey", "journey__template", "recipient__profile")
-        .order_by("-created_at")[:100]
+        .order_by("-created_at", "-id")[:100]
     )
     items = [(row, render_message(row)) for row in rows]
     template = "notifications/centre.html#list" if request.htmx else "notifications/centre.html"

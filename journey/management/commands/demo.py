@@ -42,7 +42,7 @@ from journey.models import (
 )
 from journey.photos import photo_add
 from journey.services import journey_create, journey_record_milestone
-from notifications.models import Notification, NotificationState
+from notifications.models import Channel, Notification, NotificationState
 
 PASSWORD = "milepost-demo"  # noqa: S105 - the demo's published password
 CUSTOMER = "alex@example.com"
@@ -244,9 +244,17 @@ class Command(BaseCommand):
         # loads, and the first live update is not held back as part of a digest.
         # (The photos are "taken" now, so their messages are dated a day back.)
         when = Least(Coalesce("occurred_at", "created_at"), Value(now - timedelta(days=1)))
-        Notification.objects.filter(state=NotificationState.PENDING).update(
+        history = Notification.objects.filter(sent_at__gte=now - timedelta(minutes=10)) | (
+            Notification.objects.filter(state=NotificationState.PENDING)
+        )
+        history.update(
             state=NotificationState.SENT, sent_at=when, scheduled_at=when, created_at=when
         )
+        # The customer has read all but the latest in the portal's notification centre.
+        latest = Notification.objects.filter(channel=Channel.INAPP).order_by("-created_at")[:2]
+        Notification.objects.filter(channel=Channel.INAPP, read_at__isnull=True).exclude(
+            pk__in=list(latest.values_list("pk", flat=True))
+        ).update(read_at=now)
         return Summary(created=created, keys=keys, staff_codes=staff_codes)
 
     def _car(
