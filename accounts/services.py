@@ -9,6 +9,7 @@ from django.core import signing
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.forms import PROPOSABLE_FIELDS, ProfileForm
 from accounts.models import (
@@ -229,7 +230,7 @@ def proposal_decide(*, proposal: ChangeProposal, user: User, accept: bool) -> Ch
     with transaction.atomic():
         proposal = ChangeProposal.objects.select_for_update().get(pk=proposal.pk)
         if proposal.state != ProposalState.PENDING:
-            raise ApplicationError("This proposal was already answered.", code="decided")
+            raise ApplicationError(_("This proposal was already answered."), code="decided")
         proposal.state = ProposalState.ACCEPTED if accept else ProposalState.DECLINED
         proposal.decided_at = timezone.now()
         proposal.save(update_fields=["state", "decided_at"])
@@ -300,13 +301,13 @@ def journey_share_invite(*, journey: Any, owner: User, email: str) -> JourneySha
     if journey.owner_id != owner.pk:
         raise ApplicationError("Only the journey's owner can invite.", status=404, code="not_found")
     if email == owner.email:
-        raise ApplicationError("You already follow this journey.", fields={"email": ["Yours."]})
+        raise ApplicationError(_("You already follow this journey."), fields={"email": ["Yours."]})
     with transaction.atomic():
         if JourneyShare.objects.filter(
             journey=journey, email=email, revoked_at__isnull=True
         ).exists():
             raise ApplicationError(
-                "That person is already invited.", fields={"email": ["Already invited."]}
+                _("That person is already invited."), fields={"email": ["Already invited."]}
             )
         share = JourneyShare.objects.create(journey=journey, email=email, invited_by=owner)
         notification_enqueue(
@@ -328,10 +329,10 @@ def journey_share_invite(*, journey: Any, owner: User, email: str) -> JourneySha
 def journey_share_accept(*, share: JourneyShare, user: User) -> JourneyShare:
     """The invitee, logged in with the invited address, accepts."""
     if share.revoked_at is not None:
-        raise ApplicationError("This invitation was withdrawn.", status=404, code="not_found")
+        raise ApplicationError(_("This invitation was withdrawn."), status=404, code="not_found")
     if user.email != share.email:
         raise ApplicationError(
-            "This invitation was sent to another email address. Log in with that one.",
+            _("This invitation was sent to another email address. Log in with that one."),
             status=403,
             code="wrong_account",
         )
@@ -357,7 +358,7 @@ def share_link_create(*, journey: Any, owner: User, days: int) -> ShareLink:
             "Only the journey's owner can share it.", status=404, code="not_found"
         )
     if not 1 <= days <= 90:
-        raise ApplicationError("A link lasts 1 to 90 days.", fields={"days": ["1 to 90."]})
+        raise ApplicationError(_("A link lasts 1 to 90 days."), fields={"days": ["1 to 90."]})
     now = timezone.now()
     return ShareLink.objects.create(
         journey=journey, created_by=owner, created_at=now, expires_at=now + timedelta(days=days)

@@ -5,42 +5,68 @@ import gettext
 from pathlib import Path
 
 LOCALE = Path(__file__).resolve().parents[1] / "locale" / "es" / "LC_MESSAGES"
+KEYWORDS = ("msgctxt", "msgid", "msgid_plural", "msgstr", "msgstr[0]", "msgstr[1]")
 
 
-def entries() -> list[tuple[str, str, str, bool]]:
-    """(msgctxt, msgid, msgstr, fuzzy) for each entry of the .po, header excluded."""
+def entries() -> list[tuple[str, str, str, list[str], bool]]:
+    """(msgctxt, msgid, msgid_plural, translations, fuzzy) for each entry, header excluded.
+
+    translations is [msgstr] for a singular entry and [msgstr[0], msgstr[1]] for a plural one
+    (Spanish has two plural forms, like English).
+    """
     found = []
     for block in (LOCALE / "django.po").read_text().split("\n\n"):
         lines = block.splitlines()
         fuzzy = any(line.startswith("#,") and "fuzzy" in line for line in lines)
-        parts: dict[str, list[str]] = {"msgctxt": [], "msgid": [], "msgstr": []}
+        parts: dict[str, list[str]] = {keyword: [] for keyword in KEYWORDS}
         current = None
         for line in lines:
-            if line.startswith(("msgctxt ", "msgid ", "msgstr ")):
-                current, _space, rest = line.partition(" ")
+            keyword, _space, rest = line.partition(" ")
+            if keyword in KEYWORDS and rest.startswith('"'):
+                current = keyword
                 parts[current].append(ast.literal_eval(rest))
             elif line.startswith('"') and current:
                 parts[current].append(ast.literal_eval(line))
-        context = "".join(parts["msgctxt"])
-        msgid, msgstr = "".join(parts["msgid"]), "".join(parts["msgstr"])
+        context, msgid, plural = (
+            "".join(parts[key]) for key in ("msgctxt", "msgid", "msgid_plural")
+        )
+        if plural:
+            translations = ["".join(parts["msgstr[0]"]), "".join(parts["msgstr[1]"])]
+        else:
+            translations = ["".join(parts["msgstr"])]
         if msgid:
-            found.append((context, msgid, msgstr, fuzzy))
+            found.append((context, msgid, plural, translations, fuzzy))
     return found
 
 
 def test_every_string_is_translated_and_none_is_fuzzy():
     catalogue = entries()
     assert len(catalogue) > 100
-    assert [msgid for _context, msgid, msgstr, fuzzy in catalogue if not msgstr or fuzzy] == []
+    assert any(plural for _context, _msgid, plural, _translations, _fuzzy in catalogue)
+    assert [
+        msgid
+        for _context, msgid, _plural, translations, fuzzy in catalogue
+        if not all(translations) or fuzzy
+    ] == []
 
 
 def test_the_committed_mo_matches_the_po():
     with (LOCALE / "django.mo").open("rb") as compiled:
         translations = gettext.GNUTranslations(compiled)
-    stale = [
-        msgid
-        for context, msgid, msgstr, _fuzzy in entries()
-        if (translations.pgettext(context, msgid) if context else translations.gettext(msgid))
-        != msgstr
-    ]
+    stale = []
+    for context, msgid, plural, expected, _fuzzy in entries():
+        if plural:
+            # n=1 picks form 0 and n=2 picks form 1 under "plural=(n != 1)".
+            found = [
+                translations.npgettext(context, msgid, plural, n)
+                if context
+                else translations.ngettext(msgid, plural, n)
+                for n in (1, 2)
+            ]
+        else:
+            found = [
+                translations.pgettext(context, msgid) if context else translations.gettext(msgid)
+            ]
+        if found != expected:
+            stale.append(msgid)
     assert stale == []
