@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +20,7 @@ from django.utils import timezone
 from config.celery import app as celery_app
 from notifications.models import Notification, NotificationState
 from notifications.tasks import sweep_outbox
-from tests.notifications.test_worker import AVAILABLE, ROOT, database_url
+from tests.notifications.test_worker import AVAILABLE, database_url, start_worker, stop_worker
 
 pytestmark = [
     pytest.mark.worker,
@@ -102,27 +101,7 @@ def test_a_broker_outage_delays_messages_but_loses_none_and_sends_none_twice(
         "EMAIL_FILE_PATH": str(outbox),
         "OUTBOX_SWEEP_GRACE_SECONDS": "1",
     }
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--pool=solo",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-l",
-            "INFO",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    worker = start_worker(env)
     previous = (
         celery_app.conf.task_always_eager,
         celery_app.conf.task_default_queue,
@@ -170,7 +149,5 @@ def test_a_broker_outage_delays_messages_but_loses_none_and_sends_none_twice(
     finally:
         celery_app.conf.task_always_eager, celery_app.conf.task_default_queue = previous[:2]
         use_broker(previous[2])
-        worker.terminate()
-        output, _ = worker.communicate(timeout=20)
-        print(output)
+        stop_worker(worker)
         redis.stop()

@@ -37,18 +37,9 @@ def database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-@pytest.fixture
-def worker(transactional_db, tmp_path):
-    queue = f"milepost-test-{uuid.uuid4().hex[:8]}"
-    outbox = tmp_path / "mail"
-    outbox.mkdir()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "CELERY_QUEUE": queue,
-        "EMAIL_FILE_PATH": str(outbox),
-    }
-    process = subprocess.Popen(
+def start_worker(env: dict[str, str]) -> subprocess.Popen:
+    """A real Celery worker (one process, no gossip) with the given environment."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -69,6 +60,30 @@ def worker(transactional_db, tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        output, _ = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    print(output)  # shown by pytest when the test fails
+
+
+@pytest.fixture
+def worker(transactional_db, tmp_path):
+    queue = f"milepost-test-{uuid.uuid4().hex[:8]}"
+    outbox = tmp_path / "mail"
+    outbox.mkdir()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "CELERY_QUEUE": queue,
+        "EMAIL_FILE_PATH": str(outbox),
+    }
+    process = start_worker(env)
     previous = (celery_app.conf.task_always_eager, celery_app.conf.task_default_queue)
     celery_app.conf.task_always_eager = False
     celery_app.conf.task_default_queue = queue
@@ -76,13 +91,7 @@ def worker(transactional_db, tmp_path):
         yield outbox
     finally:
         celery_app.conf.task_always_eager, celery_app.conf.task_default_queue = previous
-        process.terminate()
-        try:
-            output, _ = process.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-        print(output)  # shown by pytest when the test fails
+        stop_worker(process)
 
 
 def test_a_real_worker_delivers_the_email_after_commit(worker, api, journey, customer):
