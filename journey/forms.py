@@ -175,7 +175,7 @@ class StageFormSet(forms.BaseInlineFormSet):
     """Duplicate keys or positions within a template are form errors, not IntegrityErrors."""
 
     def clean(self) -> None:
-        super().clean()
+        # Before the formset's own unique check, so the error names the field and value.
         seen: dict[str, dict[object, forms.Form]] = {"key": {}, "position": {}}
         for form in self.forms:
             if not hasattr(form, "cleaned_data") or not form.cleaned_data:
@@ -193,6 +193,7 @@ class StageFormSet(forms.BaseInlineFormSet):
                     form.add_error(name, message % {"value": value})
                 else:
                     seen[name][value] = form
+        super().clean()
 
 
 class JourneyTemplateForm(forms.ModelForm):
@@ -259,6 +260,7 @@ class StaffReplyForm(forms.Form):
         label=_("Your answer to the customer"),
         widget=forms.Textarea(attrs={"rows": 5, "cols": 80}),
         validators=[validate_no_jargon],
+        error_messages={"required": _("Write a message first.")},
     )
     private = forms.BooleanField(
         label=_("Private (the owner only, not invited viewers)"), required=False
