@@ -41,6 +41,7 @@ class Bar:
     label: str
     value: float
     text: str
+    colour: str = ""
 
 
 def _unanswered() -> QuerySet[Message]:
@@ -82,10 +83,11 @@ def at_risk_journeys() -> dict:
         .order_by("-health", "eta", "pk")[:AT_RISK_LIMIT]
     )
     # "delayed" sorts before "at_risk" descending: the worst first.
+    colours = {Health.ON_TRACK: "#447e36", Health.AT_RISK: "#c86400", Health.DELAYED: "#ba2121"}
     bars = [
-        Bar(str(label), counts.get(value, 0), str(counts.get(value, 0)))
+        Bar(str(label), counts.get(value, 0), str(counts.get(value, 0)), colours[value])
         for value, label in Health.choices
-        if value in (Health.ON_TRACK, Health.AT_RISK, Health.DELAYED)
+        if value in colours
     ]
     return {
         "journeys": journeys,
@@ -118,6 +120,23 @@ def percentile(values: list[float], share: float) -> float | None:
     return ordered[rank - 1]
 
 
+def duration_text(value: timedelta | None) -> str:
+    """A duration as staff read it: "45 s", "12 min", "3 h 20 min", "2 d 4 h"."""
+    if value is None:
+        return "—"
+    seconds = int(value.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
 def time_to_know(*, now: datetime) -> dict:
     """From the cause (occurred_at) to the email handed over (sent_at), last 30 days."""
     pairs = Notification.objects.filter(
@@ -138,6 +157,8 @@ def time_to_know(*, now: datetime) -> dict:
         "count": len(seconds),
         "p50": None if p50 is None else timedelta(seconds=round(p50)),
         "p95": None if p95 is None else timedelta(seconds=round(p95)),
+        "p50_text": duration_text(None if p50 is None else timedelta(seconds=round(p50))),
+        "p95_text": duration_text(None if p95 is None else timedelta(seconds=round(p95))),
         "bars": _bars(counts, DELAY_BUCKETS),
     }
 

@@ -178,3 +178,12 @@ def test_the_dashboard_needs_staff(client, customer):
     response = client.get(reverse("admin_dashboard"))
     assert response.status_code == 302
     assert "/admin/login/" in response.url
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "—"), (45, "45 s"), (720, "12 min"), (12000, "3 h 20 min"), (187200, "2 d 4 h")],
+)
+def test_durations_read_as_staff_read_them(seconds, text):
+    value = None if seconds is None else timedelta(seconds=seconds)
+    assert dashboard.duration_text(value) == text
