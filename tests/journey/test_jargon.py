@@ -43,3 +43,29 @@ def test_services_used_by_the_api_refuse_jargon(journey, customer, settings):
         staff_reply_post(journey=journey, author=customer, body="team falcon says hi")
     assert CustomerTask.objects.count() == 0
     assert journey.messages.count() == 0
+
+
+def test_a_partner_event_whose_mapping_text_is_jargon_is_a_400_and_nothing_is_written(
+    api, journey, partner, settings
+):
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from integrations.models import InboundEvent
+    from journey.models import JourneyEvent
+    from notifications.models import Notification
+
+    settings.JARGON_TERMS = ["SAP"]
+    partner.mappings.filter(code="S2").update(customer_text="Confirmed in SAP")
+    response = api.post(
+        reverse("api:journey-events", kwargs={"reference": journey.reference}),
+        {"event_id": "j1", "code": "S2", "occurred_at": timezone.now().isoformat()},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "SAP" in response.content.decode()
+    assert (
+        InboundEvent.objects.count(),
+        JourneyEvent.objects.count(),
+        Notification.objects.count(),
+    ) == (0, 0, 0)
