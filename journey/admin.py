@@ -361,7 +361,9 @@ class JourneyAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None):
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
         # A journey is made by journey_create (milestones, ETA), never by a bare insert.
         return redirect("admin:journey_journey_create")
 
