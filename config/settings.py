@@ -418,3 +418,8 @@ if MAP_TILE_URL:
     if _tiles.scheme != "https" or not all(f"{{{k}}}" in MAP_TILE_URL for k in "zxy"):
         raise ImproperlyConfigured("MAP_TILE_URL must be https:// with {z}, {x} and {y}.")
     SECURE_CSP["img-src"] = [*SECURE_CSP["img-src"], f"https://{_tiles.netloc}"]
+
+# --- Staff (issue 8) ------------------------------------------------------------------
+# Internal words refused in customer-facing text, in addition to the JargonTerm rows
+# edited in the admin (comma-separated in the environment).
+JARGON_TERMS = env.list("JARGON_TERMS", default=[])

@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from journey.public import public_journey, public_photo
+from journey.staff_views import staff_dashboard
 from journey.views import healthz
 
 # Staff log in through allauth, so the admin login is rate-limited like any other.
@@ -12,6 +13,8 @@ admin.site.site_header = "Milepost control room"
 admin.site.site_title = "Milepost"
 
 urlpatterns = [
+    # The staff dashboard, in the admin's style and behind its login (and MFA).
+    path("admin/dashboard/", admin.site.admin_view(staff_dashboard), name="admin_dashboard"),
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("api/v1/", include("integrations.api.urls")),

@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
@@ -17,10 +18,23 @@ from integrations.webhooks import (
     webhook_endpoint_rotate_secret,
     webhook_redeliver,
 )
+from journey.jargon import validate_no_jargon
+
+
+class StatusMappingForm(forms.ModelForm):
+    class Meta:
+        model = StatusMapping
+        fields = ["code", "stage_key", "customer_text"]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # The words customers read: no internal terms.
+        self.fields["customer_text"].validators.append(validate_no_jargon)
 
 
 class StatusMappingInline(admin.TabularInline):
     model = StatusMapping
+    form = StatusMappingForm
     extra = 1
 
 

@@ -1,12 +1,28 @@
+from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from journey import eta
+from journey.dashboard import unanswered_journey_ids
 from journey.errors import ApplicationError
-from journey.forms import RecordMilestoneForm
+from journey.forms import (
+    JourneyAdminForm,
+    JourneyCreateForm,
+    JourneyTemplateForm,
+    StaffRecordMilestoneForm,
+    StaffReplyForm,
+    StageForm,
+    StageFormSet,
+    TaskForm,
+)
 from journey.models import (
     Appointment,
     Checkpoint,
@@ -16,11 +32,13 @@ from journey.models import (
     EtaEstimate,
     EventSource,
     Feedback,
+    JargonTerm,
     Journey,
     JourneyEvent,
     JourneyTemplate,
     Message,
     Milestone,
+    MilestoneState,
     Photo,
     PromisedItem,
     RescheduleRequest,
@@ -28,17 +46,23 @@ from journey.models import (
     StageDefinition,
     TemplateEtaStats,
 )
-from journey.services import journey_record_milestone
+from journey.photos import photo_add
+from journey.services import journey_create, journey_record_milestone, staff_reply_post
+from notifications.models import Notification, NotificationState
 
 
-class StageInline(admin.TabularInline):
+class StageInline(admin.StackedInline):
     model = StageDefinition
+    form = StageForm
+    formset = StageFormSet
     extra = 0
 
 
 @admin.register(JourneyTemplate)
 class JourneyTemplateAdmin(admin.ModelAdmin):
+    form = JourneyTemplateForm
     list_display = ["name", "key", "eta_history"]
+    search_fields = ["name", "key"]
     inlines = [StageInline]
     actions = ["recompute_eta"]
 
@@ -127,6 +151,7 @@ class LegInline(admin.TabularInline):
 
 class TaskInline(admin.TabularInline):
     model = CustomerTask
+    form = TaskForm
     extra = 0
 
 
@@ -148,24 +173,121 @@ class PhotoInline(admin.TabularInline):
 
 
 class MessageInline(admin.TabularInline):
+    """The conversation, read-only: staff answer with "Reply to the customer…", which goes
+    through journey.services.staff_reply_post (the customer is told)."""
+
     model = Message
     extra = 0
-    # The update a customer replied to is theirs to choose; staff see it.
-    readonly_fields = ["created_at", "milestone"]
+    can_delete = False
+    fields = ["created_at", "from_staff", "author", "body", "private", "milestone"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class NotificationInline(admin.TabularInline):
+    """What the customer was told, and whether it arrived (resend from the outbox page)."""
+
+    model = Notification
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "kind", "channel", "state", "sent_at", "last_error", "link"]
+    readonly_fields = fields
+    ordering = ["-created_at"]
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="")
+    def link(self, notification: Notification) -> str:
+        url = reverse("admin:notifications_notification_change", args=[notification.pk])
+        return format_html('<a href="{}">Open…</a>', url)
+
+
+class StageFilter(admin.SimpleListFilter):
+    """The stage a journey is at now (its current milestone's label)."""
+
+    title = "current stage"
+    parameter_name = "stage"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        labels = (
+            StageDefinition.objects.values_list("label", flat=True).distinct().order_by("label")
+        )
+        return [(label, label) for label in labels]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Journey]) -> QuerySet[Journey]:
+        if self.value():
+            return queryset.filter(
+                milestones__state=MilestoneState.CURRENT, milestones__stage__label=self.value()
+            ).distinct()
+        return queryset
+
+
+class YesFilter(admin.SimpleListFilter):
+    """A yes-only filter: subclasses give the condition."""
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [("yes", "Yes")]
+
+    def condition(self) -> Q:
+        raise NotImplementedError
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Journey]) -> QuerySet[Journey]:
+        if self.value() == "yes":
+            return queryset.filter(self.condition()).distinct()
+        return queryset
+
+
+class OverdueTaskFilter(YesFilter):
+    title = "overdue tasks"
+    parameter_name = "overdue_tasks"
+
+    def condition(self) -> Q:
+        return Q(tasks__done_at__isnull=True, tasks__due_date__lt=timezone.localdate())
+
+
+class UnansweredFilter(YesFilter):
+    title = "unanswered messages"
+    parameter_name = "unanswered"
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Journey]) -> QuerySet[Journey]:
+        if self.value() == "yes":
+            return queryset.filter(pk__in=unanswered_journey_ids())
+        return queryset
+
+
+class FailedNotificationFilter(YesFilter):
+    title = "failed notifications"
+    parameter_name = "failed_notifications"
+
+    def condition(self) -> Q:
+        return Q(notifications__state=NotificationState.FAILED)
+
+
+class UnmappedCodeFilter(YesFilter):
+    title = "unmapped partner codes"
+    parameter_name = "unmapped"
+
+    def condition(self) -> Q:
+        return Q(inbound_events__unmapped=True)
 
 
 @admin.register(Journey)
 class JourneyAdmin(admin.ModelAdmin):
+    form = JourneyAdminForm
+    change_form_template = "admin/journey/journey/change_form.html"
+
     def save_formset(
         self, request: HttpRequest, form: object, formset: object, change: bool
     ) -> None:
-        if formset.model is Message:
-            # A message written here is the company's answer, from this staff member.
-            for inline_form in formset.forms:
-                message = inline_form.instance
-                if message.pk is None and inline_form.has_changed():
-                    message.from_staff = True
-                    message.author = request.user
         super().save_formset(request, form, formset, change)
         _notify_inline_changes(request, formset, form.instance)
 
@@ -180,8 +302,24 @@ class JourneyAdmin(admin.ModelAdmin):
         "promised_date",
         "stalled_since",
     ]
-    list_filter = ["health", StalledFilter, "template"]
-    search_fields = ["reference", "title", "owner__email", "owner__profile__family_name"]
+    list_filter = [
+        "health",
+        StageFilter,
+        ("partners", admin.RelatedOnlyFieldListFilter),
+        OverdueTaskFilter,
+        UnansweredFilter,
+        FailedNotificationFilter,
+        UnmappedCodeFilter,
+        StalledFilter,
+        "template",
+    ]
+    search_fields = [
+        "reference",
+        "title",
+        "owner__email",
+        "owner__profile__given_name",
+        "owner__profile__family_name",
+    ]
     readonly_fields = [
         "reference",
         "eta",
@@ -204,7 +342,85 @@ class JourneyAdmin(admin.ModelAdmin):
         AppointmentInline,
         PhotoInline,
         MessageInline,
+        NotificationInline,
     ]
+
+    def get_urls(self) -> list:
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "create-from-template/",
+                self.admin_site.admin_view(self.create_view),
+                name=f"{info[0]}_{info[1]}_create",
+            ),
+            path(
+                "<int:object_id>/reply/",
+                self.admin_site.admin_view(self.reply_view),
+                name=f"{info[0]}_{info[1]}_reply",
+            ),
+            *super().get_urls(),
+        ]
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        # A journey is made by journey_create (milestones, ETA), never by a bare insert.
+        return redirect("admin:journey_journey_create")
+
+    def create_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = JourneyCreateForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                journey = journey_create(
+                    template=form.cleaned_data["template"],
+                    owner=form.cleaned_data["owner"],
+                    title=form.cleaned_data["title"],
+                    started_at=form.cleaned_data["started_at"],
+                    promised_date=form.cleaned_data["promised_date"],
+                )
+            except ApplicationError as error:
+                _form_errors(form, error)
+            else:
+                self.log_addition(request, journey, [{"added": {}}])
+                messages.success(request, f"Journey {journey.reference} created.")
+                return redirect("admin:journey_journey_change", journey.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Create a journey from a template",
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/journey/journey/create.html", context)
+
+    def reply_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        journey = get_object_or_404(Journey.objects.select_related("owner"), pk=object_id)
+        if not self.has_change_permission(request, journey):
+            raise PermissionDenied
+        form = StaffReplyForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                staff_reply_post(
+                    journey=journey,
+                    author=request.user,
+                    body=form.cleaned_data["body"],
+                    private=form.cleaned_data["private"],
+                )
+            except ApplicationError as error:
+                _form_errors(form, error)
+            else:
+                messages.success(request, "Your answer is sent to the customer.")
+                return redirect("admin:journey_journey_change", journey.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": journey,
+            "title": f"Reply to the customer on {journey.reference}",
+            "form": form,
+            "conversation": list(journey.messages.select_related("author").order_by("created_at")),
+        }
+        return TemplateResponse(request, "admin/journey/journey/reply.html", context)
 
     @admin.display(description="80% range")
     def eta_range(self, journey: Journey) -> str:
@@ -226,6 +442,18 @@ class JourneyAdmin(admin.ModelAdmin):
         if change and legs_changed:
             # A carrier's new ETA moves the prediction now, not at the next event.
             eta.eta_recompute(journey=form.instance, cause=EtaCause.LEG_ETA)
+
+
+def _form_errors(form: forms.Form, error: ApplicationError) -> None:
+    """A service's refusal shown on the form: on the field it names, else on the form."""
+    placed = False
+    for name, problems in error.fields.items():
+        if name in form.fields:
+            for problem in problems:
+                form.add_error(name, problem)
+            placed = True
+    if not placed:
+        form.add_error(None, error.message)
 
 
 def _notify_inline_changes(request: HttpRequest, formset: object, journey: Journey) -> None:
@@ -252,10 +480,11 @@ def _notify_inline_changes(request: HttpRequest, formset: object, journey: Journ
 class MilestoneAdmin(admin.ModelAdmin):
     """Staff record milestones here; saving goes through the same service as the API."""
 
-    form = RecordMilestoneForm
+    form = StaffRecordMilestoneForm
     list_display = ["journey", "stage", "state", "reached_at"]
     list_filter = ["state"]
-    search_fields = ["journey__reference"]
+    search_fields = ["journey__reference", "journey__owner__email"]
+    list_select_related = ["journey", "stage"]
     readonly_fields = ["journey", "stage", "position", "state", "reached_at"]
     fields = [
         "journey",
@@ -266,38 +495,57 @@ class MilestoneAdmin(admin.ModelAdmin):
         "planned_date",
         "record_reached_at",
         "record_message",
+        "record_photos",
+        "record_photo_caption",
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def save_model(
-        self, request: HttpRequest, obj: Milestone, form: RecordMilestoneForm, change: bool
+        self, request: HttpRequest, obj: Milestone, form: StaffRecordMilestoneForm, change: bool
     ) -> None:
         if "planned_date" in form.changed_data:
             obj.save(update_fields=["planned_date"])
         reached_at = form.cleaned_data.get("record_reached_at")
-        if reached_at is None:
-            return
+        photos = form.cleaned_data.get("record_photos") or []
         try:
-            recorded = journey_record_milestone(
-                journey=obj.journey,
-                stage_key=obj.stage.key,
-                occurred_at=reached_at,
-                source=EventSource.STAFF,
-                actor=request.user,
-                source_name=request.user.get_username(),
-                message=form.cleaned_data.get("record_message", ""),
-            )
+            # One transaction: the milestone and its photos are saved together or not at all.
+            with transaction.atomic():
+                if reached_at is not None:
+                    recorded = journey_record_milestone(
+                        journey=obj.journey,
+                        stage_key=obj.stage.key,
+                        occurred_at=reached_at,
+                        source=EventSource.STAFF,
+                        actor=request.user,
+                        source_name=request.user.get_username(),
+                        message=form.cleaned_data.get("record_message", ""),
+                    )
+                    if not recorded.applied:
+                        messages.warning(
+                            request,
+                            "Recorded in the timeline, but the journey is already past this "
+                            "stage, so it did not move.",
+                        )
+                for upload in photos:
+                    photo_add(
+                        journey=obj.journey,
+                        milestone=obj,
+                        file=upload,
+                        caption=form.cleaned_data.get("record_photo_caption", ""),
+                    )
         except ApplicationError as error:
+            # The form checked the same rules; this is a race (the journey changed since).
             messages.error(request, error.message)
-            return
-        if not recorded.applied:
-            messages.warning(
-                request,
-                "Recorded in the timeline, but the journey is already past this stage, "
-                "so it did not move.",
-            )
+
+
+@admin.register(JargonTerm)
+class JargonTermAdmin(admin.ModelAdmin):
+    """Internal words refused in anything a customer reads."""
+
+    list_display = ["term", "note"]
+    search_fields = ["term", "note"]
 
 
 @admin.register(ShipmentLeg)

@@ -5,7 +5,9 @@ from django import forms
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from journey.models import Milestone
+from accounts.models import User
+from journey.jargon import validate_no_jargon
+from journey.models import CustomerTask, Journey, JourneyTemplate, Milestone, StageDefinition
 
 
 class RecordMilestoneForm(forms.ModelForm):
@@ -97,4 +99,169 @@ class FeedbackForm(forms.Form):
         required=False,
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 2}),
+    )
+
+
+# --- Staff (the admin) ----------------------------------------------------------------
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleImageField(forms.FileField):
+    """Several photos in one field (Django's documented pattern for multiple uploads)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*"}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data: object, initial: object = None) -> list:
+        single = super().clean
+        if isinstance(data, (list, tuple)):
+            return [single(item, initial) for item in data if item]
+        return [single(data, initial)] if data else []
+
+
+class StaffRecordMilestoneForm(RecordMilestoneForm):
+    """The admin's milestone form: jargon-free words, and photos checked before saving."""
+
+    record_photos = MultipleImageField(
+        label=_("Photos"),
+        required=False,
+        help_text=_("JPEG, PNG or WebP; metadata is removed. The customer is told once."),
+    )
+    record_photo_caption = forms.CharField(label=_("Photo caption"), required=False, max_length=200)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["record_message"].validators.append(validate_no_jargon)
+        self.fields["record_photo_caption"].validators.append(validate_no_jargon)
+
+    def clean_record_photos(self) -> list:
+        from journey.errors import ApplicationError
+        from journey.photos import photo_validate
+
+        files = self.cleaned_data.get("record_photos") or []
+        for upload in files:
+            try:
+                photo_validate(upload)
+            except ApplicationError as error:
+                raise forms.ValidationError(f"{upload.name}: {error.message}") from error
+        return files
+
+
+class StageForm(forms.ModelForm):
+    class Meta:
+        model = StageDefinition
+        fields = [
+            "position",
+            "key",
+            "label",
+            "explanation",
+            "expected_duration",
+            "customer_visible",
+            "notify_customer",
+            "shipping",
+        ]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["label"].validators.append(validate_no_jargon)
+        self.fields["explanation"].validators.append(validate_no_jargon)
+
+
+class StageFormSet(forms.BaseInlineFormSet):
+    """Duplicate keys or positions within a template are form errors, not IntegrityErrors."""
+
+    def clean(self) -> None:
+        # Before the formset's own unique check, so the error names the field and value.
+        seen: dict[str, dict[object, forms.Form]] = {"key": {}, "position": {}}
+        for form in self.forms:
+            if not hasattr(form, "cleaned_data") or not form.cleaned_data:
+                continue
+            if self.can_delete and self._should_delete_form(form):
+                continue
+            for name, message in (
+                ("key", _("Another stage of this template has the key %(value)s.")),
+                ("position", _("Another stage of this template has the position %(value)s.")),
+            ):
+                value = form.cleaned_data.get(name)
+                if value is None or value == "":
+                    continue
+                if value in seen[name]:
+                    form.add_error(name, message % {"value": value})
+                else:
+                    seen[name][value] = form
+        super().clean()
+
+
+class JourneyTemplateForm(forms.ModelForm):
+    disabled_notifications = forms.MultipleChoiceField(
+        label=_("Notifications turned off"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("Messages customers on journeys of this kind will not get."),
+    )
+
+    class Meta:
+        model = JourneyTemplate
+        fields = ["key", "name", "description", "disabled_notifications"]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        from notifications.kinds import JOURNEY_KINDS, KINDS
+
+        super().__init__(*args, **kwargs)
+        self.fields["disabled_notifications"].choices = [
+            (key, KINDS[key].label) for key in JOURNEY_KINDS
+        ]
+
+
+class JourneyAdminForm(forms.ModelForm):
+    class Meta:
+        model = Journey
+        fields = ["title", "template", "owner", "started_at", "promised_date", "delay_reason"]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        if "delay_reason" in self.fields:
+            self.fields["delay_reason"].validators.append(validate_no_jargon)
+
+
+class TaskForm(forms.ModelForm):
+    class Meta:
+        model = CustomerTask
+        fields = ["title", "description", "due_date", "done_at"]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["title"].validators.append(validate_no_jargon)
+        self.fields["description"].validators.append(validate_no_jargon)
+
+
+class JourneyCreateForm(forms.Form):
+    """A new journey for a customer, from a template (through journey_create)."""
+
+    owner = forms.ModelChoiceField(
+        label=_("Customer"), queryset=User.objects.filter(is_staff=False).order_by("email")
+    )
+    template = forms.ModelChoiceField(
+        label=_("Template"), queryset=JourneyTemplate.objects.order_by("name")
+    )
+    title = forms.CharField(label=_("Title"), max_length=200, validators=[validate_no_jargon])
+    started_at = forms.DateTimeField(
+        label=_("Started at"), required=False, help_text=_("Empty for now.")
+    )
+    promised_date = forms.DateField(label=_("Promised date"), required=False)
+
+
+class StaffReplyForm(forms.Form):
+    body = forms.CharField(
+        label=_("Your answer to the customer"),
+        widget=forms.Textarea(attrs={"rows": 5, "cols": 80}),
+        validators=[validate_no_jargon],
+        error_messages={"required": _("Write a message first.")},
+    )
+    private = forms.BooleanField(
+        label=_("Private (the owner only, not invited viewers)"), required=False
     )

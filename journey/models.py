@@ -567,3 +567,25 @@ class Agreement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.title} ({self.ends_on})"
+
+
+class JargonTerm(models.Model):
+    """An internal word (a team name, a system code) that must never reach a customer.
+
+    Customer-facing text containing one (whole word, any case) is refused: see
+    ``journey.jargon``. ``settings.JARGON_TERMS`` adds defaults that need no row.
+    """
+
+    term = models.CharField(max_length=80, unique=True)
+    note = models.CharField(
+        max_length=200, blank=True, help_text=_("Why it is internal, or what to say instead.")
+    )
+
+    class Meta:
+        ordering = ["term"]
+        constraints = [
+            models.CheckConstraint(condition=~models.Q(term=""), name="jargon_term_not_empty"),
+        ]
+
+    def __str__(self) -> str:
+        return self.term

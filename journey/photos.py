@@ -117,3 +117,10 @@ def photo_make_thumbnail(*, photo_id: int) -> bool:
     if not updated:
         photo.thumbnail.storage.delete(stored)
     return bool(updated)
+
+
+def photo_validate(file: IO[bytes]) -> None:
+    """Check an upload as ``photo_add`` will (for a form error before anything is saved);
+    the file is rewound afterwards."""
+    _decode(file.read(MAX_BYTES + 1))
+    file.seek(0)

@@ -14,6 +14,7 @@ from accounts.models import User
 from journey import events
 from journey.errors import ApplicationError
 from journey.eta import ETA_FIELDS, eta_refresh
+from journey.jargon import jargon_check
 from journey.models import (
     Appointment,
     Checkpoint,
@@ -34,6 +35,7 @@ from notifications.services import notification_enqueue
 from notifications.triggers import (
     notify_appointment,
     notify_staff_of_customer_message,
+    notify_staff_reply,
     notify_task_assigned,
 )
 
@@ -127,6 +129,7 @@ def journey_record_milestone(
             "occurred_at is before the journey started.",
             fields={"occurred_at": ["Before the journey started."]},
         )
+    jargon_check(message=message)
 
     with transaction.atomic():
         # One writer per journey at a time: concurrent events are applied in turn.
@@ -337,6 +340,7 @@ def journey_task_create(
     """Something the customer must do, shown on their journey page."""
     if not title.strip():
         raise ApplicationError("A task needs a title.", fields={"title": ["Empty."]})
+    jargon_check(title=title, description=description)
     with transaction.atomic():
         task = CustomerTask.objects.create(
             journey=journey, title=title.strip(), description=description, due_date=due_date
@@ -504,6 +508,32 @@ def message_post(
             journey,
             {"message": {"id": message.pk, "body": body, "created_at": message.created_at}},
         )
+    return message
+
+
+def staff_reply_post(
+    *, journey: Journey, author: User, body: str, private: bool = False
+) -> Message:
+    """The company's answer in the journey's conversation; the customer is told of it."""
+    body = body.strip()
+    if not body:
+        raise ApplicationError(
+            _("Write a message first."), fields={"body": [_("Write a message first.")]}
+        )
+    if len(body) > MESSAGE_MAX_LENGTH:
+        raise ApplicationError(
+            _("That message is too long."),
+            fields={
+                "body": [_("Keep it under %(limit)s characters.") % {"limit": MESSAGE_MAX_LENGTH}]
+            },
+        )
+    jargon_check(body=body)
+    with transaction.atomic():
+        message = Message.objects.create(
+            journey=journey, author=author, from_staff=True, body=body, private=private
+        )
+        if not journey.is_sandbox:
+            notify_staff_reply(message)
     return message
 
 

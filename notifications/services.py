@@ -338,3 +338,65 @@ def unread_count(*, user: User) -> int:
     return Notification.objects.filter(
         recipient=user, channel=Channel.INAPP, read_at__isnull=True
     ).count()
+
+
+def notification_resend(*, notification: Notification) -> Notification:
+    """Send a message again at staff's request, always through the outbox.
+
+    A failed row is reset to pending (attempts from zero) and delivered again: it is the
+    same message that never arrived. A sent row gets a new row, a copy with its own dedup
+    key (``<key>:resend:<n>``), so the history keeps both deliveries. Rows still pending
+    or being sent, and the portal's notification centre, are refused.
+    """
+    from journey.errors import ApplicationError
+
+    if notification.channel == Channel.INAPP:
+        raise ApplicationError(
+            "Messages in the portal's notification centre are not sent.",
+            fields={"channel": ["In the portal."]},
+        )
+    now = timezone.now()
+    with transaction.atomic():
+        row = Notification.objects.select_for_update().get(pk=notification.pk)
+        if row.state == NotificationState.FAILED:
+            row.state = NotificationState.PENDING
+            row.attempts = 0
+            row.scheduled_at = now
+            row.claimed_at = None
+            row.claim_id = None
+            row.last_error = ""
+            row.save(
+                update_fields=[
+                    "state",
+                    "attempts",
+                    "scheduled_at",
+                    "claimed_at",
+                    "claim_id",
+                    "last_error",
+                ]
+            )
+        elif row.state == NotificationState.SENT:
+            copies = Notification.objects.filter(
+                dedup_key__startswith=f"{row.dedup_key}:resend:", channel=row.channel
+            ).count()
+            row = Notification.objects.create(
+                recipient=row.recipient,
+                to_email=row.to_email,
+                journey=row.journey,
+                kind=row.kind,
+                channel=row.channel,
+                context=row.context,
+                dedup_key=f"{row.dedup_key}:resend:{copies + 1}",
+                # Not a new cause: left out of "time to know" (the first send counts).
+                occurred_at=None,
+                scheduled_at=now,
+            )
+        else:
+            raise ApplicationError(
+                "This message is still waiting to be sent.",
+                code="conflict",
+                fields={"state": ["Pending."]},
+                status=409,
+            )
+        transaction.on_commit(lambda pk=row.pk: _queue_delivery(pk))
+    return row

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 
 from accounts.mfa import totp_activate
 from accounts.models import User
+from accounts.roles import roles_setup
 from accounts.services import customer_create
 from integrations.models import Partner, StatusMapping
 from integrations.services import partner_key_create
@@ -210,6 +211,7 @@ class Command(BaseCommand):
             SECOND_CUSTOMER, given_name="Sam", family_name="Rivera", time_zone="Europe/Madrid"
         )
         staff_codes: list[str] = []
+        roles_setup()  # the staff groups "Agents" and "Managers" (accounts.roles)
         if not User.objects.filter(email=STAFF).exists():
             staff = User.objects.create_superuser(email=STAFF, password=PASSWORD)
             EmailAddress.objects.create(user=staff, email=STAFF, verified=True, primary=True)

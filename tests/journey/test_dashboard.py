@@ -1,0 +1,189 @@
+"""The staff dashboard's numbers, with their exact definitions (docs/staff.md)."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from journey import dashboard
+from journey.models import EventSource, Feedback, Health, Journey, Message, MilestoneState
+from journey.services import journey_record_milestone, message_post, staff_reply_post
+from notifications.models import Notification
+from tests.factories import UserFactory, make_journey
+
+pytestmark = pytest.mark.django_db
+
+
+def test_percentile_is_nearest_rank():
+    values = [float(n) for n in range(1, 21)]
+    assert dashboard.percentile(values, 0.5) == 10.0
+    assert dashboard.percentile(values, 0.95) == 19.0
+    assert dashboard.percentile([], 0.5) is None
+
+
+def test_unanswered_messages_are_those_no_later_staff_message_followed(customer, admin_user):
+    now = timezone.now()
+    answered = make_journey(owner=customer)
+    message_post(journey=answered, author=customer, body="Q1")
+    staff_reply_post(journey=answered, author=admin_user, body="A1")
+    waiting = make_journey(owner=customer)
+    hello = staff_reply_post(journey=waiting, author=admin_user, body="Hello")
+    Message.objects.filter(pk=hello.pk).update(created_at=now - timedelta(days=3))
+    old = message_post(journey=waiting, author=customer, body="Q2")
+    Message.objects.filter(pk=old.pk).update(created_at=now - timedelta(days=2))
+    message_post(journey=waiting, author=customer, body="Q3")
+
+    data = dashboard.unanswered_messages(now=now)
+    assert data["count"] == 2
+    assert [m.body for m in data["messages"]] == ["Q2", "Q3"]
+    assert [(bar.label, bar.value) for bar in data["bars"]] == [
+        ("under 4 hours", 1),
+        ("4 to 24 hours", 0),
+        ("1 to 3 days", 1),
+        ("3 to 7 days", 0),
+        ("over 7 days", 0),
+    ]
+    assert list(Journey.objects.filter(pk__in=dashboard.unanswered_journey_ids())) == [waiting]
+
+
+def test_time_to_know_uses_sent_email_rows_of_the_last_30_days(customer):
+    now = timezone.now()
+    for minutes in (1, 2, 3, 4, 60):
+        Notification.objects.create(
+            recipient=customer,
+            kind="milestone_reached",
+            dedup_key=f"m{minutes}",
+            channel="email",
+            state="sent",
+            occurred_at=now - timedelta(minutes=minutes + 5),
+            sent_at=now - timedelta(minutes=5),
+        )
+    # Left out: older than 30 days, not email, not sent, no cause time.
+    Notification.objects.create(
+        recipient=customer,
+        kind="x",
+        dedup_key="old",
+        channel="email",
+        state="sent",
+        occurred_at=now - timedelta(days=40),
+        sent_at=now - timedelta(days=31),
+    )
+    Notification.objects.create(
+        recipient=customer,
+        kind="x",
+        dedup_key="sms",
+        channel="sms",
+        state="sent",
+        occurred_at=now - timedelta(days=1),
+        sent_at=now,
+    )
+    Notification.objects.create(
+        recipient=customer,
+        kind="x",
+        dedup_key="pending",
+        channel="email",
+        occurred_at=now - timedelta(days=1),
+    )
+    data = dashboard.time_to_know(now=now)
+    assert data["count"] == 5
+    assert data["p50"] == timedelta(minutes=3)
+    assert data["p95"] == timedelta(minutes=60)
+    assert [bar.value for bar in data["bars"]] == [0, 4, 0, 1, 0, 0]
+
+
+def test_contact_rate_counts_journeys_whose_customer_asked_first(customer, admin_user):
+    now = timezone.now()
+    asked = make_journey(owner=customer)
+    message_post(journey=asked, author=customer, body="Where is it?")
+    replied_to_us = make_journey(owner=customer)
+    staff_reply_post(journey=replied_to_us, author=admin_user, body="It ships Monday.")
+    message_post(journey=replied_to_us, author=customer, body="Thanks!")
+    replied_to_update = make_journey(owner=customer)
+    milestone = replied_to_update.milestones.get(position=1)
+    message_post(journey=replied_to_update, author=customer, body="Great", milestone=milestone)
+    quiet = make_journey(owner=customer)
+    journey_record_milestone(
+        journey=quiet,
+        stage_key="stage-2",
+        occurred_at=now - timedelta(hours=1),
+        source=EventSource.STAFF,
+    )
+    make_journey(owner=customer)  # no activity in the window: not counted
+
+    data = dashboard.contact_rate(now=now)
+    assert (data["asked"], data["total"], data["rate"]) == (1, 4, 0.25)
+
+
+def test_feedback_by_stage_worst_first(customer):
+    journey = make_journey(owner=customer)
+    first, second = journey.milestones.order_by("position")[:2]
+    other = UserFactory()
+    for milestone, customer_, rating in (
+        (first, customer, 5),
+        (first, other, 4),
+        (second, customer, 2),
+    ):
+        milestone.state = MilestoneState.DONE
+        milestone.save()
+        Feedback.objects.create(milestone=milestone, customer=customer_, rating=rating)
+    bars = dashboard.feedback_by_stage()
+    assert [(bar.label, bar.value, bar.text) for bar in bars] == [
+        ("Stage 2", 2.0, "2.0 (1)"),
+        ("Stage 1", 4.5, "4.5 (2)"),
+    ]
+
+
+def test_at_risk_lists_delayed_first(customer):
+    on_track = make_journey(owner=customer)
+    risky = make_journey(owner=customer)
+    late = make_journey(owner=customer)
+    Journey.objects.filter(pk=risky.pk).update(health=Health.AT_RISK)
+    Journey.objects.filter(pk=late.pk).update(health=Health.DELAYED)
+    data = dashboard.at_risk_journeys()
+    assert [j.pk for j in data["journeys"]] == [late.pk, risky.pk]
+    assert data["total"] == 2
+    assert [(bar.label, bar.value) for bar in data["bars"]] == [
+        ("On track", 1),
+        ("At risk", 1),
+        ("Delayed", 1),
+    ]
+    assert on_track.pk not in [j.pk for j in data["journeys"]]
+
+
+def test_the_dashboard_page_draws_svg_charts_in_bounded_queries(
+    admin_client, customer, admin_user, django_assert_max_num_queries
+):
+    url = reverse("admin_dashboard")
+    admin_client.get(url)  # warm the session
+    with django_assert_max_num_queries(14):
+        empty = admin_client.get(url)
+    for _ in range(5):
+        journey = make_journey(owner=customer)
+        message_post(journey=journey, author=customer, body="Any news?")
+        Journey.objects.filter(pk=journey.pk).update(health=Health.DELAYED)
+    with django_assert_max_num_queries(14):
+        response = admin_client.get(url)
+    assert empty.status_code == response.status_code == 200
+    html = response.content.decode()
+    assert html.count('<svg class="dashboard-chart"') == 5
+    assert "style=" not in html.split('id="content-main"')[1]
+    assert "Unanswered customer messages: 5" in html
+    assert "Journeys at risk or delayed: 5" in html
+    assert reverse("admin_dashboard") in admin_client.get(reverse("admin:index")).content.decode()
+
+
+def test_the_dashboard_needs_staff(client, customer):
+    client.force_login(customer)
+    response = client.get(reverse("admin_dashboard"))
+    assert response.status_code == 302
+    assert "/admin/login/" in response.url
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "—"), (45, "45 s"), (720, "12 min"), (12000, "3 h 20 min"), (187200, "2 d 4 h")],
+)
+def test_durations_read_as_staff_read_them(seconds, text):
+    value = None if seconds is None else timedelta(seconds=seconds)
+    assert dashboard.duration_text(value) == text
