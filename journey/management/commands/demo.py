@@ -246,17 +246,19 @@ class Command(BaseCommand):
         # loads, and the first live update is not held back as part of a digest.
         # (The photos are "taken" now, so their messages are dated a day back.)
         when = Least(Coalesce("occurred_at", "created_at"), Value(now - timedelta(days=1)))
-        history = Notification.objects.filter(sent_at__gte=now - timedelta(minutes=10)) | (
-            Notification.objects.filter(state=NotificationState.PENDING)
-        )
+        history = Notification.objects.filter(created_at__gte=now)  # written by this load
+        history_ids = list(history.values_list("pk", flat=True))
         history.update(
-            state=NotificationState.SENT, sent_at=when, scheduled_at=when, created_at=when
+            state=NotificationState.SENT,
+            sent_at=when,
+            scheduled_at=when,
+            created_at=when,
+            occurred_at=when,
         )
         # The customer has read all but the latest in the portal's notification centre.
-        latest = Notification.objects.filter(channel=Channel.INAPP).order_by("-created_at")[:2]
-        Notification.objects.filter(channel=Channel.INAPP, read_at__isnull=True).exclude(
-            pk__in=list(latest.values_list("pk", flat=True))
-        ).update(read_at=now)
+        centre = Notification.objects.filter(pk__in=history_ids, channel=Channel.INAPP)
+        latest = list(centre.order_by("-created_at", "-id").values_list("pk", flat=True)[:2])
+        centre.exclude(pk__in=latest).update(read_at=now)
         return Summary(created=created, keys=keys, staff_codes=staff_codes)
 
     def _car(
