@@ -69,3 +69,27 @@ def test_a_partner_event_whose_mapping_text_is_jargon_is_a_400_and_nothing_is_wr
         JourneyEvent.objects.count(),
         Notification.objects.count(),
     ) == (0, 0, 0)
+
+
+def test_the_delay_reason_and_tasks_edited_in_the_admin_refuse_jargon(journey, settings):
+    from journey.forms import JourneyAdminForm, TaskForm
+
+    settings.JARGON_TERMS = ["Team Falcon"]
+    data = {
+        "title": journey.title,
+        "template": journey.template_id,
+        "owner": journey.owner_id,
+        "started_at": journey.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+        "promised_date": str(journey.promised_date),
+        "delay_reason": "Team Falcon missed the slot",
+    }
+    form = JourneyAdminForm(data=data, instance=journey)
+    assert not form.is_valid()
+    assert "Team Falcon" in form.errors["delay_reason"][0]
+    journey.refresh_from_db()
+    assert journey.delay_reason == ""
+
+    task = TaskForm(data={"title": "Ask team falcon", "description": ""})
+    assert not task.is_valid()
+    assert "team falcon" in task.errors["title"][0]
+    assert CustomerTask.objects.count() == 0
