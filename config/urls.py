@@ -27,3 +27,6 @@ urlpatterns = [
     path("", include("notifications.urls")),
     path("", include("journey.urls")),
 ]
+
+# A database that cannot be reached answers 503 with Retry-After (journey.views.server_error).
+handler500 = "journey.views.server_error"

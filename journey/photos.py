@@ -63,6 +63,10 @@ def _jpeg(image: Image.Image, *, size: tuple[int, int] | None = None) -> bytes:
     # exif= drops all metadata, GPS included.
     if size is not None:
         image = ImageOps.fit(image, size)
+    # Pillow writes image.info's "comment" (a JPEG COM segment) back out on save, and
+    # copies info through convert(): an uploaded comment holding HTML or a script
+    # would survive the re-encoding. Nothing of the upload's metadata is kept.
+    image.info.clear()
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=85, optimize=True)
     return out.getvalue()

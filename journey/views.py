@@ -1,22 +1,26 @@
 import hashlib
 import re
+import sys
 
 from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.http import (
     FileResponse,
     Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseNotModified,
+    JsonResponse,
 )
 from django.shortcuts import redirect, render
+from django.template import loader
 from django.urls import reverse
 from django.utils.http import parse_etags, quote_etag
 from django.utils.translation import gettext as _
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -291,3 +295,33 @@ def healthz(request: HttpRequest) -> HttpResponse:
     except Exception:
         return HttpResponse("database unavailable", status=503, content_type="text/plain")
     return HttpResponse("ok", content_type="text/plain")
+
+
+# Retry after this many seconds when the database is unreachable.
+DATABASE_RETRY_AFTER = 30
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: a database that cannot be reached (stopped, restarting, failing over) is
+    a 503 with Retry-After, so load balancers and partners retry instead of treating it as
+    a bug; the connection is reopened on the next request, so the site recovers by itself.
+    Anything else is the usual 500. Django calls this inside its ``except`` block, wherever
+    in the middleware chain the error was raised (sessions and users load lazily)."""
+    error = sys.exc_info()[1]
+    if not isinstance(error, (OperationalError, InterfaceError)):
+        return defaults.server_error(request)
+    if request.path.startswith("/api/"):
+        body = {
+            "error": {
+                "code": "service_unavailable",
+                "message": "The service is briefly unavailable; retry later.",
+                "fields": {},
+            }
+        }
+        response: HttpResponse = JsonResponse(body, status=503)
+    else:
+        template = loader.get_template("503.html")
+        response = HttpResponse(template.render({}, None), status=503)
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    response["Cache-Control"] = "no-store"
+    return response

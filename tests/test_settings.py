@@ -1,5 +1,6 @@
 """Settings from the environment: the embedded default, and production's refusals."""
 
+import json
 import os
 import subprocess
 import sys
@@ -93,3 +94,55 @@ def test_a_map_tile_url_joins_the_csp_and_a_bad_one_is_refused():
         result = manage("shell", "--no-imports", "-c", code, env={"MAP_TILE_URL": bad})
         assert result.returncode != 0
         assert "MAP_TILE_URL must be https:// with {z}, {x} and {y}." in result.stderr
+
+
+def test_production_sends_the_security_headers():
+    """In production mode, over HTTPS: HSTS with preload, the CSP with frame-ancestors
+    'none', nosniff, the referrer policy, DENY framing, and secure cookies. A forged share
+    link answers 404 without touching the database, so no server is needed."""
+    code = (
+        "from django.test import Client;"
+        "r = Client().get('/s/forged/', secure=True, HTTP_HOST='milepost.example');"
+        "import json;"
+        "print(json.dumps({'status': r.status_code, **{k: r.get(k, '') for k in ("
+        "'Strict-Transport-Security', 'Content-Security-Policy', 'X-Content-Type-Options',"
+        "'Referrer-Policy', 'X-Frame-Options', 'Cross-Origin-Opener-Policy')}}));"
+        "from django.conf import settings as s;"
+        "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY,"
+        " s.SECURE_SSL_REDIRECT)"
+    )
+    result = manage("shell", "--no-imports", "-c", code, env=PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    headers_line, cookies_line = result.stdout.strip().splitlines()[-2:]
+    headers = json.loads(headers_line)
+    assert headers["status"] == 404
+    assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains; preload"
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    # Django adds the nonce to the header only on pages that used it (this 404 did not).
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "same-origin"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert cookies_line.split() == ["True", "True", "True", "True"]
+
+
+def test_production_redirects_plain_http_to_https():
+    code = (
+        "from django.test import Client;"
+        "r = Client().get('/healthz', HTTP_HOST='milepost.example');"
+        "print(r.status_code, r['Location'])"
+    )
+    result = manage("shell", "--no-imports", "-c", code, env=PRODUCTION)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-2:] == ["301", "https://milepost.example/healthz"]
+
+
+def test_login_rate_limits_count_the_client_behind_trusted_proxies():
+    """Behind a load balancer, TRUSTED_PROXY_COUNT tells allauth how many X-Forwarded-For
+    hops to trust, so rate limits count clients, not the proxy."""
+    code = "from django.conf import settings as s; print(s.ALLAUTH_TRUSTED_PROXY_COUNT)"
+    result = manage("shell", "--no-imports", "-c", code, env={"TRUSTED_PROXY_COUNT": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1"]

@@ -151,3 +151,107 @@ def test_partner_b_cannot_upload_to_partner_a_journey(other_api, journey):
     )
     assert response.status_code == 404
     assert Photo.objects.count() == 0
+
+
+# Hostile files that are valid images, and how the stored files are served.
+
+HTML = b"<html><body><script>alert(document.cookie)</script></body></html>"
+
+
+def _jpeg_with_comment(comment: bytes) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 120, 200)).save(out, format="JPEG", comment=comment)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        image_bytes() + HTML,  # HTML after the JPEG's end marker
+        _jpeg_with_comment(HTML),  # HTML inside a JPEG comment segment
+    ],
+    ids=["appended", "comment"],
+)
+def test_an_image_html_polyglot_is_stored_as_a_plain_jpeg(
+    api, journey, customer, client, data, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(
+            photos_url(journey), {"file": upload("p.jpg", data)}, format="multipart"
+        )
+    assert response.status_code == 201, response.content
+    photo = Photo.objects.get()
+    with photo.image.open("rb") as stored:
+        raw = stored.read()
+    # Re-encoded from the pixels: nothing of the upload's bytes beyond the image survives.
+    assert b"<script" not in raw
+    assert b"<html" not in raw
+    client.force_login(customer)
+    served = client.get(reverse("journey:photo", args=[journey.reference, photo.pk, "full"]))
+    assert b"<script" not in b"".join(served.streaming_content)
+
+
+def test_html_named_like_a_jpeg_is_refused(api, journey):
+    response = api.post(
+        photos_url(journey), {"file": upload("photo.jpg", HTML)}, format="multipart"
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "not_an_image"
+    assert Photo.objects.count() == 0
+
+
+def test_the_bomb_is_small_on_the_wire():
+    """The decompression bomb above really is a small file that decodes to > 50 MP."""
+    data = _bomb()
+    assert len(data) < 100_000
+    with pytest.warns(Image.DecompressionBombWarning):
+        image = Image.open(io.BytesIO(data))
+    assert image.width * image.height > 50_000_000
+
+
+def _served_photo_responses(journey, customer, client) -> list:
+    from accounts.services import share_link_create
+    from journey.public import share_link_token
+
+    photo = Photo.objects.get()
+    client.force_login(customer)
+    token = share_link_token(share_link_create(journey=journey, owner=customer, days=1))
+    return [
+        client.get(reverse("journey:photo", args=[journey.reference, photo.pk, variant]))
+        for variant in ("full", "thumb")
+    ] + [
+        client.get(reverse("public-photo", args=[token, photo.pk, variant]))
+        for variant in ("full", "thumb")
+    ]
+
+
+def test_gps_is_gone_from_what_is_served_through_the_portal_and_share_links(
+    api, journey, customer, client, django_capture_on_commit_callbacks
+):
+    original = image_bytes(gps=True)
+    assert Image.open(io.BytesIO(original)).getexif().get_ifd(0x8825)  # it had GPS
+    with django_capture_on_commit_callbacks(execute=True):
+        api.post(photos_url(journey), {"file": upload("p.jpg", original)}, format="multipart")
+    for response in _served_photo_responses(journey, customer, client):
+        assert response.status_code == 200
+        image = Image.open(io.BytesIO(b"".join(response.streaming_content)))
+        assert image.format == "JPEG"
+        assert dict(image.getexif()) == {}
+        assert image.getexif().get_ifd(0x8825) == {}
+        assert "exif" not in image.info
+
+
+def test_photos_are_never_served_as_something_a_browser_would_run(
+    api, journey, customer, client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        api.post(
+            photos_url(journey),
+            {"file": upload("p.html", image_bytes(), content_type="text/html")},
+            format="multipart",
+        )
+    for response in _served_photo_responses(journey, customer, client):
+        assert response.status_code == 200
+        assert response["Content-Type"] == "image/jpeg"
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert "attachment" not in response.get("Content-Disposition", "")

@@ -226,8 +226,11 @@ def test_a_failing_receiver_is_retried_with_backoff_and_every_attempt_logged(
     assert delivery.attempt_log.count() == 1
 
 
-def test_retries_span_more_than_24_hours_then_the_delivery_fails(journey, endpoint, receiver):
-    receiver.behaviour = "error"
+@pytest.mark.parametrize("behaviour", ["error", "slow"])  # "slow": the receiver times out
+def test_retries_span_more_than_24_hours_then_the_delivery_fails(
+    journey, endpoint, receiver, behaviour
+):
+    receiver.behaviour = behaviour
     [delivery] = webhook_emit(event_type="task.completed", journey=journey, data={})
     start = timezone.now()
     moment = start
@@ -239,6 +242,8 @@ def test_retries_span_more_than_24_hours_then_the_delivery_fails(journey, endpoi
     assert delivery.state == DeliveryState.FAILED
     assert delivery.attempts == MAX_ATTEMPTS == 8
     assert delivery.attempt_log.count() == 8
+    if behaviour == "slow":
+        assert all("ReadTimeout" in a.error for a in delivery.attempt_log.all())
     last = delivery.attempt_log.order_by("-attempted_at").first().attempted_at
     assert last - start > timedelta(hours=24)
 

@@ -494,3 +494,74 @@ def test_a_tile_map_is_drawn_only_when_configured(owner_client, journey, setting
     html = owner_client.get(detail_url(journey)).content.decode()
     assert html.count('<image href="https://tiles.example/') >= 1
     assert "© Example map contributors" in html
+
+
+# The database unreachable: 503 with Retry-After, wherever the error surfaces.
+
+
+def test_a_lost_database_answers_503_with_retry_after(customer, monkeypatch):
+    from django.db import OperationalError
+    from django.test import Client
+
+    from journey import selectors
+
+    def unreachable(**kwargs: object) -> None:
+        raise OperationalError("connection to server failed: Connection refused")
+
+    client = Client(raise_request_exception=False)
+    client.force_login(customer)
+    monkeypatch.setattr(selectors, "journey_list", unreachable)
+    response = client.get(reverse("journey:home"))
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    assert "Back in a moment" in response.content.decode()
+
+
+def test_a_lost_database_in_the_session_middleware_answers_503(customer, monkeypatch):
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.db import InterfaceError
+    from django.test import Client
+
+    client = Client(raise_request_exception=False)
+    client.force_login(customer)
+
+    def unreachable(self: SessionStore) -> dict:
+        raise InterfaceError("connection already closed")
+
+    monkeypatch.setattr(SessionStore, "load", unreachable)
+    response = client.get(reverse("journey:home"))
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+
+
+def test_a_lost_database_answers_the_api_in_its_error_shape(monkeypatch):
+    from django.db import OperationalError
+    from django.test import Client
+
+    from integrations.api import auth
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise OperationalError("the database system is shutting down")
+
+    monkeypatch.setattr(auth, "partner_key_authenticate", unreachable)
+    client = Client(raise_request_exception=False)
+    response = client.get("/api/v1/journeys/", HTTP_AUTHORIZATION="Api-Key mp_abc.def")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    assert response.json()["error"]["code"] == "service_unavailable"
+
+
+def test_other_errors_stay_500(customer, monkeypatch):
+    from django.test import Client
+
+    from journey import selectors
+
+    def broken(**kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    client = Client(raise_request_exception=False)
+    client.force_login(customer)
+    monkeypatch.setattr(selectors, "journey_list", broken)
+    response = client.get(reverse("journey:home"))
+    assert response.status_code == 500
+    assert "Retry-After" not in response
