@@ -29,8 +29,15 @@ from accounts.models import (
     Source,
     User,
 )
-from integrations.models import InboundEvent
-from journey.models import Journey, JourneyEvent, Message, Photo
+from integrations.models import DeliveryState, InboundEvent, WebhookAttempt, WebhookDelivery
+from journey.models import (
+    Feedback,
+    Journey,
+    JourneyEvent,
+    Message,
+    Photo,
+    RescheduleRequest,
+)
 from notifications.models import Notification
 
 ERASED = "[erased at the customer's request]"
@@ -107,6 +114,16 @@ def account_export_data(*, user: User) -> dict[str, Any]:
                     )
                 ),
                 "tasks": list(journey.tasks.values("title", "due_date", "done_at")),
+                "ratings": list(
+                    Feedback.objects.filter(milestone__journey=journey, customer=user).values(
+                        "milestone__stage__label", "rating", "comment", "created_at"
+                    )
+                ),
+                "reschedule_requests": list(
+                    RescheduleRequest.objects.filter(
+                        appointment__journey=journey, requested_by=user
+                    ).values("appointment__title", "first_choice", "second_choice", "note")
+                ),
                 "appointments": list(
                     journey.appointments.values("title", "arrive_at", "place_name", "address")
                 ),
@@ -136,7 +153,23 @@ def account_delete(*, user: User) -> None:
     with transaction.atomic():
         user = User.objects.select_for_update().get(pk=user.pk)
         journeys = Journey.objects.filter(owner=user)
+        written = list(Message.objects.filter(author=user).values_list("pk", flat=True))
         Message.objects.filter(author=user).update(body=ERASED)
+        RescheduleRequest.objects.filter(requested_by=user).update(note="")
+        Feedback.objects.filter(customer=user).update(comment="")
+        # What partners were (or were about to be) sent about this customer: the payloads
+        # carry their messages and notes. Pending deliveries are cancelled.
+        deliveries = WebhookDelivery.objects.filter(journey__in=journeys)
+        WebhookAttempt.objects.filter(delivery__in=deliveries).update(response_excerpt="")
+        deliveries.filter(state__in=[DeliveryState.PENDING, DeliveryState.SENDING]).update(
+            state=DeliveryState.FAILED
+        )
+        deliveries.update(payload={})
+        Notification.objects.filter(
+            dedup_key__in=[f"customer-message:{pk}" for pk in written]
+        ).delete()
+        Notification.objects.filter(to_email=user.email).delete()
+        JourneyShare.objects.filter(email=user.email).delete()
         JourneyEvent.objects.filter(journey__in=journeys).update(payload={})
         InboundEvent.objects.filter(journey__in=journeys).update(payload={})
         Notification.objects.filter(recipient=user).delete()
@@ -154,6 +187,9 @@ def account_delete(*, user: User) -> None:
             field_sources={},
             quiet_hours_start=None,
             quiet_hours_end=None,
+            channel_email=False,
+            channel_sms=False,
+            channel_push=False,
         )
         EmailAddress.objects.filter(user=user).delete()
         Authenticator.objects.filter(user=user).delete()

@@ -169,6 +169,9 @@ def profile_propose_change(
         raise ApplicationError("Customers edit their profile directly.")
     if not reason.strip():
         raise ApplicationError("Give a reason for the change.", fields={"reason": ["Required."]})
+    if not user.is_active:
+        # A deleted account's data stays erased: nobody fills it in again.
+        raise ApplicationError("No such customer.", code="not_found", status=404)
     profile = profile_ensure(user=user)
     cleaned = _validated(profile, field, value)
     with transaction.atomic():

@@ -175,12 +175,12 @@ def sharing(request: HttpRequest, reference: str) -> HttpResponse:
                     messages.success(request, _("Link made."))
                     return redirect("accounts:sharing", reference=reference)
             elif action == "revoke-share":
-                share = get_object_or_404(JourneyShare, pk=request.POST.get("id"), journey=journey)
+                share = get_object_or_404(JourneyShare, pk=_posted_id(request), journey=journey)
                 services.journey_share_revoke(share=share, owner=request.user)
                 messages.success(request, _("Invitation revoked."))
                 return redirect("accounts:sharing", reference=reference)
             elif action == "revoke-link":
-                link = get_object_or_404(ShareLink, pk=request.POST.get("id"), journey=journey)
+                link = get_object_or_404(ShareLink, pk=_posted_id(request), journey=journey)
                 services.share_link_revoke(link=link, owner=request.user)
                 messages.success(request, _("Link revoked."))
                 return redirect("accounts:sharing", reference=reference)
@@ -205,6 +205,13 @@ def sharing(request: HttpRequest, reference: str) -> HttpResponse:
         },
         status=status,
     )
+
+
+def _posted_id(request: HttpRequest) -> int:
+    try:
+        return int(request.POST.get("id", ""))
+    except ValueError as error:
+        raise Http404("No such item.") from error
 
 
 def public_link_url(request: HttpRequest, link: ShareLink) -> str:

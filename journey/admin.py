@@ -166,10 +166,17 @@ class AppointmentInline(admin.StackedInline):
 
 
 class PhotoInline(admin.TabularInline):
+    """Read-only: photos are added with a milestone ("Record…"), through photo_add, which
+    re-encodes them (no EXIF/GPS), enforces the size limits, makes the thumbnail and tells
+    the customer. An upload saved here directly would skip all of that."""
+
     model = Photo
     extra = 0
     fields = ["milestone", "caption", "image", "width", "height"]
-    readonly_fields = ["width", "height"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 class MessageInline(admin.TabularInline):

@@ -463,7 +463,11 @@ def eta_recompute(*, journey: Journey, cause: EtaCause, now: datetime | None = N
     """Recompute one open journey's ETA outside an event (nightly, leg ETA, on demand)."""
     now = now or timezone.now()
     with transaction.atomic():
-        journey = Journey.objects.select_for_update().select_related("owner").get(pk=journey.pk)
+        journey = (
+            Journey.objects.select_for_update(of=("self",))
+            .select_related("owner__profile", "template")
+            .get(pk=journey.pk)
+        )
         if journey.health == Health.CANCELLED:
             return journey
         milestones = list(journey.milestones.select_related("stage").order_by("position"))

@@ -60,7 +60,11 @@ def public_photo(request: HttpRequest, token: str, photo_id: int, variant: str) 
     link = _active_link(token)
     if variant not in {"full", "thumb"}:
         raise Http404("No such photo size.")
-    photo = Photo.objects.filter(pk=photo_id, journey_id=link.journey_id).first()
+    photo = (
+        Photo.objects.filter(pk=photo_id, journey_id=link.journey_id)
+        .exclude(milestone__stage__customer_visible=False)
+        .first()
+    )
     if photo is None:
         raise Http404("No such photo.")
     field = photo.thumbnail if variant == "thumb" and photo.thumbnail else photo.image

@@ -131,6 +131,8 @@ def photo_for_viewer(*, user: User, reference: str, photo_id: int) -> Photo:
     photo = (
         Photo.objects.filter(pk=photo_id, journey__in=journeys_visible_to(user=user))
         .filter(journey__reference=reference)
+        # A photo of a stage customers do not see is not served either.
+        .exclude(milestone__stage__customer_visible=False)
         .first()
     )
     if photo is None:

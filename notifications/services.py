@@ -126,6 +126,10 @@ def notification_enqueue(
         raise ValueError(f"Unknown notification kind {kind!r}")
     if journey is not None and kind in (journey.template.disabled_notifications or []):
         return []
+    if journey is not None and journey.is_sandbox:
+        return []  # a partner's test journey never notifies anyone
+    if recipient is not None and not recipient.is_active:
+        return []  # a deleted (or deactivated) account is not written to
     now = timezone.now()
     profile = getattr(recipient, "profile", None) if recipient is not None else None
     held_until = quiet_hours_end(profile=profile, kind=kind, now=now)

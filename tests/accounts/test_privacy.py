@@ -3,6 +3,7 @@
 import io
 import json
 import zipfile
+from datetime import timedelta
 
 import pytest
 from allauth.account.models import EmailAddress
@@ -18,7 +19,8 @@ from accounts.services import journey_share_invite, profile_propose_change, shar
 from integrations.services import partner_record_status_event
 from journey.models import Journey, Message
 from journey.photos import photo_add
-from tests.factories import UserFactory
+from notifications.models import Notification
+from tests.factories import UserFactory, make_journey
 from tests.journey.test_views import jpeg
 
 pytestmark = pytest.mark.django_db
@@ -37,6 +39,37 @@ def rich_customer(customer, journey, partner):
         postcode="BS9 9ZZ",
     )
     Message.objects.create(journey=journey, author=customer, body="Call me on 07911 123777")
+    # Written through the portal's services: a partner webhook and a staff alert carry it.
+    from integrations.models import WebhookEndpoint
+    from journey.models import Appointment, Feedback
+    from journey.services import appointment_request_reschedule, message_post
+
+    WebhookEndpoint.objects.create(
+        partner=partner,
+        url="https://partner.example/hook",
+        event_types=["message.posted", "appointment.reschedule_requested"],
+        secret="whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ=",
+    )
+    message_post(journey=journey, author=customer, body="My door code is 4711, Zelda")
+    slot = timezone.now() + timedelta(days=5)
+    appointment = Appointment.objects.create(
+        journey=journey, title="Handover", starts_at=slot, arrive_at=slot, place_name="Bristol"
+    )
+    appointment_request_reschedule(
+        appointment=appointment,
+        user=customer,
+        first_choice=slot + timedelta(days=1),
+        note="Ring Quixote at the gate",
+    )
+    Feedback.objects.create(
+        milestone=journey.milestones.get(position=1),
+        customer=customer,
+        rating=2,
+        comment="Zelda was not told",
+    )
+    # Someone else invited this customer to follow their journey.
+    inviter = UserFactory()
+    journey_share_invite(journey=make_journey(owner=inviter), owner=inviter, email=customer.email)
     profile_propose_change(
         user=customer, field="family_name", value="Quixote-Ray", reason="r", source=Source.STAFF
     )
@@ -103,6 +136,8 @@ def test_after_deletion_no_table_holds_the_customers_personal_data(rich_customer
         "Uniqueplace",
         "BS9 9ZZ",
         "friend-of-zelda@example.com",
+        "4711",
+        "Ring Quixote",
     ]
     other = UserFactory()  # someone else's data is untouched
 
@@ -137,3 +172,24 @@ def test_deletion_needs_confirmation_and_explains_what_is_kept(client, customer)
     customer.refresh_from_db()
     assert not customer.is_active
     assert client.get(reverse("journey:home")).status_code == 302  # logged out
+
+
+def test_after_deletion_nothing_refills_or_writes_to_the_account(rich_customer, journey, api):
+    from django.urls import reverse
+
+    account_delete(user=rich_customer)
+    response = api.post(
+        reverse("api:journey-profile-changes", kwargs={"reference": journey.reference}),
+        {"field": "phone", "value": "+447911123456", "reason": "From the order"},
+        format="json",
+    )
+    assert response.status_code == 404
+    rich_customer.profile.refresh_from_db()
+    assert rich_customer.profile.phone == ""
+    before = Notification.objects.count()
+    from journey.services import journey_record_milestone
+
+    journey_record_milestone(
+        journey=journey, stage_key="stage-3", occurred_at=timezone.now(), source="staff"
+    )
+    assert Notification.objects.count() == before  # nobody left to tell

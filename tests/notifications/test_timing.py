@@ -158,3 +158,25 @@ def test_a_bounce_stops_email_and_falls_back_to_another_channel(django_capture_o
     user.profile.refresh_from_db()
     later = by_channel(enqueue(user, "c"))
     assert set(later) == {"inapp", "sms"}
+
+
+def test_sandbox_journeys_and_deleted_accounts_get_nothing():
+    user = UserFactory()
+    journey = make_journey(owner=user)
+    type(journey).objects.filter(pk=journey.pk).update(is_sandbox=True)
+    journey.refresh_from_db()
+    assert (
+        services.notification_enqueue(
+            recipient=user, journey=journey, kind="photos_added", dedup_key="s", context={}
+        )
+        == []
+    )
+    user.is_active = False
+    user.save()
+    assert (
+        services.notification_enqueue(
+            recipient=user, kind="profile_change_proposed", dedup_key="d", context={}
+        )
+        == []
+    )
+    assert Notification.objects.count() == 0
