@@ -239,13 +239,10 @@ class StageFilter(admin.SimpleListFilter):
 
 
 class YesFilter(admin.SimpleListFilter):
-    """A yes-only filter: subclasses give the condition."""
+    """A yes-only filter: subclasses define ``condition()`` (a Q) or their own queryset."""
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
         return [("yes", "Yes")]
-
-    def condition(self) -> Q:
-        raise NotImplementedError
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Journey]) -> QuerySet[Journey]:
         if self.value() == "yes":

@@ -472,15 +472,8 @@ def appointment_request_reschedule(
     return request
 
 
-def message_post(
-    *,
-    journey: Journey,
-    author: User,
-    body: str,
-    milestone: Milestone | None = None,
-    via: str = "portal",
-) -> Message:
-    """A customer's message in the journey's conversation, optionally replying to an update."""
+def _message_body(body: str) -> str:
+    """A message's text, stripped; empty or too long is refused (same rule for both sides)."""
     body = body.strip()
     if not body:
         raise ApplicationError(
@@ -493,6 +486,19 @@ def message_post(
                 "body": [_("Keep it under %(limit)s characters.") % {"limit": MESSAGE_MAX_LENGTH}]
             },
         )
+    return body
+
+
+def message_post(
+    *,
+    journey: Journey,
+    author: User,
+    body: str,
+    milestone: Milestone | None = None,
+    via: str = "portal",
+) -> Message:
+    """A customer's message in the journey's conversation, optionally replying to an update."""
+    body = _message_body(body)
     if milestone is not None and milestone.journey_id != journey.pk:
         raise ApplicationError(
             _("That update is not part of this journey."),
@@ -515,18 +521,7 @@ def staff_reply_post(
     *, journey: Journey, author: User, body: str, private: bool = False
 ) -> Message:
     """The company's answer in the journey's conversation; the customer is told of it."""
-    body = body.strip()
-    if not body:
-        raise ApplicationError(
-            _("Write a message first."), fields={"body": [_("Write a message first.")]}
-        )
-    if len(body) > MESSAGE_MAX_LENGTH:
-        raise ApplicationError(
-            _("That message is too long."),
-            fields={
-                "body": [_("Keep it under %(limit)s characters.") % {"limit": MESSAGE_MAX_LENGTH}]
-            },
-        )
+    body = _message_body(body)
     jargon_check(body=body)
     with transaction.atomic():
         message = Message.objects.create(
