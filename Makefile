@@ -8,12 +8,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help install run test lint format migrate demo worker beat lock screenshots clean
+.PHONY: help install run test lint format migrate demo worker beat lock screenshots bench clean
 
 help:
 	@echo "make run    set up, load the demo, serve on http://127.0.0.1:8000"
 	@echo "make test   set up, run the whole test suite"
 	@echo "make lint   ruff check and format --check"
+	@echo "make bench  the performance benchmark, into docs/performance.md (PostgreSQL, Redis)"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -n "$(PYTHON)" || { echo "Python 3.13 (or 3.12) is needed: pyenv install 3.13"; exit 1; }
@@ -63,6 +64,13 @@ lock:
 	.lock-venv/bin/python -m pip install --quiet -e ".[dev]"
 	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 	rm -rf .lock-venv
+
+# The benchmark (docs/performance.md): needs PostgreSQL and Redis on loopback, wrk and
+# Chromium from Debian, and a quiet machine. ARGS="--scale 0.05" for a quick run.
+bench: install
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	$(BIN)/python -m bench.run $(ARGS)
 
 # The journey page at 1280 px and 360 px, from the browser test, into the docs.
 screenshots: install

@@ -1,0 +1,681 @@
+"""The measurements of ``make bench``, one function per step (see bench/run.py).
+
+Each returns a dict of figures (JSON), which bench/report.py writes into the document.
+Servers, the load generator (wrk) and the Celery worker are real processes on loopback.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection, connections
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from bench.load import Manifest, load, manifest_read, manifest_write
+
+SERVERS = ["gunicorn", "granian"]
+DEFAULT_SERVER = "gunicorn"  # what the Dockerfile runs; chosen from the figures (docs)
+WORKERS = 4  # per server: the two cores spend much of each request waiting on PostgreSQL
+PORT = 8097
+FACTORY_CODES = ["SLOT", "BIW", "PNT-IN", "ASSY", "QC-PASS", "GATE-RDY"]
+NEXT_CODE = {
+    1: "SLOT",
+    2: "BIW",
+    3: "PNT-IN",
+    4: "ASSY",
+    5: "QC-PASS",
+    6: "GATE-RDY",
+}
+
+
+@dataclass
+class Context:
+    env: dict[str, str]
+    seconds: int
+    artifacts: Path
+    bin: Path
+    manifest: Manifest | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def manifest_load(path: Path) -> Manifest:
+    if not path.exists():
+        raise SystemExit("No data set yet: run the load step first (make bench).")
+    return manifest_read(path)
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+def _wait_for(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout} s")
+
+
+@contextmanager
+def server(context: Context, kind: str = DEFAULT_SERVER, workers: int = WORKERS):
+    """A production server on loopback, serving the project with the bench settings."""
+    app = "config.wsgi:application"
+    if kind == "gunicorn":
+        args = [
+            str(context.bin / "gunicorn"),
+            app,
+            "--bind",
+            f"127.0.0.1:{PORT}",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ]
+    elif kind == "granian":
+        args = [
+            str(context.bin / "granian"),
+            "--interface",
+            "wsgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(PORT),
+            "--workers",
+            str(workers),
+            "--blocking-threads",
+            "1",  # one request at a time per worker, as gunicorn's sync workers
+            "--log-level",
+            "warning",
+            app,
+        ]
+    else:
+        raise ValueError(kind)
+    log = (context.artifacts / f"{kind}.log").open("ab")
+    process = subprocess.Popen(args, env=context.env, stdout=log, stderr=log, cwd=settings.BASE_DIR)
+    try:
+        _wait_for(f"http://127.0.0.1:{PORT}/healthz")
+        yield f"http://127.0.0.1:{PORT}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@contextmanager
+def worker(context: Context, concurrency: int = 2):
+    log = (context.artifacts / "worker.log").open("ab")
+    process = subprocess.Popen(
+        [
+            str(context.bin / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            context.env["CELERY_QUEUE"],
+            "-c",
+            str(concurrency),
+            "-l",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        env=context.env,
+        stdout=log,
+        stderr=log,
+        cwd=settings.BASE_DIR,
+    )
+    try:
+        time.sleep(4)  # the pool forks and connects to Redis
+        if process.poll() is not None:
+            raise RuntimeError("The Celery worker did not start; see artifacts/bench/worker.log")
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return round(float(number) * _UNITS[unit], 2)
+
+
+def wrk(
+    url: str,
+    *,
+    seconds: int,
+    connections: int = 8,
+    headers: dict[str, str] | None = None,
+    script: Path | None = None,
+    script_args: list[str] | None = None,
+) -> dict[str, float]:
+    """Run wrk (2 threads) and return requests/s, latency percentiles and errors."""
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
+    if script:
+        args += ["-s", str(script)]
+    args.append(url)
+    if script_args:
+        args += ["--", *script_args]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    figures: dict[str, float] = {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "non_2xx": int(m.group(1))
+        if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out))
+        else 0,
+        "errors": sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out)),
+    }
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+\w+)", out, re.MULTILINE)
+        figures[f"p{pct}_ms"] = _ms(m.group(1)) if m else None
+    return figures
+
+
+def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    best = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+    return {**best, "rps_runs": [round(r["rps"], 1) for r in runs]}
+
+
+def _session_cookie(email: str) -> str:
+    from accounts.models import User
+
+    client = Client()
+    client.force_login(User.objects.get(email=email))
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def _owner_email(reference: str) -> str:
+    from journey.models import Journey
+
+    return Journey.objects.select_related("owner").get(reference=reference).owner.email
+
+
+def collectstatic() -> None:
+    call_command("collectstatic", interactive=False, verbosity=0)
+
+
+# --- steps ---------------------------------------------------------------------------------
+
+
+def step_load(context: Context, *, scale: float, manifest_path: Path) -> dict[str, Any]:
+    """A new database: migrate, the demo, then the data set by COPY."""
+    name = connection.settings_dict["NAME"]
+    connections.close_all()
+    admin = {k: v for k, v in connection.get_connection_params().items() if k != "dbname"}
+    admin.pop("cursor_factory", None)
+    admin.pop("context", None)
+    with psycopg.connect(dbname="postgres", autocommit=True, **admin) as pg:
+        pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg.execute(f'CREATE DATABASE "{name}"')
+    media = Path(settings.MEDIA_ROOT)
+    shutil.rmtree(media, ignore_errors=True)
+    import redis
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    started = time.perf_counter()
+    call_command("migrate", interactive=False, verbosity=0)
+    migrated = time.perf_counter() - started
+    with open("/dev/null", "w") as quiet:
+        call_command("demo", stdout=quiet)
+    manifest = load(scale=scale)
+    manifest_write(manifest, manifest_path)
+    total = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
+        size = cursor.fetchone()[0]
+    return {
+        "scale": scale,
+        "migrate_seconds": round(migrated, 1),
+        "load_seconds": manifest.seconds,
+        "total_seconds": round(total, 1),
+        "database_size": size,
+        "rows": manifest.counts,
+        "customers": manifest.customers,
+        "journeys": manifest.journeys,
+        "events": manifest.events,
+        "photos": manifest.photos,
+        "checkpoints": manifest.checkpoints,
+        "notifications": manifest.notifications,
+    }
+
+
+def step_queries(context: Context) -> dict[str, Any]:
+    """SQL queries of the journey page: a typical journey and the largest one."""
+    from django.db.models import Count
+
+    from journey.models import Journey
+
+    typical = context.manifest.typical[0]
+    largest = (
+        Journey.objects.annotate(n=Count("events")).order_by("-n").values_list("reference", "n")[0]
+    )
+    figures = {}
+    for label, reference in (("typical", typical), ("largest", largest[0])):
+        client = Client(HTTP_HOST="127.0.0.1")
+        client.cookies[settings.SESSION_COOKIE_NAME] = _session_cookie(_owner_email(reference))
+        url = f"/journeys/{reference}/"
+        client.get(url)
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(url)
+        journey = Journey.objects.get(reference=reference)
+        figures[label] = {
+            "reference": reference,
+            "status": response.status_code,
+            "queries": len(queries.captured_queries),
+            "events": journey.events.count(),
+            "photos": journey.photos.count(),
+            "legs": journey.legs.count(),
+            "html_bytes": len(response.content),
+        }
+    return figures
+
+
+def _page_runs(context: Context, kind: str, rounds: int) -> dict[str, Any]:
+    reference = context.manifest.typical[0]
+    cookie = f"{settings.SESSION_COOKIE_NAME}={_session_cookie(_owner_email(reference))}"
+    headers = {"Cookie": cookie}
+    with server(context, kind) as base:
+        urls = {"floor": f"{base}/bench/floor/", "page": f"{base}/journeys/{reference}/"}
+        for url in urls.values():  # both answer 200 to this customer, and are warm
+            request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                assert response.status == 200, (url, response.status)
+            wrk(url, seconds=3, headers=headers)
+        runs: dict[str, list[dict[str, float]]] = {"floor": [], "page": []}
+        for _ in range(rounds):  # interleaved, so drift affects both alike
+            for name, url in urls.items():
+                runs[name].append(wrk(url, seconds=context.seconds, headers=headers))
+    floor, page = _median_run(runs["floor"]), _median_run(runs["page"])
+    return {
+        "server": kind,
+        "workers": WORKERS,
+        "floor": floor,
+        "page": page,
+        "ratio": round(page["rps"] / floor["rps"], 3),
+    }
+
+
+def step_page(context: Context) -> dict[str, Any]:
+    """Requests/s of the journey page against the floor view, under both servers."""
+    figures = {"reference": context.manifest.typical[0], "connections": 8}
+    for kind in SERVERS:
+        figures[kind] = _page_runs(context, kind, rounds=3)
+    figures["default"] = DEFAULT_SERVER
+    return figures
+
+
+INGEST_LUA = """
+local refs = {%(refs)s}
+local codes = {%(codes)s}
+local batch = %(batch)d
+local counter = 0
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+init = function(args)
+  runid = args[1]
+  math.randomseed(tid * 7919 + os.time())
+end
+local function event(id, with_journey)
+  local ref = refs[math.random(#refs)]
+  local body = '{"event_id":"' .. id .. '","code":"' .. codes[math.random(#codes)] ..
+    '","occurred_at":"%(now)s"'
+  if with_journey then body = body .. ',"journey":"' .. ref .. '"' end
+  return ref, body .. '}'
+end
+request = function()
+  counter = counter + 1
+  local id = runid .. "-" .. tid .. "-" .. counter
+  local headers = {["Content-Type"] = "application/json",
+                   ["Authorization"] = "%(auth)s", ["Idempotency-Key"] = id}
+  if batch == 0 then
+    local ref, body = event(id, false)
+    return wrk.format("POST", "/api/v1/journeys/" .. ref .. "/events/", headers, body)
+  end
+  local items = {}
+  for i = 1, batch do
+    local _, body = event(id .. "-" .. i, true)
+    items[i] = body
+  end
+  return wrk.format("POST", "/api/v1/events/batch/", headers,
+                    '{"events":[' .. table.concat(items, ",") .. ']}')
+end
+"""
+
+
+def step_ingest(context: Context) -> dict[str, Any]:
+    """Partner events through the API, single and batched, with idempotency keys."""
+    import redis
+
+    from integrations.models import InboundEvent, Partner
+    from integrations.services import partner_key_create
+    from journey.models import Journey
+
+    partner = Partner.objects.get(slug="iberia-motor-works")
+    _key, plain = partner_key_create(partner=partner, name="bench")
+    reserved = set(context.manifest.ready + context.manifest.typical + context.manifest.plain)
+    refs = [
+        r
+        for r in Journey.objects.filter(
+            template__key="car-built-to-order", reference__startswith="MP-B"
+        )
+        .order_by("?")
+        .values_list("reference", flat=True)[:3000]
+        if r not in reserved
+    ][:2000]
+    now = (timezone.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    figures: dict[str, Any] = {"journeys": len(refs), "connections": 8}
+    with server(context) as base:
+        for name, batch in (("single", 0), ("batch", 100)):
+            script = context.artifacts / f"ingest-{name}.lua"
+            script.write_text(
+                INGEST_LUA
+                % {
+                    "refs": ",".join(f'"{r}"' for r in refs),
+                    "codes": ",".join(f'"{c}"' for c in FACTORY_CODES),
+                    "batch": batch,
+                    "now": now,
+                    "auth": f"Api-Key {plain}",
+                }
+            )
+            run_id = f"{name}-{int(time.time())}"
+            result = wrk(
+                f"{base}/api/v1/", seconds=context.seconds, script=script, script_args=[run_id]
+            )
+            stored = InboundEvent.objects.filter(
+                partner=partner, event_id__startswith=run_id
+            ).count()
+            per_request = max(batch, 1)
+            figures[name] = {
+                **result,
+                "batch_size": per_request,
+                "events_per_second": round(result["rps"] * per_request, 1),
+                "events_stored": stored,
+                "events_sent": result["requests"] * per_request,
+            }
+    # The deliveries these events queued are not the subject here.
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    return figures
+
+
+def step_know(context: Context, count: int = 1000, pace: float = 0.05) -> dict[str, Any]:
+    """From a partner event accepted to the customer's email handed to the mail backend."""
+    from integrations.models import Partner
+    from integrations.services import partner_key_create
+    from journey.models import Journey
+
+    partner = Partner.objects.get(slug="iberia-motor-works")
+    _key, plain = partner_key_create(partner=partner, name="bench-know")
+    journeys = list(
+        Journey.objects.filter(reference__in=context.manifest.ready)
+        .select_related("owner")
+        .order_by("reference")[:count]
+    )
+    mail_log = Path(context.env["BENCH_MAIL_LOG"])
+    mail_log.unlink(missing_ok=True)
+    sent: dict[str, float] = {}
+    statuses: dict[int, int] = {}
+    with server(context, workers=2) as base, worker(context):
+        host, port = base.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        for n, journey in enumerate(journeys):
+            current = journey.milestones.filter(state="current").values_list("position", flat=True)
+            code = NEXT_CODE[current[0]]
+            body = json.dumps(
+                {
+                    "event_id": f"know-{int(time.time())}-{n}",
+                    "code": code,
+                    "occurred_at": timezone.now().isoformat(),
+                }
+            )
+            started = time.time()
+            conn.request(
+                "POST",
+                f"/api/v1/journeys/{journey.reference}/events/",
+                body=body,
+                headers={"Authorization": f"Api-Key {plain}", "Content-Type": "application/json"},
+            )
+            response = conn.getresponse()
+            response.read()
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+            if response.status == 201:
+                sent[journey.owner.email] = started
+            time.sleep(max(0.0, pace - (time.time() - started)))
+        conn.close()
+        deadline = time.time() + 60
+        handed: dict[str, float] = {}
+        while time.time() < deadline:
+            if mail_log.exists():
+                for line in mail_log.read_text().splitlines():
+                    stamp, to = line.split(" ", 1)
+                    handed.setdefault(to, float(stamp))
+            if all(email in handed for email in sent):
+                break
+            time.sleep(0.5)
+    latencies = sorted((handed[e] - t) * 1000 for e, t in sent.items() if e in handed)
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0] * 99
+    return {
+        "events": len(journeys),
+        "statuses": statuses,
+        "emails": len(latencies),
+        "missing": len(sent) - len(latencies),
+        "pace_ms": pace * 1000,
+        "p50_ms": round(quantiles[49], 1),
+        "p95_ms": round(quantiles[94], 1),
+        "p99_ms": round(quantiles[98], 1),
+        "max_ms": round(latencies[-1], 1) if latencies else None,
+        "worker_concurrency": 2,
+        "server_workers": 2,
+    }
+
+
+def _plans(queries: list[dict[str, str]], limit: int = 6) -> list[dict[str, Any]]:
+    """EXPLAIN ANALYZE the slowest distinct SELECTs a job ran (normalised by shape)."""
+    shapes: dict[str, dict[str, Any]] = {}
+    for query in queries:
+        sql = query["sql"]
+        if not sql.lstrip().upper().startswith("SELECT"):
+            continue
+        shape = re.sub(r"'[^']*'|\b\d+\b", "?", sql)
+        entry = shapes.setdefault(shape, {"sql": sql, "count": 0, "time": 0.0})
+        entry["count"] += 1
+        entry["time"] += float(query["time"])
+    chosen = sorted(shapes.values(), key=lambda e: e["time"], reverse=True)[:limit]
+    plans = []
+    with connection.cursor() as cursor:
+        for entry in chosen:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS OFF, TIMING OFF) " + entry["sql"])
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            plans.append(
+                {
+                    "sql": entry["sql"][:1500],
+                    "runs": entry["count"],
+                    "seconds": round(entry["time"], 3),
+                    "plan": plan,
+                    "seq_scan": "Seq Scan" in plan,
+                }
+            )
+    return plans
+
+
+def _timed(function, *args, **kwargs) -> tuple[Any, float, list[dict[str, str]]]:
+    settings.DEBUG = True  # so the connection keeps the queries' SQL and times
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            started = time.perf_counter()
+            result = function(*args, **kwargs)
+            seconds = time.perf_counter() - started
+    finally:
+        settings.DEBUG = False
+    return result, seconds, queries.captured_queries
+
+
+def step_jobs(context: Context) -> dict[str, Any]:
+    """The reminder job, and the sweep delivering held messages as digests, at full size."""
+    from notifications.models import Notification
+    from notifications.reminders import send_reminders
+    from notifications.services import outbox_due_ids, outbox_sweep
+
+    figures: dict[str, Any] = {}
+    counts, seconds, queries = _timed(send_reminders)
+    figures["reminders"] = {
+        "seconds": round(seconds, 2),
+        "enqueued": vars(counts),
+        "queries": len(queries),
+        "plans": _plans(queries),
+    }
+
+    # Held messages now due: three each for 1,000 customers (quiet hours ended, a digest
+    # window closed), which the sweep sends as one digest per customer.
+    from journey.models import Journey
+
+    now = timezone.now()
+    owners = list(
+        Journey.objects.filter(reference__startswith="MP-B")
+        .values_list("owner_id", "pk")
+        .order_by("owner_id")
+        .distinct("owner_id")[:1000]
+    )
+    held = [
+        Notification(
+            recipient_id=owner,
+            journey_id=journey,
+            kind="milestone_reached",
+            channel="email",
+            context={"stage": "Paint"},
+            dedup_key=f"bench-held:{owner}:{k}:{now.timestamp()}",
+            scheduled_at=now - timedelta(minutes=1),
+            occurred_at=now - timedelta(minutes=10),
+        )
+        for owner, journey in owners
+        for k in range(3)
+    ]
+    Notification.objects.bulk_create(held, batch_size=1000)
+    Notification.objects.filter(dedup_key__startswith="bench-held:").update(
+        created_at=now - timedelta(minutes=10)
+    )
+    due, due_seconds, due_queries = _timed(outbox_due_ids)
+    rounds = []
+    total = 0.0
+    sent = 0
+    all_queries: list[dict[str, str]] = []
+    while True:
+        delivered, seconds, queries = _timed(outbox_sweep)
+        all_queries += queries
+        if not delivered:
+            break
+        rounds.append({"delivered": delivered, "seconds": round(seconds, 2)})
+        total += seconds
+        sent += delivered
+    left = Notification.objects.filter(dedup_key__startswith="bench-held:", state="pending").count()
+    figures["sweep"] = {
+        "held_rows": len(held),
+        "due_query_seconds": round(due_seconds, 3),
+        "due_found": len(due),
+        "deliveries": sent,
+        "rounds": rounds,
+        "seconds": round(total, 2),
+        "left_pending": left,
+        "notifications_in_table": Notification.objects.count(),
+        "plans": _plans(due_queries) + _plans(all_queries, limit=4),
+    }
+    return figures
+
+
+def step_weight(context: Context) -> dict[str, Any]:
+    """What the browser fetches for a journey page with no photos: sizes and hosts."""
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import sync_playwright
+
+    reference = context.manifest.plain[0]
+    cookie = _session_cookie(_owner_email(reference))
+    responses: list[dict[str, Any]] = []
+    with server(context) as base, sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+        )
+        page_context = browser.new_context()
+        page_context.add_cookies(
+            [
+                {
+                    "name": settings.SESSION_COOKIE_NAME,
+                    "value": cookie,
+                    "url": base,
+                    "httpOnly": True,
+                }
+            ]
+        )
+        page = page_context.new_page()
+        requests = []
+        page.on("request", lambda request: requests.append(request))
+        page.goto(f"{base}/journeys/{reference}/", wait_until="networkidle")
+        for request in requests:
+            response = request.response()
+            if response is None:
+                responses.append({"url": request.url, "status": None})
+                continue
+            body = response.body() if response.status < 300 else b""
+            sizes = request.sizes()
+            encoding = response.headers.get("content-encoding", "")
+            compressed = sizes["responseBodySize"] if encoding else len(gzip.compress(body, 6))
+            responses.append(
+                {
+                    "url": request.url.removeprefix(base),
+                    "host": urlsplit(request.url).netloc,
+                    "status": response.status,
+                    "type": response.headers.get("content-type", "").split(";")[0],
+                    "bytes": len(body),
+                    "compressed_bytes": compressed,
+                    "encoding": encoding or "gzip -6 (estimated, as a proxy would send it)",
+                }
+            )
+        page.screenshot(path=str(context.artifacts / "weight.png"), full_page=True)
+        browser.close()
+    own_host = urlsplit(base).netloc
+    return {
+        "reference": reference,
+        "requests": len(responses),
+        "other_hosts": sorted({r["host"] for r in responses if r.get("host") != own_host}),
+        "total_bytes": sum(r.get("bytes", 0) for r in responses),
+        "total_compressed_bytes": sum(r.get("compressed_bytes", 0) for r in responses),
+        "responses": responses,
+    }

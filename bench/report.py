@@ -1,0 +1,333 @@
+"""Write the benchmark's figures into docs/performance.md, between two markers.
+
+What is outside the markers (the targets' reasons, the findings, what to do next) is
+written by hand and kept; what is inside is replaced by every run, from results.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+BEGIN = "<!-- bench:begin (written by bench/report.py from make bench; do not edit) -->"
+END = "<!-- bench:end -->"
+
+TARGETS = {
+    "load": ("Data set loaded", "under 600 s"),
+    "queries": ("Journey page SQL queries", "the same for a typical and the largest journey"),
+    "page": ("Journey page requests/s vs the floor", "at least 40%"),
+    "ingest_single": ("Single events through the API", "at least 300 events/s"),
+    "ingest_batch": ("Events through the batch endpoint", "at least 2,000 events/s"),
+    "know": ("Time to know, p95", "under 1,000 ms"),
+    "jobs": ("Reminder job; sweep with digests", "each under 30 s, on indexes"),
+    "weight": ("Journey page weight without photos", "under 80 KB compressed, one host"),
+}
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1024:.1f} KB"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "—" if ok is None else ("met" if ok else "**missed**")
+
+
+def _summary(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    if load := results.get("load"):
+        rows.append(
+            (
+                *TARGETS["load"],
+                f"{load['total_seconds']:.0f} s (COPY {load['load_seconds']:.0f} s)",
+                _verdict(load["total_seconds"] < 600 and load["scale"] >= 1),
+            )
+        )
+    if q := results.get("queries"):
+        same = q["typical"]["queries"] == q["largest"]["queries"]
+        rows.append(
+            (
+                *TARGETS["queries"],
+                f"{q['typical']['queries']} ({q['typical']['events']} events) and "
+                f"{q['largest']['queries']} ({q['largest']['events']} events)",
+                _verdict(same),
+            )
+        )
+    if page := results.get("page"):
+        default = page[page["default"]]
+        rows.append(
+            (
+                *TARGETS["page"],
+                f"{default['ratio']:.0%} ({default['page']['rps']:.0f} of "
+                f"{default['floor']['rps']:.0f} req/s, {page['default']})",
+                _verdict(default["ratio"] >= 0.4),
+            )
+        )
+    if ingest := results.get("ingest"):
+        single, batch = ingest["single"], ingest["batch"]
+        rows.append(
+            (
+                *TARGETS["ingest_single"],
+                f"{single['events_per_second']:.0f} events/s",
+                _verdict(single["events_per_second"] >= 300 and not single["non_2xx"]),
+            )
+        )
+        rows.append(
+            (
+                *TARGETS["ingest_batch"],
+                f"{batch['events_per_second']:.0f} events/s (batches of {batch['batch_size']})",
+                _verdict(batch["events_per_second"] >= 2000 and not batch["non_2xx"]),
+            )
+        )
+    if know := results.get("know"):
+        rows.append(
+            (
+                *TARGETS["know"],
+                f"p50 {know['p50_ms']:.0f} ms, p95 {know['p95_ms']:.0f} ms "
+                f"({know['emails']} emails, {know['missing']} missing)",
+                _verdict(know["p95_ms"] < 1000 and not know["missing"]),
+            )
+        )
+    if jobs := results.get("jobs"):
+        reminders, sweep = jobs["reminders"], jobs["sweep"]
+        scans = [p for job in (reminders, sweep) for p in job["plans"] if p["seq_scan"]]
+        rows.append(
+            (
+                *TARGETS["jobs"],
+                f"{reminders['seconds']:.1f} s; {sweep['seconds']:.1f} s "
+                f"({len(scans)} sequential scans in the plans)",
+                _verdict(reminders["seconds"] < 30 and sweep["seconds"] < 30 and not scans),
+            )
+        )
+    if weight := results.get("weight"):
+        rows.append(
+            (
+                *TARGETS["weight"],
+                f"{_kb(weight['total_compressed_bytes'])} in {weight['requests']} requests; "
+                f"other hosts: {', '.join(weight['other_hosts']) or 'none'}",
+                _verdict(
+                    weight["total_compressed_bytes"] < 80 * 1024 and not weight["other_hosts"]
+                ),
+            )
+        )
+    return rows
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _how(figures: dict[str, Any]) -> str:
+    return f"`{figures['command']}` — {figures['when']}, {figures['took_seconds']:.0f} s in all."
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        BEGIN,
+        "",
+        f"Machine: {m['cpus']} x {m['cpu']}, {m['memory']}, {m['os']}, Python {m['python']}, "
+        f"PostgreSQL {m['postgresql']}. Last run: {m['date']}, scale {results.get('scale')}.",
+        "",
+        "### Summary",
+        "",
+        *_table(
+            ["what", "target", "measured", ""],
+            [list(r) for r in _summary(results)],
+        ),
+    ]
+    if load := results.get("load"):
+        lines += [
+            "",
+            "### 1. The data set",
+            "",
+            _how(load),
+            "",
+            f"Migrations {load['migrate_seconds']:.0f} s, the rows by COPY "
+            f"{load['load_seconds']:.0f} s; the database is {load['database_size']}.",
+            "",
+            *_table(["table", "rows"], [[t, f"{n:,}"] for t, n in sorted(load["rows"].items())]),
+        ]
+    if q := results.get("queries"):
+        lines += ["", "### 2a. SQL queries of the journey page", "", _how(q), ""]
+        lines += _table(
+            ["journey", "events", "photos", "legs", "queries", "HTML"],
+            [
+                [
+                    f"{label} ({v['reference']})",
+                    v["events"],
+                    v["photos"],
+                    v["legs"],
+                    v["queries"],
+                    _kb(v["html_bytes"]),
+                ]
+                for label, v in (("typical", q["typical"]), ("largest", q["largest"]))
+            ],
+        )
+    if page := results.get("page"):
+        lines += [
+            "",
+            "### 2b and 7. The journey page against the floor, under gunicorn and granian",
+            "",
+            _how(page),
+            "",
+            f"Journey {page['reference']}; wrk, 2 threads, {page['connections']} connections, "
+            "three interleaved runs of each URL, the median shown (all three in brackets).",
+            "",
+        ]
+        rows = []
+        for kind in ("gunicorn", "granian"):
+            if kind not in page:
+                continue
+            s = page[kind]
+            for name in ("floor", "page"):
+                r = s[name]
+                rows.append(
+                    [
+                        f"{kind} x{s['workers']}",
+                        name,
+                        f"{r['rps']:.0f} ({', '.join(f'{x:.0f}' for x in r['rps_runs'])})",
+                        r["p50_ms"],
+                        r["p99_ms"],
+                        r["non_2xx"] + r["errors"],
+                        f"{s['ratio']:.0%}" if name == "page" else "",
+                    ]
+                )
+        lines += _table(
+            ["server", "URL", "req/s", "p50 ms", "p99 ms", "errors", "page/floor"], rows
+        )
+    if ingest := results.get("ingest"):
+        lines += ["", "### 3. Partner ingest", "", _how(ingest), ""]
+        rows = []
+        for name in ("single", "batch"):
+            r = ingest[name]
+            rows.append(
+                [
+                    name,
+                    r["batch_size"],
+                    f"{r['rps']:.0f}",
+                    f"{r['events_per_second']:.0f}",
+                    r["p50_ms"],
+                    r["p99_ms"],
+                    r["non_2xx"] + r["errors"],
+                    f"{r['events_stored']:,} of {r['events_sent']:,}",
+                ]
+            )
+        lines += _table(
+            [
+                "endpoint",
+                "events/request",
+                "req/s",
+                "events/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "stored",
+            ],
+            rows,
+        )
+        lines += [
+            "",
+            f"Every request carries an Idempotency-Key; events go to {ingest['journeys']:,} "
+            f"random cars, {ingest['connections']} connections.",
+        ]
+    if know := results.get("know"):
+        lines += [
+            "",
+            "### 4. Time to know",
+            "",
+            _how(know),
+            "",
+            f"{know['events']} partner events, one every {know['pace_ms']:.0f} ms, each to "
+            "another customer; measured from the moment the request was sent to the moment "
+            "the worker handed the email to the mail backend. gunicorn "
+            f"x{know['server_workers']}, one Celery worker (prefork x{know['worker_concurrency']})"
+            " on Redis.",
+            "",
+            *_table(
+                ["p50", "p95", "p99", "max", "emails", "missing", "responses"],
+                [
+                    [
+                        f"{know['p50_ms']:.0f} ms",
+                        f"{know['p95_ms']:.0f} ms",
+                        f"{know['p99_ms']:.0f} ms",
+                        f"{know['max_ms']:.0f} ms",
+                        know["emails"],
+                        know["missing"],
+                        ", ".join(f"{k}: {v}" for k, v in sorted(know["statuses"].items())),
+                    ]
+                ],
+            ),
+        ]
+    if jobs := results.get("jobs"):
+        r, s = jobs["reminders"], jobs["sweep"]
+        lines += [
+            "",
+            "### 5. Reminder, digest and sweep jobs",
+            "",
+            _how(jobs),
+            "",
+            f"Reminders: {r['seconds']:.2f} s, {r['queries']} queries, enqueued "
+            + ", ".join(f"{k} {v}" for k, v in r["enqueued"].items())
+            + ".",
+            "",
+            f"Sweep with digests: {s['held_rows']:,} held messages for "
+            f"{s['held_rows'] // 3:,} customers, due now, among "
+            f"{s['notifications_in_table']:,} notifications. Finding what is due took "
+            f"{s['due_query_seconds'] * 1000:.0f} ms; {len(s['rounds'])} sweeps made "
+            f"{s['deliveries']:,} deliveries in {s['seconds']:.1f} s; "
+            f"{s['left_pending']} left pending.",
+            "",
+            "The query plans (EXPLAIN ANALYZE of the slowest distinct queries each job ran):",
+        ]
+        for name, job in (("reminders", r), ("sweep", s)):
+            for plan in job["plans"]:
+                lines += [
+                    "",
+                    f"<details><summary>{name}: {plan['runs']} run(s), {plan['seconds']:.3f} s"
+                    f"{' — sequential scan' if plan['seq_scan'] else ''}</summary>",
+                    "",
+                    "```sql",
+                    plan["sql"],
+                    "```",
+                    "",
+                    "```",
+                    plan["plan"],
+                    "```",
+                    "",
+                    "</details>",
+                ]
+    if weight := results.get("weight"):
+        lines += ["", "### 6. Page weight", "", _how(weight), ""]
+        lines += _table(
+            ["request", "type", "status", "bytes", "compressed", "encoding"],
+            [
+                [
+                    f"`{r['url'][:70]}`",
+                    r.get("type", ""),
+                    r.get("status"),
+                    f"{r.get('bytes', 0):,}",
+                    f"{r.get('compressed_bytes', 0):,}",
+                    r.get("encoding", ""),
+                ]
+                for r in weight["responses"]
+            ],
+        )
+        lines += [
+            "",
+            f"In all {_kb(weight['total_bytes'])}, {_kb(weight['total_compressed_bytes'])} "
+            f"compressed; hosts other than the server: "
+            f"{', '.join(weight['other_hosts']) or 'none'}.",
+        ]
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def report_write(results: dict[str, Any], path: Path) -> None:
+    text = path.read_text() if path.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text += f"\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    _old, tail = rest.split(END, 1)
+    path.write_text(head + render(results) + tail)
