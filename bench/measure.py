@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import os
 import re
 import shutil
 import statistics
@@ -34,7 +35,7 @@ from bench.load import Manifest, load, manifest_read, manifest_write
 SERVERS = ["gunicorn", "granian"]
 DEFAULT_SERVER = "gunicorn"  # what the Dockerfile runs; chosen from the figures (docs)
 WORKERS = 4  # per server: the two cores spend much of each request waiting on PostgreSQL
-PORT = 8097
+PORT = int(os.environ.get("BENCH_PORT", "8097"))
 FACTORY_CODES = ["SLOT", "BIW", "PNT-IN", "ASSY", "QC-PASS", "GATE-RDY"]
 NEXT_CODE = {
     1: "SLOT",
