@@ -43,12 +43,17 @@ def _summary(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             )
         )
     if q := results.get("queries"):
-        same = q["typical"]["queries"] == q["largest"]["queries"]
+        same = (
+            q["typical"]["queries"] == q["largest"]["queries"]
+            and q["typical"]["queries_rendered"] == q["largest"]["queries_rendered"]
+        )
         rows.append(
             (
                 *TARGETS["queries"],
-                f"{q['typical']['queries']} ({q['typical']['events']} events) and "
-                f"{q['largest']['queries']} ({q['largest']['events']} events)",
+                f"{q['typical']['queries_rendered']} rendered, {q['typical']['queries']} "
+                f"cached ({q['typical']['events']} events); "
+                f"{q['largest']['queries_rendered']} and {q['largest']['queries']} "
+                f"({q['largest']['events']} events)",
                 _verdict(same),
             )
         )
@@ -152,13 +157,14 @@ def render(results: dict[str, Any]) -> str:
     if q := results.get("queries"):
         lines += ["", "### 2a. SQL queries of the journey page", "", _how(q), ""]
         lines += _table(
-            ["journey", "events", "photos", "legs", "queries", "HTML"],
+            ["journey", "events", "photos", "legs", "queries rendered", "cached", "HTML"],
             [
                 [
                     f"{label} ({v['reference']})",
                     v["events"],
                     v["photos"],
                     v["legs"],
+                    v["queries_rendered"],
                     v["queries"],
                     _kb(v["html_bytes"]),
                 ]

@@ -119,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     results["scale"] = args.scale if "load" in steps else results.get("scale", args.scale)
 
     if set(steps) - {"load"}:
+        if "load" not in steps:  # a reused database gets this checkout's migrations
+            from django.core.management import call_command
+
+            call_command("migrate", interactive=False, verbosity=0)
         measure.collectstatic()  # production's manifest storage serves the pages' assets
     context = measure.Context(env=env, seconds=args.seconds, artifacts=ARTIFACTS, bin=BIN)
     for step in steps:

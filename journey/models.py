@@ -119,6 +119,12 @@ class Journey(models.Model):
     # A partner's test journey: driven through the API like any other, but it never
     # notifies anyone (its owner is a sandbox user, not a customer).
     is_sandbox = models.BooleanField(default=False, editable=False)
+    # Moves on every change to what the journey page shows: the journey row, its
+    # milestones, photos, ratings, legs, checkpoints, tasks, promised items, appointments,
+    # reschedule requests, messages and ETA history, and its template's stages. Kept by
+    # database triggers (migration 0008), so no write can forget it; the page and its
+    # polled parts are cached under it (journey/page_cache.py).
+    version = models.PositiveBigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -322,6 +328,14 @@ class CustomerTask(models.Model):
 
     class Meta:
         ordering = ["done_at", "due_date", "id"]
+        # The reminder job's question: which open tasks fall due, or are overdue?
+        indexes = [
+            models.Index(
+                fields=["due_date"],
+                name="task_open_due_idx",
+                condition=models.Q(done_at__isnull=True, due_date__isnull=False),
+            )
+        ]
 
     def __str__(self) -> str:
         return self.title
@@ -346,6 +360,14 @@ class PromisedItem(models.Model):
 
     class Meta:
         ordering = ["id"]
+        # The reminder job's question: which promises are late?
+        indexes = [
+            models.Index(
+                fields=["due_date"],
+                name="promised_open_due_idx",
+                condition=~models.Q(state="delivered"),
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -374,6 +396,8 @@ class Appointment(models.Model):
                 name="appointment_arrive_before_start",
             ),
         ]
+        # The reminder job's question: whose appointment is tomorrow?
+        indexes = [models.Index(fields=["arrive_at"], name="appointment_arrive_idx")]
 
     def __str__(self) -> str:
         return self.title

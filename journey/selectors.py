@@ -50,6 +50,27 @@ def journey_list(*, user: User) -> list[Journey]:
     )
 
 
+@dataclass(frozen=True)
+class JourneyStamp:
+    pk: int
+    reference: str
+    version: int
+
+
+def journey_stamp(*, user: User, reference: str) -> JourneyStamp:
+    """Which journey, at which version, or 404 for anyone who may not see it: one query,
+    enough to find the cached page (journey/page_cache.py)."""
+    row = (
+        journeys_visible_to(user=user)
+        .filter(reference=reference)
+        .values_list("pk", "reference", "version")
+        .first()
+    )
+    if row is None:
+        raise Http404("No such journey.")
+    return JourneyStamp(*row)
+
+
 def journey_detail(*, user: User, reference: str) -> Journey:
     """One journey shaped for its page, or 404 for anyone who may not see it."""
     queryset = journeys_visible_to(user=user).select_related("template", "owner__profile")

@@ -1,5 +1,3 @@
-import hashlib
-import re
 import sys
 
 from django import forms
@@ -18,13 +16,13 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.template import loader
 from django.urls import reverse
-from django.utils.http import parse_etags, quote_etag
+from django.utils.http import parse_etags
 from django.utils.translation import gettext as _
 from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from journey import selectors, services
+from journey import page_cache, selectors, services
 from journey.calendar import appointment_ics
 from journey.errors import ApplicationError
 from journey.forms import FeedbackForm, MessageForm, RescheduleForm
@@ -96,34 +94,53 @@ def _detail_context(request: HttpRequest, journey: Journey, **forms: object) -> 
 @login_required
 @require_GET
 def detail(request: HttpRequest, reference: str) -> HttpResponse:
-    journey = selectors.journey_detail(user=request.user, reference=reference)
-    return render(request, "journey/detail.html", _detail_context(request, journey))
+    if not page_cache.cacheable(request):  # ?reply=, or a message to show once
+        journey = selectors.journey_detail(user=request.user, reference=reference)
+        return render(request, "journey/detail.html", _detail_context(request, journey))
+    stamp = selectors.journey_stamp(user=request.user, reference=reference)
+    unread = page_cache.unread(request)
+    html = page_cache.render_cached(
+        request,
+        key=page_cache.cache_key(request, stamp, "page", unread),
+        template="journey/detail.html",
+        context=lambda: _detail_context(
+            request, selectors.journey_detail(user=request.user, reference=reference)
+        ),
+        unread=unread,
+    )
+    return page_cache.respond(request, html)
 
 
 # The parts of the journey page that change while it is open, and poll for it.
 POLLED_PARTS = {"header", "timeline", "route", "todo", "messages"}
-# A CSRF token is masked afresh on every render; it must not make unchanged content
-# look changed.
-_CSRF_INPUT = re.compile(rb'name="csrfmiddlewaretoken" value="[^"]*"')
 
 
 @login_required
 @require_GET
 def part(request: HttpRequest, reference: str, name: str) -> HttpResponse:
-    """One changing part of the journey page, with an ETag: 304 when nothing changed."""
+    """One changing part of the journey page, with an ETag: 304 when nothing changed.
+
+    The ETag comes from the journey's version and the viewer (journey/page_cache.py), so
+    the answer to "has it changed?" needs no rendering at all."""
     if name not in POLLED_PARTS:
         raise Http404("No such part.")
-    journey = selectors.journey_detail(user=request.user, reference=reference)
-    response = render(request, f"journey/detail.html#{name}", _detail_context(request, journey))
-    digest = hashlib.sha256(_CSRF_INPUT.sub(b"", response.content)).hexdigest()[:32]
-    etag = quote_etag(digest)
+    stamp = selectors.journey_stamp(user=request.user, reference=reference)
+    unread = page_cache.unread(request)
+    key = page_cache.cache_key(request, stamp, name, unread)
     # The browser must ask each time; the ETag makes asking cheap.
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if etag in parse_etags(request.headers.get("If-None-Match", "")):
+    headers = {"ETag": page_cache.etag_of(key), "Cache-Control": "private, no-cache"}
+    if headers["ETag"] in parse_etags(request.headers.get("If-None-Match", "")):
         return HttpResponseNotModified(headers=headers)
-    for key, value in headers.items():
-        response[key] = value
-    return response
+    html = page_cache.render_cached(
+        request,
+        key=key,
+        template=f"journey/detail.html#{name}",
+        context=lambda: _detail_context(
+            request, selectors.journey_detail(user=request.user, reference=reference)
+        ),
+        unread=unread,
+    )
+    return page_cache.respond(request, html, **headers)
 
 
 def _after_write(request: HttpRequest, reference: str, part_name: str, anchor: str) -> HttpResponse:

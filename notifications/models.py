@@ -86,6 +86,12 @@ class Notification(models.Model):
                 fields=["recipient", "channel", "-created_at"],
                 name="notification_recipient_idx",
             ),
+            # A delivery run finds the rows it claimed (one, or a digest's several).
+            models.Index(
+                fields=["claim_id"],
+                name="notification_claim_idx",
+                condition=models.Q(claim_id__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

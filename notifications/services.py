@@ -266,7 +266,11 @@ def notification_deliver(*, notification_id: int) -> NotificationState | None:
 
 def outbox_due_ids(*, now: datetime | None = None, limit: int = 500) -> list[int]:
     """What the sweep sends: rows whose task never ran (broker down, worker died), retries
-    that are due, and rows that were held (quiet hours, digest) and are now due."""
+    that are due, and rows that were held (quiet hours, digest) and are now due.
+
+    One id per person and channel among the pending rows: delivering it takes that
+    person's other due rows along, as one digest, so the rest need no delivery of their
+    own (each would only find its row already claimed)."""
     now = now or timezone.now()
     lost = Q(state=NotificationState.PENDING, scheduled_at__lte=now - settings.OUTBOX_SWEEP_GRACE)
     held = Q(
@@ -275,11 +279,21 @@ def outbox_due_ids(*, now: datetime | None = None, limit: int = 500) -> list[int
         scheduled_at__gt=F("created_at") + timedelta(seconds=1),
     )
     abandoned = Q(state=NotificationState.SENDING, claimed_at__lt=now - settings.OUTBOX_CLAIM_LEASE)
-    return list(
+    rows = (
         Notification.objects.filter(lost | held | abandoned)
         .order_by("scheduled_at")
-        .values_list("pk", flat=True)[:limit]
+        .values_list("pk", "recipient_id", "channel", "state")[:limit]
     )
+    heads: list[int] = []
+    seen: set[tuple[int, str]] = set()
+    for pk, recipient_id, channel, state in rows:
+        group = (recipient_id, channel)
+        if state == NotificationState.PENDING and recipient_id is not None:
+            if group in seen:
+                continue
+            seen.add(group)
+        heads.append(pk)
+    return heads
 
 
 def outbox_sweep(*, now: datetime | None = None) -> int:

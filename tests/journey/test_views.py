@@ -13,8 +13,10 @@ from journey.models import (
     Appointment,
     Checkpoint,
     CustomerTask,
+    EventKind,
     EventSource,
     Feedback,
+    JourneyEvent,
     Message,
     RescheduleRequest,
     ShipmentLeg,
@@ -145,14 +147,27 @@ def test_journey_page_queries_do_not_grow_with_its_content(
     fill(small, count=3)
     large = make_journey(owner=customer, stages=100)
     fill(large, count=100)
+    # 300 events on the large journey: 100 stages reached, 200 notes from partners.
+    JourneyEvent.objects.bulk_create(
+        JourneyEvent(
+            journey=large,
+            kind=EventKind.NOTE,
+            occurred_at=timezone.now() - timedelta(minutes=i),
+            source=EventSource.PARTNER,
+            message=f"Note {i}",
+        )
+        for i in range(200)
+    )
+    assert small.events.count() == 3
+    assert large.events.count() == 300
     client.login(email=customer.email, password=PASSWORD)
-    client.get(detail_url(small))  # warm the session
+    client.get(reverse("journey:home"))  # warm the session
 
-    # session, user, profile; the journey and owner; milestones, photos, the viewer's
-    # ratings; legs, checkpoints; tasks, promised items, appointments, their open
-    # reschedule requests; messages with the stage they answer; the ETA history; the
-    # unread badge of the notification centre
-    with django_assert_num_queries(16) as small_queries:
+    # Rendered (the first view of this version): session, user, profile; the journey's
+    # version; the unread badge; then the journey and owner; milestones, photos, the
+    # viewer's ratings; legs, checkpoints; tasks, promised items, appointments, their
+    # open reschedule requests; messages with the stage they answer; the ETA history.
+    with django_assert_num_queries(17) as small_queries:
         assert client.get(detail_url(small)).status_code == 200
     with django_assert_num_queries(len(small_queries.captured_queries)):
         response = client.get(detail_url(large))
@@ -161,6 +176,11 @@ def test_journey_page_queries_do_not_grow_with_its_content(
     assert html.count('class="step ') == 100
     assert html.count('class="message"') == 100
     assert html.count("You rated this") == 99
+    # Seen again, unchanged: session, user, profile, the version and the badge.
+    for journey in (small, large):
+        with django_assert_num_queries(5):
+            again = client.get(detail_url(journey))
+        assert again.status_code == 200
 
 
 def test_journey_page_shows_the_route_and_the_company_name(client, customer, settings):

@@ -66,6 +66,30 @@ def test_the_sweep_delivers_rows_whose_task_never_ran():
     assert len(mail.outbox) == 1
 
 
+def test_the_sweep_makes_one_delivery_per_person_and_channel(django_assert_max_num_queries):
+    first = enqueue(dedup_key="test:a")
+    for key in ("test:b", "test:c"):
+        services.notification_enqueue(
+            recipient=first.recipient,
+            journey=first.journey,
+            kind="milestone_reached",
+            dedup_key=key,
+            context=first.context,
+        )
+    other = enqueue(dedup_key="test:d")
+    later = timezone.now() + timedelta(minutes=2)
+    due = services.outbox_due_ids(now=later)
+    # The person's first due row stands for their three; the other person's for theirs.
+    assert len(due) == 2
+    assert other.pk in due
+    # Finding what is due, then per delivery: claim, its head, the digest's other rows,
+    # the batch, marking them sent.
+    with time_machine.travel(later), django_assert_max_num_queries(1 + 2 * 5):
+        assert services.outbox_sweep() == 2
+    assert Notification.objects.filter(channel="email", state=NotificationState.SENT).count() == 4
+    assert len(mail.outbox) == 2  # a digest of three, and one message
+
+
 def test_a_row_left_claimed_by_a_dead_worker_is_sent_after_its_lease(settings):
     notification = enqueue()
     Notification.objects.filter(pk=notification.pk).update(

@@ -146,3 +146,32 @@ def test_a_staff_reply_saved_in_the_admin_tells_the_customer(
         _notify_inline_changes(None, SavedInlines(), journey)
     assert mail.outbox[-1].subject.endswith("we answered your message")
     assert "Your mats are fine." in mail.outbox[-1].body
+
+
+def test_reminders_already_sent_do_not_hold_back_the_rest(journey, monkeypatch):
+    monkeypatch.setattr("notifications.reminders.BATCH", 2)
+    today = NOW.date()
+    tasks = [
+        CustomerTask.objects.create(
+            journey=journey, title=f"Task {i}", due_date=today - timedelta(days=1)
+        )
+        for i in range(5)
+    ]
+    with time_machine.travel(NOW, tick=False):
+        runs = [send_reminders().task_overdue for _ in range(4)]
+    assert runs == [4, 4, 2, 0]  # two reminders a run (centre + email each), then none
+    reminded = {n.dedup_key for n in emails("task_overdue")}
+    assert reminded == {f"task_overdue:{t.pk}:{t.due_date}" for t in tasks}
+
+
+def test_a_reminder_run_reads_the_same_number_of_rows_however_many_were_sent(
+    journey, django_assert_max_num_queries
+):
+    today = NOW.date()
+    for i in range(30):
+        CustomerTask.objects.create(journey=journey, title=f"T{i}", due_date=today)
+    with time_machine.travel(NOW, tick=False):
+        send_reminders()
+        # Nothing new: per kind, the candidates' keys, the keys already written, the rows.
+        with django_assert_max_num_queries(5 * 3 + 5 * 2):
+            assert send_reminders().total == 0
