@@ -392,6 +392,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # larger uploads are streamed to a temp
 API_MAX_UPLOAD_BYTES = 21 * 1024 * 1024
 MIDDLEWARE.append("integrations.api.middleware.APIBodyLimitMiddleware")
 API_IDEMPOTENCY_TTL = timedelta(hours=24)
+# A request that claimed an Idempotency-Key and never answered (killed, or the database
+# went away) blocks the key for this long, then a retry may take it over. Keep it longer
+# than the server's request timeout (gunicorn's --timeout, 30 s by default).
+API_IDEMPOTENCY_LEASE = timedelta(seconds=env.int("API_IDEMPOTENCY_LEASE_SECONDS", default=60))
 # (connect, read) seconds: a slow receiver must not hold a worker.
 WEBHOOK_TIMEOUT = (3.0, 5.0)
 WEBHOOK_CLAIM_LEASE = timedelta(seconds=120)
