@@ -399,6 +399,10 @@ API_IDEMPOTENCY_LEASE = timedelta(seconds=env.int("API_IDEMPOTENCY_LEASE_SECONDS
 # (connect, read) seconds: a slow receiver must not hold a worker.
 WEBHOOK_TIMEOUT = (3.0, 5.0)
 WEBHOOK_CLAIM_LEASE = timedelta(seconds=120)
+# Webhooks go to public addresses only (integrations/egress.py: no loopback, private,
+# link-local... hosts, checked again before each send). True only for development and
+# tests with a receiver on this machine; check --deploy warns if set in production.
+WEBHOOK_ALLOW_PRIVATE_HOSTS = env.bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", default=False)
 CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
     "task": "integrations.tasks.sweep_webhooks",
     "schedule": timedelta(seconds=30),
