@@ -314,6 +314,17 @@ SECURE_CSP = {
     "frame-ancestors": [CSP.NONE],
 }
 X_FRAME_OPTIONS = "DENY"
+# Where to report a vulnerability, published at /.well-known/security.txt (RFC 9116):
+# comma-separated email addresses or mailto:/https:/tel: URIs. Unset: no file (404), and
+# `check --deploy` warns. Nothing is invented.
+SECURITY_CONTACT = [
+    contact if contact.startswith(("mailto:", "https://", "tel:")) else f"mailto:{contact}"
+    for contact in env.list("SECURITY_CONTACT", default=[])
+]
+if any(" " in c or (c.startswith("mailto:") and "@" not in c) for c in SECURITY_CONTACT):
+    raise ImproperlyConfigured(
+        "SECURITY_CONTACT: email addresses, or mailto:, https:// or tel: URIs."
+    )
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
