@@ -296,7 +296,9 @@ def healthz(request: HttpRequest) -> HttpResponse:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception:
-        return HttpResponse("database unavailable", status=503, content_type="text/plain")
+        response = HttpResponse("database unavailable", status=503, content_type="text/plain")
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+        return response
     return HttpResponse("ok", content_type="text/plain")
 
 
