@@ -134,16 +134,18 @@ class Destination:
 
 
 def _split(url: str) -> tuple[Any, str, int]:
-    parts = urlsplit(url)
+    """The URL's parts, its host name in ASCII (IDNA) and its port."""
     try:
+        parts = urlsplit(url)
         port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in {"http", "https"} or not parts.hostname or port == -1:
+        hostname = (parts.hostname or "").encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        hostname = ""
+    if not hostname or parts.scheme not in {"http", "https"}:
         raise ApplicationError(
             "A webhook URL must be an http(s) URL.", fields={"url": ["http(s) only."]}
         )
-    return parts, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+    return parts, hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 def _refuse(hostname: str, addresses: list[Address]) -> None:

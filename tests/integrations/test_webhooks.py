@@ -156,6 +156,9 @@ def test_an_unknown_event_type_is_refused(journey, endpoint):
     [
         ("ftp://x.example/hook", ["task.completed"]),
         ("javascript:alert(1)", ["task.completed"]),
+        ("http://[::1/hook", ["task.completed"]),
+        ("http://x.example:99999/hook", ["task.completed"]),
+        ("http://./hook", ["task.completed"]),
         ("https://x.example/hook", []),
         ("https://x.example/hook", ["task.completed", "nope"]),
     ],
@@ -373,10 +376,12 @@ def test_an_endpoint_on_a_non_public_address_is_refused(partner, dns, url, reaso
         "https://[2606:4700::1111]/in",
         "https://[64:ff9b::808:808]/in",  # NAT64 of a public address
         "https://not-yet.partner.example/in",  # no address yet: checked at each send
+        "https://bücher.partner.example/in",  # an international name (IDNA)
     ],
 )
 def test_an_endpoint_on_a_public_address_is_accepted(partner, dns, url):
     dns["hooks.partner.example"] = [PUBLIC_IP, "2606:4700::1111"]
+    dns["xn--bcher-kva.partner.example"] = [PUBLIC_IP]
     endpoint = webhook_endpoint_create(partner=partner, url=url, event_types=["task.completed"])
     assert endpoint.url == url
 
