@@ -314,6 +314,17 @@ SECURE_CSP = {
     "frame-ancestors": [CSP.NONE],
 }
 X_FRAME_OPTIONS = "DENY"
+# Where to report a vulnerability, published at /.well-known/security.txt (RFC 9116):
+# comma-separated email addresses or mailto:/https:/tel: URIs. Unset: no file (404), and
+# `check --deploy` warns. Nothing is invented.
+SECURITY_CONTACT = [
+    contact if contact.startswith(("mailto:", "https://", "tel:")) else f"mailto:{contact}"
+    for contact in env.list("SECURITY_CONTACT", default=[])
+]
+if any(" " in c or (c.startswith("mailto:") and "@" not in c) for c in SECURITY_CONTACT):
+    raise ImproperlyConfigured(
+        "SECURITY_CONTACT: email addresses, or mailto:, https:// or tel: URIs."
+    )
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_HTTPONLY = True
@@ -392,9 +403,17 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # larger uploads are streamed to a temp
 API_MAX_UPLOAD_BYTES = 21 * 1024 * 1024
 MIDDLEWARE.append("integrations.api.middleware.APIBodyLimitMiddleware")
 API_IDEMPOTENCY_TTL = timedelta(hours=24)
+# A request that claimed an Idempotency-Key and never answered (killed, or the database
+# went away) blocks the key for this long, then a retry may take it over. Keep it longer
+# than the server's request timeout (gunicorn's --timeout, 30 s by default).
+API_IDEMPOTENCY_LEASE = timedelta(seconds=env.int("API_IDEMPOTENCY_LEASE_SECONDS", default=60))
 # (connect, read) seconds: a slow receiver must not hold a worker.
 WEBHOOK_TIMEOUT = (3.0, 5.0)
 WEBHOOK_CLAIM_LEASE = timedelta(seconds=120)
+# Webhooks go to public addresses only (integrations/egress.py: no loopback, private,
+# link-local... hosts, checked again before each send). True only for development and
+# tests with a receiver on this machine; check --deploy warns if set in production.
+WEBHOOK_ALLOW_PRIVATE_HOSTS = env.bool("WEBHOOK_ALLOW_PRIVATE_HOSTS", default=False)
 CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
     "task": "integrations.tasks.sweep_webhooks",
     "schedule": timedelta(seconds=30),

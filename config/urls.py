@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from journey.public import public_journey, public_photo
 from journey.staff_views import staff_dashboard
-from journey.views import healthz
+from journey.views import healthz, security_txt
 
 # Staff log in through allauth, so the admin login is rate-limited like any other.
 admin.site.login = secure_admin_login(admin.site.login)
@@ -21,6 +21,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
+    path(".well-known/security.txt", security_txt, name="security-txt"),
     path("s/<str:token>/", public_journey, name="public-journey"),
     path("s/<str:token>/photos/<int:photo_id>/<str:variant>/", public_photo, name="public-photo"),
     path("", include("accounts.urls")),

@@ -2,7 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
-from integrations.forms import PartnerAPIKeyForm
+from integrations.forms import PartnerAPIKeyForm, WebhookEndpointForm
 from integrations.models import (
     InboundEvent,
     Partner,
@@ -102,6 +102,7 @@ class InboundEventAdmin(admin.ModelAdmin):
 class WebhookEndpointAdmin(admin.ModelAdmin):
     """A secret is shown once, in the message after it is created or rotated."""
 
+    form = WebhookEndpointForm
     list_display = ["url", "partner", "event_types", "is_active", "created_at"]
     list_filter = ["partner", "is_active"]
     readonly_fields = ["previous_secret_expires_at", "created_at"]

@@ -3,6 +3,15 @@
 The same key with the same request answers the first response again; the same key with
 another request is a conflict (409); a duplicate that arrives while the first is still
 running is a conflict too, so the work is never done twice. Records expire after 24 h.
+
+A request that dies while it holds its key (the process killed, the database gone before
+the claim could be released) would otherwise block the key until it expires: the claim
+is a lease (``API_IDEMPOTENCY_LEASE``, longer than the server's request timeout), and a
+retry that finds it older than that takes the key over, with one conditional UPDATE so
+that two retries cannot both win. That is safe because the request's writes and its
+stored response commit in one transaction (``integrations.api.idempotency``): a dead
+request's writes were rolled back with it, and a request that outlived its lease finds
+its claim taken at ``idempotency_finish`` and rolls back too.
 """
 
 from dataclasses import dataclass
@@ -30,39 +39,77 @@ def _ttl() -> timedelta:
     return getattr(settings, "API_IDEMPOTENCY_TTL", timedelta(hours=24))
 
 
+def _lease() -> timedelta:
+    return getattr(settings, "API_IDEMPOTENCY_LEASE", timedelta(seconds=60))
+
+
+def _in_progress() -> ApplicationError:
+    return ApplicationError(
+        "A request with this Idempotency-Key is still being processed; retry later.",
+        code="idempotency_in_progress",
+        fields={HEADER: ["In progress."]},
+        status=409,
+    )
+
+
 def idempotency_begin(
     *, partner: Partner, key: str, method: str, path: str, fingerprint: str
 ) -> IdempotencyRecord | Replay:
-    """Claim ``key`` for this request, or return the first response to replay."""
+    """Claim ``key`` for this request, or return the first response to replay.
+
+    Call it outside any transaction: the claim must be committed at once so that a
+    concurrent duplicate sees it.
+    """
     if not key.strip() or len(key) > MAX_KEY_LENGTH or not key.isprintable():
         raise ApplicationError(
             f"The {HEADER} header must be 1 to {MAX_KEY_LENGTH} printable characters.",
             fields={HEADER: ["1 to 255 printable characters."]},
         )
+    path = path[:500]
     now = timezone.now()
     IdempotencyRecord.objects.filter(partner=partner, key=key, expires_at__lte=now).delete()
-    try:
-        # Committed at once (its own transaction), so a concurrent duplicate sees it.
-        with transaction.atomic():
-            return IdempotencyRecord.objects.create(
-                partner=partner,
-                key=key,
-                method=method,
-                path=path[:500],
-                fingerprint=fingerprint,
-                expires_at=now + _ttl(),
-            )
-    except IntegrityError:
-        pass
-    first = IdempotencyRecord.objects.filter(partner=partner, key=key).first()
-    if first is None or first.status_code is None:
-        raise ApplicationError(
-            "A request with this Idempotency-Key is still being processed; retry later.",
-            code="idempotency_in_progress",
-            fields={HEADER: ["In progress."]},
-            status=409,
+    # Twice at most: the holder may release its claim between our insert and our read.
+    for _ in range(2):
+        try:
+            with transaction.atomic():
+                return IdempotencyRecord.objects.create(
+                    partner=partner,
+                    key=key,
+                    method=method,
+                    path=path,
+                    fingerprint=fingerprint,
+                    locked_at=now,
+                    expires_at=now + _ttl(),
+                )
+        except IntegrityError:
+            pass
+        first = IdempotencyRecord.objects.filter(partner=partner, key=key).first()
+        if first is not None:
+            break
+    else:
+        raise _in_progress()
+    if first.status_code is None:
+        if first.locked_at > now - _lease():
+            raise _in_progress()
+        # The holder is dead (it ran past any request timeout): take its key over, as
+        # if it had failed and released it. One conditional UPDATE, so of two retries
+        # doing this at once exactly one matches the stale row; PostgreSQL re-checks
+        # the WHERE against the winner's committed row before the loser's UPDATE.
+        taken = IdempotencyRecord.objects.filter(
+            pk=first.pk, status_code__isnull=True, locked_at=first.locked_at
+        ).update(
+            method=method,
+            path=path,
+            fingerprint=fingerprint,
+            locked_at=now,
+            expires_at=now + _ttl(),
         )
-    if (first.method, first.path, first.fingerprint) != (method, path[:500], fingerprint):
+        if taken != 1:
+            raise _in_progress()
+        first.method, first.path, first.fingerprint = method, path, fingerprint
+        first.locked_at, first.expires_at = now, now + _ttl()
+        return first
+    if (first.method, first.path, first.fingerprint) != (method, path, fingerprint):
         raise ApplicationError(
             "This Idempotency-Key was used for a different request.",
             code="idempotency_key_reused",
@@ -73,14 +120,33 @@ def idempotency_begin(
 
 
 def idempotency_finish(*, record: IdempotencyRecord, status_code: int, body: Any) -> None:
-    IdempotencyRecord.objects.filter(pk=record.pk).update(
-        status_code=status_code, response_body=body
-    )
+    """Store the response, inside the request's transaction.
+
+    Raises a 409 when the claim was taken over meanwhile (this request outlived its
+    lease): the caller's transaction must then roll back, so only the retry's work stays.
+    """
+    stored = IdempotencyRecord.objects.filter(
+        pk=record.pk, status_code__isnull=True, locked_at=record.locked_at
+    ).update(status_code=status_code, response_body=body)
+    if stored != 1:
+        raise ApplicationError(
+            "This request took longer than its Idempotency-Key's lease and a retry has "
+            "taken the key over; nothing was done by this one. Send it again for the "
+            "retry's response.",
+            code="idempotency_in_progress",
+            fields={HEADER: ["Taken over by a retry."]},
+            status=409,
+        )
 
 
 def idempotency_abandon(*, record: IdempotencyRecord) -> None:
-    """Forget a request that failed before it had a response, so it may be sent again."""
-    IdempotencyRecord.objects.filter(pk=record.pk, status_code__isnull=True).delete()
+    """Forget a request that failed (nothing of it was kept), so it may be sent again.
+
+    Only this request's own claim is deleted: not one a retry has taken over since.
+    """
+    IdempotencyRecord.objects.filter(
+        pk=record.pk, status_code__isnull=True, locked_at=record.locked_at
+    ).delete()
 
 
 def idempotency_purge(*, now: datetime | None = None) -> int:

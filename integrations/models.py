@@ -122,7 +122,10 @@ class IdempotencyRecord(models.Model):
     """The first response to a POST sent with an ``Idempotency-Key`` (Stripe's semantics).
 
     A row with no ``status_code`` is a request still in flight: a duplicate sent meanwhile
-    is refused (409) rather than run twice.
+    is refused (409) rather than run twice. Its ``locked_at`` is the claim's lease: once it
+    is older than ``API_IDEMPOTENCY_LEASE`` (longer than any request may run) the request
+    is taken to be dead and a retry may take the key over. ``locked_at`` is also the
+    claim's fencing token: a request whose claim was taken over cannot store its response.
     """
 
     partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="+")
@@ -133,6 +136,7 @@ class IdempotencyRecord(models.Model):
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     response_body = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    locked_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(db_index=True)
 
     class Meta:

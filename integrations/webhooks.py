@@ -4,6 +4,10 @@
 transaction; a task delivers it after commit, and a periodic sweep retries failures with
 exponential backoff for more than 24 hours (no long Celery countdowns: on Redis, a
 countdown longer than the visibility timeout runs the task again).
+
+Endpoints are partners' URLs, so they may only point at public addresses: checked when
+registered and again before every send, by ``integrations.egress`` (SSRF). A delivery to
+a host that now resolves to a refused address is marked failed at once, with the reason.
 """
 
 import base64
@@ -16,15 +20,14 @@ import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
-import requests
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from integrations import egress
 from integrations.models import (
     DeliveryState,
     Partner,
@@ -68,14 +71,6 @@ def webhook_sign(*, secret: str, message_id: str, timestamp: int, body: str) -> 
     return "v1," + base64.b64encode(digest).decode()
 
 
-def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ApplicationError(
-            "A webhook URL must be an http(s) URL.", fields={"url": ["http(s) only."]}
-        )
-
-
 def _check_event_types(event_types: list[str]) -> None:
     unknown = sorted(set(event_types) - set(WebhookEventType.values))
     if not event_types or unknown:
@@ -88,8 +83,8 @@ def _check_event_types(event_types: list[str]) -> None:
 def webhook_endpoint_create(
     *, partner: Partner, url: str, event_types: list[str]
 ) -> WebhookEndpoint:
-    _check_url(url)
     _check_event_types(event_types)
+    egress.check_url(url)
     return WebhookEndpoint.objects.create(
         partner=partner, url=url, event_types=sorted(set(event_types)), secret=new_secret()
     )
@@ -195,22 +190,25 @@ def webhook_deliver(*, delivery_id: int) -> DeliveryState | None:
     }
     status_code: int | None = None
     excerpt = error = ""
+    permanent = False
     started = time.monotonic()
     try:
-        _check_url(endpoint.url)
-        response = requests.post(
-            endpoint.url,
-            data=body.encode(),
+        # Resolved and checked now, and sent to the address checked (DNS rebinding).
+        destination = egress.destination(endpoint.url)
+        status_code, excerpt = egress.post(
+            destination,
+            body=body.encode(),
             headers=headers,
             timeout=settings.WEBHOOK_TIMEOUT,
-            allow_redirects=False,
         )
-        status_code = response.status_code
-        excerpt = response.text[:EXCERPT_CHARS]
+        excerpt = excerpt[:EXCERPT_CHARS]
         if not 200 <= status_code < 300:
             error = f"HTTP {status_code}"
-    except (requests.RequestException, ApplicationError) as exc:
-        error = f"{type(exc).__name__}: {exc}"[:2000]
+    except egress.SendError as exc:
+        error = str(exc)[:2000]
+        permanent = exc.permanent
+    except ApplicationError as exc:  # no longer an http(s) URL
+        error, permanent = f"Refused: {exc.message}", True
     duration_ms = int((time.monotonic() - started) * 1000)
     WebhookAttempt.objects.create(
         delivery=delivery,
@@ -225,7 +223,8 @@ def webhook_deliver(*, delivery_id: int) -> DeliveryState | None:
             state=state, delivered_at=timezone.now(), claimed_at=None
         )
         return state
-    failed = delivery.attempts >= MAX_ATTEMPTS
+    # A refused address will not get better: failed at once, not retried for a day.
+    failed = permanent or delivery.attempts >= MAX_ATTEMPTS
     state = DeliveryState.FAILED if failed else DeliveryState.PENDING
     WebhookDelivery.objects.filter(pk=delivery_id).update(
         state=state,

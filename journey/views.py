@@ -1,4 +1,5 @@
 import sys
+from datetime import timedelta
 
 from django import forms
 from django.conf import settings
@@ -16,6 +17,8 @@ from django.http import (
 from django.shortcuts import redirect, render
 from django.template import loader
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import patch_cache_control
 from django.utils.http import parse_etags
 from django.utils.translation import gettext as _
 from django.views import defaults
@@ -310,8 +313,33 @@ def healthz(request: HttpRequest) -> HttpResponse:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
     except Exception:
-        return HttpResponse("database unavailable", status=503, content_type="text/plain")
+        response = HttpResponse("database unavailable", status=503, content_type="text/plain")
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+        return response
     return HttpResponse("ok", content_type="text/plain")
+
+
+# security.txt says it expires this long after it was served (RFC 9116 asks for less
+# than a year): a copy kept somewhere goes stale, the file served never does.
+SECURITY_TXT_VALIDITY = timedelta(days=90)
+
+
+@require_GET
+def security_txt(request: HttpRequest) -> HttpResponse:
+    """/.well-known/security.txt (RFC 9116): how to report a vulnerability, from
+    SECURITY_CONTACT. Without a contact there is nothing true to say: 404 (and `check
+    --deploy` warns)."""
+    if not settings.SECURITY_CONTACT:
+        raise Http404("No security contact is configured.")
+    midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    lines = [f"Contact: {contact}" for contact in settings.SECURITY_CONTACT]
+    lines.append(f"Expires: {midnight + SECURITY_TXT_VALIDITY:%Y-%m-%dT%H:%M:%SZ}")
+    lines.append(f"Preferred-Languages: {', '.join(code for code, _name in settings.LANGUAGES)}")
+    if settings.SITE_URL.startswith("https://"):
+        lines.append(f"Canonical: {settings.SITE_URL}{request.path}")
+    response = HttpResponse("\n".join(lines) + "\n", content_type="text/plain; charset=utf-8")
+    patch_cache_control(response, public=True, max_age=60 * 60 * 24)
+    return response
 
 
 # Retry after this many seconds when the database is unreachable.

@@ -1,3 +1,5 @@
+import socket
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -22,6 +24,30 @@ def _tasks_in_process(request: pytest.FixtureRequest):
 @pytest.fixture(autouse=True)
 def _private_media(settings, tmp_path) -> None:
     settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Webhook hosts resolve only through this table (name -> addresses) in tests: no
+    network, and a test can make a name resolve wherever it needs. Addresses written as
+    such (127.0.0.1, ::1, 2130706433) are parsed as the real resolver parses them."""
+    table: dict[str, list[str]] = {"localhost": ["127.0.0.1", "::1"]}
+    numeric = socket.AI_NUMERICHOST
+
+    def getaddrinfo(host: str, port: int) -> list[tuple[object, ...]]:
+        try:
+            return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=numeric)
+        except socket.gaierror:
+            if host.lower() not in table:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+        return [
+            (socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+             (address, port))
+            for address in table[host.lower()]
+        ]  # fmt: skip
+
+    monkeypatch.setattr("integrations.egress._getaddrinfo", getaddrinfo)
+    return table
 
 
 @pytest.fixture

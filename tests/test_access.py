@@ -115,6 +115,8 @@ RULES: dict[str, dict[str, str]] = {
     "public-journey": PUBLIC,
     "public-photo": PUBLIC,
     "healthz": PUBLIC,
+    # How to report a vulnerability (RFC 9116): from settings, about nobody.
+    "security-txt": PUBLIC,
     # The partner API.
     "api:journey-list": API_OWN,
     "api:journey-detail": API,

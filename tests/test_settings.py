@@ -17,6 +17,7 @@ PRODUCTION = {
     "DATABASE_URL": "postgres://milepost@127.0.0.1:5432/milepost",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "EMAIL_URL": "smtp+tls://mailer:secret@smtp.milepost.example:587",
+    "SECURITY_CONTACT": "https://milepost.example/report-a-vulnerability",
 }
 
 
@@ -59,7 +60,9 @@ def test_the_embedded_default_needs_no_variables():
     ]
 
 
-@pytest.mark.parametrize("missing", [k for k in PRODUCTION if k != "MILEPOST_ENV"])
+@pytest.mark.parametrize(
+    "missing", [k for k in PRODUCTION if k not in {"MILEPOST_ENV", "SECURITY_CONTACT"}]
+)
 def test_production_refuses_to_start_without_its_secrets(missing):
     env = {k: v for k, v in PRODUCTION.items() if k != missing}
     result = manage("check", env=env)
@@ -77,6 +80,26 @@ def test_production_passes_the_deploy_check():
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "warning"),
+    [
+        ({"SECURITY_CONTACT": ""}, "milepost.W001"),
+        ({"WEBHOOK_ALLOW_PRIVATE_HOSTS": "true"}, "milepost.W002"),
+    ],
+)
+def test_the_deploy_check_warns_without_a_security_contact_or_with_private_webhooks(extra, warning):
+    result = manage("check", "--deploy", "--fail-level", "WARNING", env={**PRODUCTION, **extra})
+    assert result.returncode != 0
+    assert f"({warning})" in result.stderr
+    assert result.stderr.count("(milepost.") == 1
+
+
+def test_a_security_contact_that_is_not_a_uri_is_refused():
+    result = manage("check", env={**PRODUCTION, "SECURITY_CONTACT": "call us"})
+    assert result.returncode != 0
+    assert "SECURITY_CONTACT: email addresses, or mailto:, https:// or tel: URIs." in result.stderr
 
 
 def test_the_user_model_logs_in_with_email():

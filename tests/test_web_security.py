@@ -2,9 +2,11 @@
 nowhere, the session key rotated at login, and rate limits on login and login-by-code."""
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import time_machine
 from allauth.account.models import EmailAddress
 from django.core import mail
 from django.core.cache import cache
@@ -220,3 +222,25 @@ def test_a_wrong_login_code_three_times_ends_the_attempt(client, customer) -> No
     assert response.status_code == 302
     assert response["Location"] == reverse("account_request_login_code")
     assert "_auth_user_id" not in client.session
+
+
+def test_security_txt_says_where_to_report_from_the_settings(client, settings):
+    settings.SECURITY_CONTACT = ["mailto:security@partner-operator.test", "https://op.test/vdp"]
+    settings.SITE_URL = "https://portal.op.test"
+    with time_machine.travel(datetime(2026, 11, 26, 15, 4, tzinfo=UTC), tick=False):
+        response = client.get("/.well-known/security.txt")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert "max-age=86400" in response["Cache-Control"]
+    assert response.content.decode().splitlines() == [
+        "Contact: mailto:security@partner-operator.test",
+        "Contact: https://op.test/vdp",
+        "Expires: 2027-02-24T00:00:00Z",  # 90 days on, less than the RFC's year
+        "Preferred-Languages: en, es",
+        "Canonical: https://portal.op.test/.well-known/security.txt",
+    ]
+
+
+def test_without_a_security_contact_there_is_no_security_txt(client, settings):
+    settings.SECURITY_CONTACT = []
+    assert client.get("/.well-known/security.txt").status_code == 404

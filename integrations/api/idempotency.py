@@ -2,10 +2,12 @@
 
 import functools
 import hashlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
+from django.db import DatabaseError, InterfaceError, transaction
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -16,6 +18,9 @@ from integrations.idempotency import (
     idempotency_begin,
     idempotency_finish,
 )
+from integrations.models import IdempotencyRecord
+
+logger = logging.getLogger(__name__)
 
 Handler = Callable[..., Response]
 
@@ -42,8 +47,19 @@ def request_fingerprint(request: Request) -> str:
 def idempotent(handler: Handler) -> Handler:
     """Replay the first response for a repeated key; refuse a reused or in-flight one.
 
-    Only responses the handler returned are stored: a request refused with an error
-    (bad input, 404) keeps no record and may be corrected and sent with the same key.
+    The handler runs in one transaction with the storing of its response, so a request
+    either leaves its work and its response, or neither. What is stored follows Stripe
+    where this design allows, and is kinder to retries where it does not:
+
+    * a response the handler returned with a status below 500 (2xx, and any 4xx it
+      answers on purpose) is stored and replayed, with its writes;
+    * an error raised by the handler (bad input, 404, a conflict, a crash answered with
+      500 or 503) rolls everything back and releases the key, so the request may be
+      corrected or simply sent again. Stripe replays a 500 because its work may have
+      been half done; here nothing of a failed request survives, so a retry is safe;
+    * a 5xx the handler returned rolls back and releases the key the same way.
+
+    If even the release fails (the database went away), the claim's lease frees the key.
     """
 
     @functools.wraps(handler)
@@ -63,11 +79,26 @@ def idempotent(handler: Handler) -> Handler:
             response["Idempotent-Replayed"] = "true"
             return response
         try:
-            response = handler(view, request, *args, **kwargs)
+            with transaction.atomic():
+                response = handler(view, request, *args, **kwargs)
+                if response.status_code >= 500:
+                    transaction.set_rollback(True)
+                else:
+                    idempotency_finish(
+                        record=record, status_code=response.status_code, body=response.data
+                    )
         except BaseException:
-            idempotency_abandon(record=record)
+            _release(record)
             raise
-        idempotency_finish(record=record, status_code=response.status_code, body=response.data)
+        if response.status_code >= 500:
+            _release(record)
         return response
 
     return wrapper
+
+
+def _release(record: IdempotencyRecord) -> None:
+    try:
+        idempotency_abandon(record=record)
+    except (DatabaseError, InterfaceError):
+        logger.warning("Could not release Idempotency-Key %s; its lease will.", record.pk)

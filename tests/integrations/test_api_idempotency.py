@@ -4,11 +4,18 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.db import OperationalError
 from django.urls import reverse
 from django.utils import timezone
 
-from integrations.idempotency import idempotency_begin, idempotency_purge
+from integrations.idempotency import (
+    idempotency_begin,
+    idempotency_finish,
+    idempotency_purge,
+)
 from integrations.models import IdempotencyRecord, InboundEvent
+from journey import services as journey_services
+from journey.errors import ApplicationError
 from journey.models import CustomerTask, JourneyEvent
 from notifications.models import Notification
 
@@ -134,3 +141,100 @@ def test_a_malformed_key_is_refused(api, journey, key):
     assert response.status_code == 400
     assert "Idempotency-Key" in response.json()["error"]["fields"]
     assert CustomerTask.objects.count() == 0
+
+
+def claim(partner, journey, *, age: timedelta) -> IdempotencyRecord:
+    """A request that claimed "k-1" ``age`` ago and has not answered (or died)."""
+    record = idempotency_begin(
+        partner=partner, key="k-1", method="POST", path=tasks_url(journey), fingerprint="0" * 64
+    )
+    IdempotencyRecord.objects.filter(pk=record.pk).update(locked_at=timezone.now() - age)
+    return record
+
+
+def test_a_claim_within_its_lease_is_still_in_progress(api, journey, partner, settings):
+    claim(partner, journey, age=settings.API_IDEMPOTENCY_LEASE - timedelta(seconds=1))
+    response = api.post(
+        tasks_url(journey), {"title": "One"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_in_progress"
+    assert CustomerTask.objects.count() == 0
+    assert IdempotencyRecord.objects.get().status_code is None
+
+
+def test_a_claim_older_than_its_lease_is_taken_over_by_a_retry(api, journey, partner, settings):
+    # The first request died after claiming the key (its work rolled back with it).
+    claim(partner, journey, age=settings.API_IDEMPOTENCY_LEASE + timedelta(seconds=1))
+    body = {"title": "Send the insurance certificate"}
+    retry = api.post(tasks_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    again = api.post(tasks_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+
+    assert retry.status_code == 201
+    assert "Idempotent-Replayed" not in retry
+    assert (again.status_code, again["Idempotent-Replayed"]) == (201, "true")
+    assert again.json() == retry.json()
+    assert CustomerTask.objects.count() == 1
+    record = IdempotencyRecord.objects.get()
+    assert (record.status_code, record.response_body) == (201, retry.json())
+
+
+def test_a_crash_releases_the_key_and_keeps_nothing(api, journey, monkeypatch):
+    def crash(**kwargs):
+        journey_services_create(**kwargs)
+        raise RuntimeError("boom")
+
+    journey_services_create = journey_services.journey_task_create
+    monkeypatch.setattr(journey_services, "journey_task_create", crash)
+    api.raise_request_exception = False
+    crashed = api.post(
+        tasks_url(journey), {"title": "One"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert crashed.status_code == 500
+    assert CustomerTask.objects.count() == 0
+    assert IdempotencyRecord.objects.count() == 0
+
+    monkeypatch.undo()
+    retry = api.post(
+        tasks_url(journey), {"title": "One"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert retry.status_code == 201
+    assert CustomerTask.objects.count() == 1
+
+
+def test_when_the_key_cannot_be_released_the_lease_frees_it(api, journey, monkeypatch, settings):
+    """The database fails during the request and again when the key is released: the
+    claim stays, refused as in progress until its lease runs out, then a retry runs."""
+
+    def unreachable(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(journey_services, "journey_task_create", unreachable)
+    monkeypatch.setattr(
+        "integrations.api.idempotency.idempotency_abandon", lambda **kwargs: unreachable()
+    )
+    api.raise_request_exception = False
+    body = {"title": "One"}
+    failed = api.post(tasks_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert failed.status_code == 503
+    monkeypatch.undo()
+
+    early = api.post(tasks_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert early.status_code == 409
+    with time_machine.travel(timezone.now() + settings.API_IDEMPOTENCY_LEASE):
+        late = api.post(tasks_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert late.status_code == 201
+    assert CustomerTask.objects.count() == 1
+
+
+def test_a_taken_over_claim_cannot_be_finished_by_its_first_holder(partner, journey, settings):
+    first = claim(partner, journey, age=settings.API_IDEMPOTENCY_LEASE + timedelta(seconds=1))
+    second = idempotency_begin(
+        partner=partner, key="k-1", method="POST", path=tasks_url(journey), fingerprint="1" * 64
+    )
+    assert second.pk == first.pk
+    with pytest.raises(ApplicationError) as refused:
+        idempotency_finish(record=first, status_code=201, body={"first": True})
+    assert refused.value.status == 409
+    idempotency_finish(record=second, status_code=201, body={"second": True})
+    assert IdempotencyRecord.objects.get().response_body == {"second": True}

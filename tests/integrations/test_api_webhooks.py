@@ -62,6 +62,21 @@ def test_a_bad_endpoint_is_refused(api, body, field):
     assert WebhookEndpoint.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:6379/", "http://[::ffff:169.254.169.254]/", "https://db.partner.example/"],
+)
+def test_an_endpoint_on_our_network_is_refused_naming_the_url(api, dns, url):
+    dns["db.partner.example"] = ["10.0.0.7"]
+    response = api.post(LIST, {"url": url, "event_types": ["task.completed"]}, format="json")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert list(error["fields"]) == ["url"]
+    assert "webhooks go to public addresses only" in error["fields"]["url"][0]
+    assert WebhookEndpoint.objects.count() == 0
+
+
 def test_partner_b_cannot_see_rotate_or_delete_partner_a_endpoints(api, other_api):
     created = api.post(
         LIST, {"url": "https://p.example/h", "event_types": ["task.completed"]}, format="json"

@@ -5,11 +5,14 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import time_machine
@@ -50,12 +53,14 @@ class Receiver:
     def __init__(self) -> None:
         self.behaviour = "ok"
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.paths: list[str] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                receiver.paths.append(self.path)
                 if receiver.behaviour == "slow":
                     time.sleep(1.5)  # longer than the test's read timeout
                 status = 500 if receiver.behaviour == "error" else 200
@@ -86,6 +91,7 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def endpoint(partner, receiver, settings) -> WebhookEndpoint:
     settings.WEBHOOK_TIMEOUT = (0.5, 0.5)
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = True  # the receiver is on 127.0.0.1
     return webhook_endpoint_create(
         partner=partner, url=receiver.url, event_types=["task.completed", "message.posted"]
     )
@@ -150,6 +156,9 @@ def test_an_unknown_event_type_is_refused(journey, endpoint):
     [
         ("ftp://x.example/hook", ["task.completed"]),
         ("javascript:alert(1)", ["task.completed"]),
+        ("http://[::1/hook", ["task.completed"]),
+        ("http://x.example:99999/hook", ["task.completed"]),
+        ("http://./hook", ["task.completed"]),
         ("https://x.example/hook", []),
         ("https://x.example/hook", ["task.completed", "nope"]),
     ],
@@ -265,6 +274,7 @@ def test_the_sweep_delivers_when_the_receiver_recovers(journey, endpoint, receiv
 
 def test_a_url_the_receiver_cannot_reach_is_logged_as_an_error(journey, partner, settings):
     settings.WEBHOOK_TIMEOUT = (0.5, 0.5)
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = True
     webhook_endpoint_create(
         partner=partner, url="http://127.0.0.1:9/hook", event_types=["task.completed"]
     )
@@ -313,3 +323,222 @@ def test_the_admin_pages_render(admin_client, journey, endpoint, receiver):
     assert page.status_code == 200
     assert "thanks" in page.content.decode()
     assert admin_client.get("/admin/integrations/webhookendpoint/").status_code == 200
+
+
+# --- Only public addresses (server-side request forgery) ---------------------------------
+
+PUBLIC_IP = "93.184.215.14"
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1/hook", "loopback"),
+        ("http://127.1:8080/hook", "loopback"),
+        ("http://2130706433/hook", "loopback"),  # 127.0.0.1 as one number
+        ("http://0x7f.1/hook", "loopback"),
+        ("http://localhost/hook", "loopback"),
+        ("http://[::1]/hook", "loopback"),
+        ("http://[::ffff:127.0.0.1]/hook", "loopback"),  # IPv4-mapped IPv6
+        ("http://[::ffff:a00:1]/hook", "private"),  # ::ffff:10.0.0.1
+        ("http://[64:ff9b::a9fe:a9fe]/hook", "link-local"),  # NAT64 of 169.254.169.254
+        ("http://10.0.0.5/hook", "private"),
+        ("http://172.16.3.4/hook", "private"),
+        ("http://192.168.1.1/hook", "private"),
+        ("http://[fd12:3456::1]/hook", "private"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),  # cloud metadata
+        ("http://[fe80::1]/hook", "link-local"),
+        ("http://224.0.0.1/hook", "multicast"),
+        ("http://[ff02::1]/hook", "multicast"),
+        ("http://0.0.0.0/hook", "unspecified"),
+        ("http://[::]/hook", "unspecified"),
+        ("http://240.0.0.1/hook", "private"),  # reserved (Python files it as private too)
+        ("http://100.64.0.1/hook", "non-public"),  # carrier-grade NAT
+        ("https://intranet.partner.example/hook", "private"),
+        ("https://mixed.partner.example/hook", "loopback"),  # one bad address is enough
+    ],
+)
+def test_an_endpoint_on_a_non_public_address_is_refused(partner, dns, url, reason):
+    dns["intranet.partner.example"] = ["10.1.2.3"]
+    dns["mixed.partner.example"] = [PUBLIC_IP, "127.0.0.1"]
+    with pytest.raises(ApplicationError) as refused:
+        webhook_endpoint_create(partner=partner, url=url, event_types=["task.completed"])
+    [message] = refused.value.fields["url"]
+    assert f"is a {reason} address" in message
+    assert WebhookEndpoint.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.partner.example/in",  # resolves to a public address
+        f"https://{PUBLIC_IP}:8443/in",  # any port
+        "https://[2606:4700::1111]/in",
+        "https://[64:ff9b::808:808]/in",  # NAT64 of a public address
+        "https://not-yet.partner.example/in",  # no address yet: checked at each send
+        "https://bücher.partner.example/in",  # an international name (IDNA)
+    ],
+)
+def test_an_endpoint_on_a_public_address_is_accepted(partner, dns, url):
+    dns["hooks.partner.example"] = [PUBLIC_IP, "2606:4700::1111"]
+    dns["xn--bcher-kva.partner.example"] = [PUBLIC_IP]
+    endpoint = webhook_endpoint_create(partner=partner, url=url, event_types=["task.completed"])
+    assert endpoint.url == url
+
+
+def test_the_real_resolver_is_used_for_names(partner, monkeypatch):
+    """localhost is refused through the system's resolver, not only the tests' table."""
+    monkeypatch.setattr(
+        "integrations.egress._getaddrinfo",
+        lambda host, port: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM),
+    )
+    with pytest.raises(ApplicationError) as refused:
+        webhook_endpoint_create(
+            partner=partner, url="http://localhost:8000/hook", event_types=["task.completed"]
+        )
+    assert "loopback" in refused.value.fields["url"][0]
+
+
+def test_a_name_rebound_to_a_private_address_is_refused_at_send_and_fails_at_once(
+    journey, partner, receiver, dns, settings
+):
+    """DNS rebinding: public when registered, 127.0.0.1 when sent. Nothing reaches the
+    address, the delivery fails at once with the reason, and is not retried."""
+    port = receiver.server.server_address[1]
+    dns["rebind.partner.example"] = [PUBLIC_IP]
+    webhook_endpoint_create(
+        partner=partner,
+        url=f"http://rebind.partner.example:{port}/hook",
+        event_types=["task.completed"],
+    )
+    dns["rebind.partner.example"] = ["127.0.0.1"]
+    [delivery] = webhook_emit(event_type="task.completed", journey=journey, data={})
+
+    assert webhook_deliver(delivery_id=delivery.pk) == DeliveryState.FAILED
+    delivery.refresh_from_db()
+    assert (delivery.state, delivery.attempts) == (DeliveryState.FAILED, 1)
+    attempt = delivery.attempt_log.get()
+    assert attempt.status_code is None
+    assert attempt.error == (
+        "Refused: rebind.partner.example (127.0.0.1) is a loopback address; "
+        "webhooks go to public addresses only."
+    )
+    assert receiver.requests == []
+    with time_machine.travel(timezone.now() + timedelta(days=2)):
+        assert webhook_sweep() == 0
+    assert delivery.attempt_log.count() == 1
+
+
+def test_the_request_goes_to_the_address_that_was_checked(
+    journey, partner, receiver, dns, settings
+):
+    """Only the check resolves the name (the tests' table knows it, the system's resolver
+    does not): the connection is made to the checked address, with the name as Host."""
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = True
+    port = receiver.server.server_address[1]
+    dns["pinned.partner.example"] = ["127.0.0.1"]
+    webhook_endpoint_create(
+        partner=partner,
+        url=f"http://user:p%40ss@pinned.partner.example:{port}/hook?via=milepost",
+        event_types=["task.completed"],
+    )
+    [delivery] = webhook_emit(event_type="task.completed", journey=journey, data={})
+
+    assert webhook_deliver(delivery_id=delivery.pk) == DeliveryState.DELIVERED
+    [(headers, _body)] = receiver.requests
+    assert headers["host"] == f"pinned.partner.example:{port}"
+    assert headers["authorization"] == "Basic " + base64.b64encode(b"user:p@ss").decode()
+    assert receiver.paths == ["/hook?via=milepost"]
+
+
+def test_a_name_that_does_not_resolve_is_retried(journey, partner, settings):
+    webhook_endpoint_create(
+        partner=partner, url="https://gone.partner.example/hook", event_types=["task.completed"]
+    )
+    [delivery] = webhook_emit(event_type="task.completed", journey=journey, data={})
+    assert webhook_deliver(delivery_id=delivery.pk) == DeliveryState.PENDING
+    assert delivery.attempt_log.get().error.startswith(
+        "DNS: could not resolve gone.partner.example"
+    )
+
+
+def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for ``name`` and its key, the certificate being its own CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = timezone.now()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / f"{name}.pem", folder / f"{name}.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.mark.parametrize(
+    ("certificate_name", "state"),
+    [("secure.partner.example", DeliveryState.DELIVERED), ("other.example", DeliveryState.PENDING)],
+)
+def test_https_checks_the_certificate_against_the_name_not_the_address(
+    journey, partner, receiver, dns, settings, tmp_path, monkeypatch, certificate_name, state
+):
+    settings.WEBHOOK_ALLOW_PRIVATE_HOSTS = True
+    settings.WEBHOOK_TIMEOUT = (0.5, 0.5)
+    cert_file, key_file = self_signed(tmp_path, certificate_name)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+    monkeypatch.setattr("integrations.egress.certifi.where", lambda: str(cert_file))
+    dns["secure.partner.example"] = ["127.0.0.1"]
+    port = receiver.server.server_address[1]
+    webhook_endpoint_create(
+        partner=partner,
+        url=f"https://secure.partner.example:{port}/hook",
+        event_types=["task.completed"],
+    )
+    [delivery] = webhook_emit(event_type="task.completed", journey=journey, data={})
+
+    assert webhook_deliver(delivery_id=delivery.pk) == state
+    attempt = delivery.attempt_log.get()
+    if state == DeliveryState.DELIVERED:
+        assert (attempt.status_code, attempt.error) == (200, "")
+    else:
+        assert attempt.error.startswith("SSLError")
+        assert "secure.partner.example" in attempt.error
+        assert receiver.requests == []
+
+
+def test_staff_cannot_point_an_endpoint_at_a_private_address(admin_client, partner):
+    response = admin_client.post(
+        "/admin/integrations/webhookendpoint/add/",
+        {
+            "partner": partner.pk,
+            "url": "http://169.254.169.254/latest/meta-data/",
+            "event_types": '["task.completed"]',
+            "is_active": "on",
+        },
+    )
+    assert response.status_code == 200
+    assert "link-local address" in response.content.decode()
+    assert WebhookEndpoint.objects.count() == 0

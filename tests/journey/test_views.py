@@ -199,6 +199,19 @@ def test_healthz(client):
     assert response.content == b"ok"
 
 
+def test_healthz_answers_503_with_retry_after_without_a_database(client, monkeypatch):
+    from django.db import OperationalError
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("journey.views.connection.cursor", unreachable)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    assert response.content == b"database unavailable"
+
+
 # The portal's writes, parts and files.
 
 
