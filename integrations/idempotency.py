@@ -10,10 +10,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from integrations.models import IdempotencyRecord, Partner
+from journey.db import create_unless_taken
 from journey.errors import ApplicationError
 
 HEADER = "Idempotency-Key"
@@ -40,21 +41,26 @@ def idempotency_begin(
             fields={HEADER: ["1 to 255 printable characters."]},
         )
     now = timezone.now()
-    IdempotencyRecord.objects.filter(partner=partner, key=key, expires_at__lte=now).delete()
-    try:
-        # Committed at once (its own transaction), so a concurrent duplicate sees it.
-        with transaction.atomic():
-            return IdempotencyRecord.objects.create(
-                partner=partner,
-                key=key,
-                method=method,
-                path=path[:500],
-                fingerprint=fingerprint,
-                expires_at=now + _ttl(),
-            )
-    except IntegrityError:
-        pass
+    path = path[:500]
+    record = IdempotencyRecord(
+        partner=partner,
+        key=key,
+        method=method,
+        path=path,
+        fingerprint=fingerprint,
+        expires_at=now + _ttl(),
+    )
+    # One INSERT, committed at once (outside a transaction), so a concurrent duplicate
+    # sees it; an expired record in the way is deleted only when it is met, then the
+    # claim is tried once more.
+    if _claim(record):
+        return record
     first = IdempotencyRecord.objects.filter(partner=partner, key=key).first()
+    if first is not None and first.expires_at <= now:
+        IdempotencyRecord.objects.filter(pk=first.pk, expires_at__lte=now).delete()
+        if _claim(record):
+            return record
+        first = IdempotencyRecord.objects.filter(partner=partner, key=key).first()
     if first is None or first.status_code is None:
         raise ApplicationError(
             "A request with this Idempotency-Key is still being processed; retry later.",
@@ -62,7 +68,7 @@ def idempotency_begin(
             fields={HEADER: ["In progress."]},
             status=409,
         )
-    if (first.method, first.path, first.fingerprint) != (method, path[:500], fingerprint):
+    if (first.method, first.path, first.fingerprint) != (method, path, fingerprint):
         raise ApplicationError(
             "This Idempotency-Key was used for a different request.",
             code="idempotency_key_reused",
@@ -70,6 +76,20 @@ def idempotency_begin(
             status=409,
         )
     return Replay(status_code=first.status_code, body=first.response_body)
+
+
+def _claim(record: IdempotencyRecord) -> bool:
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return create_unless_taken(record)
+    with transaction.atomic():
+        # Visible to others at commit as usual, without waiting for the disk (a flush of
+        # the WAL, a few milliseconds). Safe: the request's own work commits later and
+        # synchronously, which flushes this too; a crash before that loses the claim and
+        # the work alike, and the retry claims the key again.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        return create_unless_taken(record)
 
 
 def idempotency_finish(*, record: IdempotencyRecord, status_code: int, body: Any) -> None:
