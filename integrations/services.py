@@ -3,17 +3,18 @@
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from integrations.models import InboundEvent, Partner, PartnerAPIKey, StatusMapping
+from journey.db import create_unless_taken
 from journey.errors import ApplicationError
 from journey.models import EventSource, Journey
-from journey.services import journey_record_milestone
+from journey.services import LockedJourney, journey_record_milestone, journeys_lock
 
 KEY_PREFIX = "mp_"
 # Touch last_used_at at most this often, so that a busy key does not write on every call.
@@ -77,6 +78,57 @@ class InboundResult:
     warnings: list[str]
 
 
+@dataclass
+class StatusEventsPrepared:
+    """What recording a partner's events reads once, for one event or a whole batch:
+    the partner's mappings for the codes, the events already received with these ids, and
+    the journeys to move, locked (``journeys_lock``) in the caller's transaction."""
+
+    partner: Partner
+    mappings: dict[str, StatusMapping]
+    received: dict[str, InboundEvent]
+    locked: dict[int, LockedJourney] = field(default_factory=dict)
+
+    def forget(self, journey: Journey) -> None:
+        """Drop a journey's loaded state (an item failed midway): reloaded when next used."""
+        self.locked.pop(journey.pk, None)
+
+
+def partner_status_events_prepare(
+    *, partner: Partner, events: list[tuple[Journey, str, str]]
+) -> StatusEventsPrepared:
+    """Read what recording ``events`` (journey, event_id, code) needs, in three to four
+    queries whatever their number, and lock the journeys the mapped ones may move.
+
+    Call it in the transaction that records them: the locks are held until it ends. The
+    journeys are locked in one statement, in primary-key order, so two batches that share
+    journeys queue behind each other instead of deadlocking (see ``journeys_lock``).
+    """
+    if not events:
+        return StatusEventsPrepared(partner=partner, mappings={}, received={})
+    codes = {code for _journey, _event_id, code in events}
+    mappings = {m.code: m for m in StatusMapping.objects.filter(partner=partner, code__in=codes)}
+    received = {
+        inbound.event_id: inbound
+        for inbound in InboundEvent.objects.filter(
+            partner=partner, event_id__in={event_id for _j, event_id, _c in events}
+        ).select_related("journey", "journey_event")
+    }
+    to_move = {
+        journey.pk
+        for journey, event_id, code in events
+        if code in mappings and event_id not in received
+    }
+    locked = journeys_lock(pks=to_move) if to_move else {}
+    return StatusEventsPrepared(
+        partner=partner, mappings=mappings, received=received, locked=locked
+    )
+
+
+class _TakenMeanwhile(Exception):
+    """The event_id was recorded by a concurrent request after it was looked up."""
+
+
 def partner_record_status_event(
     *,
     partner: Partner,
@@ -86,55 +138,105 @@ def partner_record_status_event(
     occurred_at: datetime,
     message: str = "",
     payload: dict[str, Any] | None = None,
+    prepared: StatusEventsPrepared | None = None,
 ) -> InboundResult:
     """Record a partner's status event and apply it to the journey through the spine.
 
     The same ``event_id`` sent again returns the first result and changes nothing; an
-    unmapped code is kept and flagged for staff, and moves nothing.
+    unmapped code is kept and flagged for staff, and moves nothing. ``prepared`` is what
+    ``partner_status_events_prepare`` read for a batch in the caller's transaction;
+    without it, it is read here for this one event.
     """
     payload = payload or {}
-    with transaction.atomic():
-        try:
-            with transaction.atomic():
-                inbound = InboundEvent.objects.create(
-                    partner=partner,
-                    journey=journey,
-                    event_id=event_id,
-                    code=code,
-                    occurred_at=occurred_at,
-                    payload=payload,
+    if prepared is not None and event_id in prepared.received:
+        return _replayed(
+            prepared.received[event_id], journey=journey, code=code, occurred_at=occurred_at
+        )
+    try:
+        # A transaction of its own, or a savepoint in a batch's: an item that fails
+        # leaves nothing behind.
+        with transaction.atomic():
+            if prepared is None:
+                prepared = partner_status_events_prepare(
+                    partner=partner, events=[(journey, event_id, code)]
                 )
-        except IntegrityError:
-            return _replayed(
-                partner=partner,
+                if event_id in prepared.received:
+                    first = prepared.received[event_id]
+                    return _replayed(first, journey=journey, code=code, occurred_at=occurred_at)
+            result = _record(
+                prepared,
                 journey=journey,
                 event_id=event_id,
                 code=code,
                 occurred_at=occurred_at,
+                message=message,
+                payload=payload,
             )
-        mapping = StatusMapping.objects.filter(partner=partner, code=code).first()
-        if mapping is None:
-            inbound.unmapped = True
-            inbound.save(update_fields=["unmapped"])
-            return InboundResult(
-                inbound=inbound,
-                applied=False,
-                duplicate=False,
-                warnings=[
-                    f"Unmapped status code {code!r}: kept for staff, not shown to customers."
-                ],
-            )
-        recorded = journey_record_milestone(
-            journey=journey,
-            stage_key=mapping.stage_key,
-            occurred_at=occurred_at,
-            source=EventSource.PARTNER,
-            source_name=partner.name,
-            message=mapping.customer_text,
-            payload=payload,
+    except _TakenMeanwhile:
+        # Rolled back: the journey's loaded state may be ahead of the database.
+        prepared.forget(journey)
+        first = InboundEvent.objects.select_related("journey", "journey_event").get(
+            partner=partner, event_id=event_id
         )
-        inbound.journey_event = recorded.event
-        inbound.save(update_fields=["journey_event"])
+        prepared.received[event_id] = first
+        return _replayed(first, journey=journey, code=code, occurred_at=occurred_at)
+    except BaseException:
+        if prepared is not None:
+            prepared.forget(journey)
+        raise
+    prepared.received[event_id] = result.inbound
+    return result
+
+
+def _record(
+    prepared: StatusEventsPrepared,
+    *,
+    journey: Journey,
+    event_id: str,
+    code: str,
+    occurred_at: datetime,
+    message: str,
+    payload: dict[str, Any],
+) -> InboundResult:
+    partner = prepared.partner
+    mapping = prepared.mappings.get(code)
+    inbound = InboundEvent(
+        partner=partner,
+        journey=journey,
+        event_id=event_id,
+        code=code,
+        occurred_at=occurred_at,
+        payload=payload,
+        unmapped=mapping is None,
+    )
+    if mapping is None:
+        if not create_unless_taken(inbound):
+            raise _TakenMeanwhile
+        return InboundResult(
+            inbound=inbound,
+            applied=False,
+            duplicate=False,
+            warnings=[f"Unmapped status code {code!r}: kept for staff, not shown to customers."],
+        )
+    locked = prepared.locked.get(journey.pk)
+    if locked is None:  # forgotten after a failed item, or not prepared for this code
+        locked = prepared.locked[journey.pk] = journeys_lock(pks=[journey.pk])[journey.pk]
+    recorded = journey_record_milestone(
+        journey=journey,
+        stage_key=mapping.stage_key,
+        occurred_at=occurred_at,
+        source=EventSource.PARTNER,
+        source_name=partner.name,
+        message=mapping.customer_text,
+        payload=payload,
+        locked=locked,
+    )
+    # The timeline event first, so the inbound row is written once, with its link. The
+    # event_id was free when prepared; if a concurrent request took it since (it can only
+    # be for another journey, or unmapped: these locks are held), all this rolls back.
+    inbound.journey_event = recorded.event
+    if not create_unless_taken(inbound):
+        raise _TakenMeanwhile
     warnings = [] if recorded.applied else ["Older than the journey's state: logged, not applied."]
     return InboundResult(
         inbound=inbound, applied=recorded.applied, duplicate=False, warnings=warnings
@@ -142,14 +244,11 @@ def partner_record_status_event(
 
 
 def _replayed(
-    *, partner: Partner, journey: Journey, event_id: str, code: str, occurred_at: datetime
+    first: InboundEvent, *, journey: Journey, code: str, occurred_at: datetime
 ) -> InboundResult:
-    first = InboundEvent.objects.select_related("journey_event").get(
-        partner=partner, event_id=event_id
-    )
     if first.journey_id != journey.pk or first.code != code or first.occurred_at != occurred_at:
         raise ApplicationError(
-            f"event_id {event_id!r} was already used for a different event.",
+            f"event_id {first.event_id!r} was already used for a different event.",
             code="event_id_conflict",
             fields={"event_id": ["Already used for a different event."]},
             status=409,

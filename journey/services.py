@@ -1,6 +1,7 @@
 """Writes to journeys. The spine: every change to a journey goes through here."""
 
 import zoneinfo
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -97,6 +98,46 @@ def journey_create(
     return journey
 
 
+@dataclass
+class LockedJourney:
+    """A journey locked for writing in the current transaction, with what the spine reads
+    (owner and profile, template, milestones with their stages, in order). The spine
+    keeps it current as it writes, so one transaction can record several events."""
+
+    journey: Journey
+    milestones: list[Milestone]
+
+
+def journeys_lock(*, pks: Iterable[int]) -> dict[int, LockedJourney]:
+    """Lock journeys for the spine, in the caller's transaction, and load them.
+
+    The rows are locked in primary-key order, so two transactions locking overlapping sets
+    (two partner batches) queue behind each other instead of deadlocking. The lock is FOR
+    NO KEY UPDATE: it serializes writers of the journey (the spine, ETA recomputes) but not
+    inserts that merely reference it (a foreign key check takes KEY SHARE), so writing an
+    inbound event or a notification never waits on it or upgrades a lock.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("journeys_lock() needs a transaction.")
+    journeys = list(
+        # of=self: the lock is on the journey row only (the profile join is nullable).
+        Journey.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("owner__profile", "template")
+        .filter(pk__in=set(pks))
+        .order_by("pk")
+    )
+    locked = {journey.pk: LockedJourney(journey=journey, milestones=[]) for journey in journeys}
+    for milestone in (
+        Milestone.objects.filter(journey__in=list(locked))
+        .select_related("stage")
+        .order_by("journey_id", "position")
+    ):
+        state = locked[milestone.journey_id]
+        milestone.journey = state.journey
+        state.milestones.append(milestone)
+    return locked
+
+
 def journey_record_milestone(
     *,
     journey: Journey,
@@ -107,6 +148,7 @@ def journey_record_milestone(
     source_name: str = "",
     message: str = "",
     payload: dict[str, Any] | None = None,
+    locked: LockedJourney | None = None,
 ) -> RecordedEvent:
     """Record that a journey reached a stage.
 
@@ -114,6 +156,11 @@ def journey_record_milestone(
     forward (never backwards: an event older than the journey's current state is kept
     in the log but changes nothing), recomputes ETA and health, and writes the
     customer's notification to the outbox. Delivery is queued after commit.
+
+    ``locked`` is the journey as ``journeys_lock`` returned it in the caller's
+    transaction (a batch locks all its journeys first); without it the journey is locked
+    and loaded here. With it, an error leaves the caller's transaction to roll back:
+    call it inside an ``atomic()`` block that the error leaves.
     """
     now = timezone.now()
     if timezone.is_naive(occurred_at):
@@ -131,15 +178,17 @@ def journey_record_milestone(
         )
     jargon_check(message=message)
 
-    with transaction.atomic():
-        # One writer per journey at a time: concurrent events are applied in turn.
-        journey = (
-            # of=self: the lock is on the journey row only (the profile join is nullable).
-            Journey.objects.select_for_update(of=("self",))
-            .select_related("owner__profile", "template")
-            .get(pk=journey.pk)
-        )
-        milestones = list(journey.milestones.select_related("stage").order_by("position"))
+    # Given ``locked``, the caller's transaction is the unit of work (a batch gives each
+    # item a savepoint of its own): no second savepoint here.
+    with transaction.atomic(savepoint=locked is None):
+        if locked is None:
+            # One writer per journey at a time: concurrent events are applied in turn.
+            locked = journeys_lock(pks=[journey.pk]).get(journey.pk)
+            if locked is None:
+                raise Journey.DoesNotExist(f"No journey {journey.pk}.")
+        elif locked.journey.pk != journey.pk:
+            raise ValueError("locked is another journey.")
+        journey, milestones = locked.journey, locked.milestones
         target = next((m for m in milestones if m.stage.key == stage_key), None)
         if target is None:
             raise ApplicationError(
@@ -163,9 +212,16 @@ def journey_record_milestone(
             payload=payload,
         )
         if applied:
-            _advance(milestones=milestones, target=target, occurred_at=occurred_at)
+            advanced = _advance(milestones=milestones, target=target, occurred_at=occurred_at)
             journey.last_event_at = max(filter(None, [journey.last_event_at, occurred_at]))
-            eta_refresh(journey=journey, milestones=milestones, now=now, cause=EtaCause.EVENT)
+            # Saves the advanced milestones with their new expected dates (one UPDATE).
+            eta_refresh(
+                journey=journey,
+                milestones=milestones,
+                now=now,
+                cause=EtaCause.EVENT,
+                unsaved=advanced,
+            )
             journey.save(update_fields=["last_event_at", *ETA_FIELDS, "updated_at"])
             if (
                 target.stage.customer_visible
@@ -195,7 +251,10 @@ def journey_record_milestone(
     return RecordedEvent(event=event, applied=applied)
 
 
-def _advance(*, milestones: list[Milestone], target: Milestone, occurred_at: datetime) -> None:
+def _advance(
+    *, milestones: list[Milestone], target: Milestone, occurred_at: datetime
+) -> list[Milestone]:
+    """Move the milestones up to ``target``; returns those changed, not yet saved."""
     last = milestones[-1]
     changed = []
     for milestone in milestones:
@@ -206,7 +265,7 @@ def _advance(*, milestones: list[Milestone], target: Milestone, occurred_at: dat
     target.state = MilestoneState.DONE if target is last else MilestoneState.CURRENT
     target.reached_at = occurred_at
     changed.append(target)
-    Milestone.objects.bulk_update(changed, ["state", "reached_at"])
+    return changed
 
 
 # --- Shipment legs, checkpoints, customer tasks and appointments --------------------------
