@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from integrations.models import InboundEvent, Partner, PartnerAPIKey, StatusMapping
-from journey.db import create_unless_taken
+from journey.db import bulk_create_unless_taken, create_unless_taken, update_each
 from journey.errors import ApplicationError
 from journey.models import EventSource, Journey
 from journey.services import LockedJourney, journey_record_milestone, journeys_lock
@@ -78,55 +78,105 @@ class InboundResult:
     warnings: list[str]
 
 
+@dataclass(frozen=True)
+class StatusEventIn:
+    """One status event as a partner sent it (validated)."""
+
+    journey: Journey
+    event_id: str
+    code: str
+    occurred_at: datetime
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class StatusEventsPrepared:
-    """What recording a partner's events reads once, for one event or a whole batch:
-    the partner's mappings for the codes, the events already received with these ids, and
-    the journeys to move, locked (``journeys_lock``) in the caller's transaction."""
+    """What recording a partner's events reads and claims once, for one event or a batch,
+    in the caller's transaction: the mappings of their codes, the events already received
+    with their ids, the inbound rows claimed for the new ones, and the journeys to move,
+    locked (``journeys_lock``)."""
 
     partner: Partner
     mappings: dict[str, StatusMapping]
     received: dict[str, InboundEvent]
-    locked: dict[int, LockedJourney] = field(default_factory=dict)
-
-    def forget(self, journey: Journey) -> None:
-        """Drop a journey's loaded state (an item failed midway): reloaded when next used."""
-        self.locked.pop(journey.pk, None)
+    claimed: dict[str, InboundEvent]
+    locked: dict[int, LockedJourney]
+    linked: list[InboundEvent] = field(default_factory=list)
 
 
 def partner_status_events_prepare(
-    *, partner: Partner, events: list[tuple[Journey, str, str]]
+    *, partner: Partner, events: list[StatusEventIn]
 ) -> StatusEventsPrepared:
-    """Read what recording ``events`` (journey, event_id, code) needs, in three to four
-    queries whatever their number, and lock the journeys the mapped ones may move.
+    """Claim the new events' ids and lock the journeys they may move, in the caller's
+    transaction (the claims and locks are held until it ends), in four or five statements
+    whatever the number of events:
 
-    Call it in the transaction that records them: the locks are held until it ends. The
-    journeys are locked in one statement, in primary-key order, so two batches that share
-    journeys queue behind each other instead of deadlocking (see ``journeys_lock``).
+    * the partner's mappings for their codes;
+    * one INSERT ... ON CONFLICT DO NOTHING of an inbound row per new event_id, in
+      event_id order: the unique (partner, event_id) makes a concurrent sender of the same
+      id wait for this transaction, and then find it received;
+    * the rows of the ids that were already there (only if any), to answer as duplicates;
+    * the journeys the mapped new events may move, locked in one statement in primary-key
+      order, and their milestones.
+
+    Everyone takes these in that order (claims, then journeys, each sorted), so two
+    batches that share event ids or journeys queue behind each other instead of
+    deadlocking. Finish with ``partner_status_events_finish`` before the transaction ends.
     """
-    if not events:
-        return StatusEventsPrepared(partner=partner, mappings={}, received={})
-    codes = {code for _journey, _event_id, code in events}
-    mappings = {m.code: m for m in StatusMapping.objects.filter(partner=partner, code__in=codes)}
-    received = {
-        inbound.event_id: inbound
-        for inbound in InboundEvent.objects.filter(
-            partner=partner, event_id__in={event_id for _j, event_id, _c in events}
-        ).select_related("journey", "journey_event")
+    codes = {event.code for event in events}
+    mappings = (
+        {m.code: m for m in StatusMapping.objects.filter(partner=partner, code__in=codes)}
+        if codes
+        else {}
+    )
+    rows: dict[str, InboundEvent] = {}
+    for event in sorted(events, key=lambda e: e.event_id):
+        # An id sent twice in one batch: the first item claims it.
+        rows.setdefault(event.event_id, _inbound(partner, event, mappings))
+    claimed = {
+        row.event_id: row for row in bulk_create_unless_taken(list(rows.values()), key="event_id")
     }
-    to_move = {
-        journey.pk
-        for journey, event_id, code in events
-        if code in mappings and event_id not in received
-    }
-    locked = journeys_lock(pks=to_move) if to_move else {}
+    taken = [event_id for event_id in rows if event_id not in claimed]
+    received = (
+        {
+            inbound.event_id: inbound
+            for inbound in InboundEvent.objects.filter(
+                partner=partner, event_id__in=taken
+            ).select_related("journey", "journey_event")
+        }
+        if taken
+        else {}
+    )
+    to_move = {row.journey.pk for row in claimed.values() if not row.unmapped}
     return StatusEventsPrepared(
-        partner=partner, mappings=mappings, received=received, locked=locked
+        partner=partner,
+        mappings=mappings,
+        received=received,
+        claimed=claimed,
+        locked=journeys_lock(pks=to_move) if to_move else {},
     )
 
 
-class _TakenMeanwhile(Exception):
-    """The event_id was recorded by a concurrent request after it was looked up."""
+def _inbound(
+    partner: Partner, event: StatusEventIn, mappings: dict[str, StatusMapping]
+) -> InboundEvent:
+    return InboundEvent(
+        partner=partner,
+        journey=event.journey,
+        event_id=event.event_id,
+        code=event.code,
+        occurred_at=event.occurred_at,
+        payload=event.payload,
+        unmapped=event.code not in mappings,
+    )
+
+
+def partner_status_events_finish(*, prepared: StatusEventsPrepared) -> None:
+    """Link the inbound rows to the timeline events they made: one UPDATE for them all."""
+    update_each(
+        InboundEvent, "journey_event", {row.pk: row.journey_event_id for row in prepared.linked}
+    )
+    prepared.linked.clear()
 
 
 def partner_record_status_event(
@@ -143,110 +193,93 @@ def partner_record_status_event(
     """Record a partner's status event and apply it to the journey through the spine.
 
     The same ``event_id`` sent again returns the first result and changes nothing; an
-    unmapped code is kept and flagged for staff, and moves nothing. ``prepared`` is what
-    ``partner_status_events_prepare`` read for a batch in the caller's transaction;
-    without it, it is read here for this one event.
+    unmapped code is kept and flagged for staff, and moves nothing.
+
+    ``prepared`` is what ``partner_status_events_prepare`` claimed and locked for a batch
+    in the caller's transaction: an event refused then (an ApplicationError) has written
+    nothing, and the others go on without a savepoint each. Without it the event is
+    prepared, recorded and finished here, in a transaction of its own.
     """
-    payload = payload or {}
-    if prepared is not None and event_id in prepared.received:
-        return _replayed(
-            prepared.received[event_id], journey=journey, code=code, occurred_at=occurred_at
-        )
-    try:
-        # A transaction of its own, or a savepoint in a batch's: an item that fails
-        # leaves nothing behind.
-        with transaction.atomic():
-            if prepared is None:
-                prepared = partner_status_events_prepare(
-                    partner=partner, events=[(journey, event_id, code)]
-                )
-                if event_id in prepared.received:
-                    first = prepared.received[event_id]
-                    return _replayed(first, journey=journey, code=code, occurred_at=occurred_at)
-            result = _record(
-                prepared,
-                journey=journey,
-                event_id=event_id,
-                code=code,
-                occurred_at=occurred_at,
-                message=message,
-                payload=payload,
-            )
-    except _TakenMeanwhile:
-        # Rolled back: the journey's loaded state may be ahead of the database.
-        prepared.forget(journey)
-        first = InboundEvent.objects.select_related("journey", "journey_event").get(
-            partner=partner, event_id=event_id
-        )
-        prepared.received[event_id] = first
-        return _replayed(first, journey=journey, code=code, occurred_at=occurred_at)
-    except BaseException:
-        if prepared is not None:
-            prepared.forget(journey)
-        raise
-    prepared.received[event_id] = result.inbound
-    return result
-
-
-def _record(
-    prepared: StatusEventsPrepared,
-    *,
-    journey: Journey,
-    event_id: str,
-    code: str,
-    occurred_at: datetime,
-    message: str,
-    payload: dict[str, Any],
-) -> InboundResult:
-    partner = prepared.partner
-    mapping = prepared.mappings.get(code)
-    inbound = InboundEvent(
-        partner=partner,
+    event = StatusEventIn(
         journey=journey,
         event_id=event_id,
         code=code,
         occurred_at=occurred_at,
-        payload=payload,
-        unmapped=mapping is None,
+        payload=payload or {},
     )
-    if mapping is None:
+    if prepared is not None:
+        return _record(prepared, event)
+    with transaction.atomic():
+        prepared = partner_status_events_prepare(partner=partner, events=[event])
+        result = _record(prepared, event)
+        partner_status_events_finish(prepared=prepared)
+    return result
+
+
+def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResult:
+    partner, event_id = prepared.partner, event.event_id
+    if event_id in prepared.received:
+        return _replayed(prepared.received[event_id], event)
+    inbound = prepared.claimed.pop(event_id, None)
+    if inbound is None:
+        # The batch's earlier item with this id was refused (its claim withdrawn): claim
+        # it for this one.
+        inbound = _inbound(partner, event, prepared.mappings)
         if not create_unless_taken(inbound):
-            raise _TakenMeanwhile
+            first = InboundEvent.objects.select_related("journey", "journey_event").get(
+                partner=partner, event_id=event_id
+            )
+            return _replayed(first, event)
+    mapping = prepared.mappings.get(event.code)
+    if mapping is None:
+        prepared.received[event_id] = inbound
         return InboundResult(
             inbound=inbound,
             applied=False,
             duplicate=False,
-            warnings=[f"Unmapped status code {code!r}: kept for staff, not shown to customers."],
+            warnings=[
+                f"Unmapped status code {event.code!r}: kept for staff, not shown to customers."
+            ],
         )
-    locked = prepared.locked.get(journey.pk)
-    if locked is None:  # forgotten after a failed item, or not prepared for this code
-        locked = prepared.locked[journey.pk] = journeys_lock(pks=[journey.pk])[journey.pk]
-    recorded = journey_record_milestone(
-        journey=journey,
-        stage_key=mapping.stage_key,
-        occurred_at=occurred_at,
-        source=EventSource.PARTNER,
-        source_name=partner.name,
-        message=mapping.customer_text,
-        payload=payload,
-        locked=locked,
-    )
-    # The timeline event first, so the inbound row is written once, with its link. The
-    # event_id was free when prepared; if a concurrent request took it since (it can only
-    # be for another journey, or unmapped: these locks are held), all this rolls back.
+    locked = prepared.locked.get(event.journey.pk)
+    if locked is None:  # claimed after preparing (above)
+        locked = prepared.locked[event.journey.pk] = journeys_lock(pks=[event.journey.pk])[
+            event.journey.pk
+        ]
+    writes = locked.writes
+    try:
+        recorded = journey_record_milestone(
+            journey=event.journey,
+            stage_key=mapping.stage_key,
+            occurred_at=event.occurred_at,
+            source=EventSource.PARTNER,
+            source_name=partner.name,
+            message=mapping.customer_text,
+            payload=event.payload,
+            locked=locked,
+        )
+    except ApplicationError as error:
+        if locked.writes != writes:
+            # Refused after writing: only a savepoint could undo that, and there is none.
+            raise RuntimeError("The spine refused an event after writing to it.") from error
+        # Refused before writing anything: withdraw the claim, so the id stays free.
+        InboundEvent.objects.filter(pk=inbound.pk).delete()
+        raise
     inbound.journey_event = recorded.event
-    if not create_unless_taken(inbound):
-        raise _TakenMeanwhile
+    prepared.linked.append(inbound)
+    prepared.received[event_id] = inbound
     warnings = [] if recorded.applied else ["Older than the journey's state: logged, not applied."]
     return InboundResult(
         inbound=inbound, applied=recorded.applied, duplicate=False, warnings=warnings
     )
 
 
-def _replayed(
-    first: InboundEvent, *, journey: Journey, code: str, occurred_at: datetime
-) -> InboundResult:
-    if first.journey_id != journey.pk or first.code != code or first.occurred_at != occurred_at:
+def _replayed(first: InboundEvent, event: StatusEventIn) -> InboundResult:
+    if (first.journey_id, first.code, first.occurred_at) != (
+        event.journey.pk,
+        event.code,
+        event.occurred_at,
+    ):
         raise ApplicationError(
             f"event_id {first.event_id!r} was already used for a different event.",
             code="event_id_conflict",

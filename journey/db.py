@@ -9,8 +9,9 @@ nothing: the rows it returns are the ones it wrote.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
-from django.db import models
+from django.db import connections, models, router
 from django.db.models.constants import OnConflict
 from django.db.models.fields import AutoFieldMixin
 
@@ -62,3 +63,30 @@ def bulk_create_unless_taken[M: models.Model](objs: Sequence[M], *, key: str) ->
         _saved(obj, pk)
         created.append(obj)
     return created
+
+
+def update_each(model: type[models.Model], field: str, values: dict[Any, Any]) -> int:
+    """Set ``field`` to a value of its own on each row (``{pk: value}``), in one UPDATE
+    joined to the list of pairs. ``bulk_update()`` builds a CASE WHEN per row instead,
+    whose compiling costs more than the update itself at a few hundred rows."""
+    if not values:
+        return 0
+    opts = model._meta
+    target = opts.get_field(field)
+    connection = connections[router.db_for_write(model)]
+    qn = connection.ops.quote_name
+    rows = " UNION ALL ".join(["SELECT %s AS pk, %s AS value"] * len(values))
+    params: list[Any] = []
+    for pk, value in values.items():
+        params += [
+            opts.pk.get_db_prep_value(pk, connection),
+            target.get_db_prep_save(value, connection),
+        ]
+    table, column, pk_column = qn(opts.db_table), qn(target.column), qn(opts.pk.column)
+    sql = (
+        f"UPDATE {table} SET {column} = pairs.value FROM ({rows}) AS pairs "  # noqa: S608
+        f"WHERE {table}.{pk_column} = pairs.pk"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount

@@ -2,6 +2,7 @@
 
 import zoneinfo
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -31,6 +32,7 @@ from journey.models import (
     MilestoneState,
     RescheduleRequest,
     ShipmentLeg,
+    StageDefinition,
 )
 from notifications.services import notification_enqueue
 from notifications.triggers import (
@@ -106,6 +108,9 @@ class LockedJourney:
 
     journey: Journey
     milestones: list[Milestone]
+    # Events written through it: a caller without a savepoint checks that a refusal
+    # (an ApplicationError) came before any write.
+    writes: int = 0
 
 
 def journeys_lock(*, pks: Iterable[int]) -> dict[int, LockedJourney]:
@@ -127,13 +132,21 @@ def journeys_lock(*, pks: Iterable[int]) -> dict[int, LockedJourney]:
         .order_by("pk")
     )
     locked = {journey.pk: LockedJourney(journey=journey, milestones=[]) for journey in journeys}
-    for milestone in (
-        Milestone.objects.filter(journey__in=list(locked))
-        .select_related("stage")
-        .order_by("journey_id", "position")
-    ):
+    milestones = Milestone.objects.filter(journey__in=list(locked)).order_by(
+        "journey_id", "position"
+    )
+    stages: dict[int, StageDefinition] = {}
+    if len(locked) > 1:
+        # Many journeys share a few templates: one object per stage, not one per milestone.
+        templates = {journey.template_id for journey in journeys}
+        stages = {s.pk: s for s in StageDefinition.objects.filter(template__in=templates)}
+    else:
+        milestones = milestones.select_related("stage")
+    for milestone in milestones:
         state = locked[milestone.journey_id]
         milestone.journey = state.journey
+        if stages:
+            milestone.stage = stages[milestone.stage_id]
         state.milestones.append(milestone)
     return locked
 
@@ -159,8 +172,10 @@ def journey_record_milestone(
 
     ``locked`` is the journey as ``journeys_lock`` returned it in the caller's
     transaction (a batch locks all its journeys first); without it the journey is locked
-    and loaded here. With it, an error leaves the caller's transaction to roll back:
-    call it inside an ``atomic()`` block that the error leaves.
+    and loaded here, in a transaction (or savepoint) of its own. With it, the caller's
+    transaction is the unit of work: every ApplicationError is raised before anything is
+    written (``locked.writes`` counts the events written), so a batch can refuse one
+    event and go on without a savepoint for each.
     """
     now = timezone.now()
     if timezone.is_naive(occurred_at):
@@ -178,9 +193,7 @@ def journey_record_milestone(
         )
     jargon_check(message=message)
 
-    # Given ``locked``, the caller's transaction is the unit of work (a batch gives each
-    # item a savepoint of its own): no second savepoint here.
-    with transaction.atomic(savepoint=locked is None):
+    with transaction.atomic() if locked is None else nullcontext():
         if locked is None:
             # One writer per journey at a time: concurrent events are applied in turn.
             locked = journeys_lock(pks=[journey.pk]).get(journey.pk)
@@ -200,6 +213,8 @@ def journey_record_milestone(
         latest = reached[-1] if reached else None
         applied = latest is None or target.position > latest.position
 
+        # Nothing is refused from here on.
+        locked.writes += 1
         event = events.event_milestone_reached(
             journey=journey,
             milestone=target,

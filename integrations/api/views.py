@@ -41,8 +41,10 @@ from integrations.sandbox import sandbox_journey_create
 from integrations.selectors import partner_journeys
 from integrations.services import (
     InboundResult,
+    StatusEventIn,
     StatusEventsPrepared,
     partner_record_status_event,
+    partner_status_events_finish,
     partner_status_events_prepare,
 )
 from integrations.webhooks import webhook_endpoint_create, webhook_endpoint_rotate_secret
@@ -91,9 +93,14 @@ def _record(
         event_id=data["event_id"],
         code=data["code"],
         occurred_at=data["occurred_at"],
-        payload=raw if isinstance(raw, dict) else {},
+        payload=_payload(raw),
         prepared=prepared,
     )
+
+
+def _payload(raw: Any) -> dict[str, Any]:
+    """The event as sent is kept for audit (whatever extra keys it has)."""
+    return raw if isinstance(raw, dict) else {}
 
 
 def _event_out(result: InboundResult) -> dict[str, Any]:
@@ -174,12 +181,13 @@ class JourneyProfileChangeCreate(APIView):
 class EventBatchCreate(APIView):
     """Post up to 500 status events at once: one result per item, in order.
 
-    Each item is applied in its own savepoint, so a bad item fails alone; its result
+    A bad item fails alone (it is refused before anything of it is written); its result
     carries the status and error the single-event endpoint would have answered.
 
-    The batch is one transaction that locks all its journeys first, in one statement and
-    in primary-key order: two batches that share journeys wait for each other instead of
-    locking them in their items' orders and deadlocking (docs/partner-api.md).
+    The batch is one transaction that claims its event ids and locks all its journeys
+    first, each in one statement and in a fixed order: two batches that share journeys
+    wait for each other instead of locking them in their items' orders and deadlocking
+    (docs/partner-api.md).
     """
 
     @extend_schema(request=BatchInSerializer, responses={200: BatchOutSerializer})
@@ -197,9 +205,11 @@ class EventBatchCreate(APIView):
         }
         results: list[dict[str, Any]] = []
         valid: list[tuple[int, Journey, dict[str, Any]]] = []
+        # One serializer for all the items: its fields are set up once, not per item.
+        parser = BatchEventInSerializer()
         for index, item in enumerate(items):
             try:
-                valid.append((index, *self._parse(item, journeys)))
+                valid.append((index, *self._parse(parser, item, journeys)))
                 results.append({})
             except (ApplicationError, serializers.ValidationError) as error:
                 results.append(self._error(request, index, error))
@@ -207,7 +217,16 @@ class EventBatchCreate(APIView):
         with transaction.atomic():
             prepared = partner_status_events_prepare(
                 partner=request.user,
-                events=[(j, data["event_id"], data["code"]) for _i, j, data in valid],
+                events=[
+                    StatusEventIn(
+                        journey=journey,
+                        event_id=data["event_id"],
+                        code=data["code"],
+                        occurred_at=data["occurred_at"],
+                        payload=_payload(items[index]),
+                    )
+                    for index, journey, data in valid
+                ],
             )
             for index, journey, data in valid:
                 try:
@@ -216,7 +235,7 @@ class EventBatchCreate(APIView):
                     results[index] = self._error(request, index, error)
                 else:
                     recorded.append((index, result))
-        # One serializer for all the events: its fields are set up once, not per item.
+            partner_status_events_finish(prepared=prepared)
         bodies = StatusEventOutSerializer([_event_out(r) for _i, r in recorded], many=True).data
         for (index, result), body in zip(recorded, bodies, strict=True):
             results[index] = {
@@ -228,11 +247,12 @@ class EventBatchCreate(APIView):
         return Response({"results": results}, status=status.HTTP_200_OK)
 
     def _parse(
-        self, item: dict[str, Any], journeys: dict[str, Journey]
+        self, parser: BatchEventInSerializer, item: dict[str, Any], journeys: dict[str, Journey]
     ) -> tuple[Journey, dict[str, Any]]:
-        serializer = BatchEventInSerializer(data=item)
-        serializer.is_valid(raise_exception=True)
-        journey = journeys.get(serializer.validated_data["journey"])
+        # As is_valid() would, on the shared instance (DRF's ListSerializer does the same).
+        parser.initial_data = item
+        data = parser.run_validation(item)
+        journey = journeys.get(data["journey"])
         if journey is None:
             raise ApplicationError(
                 "No such journey.",
@@ -240,7 +260,7 @@ class EventBatchCreate(APIView):
                 fields={"journey": ["Unknown journey."]},
                 status=404,
             )
-        return journey, serializer.validated_data
+        return journey, data
 
     def _error(
         self, request: Request, index: int, error: ApplicationError | serializers.ValidationError
