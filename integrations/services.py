@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from integrations.models import InboundEvent, Partner, PartnerAPIKey, StatusMapping
-from journey.db import bulk_create_unless_taken, create_unless_taken, update_each
+from journey.db import bulk_create_unless_taken, create_unless_taken, update_rows
 from journey.errors import ApplicationError
 from journey.models import EventSource, Journey
 from journey.services import LockedJourney, journey_record_milestone, journeys_lock
@@ -173,9 +173,7 @@ def _inbound(
 
 def partner_status_events_finish(*, prepared: StatusEventsPrepared) -> None:
     """Link the inbound rows to the timeline events they made: one UPDATE for them all."""
-    update_each(
-        InboundEvent, "journey_event", {row.pk: row.journey_event_id for row in prepared.linked}
-    )
+    update_rows(prepared.linked, ["journey_event"])
     prepared.linked.clear()
 
 

@@ -25,6 +25,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from journey.db import update_rows
 from journey.errors import ApplicationError
 from journey.models import (
     EtaBasis,
@@ -448,7 +449,7 @@ def _save_milestones(*, changed: list[Milestone], unsaved: Sequence[Milestone]) 
     fields = ["expected_date"] if changed else []
     if unsaved:
         fields += ["state", "reached_at"]
-    Milestone.objects.bulk_update(rows.values(), fields)
+    update_rows(list(rows.values()), fields)
 
 
 def _record(*, journey: Journey, now: datetime, cause: EtaCause) -> EtaEstimate | None:
