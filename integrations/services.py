@@ -108,7 +108,7 @@ def partner_status_events_prepare(
     *, partner: Partner, events: list[StatusEventIn]
 ) -> StatusEventsPrepared:
     """Claim the new events' ids and lock the journeys they may move, in the caller's
-    transaction (the claims and locks are held until it ends), in four or five statements
+    transaction (the claims and locks are held until it ends), in four to six statements
     whatever the number of events:
 
     * the partner's mappings for their codes;
@@ -117,7 +117,7 @@ def partner_status_events_prepare(
       id wait for this transaction, and then find it received;
     * the rows of the ids that were already there (only if any), to answer as duplicates;
     * the journeys the mapped new events may move, locked in one statement in primary-key
-      order, and their milestones.
+      order, their milestones and (for several journeys) their stages.
 
     Everyone takes these in that order (claims, then journeys, each sorted), so two
     batches that share event ids or journeys queue behind each other instead of
