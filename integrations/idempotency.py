@@ -19,10 +19,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from integrations.models import IdempotencyRecord, Partner
+from journey.db import create_unless_taken
 from journey.errors import ApplicationError
 
 HEADER = "Idempotency-Key"
@@ -67,27 +68,30 @@ def idempotency_begin(
         )
     path = path[:500]
     now = timezone.now()
-    IdempotencyRecord.objects.filter(partner=partner, key=key, expires_at__lte=now).delete()
-    # Twice at most: the holder may release its claim between our insert and our read.
-    for _ in range(2):
-        try:
-            with transaction.atomic():
-                return IdempotencyRecord.objects.create(
-                    partner=partner,
-                    key=key,
-                    method=method,
-                    path=path,
-                    fingerprint=fingerprint,
-                    locked_at=now,
-                    expires_at=now + _ttl(),
-                )
-        except IntegrityError:
-            pass
-        first = IdempotencyRecord.objects.filter(partner=partner, key=key).first()
+    record = IdempotencyRecord(
+        partner=partner,
+        key=key,
+        method=method,
+        path=path,
+        fingerprint=fingerprint,
+        locked_at=now,
+        expires_at=now + _ttl(),
+    )
+    # One INSERT, committed at once (outside the request's transaction), so a concurrent
+    # duplicate sees it. An expired record in the way is deleted only when it is met; a
+    # holder may also release its claim between our insert and our read: then the claim
+    # is tried once more.
+    if _claim(record):
+        return record
+    first = IdempotencyRecord.objects.filter(partner=partner, key=key).first()
+    if first is None or first.expires_at <= now:
         if first is not None:
-            break
-    else:
-        raise _in_progress()
+            IdempotencyRecord.objects.filter(pk=first.pk, expires_at__lte=now).delete()
+        if _claim(record):
+            return record
+        first = IdempotencyRecord.objects.filter(partner=partner, key=key).first()
+        if first is None:
+            raise _in_progress()
     if first.status_code is None:
         if first.locked_at > now - _lease():
             raise _in_progress()
@@ -117,6 +121,20 @@ def idempotency_begin(
             status=409,
         )
     return Replay(status_code=first.status_code, body=first.response_body)
+
+
+def _claim(record: IdempotencyRecord) -> bool:
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return create_unless_taken(record)
+    with transaction.atomic():
+        # Visible to others at commit as usual, without waiting for the disk (a flush of
+        # the WAL, a few milliseconds). Safe: the request's own work commits later and
+        # synchronously, which flushes this too; a crash before that loses the claim and
+        # the work alike, and the retry claims the key again.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        return create_unless_taken(record)
 
 
 def idempotency_finish(*, record: IdempotencyRecord, status_code: int, body: Any) -> None:

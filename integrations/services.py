@@ -3,17 +3,18 @@
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from integrations.models import InboundEvent, Partner, PartnerAPIKey, StatusMapping
+from journey.db import bulk_create_unless_taken, create_unless_taken, update_rows
 from journey.errors import ApplicationError
 from journey.models import EventSource, Journey
-from journey.services import journey_record_milestone
+from journey.services import LockedJourney, journey_record_milestone, journeys_lock
 
 KEY_PREFIX = "mp_"
 # Touch last_used_at at most this often, so that a busy key does not write on every call.
@@ -77,6 +78,105 @@ class InboundResult:
     warnings: list[str]
 
 
+@dataclass(frozen=True)
+class StatusEventIn:
+    """One status event as a partner sent it (validated)."""
+
+    journey: Journey
+    event_id: str
+    code: str
+    occurred_at: datetime
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StatusEventsPrepared:
+    """What recording a partner's events reads and claims once, for one event or a batch,
+    in the caller's transaction: the mappings of their codes, the events already received
+    with their ids, the inbound rows claimed for the new ones, and the journeys to move,
+    locked (``journeys_lock``)."""
+
+    partner: Partner
+    mappings: dict[str, StatusMapping]
+    received: dict[str, InboundEvent]
+    claimed: dict[str, InboundEvent]
+    locked: dict[int, LockedJourney]
+    linked: list[InboundEvent] = field(default_factory=list)
+
+
+def partner_status_events_prepare(
+    *, partner: Partner, events: list[StatusEventIn]
+) -> StatusEventsPrepared:
+    """Claim the new events' ids and lock the journeys they may move, in the caller's
+    transaction (the claims and locks are held until it ends), in four to six statements
+    whatever the number of events:
+
+    * the partner's mappings for their codes;
+    * one INSERT ... ON CONFLICT DO NOTHING of an inbound row per new event_id, in
+      event_id order: the unique (partner, event_id) makes a concurrent sender of the same
+      id wait for this transaction, and then find it received;
+    * the rows of the ids that were already there (only if any), to answer as duplicates;
+    * the journeys the mapped new events may move, locked in one statement in primary-key
+      order, their milestones and (for several journeys) their stages.
+
+    Everyone takes these in that order (claims, then journeys, each sorted), so two
+    batches that share event ids or journeys queue behind each other instead of
+    deadlocking. Finish with ``partner_status_events_finish`` before the transaction ends.
+    """
+    codes = {event.code for event in events}
+    mappings = (
+        {m.code: m for m in StatusMapping.objects.filter(partner=partner, code__in=codes)}
+        if codes
+        else {}
+    )
+    rows: dict[str, InboundEvent] = {}
+    for event in sorted(events, key=lambda e: e.event_id):
+        # An id sent twice in one batch: the first item claims it.
+        rows.setdefault(event.event_id, _inbound(partner, event, mappings))
+    claimed = {
+        row.event_id: row for row in bulk_create_unless_taken(list(rows.values()), key="event_id")
+    }
+    taken = [event_id for event_id in rows if event_id not in claimed]
+    received = (
+        {
+            inbound.event_id: inbound
+            for inbound in InboundEvent.objects.filter(
+                partner=partner, event_id__in=taken
+            ).select_related("journey", "journey_event")
+        }
+        if taken
+        else {}
+    )
+    to_move = {row.journey.pk for row in claimed.values() if not row.unmapped}
+    return StatusEventsPrepared(
+        partner=partner,
+        mappings=mappings,
+        received=received,
+        claimed=claimed,
+        locked=journeys_lock(pks=to_move) if to_move else {},
+    )
+
+
+def _inbound(
+    partner: Partner, event: StatusEventIn, mappings: dict[str, StatusMapping]
+) -> InboundEvent:
+    return InboundEvent(
+        partner=partner,
+        journey=event.journey,
+        event_id=event.event_id,
+        code=event.code,
+        occurred_at=event.occurred_at,
+        payload=event.payload,
+        unmapped=event.code not in mappings,
+    )
+
+
+def partner_status_events_finish(*, prepared: StatusEventsPrepared) -> None:
+    """Link the inbound rows to the timeline events they made: one UPDATE for them all."""
+    update_rows(prepared.linked, ["journey_event"])
+    prepared.linked.clear()
+
+
 def partner_record_status_event(
     *,
     partner: Partner,
@@ -86,70 +186,100 @@ def partner_record_status_event(
     occurred_at: datetime,
     message: str = "",
     payload: dict[str, Any] | None = None,
+    prepared: StatusEventsPrepared | None = None,
 ) -> InboundResult:
     """Record a partner's status event and apply it to the journey through the spine.
 
     The same ``event_id`` sent again returns the first result and changes nothing; an
     unmapped code is kept and flagged for staff, and moves nothing.
+
+    ``prepared`` is what ``partner_status_events_prepare`` claimed and locked for a batch
+    in the caller's transaction: an event refused then (an ApplicationError) has written
+    nothing, and the others go on without a savepoint each. Without it the event is
+    prepared, recorded and finished here, in a transaction of its own.
     """
-    payload = payload or {}
+    event = StatusEventIn(
+        journey=journey,
+        event_id=event_id,
+        code=code,
+        occurred_at=occurred_at,
+        payload=payload or {},
+    )
+    if prepared is not None:
+        return _record(prepared, event)
     with transaction.atomic():
-        try:
-            with transaction.atomic():
-                inbound = InboundEvent.objects.create(
-                    partner=partner,
-                    journey=journey,
-                    event_id=event_id,
-                    code=code,
-                    occurred_at=occurred_at,
-                    payload=payload,
-                )
-        except IntegrityError:
-            return _replayed(
-                partner=partner,
-                journey=journey,
-                event_id=event_id,
-                code=code,
-                occurred_at=occurred_at,
+        prepared = partner_status_events_prepare(partner=partner, events=[event])
+        result = _record(prepared, event)
+        partner_status_events_finish(prepared=prepared)
+    return result
+
+
+def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResult:
+    partner, event_id = prepared.partner, event.event_id
+    if event_id in prepared.received:
+        return _replayed(prepared.received[event_id], event)
+    inbound = prepared.claimed.pop(event_id, None)
+    if inbound is None:
+        # The batch's earlier item with this id was refused (its claim withdrawn): claim
+        # it for this one.
+        inbound = _inbound(partner, event, prepared.mappings)
+        if not create_unless_taken(inbound):
+            first = InboundEvent.objects.select_related("journey", "journey_event").get(
+                partner=partner, event_id=event_id
             )
-        mapping = StatusMapping.objects.filter(partner=partner, code=code).first()
-        if mapping is None:
-            inbound.unmapped = True
-            inbound.save(update_fields=["unmapped"])
-            return InboundResult(
-                inbound=inbound,
-                applied=False,
-                duplicate=False,
-                warnings=[
-                    f"Unmapped status code {code!r}: kept for staff, not shown to customers."
-                ],
-            )
+            return _replayed(first, event)
+    mapping = prepared.mappings.get(event.code)
+    if mapping is None:
+        prepared.received[event_id] = inbound
+        return InboundResult(
+            inbound=inbound,
+            applied=False,
+            duplicate=False,
+            warnings=[
+                f"Unmapped status code {event.code!r}: kept for staff, not shown to customers."
+            ],
+        )
+    locked = prepared.locked.get(event.journey.pk)
+    if locked is None:  # claimed after preparing (above)
+        locked = prepared.locked[event.journey.pk] = journeys_lock(pks=[event.journey.pk])[
+            event.journey.pk
+        ]
+    writes = locked.writes
+    try:
         recorded = journey_record_milestone(
-            journey=journey,
+            journey=event.journey,
             stage_key=mapping.stage_key,
-            occurred_at=occurred_at,
+            occurred_at=event.occurred_at,
             source=EventSource.PARTNER,
             source_name=partner.name,
             message=mapping.customer_text,
-            payload=payload,
+            payload=event.payload,
+            locked=locked,
         )
-        inbound.journey_event = recorded.event
-        inbound.save(update_fields=["journey_event"])
+    except ApplicationError as error:
+        if locked.writes != writes:
+            # Refused after writing: only a savepoint could undo that, and there is none.
+            raise RuntimeError("The spine refused an event after writing to it.") from error
+        # Refused before writing anything: withdraw the claim, so the id stays free.
+        InboundEvent.objects.filter(pk=inbound.pk).delete()
+        raise
+    inbound.journey_event = recorded.event
+    prepared.linked.append(inbound)
+    prepared.received[event_id] = inbound
     warnings = [] if recorded.applied else ["Older than the journey's state: logged, not applied."]
     return InboundResult(
         inbound=inbound, applied=recorded.applied, duplicate=False, warnings=warnings
     )
 
 
-def _replayed(
-    *, partner: Partner, journey: Journey, event_id: str, code: str, occurred_at: datetime
-) -> InboundResult:
-    first = InboundEvent.objects.select_related("journey_event").get(
-        partner=partner, event_id=event_id
-    )
-    if first.journey_id != journey.pk or first.code != code or first.occurred_at != occurred_at:
+def _replayed(first: InboundEvent, event: StatusEventIn) -> InboundResult:
+    if (first.journey_id, first.code, first.occurred_at) != (
+        event.journey.pk,
+        event.code,
+        event.occurred_at,
+    ):
         raise ApplicationError(
-            f"event_id {event_id!r} was already used for a different event.",
+            f"event_id {first.event_id!r} was already used for a different event.",
             code="event_id_conflict",
             fields={"event_id": ["Already used for a different event."]},
             status=409,

@@ -25,6 +25,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from journey.db import update_rows
 from journey.errors import ApplicationError
 from journey.models import (
     EtaBasis,
@@ -257,19 +258,35 @@ def health_for(*, expected: date, high: date, promised: date | None) -> Health:
 # --- The database side -------------------------------------------------------------------
 
 
+# What each template learned, as last read in this process, by the stats row's identity
+# (pk, computed_at, journey_count): the spine reads those three columns on each event, and
+# the history itself (up to MAX_HISTORY journeys of JSON, parsed and cleaned) only when it
+# was recomputed since. Recomputing in this process also forgets it.
+_LEARNED: dict[int, tuple[tuple[int, datetime, int], Learned | None]] = {}
+
+
 def _learned_for(template_id: int) -> Learned | None:
+    stamp = (
+        TemplateEtaStats.objects.filter(template_id=template_id)
+        .values_list("pk", "computed_at", "journey_count")
+        .first()
+    )
+    cached = _LEARNED.get(template_id)
+    if stamp is not None and cached is not None and cached[0] == stamp:
+        return cached[1]
     stats = TemplateEtaStats.objects.filter(template_id=template_id).first()
     if stats is None:
         # First use: learn now (once); afterwards the nightly task and finished
         # journeys keep the cache fresh.
         stats = eta_stats_recompute(template=JourneyTemplate.objects.get(pk=template_id))
-    if not stats.journey_count:
-        return None
-    return learn(stats.data["journeys"], stats.data["keys"])
+    learned = learn(stats.data["journeys"], stats.data["keys"]) if stats.journey_count else None
+    _LEARNED[template_id] = ((stats.pk, stats.computed_at, stats.journey_count), learned)
+    return learned
 
 
 def eta_stats_recompute(*, template: JourneyTemplate) -> TemplateEtaStats:
     """Learn a template's segment durations from its most recent completed journeys."""
+    _LEARNED.pop(template.pk, None)
     stages = list(template.stages.order_by("position").values_list("key", flat=True))
     keys = [START, *stages[:-1]]
     journeys = list(
@@ -341,6 +358,7 @@ def eta_refresh(
     milestones: list[Milestone],
     now: datetime,
     cause: EtaCause,
+    unsaved: Sequence[Milestone] = (),
 ) -> EtaEstimate | None:
     """Recompute the journey's ETA, range, basis, health and stall flag.
 
@@ -348,9 +366,13 @@ def eta_refresh(
     prediction moved, a row of ETA history; sets ``ETA_FIELDS`` on the journey for the
     caller to save in the same transaction. A change of health to delayed writes the
     customer's delay message to the outbox. Returns the new history row, if any.
+
+    ``unsaved`` are milestones whose state and time of reaching the caller changed and
+    did not save: they are saved here, in the same UPDATE as the expected dates.
     """
     previous_health = journey.health
     if all(m.state == MilestoneState.DONE for m in milestones):
+        _save_milestones(changed=[], unsaved=unsaved)
         arrived = timezone.localdate(milestones[-1].reached_at or now)
         journey.eta = journey.eta_low = journey.eta_high = arrived
         journey.eta_basis = EtaBasis.DONE
@@ -369,11 +391,11 @@ def eta_refresh(
     since = milestones[current].reached_at if current >= 0 else journey.started_at
     elapsed = max((now - (since or now)).total_seconds(), 0.0)
     partner_ends = {}
-    leg_end = _open_leg_end(journey) if journey.pk else None
+    shipping = [i for i, s in enumerate(segments) if s.shipping]
+    # A carrier's ETA only matters while a shipping segment is still ahead.
+    leg_end = _open_leg_end(journey) if journey.pk and shipping else None
     if leg_end is not None:
-        shipping = [i for i, s in enumerate(segments) if s.shipping]
-        if shipping:
-            partner_ends[shipping[-1]] = leg_end
+        partner_ends[shipping[-1]] = leg_end
     result = forecast(
         segments=segments,
         elapsed=elapsed,
@@ -392,7 +414,9 @@ def eta_refresh(
             milestone.expected_date = expected
             changed.append(milestone)
     if changed and changed[0].pk is not None:
-        Milestone.objects.bulk_update(changed, ["expected_date"])
+        _save_milestones(changed=changed, unsaved=unsaved)
+    else:
+        _save_milestones(changed=[], unsaved=unsaved)
 
     journey.eta = timezone.localdate(result.expected)
     journey.eta_low = timezone.localdate(result.low)
@@ -415,6 +439,17 @@ def eta_refresh(
     ):
         _notify_delay(journey=journey, now=now)
     return estimate
+
+
+def _save_milestones(*, changed: list[Milestone], unsaved: Sequence[Milestone]) -> None:
+    """One UPDATE for the new expected dates and the caller's unsaved milestones."""
+    rows = {m.pk: m for m in [*unsaved, *changed]}
+    if not rows:
+        return
+    fields = ["expected_date"] if changed else []
+    if unsaved:
+        fields += ["state", "reached_at"]
+    update_rows(list(rows.values()), fields)
 
 
 def _record(*, journey: Journey, now: datetime, cause: EtaCause) -> EtaEstimate | None:
@@ -464,7 +499,7 @@ def eta_recompute(*, journey: Journey, cause: EtaCause, now: datetime | None = N
     now = now or timezone.now()
     with transaction.atomic():
         journey = (
-            Journey.objects.select_for_update(of=("self",))
+            Journey.objects.select_for_update(of=("self",), no_key=True)
             .select_related("owner__profile", "template")
             .get(pk=journey.pk)
         )

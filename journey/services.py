@@ -1,6 +1,8 @@
 """Writes to journeys. The spine: every change to a journey goes through here."""
 
 import zoneinfo
+from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -30,6 +32,7 @@ from journey.models import (
     MilestoneState,
     RescheduleRequest,
     ShipmentLeg,
+    StageDefinition,
 )
 from notifications.services import notification_enqueue
 from notifications.triggers import (
@@ -97,6 +100,57 @@ def journey_create(
     return journey
 
 
+@dataclass
+class LockedJourney:
+    """A journey locked for writing in the current transaction, with what the spine reads
+    (owner and profile, template, milestones with their stages, in order). The spine
+    keeps it current as it writes, so one transaction can record several events."""
+
+    journey: Journey
+    milestones: list[Milestone]
+    # Events written through it: a caller without a savepoint checks that a refusal
+    # (an ApplicationError) came before any write.
+    writes: int = 0
+
+
+def journeys_lock(*, pks: Iterable[int]) -> dict[int, LockedJourney]:
+    """Lock journeys for the spine, in the caller's transaction, and load them.
+
+    The rows are locked in primary-key order, so two transactions locking overlapping sets
+    (two partner batches) queue behind each other instead of deadlocking. The lock is FOR
+    NO KEY UPDATE: it serializes writers of the journey (the spine, ETA recomputes) but not
+    inserts that merely reference it (a foreign key check takes KEY SHARE), so writing an
+    inbound event or a notification never waits on it or upgrades a lock.
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("journeys_lock() needs a transaction.")
+    journeys = list(
+        # of=self: the lock is on the journey row only (the profile join is nullable).
+        Journey.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("owner__profile", "template")
+        .filter(pk__in=set(pks))
+        .order_by("pk")
+    )
+    locked = {journey.pk: LockedJourney(journey=journey, milestones=[]) for journey in journeys}
+    milestones = Milestone.objects.filter(journey__in=list(locked)).order_by(
+        "journey_id", "position"
+    )
+    stages: dict[int, StageDefinition] = {}
+    if len(locked) > 1:
+        # Many journeys share a few templates: one object per stage, not one per milestone.
+        templates = {journey.template_id for journey in journeys}
+        stages = {s.pk: s for s in StageDefinition.objects.filter(template__in=templates)}
+    else:
+        milestones = milestones.select_related("stage")
+    for milestone in milestones:
+        state = locked[milestone.journey_id]
+        milestone.journey = state.journey
+        if stages:
+            milestone.stage = stages[milestone.stage_id]
+        state.milestones.append(milestone)
+    return locked
+
+
 def journey_record_milestone(
     *,
     journey: Journey,
@@ -107,6 +161,7 @@ def journey_record_milestone(
     source_name: str = "",
     message: str = "",
     payload: dict[str, Any] | None = None,
+    locked: LockedJourney | None = None,
 ) -> RecordedEvent:
     """Record that a journey reached a stage.
 
@@ -114,6 +169,13 @@ def journey_record_milestone(
     forward (never backwards: an event older than the journey's current state is kept
     in the log but changes nothing), recomputes ETA and health, and writes the
     customer's notification to the outbox. Delivery is queued after commit.
+
+    ``locked`` is the journey as ``journeys_lock`` returned it in the caller's
+    transaction (a batch locks all its journeys first); without it the journey is locked
+    and loaded here, in a transaction (or savepoint) of its own. With it, the caller's
+    transaction is the unit of work: every ApplicationError is raised before anything is
+    written (``locked.writes`` counts the events written), so a batch can refuse one
+    event and go on without a savepoint for each.
     """
     now = timezone.now()
     if timezone.is_naive(occurred_at):
@@ -131,15 +193,15 @@ def journey_record_milestone(
         )
     jargon_check(message=message)
 
-    with transaction.atomic():
-        # One writer per journey at a time: concurrent events are applied in turn.
-        journey = (
-            # of=self: the lock is on the journey row only (the profile join is nullable).
-            Journey.objects.select_for_update(of=("self",))
-            .select_related("owner__profile", "template")
-            .get(pk=journey.pk)
-        )
-        milestones = list(journey.milestones.select_related("stage").order_by("position"))
+    with transaction.atomic() if locked is None else nullcontext():
+        if locked is None:
+            # One writer per journey at a time: concurrent events are applied in turn.
+            locked = journeys_lock(pks=[journey.pk]).get(journey.pk)
+            if locked is None:
+                raise Journey.DoesNotExist(f"No journey {journey.pk}.")
+        elif locked.journey.pk != journey.pk:
+            raise ValueError("locked is another journey.")
+        journey, milestones = locked.journey, locked.milestones
         target = next((m for m in milestones if m.stage.key == stage_key), None)
         if target is None:
             raise ApplicationError(
@@ -151,6 +213,8 @@ def journey_record_milestone(
         latest = reached[-1] if reached else None
         applied = latest is None or target.position > latest.position
 
+        # Nothing is refused from here on.
+        locked.writes += 1
         event = events.event_milestone_reached(
             journey=journey,
             milestone=target,
@@ -163,9 +227,16 @@ def journey_record_milestone(
             payload=payload,
         )
         if applied:
-            _advance(milestones=milestones, target=target, occurred_at=occurred_at)
+            advanced = _advance(milestones=milestones, target=target, occurred_at=occurred_at)
             journey.last_event_at = max(filter(None, [journey.last_event_at, occurred_at]))
-            eta_refresh(journey=journey, milestones=milestones, now=now, cause=EtaCause.EVENT)
+            # Saves the advanced milestones with their new expected dates (one UPDATE).
+            eta_refresh(
+                journey=journey,
+                milestones=milestones,
+                now=now,
+                cause=EtaCause.EVENT,
+                unsaved=advanced,
+            )
             journey.save(update_fields=["last_event_at", *ETA_FIELDS, "updated_at"])
             if (
                 target.stage.customer_visible
@@ -195,7 +266,10 @@ def journey_record_milestone(
     return RecordedEvent(event=event, applied=applied)
 
 
-def _advance(*, milestones: list[Milestone], target: Milestone, occurred_at: datetime) -> None:
+def _advance(
+    *, milestones: list[Milestone], target: Milestone, occurred_at: datetime
+) -> list[Milestone]:
+    """Move the milestones up to ``target``; returns those changed, not yet saved."""
     last = milestones[-1]
     changed = []
     for milestone in milestones:
@@ -206,7 +280,7 @@ def _advance(*, milestones: list[Milestone], target: Milestone, occurred_at: dat
     target.state = MilestoneState.DONE if target is last else MilestoneState.CURRENT
     target.reached_at = occurred_at
     changed.append(target)
-    Milestone.objects.bulk_update(changed, ["state", "reached_at"])
+    return changed
 
 
 # --- Shipment legs, checkpoints, customer tasks and appointments --------------------------

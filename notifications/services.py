@@ -23,6 +23,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from accounts.models import CustomerProfile, User
+from journey.db import bulk_create_unless_taken
 from notifications import channels
 from notifications.kinds import KINDS
 from notifications.models import Channel, Notification, NotificationState
@@ -133,6 +134,7 @@ def notification_enqueue(
     now = timezone.now()
     profile = getattr(recipient, "profile", None) if recipient is not None else None
     held_until = quiet_hours_end(profile=profile, kind=kind, now=now)
+    # Re-run jobs (reminders) meet the same causes again: one read skips them cheaply.
     existing = set(
         Notification.objects.filter(dedup_key=dedup_key).values_list("channel", flat=True)
     )
@@ -164,13 +166,9 @@ def notification_enqueue(
                 sent_at=sent_at,
             )
         )
-    if not rows:
-        return []
-    try:
-        with transaction.atomic():
-            Notification.objects.bulk_create(rows)
-    except IntegrityError:
-        return []  # a concurrent writer recorded this cause first (the dedup key is unique)
+    # The unique (dedup key, channel) skips what a concurrent writer of this cause got in
+    # first: one statement, no savepoint.
+    rows = bulk_create_unless_taken(rows, key="channel")
     for row in rows:
         if row.state == NotificationState.PENDING and row.scheduled_at <= now:
             transaction.on_commit(lambda pk=row.pk: _queue_delivery(pk))

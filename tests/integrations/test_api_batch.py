@@ -9,6 +9,7 @@ from django.utils import timezone
 from integrations.models import InboundEvent
 from journey.models import JourneyEvent, MilestoneState
 from notifications.models import Notification
+from tests.factories import MappingFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -88,3 +89,27 @@ def test_a_malformed_batch_is_a_400(api, body):
     assert response.status_code == 400
     assert "events" in response.json()["error"]["fields"]
     assert InboundEvent.objects.count() == 0
+
+
+def test_an_event_id_refused_in_a_batch_stays_free_for_a_later_item(api, journey, partner):
+    """The batch claims its ids up front; a refused item withdraws its claim, so a
+    corrected copy later in the batch (or in a later request) is recorded."""
+    MappingFactory(partner=partner, code="NOWHERE", stage_key="no-such-stage")
+    events = [
+        item(journey, "x", "NOWHERE"),  # maps to a stage this journey does not have
+        {**item(journey, "y"), "occurred_at": (timezone.now() + timedelta(days=2)).isoformat()},
+        item(journey, "y", "S2"),  # the same id, corrected
+        item(journey, "z", "S3"),
+    ]
+    response = api.post(URL, {"events": events}, format="json")
+
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [400, 400, 201, 201]
+    assert results[0]["error"]["fields"] == {"stage": ["Unknown stage 'no-such-stage'."]}
+    assert sorted(InboundEvent.objects.values_list("event_id", flat=True)) == ["y", "z"]
+    assert JourneyEvent.objects.count() == 2
+    assert InboundEvent.objects.get(event_id="y").journey_event.milestone.stage.key == "stage-2"
+    assert journey.milestones.get(stage__key="stage-3").state == MilestoneState.CURRENT
+    retry = api.post(URL, {"events": [item(journey, "x", "S4")]}, format="json")
+    assert retry.json()["results"][0]["status"] == 201

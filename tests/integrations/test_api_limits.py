@@ -1,6 +1,9 @@
 """Rate limits per key and request size limits, answered in the one error shape."""
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
+import time_machine
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
@@ -18,7 +21,25 @@ def test_a_key_over_its_rate_gets_429_with_retry_after(api, partner, settings):
     response = api.get(url)
     assert response.status_code == 429
     assert response.json()["error"]["code"] == "throttled"
-    assert 0 < int(response["Retry-After"]) <= 60
+    # Until this minute ends, and then until enough of it has slid out of the window.
+    assert 0 < int(response["Retry-After"]) <= 120
+
+
+def test_the_window_slides_so_a_full_minute_cannot_be_followed_by_another(api, settings):
+    """The last minute's requests still count, in proportion to how much of it the
+    sliding minute overlaps: no burst of twice the rate across a minute's boundary."""
+    settings.API_RATE_LIMIT = "2/min"
+    url = reverse("api:journey-list")
+    start = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    with time_machine.travel(start + timedelta(seconds=50), tick=False):
+        assert [api.get(url).status_code for _ in range(3)] == [200, 200, 429]
+    with time_machine.travel(start + timedelta(seconds=66), tick=False):
+        # 2 x 54/60 of the last minute + 1 = 2.8: over.
+        refused = api.get(url)
+        assert refused.status_code == 429
+        assert int(refused["Retry-After"]) == 24  # then 2 x 30/60 + 1 = 2
+    with time_machine.travel(start + timedelta(seconds=90), tick=False):
+        assert [api.get(url).status_code for _ in range(2)] == [200, 429]
 
 
 def test_each_key_has_its_own_rate(api, partner, settings):

@@ -1,0 +1,140 @@
+"""The SQL of partner ingest, pinned: a single event and a batch of N events.
+
+Each statement is a round trip from the server to PostgreSQL, under a journey's lock;
+these counts keep them from creeping back (the figures per second are in
+docs/performance.md, measured by ``make bench``). Inside the test's transaction a
+transaction of the code's own shows as SAVEPOINT and RELEASE.
+"""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from integrations.models import InboundEvent
+from journey.models import JourneyEvent, MilestoneState
+from notifications.models import Notification
+from tests.factories import make_journey
+
+pytestmark = pytest.mark.django_db
+
+BATCH_URL = "/api/v1/events/batch/"
+
+
+def when(minutes: int = 1) -> str:
+    return (timezone.now() - timedelta(minutes=minutes)).isoformat()
+
+
+@pytest.fixture
+def warm(api):
+    """One request first: a new key's last use is written once a minute, not each time."""
+    assert api.get(reverse("api:journey-list")).status_code == 200
+    return api
+
+
+def post_event(api, journey, event_id: str, code: str, minutes: int = 1):
+    return api.post(
+        reverse("api:journey-events", kwargs={"reference": journey.reference}),
+        {"event_id": event_id, "code": code, "occurred_at": when(minutes)},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=f"key-{event_id}",
+    )
+
+
+def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_queries):
+    # The key; the idempotency claim; the journey (404 otherwise); then in one
+    # transaction: the mapping, the inbound event (claiming its event_id), the journey's
+    # lock, its milestones, the timeline event, the ETA statistics' identity, one update
+    # of the milestones, the last ETA row, the new one, the journey; the customer's
+    # messages (the dedup check, the digest check, one insert); the inbound event's link
+    # to the timeline event. Last, the stored response. (Its transaction shows as
+    # SAVEPOINT and RELEASE here.)
+    with django_assert_num_queries(20):
+        response = post_event(warm, journey, "e1", "S2")
+    assert response.status_code == 201
+    assert response.json()["applied"] is True
+    assert journey.milestones.get(stage__key="stage-2").state == MilestoneState.CURRENT
+    assert Notification.objects.filter(channel="email").count() == 1
+
+
+def test_a_single_event_older_than_the_journey_state(warm, journey, django_assert_num_queries):
+    assert post_event(warm, journey, "e1", "S3").status_code == 201
+    # No milestone moves: the timeline event and the inbound event are the only writes.
+    with django_assert_num_queries(12):
+        response = post_event(warm, journey, "e2", "S3", minutes=2)
+    assert response.status_code == 201
+    assert response.json()["applied"] is False
+
+
+def test_a_repeated_event_id_is_answered_from_its_first_receipt(
+    warm, journey, django_assert_num_queries
+):
+    assert post_event(warm, journey, "e1", "S2").status_code == 201
+    first = InboundEvent.objects.get()
+    # A retry with a new Idempotency-Key: the event_id's claim finds its receipt, which
+    # answers; nothing is locked.
+    with django_assert_num_queries(9):
+        response = warm.post(
+            reverse("api:journey-events", kwargs={"reference": journey.reference}),
+            {"event_id": "e1", "code": "S2", "occurred_at": first.occurred_at.isoformat()},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="another-key",
+        )
+    assert response.status_code == 200
+    assert response.json()["duplicate"] is True
+
+
+def batch_of(journeys: list, prefix: str) -> dict:
+    return {
+        "events": [
+            {
+                "journey": j.reference,
+                "event_id": f"{prefix}-{n}",
+                "code": "S2",
+                "occurred_at": when(),
+            }
+            for n, j in enumerate(journeys)
+        ]
+    }
+
+
+@pytest.mark.parametrize("size", [2, 4, 8])
+def test_a_batch_costs_a_fixed_part_and_the_same_per_event(
+    warm, partner, customer, size, django_assert_num_queries
+):
+    journeys = [make_journey(owner=customer) for _ in range(size)]
+    partner.journeys.add(*journeys)
+    # Fixed: the key, the idempotency claim, the journeys, the mappings, one insert
+    # claiming every event_id, the journeys' lock, their milestones, their stages (one
+    # object each, shared by the journeys of a template; for one journey they come with
+    # its milestones), one update linking the inbound events to the timeline, the stored
+    # response (10), and the batch's transaction (2). Per event that moves its journey:
+    # the timeline event, the ETA statistics' identity, the milestones' update, the last
+    # and new ETA rows, the journey, the messages' dedup check, digest check and
+    # insert (9).
+    with django_assert_num_queries(12 + 9 * size):
+        response = warm.post(
+            BATCH_URL, batch_of(journeys, "b"), format="json", HTTP_IDEMPOTENCY_KEY="batch-1"
+        )
+    assert response.status_code == 200
+    assert [r["status"] for r in response.json()["results"]] == [201] * size
+    assert JourneyEvent.objects.filter(applied=True).count() == size
+
+
+@pytest.mark.parametrize("size", [1, 5])
+def test_a_batch_of_events_that_do_not_move_the_journey(
+    warm, journey, size, django_assert_num_queries
+):
+    assert post_event(warm, journey, "first", "S3").status_code == 201
+    events = [
+        {"journey": journey.reference, "event_id": f"old-{n}", "code": "S3", "occurred_at": when(2)}
+        for n in range(size)
+    ]
+    # Per event: the timeline event, nothing else.
+    with django_assert_num_queries(11 + 1 * size):
+        response = warm.post(
+            BATCH_URL, {"events": events}, format="json", HTTP_IDEMPOTENCY_KEY="batch-2"
+        )
+    assert response.status_code == 200
+    assert [r["event"]["applied"] for r in response.json()["results"]] == [False] * size

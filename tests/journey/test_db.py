@@ -1,0 +1,83 @@
+"""journey.db: inserts that let a unique constraint decide, and one-statement updates."""
+
+from datetime import date, timedelta
+
+import pytest
+from django.utils import timezone
+
+from integrations.models import IdempotencyRecord, InboundEvent
+from journey.db import bulk_create_unless_taken, create_unless_taken, update_rows
+from journey.models import Milestone, MilestoneState
+from tests.factories import PartnerFactory, make_journey
+
+pytestmark = pytest.mark.django_db
+
+
+def record(partner, key: str) -> IdempotencyRecord:
+    return IdempotencyRecord(
+        partner=partner,
+        key=key,
+        method="POST",
+        path="/x/",
+        fingerprint="f",
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+
+
+def test_create_unless_taken_inserts_once_and_sets_the_key(django_assert_num_queries):
+    partner = PartnerFactory()
+    first = record(partner, "k")
+    with django_assert_num_queries(1):
+        assert create_unless_taken(first) is True
+    assert first.pk is not None
+    assert first.created_at is not None  # auto_now_add ran
+    second = record(partner, "k")
+    assert create_unless_taken(second) is False
+    assert second.pk is None
+    assert IdempotencyRecord.objects.get().pk == first.pk
+
+
+def test_bulk_create_unless_taken_returns_the_rows_it_wrote():
+    partner = PartnerFactory()
+    journey = make_journey()
+    now = timezone.now()
+
+    def inbound(event_id: str) -> InboundEvent:
+        return InboundEvent(
+            partner=partner, journey=journey, event_id=event_id, code="C", occurred_at=now
+        )
+
+    bulk_create_unless_taken([inbound("b")], key="event_id")
+    written = bulk_create_unless_taken([inbound("a"), inbound("b"), inbound("c")], key="event_id")
+
+    assert sorted(row.event_id for row in written) == ["a", "c"]
+    assert all(row.pk is not None for row in written)
+    assert {row.pk: row.event_id for row in written} == dict(
+        InboundEvent.objects.filter(event_id__in=["a", "c"]).values_list("pk", "event_id")
+    )
+    with pytest.raises(ValueError, match="differ"):
+        bulk_create_unless_taken([inbound("d"), inbound("d")], key="event_id")
+
+
+def test_update_rows_sets_each_row_its_own_values_nulls_included(django_assert_num_queries):
+    journey = make_journey()
+    first, second, *rest = list(journey.milestones.order_by("position"))
+    reached = timezone.now() - timedelta(hours=2)
+    first.state, first.reached_at, first.expected_date = MilestoneState.DONE, reached, None
+    second.state, second.reached_at = MilestoneState.CURRENT, None
+    second.expected_date = date(2030, 1, 2)
+
+    with django_assert_num_queries(1):
+        assert update_rows([first, second], ["state", "reached_at", "expected_date"]) == 2
+
+    assert list(
+        Milestone.objects.filter(pk__in=[first.pk, second.pk])
+        .order_by("position")
+        .values_list("state", "reached_at", "expected_date")
+    ) == [
+        (MilestoneState.DONE, reached, None),
+        (MilestoneState.CURRENT, None, date(2030, 1, 2)),
+    ]
+    assert {m.state for m in Milestone.objects.filter(pk__in=[m.pk for m in rest])} == {
+        MilestoneState.UPCOMING
+    }
