@@ -97,7 +97,7 @@ def update_rows(objs: Sequence[models.Model], fields: list[str]) -> int:
     table = qn(opts.db_table)
     assignments = ", ".join(f"{qn(f.column)} = pairs.{qn(f.column)}" for f in targets)
     sql = (
-        f"UPDATE {table} SET {assignments} FROM ({rows}) AS pairs "  # noqa: S608
+        f"UPDATE {table} SET {assignments} FROM ({rows}) AS pairs "  # noqa: S608  # nosec B608: names from the model, values as parameters
         f"WHERE {table}.{qn(opts.pk.column)} = pairs.pk"
     )
     with connection.cursor() as cursor:
