@@ -157,9 +157,15 @@ def test_a_request_that_outlives_its_lease_keeps_nothing_and_the_retry_stands(
 ):
     """While the first request is still running, a retry (another connection, past the
     lease) takes its key over and answers. The first must then store nothing and keep
-    none of its work: the task exists once, the retry's."""
+    none of its work: the task exists once, the retry's.
+
+    The retry's own task waits for the first request's transaction (both write to the
+    journey, whose version row they lock), so it finishes after the first has rolled back.
+    """
     create = journey_services.journey_task_create
     outcomes: list[object] = []
+    taken_over = threading.Event()
+    retrying: list[threading.Thread] = []
 
     def retry() -> None:
         record = IdempotencyRecord.objects.get()
@@ -171,12 +177,26 @@ def test_a_request_that_outlives_its_lease_keeps_nothing_and_the_retry_stands(
                 path=record.path,
                 fingerprint=record.fingerprint,
             )
+            taken_over.set()
             task = create(journey=journey, title="One")
             idempotency_finish(record=taken, status_code=201, body={"id": task.pk})
 
+    def retry_in_thread() -> None:
+        from django.db import connection as thread_connection
+
+        try:
+            outcomes.append(retry())
+        except BaseException as error:
+            outcomes.append(error)
+            taken_over.set()
+        finally:
+            thread_connection.close()
+
     def slow_create(**kwargs):
         task = create(**kwargs)
-        outcomes.extend(in_threads(retry, count=1))
+        retrying.append(threading.Thread(target=retry_in_thread))
+        retrying[0].start()
+        assert taken_over.wait(timeout=20)
         return task
 
     monkeypatch.setattr(journey_services, "journey_task_create", slow_create)
@@ -186,6 +206,7 @@ def test_a_request_that_outlives_its_lease_keeps_nothing_and_the_retry_stands(
         format="json",
         HTTP_IDEMPOTENCY_KEY="k-1",
     )
+    retrying[0].join(timeout=60)
 
     assert outcomes == [None]
     assert response.status_code == 409
