@@ -7,6 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from integrations.models import InboundEvent
+from journey.errors import ApplicationError
 from journey.models import JourneyEvent, MilestoneState
 from notifications.models import Notification
 from tests.factories import MappingFactory
@@ -113,3 +114,27 @@ def test_an_event_id_refused_in_a_batch_stays_free_for_a_later_item(api, journey
     assert journey.milestones.get(stage__key="stage-3").state == MilestoneState.CURRENT
     retry = api.post(URL, {"events": [item(journey, "x", "S4")]}, format="json")
     assert retry.json()["results"][0]["status"] == 201
+
+
+def test_a_refusal_after_a_write_fails_the_whole_batch_rather_than_half_apply(
+    api, journey, monkeypatch
+):
+    """Items have no savepoint of their own: the spine refuses before it writes. Were it
+    ever to refuse after writing, the batch fails whole (nothing is kept) instead of
+    keeping half an item."""
+    from journey import events as journey_events
+
+    real = journey_events.event_milestone_reached
+
+    def writes_then_refuses(**kwargs: object) -> object:
+        real(**kwargs)
+        raise ApplicationError("Refused late.")
+
+    monkeypatch.setattr(journey_events, "event_milestone_reached", writes_then_refuses)
+    client = api
+    client.raise_request_exception = False
+    response = client.post(URL, {"events": [item(journey, "a"), item(journey, "b")]}, format="json")
+
+    assert response.status_code == 500
+    assert InboundEvent.objects.count() == 0
+    assert JourneyEvent.objects.count() == 0
