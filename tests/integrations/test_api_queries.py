@@ -43,14 +43,15 @@ def post_event(api, journey, event_id: str, code: str, minutes: int = 1):
 
 
 def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_queries):
-    # The key; the idempotency claim; the journey (404 otherwise); then in one
-    # transaction: the mapping, the inbound event (claiming its event_id), the journey's
-    # lock, its milestones, the timeline event, the ETA statistics' identity, one update
-    # of the milestones, the last ETA row, the new one, the journey; the customer's
-    # messages (the dedup check, the digest check, one insert); the inbound event's link
-    # to the timeline event. Last, the stored response. (Its transaction shows as
-    # SAVEPOINT and RELEASE here.)
-    with django_assert_num_queries(20):
+    # The key; the idempotency claim; then the request's transaction (2), which stores
+    # its response with its work: the journey (404 otherwise); the event's own
+    # transaction (2): the mapping, the inbound event (claiming its event_id), the
+    # journey's lock, its milestones, the timeline event, the ETA statistics' identity,
+    # one update of the milestones, the last ETA row, the new one, the journey; the
+    # customer's messages (the dedup check, the digest check, one insert); the inbound
+    # event's link to the timeline event; last, the stored response. (Transactions show
+    # as SAVEPOINT and RELEASE here.)
+    with django_assert_num_queries(22):
         response = post_event(warm, journey, "e1", "S2")
     assert response.status_code == 201
     assert response.json()["applied"] is True
@@ -61,7 +62,7 @@ def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_
 def test_a_single_event_older_than_the_journey_state(warm, journey, django_assert_num_queries):
     assert post_event(warm, journey, "e1", "S3").status_code == 201
     # No milestone moves: the timeline event and the inbound event are the only writes.
-    with django_assert_num_queries(12):
+    with django_assert_num_queries(14):
         response = post_event(warm, journey, "e2", "S3", minutes=2)
     assert response.status_code == 201
     assert response.json()["applied"] is False
@@ -74,7 +75,7 @@ def test_a_repeated_event_id_is_answered_from_its_first_receipt(
     first = InboundEvent.objects.get()
     # A retry with a new Idempotency-Key: the event_id's claim finds its receipt, which
     # answers; nothing is locked.
-    with django_assert_num_queries(9):
+    with django_assert_num_queries(11):
         response = warm.post(
             reverse("api:journey-events", kwargs={"reference": journey.reference}),
             {"event_id": "e1", "code": "S2", "occurred_at": first.occurred_at.isoformat()},
@@ -109,11 +110,12 @@ def test_a_batch_costs_a_fixed_part_and_the_same_per_event(
     # claiming every event_id, the journeys' lock, their milestones, their stages (one
     # object each, shared by the journeys of a template; for one journey they come with
     # its milestones), one update linking the inbound events to the timeline, the stored
-    # response (10), and the batch's transaction (2). Per event that moves its journey:
+    # response (10), the request's transaction and the batch's (4). Per event that moves
+    # its journey:
     # the timeline event, the ETA statistics' identity, the milestones' update, the last
     # and new ETA rows, the journey, the messages' dedup check, digest check and
     # insert (9).
-    with django_assert_num_queries(12 + 9 * size):
+    with django_assert_num_queries(14 + 9 * size):
         response = warm.post(
             BATCH_URL, batch_of(journeys, "b"), format="json", HTTP_IDEMPOTENCY_KEY="batch-1"
         )
@@ -132,7 +134,7 @@ def test_a_batch_of_events_that_do_not_move_the_journey(
         for n in range(size)
     ]
     # Per event: the timeline event, nothing else.
-    with django_assert_num_queries(11 + 1 * size):
+    with django_assert_num_queries(13 + 1 * size):
         response = warm.post(
             BATCH_URL, {"events": events}, format="json", HTTP_IDEMPOTENCY_KEY="batch-2"
         )
