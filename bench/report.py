@@ -24,6 +24,9 @@ TARGETS = {
 }
 
 
+LARGE = 50_000  # rows: a smaller table is read whole when most of it is wanted anyway
+
+
 def _kb(n: int) -> str:
     return f"{n / 1024:.1f} KB"
 
@@ -94,13 +97,17 @@ def _summary(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         )
     if jobs := results.get("jobs"):
         reminders, sweep = jobs["reminders"], jobs["sweep"]
-        scans = [p for job in (reminders, sweep) for p in job["plans"] if p["seq_scan"]]
+        large = _large_scans(jobs)
         rows.append(
             (
                 *TARGETS["jobs"],
-                f"{reminders['seconds']:.1f} s; {sweep['seconds']:.1f} s "
-                f"({len(scans)} sequential scans in the plans)",
-                _verdict(reminders["seconds"] < 30 and sweep["seconds"] < 30 and not scans),
+                f"reminders {reminders['seconds']:.1f} s (next run "
+                f"{reminders['next_run_seconds']:.1f} s); sweep runs at most "
+                f"{sweep['slowest_round_seconds']:.1f} s; sequential scans of large "
+                f"tables: {', '.join(large) or 'none'}",
+                _verdict(
+                    reminders["seconds"] < 30 and sweep["slowest_round_seconds"] < 30 and not large
+                ),
             )
         )
     if weight := results.get("weight"):
@@ -115,6 +122,27 @@ def _summary(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             )
         )
     return rows
+
+
+def _large_scans(jobs: dict[str, Any]) -> list[str]:
+    """Tables of LARGE rows or more that a job's plans read whole."""
+    sizes = jobs.get("table_rows", {})
+    return sorted(
+        {
+            table
+            for job in ("reminders", "sweep")
+            for plan in jobs[job]["plans"]
+            for table in plan.get("seq_scans", [])
+            if sizes.get(table, 0) >= LARGE
+        }
+    )
+
+
+def _clip(text: str, width: int = 240) -> str:
+    """Long lines (a list of a thousand ids) cut, so the plans stay readable."""
+    return "\n".join(
+        line if len(line) <= width else line[:width] + " …" for line in text.splitlines()
+    )
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -292,14 +320,19 @@ def render(results: dict[str, Any]) -> str:
                 lines += [
                     "",
                     f"<details><summary>{name}: {plan['runs']} run(s), {plan['seconds']:.3f} s"
-                    f"{' — sequential scan' if plan['seq_scan'] else ''}</summary>",
+                    + (
+                        f" — reads whole: {', '.join(plan['seq_scans'])}"
+                        if plan.get("seq_scans")
+                        else ""
+                    )
+                    + "</summary>",
                     "",
                     "```sql",
-                    plan["sql"],
+                    _clip(plan["sql"]),
                     "```",
                     "",
                     "```",
-                    plan["plan"],
+                    _clip(plan["plan"]),
                     "```",
                     "",
                     "</details>",
