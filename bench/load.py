@@ -24,7 +24,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -188,6 +188,25 @@ def _spread(total: int, parts: int, rng: random.Random, low: int, high: int) -> 
     mean = total / parts
     values = [max(low, min(high, round(rng.gauss(mean, mean / 3)))) for _ in range(parts)]
     return values
+
+
+def _settle(
+    counts: list[int],
+    shortfall: int,
+    among: Sequence[int],
+    rng: random.Random,
+    *,
+    low: int,
+    high: int,
+) -> None:
+    """Nudge ``counts`` at the indexes ``among`` one at a time, within [low, high], until
+    they make up ``shortfall`` more (or fewer): the totals come out exact."""
+    while shortfall and among:
+        i = rng.choice(among)
+        step = 1 if shortfall > 0 else -1
+        if low <= counts[i] + step <= high:
+            counts[i] += step
+            shortfall -= step
 
 
 def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
@@ -378,12 +397,7 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
             per_journey[i] = TYPICAL["events"]
         shortfall = n_events - sum(per_journey)
         others = [i for i in range(n_journeys) if i not in typical and i not in plain]
-        while shortfall and others:
-            i = rng.choice(others)
-            step = 1 if shortfall > 0 else -1
-            if 6 <= per_journey[i] + step <= 200:
-                per_journey[i] += step
-                shortfall -= step
+        _settle(per_journey, shortfall, others, rng, low=6, high=200)
         event_id = copier.next_id(JourneyEvent)
 
         def events() -> Iterable[dict[str, Any]]:
@@ -506,13 +520,7 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
                 departed = arrived + timedelta(hours=6)
         copier.copy(ShipmentLeg, legs)
         per_leg = _spread(n_checkpoints, len(legs), rng, 1, 12)
-        shortfall = n_checkpoints - sum(per_leg)
-        while shortfall:
-            k = rng.randrange(len(legs))
-            step = 1 if shortfall > 0 else -1
-            if 1 <= per_leg[k] + step <= 20:
-                per_leg[k] += step
-                shortfall -= step
+        _settle(per_leg, n_checkpoints - sum(per_leg), range(len(legs)), rng, low=1, high=20)
         checkpoint_id = copier.next_id(Checkpoint)
 
         def checkpoints() -> Iterable[dict[str, Any]]:

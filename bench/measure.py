@@ -83,6 +83,17 @@ def _wait_for(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout} s")
 
 
+def _stop(process: subprocess.Popen, *, timeout: float) -> None:
+    """Ask a process to stop (SIGTERM: gunicorn and Celery finish what they hold), then
+    kill it if it has not within ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def server(context: Context, kind: str = DEFAULT_SERVER, workers: int = WORKERS):
     """A production server on loopback, serving the project with the bench settings."""
@@ -123,12 +134,7 @@ def server(context: Context, kind: str = DEFAULT_SERVER, workers: int = WORKERS)
         _wait_for(f"http://127.0.0.1:{PORT}/healthz")
         yield f"http://127.0.0.1:{PORT}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process, timeout=20)
         log.close()
 
 
@@ -162,12 +168,7 @@ def worker(context: Context, concurrency: int = 2):
             raise RuntimeError("The Celery worker did not start; see artifacts/bench/worker.log")
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process, timeout=30)
         log.close()
 
 
