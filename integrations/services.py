@@ -15,6 +15,7 @@ from journey.db import bulk_create_unless_taken, create_unless_taken, update_row
 from journey.errors import ApplicationError
 from journey.models import EventSource, Journey
 from journey.services import LockedJourney, journey_record_milestone, journeys_lock
+from journey.unit import Writes
 
 KEY_PREFIX = "mp_"
 # Touch last_used_at at most this often, so that a busy key does not write on every call.
@@ -101,6 +102,8 @@ class StatusEventsPrepared:
     received: dict[str, InboundEvent]
     claimed: dict[str, InboundEvent]
     locked: dict[int, LockedJourney]
+    # The writes of all the events, flushed together by partner_status_events_finish.
+    unit: Writes
     linked: list[InboundEvent] = field(default_factory=list)
 
 
@@ -148,12 +151,14 @@ def partner_status_events_prepare(
         else {}
     )
     to_move = {row.journey.pk for row in claimed.values() if not row.unmapped}
+    unit = Writes()
     return StatusEventsPrepared(
         partner=partner,
         mappings=mappings,
         received=received,
         claimed=claimed,
-        locked=journeys_lock(pks=to_move) if to_move else {},
+        locked=journeys_lock(pks=to_move, unit=unit) if to_move else {},
+        unit=unit,
     )
 
 
@@ -172,7 +177,11 @@ def _inbound(
 
 
 def partner_status_events_finish(*, prepared: StatusEventsPrepared) -> None:
-    """Link the inbound rows to the timeline events they made: one UPDATE for them all."""
+    """Write what the events changed (one statement per table, ``journey.unit``), then
+    link the inbound rows to the timeline events they made: one UPDATE for them all."""
+    prepared.unit.flush()
+    for inbound in prepared.linked:
+        inbound.journey_event_id = inbound.journey_event.pk  # set by the flush
     update_rows(prepared.linked, ["journey_event"])
     prepared.linked.clear()
 
@@ -241,9 +250,9 @@ def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResu
         )
     locked = prepared.locked.get(event.journey.pk)
     if locked is None:  # claimed after preparing (above)
-        locked = prepared.locked[event.journey.pk] = journeys_lock(pks=[event.journey.pk])[
-            event.journey.pk
-        ]
+        locked = prepared.locked[event.journey.pk] = journeys_lock(
+            pks=[event.journey.pk], unit=prepared.unit
+        )[event.journey.pk]
     writes = locked.writes
     try:
         recorded = journey_record_milestone(

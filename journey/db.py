@@ -46,20 +46,24 @@ def create_unless_taken[M: models.Model](obj: M) -> bool:
     return True
 
 
-def bulk_create_unless_taken[M: models.Model](objs: Sequence[M], *, key: str) -> list[M]:
+def bulk_create_unless_taken[M: models.Model](
+    objs: Sequence[M], *, key: str | tuple[str, ...]
+) -> list[M]:
     """Insert the objects no unique constraint already holds; returns those inserted, with
-    their primary keys. ``key`` names a field whose value tells the objects apart (they
-    come back unordered, without the skipped ones)."""
+    their primary keys. ``key`` names the field (or fields) whose values tell the objects
+    apart (they come back unordered, without the skipped ones)."""
     if not objs:
         return []
     opts = type(objs[0])._meta
-    rows = _insert(objs, [opts.pk, opts.get_field(key)])
-    by_key = {getattr(obj, key): obj for obj in objs}
+    names = (key,) if isinstance(key, str) else key
+    fields = [opts.get_field(name) for name in names]
+    rows = _insert(objs, [opts.pk, *fields])
+    by_key = {tuple(getattr(obj, f.attname) for f in fields): obj for obj in objs}
     if len(by_key) != len(objs):
         raise ValueError(f"Objects must differ in {key!r}.")
     created = []
-    for pk, value in rows:
-        obj = by_key[value]
+    for pk, *values in rows:
+        obj = by_key[tuple(values)]
         _saved(obj, pk)
         created.append(obj)
     return created
@@ -78,17 +82,19 @@ def update_rows(objs: Sequence[models.Model], fields: list[str]) -> int:
     connection = connections[router.db_for_write(model)]
     qn = connection.ops.quote_name
 
-    def typed(field: models.Field) -> str:
-        # PostgreSQL types a bare NULL (or a literal) in a UNION as text; SQLite needs no
-        # type, and its CAST would change the value's affinity.
-        if connection.vendor == "postgresql":
-            return f"CAST(%s AS {field.db_type(connection)})"
-        return "%s"
-
-    columns = ", ".join(
-        [f"{typed(opts.pk)} AS pk"] + [f"{typed(f)} AS {qn(f.column)}" for f in targets]
-    )
-    rows = " UNION ALL ".join([f"SELECT {columns}"] * len(objs))
+    names = ["pk", *(qn(f.column) for f in targets)]
+    if connection.vendor == "postgresql":
+        # A VALUES list, each value cast to its column's type (PostgreSQL would take a
+        # bare NULL or literal for text): one node to plan, where a UNION ALL of a
+        # hundred SELECTs costs several times more to plan than the update itself.
+        row = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in [opts.pk, *targets])
+        values = ", ".join([f"({row})"] * len(objs))
+        pairs = f"(VALUES {values}) AS pairs ({', '.join(names)})"
+    else:
+        # SQLite names a VALUES list's columns column1, column2...: a UNION ALL names them.
+        # No CAST: it would change the value's affinity.
+        columns = ", ".join(f"%s AS {name}" for name in names)
+        pairs = "(" + " UNION ALL ".join([f"SELECT {columns}"] * len(objs)) + ") AS pairs"
     params: list[Any] = []
     for obj in objs:
         params.append(opts.pk.get_db_prep_value(obj.pk, connection))
@@ -97,7 +103,7 @@ def update_rows(objs: Sequence[models.Model], fields: list[str]) -> int:
     table = qn(opts.db_table)
     assignments = ", ".join(f"{qn(f.column)} = pairs.{qn(f.column)}" for f in targets)
     sql = (
-        f"UPDATE {table} SET {assignments} FROM ({rows}) AS pairs "  # noqa: S608  # nosec B608: names from the model, values as parameters
+        f"UPDATE {table} SET {assignments} FROM {pairs} "  # noqa: S608  # nosec B608: names from the model, values as parameters
         f"WHERE {table}.{qn(opts.pk.column)} = pairs.pk"
     )
     with connection.cursor() as cursor:

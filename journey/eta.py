@@ -25,7 +25,6 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from journey.db import update_rows
 from journey.errors import ApplicationError
 from journey.models import (
     EtaBasis,
@@ -39,7 +38,7 @@ from journey.models import (
     ShipmentLeg,
     TemplateEtaStats,
 )
-from notifications.services import notification_enqueue
+from journey.unit import Writes
 
 # The fields of Journey this module sets; callers save them.
 ETA_FIELDS = ["eta", "eta_low", "eta_high", "eta_basis", "health", "stalled_since"]
@@ -338,20 +337,6 @@ def _segments(milestones: list[Milestone]) -> tuple[list[Segment], int]:
     return segments, current
 
 
-def _open_leg_end(journey: Journey) -> datetime | None:
-    """The carrier's ETA for the journey's last open leg; ETAs before the journey
-    started are typos and never move a prediction."""
-    etas = list(
-        ShipmentLeg.objects.filter(
-            journey=journey,
-            arrived_at__isnull=True,
-            eta__isnull=False,
-            eta__gte=journey.started_at,
-        ).values_list("eta", flat=True)
-    )
-    return max(etas) if etas else None
-
-
 def eta_refresh(
     *,
     journey: Journey,
@@ -359,6 +344,7 @@ def eta_refresh(
     now: datetime,
     cause: EtaCause,
     unsaved: Sequence[Milestone] = (),
+    unit: Writes | None = None,
 ) -> EtaEstimate | None:
     """Recompute the journey's ETA, range, basis, health and stall flag.
 
@@ -368,11 +354,33 @@ def eta_refresh(
     customer's delay message to the outbox. Returns the new history row, if any.
 
     ``unsaved`` are milestones whose state and time of reaching the caller changed and
-    did not save: they are saved here, in the same UPDATE as the expected dates.
+    did not save: they are saved here, with the expected dates.
+
+    ``unit`` is the caller's unit of work (``journey.unit``): the writes go into it, to be
+    flushed with the rest of the caller's; without one they are written before returning.
     """
+    own = unit is None
+    unit = unit or Writes()
+    estimate = _refresh(
+        journey=journey, milestones=milestones, now=now, cause=cause, unsaved=unsaved, unit=unit
+    )
+    if own:
+        unit.flush()
+    return estimate
+
+
+def _refresh(
+    *,
+    journey: Journey,
+    milestones: list[Milestone],
+    now: datetime,
+    cause: EtaCause,
+    unsaved: Sequence[Milestone],
+    unit: Writes,
+) -> EtaEstimate | None:
     previous_health = journey.health
+    unit.save_milestones(unsaved)
     if all(m.state == MilestoneState.DONE for m in milestones):
-        _save_milestones(changed=[], unsaved=unsaved)
         arrived = timezone.localdate(milestones[-1].reached_at or now)
         journey.eta = journey.eta_low = journey.eta_high = arrived
         journey.eta_basis = EtaBasis.DONE
@@ -383,17 +391,19 @@ def eta_refresh(
 
             # A finished journey is new history for its template.
             eta_recompute_template.delay_on_commit(journey.template_id)
-        return _record(journey=journey, now=now, cause=cause)
+        return _record(journey=journey, now=now, cause=cause, unit=unit)
 
     min_history = settings.ETA_MIN_HISTORY
-    learned = _learned_for(journey.template_id)
+    if journey.template_id not in unit.learned:
+        unit.learned[journey.template_id] = _learned_for(journey.template_id)
+    learned = unit.learned[journey.template_id]
     segments, current = _segments(milestones)
     since = milestones[current].reached_at if current >= 0 else journey.started_at
     elapsed = max((now - (since or now)).total_seconds(), 0.0)
     partner_ends = {}
     shipping = [i for i, s in enumerate(segments) if s.shipping]
     # A carrier's ETA only matters while a shipping segment is still ahead.
-    leg_end = _open_leg_end(journey) if journey.pk and shipping else None
+    leg_end = unit.leg_end(journey) if journey.pk and shipping else None
     if leg_end is not None:
         partner_ends[shipping[-1]] = leg_end
     result = forecast(
@@ -414,9 +424,7 @@ def eta_refresh(
             milestone.expected_date = expected
             changed.append(milestone)
     if changed and changed[0].pk is not None:
-        _save_milestones(changed=changed, unsaved=unsaved)
-    else:
-        _save_milestones(changed=[], unsaved=unsaved)
+        unit.save_milestones(changed)
 
     journey.eta = timezone.localdate(result.expected)
     journey.eta_low = timezone.localdate(result.low)
@@ -431,42 +439,26 @@ def eta_refresh(
     else:
         journey.stalled_since = None
 
-    estimate = _record(journey=journey, now=now, cause=cause)
+    estimate = _record(journey=journey, now=now, cause=cause, unit=unit)
     if (
         cause != EtaCause.CREATED
         and journey.health == Health.DELAYED
         and previous_health != Health.DELAYED
     ):
-        _notify_delay(journey=journey, now=now)
+        _notify_delay(journey=journey, now=now, unit=unit)
     return estimate
 
 
-def _save_milestones(*, changed: list[Milestone], unsaved: Sequence[Milestone]) -> None:
-    """One UPDATE for the new expected dates and the caller's unsaved milestones."""
-    rows = {m.pk: m for m in [*unsaved, *changed]}
-    if not rows:
-        return
-    fields = ["expected_date"] if changed else []
-    if unsaved:
-        fields += ["state", "reached_at"]
-    update_rows(list(rows.values()), fields)
-
-
-def _record(*, journey: Journey, now: datetime, cause: EtaCause) -> EtaEstimate | None:
+def _record(
+    *, journey: Journey, now: datetime, cause: EtaCause, unit: Writes
+) -> EtaEstimate | None:
     """One history row per change of the promise (not per recompute)."""
     if journey.pk is None or journey.eta is None:
         return None
-    last = journey.eta_estimates.order_by("-computed_at", "-id").first()
-    moved = last is None or (last.expected, last.low, last.high, last.basis, last.health) != (
-        journey.eta,
-        journey.eta_low,
-        journey.eta_high,
-        journey.eta_basis,
-        journey.health,
-    )
-    if not moved:
+    promise = (journey.eta, journey.eta_low, journey.eta_high, journey.eta_basis, journey.health)
+    if unit.promise(journey) == promise:
         return None
-    return EtaEstimate.objects.create(
+    estimate = EtaEstimate(
         journey=journey,
         computed_at=now,
         expected=journey.eta,
@@ -476,11 +468,13 @@ def _record(*, journey: Journey, now: datetime, cause: EtaCause) -> EtaEstimate 
         health=journey.health,
         cause=cause,
     )
+    unit.estimate(estimate)
+    return estimate
 
 
-def _notify_delay(*, journey: Journey, now: datetime) -> None:
+def _notify_delay(*, journey: Journey, now: datetime, unit: Writes) -> None:
     """The proactive delay message: once per slip, i.e. per (promise, new date)."""
-    notification_enqueue(
+    unit.outbox.add(
         recipient=journey.owner,
         journey=journey,
         kind="journey_delayed",

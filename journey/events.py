@@ -1,4 +1,7 @@
-"""Factories for timeline events: the only code that writes JourneyEvent rows."""
+"""Factories for timeline events: the only code that makes JourneyEvent rows.
+
+They are written by the spine's unit of work (``journey.unit.Writes``), with the rest of
+what recording the event changes."""
 
 from datetime import datetime
 from typing import Any
@@ -19,7 +22,8 @@ def event_milestone_reached(
     message: str = "",
     payload: dict[str, Any] | None = None,
 ) -> JourneyEvent:
-    return JourneyEvent.objects.create(
+    """The event, not saved yet."""
+    return JourneyEvent(
         journey=journey,
         milestone=milestone,
         kind=EventKind.MILESTONE_REACHED,

@@ -34,7 +34,7 @@ from journey.models import (
     ShipmentLeg,
     StageDefinition,
 )
-from notifications.services import notification_enqueue
+from journey.unit import Writes
 from notifications.triggers import (
     notify_appointment,
     notify_staff_of_customer_message,
@@ -104,16 +104,19 @@ def journey_create(
 class LockedJourney:
     """A journey locked for writing in the current transaction, with what the spine reads
     (owner and profile, template, milestones with their stages, in order). The spine
-    keeps it current as it writes, so one transaction can record several events."""
+    keeps it current as it writes, so one transaction can record several events; its
+    writes go into ``unit``, shared by the journeys locked together, until it is flushed
+    (``Writes.flush``) before the transaction ends."""
 
     journey: Journey
     milestones: list[Milestone]
-    # Events written through it: a caller without a savepoint checks that a refusal
+    unit: Writes
+    # Events recorded through it: a caller without a savepoint checks that a refusal
     # (an ApplicationError) came before any write.
     writes: int = 0
 
 
-def journeys_lock(*, pks: Iterable[int]) -> dict[int, LockedJourney]:
+def journeys_lock(*, pks: Iterable[int], unit: Writes | None = None) -> dict[int, LockedJourney]:
     """Lock journeys for the spine, in the caller's transaction, and load them.
 
     The rows are locked in primary-key order, so two transactions locking overlapping sets
@@ -121,9 +124,12 @@ def journeys_lock(*, pks: Iterable[int]) -> dict[int, LockedJourney]:
     NO KEY UPDATE: it serializes writers of the journey (the spine, ETA recomputes) but not
     inserts that merely reference it (a foreign key check takes KEY SHARE), so writing an
     inbound event or a notification never waits on it or upgrades a lock.
+
+    The journeys share one unit of work (``unit``, or a new one): the caller flushes it.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("journeys_lock() needs a transaction.")
+    unit = unit or Writes()
     journeys = list(
         # of=self: the lock is on the journey row only (the profile join is nullable).
         Journey.objects.select_for_update(of=("self",), no_key=True)
@@ -131,7 +137,10 @@ def journeys_lock(*, pks: Iterable[int]) -> dict[int, LockedJourney]:
         .filter(pk__in=set(pks))
         .order_by("pk")
     )
-    locked = {journey.pk: LockedJourney(journey=journey, milestones=[]) for journey in journeys}
+    locked = {
+        journey.pk: LockedJourney(journey=journey, milestones=[], unit=unit) for journey in journeys
+    }
+    unit.locked.update(locked)
     milestones = Milestone.objects.filter(journey__in=list(locked)).order_by(
         "journey_id", "position"
     )
@@ -173,9 +182,11 @@ def journey_record_milestone(
     ``locked`` is the journey as ``journeys_lock`` returned it in the caller's
     transaction (a batch locks all its journeys first); without it the journey is locked
     and loaded here, in a transaction (or savepoint) of its own. With it, the caller's
-    transaction is the unit of work: every ApplicationError is raised before anything is
-    written (``locked.writes`` counts the events written), so a batch can refuse one
-    event and go on without a savepoint for each.
+    transaction is the unit of work: the writes go into ``locked.unit``, which the caller
+    flushes once for all its events; every ApplicationError is raised before anything is
+    recorded (``locked.writes`` counts the events recorded), so a batch can refuse one
+    event and go on without a savepoint for each. The returned event has its primary key
+    once the unit is flushed.
     """
     now = timezone.now()
     if timezone.is_naive(occurred_at):
@@ -193,7 +204,8 @@ def journey_record_milestone(
         )
     jargon_check(message=message)
 
-    with transaction.atomic() if locked is None else nullcontext():
+    own = locked is None
+    with transaction.atomic() if own else nullcontext():
         if locked is None:
             # One writer per journey at a time: concurrent events are applied in turn.
             locked = journeys_lock(pks=[journey.pk]).get(journey.pk)
@@ -201,7 +213,7 @@ def journey_record_milestone(
                 raise Journey.DoesNotExist(f"No journey {journey.pk}.")
         elif locked.journey.pk != journey.pk:
             raise ValueError("locked is another journey.")
-        journey, milestones = locked.journey, locked.milestones
+        journey, milestones, unit = locked.journey, locked.milestones, locked.unit
         target = next((m for m in milestones if m.stage.key == stage_key), None)
         if target is None:
             raise ApplicationError(
@@ -226,24 +238,26 @@ def journey_record_milestone(
             message=message,
             payload=payload,
         )
+        unit.events.append(event)
         if applied:
             advanced = _advance(milestones=milestones, target=target, occurred_at=occurred_at)
             journey.last_event_at = max(filter(None, [journey.last_event_at, occurred_at]))
-            # Saves the advanced milestones with their new expected dates (one UPDATE).
+            # Saves the advanced milestones with their new expected dates.
             eta_refresh(
                 journey=journey,
                 milestones=milestones,
                 now=now,
                 cause=EtaCause.EVENT,
                 unsaved=advanced,
+                unit=unit,
             )
-            journey.save(update_fields=["last_event_at", *ETA_FIELDS, "updated_at"])
+            unit.journeys[journey.pk] = journey
             if (
                 target.stage.customer_visible
                 and target.stage.notify_customer
                 and not journey.is_sandbox
             ):
-                notification_enqueue(
+                unit.outbox.add(
                     recipient=journey.owner,
                     journey=journey,
                     kind="milestone_reached",
@@ -262,7 +276,9 @@ def journey_record_milestone(
         elif target.state == MilestoneState.DONE and target.reached_at is None:
             # A stage passed over earlier now has its own time; state is unchanged.
             target.reached_at = occurred_at
-            target.save(update_fields=["reached_at"])
+            unit.save_milestones([target])
+        if own:
+            unit.flush()
     return RecordedEvent(event=event, applied=applied)
 
 

@@ -14,6 +14,7 @@ the row claimed until its lease runs out.
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -80,110 +81,215 @@ def quiet_hours_end(
     return datetime.combine(day, end, tzinfo=profile.zone)
 
 
-def _digest_slot(*, recipient: User, channel: Channel, not_before: datetime) -> datetime:
-    """After a recent message on this channel, hold the next one so a burst goes as one
-    digest; join a digest that is already waiting."""
-    window = settings.NOTIFICATION_DIGEST_WINDOW
-    recent = (
-        Notification.objects.filter(
-            recipient=recipient,
-            channel=channel,
+@dataclass(frozen=True)
+class _Cause:
+    recipient: User | None
+    kind: str
+    dedup_key: str
+    context: dict[str, Any]
+    journey: Any
+    occurred_at: datetime | None
+    scheduled_at: datetime | None
+    to_email: str
+
+
+class _DigestSlots:
+    """The latest message per person and channel, as ``_digest_slot`` reads it: fetched for
+    every pair of an outbox's causes in one query, then kept current in memory as the
+    outbox adds rows, so several causes for one person in one unit of work join one
+    digest exactly as they would one at a time."""
+
+    def __init__(self, pairs: set[tuple[int, str]], since: datetime) -> None:
+        self.rows: dict[tuple[int, str], list[tuple[datetime, str, datetime, datetime | None]]]
+        self.rows = {pair: [] for pair in pairs}
+        if not pairs:
+            return
+        recent = Notification.objects.filter(
+            recipient_id__in={recipient for recipient, _channel in pairs},
+            channel__in={channel for _recipient, channel in pairs},
             state__in=[
                 NotificationState.PENDING,
                 NotificationState.SENDING,
                 NotificationState.SENT,
             ],
-            created_at__gte=not_before - window,
+            created_at__gte=since,
+        ).values_list("recipient_id", "channel", "created_at", "state", "scheduled_at", "sent_at")
+        for recipient, channel, created_at, state, scheduled_at, sent_at in recent:
+            if (recipient, channel) in self.rows:
+                self.rows[(recipient, channel)].append((created_at, state, scheduled_at, sent_at))
+
+    def slot(
+        self, *, recipient: int, channel: str, not_before: datetime, now: datetime
+    ) -> datetime:
+        """After a recent message on this channel, hold the next one so a burst goes as one
+        digest; join a digest that is already waiting. Records the new row."""
+        window = settings.NOTIFICATION_DIGEST_WINDOW
+        rows = self.rows[(recipient, channel)]
+        recent = max(
+            (row for row in rows if row[0] >= not_before - window),
+            key=lambda row: row[2],
+            default=None,
         )
-        .order_by("-scheduled_at")
-        .values("state", "scheduled_at", "sent_at")
-        .first()
-    )
-    if recent is None:
-        return not_before
-    if recent["state"] == NotificationState.PENDING:
-        return max(not_before, recent["scheduled_at"])
-    return max(not_before, (recent["sent_at"] or recent["scheduled_at"]) + window)
+        when = not_before
+        if recent is not None:
+            _created, state, scheduled_at, sent_at = recent
+            if state == NotificationState.PENDING:
+                when = max(not_before, scheduled_at)
+            else:
+                when = max(not_before, (sent_at or scheduled_at) + window)
+        rows.append((now, NotificationState.PENDING, when, None))
+        return when
+
+
+class Outbox:
+    """The notifications of one unit of work (a partner's batch, one event), written
+    together at ``flush()`` in the caller's transaction: three statements for any number
+    of causes (the dedup keys already written, the recent messages digests join, the
+    insert), and one broker message for the rows due now."""
+
+    def __init__(self) -> None:
+        self._causes: list[_Cause] = []
+
+    def add(
+        self,
+        *,
+        recipient: User | None,
+        kind: str,
+        dedup_key: str,
+        context: dict[str, Any],
+        journey: Any = None,
+        occurred_at: datetime | None = None,
+        scheduled_at: datetime | None = None,
+        to_email: str = "",
+    ) -> None:
+        """One cause. A kind switched off for the journey's template, a partner's test
+        journey and a deactivated recipient write nothing."""
+        if kind not in KINDS:
+            raise ValueError(f"Unknown notification kind {kind!r}")
+        if journey is not None and kind in (journey.template.disabled_notifications or []):
+            return
+        if journey is not None and journey.is_sandbox:
+            return  # a partner's test journey never notifies anyone
+        if recipient is not None and not recipient.is_active:
+            return  # a deleted (or deactivated) account is not written to
+        self._causes.append(
+            _Cause(
+                recipient=recipient,
+                kind=kind,
+                dedup_key=dedup_key,
+                context=context,
+                journey=journey,
+                occurred_at=occurred_at,
+                scheduled_at=scheduled_at,
+                to_email=to_email,
+            )
+        )
+
+    def flush(self) -> list[Notification]:
+        """Write the rows of the causes added since the last flush; returns those written.
+
+        A cause already in the outbox (same dedup key and channel, written before or by a
+        concurrent writer) is not written again. Rows due now are queued for delivery
+        after commit; held rows are delivered by the sweep when due."""
+        causes, self._causes = self._causes, []
+        if not causes:
+            return []
+        now = timezone.now()
+        # Re-run jobs (reminders) meet the same causes again: one read skips them cheaply.
+        written: dict[str, set[str]] = {cause.dedup_key: set() for cause in causes}
+        for key, channel in Notification.objects.filter(dedup_key__in=written).values_list(
+            "dedup_key", "channel"
+        ):
+            written[key].add(channel)
+        plans = []
+        for cause in causes:
+            profile = getattr(cause.recipient, "profile", None) if cause.recipient else None
+            held_until = quiet_hours_end(profile=profile, kind=cause.kind, now=now)
+            for channel in recipient_channels(recipient=cause.recipient):
+                if channel in written[cause.dedup_key]:
+                    continue  # already in the outbox: one message per cause
+                written[cause.dedup_key].add(channel)
+                when = cause.scheduled_at or now
+                if channel != Channel.INAPP:
+                    when = max(when, held_until or when)
+                plans.append((cause, channel, when))
+        window = settings.NOTIFICATION_DIGEST_WINDOW
+        digests = [
+            (cause.recipient.pk, channel, when)
+            for cause, channel, when in plans
+            if channel != Channel.INAPP and cause.recipient is not None
+        ]
+        slots = _DigestSlots(
+            {(recipient, channel) for recipient, channel, _when in digests},
+            since=min((when for *_pair, when in digests), default=now) - window,
+        )
+        rows = []
+        for cause, channel, when in plans:
+            state, sent_at = NotificationState.PENDING, None
+            if channel == Channel.INAPP:
+                # The notification centre shows it at once; nothing to send, nobody woken.
+                state, sent_at = NotificationState.SENT, now
+            elif cause.recipient is not None:
+                when = slots.slot(
+                    recipient=cause.recipient.pk, channel=channel, not_before=when, now=now
+                )
+            rows.append(
+                Notification(
+                    recipient=cause.recipient,
+                    to_email=cause.to_email,
+                    journey=cause.journey,
+                    kind=cause.kind,
+                    channel=channel,
+                    context=cause.context,
+                    dedup_key=cause.dedup_key,
+                    occurred_at=cause.occurred_at,
+                    scheduled_at=when,
+                    state=state,
+                    sent_at=sent_at,
+                )
+            )
+        # The unique (dedup key, channel) skips what a concurrent writer of a cause got in
+        # first: one statement, no savepoint.
+        rows = bulk_create_unless_taken(rows, key=("dedup_key", "channel"))
+        due = [
+            row.pk
+            for row in rows
+            if row.state == NotificationState.PENDING and row.scheduled_at <= now
+        ]
+        if due:
+            transaction.on_commit(lambda: _queue_delivery(due))
+        return rows
 
 
 def notification_enqueue(
-    *,
-    recipient: User | None,
-    kind: str,
-    dedup_key: str,
-    context: dict[str, Any],
-    journey: Any = None,
-    occurred_at: datetime | None = None,
-    scheduled_at: datetime | None = None,
-    to_email: str = "",
+    *, recipient: User | None, kind: str, dedup_key: str, context: dict[str, Any], **details: Any
 ) -> list[Notification]:
-    """Write the outbox rows for one cause, inside the caller's transaction.
+    """Write the outbox rows for one cause, inside the caller's transaction: an ``Outbox``
+    of one (``details``: journey, occurred_at, scheduled_at, to_email, as ``Outbox.add``).
 
     A cause already in the outbox (same dedup key) is not written again; a kind switched off
     for the journey's template is not written at all. Delivery of rows due now is queued
     after commit; held rows are delivered by the sweep when due.
     """
-    if kind not in KINDS:
-        raise ValueError(f"Unknown notification kind {kind!r}")
-    if journey is not None and kind in (journey.template.disabled_notifications or []):
-        return []
-    if journey is not None and journey.is_sandbox:
-        return []  # a partner's test journey never notifies anyone
-    if recipient is not None and not recipient.is_active:
-        return []  # a deleted (or deactivated) account is not written to
-    now = timezone.now()
-    profile = getattr(recipient, "profile", None) if recipient is not None else None
-    held_until = quiet_hours_end(profile=profile, kind=kind, now=now)
-    # Re-run jobs (reminders) meet the same causes again: one read skips them cheaply.
-    existing = set(
-        Notification.objects.filter(dedup_key=dedup_key).values_list("channel", flat=True)
-    )
-    rows = []
-    for channel in recipient_channels(recipient=recipient):
-        if channel in existing:
-            continue  # already in the outbox: one message per cause
-        when = scheduled_at or now
-        state, sent_at = NotificationState.PENDING, None
-        if channel == Channel.INAPP:
-            # The notification centre shows it at once; nothing to send, nobody woken.
-            state, sent_at = NotificationState.SENT, now
-        else:
-            when = max(when, held_until or when)
-            if recipient is not None:
-                when = _digest_slot(recipient=recipient, channel=channel, not_before=when)
-        rows.append(
-            Notification(
-                recipient=recipient,
-                to_email=to_email,
-                journey=journey,
-                kind=kind,
-                channel=channel,
-                context=context,
-                dedup_key=dedup_key,
-                occurred_at=occurred_at,
-                scheduled_at=when,
-                state=state,
-                sent_at=sent_at,
-            )
-        )
-    # The unique (dedup key, channel) skips what a concurrent writer of this cause got in
-    # first: one statement, no savepoint.
-    rows = bulk_create_unless_taken(rows, key="channel")
-    for row in rows:
-        if row.state == NotificationState.PENDING and row.scheduled_at <= now:
-            transaction.on_commit(lambda pk=row.pk: _queue_delivery(pk))
-    return rows
+    outbox = Outbox()
+    outbox.add(recipient=recipient, kind=kind, dedup_key=dedup_key, context=context, **details)
+    return outbox.flush()
 
 
-def _queue_delivery(notification_id: int) -> None:
-    from notifications.tasks import deliver_notification
+def _queue_delivery(notification_ids: list[int]) -> None:
+    """One broker message for the rows a transaction made due: a partner's batch of a
+    hundred events is one task, not a hundred (each publish costs about a millisecond)."""
+    from notifications.tasks import deliver_notification, deliver_notifications
 
     try:
-        deliver_notification.delay(notification_id)
+        if len(notification_ids) == 1:
+            deliver_notification.delay(notification_ids[0])
+        else:
+            deliver_notifications.delay(notification_ids)
     except Exception:
-        # The broker is down: the row stays pending and the sweep delivers it later.
+        # The broker is down: the rows stay pending and the sweep delivers them later.
         logger.warning(
-            "Could not queue notification %s; the sweep will deliver it.", notification_id
+            "Could not queue notifications %s; the sweep will deliver them.", notification_ids
         )
 
 
@@ -346,7 +452,7 @@ def email_bounced(*, email: str, notification_id: int | None = None) -> bool:
                             )
                     except IntegrityError:
                         continue
-                    transaction.on_commit(lambda pk=fallback.pk: _queue_delivery(pk))
+                    transaction.on_commit(lambda pk=fallback.pk: _queue_delivery([pk]))
     return True
 
 
@@ -414,5 +520,5 @@ def notification_resend(*, notification: Notification) -> Notification:
                 fields={"state": ["Pending."]},
                 status=409,
             )
-        transaction.on_commit(lambda pk=row.pk: _queue_delivery(pk))
+        transaction.on_commit(lambda pk=row.pk: _queue_delivery([pk]))
     return row

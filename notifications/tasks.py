@@ -1,12 +1,30 @@
+import logging
+
 from celery import shared_task
 
 from notifications import services
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, ignore_result=True)
 def deliver_notification(notification_id: int) -> None:
     """Deliver one outbox row. Safe to run twice: the row is claimed before sending."""
     services.notification_deliver(notification_id=notification_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def deliver_notifications(notification_ids: list[int]) -> None:
+    """Deliver the outbox rows one transaction made due (a partner's batch), each as
+    ``deliver_notification`` would. One that fails is left to its retry and the sweep;
+    the others are still delivered."""
+    for notification_id in notification_ids:
+        try:
+            services.notification_deliver(notification_id=notification_id)
+        except Exception:
+            logger.exception(
+                "Delivering notification %s failed; the sweep retries it.", notification_id
+            )
 
 
 @shared_task(ignore_result=True)

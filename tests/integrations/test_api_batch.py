@@ -138,3 +138,36 @@ def test_a_refusal_after_a_write_fails_the_whole_batch_rather_than_half_apply(
     assert response.status_code == 500
     assert InboundEvent.objects.count() == 0
     assert JourneyEvent.objects.count() == 0
+
+
+def test_a_batch_is_written_as_one_unit_and_queues_one_delivery_task(
+    api, partner, customer, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Several events of one batch, two of them on the same journey: each sees what the
+    one before it did (the second moves the journey on from where the first left it), and
+    the customers' messages go to the broker as one task, not one per message."""
+    from notifications import tasks
+    from tests.factories import make_journey
+
+    queued: list[list[int]] = []
+    monkeypatch.setattr(tasks.deliver_notifications, "delay", queued.append)
+    journeys = [make_journey(owner=customer) for _ in range(2)]
+    partner.journeys.add(*journeys)
+    events = [
+        item(journeys[0], "a", "S2", minutes_ago=10),
+        item(journeys[1], "b", "S2", minutes_ago=10),
+        item(journeys[0], "c", "S3", minutes_ago=5),
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post(URL, {"events": events}, format="json")
+
+    assert [r["status"] for r in response.json()["results"]] == [201, 201, 201]
+    assert [r["event"]["applied"] for r in response.json()["results"]] == [True, True, True]
+    first = journeys[0]
+    assert first.milestones.get(stage__key="stage-2").state == MilestoneState.DONE
+    assert first.milestones.get(stage__key="stage-3").state == MilestoneState.CURRENT
+    linked = InboundEvent.objects.filter(journey_event__isnull=False)
+    assert sorted(linked.values_list("event_id", flat=True)) == ["a", "b", "c"]
+    emails = Notification.objects.filter(channel="email").values_list("pk", flat=True)
+    assert len(emails) == 3
+    assert [sorted(ids) for ids in queued] == [sorted(emails)]

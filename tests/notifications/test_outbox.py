@@ -181,3 +181,93 @@ def test_concurrent_sweeps_send_each_message_once(monkeypatch):
     assert sum(results) == 6
     assert len(mail.outbox) == 6
     assert sorted(m.to[0] for m in mail.outbox) == sorted(u.email for u in users)
+
+
+def test_causes_written_together_join_one_digest_as_they_would_one_at_a_time(settings):
+    """An outbox of several causes (a partner's batch) times its rows exactly as writing
+    them one after the other would: after a message just sent, the next one is held for
+    the digest window and the one after joins it, so the person gets one digest, not a
+    burst; a cause already in the outbox is skipped."""
+    journey = make_journey()
+    owner = journey.owner
+    services.notification_enqueue(
+        recipient=owner, journey=journey, kind="task_assigned", dedup_key="before", context={}
+    )
+    first = Notification.objects.get(dedup_key="before", channel="email")
+    assert services.notification_deliver(notification_id=first.pk) == NotificationState.SENT
+    first.refresh_from_db()
+    outbox = services.Outbox()
+    for key in ("before", "one", "two"):
+        outbox.add(
+            recipient=owner, journey=journey, kind="task_assigned", dedup_key=key, context={}
+        )
+    rows = outbox.flush()
+
+    assert sorted((row.dedup_key, row.channel) for row in rows) == [
+        ("one", "email"),
+        ("one", "inapp"),
+        ("two", "email"),
+        ("two", "inapp"),
+    ]
+    emails = {row.dedup_key: row for row in rows if row.channel == "email"}
+    held = first.sent_at + settings.NOTIFICATION_DIGEST_WINDOW
+    assert emails["one"].scheduled_at == held
+    assert emails["two"].scheduled_at == held
+    with time_machine.travel(held + timedelta(seconds=1)):
+        assert services.outbox_sweep() == 1
+    assert len(mail.outbox) == 2  # the first message, then one digest of two
+    assert Notification.objects.get(pk=emails["two"].pk).digest_size == 2
+
+
+def test_a_cause_joins_the_digest_an_earlier_cause_of_the_same_outbox_waits_for():
+    """The outbox keeps what it has added in mind: a message held for later makes the next
+    one for the same person wait and go with it, as the database would have said had the
+    first been written on its own."""
+    owner = UserFactory()
+    later = timezone.now() + timedelta(minutes=10)
+    outbox = services.Outbox()
+    outbox.add(
+        recipient=owner, kind="task_assigned", dedup_key="one", context={}, scheduled_at=later
+    )
+    outbox.add(recipient=owner, kind="task_assigned", dedup_key="two", context={})
+    emails = {row.dedup_key: row for row in outbox.flush() if row.channel == "email"}
+
+    assert emails["one"].scheduled_at == later
+    assert emails["two"].scheduled_at == later
+
+
+def test_an_outbox_queues_one_broker_message_for_its_rows(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    from notifications import tasks
+
+    sent: list[object] = []
+    monkeypatch.setattr(tasks.deliver_notifications, "delay", sent.append)
+    users = [UserFactory() for _ in range(3)]
+    outbox = services.Outbox()
+    for n, user in enumerate(users):
+        outbox.add(recipient=user, kind="task_assigned", dedup_key=f"k{n}", context={})
+    with django_capture_on_commit_callbacks(execute=True):
+        rows = outbox.flush()
+
+    emails = sorted(row.pk for row in rows if row.channel == "email")
+    assert [sorted(ids) for ids in sent] == [emails]
+
+
+def test_delivering_a_list_goes_on_after_one_that_fails(monkeypatch):
+    from notifications import tasks
+
+    good, bad = enqueue(dedup_key="good"), enqueue(dedup_key="bad")
+    real = services.notification_deliver
+
+    def deliver(*, notification_id: int) -> object:
+        if notification_id == bad.pk:
+            raise RuntimeError("The provider broke.")
+        return real(notification_id=notification_id)
+
+    monkeypatch.setattr(services, "notification_deliver", deliver)
+    tasks.deliver_notifications(notification_ids=[bad.pk, good.pk])
+
+    good.refresh_from_db()
+    assert good.state == NotificationState.SENT
+    assert len(mail.outbox) == 1

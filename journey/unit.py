@@ -1,0 +1,134 @@
+"""A unit of work for the spine: what recording events writes, held until ``flush()``.
+
+Recording one event writes its timeline row, the milestones it moved, the journey's ETA
+fields, a row of ETA history and the customer's notifications, and reads what the ETA
+needs (the carrier's ETA of open legs, the last prediction, the template's history). One
+at a time that is a dozen statements per event; a partner's batch of a hundred events
+would be a thousand. The spine writes into a ``Writes`` instead, and the unit flushes
+them in one statement per table, whatever the number of events, after reading what the
+ETA needs once for all its journeys. Everything is in the caller's transaction, with the
+journeys locked (``journey.services.journeys_lock``), so what the unit holds in memory is
+what the database would say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+from django.db.models import F, Max, OuterRef, Subquery
+from django.utils import timezone
+
+from journey.db import update_rows
+from journey.models import EtaEstimate, Journey, JourneyEvent, Milestone, ShipmentLeg
+from notifications.services import Outbox
+
+if TYPE_CHECKING:
+    from journey.eta import Learned
+
+# The fields the spine sets on a journey when it records an event (journey.eta.ETA_FIELDS
+# and the time of the latest event).
+JOURNEY_FIELDS = [
+    "last_event_at",
+    "eta",
+    "eta_low",
+    "eta_high",
+    "eta_basis",
+    "health",
+    "stalled_since",
+    "updated_at",
+]
+MILESTONE_FIELDS = ["state", "reached_at", "expected_date"]
+# The promise an ETA history row records: a new row only when it changed.
+Promise = tuple[date, date, date, str, str]
+
+
+@dataclass
+class Writes:
+    """The writes of one unit of work, and what its ETA computations read once."""
+
+    outbox: Outbox = field(default_factory=Outbox)
+    events: list[JourneyEvent] = field(default_factory=list)
+    milestones: dict[int, Milestone] = field(default_factory=dict)
+    journeys: dict[int, Journey] = field(default_factory=dict)
+    estimates: list[EtaEstimate] = field(default_factory=list)
+    # The journeys locked for this unit: what is read for one is read for all of them.
+    locked: set[int] = field(default_factory=set)
+    _leg_ends: dict[int, datetime | None] = field(default_factory=dict)
+    _promises: dict[int, Promise | None] = field(default_factory=dict)
+    # What each template learned (journey.eta), read once per unit.
+    learned: dict[int, Learned | None] = field(default_factory=dict)
+
+    # --- what the ETA reads ------------------------------------------------------------
+
+    def leg_end(self, journey: Journey) -> datetime | None:
+        """The carrier's ETA for the journey's last open leg; ETAs before the journey
+        started are typos and never move a prediction. Read for all the unit's
+        journeys at once."""
+        if journey.pk not in self._leg_ends:
+            pks = (self.locked - set(self._leg_ends)) | {journey.pk}
+            self._leg_ends.update(dict.fromkeys(pks))
+            self._leg_ends.update(
+                ShipmentLeg.objects.filter(
+                    journey_id__in=pks,
+                    arrived_at__isnull=True,
+                    eta__isnull=False,
+                    eta__gte=F("journey__started_at"),
+                )
+                .values("journey_id")
+                .annotate(end=Max("eta"))
+                .values_list("journey_id", "end")
+            )
+        return self._leg_ends[journey.pk]
+
+    def promise(self, journey: Journey) -> Promise | None:
+        """The journey's last recorded prediction (expected, low, high, basis, health),
+        as this unit has left it. Read for all the unit's journeys at once."""
+        if journey.pk not in self._promises:
+            pks = (self.locked - set(self._promises)) | {journey.pk}
+            self._promises.update(dict.fromkeys(pks))
+            latest = (
+                EtaEstimate.objects.filter(journey_id=OuterRef("pk"))
+                .order_by("-computed_at", "-id")
+                .values("pk")[:1]
+            )
+            for journey_id, *promise in EtaEstimate.objects.filter(
+                pk__in=Journey.objects.filter(pk__in=pks).values(last=Subquery(latest))
+            ).values_list("journey_id", "expected", "low", "high", "basis", "health"):
+                self._promises[journey_id] = tuple(promise)
+        return self._promises[journey.pk]
+
+    # --- writes ------------------------------------------------------------------------
+
+    def estimate(self, estimate: EtaEstimate) -> None:
+        self.estimates.append(estimate)
+        self._promises[estimate.journey_id] = (
+            estimate.expected,
+            estimate.low,
+            estimate.high,
+            estimate.basis,
+            estimate.health,
+        )
+
+    def save_milestones(self, milestones: list[Milestone]) -> None:
+        for milestone in milestones:
+            self.milestones[milestone.pk] = milestone
+
+    def flush(self) -> None:
+        """Write what the unit holds: one statement per table. The events get their
+        primary keys; the customer's notifications are queued after commit."""
+        events, self.events = self.events, []
+        if events:
+            JourneyEvent.objects.bulk_create(events)
+        milestones, self.milestones = list(self.milestones.values()), {}
+        update_rows(milestones, MILESTONE_FIELDS)
+        estimates, self.estimates = self.estimates, []
+        if estimates:
+            EtaEstimate.objects.bulk_create(estimates)
+        journeys, self.journeys = list(self.journeys.values()), {}
+        now = timezone.now()
+        for journey in journeys:
+            journey.updated_at = now
+        update_rows(journeys, JOURNEY_FIELDS)
+        self.outbox.flush()
