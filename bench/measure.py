@@ -213,6 +213,32 @@ def wrk(
     return figures
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) used so far by every process, summed by command name
+    (gunicorn, postgres, wrk, redis-server...), from /proc; {} where there is no /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
+def cpu_split(before: dict[str, float], after: dict[str, float], events: int) -> dict[str, float]:
+    """Milliseconds of CPU per event, by the commands that used the most between two
+    ``cpu_seconds()`` readings."""
+    spent = {name: after[name] - before.get(name, 0.0) for name in after}
+    top = sorted(spent.items(), key=lambda item: -item[1])[:4]
+    return {name: round(seconds * 1000 / max(events, 1), 2) for name, seconds in top if seconds}
+
+
 def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     best = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
     return {**best, "rps_runs": [round(r["rps"], 1) for r in runs]}
@@ -427,9 +453,11 @@ def step_ingest(context: Context) -> dict[str, Any]:
                 }
             )
             run_id = f"{name}-{int(time.time())}"
+            before = cpu_seconds()
             result = wrk(
                 f"{base}/api/v1/", seconds=context.seconds, script=script, script_args=[run_id]
             )
+            after = cpu_seconds()
             stored = InboundEvent.objects.filter(
                 partner=partner, event_id__startswith=run_id
             ).count()
@@ -440,6 +468,7 @@ def step_ingest(context: Context) -> dict[str, Any]:
                 "events_per_second": round(result["rps"] * per_request, 1),
                 "events_stored": stored,
                 "events_sent": result["requests"] * per_request,
+                "cpu_ms_per_event": cpu_split(before, after, stored),
             }
     # The deliveries these events queued are not the subject here.
     redis.Redis.from_url(settings.REDIS_URL).flushdb()

@@ -266,6 +266,13 @@ def render(results: dict[str, Any]) -> str:
             f"Every request carries an Idempotency-Key; events go to {ingest['journeys']:,} "
             f"random cars, {ingest['connections']} connections.",
         ]
+        for name in ("single", "batch"):
+            if split := ingest[name].get("cpu_ms_per_event"):
+                spent = ", ".join(f"{command} {ms}" for command, ms in split.items())
+                lines += [
+                    "",
+                    f"CPU per stored event, {name} (ms, by process, from /proc): {spent}.",
+                ]
     if know := results.get("know"):
         lines += [
             "",
