@@ -1,8 +1,12 @@
 """The ETA: learned from history, with an 80% range, health, delay messages, stalls."""
 
+import collections
 import io
+import itertools
+import math
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 import time_machine
@@ -140,6 +144,129 @@ def test_negative_durations_in_history_are_dropped():
     learned = eta.learn([[-DAY, DAY], [DAY, None]], ["a", "b"])
     assert learned.journeys == [[None, DAY], [DAY, None]]
     assert learned.samples("a") == [DAY]
+
+
+# The scenarios are drawn all at once (numpy): these pin that fast path to the method.
+
+
+def exact_ends(rows: list[list[float | None]], elapsed: float) -> dict[tuple, Fraction]:
+    """The method spelled out by enumeration, in days: every possible scenario (when
+    each segment ends, after now) with its exact probability. Each recorded journey
+    whose current segment lasted longer than ``elapsed`` is equally likely and kept
+    whole; with fewer such journeys than MIN_CONDITIONED, any journey is, and the rest
+    of the current segment is drawn on its own; an unknown later duration is any one of
+    that segment's recorded durations, equally likely."""
+
+    def recorded(column: int) -> list[float]:
+        return [row[column] for row in rows if row[column] is not None]
+
+    longer = [row for row in rows if row[0] is not None and row[0] > elapsed]
+    if len(longer) >= min(eta.MIN_CONDITIONED, len(recorded(0))):
+        journeys, rests = longer, None
+    else:
+        journeys, rests = rows, [s - elapsed for s in recorded(0) if s > elapsed]
+    ends: dict[tuple, Fraction] = collections.Counter()
+    for row in journeys:
+        choices = [rests or [row[0] - elapsed]]
+        choices += [[v] if v is not None else recorded(i) for i, v in enumerate(row[1:], 1)]
+        weight = Fraction(1, len(journeys) * math.prod(len(c) for c in choices))
+        for durations in itertools.product(*choices):
+            ends[tuple(itertools.accumulate(durations))] += weight
+    return ends
+
+
+def exact_quantile(ends: dict[tuple, Fraction], segment: int, q: float) -> float:
+    """Where the distribution of a segment's end first reaches ``q``. The cases below
+    keep ``q`` well inside one step of it, so that 1,000 draws find the same value."""
+    below = Fraction(0)
+    for value in sorted({e[segment] for e in ends}):
+        mass = sum(p for e, p in ends.items() if e[segment] == value)
+        if below + mass >= q:
+            assert below <= q - 0.05 and below + mass >= q + 0.05, "q is too near a step"
+            return value
+        below += mass
+    raise AssertionError(q)
+
+
+@pytest.mark.parametrize(
+    ("rows", "elapsed"),
+    [
+        # Five journeys outlasted the two days elapsed, each slow or fast all along; the
+        # one that did not (forty-day stages) is never drawn.
+        ([[1, 40, 40], [3, 1, 1], [4, 2, 2], [5, 3, 3], [6, 4, 4], [7, 5, 5]], 2),
+        # Half the journeys did not record b: theirs is any recorded b (not the plan).
+        ([[2, None]] * 5 + [[2, 1]] * 4 + [[2, 9]], 0),
+        # Three journeys outlasted the five days elapsed, too few to keep whole: the rest
+        # of a (1, 2 or 5 days) is drawn on its own, b from every journey.
+        ([[1, 0], [2, 0], [3, 0], [6, 4], [7, 4], [10, 4]], 5),
+    ],
+    ids=["whole-journeys", "unknown-durations", "residuals"],
+)
+def test_the_forecast_follows_the_exact_distribution_of_scenarios(rows, elapsed):
+    keys = ["a", "b", "c"][: len(rows[0])]
+    history = [[None if d is None else d * DAY for d in row] for row in rows]
+    segments = [eta.Segment(key=key, planned=5 * DAY) for key in keys]
+    ends = exact_ends(rows, elapsed)
+
+    result = eta.forecast(
+        segments=segments,
+        elapsed=elapsed * DAY,
+        now=at(elapsed),
+        learned=eta.learn(history, keys),
+        min_history=1,
+    )
+
+    def exact(segment: int, q: float) -> datetime:
+        return at(elapsed + exact_quantile(ends, segment, q))
+
+    assert (result.low, result.expected, result.high) == (
+        exact(-1, 0.1),
+        exact(-1, 0.5),
+        exact(-1, 0.9),
+    )
+    assert result.stage_expected == [exact(i, 0.5) for i in range(len(keys))]
+
+
+@pytest.mark.parametrize(
+    ("carrier", "ends"),
+    # The carrier's ETA ends b in place of its own four days; one already past by the
+    # time b begins ends it at once.
+    [(None, [2, 6, 8]), (10, [2, 10, 12]), (1, [2, 2, 4])],
+    ids=["no-carrier", "carrier-later", "carrier-earlier"],
+)
+def test_a_history_of_identical_journeys_gives_exact_dates(carrier, ends):
+    # Every journey took three, four and two days; half did not record b, which is then
+    # the four days the others recorded. One day of a has run.
+    history = [[3 * DAY, 4 * DAY, 2 * DAY]] * 5 + [[3 * DAY, None, 2 * DAY]] * 5
+    segments = [eta.Segment(key=key, planned=DAY) for key in ("a", "b", "c")]
+
+    result = eta.forecast(
+        segments=segments,
+        elapsed=DAY,
+        now=T0,
+        learned=eta.learn(history, ["a", "b", "c"]),
+        min_history=1,
+        partner_ends={} if carrier is None else {1: at(carrier)},
+        seed=7,
+    )
+
+    assert result.stage_expected == [at(d) for d in ends]
+    assert result.low == result.expected == result.high == at(ends[-1])
+
+
+def test_two_equally_likely_journeys_are_never_mixed():
+    # A fast journey (one day a stage) and a slow one (three days): a scenario is one of
+    # them whole, two or six days, never a fast stage then a slow one.
+    history = [[DAY, DAY]] * 10 + [[3 * DAY, 3 * DAY]] * 10
+    segments = [eta.Segment(key=key, planned=DAY) for key in ("a", "b")]
+
+    result = eta.forecast(
+        segments=segments, elapsed=0, now=T0, learned=eta.learn(history, ["a", "b"]), min_history=1
+    )
+
+    assert (result.low, result.high) == (at(2), at(6))
+    assert result.expected in (at(2), at(6))
+    assert result.stage_expected[0] in (at(1), at(3))
 
 
 @pytest.mark.parametrize(
