@@ -181,7 +181,8 @@ def partner_status_events_finish(*, prepared: StatusEventsPrepared) -> None:
     link the inbound rows to the timeline events they made: one UPDATE for them all."""
     prepared.unit.flush()
     for inbound in prepared.linked:
-        inbound.journey_event_id = inbound.journey_event.pk  # set by the flush
+        # Assigned again now that the flush gave it a key: sets journey_event_id.
+        inbound.journey_event = inbound.journey_event
     update_rows(prepared.linked, ["journey_event"])
     prepared.linked.clear()
 

@@ -24,10 +24,19 @@ def _insert[M: models.Model](objs: Sequence[M], returning: list[models.Field]) -
         for f in opts.local_concrete_fields
         if not f.generated and not (f.primary_key and isinstance(f, AutoFieldMixin))
     ]
-    # Model.save()'s own low-level insert (pre_save runs: auto_now_add is set).
-    return model._base_manager._insert(
-        list(objs), fields=fields, returning_fields=returning, on_conflict=OnConflict.IGNORE
-    )
+    connection = connections[router.db_for_write(model)]
+    size = connection.ops.bulk_batch_size(fields, objs)
+    rows: list[tuple] = []
+    # Model.save()'s own low-level insert (pre_save runs: auto_now_add is set); in chunks
+    # the backend can bind (SQLite's and PostgreSQL's caps on parameters), as bulk_create.
+    for start in range(0, len(objs), size):
+        rows += model._base_manager._insert(
+            list(objs[start : start + size]),
+            fields=fields,
+            returning_fields=returning,
+            on_conflict=OnConflict.IGNORE,
+        )
+    return rows
 
 
 def _saved(obj: models.Model, pk: object) -> None:
@@ -69,17 +78,37 @@ def bulk_create_unless_taken[M: models.Model](
     return created
 
 
+# SQLite's default SQLITE_MAX_COMPOUND_SELECT: the most SELECTs one UNION ALL may join.
+SQLITE_MAX_UNION = 500
+
+
+def _update_chunk(connection: Any, columns: int, count: int) -> int:
+    """How many rows one ``update_rows`` statement may carry on this backend."""
+    size = count
+    if connection.features.max_query_params:
+        size = min(size, connection.features.max_query_params // columns)
+    if connection.vendor == "sqlite":
+        size = min(size, SQLITE_MAX_UNION)
+    return max(size, 1)
+
+
 def update_rows(objs: Sequence[models.Model], fields: list[str]) -> int:
     """Save ``fields`` of each object, in one UPDATE joined to a list of their values.
 
     What ``bulk_update()`` does, without its CASE WHEN per row and field, which costs far
-    more to build and compile (milliseconds for a handful of rows) than the update."""
+    more to build and compile (milliseconds for a handful of rows) than the update. Many
+    objects go in chunks the backend accepts (SQLite allows 500 terms in a UNION ALL)."""
     if not objs:
         return 0
     model = type(objs[0])
     opts = model._meta
     targets = [opts.get_field(name) for name in fields]
     connection = connections[router.db_for_write(model)]
+    size = _update_chunk(connection, 1 + len(targets), len(objs))
+    if len(objs) > size:
+        return sum(
+            update_rows(objs[start : start + size], fields) for start in range(0, len(objs), size)
+        )
     qn = connection.ops.quote_name
 
     names = ["pk", *(qn(f.column) for f in targets)]

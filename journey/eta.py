@@ -38,10 +38,8 @@ from journey.models import (
     ShipmentLeg,
     TemplateEtaStats,
 )
-from journey.unit import Writes
+from journey.unit import ETA_FIELDS, Writes
 
-# The fields of Journey this module sets; callers save them.
-ETA_FIELDS = ["eta", "eta_low", "eta_high", "eta_basis", "health", "stalled_since"]
 START = "_start"  # the segment before the first stage is reached
 # The planned fallback's range: plans are optimistic, so the range leans late.
 PLANNED_LOW = 0.85

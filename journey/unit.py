@@ -27,18 +27,10 @@ from notifications.services import Outbox
 if TYPE_CHECKING:
     from journey.eta import Learned
 
-# The fields the spine sets on a journey when it records an event (journey.eta.ETA_FIELDS
-# and the time of the latest event).
-JOURNEY_FIELDS = [
-    "last_event_at",
-    "eta",
-    "eta_low",
-    "eta_high",
-    "eta_basis",
-    "health",
-    "stalled_since",
-    "updated_at",
-]
+# The fields of Journey the ETA sets (journey.eta); callers save them.
+ETA_FIELDS = ["eta", "eta_low", "eta_high", "eta_basis", "health", "stalled_since"]
+# What the spine saves of a journey when it records an event.
+JOURNEY_FIELDS = ["last_event_at", *ETA_FIELDS, "updated_at"]
 MILESTONE_FIELDS = ["state", "reached_at", "expected_date"]
 # The promise an ETA history row records: a new row only when it changed.
 Promise = tuple[date, date, date, str, str]

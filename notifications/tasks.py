@@ -1,6 +1,7 @@
 import logging
 
 from celery import shared_task
+from django.db import close_old_connections, connection
 
 from notifications import services
 
@@ -25,6 +26,10 @@ def deliver_notifications(notification_ids: list[int]) -> None:
             logger.exception(
                 "Delivering notification %s failed; the sweep retries it.", notification_id
             )
+            # A broken connection would fail every row after it: drop it, so the next
+            # row starts on a new one (never inside a caller's transaction).
+            if not connection.in_atomic_block:
+                close_old_connections()
 
 
 @shared_task(ignore_result=True)

@@ -127,7 +127,7 @@ def test_a_refusal_after_a_write_fails_the_whole_batch_rather_than_half_apply(
     real = journey_events.event_milestone_reached
 
     def writes_then_refuses(**kwargs: object) -> object:
-        real(**kwargs)
+        real(**kwargs).save()  # a real row, which must not survive the refusal
         raise ApplicationError("Refused late.")
 
     monkeypatch.setattr(journey_events, "event_milestone_reached", writes_then_refuses)

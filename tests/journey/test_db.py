@@ -81,3 +81,36 @@ def test_update_rows_sets_each_row_its_own_values_nulls_included(django_assert_n
     assert {m.state for m in Milestone.objects.filter(pk__in=[m.pk for m in rest])} == {
         MilestoneState.UPCOMING
     }
+
+
+def test_update_rows_splits_what_one_statement_cannot_carry(django_assert_num_queries):
+    """SQLite joins at most 500 SELECTs in one UNION ALL: a batch whose events move more
+    milestones than that is written in chunks, not refused."""
+    journeys = [make_journey(stages=4) for _ in range(130)]
+    milestones = list(Milestone.objects.filter(journey__in=journeys).order_by("pk"))
+    assert len(milestones) == 520
+    for n, milestone in enumerate(milestones):
+        milestone.expected_date = date(2030, 1, 1) + timedelta(days=n % 7)
+
+    assert update_rows(milestones, ["expected_date"]) == 520
+
+    stored = dict(Milestone.objects.filter(journey__in=journeys).values_list("pk", "expected_date"))
+    assert stored == {m.pk: m.expected_date for m in milestones}
+
+
+def test_bulk_create_unless_taken_inserts_in_chunks_the_backend_can_bind(monkeypatch):
+    from django.db import connection
+
+    partner = PartnerFactory()
+    journey = make_journey()
+    now = timezone.now()
+    monkeypatch.setattr(connection.ops, "bulk_batch_size", lambda fields, objs: 2)
+    rows = [
+        InboundEvent(partner=partner, journey=journey, event_id=f"e{n}", code="C", occurred_at=now)
+        for n in range(5)
+    ]
+
+    written = bulk_create_unless_taken(rows, key=("partner", "event_id"))
+
+    assert sorted(row.event_id for row in written) == [f"e{n}" for n in range(5)]
+    assert InboundEvent.objects.count() == 5

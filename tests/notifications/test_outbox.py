@@ -236,13 +236,14 @@ def test_a_cause_joins_the_digest_an_earlier_cause_of_the_same_outbox_waits_for(
     assert emails["two"].scheduled_at == later
 
 
-def test_an_outbox_queues_one_broker_message_for_its_rows(
+def test_an_outbox_queues_its_rows_in_a_few_broker_messages(
     monkeypatch, django_capture_on_commit_callbacks
 ):
     from notifications import tasks
 
-    sent: list[object] = []
+    sent: list[list[int]] = []
     monkeypatch.setattr(tasks.deliver_notifications, "delay", sent.append)
+    monkeypatch.setattr(services, "DELIVERY_CHUNK", 2)
     users = [UserFactory() for _ in range(3)]
     outbox = services.Outbox()
     for n, user in enumerate(users):
@@ -251,7 +252,8 @@ def test_an_outbox_queues_one_broker_message_for_its_rows(
         rows = outbox.flush()
 
     emails = sorted(row.pk for row in rows if row.channel == "email")
-    assert [sorted(ids) for ids in sent] == [emails]
+    assert [len(ids) for ids in sent] == [2, 1]  # chunks, each one task
+    assert sorted(pk for ids in sent for pk in ids) == emails
 
 
 def test_delivering_a_list_goes_on_after_one_that_fails(monkeypatch):
