@@ -125,39 +125,69 @@ def journeys_lock(*, pks: Iterable[int], unit: Writes | None = None) -> dict[int
     inserts that merely reference it (a foreign key check takes KEY SHARE), so writing an
     inbound event or a notification never waits on it or upgrades a lock.
 
+    Several journeys (a batch) are read before they are locked, and only those whose
+    ``version`` moved meanwhile are read again under the lock: the version moves with
+    every change to the journey, its milestones and its template's stages (database
+    triggers), so what is kept is what a read under the lock would have returned, and a
+    batch holds the locks that other batches wait for only while it writes.
+
     The journeys share one unit of work (``unit``, or a new one): the caller flushes it.
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("journeys_lock() needs a transaction.")
     unit = unit or Writes()
-    journeys = list(
-        # of=self: the lock is on the journey row only (the profile join is nullable).
-        Journey.objects.select_for_update(of=("self",), no_key=True)
-        .select_related("owner__profile", "template")
-        .filter(pk__in=set(pks))
-        .order_by("pk")
-    )
-    locked = {
-        journey.pk: LockedJourney(journey=journey, milestones=[], unit=unit) for journey in journeys
-    }
+    pks = set(pks)
+    if len(pks) == 1:
+        locked = _journeys_load(pks, unit=unit, lock=True)
+    else:
+        locked = _journeys_load(pks, unit=unit, lock=False)
+        versions = dict(
+            Journey.objects.select_for_update(of=("self",), no_key=True)
+            .filter(pk__in=pks)
+            .order_by("pk")
+            .values_list("pk", "version")
+        )
+        for pk in set(locked) - set(versions):
+            del locked[pk]  # deleted meanwhile
+        moved = {
+            pk
+            for pk, version in versions.items()
+            if pk not in locked or locked[pk].journey.version != version
+        }
+        if moved:
+            locked.update(_journeys_load(moved, unit=unit, lock=False))
     unit.locked.update(locked)
-    milestones = Milestone.objects.filter(journey__in=list(locked)).order_by(
+    return locked
+
+
+def _journeys_load(pks: set[int], *, unit: Writes, lock: bool) -> dict[int, LockedJourney]:
+    """The journeys with what the spine reads: owner and profile, template, milestones in
+    order with their stages; locked (FOR NO KEY UPDATE, in primary-key order) if asked."""
+    journeys = Journey.objects.select_related("owner__profile", "template")
+    if lock:
+        # of=self: the lock is on the journey row only (the profile join is nullable).
+        journeys = journeys.select_for_update(of=("self",), no_key=True)
+    loaded = {
+        journey.pk: LockedJourney(journey=journey, milestones=[], unit=unit)
+        for journey in journeys.filter(pk__in=pks).order_by("pk")
+    }
+    milestones = Milestone.objects.filter(journey__in=list(loaded)).order_by(
         "journey_id", "position"
     )
     stages: dict[int, StageDefinition] = {}
-    if len(locked) > 1:
+    if len(loaded) > 1:
         # Many journeys share a few templates: one object per stage, not one per milestone.
-        templates = {journey.template_id for journey in journeys}
+        templates = {state.journey.template_id for state in loaded.values()}
         stages = {s.pk: s for s in StageDefinition.objects.filter(template__in=templates)}
     else:
         milestones = milestones.select_related("stage")
     for milestone in milestones:
-        state = locked[milestone.journey_id]
+        state = loaded[milestone.journey_id]
         milestone.journey = state.journey
         if stages:
             milestone.stage = stages[milestone.stage_id]
         state.milestones.append(milestone)
-    return locked
+    return loaded
 
 
 def journey_record_milestone(

@@ -103,17 +103,24 @@ def _payload(raw: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
+# StatusEventOutSerializer's own field for its two times: the schema keeps the
+# serializer, and the body is built as it would build it without its per-item machinery
+# (a tenth of a millisecond an event, a tenth of a batch's time).
+_TIME = serializers.DateTimeField()
+
+
 def _event_out(result: InboundResult) -> dict[str, Any]:
+    """The body StatusEventOutSerializer describes (tests compare the two)."""
     inbound = result.inbound
     return {
         "event_id": inbound.event_id,
         "journey": inbound.journey.reference,
         "code": inbound.code,
-        "occurred_at": inbound.occurred_at,
-        "received_at": inbound.received_at,
+        "occurred_at": _TIME.to_representation(inbound.occurred_at),
+        "received_at": _TIME.to_representation(inbound.received_at),
         "applied": result.applied,
         "duplicate": result.duplicate,
-        "warnings": result.warnings,
+        "warnings": [str(warning) for warning in result.warnings],
     }
 
 
@@ -126,7 +133,7 @@ def _event_status(result: InboundResult) -> int:
 
 
 def _event_body(result: InboundResult) -> tuple[dict[str, Any], int]:
-    return StatusEventOutSerializer(_event_out(result)).data, _event_status(result)
+    return _event_out(result), _event_status(result)
 
 
 class JourneyEventCreate(APIView):
@@ -236,7 +243,7 @@ class EventBatchCreate(APIView):
                 else:
                     recorded.append((index, result))
             partner_status_events_finish(prepared=prepared)
-        bodies = StatusEventOutSerializer([_event_out(r) for _i, r in recorded], many=True).data
+        bodies = [_event_out(r) for _i, r in recorded]
         for (index, result), body in zip(recorded, bodies, strict=True):
             results[index] = {
                 "index": index,

@@ -280,3 +280,30 @@ def test_partner_b_key_on_partner_a_journey_is_404_and_writes_nothing(other_api,
     assert nothing_written()
     listed = other_api.get(reverse("api:journey-list")).json()
     assert journey.reference not in [j["reference"] for j in listed]
+
+
+def test_the_event_body_is_what_its_documented_serializer_would_write(api, journey):
+    """The view builds the body without the serializer's per-item machinery; the OpenAPI
+    schema still documents StatusEventOutSerializer, so the two must not drift apart."""
+    from integrations.api.serializers import StatusEventOutSerializer
+
+    response = api.post(
+        reverse("api:journey-events", kwargs={"reference": journey.reference}),
+        {"event_id": "e1", "code": "S2", "occurred_at": "2026-11-20T08:30:00+01:00"},
+        format="json",
+    )
+    inbound = InboundEvent.objects.get(event_id="e1")
+    documented = StatusEventOutSerializer(
+        {
+            "event_id": inbound.event_id,
+            "journey": journey.reference,
+            "code": inbound.code,
+            "occurred_at": inbound.occurred_at,
+            "received_at": inbound.received_at,
+            "applied": True,
+            "duplicate": False,
+            "warnings": [],
+        }
+    ).data
+    assert response.json() == documented
+    assert response.json()["occurred_at"].endswith("Z")

@@ -118,14 +118,16 @@ def test_a_batch_costs_the_same_whatever_its_size(
     ]
     partner.journeys.add(*journeys)
     # The key, the idempotency claim, the journeys, the mappings, one insert claiming
-    # every event_id, the journeys' lock, their milestones, their stages (one object each,
-    # shared by the journeys of a template), the template's ETA statistics' identity (once
-    # per template), the last ETA row of every journey; then the unit of work's writes,
-    # one statement per table for all the events (journey.unit): the timeline events, the
-    # milestones, the new ETA rows, the journeys, the messages' dedup check, digest check
-    # and insert; one update linking the inbound events to the timeline, the stored
-    # response, and the request's and the batch's transactions (4).
-    with django_assert_num_queries(23):
+    # every event_id; the journeys, their milestones and their stages (one object each,
+    # shared by the journeys of a template), read before the lock; the lock, which reads
+    # their versions (only journeys changed meanwhile are read again); the template's ETA
+    # statistics' identity (once per template), the last ETA row of every journey; then
+    # the unit of work's writes, one statement per table for all the events
+    # (journey.unit): the timeline events, the milestones, the new ETA rows, the journeys,
+    # the messages' dedup check, digest check and insert; one update linking the inbound
+    # events to the timeline, the stored response, and the request's and the batch's
+    # transactions (4).
+    with django_assert_num_queries(24):
         response = warm.post(
             BATCH_URL, batch_of(journeys, "b"), format="json", HTTP_IDEMPOTENCY_KEY="batch-1"
         )

@@ -373,3 +373,30 @@ def test_the_database_refuses_a_rating_out_of_range(journey, customer):
         Feedback.objects.create(
             milestone=journey.milestones.get(position=1), customer=customer, rating=9
         )
+
+
+def test_journeys_changed_between_the_read_and_the_lock_are_read_again(monkeypatch):
+    """A batch reads its journeys before it locks them; one that another writer changed
+    meanwhile (its version moved) is read again under the lock, so the spine never works
+    from what the database no longer says."""
+    from journey import services
+
+    changed, untouched = make_journey(), make_journey()
+    real_load = services._journeys_load
+    loads: list[set[int]] = []
+
+    def load_then_another_writer_moves_one(pks, **kwargs):
+        loaded = real_load(pks, **kwargs)
+        if not loads:  # between the first read and the lock
+            changed.milestones.filter(position=1).update(state=MilestoneState.CURRENT)
+        loads.append(set(pks))
+        return loaded
+
+    monkeypatch.setattr(services, "_journeys_load", load_then_another_writer_moves_one)
+    with transaction.atomic():
+        locked = services.journeys_lock(pks=[changed.pk, untouched.pk])
+
+    assert loads == [{changed.pk, untouched.pk}, {changed.pk}]
+    assert locked[changed.pk].milestones[0].state == MilestoneState.CURRENT
+    assert locked[untouched.pk].milestones[0].state == MilestoneState.UPCOMING
+    assert locked[changed.pk].unit is locked[untouched.pk].unit
