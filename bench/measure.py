@@ -452,24 +452,31 @@ def step_ingest(context: Context) -> dict[str, Any]:
                     "auth": f"Api-Key {plain}",
                 }
             )
-            run_id = f"{name}-{int(time.time())}"
-            before = cpu_seconds()
-            result = wrk(
-                f"{base}/api/v1/", seconds=context.seconds, script=script, script_args=[run_id]
-            )
-            after = cpu_seconds()
-            stored = InboundEvent.objects.filter(
-                partner=partner, event_id__startswith=run_id
-            ).count()
             per_request = max(batch, 1)
-            figures[name] = {
-                **result,
-                "batch_size": per_request,
-                "events_per_second": round(result["rps"] * per_request, 1),
-                "events_stored": stored,
-                "events_sent": result["requests"] * per_request,
-                "cpu_ms_per_event": cpu_split(before, after, stored),
-            }
+            runs = []
+            # Three runs, the median kept, as for the page: on two shared cores one run
+            # alone moves by a fifth from one minute to the next.
+            for round_ in range(3):
+                run_id = f"{name}-{int(time.time())}-{round_}"
+                before = cpu_seconds()
+                result = wrk(
+                    f"{base}/api/v1/", seconds=context.seconds, script=script, script_args=[run_id]
+                )
+                after = cpu_seconds()
+                stored = InboundEvent.objects.filter(
+                    partner=partner, event_id__startswith=f"{run_id}-"
+                ).count()
+                runs.append(
+                    {
+                        **result,
+                        "batch_size": per_request,
+                        "events_per_second": round(result["rps"] * per_request, 1),
+                        "events_stored": stored,
+                        "events_sent": result["requests"] * per_request,
+                        "cpu_ms_per_event": cpu_split(before, after, stored),
+                    }
+                )
+            figures[name] = _median_run(runs)
     # The deliveries these events queued are not the subject here.
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
     return figures

@@ -241,7 +241,12 @@ def render(results: dict[str, Any]) -> str:
                     name,
                     r["batch_size"],
                     f"{r['rps']:.0f}",
-                    f"{r['events_per_second']:.0f}",
+                    f"{r['events_per_second']:.0f}"
+                    + (
+                        f" ({', '.join(f'{x * r["batch_size"]:.0f}' for x in r['rps_runs'])})"
+                        if "rps_runs" in r
+                        else ""
+                    ),
                     r["p50_ms"],
                     r["p99_ms"],
                     r["non_2xx"] + r["errors"],
@@ -264,7 +269,8 @@ def render(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"Every request carries an Idempotency-Key; events go to {ingest['journeys']:,} "
-            f"random cars, {ingest['connections']} connections.",
+            f"random cars, {ingest['connections']} connections; the median of three runs "
+            "(each run's events/s in brackets).",
         ]
         for name in ("single", "batch"):
             if split := ingest[name].get("cpu_ms_per_event"):
