@@ -145,7 +145,7 @@ class Outbox:
     """The notifications of one unit of work (a partner's batch, one event), written
     together at ``flush()`` in the caller's transaction: three statements for any number
     of causes (the dedup keys already written, the recent messages digests join, the
-    insert), and one broker message for the rows due now."""
+    insert), and a broker message per ``DELIVERY_CHUNK`` rows due now."""
 
     def __init__(self) -> None:
         self._causes: list[_Cause] = []
