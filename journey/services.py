@@ -128,8 +128,10 @@ def journeys_lock(*, pks: Iterable[int], unit: Writes | None = None) -> dict[int
     Several journeys (a batch) are read before they are locked, and only those whose
     ``version`` moved meanwhile are read again under the lock: the version moves with
     every change to the journey, its milestones and its template's stages (database
-    triggers), so what is kept is what a read under the lock would have returned, and a
-    batch holds the locks that other batches wait for only while it writes.
+    triggers), so what is kept is what a read under the lock would have returned (at READ
+    COMMITTED, the project's isolation level, where each statement sees the latest
+    commits), and a batch holds the locks that other batches wait for only while it
+    writes.
 
     The journeys share one unit of work (``unit``, or a new one): the caller flushes it.
     """
