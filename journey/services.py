@@ -183,11 +183,14 @@ def _journeys_load(pks: set[int], *, unit: Writes, lock: bool) -> dict[int, Lock
         stages = {s.pk: s for s in StageDefinition.objects.filter(template__in=templates)}
     else:
         milestones = milestones.select_related("stage")
+    # Filled in as select_related would: the related objects cached, without the
+    # descriptor's checks (a thousand milestones in a batch).
+    journey_field, stage_field = Milestone.journey.field, Milestone.stage.field
     for milestone in milestones:
         state = loaded[milestone.journey_id]
-        milestone.journey = state.journey
+        journey_field.set_cached_value(milestone, state.journey)
         if stages:
-            milestone.stage = stages[milestone.stage_id]
+            stage_field.set_cached_value(milestone, stages[milestone.stage_id])
         state.milestones.append(milestone)
     return loaded
 
