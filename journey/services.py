@@ -1,14 +1,16 @@
 """Writes to journeys. The spine: every change to a journey goes through here."""
 
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -116,7 +118,19 @@ class LockedJourney:
     writes: int = 0
 
 
-def journeys_lock(*, pks: Iterable[int], unit: Writes | None = None) -> dict[int, LockedJourney]:
+def journeys_for_spine() -> QuerySet[Journey]:
+    """Journeys with what the spine reads with them: owner and profile, template. A
+    caller that reads journeys anyway (the partner API, by reference) reads them so and
+    hands them to ``journeys_lock``, which then need not read them again."""
+    return Journey.objects.select_related("owner__profile", "template")
+
+
+def journeys_lock(
+    *,
+    pks: Iterable[int],
+    unit: Writes | None = None,
+    journeys: Mapping[int, Journey] | None = None,
+) -> dict[int, LockedJourney]:
     """Lock journeys for the spine, in the caller's transaction, and load them.
 
     The rows are locked in primary-key order, so two transactions locking overlapping sets
@@ -125,13 +139,14 @@ def journeys_lock(*, pks: Iterable[int], unit: Writes | None = None) -> dict[int
     inserts that merely reference it (a foreign key check takes KEY SHARE), so writing an
     inbound event or a notification never waits on it or upgrades a lock.
 
-    Several journeys (a batch) are read before they are locked, and only those whose
-    ``version`` moved meanwhile are read again under the lock: the version moves with
-    every change to the journey, its milestones and its template's stages (database
-    triggers), so what is kept is what a read under the lock would have returned (at READ
-    COMMITTED, the project's isolation level, where each statement sees the latest
-    commits), and a batch holds the locks that other batches wait for only while it
-    writes.
+    Several journeys (a batch), or journeys the caller has already read
+    (``journeys``, from ``journeys_for_spine``), are read before they are locked, and only
+    those whose ``version`` moved meanwhile are read again under the lock: the version
+    moves with every change to the journey, its milestones and its template's stages
+    (database triggers), so what is kept is what a read under the lock would have
+    returned (at READ COMMITTED, the project's isolation level, where each statement
+    sees the latest commits), and a batch holds the locks that other batches wait for
+    only while it writes. One journey not read yet is read under its lock at once.
 
     The journeys share one unit of work (``unit``, or a new one): the caller flushes it.
     """
@@ -139,10 +154,15 @@ def journeys_lock(*, pks: Iterable[int], unit: Writes | None = None) -> dict[int
         raise RuntimeError("journeys_lock() needs a transaction.")
     unit = unit or Writes()
     pks = set(pks)
-    if len(pks) == 1:
+    given = {
+        pk: journey
+        for pk, journey in (journeys or {}).items()
+        if pk in pks and _read_for_spine(journey)
+    }
+    if len(pks) == 1 and not given:
         locked = _journeys_load(pks, unit=unit, lock=True)
     else:
-        locked = _journeys_load(pks, unit=unit, lock=False)
+        locked = _journeys_load(pks, unit=unit, lock=False, given=given)
         versions = dict(
             Journey.objects.select_for_update(of=("self",), no_key=True)
             .filter(pk__in=pks)
@@ -162,25 +182,38 @@ def journeys_lock(*, pks: Iterable[int], unit: Writes | None = None) -> dict[int
     return locked
 
 
-def _journeys_load(pks: set[int], *, unit: Writes, lock: bool) -> dict[int, LockedJourney]:
+def _journeys_load(
+    pks: set[int], *, unit: Writes, lock: bool, given: Mapping[int, Journey] | None = None
+) -> dict[int, LockedJourney]:
     """The journeys with what the spine reads: owner and profile, template, milestones in
-    order with their stages; locked (FOR NO KEY UPDATE, in primary-key order) if asked."""
-    journeys = Journey.objects.select_related("owner__profile", "template")
+    order with their stages; locked (FOR NO KEY UPDATE) if asked. Journeys ``given``
+    (read by the caller with ``journeys_for_spine``) are not read again.
+
+    No ORDER BY: the rows are keyed, and milestones put in order here. (With one, Django
+    hashes every selected column to match it against the select list, a third of the
+    cost of compiling these wide queries.)"""
+    given = given or {}
+    journeys = journeys_for_spine().order_by()
     if lock:
         # of=self: the lock is on the journey row only (the profile join is nullable).
         journeys = journeys.select_for_update(of=("self",), no_key=True)
     loaded = {
-        journey.pk: LockedJourney(journey=journey, milestones=[], unit=unit)
-        for journey in journeys.filter(pk__in=pks).order_by("pk")
+        pk: LockedJourney(journey=journey, milestones=[], unit=unit)
+        for pk, journey in given.items()
     }
-    milestones = Milestone.objects.filter(journey__in=list(loaded)).order_by(
-        "journey_id", "position"
-    )
+    if missing := pks - set(given):
+        loaded.update(
+            (journey.pk, LockedJourney(journey=journey, milestones=[], unit=unit))
+            for journey in journeys.filter(pk__in=missing)
+        )
+    milestones = Milestone.objects.filter(journey__in=list(loaded)).order_by()
     stages: dict[int, StageDefinition] = {}
     if len(loaded) > 1:
         # Many journeys share a few templates: one object per stage, not one per milestone.
         templates = {state.journey.template_id for state in loaded.values()}
-        stages = {s.pk: s for s in StageDefinition.objects.filter(template__in=templates)}
+        stages = {
+            s.pk: s for s in StageDefinition.objects.filter(template__in=templates).order_by()
+        }
     else:
         milestones = milestones.select_related("stage")
     # Filled in as select_related would: the related objects cached, without the
@@ -192,7 +225,20 @@ def _journeys_load(pks: set[int], *, unit: Writes, lock: bool) -> dict[int, Lock
         if stages:
             stage_field.set_cached_value(milestone, stages[milestone.stage_id])
         state.milestones.append(milestone)
+    for state in loaded.values():
+        state.milestones.sort(key=attrgetter("position"))
     return loaded
+
+
+def _read_for_spine(journey: Journey) -> bool:
+    """Whether the journey was read with what the spine reads (``journeys_for_spine``):
+    any other is read again rather than have its owner, profile and template read one
+    query at a time."""
+    return (
+        Journey.template.field.is_cached(journey)
+        and Journey.owner.field.is_cached(journey)
+        and User.profile.related.is_cached(journey.owner)
+    )
 
 
 def journey_record_milestone(

@@ -9,6 +9,8 @@ appended to, pickled and written back on each request (hundreds of floats at the
 """
 
 import time
+from typing import Any
+from weakref import WeakKeyDictionary
 
 from django.conf import settings
 from django.core.cache import caches
@@ -27,12 +29,25 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(number), DURATIONS[period[0]]
 
 
+# One Redis client per connection pool: Django's cache makes a new one at each call, and
+# a client builds its table of reply parsers (some 170 entries) when it is made.
+_CLIENTS: WeakKeyDictionary[Any, Any] = WeakKeyDictionary()
+
+
+def _redis(cache: RedisCache) -> Any:
+    pool = cache._cache._get_connection_pool(write=True)
+    client = _CLIENTS.get(pool)
+    if client is None:
+        client = _CLIENTS[pool] = cache._cache._client(connection_pool=pool)
+    return client
+
+
 def _counts(current: str, previous: str, ttl: int) -> tuple[int, int]:
     """Count one request in the ``current`` window; return it and the ``previous`` count."""
     cache = caches["default"]
     if isinstance(cache, RedisCache):
         keys = [cache.make_and_validate_key(k) for k in (current, previous)]
-        pipe = cache._cache.get_client(keys[0], write=True).pipeline(transaction=False)
+        pipe = _redis(cache).pipeline(transaction=False)
         pipe.incr(keys[0])
         pipe.expire(keys[0], ttl)
         pipe.get(keys[1])

@@ -54,11 +54,13 @@ from journey.models import Journey, ShipmentLeg
 from journey.photos import photo_add
 
 
-def _journey(request: Request, reference: str) -> Journey:
+def _journey(request: Request, reference: str, *, for_spine: bool = False) -> Journey:
     """A journey this partner serves; any other answers 404, before anything is read.
 
-    The row alone (one query): what writes to it locks and loads it again."""
-    return get_object_or_404(Journey.objects.filter(partners=request.user), reference=reference)
+    The row alone (one query): what writes to it locks and loads it again; or, for the
+    spine, with what it reads (``journeys_for_spine``), which it then only locks."""
+    journeys = journey_services.journeys_for_spine() if for_spine else Journey.objects.all()
+    return get_object_or_404(journeys.filter(partners=request.user), reference=reference)
 
 
 class JourneyList(generics.ListAPIView):
@@ -149,7 +151,7 @@ class JourneyEventCreate(APIView):
     )
     @idempotent
     def post(self, request: Request, reference: str) -> Response:
-        journey = _journey(request, reference)
+        journey = _journey(request, reference, for_spine=True)
         serializer = StatusEventInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         result = _record(request.user, journey, serializer.validated_data, request.data)
@@ -205,7 +207,7 @@ class EventBatchCreate(APIView):
         items = batch.validated_data["events"]
         journeys = {
             j.reference: j
-            for j in Journey.objects.filter(
+            for j in journey_services.journeys_for_spine().filter(
                 partners=request.user,
                 reference__in=[str(item.get("journey")) for item in items],
             )

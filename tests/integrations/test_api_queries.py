@@ -45,13 +45,14 @@ def post_event(api, journey, event_id: str, code: str, minutes: int = 1):
 
 def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_queries):
     # The key; the idempotency claim; then the request's transaction (2), which stores
-    # its response with its work: the journey (404 otherwise); the event's own
-    # transaction (2): the mapping, the inbound event (claiming its event_id), the
-    # journey's lock, its milestones, the timeline event, the ETA statistics' identity,
-    # one update of the milestones, the last ETA row, the new one, the journey; the
-    # customer's messages (the dedup check, the digest check, one insert); the inbound
-    # event's link to the timeline event; last, the stored response. (Transactions show
-    # as SAVEPOINT and RELEASE here.)
+    # its response with its work: the journey with its owner, profile and template, read
+    # once (404 otherwise); the event's own transaction (2): the mapping, the inbound
+    # event (claiming its event_id), the journey's milestones, its lock (which reads its
+    # version: the journey is read again only if it moved), the timeline event, the ETA
+    # statistics' identity, one update of the milestones, the last ETA row, the new one,
+    # the journey; the customer's messages (the dedup check, the digest check, one
+    # insert); the inbound event's link to the timeline event; last, the stored response.
+    # (Transactions show as SAVEPOINT and RELEASE here.)
     with django_assert_num_queries(22):
         response = post_event(warm, journey, "e1", "S2")
     assert response.status_code == 201
@@ -117,9 +118,10 @@ def test_a_batch_costs_the_same_whatever_its_size(
         for _ in range(size)
     ]
     partner.journeys.add(*journeys)
-    # The key, the idempotency claim, the journeys, the mappings, one insert claiming
-    # every event_id; the journeys, their milestones and their stages (one object each,
-    # shared by the journeys of a template), read before the lock; the lock, which reads
+    # The key, the idempotency claim, the journeys with their owners, profiles and
+    # templates (read once), the mappings, one insert claiming every event_id; their
+    # milestones and stages (one object each, shared by the journeys of a template), read
+    # before the lock; the lock, which reads
     # their versions (only journeys changed meanwhile are read again); the template's ETA
     # statistics' identity (once per template), the last ETA row of every journey; then
     # the unit of work's writes, one statement per table for all the events
@@ -127,7 +129,7 @@ def test_a_batch_costs_the_same_whatever_its_size(
     # the messages' dedup check, digest check and insert; one update linking the inbound
     # events to the timeline, the stored response, and the request's and the batch's
     # transactions (4).
-    with django_assert_num_queries(24):
+    with django_assert_num_queries(23):
         response = warm.post(
             BATCH_URL, batch_of(journeys, "b"), format="json", HTTP_IDEMPOTENCY_KEY="batch-1"
         )

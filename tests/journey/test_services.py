@@ -12,6 +12,7 @@ from journey.models import (
     EventSource,
     Feedback,
     Health,
+    Journey,
     JourneyEvent,
     Message,
     MilestoneState,
@@ -400,3 +401,52 @@ def test_journeys_changed_between_the_read_and_the_lock_are_read_again(monkeypat
     assert locked[changed.pk].milestones[0].state == MilestoneState.CURRENT
     assert locked[untouched.pk].milestones[0].state == MilestoneState.UPCOMING
     assert locked[changed.pk].unit is locked[untouched.pk].unit
+
+
+def test_a_journey_the_caller_read_for_the_spine_is_locked_not_read_again(
+    django_assert_num_queries,
+):
+    """The partner API reads the journey by reference with what the spine needs: under
+    the lock only its milestones and its version are read, and it is the same object."""
+    from journey import services
+
+    journey = make_journey()
+    read = services.journeys_for_spine().get(pk=journey.pk)
+    with transaction.atomic(), django_assert_num_queries(2):  # milestones; lock, version
+        locked = services.journeys_lock(pks=[journey.pk], journeys={journey.pk: read})
+        assert locked[journey.pk].journey is read
+        # What the spine reads with it costs nothing more.
+        assert read.owner.profile is not None
+        assert read.template.name
+        assert [m.position for m in locked[journey.pk].milestones] == [1, 2, 3, 4]
+        assert all(m.stage.position == m.position for m in locked[journey.pk].milestones)
+
+
+def test_a_journey_the_caller_read_is_read_again_if_it_moved_before_the_lock():
+    from journey import services
+
+    journey = make_journey()
+    read = services.journeys_for_spine().get(pk=journey.pk)
+    # Another writer, between the caller's read and the lock: the version moves.
+    Journey.objects.filter(pk=journey.pk).update(title="Renamed")
+    with transaction.atomic():
+        locked = services.journeys_lock(pks=[journey.pk], journeys={journey.pk: read})
+
+    assert locked[journey.pk].journey is not read
+    assert locked[journey.pk].journey.title == "Renamed"
+    assert len(locked[journey.pk].milestones) == 4
+
+
+def test_a_journey_read_without_what_the_spine_reads_is_read_again(django_assert_num_queries):
+    """A plain journey (no owner, profile or template with it) would cost a query for
+    each of them later: it is read again with them instead."""
+    from journey import services
+
+    journey = make_journey()
+    plain = Journey.objects.get(pk=journey.pk)
+    with transaction.atomic():
+        locked = services.journeys_lock(pks=[journey.pk], journeys={journey.pk: plain})
+    assert locked[journey.pk].journey is not plain
+    with django_assert_num_queries(0):
+        assert locked[journey.pk].journey.owner.profile is not None
+        assert locked[journey.pk].journey.template.name
