@@ -442,7 +442,7 @@ def _refresh(
     unsaved: Sequence[Milestone],
     unit: Writes,
 ) -> EtaEstimate | None:
-    previous_health = journey.health
+    previous_health, before = journey.health, _promise(journey)
     unit.save_milestones(unsaved)
     if all(m.state == MilestoneState.DONE for m in milestones):
         arrived = timezone.localdate(milestones[-1].reached_at or now)
@@ -455,7 +455,7 @@ def _refresh(
 
             # A finished journey is new history for its template.
             eta_recompute_template.delay_on_commit(journey.template_id)
-        return _record(journey=journey, now=now, cause=cause, unit=unit)
+        return _record(journey=journey, now=now, cause=cause, unit=unit, before=before)
 
     min_history = settings.ETA_MIN_HISTORY
     if journey.template_id not in unit.learned:
@@ -503,7 +503,7 @@ def _refresh(
     else:
         journey.stalled_since = None
 
-    estimate = _record(journey=journey, now=now, cause=cause, unit=unit)
+    estimate = _record(journey=journey, now=now, cause=cause, unit=unit, before=before)
     if (
         cause != EtaCause.CREATED
         and journey.health == Health.DELAYED
@@ -513,14 +513,23 @@ def _refresh(
     return estimate
 
 
+# The promise an ETA history row records: a new row only when it changed.
+Promise = tuple[date | None, date | None, date | None, str, str]
+
+
+def _promise(journey: Journey) -> Promise:
+    return (journey.eta, journey.eta_low, journey.eta_high, journey.eta_basis, journey.health)
+
+
 def _record(
-    *, journey: Journey, now: datetime, cause: EtaCause, unit: Writes
+    *, journey: Journey, now: datetime, cause: EtaCause, unit: Writes, before: Promise
 ) -> EtaEstimate | None:
-    """One history row per change of the promise (not per recompute)."""
-    if journey.pk is None or journey.eta is None:
-        return None
-    promise = (journey.eta, journey.eta_low, journey.eta_high, journey.eta_basis, journey.health)
-    if unit.promise(journey) == promise:
+    """One history row per change of the promise (not per recompute).
+
+    The promise before is the journey's own: its ETA fields are only ever set here (the
+    spine saves them with the row, in one transaction), so they are what the last row
+    says, with no read of it."""
+    if journey.pk is None or journey.eta is None or _promise(journey) == before:
         return None
     estimate = EtaEstimate(
         journey=journey,
@@ -532,7 +541,7 @@ def _record(
         health=journey.health,
         cause=cause,
     )
-    unit.estimate(estimate)
+    unit.estimates.append(estimate)
     return estimate
 
 

@@ -2,7 +2,7 @@
 
 Recording one event writes its timeline row, the milestones it moved, the journey's ETA
 fields, a row of ETA history and the customer's notifications, and reads what the ETA
-needs (the carrier's ETA of open legs, the last prediction, the template's history). One
+needs (the carrier's ETA of open legs, the template's history). One
 at a time that is a dozen statements per event; a partner's batch of a hundred events
 would be a thousand. The spine writes into a ``Writes`` instead, and the unit flushes
 them in one statement per table, whatever the number of events, after reading what the
@@ -14,10 +14,10 @@ what the database would say.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from django.db.models import F, Max, OuterRef, Subquery
+from django.db.models import F, Max
 from django.utils import timezone
 
 from journey.db import update_rows
@@ -32,8 +32,6 @@ ETA_FIELDS = ["eta", "eta_low", "eta_high", "eta_basis", "health", "stalled_sinc
 # What the spine saves of a journey when it records an event.
 JOURNEY_FIELDS = ["last_event_at", *ETA_FIELDS, "updated_at"]
 MILESTONE_FIELDS = ["state", "reached_at", "expected_date"]
-# The promise an ETA history row records: a new row only when it changed.
-Promise = tuple[date, date, date, str, str]
 
 
 @dataclass
@@ -48,7 +46,6 @@ class Writes:
     # The journeys locked for this unit: what is read for one is read for all of them.
     locked: set[int] = field(default_factory=set)
     _leg_ends: dict[int, datetime | None] = field(default_factory=dict)
-    _promises: dict[int, Promise | None] = field(default_factory=dict)
     # What each template learned (journey.eta), read once per unit.
     learned: dict[int, Learned | None] = field(default_factory=dict)
 
@@ -74,34 +71,7 @@ class Writes:
             )
         return self._leg_ends[journey.pk]
 
-    def promise(self, journey: Journey) -> Promise | None:
-        """The journey's last recorded prediction (expected, low, high, basis, health),
-        as this unit has left it. Read for all the unit's journeys at once."""
-        if journey.pk not in self._promises:
-            pks = (self.locked - set(self._promises)) | {journey.pk}
-            self._promises.update(dict.fromkeys(pks))
-            latest = (
-                EtaEstimate.objects.filter(journey_id=OuterRef("pk"))
-                .order_by("-computed_at", "-id")
-                .values("pk")[:1]
-            )
-            for journey_id, *promise in EtaEstimate.objects.filter(
-                pk__in=Journey.objects.filter(pk__in=pks).values(last=Subquery(latest))
-            ).values_list("journey_id", "expected", "low", "high", "basis", "health"):
-                self._promises[journey_id] = tuple(promise)
-        return self._promises[journey.pk]
-
     # --- writes ------------------------------------------------------------------------
-
-    def estimate(self, estimate: EtaEstimate) -> None:
-        self.estimates.append(estimate)
-        self._promises[estimate.journey_id] = (
-            estimate.expected,
-            estimate.low,
-            estimate.high,
-            estimate.basis,
-            estimate.health,
-        )
 
     def save_milestones(self, milestones: list[Milestone]) -> None:
         for milestone in milestones:

@@ -49,11 +49,12 @@ def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_
     # once (404 otherwise); the event's own transaction (2): the mapping, the inbound
     # event (claiming its event_id), the journey's milestones, its lock (which reads its
     # version: the journey is read again only if it moved), the timeline event, the ETA
-    # statistics' identity, one update of the milestones, the last ETA row, the new one,
-    # the journey; the customer's messages (the dedup check, the digest check, one
-    # insert); the inbound event's link to the timeline event; last, the stored response.
-    # (Transactions show as SAVEPOINT and RELEASE here.)
-    with django_assert_num_queries(22):
+    # statistics' identity, one update of the milestones, the new ETA row (the journey's
+    # fields are the last one's: it is not read), the journey; the customer's messages
+    # (the dedup check, the digest check, one insert); the inbound event's link to the
+    # timeline event; last, the stored response. (Transactions show as SAVEPOINT and
+    # RELEASE here.)
+    with django_assert_num_queries(21):
         response = post_event(warm, journey, "e1", "S2")
     assert response.status_code == 201
     assert response.json()["applied"] is True
@@ -121,15 +122,15 @@ def test_a_batch_costs_the_same_whatever_its_size(
     # The key, the idempotency claim, the journeys with their owners, profiles and
     # templates (read once), the mappings, one insert claiming every event_id; their
     # milestones and stages (one object each, shared by the journeys of a template), read
-    # before the lock; the lock, which reads
-    # their versions (only journeys changed meanwhile are read again); the template's ETA
-    # statistics' identity (once per template), the last ETA row of every journey; then
-    # the unit of work's writes, one statement per table for all the events
-    # (journey.unit): the timeline events, the milestones, the new ETA rows, the journeys,
-    # the messages' dedup check, digest check and insert; one update linking the inbound
-    # events to the timeline, the stored response, and the request's and the batch's
-    # transactions (4).
-    with django_assert_num_queries(23):
+    # before the lock; the lock, which reads their versions (only journeys changed
+    # meanwhile are read again); the template's ETA statistics' identity (once per
+    # template); then the unit of work's writes, one statement per table for all the
+    # events (journey.unit): the timeline events, the milestones, the new ETA rows, the
+    # journeys, the messages' dedup check, digest check and insert; one update linking
+    # the inbound events to the timeline, the stored response, and the request's and the
+    # batch's transactions (4). The last ETA rows are not read: each journey's fields are
+    # what its last row says.
+    with django_assert_num_queries(22):
         response = warm.post(
             BATCH_URL, batch_of(journeys, "b"), format="json", HTTP_IDEMPOTENCY_KEY="batch-1"
         )
