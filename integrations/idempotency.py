@@ -127,14 +127,43 @@ def _claim(record: IdempotencyRecord) -> bool:
     connection = transaction.get_connection()
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return create_unless_taken(record)
-    with transaction.atomic():
-        # Visible to others at commit as usual, without waiting for the disk (a flush of
-        # the WAL, a few milliseconds). Safe: the request's own work commits later and
-        # synchronously, which flushes this too; a crash before that loses the claim and
-        # the work alike, and the retry claims the key again.
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        return create_unless_taken(record)
+    return _claim_at_once(record, connection)
+
+
+def _claim_at_once(record: IdempotencyRecord, connection: Any) -> bool:
+    """The claim in one statement, committed on its own (autocommit) and visible to
+    others at once, without waiting for the disk (a flush of the WAL): the
+    ``set_config(..., true)`` in its FROM holds for its own transaction only. Safe: the
+    request's own work commits later and synchronously, which flushes this too; a crash
+    before that loses the claim and the work alike, and the retry claims the key again.
+
+    ``INSERT ... SELECT`` rather than VALUES, so the setting rides in the same round trip
+    (a transaction with ``SET LOCAL`` would be four); each value is cast to its column's
+    type, as a SELECT list has no column to take it from. ``ON CONFLICT DO NOTHING`` as
+    ``create_unless_taken``: a concurrent claimer of the key waits for this one, and the
+    loser inserts nothing."""
+    opts = IdempotencyRecord._meta
+    record.created_at = timezone.now()  # auto_now_add, as an ORM insert sets it
+    fields = [f for f in opts.local_concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    values = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields)
+    params = [f.get_db_prep_save(getattr(record, f.attname), connection) for f in fields]
+    # Names from the model, values as parameters.
+    sql = (
+        f"INSERT INTO {quote(opts.db_table)} ({columns}) SELECT {values} "  # noqa: S608  # nosec B608
+        "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS claim "
+        f"ON CONFLICT DO NOTHING RETURNING {quote(opts.pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    record.pk = row[0]
+    record._state.adding = False
+    record._state.db = connection.alias
+    return True
 
 
 def idempotency_finish(*, record: IdempotencyRecord, status_code: int, body: Any) -> None:

@@ -270,3 +270,33 @@ def test_different_events_for_one_journey_at_once_are_applied_in_turn(journey, a
     assert InboundEvent.objects.count() == len(codes)
     assert JourneyEvent.objects.count() == len(codes)
     assert journey.milestones.get(stage__key="stage-3").state == MilestoneState.CURRENT
+
+
+@pytest.mark.skipif(not CONCURRENT, reason="the one-statement claim is PostgreSQL's")
+def test_a_claim_is_one_statement_seen_at_once_by_others_and_leaves_the_session_synchronous(
+    partner, django_assert_num_queries
+):
+    """Outside a transaction the claim commits on its own, in one round trip, without
+    waiting for the WAL to reach the disk; the setting that allows that must not outlive
+    it, or the request's own work would commit unsafely too."""
+    with django_assert_num_queries(1):
+        record = idempotency_begin(
+            partner=partner, key="k-1", method="POST", path="/p/", fingerprint="0" * 64
+        )
+    assert record.pk is not None and record.created_at is not None
+
+    def other_connection_sees_it() -> tuple[str, str, bool]:
+        seen = IdempotencyRecord.objects.get(pk=record.pk)
+        return seen.key, seen.fingerprint, seen.status_code is None
+
+    assert in_threads(other_connection_sees_it, count=1) == [("k-1", "0" * 64, True)]
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+    # The same key again: not claimed twice; the first claim answers (in flight).
+    with pytest.raises(ApplicationError) as error:
+        idempotency_begin(
+            partner=partner, key="k-1", method="POST", path="/p/", fingerprint="0" * 64
+        )
+    assert error.value.code == "idempotency_in_progress"
+    assert IdempotencyRecord.objects.count() == 1
