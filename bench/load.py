@@ -616,17 +616,19 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
                     }
                 )
             for k in range(3):
-                expected = j["eta"] + timedelta(days=k - 1)
+                # The last row is the journey's own promise, as the ETA leaves them.
+                last = k == 2
+                expected = j["eta"] + timedelta(days=k - 2)
                 etas.append(
                     {
                         "id": eta_id + len(etas),
                         "journey_id": j["id"],
                         "computed_at": j["started_at"] + timedelta(days=k * 7),
                         "expected": expected,
-                        "low": expected - timedelta(days=4),
-                        "high": expected + timedelta(days=5),
-                        "basis": "planned",
-                        "health": "on_track",
+                        "low": j["eta_low"] if last else expected - timedelta(days=4),
+                        "high": j["eta_high"] if last else expected + timedelta(days=5),
+                        "basis": j["eta_basis"],
+                        "health": j["health"] if last else "on_track",
                         "cause": "event",
                     }
                 )

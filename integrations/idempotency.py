@@ -125,7 +125,11 @@ def idempotency_begin(
 
 def _claim(record: IdempotencyRecord) -> bool:
     connection = transaction.get_connection()
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    if (
+        connection.vendor != "postgresql"
+        or connection.in_atomic_block
+        or not connection.get_autocommit()
+    ):
         return create_unless_taken(record)
     return _claim_at_once(record, connection)
 
@@ -139,15 +143,20 @@ def _claim_at_once(record: IdempotencyRecord, connection: Any) -> bool:
 
     ``INSERT ... SELECT`` rather than VALUES, so the setting rides in the same round trip
     (a transaction with ``SET LOCAL`` would be four); each value is cast to its column's
-    type, as a SELECT list has no column to take it from. ``ON CONFLICT DO NOTHING`` as
-    ``create_unless_taken``: a concurrent claimer of the key waits for this one, and the
-    loser inserts nothing."""
+    type, as a SELECT list has no column to take it from (text as ``text``). ``ON
+    CONFLICT DO NOTHING`` as ``create_unless_taken``: a concurrent claimer of the key
+    waits for this one, and the loser inserts nothing."""
     opts = IdempotencyRecord._meta
     record.created_at = timezone.now()  # auto_now_add, as an ORM insert sets it
     fields = [f for f in opts.local_concrete_fields if not f.primary_key]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
-    values = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in fields)
+    # Text as text, not varchar(n): a value too long then fails as an ORM insert would,
+    # where a cast to varchar(n) would cut it silently.
+    values = ", ".join(
+        f"CAST(%s AS {'text' if f.get_internal_type() == 'CharField' else f.db_type(connection)})"
+        for f in fields
+    )
     params = [f.get_db_prep_save(getattr(record, f.attname), connection) for f in fields]
     # Names from the model, values as parameters.
     sql = (

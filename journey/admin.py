@@ -295,6 +295,15 @@ class JourneyAdmin(admin.ModelAdmin):
         super().save_formset(request, form, formset, change)
         _notify_inline_changes(request, formset, form.instance)
 
+    def save_model(self, request: HttpRequest, obj: Journey, form: object, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Only what the form edits. The rest (the ETA's fields above all) belongs to the
+        # spine, which may have moved it since this page was read: a full save would put
+        # back the old values, and the ETA history compares with them.
+        obj.save(update_fields=[*form.changed_data, "updated_at"])
+
     list_display = [
         "reference",
         "title",

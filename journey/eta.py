@@ -527,8 +527,8 @@ def _record(
     """One history row per change of the promise (not per recompute).
 
     The promise before is the journey's own: its ETA fields are only ever set here (the
-    spine saves them with the row, in one transaction), so they are what the last row
-    says, with no read of it."""
+    spine saves them with the row, in one transaction; the admin saves only the fields
+    its form edits), so they are what the last row says, with no read of it."""
     if journey.pk is None or journey.eta is None or _promise(journey) == before:
         return None
     estimate = EtaEstimate(

@@ -29,16 +29,19 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(number), DURATIONS[period[0]]
 
 
-# One Redis client per connection pool: Django's cache makes a new one at each call, and
-# a client builds its table of reply parsers (some 170 entries) when it is made.
+# One Redis client per cache client (which owns the pool): Django's cache makes a new one
+# at each call, and a client builds its table of reply parsers (some 170 entries) when it
+# is made. Keyed weakly by the cache client, which the Redis client does not reference, so
+# a cache made again (per context under ASGI, or by a test's settings) frees its entry.
 _CLIENTS: WeakKeyDictionary[Any, Any] = WeakKeyDictionary()
 
 
 def _redis(cache: RedisCache) -> Any:
-    pool = cache._cache._get_connection_pool(write=True)
-    client = _CLIENTS.get(pool)
+    owner = cache._cache
+    client = _CLIENTS.get(owner)
     if client is None:
-        client = _CLIENTS[pool] = cache._cache._client(connection_pool=pool)
+        pool = owner._get_connection_pool(write=True)
+        client = _CLIENTS[owner] = owner._client(connection_pool=pool)
     return client
 
 

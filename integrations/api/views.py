@@ -207,7 +207,9 @@ class EventBatchCreate(APIView):
         items = batch.validated_data["events"]
         journeys = {
             j.reference: j
-            for j in journey_services.journeys_for_spine().filter(
+            for j in journey_services.journeys_for_spine()
+            .order_by()
+            .filter(
                 partners=request.user,
                 reference__in=[str(item.get("journey")) for item in items],
             )

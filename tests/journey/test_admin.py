@@ -258,3 +258,37 @@ def test_staff_see_reschedule_requests_and_ratings_and_mark_a_request_answered(
     assert response.status_code == 302
     request.refresh_from_db()
     assert (request.state, request.note) == (RescheduleState.HANDLED, "Mornings")
+
+
+def test_saving_a_journey_in_the_admin_keeps_what_the_spine_wrote_meanwhile(rf, staff, journey):
+    """A staff member edits the title while a partner's event moves the ETA: the admin
+    saves only what its form edits, not the ETA fields as the page read them (the ETA's
+    history compares with them)."""
+    from django.contrib import admin as django_admin
+
+    from journey.admin import JourneyAdmin
+    from journey.forms import JourneyAdminForm
+    from journey.models import Health, Journey
+
+    stale = Journey.objects.get(pk=journey.pk)
+    moved = stale.eta + timedelta(days=9)
+    Journey.objects.filter(pk=journey.pk).update(eta=moved, health=Health.DELAYED)
+    data = {
+        "title": "Renamed",
+        "template": stale.template_id,
+        "owner": stale.owner_id,
+        "started_at": stale.started_at.isoformat(),
+        "promised_date": stale.promised_date.isoformat(),
+        "delay_reason": stale.delay_reason,
+    }
+    form = JourneyAdminForm(data=data, instance=stale)
+    assert form.is_valid(), form.errors
+    request = rf.post("/")
+    request.user = staff
+    JourneyAdmin(Journey, django_admin.site).save_model(
+        request, form.save(commit=False), form, change=True
+    )
+
+    journey.refresh_from_db()
+    assert journey.title == "Renamed"
+    assert (journey.eta, journey.health) == (moved, Health.DELAYED)
