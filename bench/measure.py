@@ -472,15 +472,20 @@ def step_ingest(context: Context) -> dict[str, Any]:
                     f"{base}/api/v1/", seconds=context.seconds, script=script, script_args=[run_id]
                 )
                 after = cpu_seconds()
-                stored = InboundEvent.objects.filter(
+                received = InboundEvent.objects.filter(
                     partner=partner, event_id__startswith=f"{run_id}-"
-                ).count()
+                )
+                stored = received.count()
+                # Events that move a journey cost about twice those that do not (the ETA,
+                # the messages): how many did says how far earlier runs had pushed the data.
+                applied = received.filter(journey_event__applied=True).count()
                 runs.append(
                     {
                         **result,
                         "batch_size": per_request,
                         "events_per_second": round(result["rps"] * per_request, 1),
                         "events_stored": stored,
+                        "events_applied": applied,
                         "events_sent": result["requests"] * per_request,
                         "cpu_ms_per_event": cpu_split(before, after, stored),
                     }
