@@ -27,6 +27,29 @@ TARGETS = {
 LARGE = 50_000  # rows: a smaller table is read whole when most of it is wanted anyway
 
 
+STREAMS = {
+    "single": "single, random",
+    "batch": "batch, random",
+    "single_moving": "single, next stages",
+    "batch_moving": "batch, next stages",
+}
+
+
+def _moved(run: dict[str, Any]) -> str:
+    """The share of the stored events that moved their journey."""
+    if "events_applied" not in run:
+        return ""
+    return f"{run['events_applied'] / max(run['events_stored'], 1):.0%}"
+
+
+def _queued(ingest: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{STREAMS[name]}: {r['queued']:,} events for {r['cars']:,} cars"
+        for name in ("single_moving", "batch_moving")
+        if (r := ingest.get(name))
+    )
+
+
 def _kb(n: int) -> str:
     return f"{n / 1024:.1f} KB"
 
@@ -71,21 +94,25 @@ def _summary(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             )
         )
     if ingest := results.get("ingest"):
-        single, batch = ingest["single"], ingest["batch"]
-        rows.append(
-            (
-                *TARGETS["ingest_single"],
-                f"{single['events_per_second']:.0f} events/s",
-                _verdict(single["events_per_second"] >= 300 and not single["non_2xx"]),
+        # Judged by the lower of the two streams: random events (mostly not moving their
+        # journeys once earlier runs pushed them on) and each car's next stage.
+        for kind, target, what in (
+            ("single", 300, ""),
+            ("batch", 2000, f" (batches of {ingest['batch']['batch_size']})"),
+        ):
+            streams = [ingest[kind], ingest.get(f"{kind}_moving")]
+            measured = [r for r in streams if r]
+            lowest = min(r["events_per_second"] for r in measured)
+            shown = " and ".join(
+                f"{r['events_per_second']:.0f} ({_moved(r)} moved a journey)" for r in measured
             )
-        )
-        rows.append(
-            (
-                *TARGETS["ingest_batch"],
-                f"{batch['events_per_second']:.0f} events/s (batches of {batch['batch_size']})",
-                _verdict(batch["events_per_second"] >= 2000 and not batch["non_2xx"]),
+            rows.append(
+                (
+                    *TARGETS[f"ingest_{kind}"],
+                    f"{shown} events/s{what}",
+                    _verdict(lowest >= target and not any(r["non_2xx"] for r in measured)),
+                )
             )
-        )
     if know := results.get("know"):
         rows.append(
             (
@@ -234,11 +261,12 @@ def render(results: dict[str, Any]) -> str:
     if ingest := results.get("ingest"):
         lines += ["", "### 3. Partner ingest", "", _how(ingest), ""]
         rows = []
-        for name in ("single", "batch"):
-            r = ingest[name]
+        for name in ("single", "batch", "single_moving", "batch_moving"):
+            if not (r := ingest.get(name)):
+                continue
             rows.append(
                 [
-                    name,
+                    STREAMS[name],
                     r["batch_size"],
                     f"{r['rps']:.0f}",
                     f"{r['events_per_second']:.0f}"
@@ -251,11 +279,7 @@ def render(results: dict[str, Any]) -> str:
                     r["p99_ms"],
                     r["non_2xx"] + r["errors"],
                     f"{r['events_stored']:,} of {r['events_sent']:,}",
-                    (
-                        f"{r['events_applied'] / max(r['events_stored'], 1):.0%}"
-                        if "events_applied" in r
-                        else ""
-                    ),
+                    _moved(r),
                 ]
             )
         lines += _table(
@@ -279,14 +303,15 @@ def render(results: dict[str, Any]) -> str:
             "(each run's events/s in brackets). An event that moves its journey costs about "
             "twice one that does not (the ETA, the customer's messages), so the share that "
             "did says how far earlier runs had pushed the data: compare runs with like "
-            "shares.",
+            "shares. The streams of next stages send each of their cars' remaining "
+            f"factory stages in turn ({_queued(ingest)}), in one run as long as they last.",
         ]
-        for name in ("single", "batch"):
-            if split := ingest[name].get("cpu_ms_per_event"):
+        for name in ("single", "batch", "single_moving", "batch_moving"):
+            if split := ingest.get(name, {}).get("cpu_ms_per_event"):
                 spent = ", ".join(f"{command} {ms}" for command, ms in split.items())
                 lines += [
                     "",
-                    f"CPU per stored event, {name} (ms, by process, from /proc): {spent}.",
+                    f"CPU per stored event, {STREAMS[name]} (ms, by process, from /proc): {spent}.",
                 ]
     if know := results.get("know"):
         lines += [
