@@ -96,7 +96,9 @@ def update_rows(objs: Sequence[models.Model], fields: list[str]) -> int:
     """Save ``fields`` of each object, in one UPDATE joined to a list of their values.
 
     What ``bulk_update()`` does, without its CASE WHEN per row and field, which costs far
-    more to build and compile (milliseconds for a handful of rows) than the update. Many
+    more to build and compile (milliseconds for a handful of rows) than the update. On
+    PostgreSQL the values go as one array per column (``UNNEST``): a few parameters
+    whatever the number of rows, as Django's own ``bulk_create`` does. Elsewhere many
     objects go in chunks the backend accepts (SQLite allows 500 terms in a UNION ALL)."""
     if not objs:
         return 0
@@ -104,31 +106,19 @@ def update_rows(objs: Sequence[models.Model], fields: list[str]) -> int:
     opts = model._meta
     targets = [opts.get_field(name) for name in fields]
     connection = connections[router.db_for_write(model)]
-    size = _update_chunk(connection, 1 + len(targets), len(objs))
-    if len(objs) > size:
-        return sum(
-            update_rows(objs[start : start + size], fields) for start in range(0, len(objs), size)
-        )
     qn = connection.ops.quote_name
-
     names = ["pk", *(qn(f.column) for f in targets)]
-    if connection.vendor == "postgresql":
-        # A VALUES list, each value cast to its column's type (PostgreSQL would take a
-        # bare NULL or literal for text): one node to plan, where a UNION ALL of a
-        # hundred SELECTs costs several times more to plan than the update itself.
-        row = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in [opts.pk, *targets])
-        values = ", ".join([f"({row})"] * len(objs))
-        pairs = f"(VALUES {values}) AS pairs ({', '.join(names)})"
+    columns = [opts.pk, *targets]
+    if connection.vendor == "postgresql" and all(_unnestable(f, connection) for f in columns):
+        pairs, params = _unnest(objs, columns, names, connection)
     else:
-        # SQLite names a VALUES list's columns column1, column2...: a UNION ALL names them.
-        # No CAST: it would change the value's affinity.
-        columns = ", ".join(f"%s AS {name}" for name in names)
-        pairs = "(" + " UNION ALL ".join([f"SELECT {columns}"] * len(objs)) + ") AS pairs"
-    params: list[Any] = []
-    for obj in objs:
-        params.append(opts.pk.get_db_prep_value(obj.pk, connection))
-        for field in targets:
-            params.append(field.get_db_prep_save(getattr(obj, field.attname), connection))
+        size = _update_chunk(connection, len(columns), len(objs))
+        if len(objs) > size:
+            return sum(
+                update_rows(objs[start : start + size], fields)
+                for start in range(0, len(objs), size)
+            )
+        pairs, params = _union(objs, columns, names, connection)
     table = qn(opts.db_table)
     assignments = ", ".join(f"{qn(f.column)} = pairs.{qn(f.column)}" for f in targets)
     sql = (
@@ -138,3 +128,47 @@ def update_rows(objs: Sequence[models.Model], fields: list[str]) -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
+
+
+def _unnestable(field: models.Field, connection: Any) -> bool:
+    """Whether a column's values can go as an array of its type (Django's own test for
+    UNNEST in bulk_create: a standard type, no placeholder of its own)."""
+    target = field.target_field if field.is_relation else field
+    return target.get_internal_type() in connection.data_types and not hasattr(
+        field, "get_placeholder_sql"
+    )
+
+
+def _value(obj: models.Model, field: models.Field, connection: Any) -> Any:
+    if field.primary_key:
+        return field.get_db_prep_value(obj.pk, connection)
+    return field.get_db_prep_save(getattr(obj, field.attname), connection)
+
+
+def _unnest(
+    objs: Sequence[models.Model], columns: list[models.Field], names: list[str], connection: Any
+) -> tuple[str, list[Any]]:
+    """PostgreSQL: ``UNNEST(%s::type[], ...) AS pairs (pk, ...)``, one array per column.
+    The types without their length (varchar, not varchar(16)), as Django does: nothing
+    is cut, a value too long fails as it would in an UPDATE."""
+    arrays = [[_value(obj, field, connection) for obj in objs] for field in columns]
+    types = [field.db_type(connection).split("(")[0] for field in columns]
+    unnest = ", ".join(f"%s::{db_type}[]" for db_type in types)
+    return f"UNNEST({unnest}) AS pairs ({', '.join(names)})", arrays
+
+
+def _union(
+    objs: Sequence[models.Model], columns: list[models.Field], names: list[str], connection: Any
+) -> tuple[str, list[Any]]:
+    """A row of values per object: on PostgreSQL (for a column UNNEST cannot carry) a
+    VALUES list, each value cast to its column's type (PostgreSQL would take a bare NULL
+    or literal for text); elsewhere a UNION ALL of SELECTs, which names its columns (SQLite
+    names a VALUES list's column1, column2...; no CAST: it would change the value's
+    affinity)."""
+    params = [_value(obj, field, connection) for obj in objs for field in columns]
+    if connection.vendor == "postgresql":
+        row = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in columns)
+        values = ", ".join([f"({row})"] * len(objs))
+        return f"(VALUES {values}) AS pairs ({', '.join(names)})", params
+    selects = ", ".join(f"%s AS {name}" for name in names)
+    return "(" + " UNION ALL ".join([f"SELECT {selects}"] * len(objs)) + ") AS pairs", params

@@ -3,6 +3,7 @@
 from datetime import date, timedelta
 
 import pytest
+from django.db import DataError, connection, transaction
 from django.utils import timezone
 
 from integrations.models import IdempotencyRecord, InboundEvent
@@ -114,3 +115,44 @@ def test_bulk_create_unless_taken_inserts_in_chunks_the_backend_can_bind(monkeyp
 
     assert sorted(row.event_id for row in written) == [f"e{n}" for n in range(5)]
     assert InboundEvent.objects.count() == 5
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the arrays (UNNEST) are PostgreSQL's"
+)
+def test_update_rows_on_postgresql_is_one_statement_of_arrays_whatever_the_rows(
+    django_assert_num_queries,
+):
+    journeys = [make_journey(stages=4) for _ in range(130)]
+    milestones = list(Milestone.objects.filter(journey__in=journeys).order_by("pk"))
+    for n, milestone in enumerate(milestones):
+        milestone.expected_date = None if n % 5 == 0 else date(2030, 1, 1) + timedelta(days=n % 7)
+        milestone.state = MilestoneState.DONE if n % 2 else MilestoneState.UPCOMING
+
+    with django_assert_num_queries(1) as queries:
+        assert update_rows(milestones, ["expected_date", "state"]) == 520
+
+    assert "UNNEST(" in queries.captured_queries[0]["sql"]
+    stored = dict(Milestone.objects.filter(journey__in=journeys).values_list("pk", "expected_date"))
+    assert stored == {m.pk: m.expected_date for m in milestones}
+    # The types go without their length: a value too long fails, it is not cut.
+    milestones[0].state = "x" * 40
+    with pytest.raises(DataError), transaction.atomic():
+        update_rows(milestones[:1], ["state"])
+
+
+def test_update_rows_falls_back_to_rows_of_values_for_a_column_arrays_cannot_carry(
+    monkeypatch,
+):
+    from journey import db
+
+    monkeypatch.setattr(db, "_unnestable", lambda field, connection: False)
+    journey = make_journey()
+    milestones = list(journey.milestones.order_by("position"))
+    for n, milestone in enumerate(milestones):
+        milestone.expected_date = date(2031, 1, 1) + timedelta(days=n)
+
+    assert update_rows(milestones, ["expected_date"]) == 4
+
+    stored = journey.milestones.order_by("position").values_list("expected_date", flat=True)
+    assert list(stored) == [date(2031, 1, 1) + timedelta(days=n) for n in range(4)]
