@@ -1,0 +1,105 @@
+"""Python's share of partner ingest, in-process: CPU per request, or a profile.
+
+The bench's wrk runs give events/s and CPU by process; this gives where gunicorn's share
+goes, without a server, through Django's test client against the bench's loaded data
+(run ``make bench`` or ``python -m bench.run --only load`` first)::
+
+    .venv/bin/python -m bench.profile single              # CPU ms per single event
+    .venv/bin/python -m bench.profile batch --count 10    # per batch of 100 next stages
+    .venv/bin/python -m bench.profile single --sort cumulative --top 80
+
+``single`` sends random factory codes to random cars (as the bench's random stream);
+``batch`` sends batches of 100 cars' next factory stages, each moving its journey.
+The CPU time (``time.process_time()``) repeats to about 5% from run to run; a profile
+(cProfile, on CPU time) is slower and weighs small calls more than they cost.
+"""
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import random
+import secrets
+import time
+from datetime import timedelta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("kind", choices=["single", "batch"])
+    parser.add_argument("--count", type=int, default=None, help="requests (600 / 10)")
+    parser.add_argument("--sort", help="profile, sorted by this (tottime, cumulative)")
+    parser.add_argument("--top", type=int, default=50)
+    args = parser.parse_args()
+
+    from bench.run import bench_env
+
+    os.environ.update(bench_env())
+    import django
+
+    django.setup()
+    from django.test import Client
+    from django.utils import timezone
+
+    from bench.measure import FACTORY_CODES, _moving_queues
+    from integrations.models import Partner
+    from integrations.services import partner_key_create
+    from journey.models import Journey
+
+    partner = Partner.objects.get(slug="iberia-motor-works")
+    _key, plain = partner_key_create(partner=partner, name="bench-profile")
+    cars = list(
+        Journey.objects.filter(template__key="car-built-to-order", reference__startswith="MP-B")
+        .order_by("?")
+        .values_list("reference", flat=True)[:6000]
+    )
+    now = (timezone.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    client = Client(HTTP_HOST="127.0.0.1")
+    run = secrets.token_hex(4)
+    headers = {"HTTP_AUTHORIZATION": f"Api-Key {plain}"}
+    queue = iter(_moving_queues(cars, threads=1)[0]) if args.kind == "batch" else None
+
+    def post(n: int) -> None:
+        key = f"profile-{run}-{n}"
+        if queue is None:
+            body = {"event_id": key, "code": random.choice(FACTORY_CODES), "occurred_at": now}
+            url = f"/api/v1/journeys/{random.choice(cars)}/events/"
+        else:
+            items = []
+            for i in range(100):
+                ref, code = next(queue).split("|")
+                items.append(
+                    {"event_id": f"{key}-{i}", "code": code, "occurred_at": now, "journey": ref}
+                )
+            body, url = {"events": items}, "/api/v1/events/batch/"
+        response = client.post(
+            url,
+            json.dumps(body),
+            content_type="application/json",
+            HTTP_IDEMPOTENCY_KEY=key,
+            **headers,
+        )
+        if response.status_code >= 300 and response.status_code != 202:
+            raise SystemExit(f"{response.status_code}: {response.content[:300]!r}")
+
+    count = args.count or (600 if args.kind == "single" else 10)
+    for n in range(3):  # warm: the first requests import and fill caches
+        post(-1 - n)
+    if args.sort:
+        profile = cProfile.Profile(time.process_time)
+        profile.enable()
+        for n in range(count):
+            post(n)
+        profile.disable()
+        pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
+        return
+    started = time.process_time()
+    for n in range(count):
+        post(n)
+    spent = (time.process_time() - started) * 1000 / count
+    print(f"{spent:.2f} ms of CPU per {'request' if queue is None else 'batch of 100'}")
+
+
+if __name__ == "__main__":
+    main()
