@@ -23,7 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from integrations.models import IdempotencyRecord, Partner
-from journey.db import create_unless_taken
+from journey.db import create_unless_taken, mark_saved
 from journey.errors import ApplicationError
 
 HEADER = "Idempotency-Key"
@@ -169,9 +169,7 @@ def _claim_at_once(record: IdempotencyRecord, connection: Any) -> bool:
         row = cursor.fetchone()
     if row is None:
         return False
-    record.pk = row[0]
-    record._state.adding = False
-    record._state.db = connection.alias
+    mark_saved(record, row[0])
     return True
 
 

@@ -39,7 +39,9 @@ def _insert[M: models.Model](objs: Sequence[M], returning: list[models.Field]) -
     return rows
 
 
-def _saved(obj: models.Model, pk: object) -> None:
+def mark_saved(obj: models.Model, pk: object) -> None:
+    """What ``save()`` leaves on an object it inserted: its key, no longer adding, its
+    database (for an insert written by hand)."""
     obj.pk = pk
     obj._state.adding = False
     obj._state.db = type(obj)._base_manager.db
@@ -51,7 +53,7 @@ def create_unless_taken[M: models.Model](obj: M) -> bool:
     rows = _insert([obj], [type(obj)._meta.pk])
     if not rows:
         return False
-    _saved(obj, rows[0][0])
+    mark_saved(obj, rows[0][0])
     return True
 
 
@@ -73,7 +75,7 @@ def bulk_create_unless_taken[M: models.Model](
     created = []
     for pk, *values in rows:
         obj = by_key[tuple(values)]
-        _saved(obj, pk)
+        mark_saved(obj, pk)
         created.append(obj)
     return created
 

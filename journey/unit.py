@@ -2,13 +2,13 @@
 
 Recording one event writes its timeline row, the milestones it moved, the journey's ETA
 fields, a row of ETA history and the customer's notifications, and reads what the ETA
-needs (the carrier's ETA of open legs, the template's history). One
-at a time that is a dozen statements per event; a partner's batch of a hundred events
-would be a thousand. The spine writes into a ``Writes`` instead, and the unit flushes
-them in one statement per table, whatever the number of events, after reading what the
-ETA needs once for all its journeys. Everything is in the caller's transaction, with the
-journeys locked (``journey.services.journeys_lock``), so what the unit holds in memory is
-what the database would say.
+needs (the carrier's ETA of open legs, the template's history). One at a time that is a
+dozen statements per event; a partner's batch of a hundred events would be a thousand.
+The spine writes into a ``Writes`` instead, and the unit flushes them in one statement
+per table, whatever the number of events, after reading what the ETA needs once for all
+its journeys. Everything is in the caller's transaction, with the journeys locked
+(``journey.services.journeys_lock``), so what the unit holds in memory is what the
+database would say.
 """
 
 from __future__ import annotations
