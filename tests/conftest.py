@@ -22,6 +22,14 @@ def _tasks_in_process(request: pytest.FixtureRequest):
 
 
 @pytest.fixture(autouse=True)
+def _fast_passwords(settings) -> None:
+    """Django's default hasher is slow by design (PBKDF2, over a million rounds: most of a
+    second per password on a slow CI machine, once per user a factory makes and per
+    login). Tests check who may log in, not the hash's strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _private_media(settings, tmp_path) -> None:
     settings.MEDIA_ROOT = tmp_path / "media"
 
