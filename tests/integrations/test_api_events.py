@@ -287,9 +287,12 @@ def test_the_event_body_is_what_its_documented_serializer_would_write(api, journ
     schema still documents StatusEventOutSerializer, so the two must not drift apart."""
     from integrations.api.serializers import StatusEventOutSerializer
 
+    # A time with an offset (+01:00), relative to now: an event before the journey
+    # started is refused.
+    sent = (timezone.now() - timedelta(hours=2)).astimezone(timezone.get_fixed_timezone(60))
     response = api.post(
         reverse("api:journey-events", kwargs={"reference": journey.reference}),
-        {"event_id": "e1", "code": "S2", "occurred_at": "2026-11-20T08:30:00+01:00"},
+        {"event_id": "e1", "code": "S2", "occurred_at": sent.isoformat()},
         format="json",
     )
     inbound = InboundEvent.objects.get(event_id="e1")
