@@ -5,12 +5,15 @@ goes, without a server, through Django's test client against the bench's loaded 
 (run ``make bench`` or ``python -m bench.run --only load`` first)::
 
     .venv/bin/python -m bench.profile single              # CPU ms per single event
+    .venv/bin/python -m bench.profile next                # per single next stage
     .venv/bin/python -m bench.profile batch --count 10    # per batch of 100 next stages
     .venv/bin/python -m bench.profile single --sort cumulative --top 80
 
 ``single`` sends random factory codes to random cars (as the bench's random stream);
-``batch`` sends batches of 100 cars' next factory stages, each moving its journey.
-The CPU time (``time.process_time()``) repeats to about 5% from run to run; a profile
+``next`` sends single events of cars' next factory stages, each moving its journey, and
+``batch`` batches of 100 of them.
+The CPU time (``time.process_time()``) of each request is taken, and the median given:
+on a shared host the mean moves by a quarter from run to run, the median less; a profile
 (cProfile, on CPU time) is slower and weighs small calls more than they cost.
 """
 
@@ -21,13 +24,14 @@ import os
 import pstats
 import random
 import secrets
+import statistics
 import time
 from datetime import timedelta
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["single", "batch"])
+    parser.add_argument("kind", choices=["single", "next", "batch"])
     parser.add_argument("--count", type=int, default=None, help="requests (600 / 10)")
     parser.add_argument("--sort", help="profile, sorted by this (tottime, cumulative)")
     parser.add_argument("--top", type=int, default=50)
@@ -58,13 +62,17 @@ def main() -> None:
     client = Client(HTTP_HOST="127.0.0.1")
     run = secrets.token_hex(4)
     headers = {"HTTP_AUTHORIZATION": f"Api-Key {plain}"}
-    queue = iter(_moving_queues(cars, threads=1)[0]) if args.kind == "batch" else None
+    queue = iter(_moving_queues(cars, threads=1)[0]) if args.kind != "single" else None
 
     def post(n: int) -> None:
         key = f"profile-{run}-{n}"
         if queue is None:
             body = {"event_id": key, "code": random.choice(FACTORY_CODES), "occurred_at": now}
             url = f"/api/v1/journeys/{random.choice(cars)}/events/"
+        elif args.kind == "next":
+            ref, code = next(queue).split("|")
+            body = {"event_id": key, "code": code, "occurred_at": now}
+            url = f"/api/v1/journeys/{ref}/events/"
         else:
             items = []
             for i in range(100):
@@ -83,7 +91,7 @@ def main() -> None:
         if response.status_code >= 300 and response.status_code != 202:
             raise SystemExit(f"{response.status_code}: {response.content[:300]!r}")
 
-    count = args.count or (600 if args.kind == "single" else 10)
+    count = args.count or (10 if args.kind == "batch" else 600)
     for n in range(3):  # warm: the first requests import and fill caches
         post(-1 - n)
     if args.sort:
@@ -94,11 +102,16 @@ def main() -> None:
         profile.disable()
         pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
         return
-    started = time.process_time()
+    spent = []
     for n in range(count):
+        started = time.process_time()
         post(n)
-    spent = (time.process_time() - started) * 1000 / count
-    print(f"{spent:.2f} ms of CPU per {'request' if queue is None else 'batch of 100'}")
+        spent.append((time.process_time() - started) * 1000)
+    unit = "batch of 100" if args.kind == "batch" else "request"
+    print(
+        f"{statistics.median(spent):.2f} ms of CPU per {unit}, the median of {count} "
+        f"(mean {statistics.fmean(spent):.2f}, lowest {min(spent):.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from django.utils import timezone
 
-from journey.db import update_rows
+from journey.db import insert_rows, update_rows
 from journey.models import EtaEstimate, Journey, JourneyEvent, Milestone, ShipmentLeg
 from notifications.services import Outbox
 
@@ -81,13 +81,11 @@ class Writes:
         """Write what the unit holds: one statement per table. The events get their
         primary keys; the customer's notifications are queued after commit."""
         events, self.events = self.events, []
-        if events:
-            JourneyEvent.objects.bulk_create(events)
+        insert_rows(events)
         milestones, self.milestones = list(self.milestones.values()), {}
         update_rows(milestones, MILESTONE_FIELDS)
         estimates, self.estimates = self.estimates, []
-        if estimates:
-            EtaEstimate.objects.bulk_create(estimates)
+        insert_rows(estimates)
         journeys, self.journeys = list(self.journeys.values()), {}
         now = timezone.now()
         for journey in journeys:

@@ -7,8 +7,8 @@ from django.db import DataError, connection, transaction
 from django.utils import timezone
 
 from integrations.models import IdempotencyRecord, InboundEvent
-from journey.db import bulk_create_unless_taken, create_unless_taken, update_rows
-from journey.models import Milestone, MilestoneState
+from journey.db import bulk_create_unless_taken, create_unless_taken, insert_rows, update_rows
+from journey.models import EventKind, EventSource, JourneyEvent, Milestone, MilestoneState
 from tests.factories import PartnerFactory, make_journey
 
 pytestmark = pytest.mark.django_db
@@ -117,10 +117,8 @@ def test_bulk_create_unless_taken_inserts_in_chunks_the_backend_can_bind(monkeyp
     assert InboundEvent.objects.count() == 5
 
 
-@pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="the arrays (UNNEST) are PostgreSQL's"
-)
-def test_update_rows_on_postgresql_is_one_statement_of_arrays_whatever_the_rows(
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="json_to_recordset is PostgreSQL's")
+def test_update_rows_on_postgresql_is_one_statement_of_json_whatever_the_rows(
     django_assert_num_queries,
 ):
     journeys = [make_journey(stages=4) for _ in range(130)]
@@ -132,7 +130,7 @@ def test_update_rows_on_postgresql_is_one_statement_of_arrays_whatever_the_rows(
     with django_assert_num_queries(1) as queries:
         assert update_rows(milestones, ["expected_date", "state"]) == 520
 
-    assert "UNNEST(" in queries.captured_queries[0]["sql"]
+    assert "json_to_recordset(" in queries.captured_queries[0]["sql"]
     stored = dict(Milestone.objects.filter(journey__in=journeys).values_list("pk", "expected_date"))
     assert stored == {m.pk: m.expected_date for m in milestones}
     # The types go without their length: a value too long fails, it is not cut.
@@ -141,12 +139,12 @@ def test_update_rows_on_postgresql_is_one_statement_of_arrays_whatever_the_rows(
         update_rows(milestones[:1], ["state"])
 
 
-def test_update_rows_falls_back_to_rows_of_values_for_a_column_arrays_cannot_carry(
+def test_update_rows_falls_back_to_rows_of_values_for_a_column_json_cannot_carry(
     monkeypatch,
 ):
     from journey import db
 
-    monkeypatch.setattr(db, "_unnestable", lambda field, connection: False)
+    monkeypatch.setattr(db, "_json_types", lambda fields, connection: None)
     journey = make_journey()
     milestones = list(journey.milestones.order_by("position"))
     for n, milestone in enumerate(milestones):
@@ -156,3 +154,61 @@ def test_update_rows_falls_back_to_rows_of_values_for_a_column_arrays_cannot_car
 
     stored = journey.milestones.order_by("position").values_list("expected_date", flat=True)
     assert list(stored) == [date(2031, 1, 1) + timedelta(days=n) for n in range(4)]
+
+
+def timeline_event(journey, **fields) -> JourneyEvent:
+    values = {
+        "kind": EventKind.NOTE,
+        "source": EventSource.PARTNER,
+        "occurred_at": timezone.now() - timedelta(hours=1),
+        "message": "Painted",
+    }
+    return JourneyEvent(journey=journey, **(values | fields))
+
+
+def test_insert_rows_gives_each_object_its_key_in_one_statement(django_assert_num_queries):
+    first, second = make_journey(), make_journey()
+    payloads = [{"photo": [1, 2], "ok": True}, ["a", None], "a string", {}, {"n": 1.5}]
+    events = [
+        timeline_event(first if n % 2 else second, payload=payload, message=f"note {n}")
+        for n, payload in enumerate(payloads)
+    ]
+    events[0].milestone = first.milestones.first()
+
+    with django_assert_num_queries(1):
+        insert_rows(events)
+
+    assert all(event.pk is not None and not event._state.adding for event in events)
+    stored = {row.pk: row for row in JourneyEvent.objects.filter(pk__in=[e.pk for e in events])}
+    for event in events:
+        row = stored[event.pk]  # each object has its own row's key
+        assert (row.message, row.journey_id, row.payload) == (
+            event.message,
+            event.journey_id,
+            event.payload,
+        )
+        assert row.occurred_at == event.occurred_at
+        assert row.received_at == event.received_at is not None  # auto_now_add ran
+    assert stored[events[0].pk].milestone_id == events[0].milestone.pk
+
+
+def test_insert_rows_refuses_an_unsaved_related_object_before_writing_anything():
+    journey = make_journey()
+    unsaved = Milestone(journey=journey, position=99)
+    events = [timeline_event(journey), timeline_event(journey, milestone=unsaved)]
+
+    with pytest.raises(ValueError, match="milestone"):
+        insert_rows(events)
+
+    assert not JourneyEvent.objects.filter(message="Painted").exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="json_to_recordset is PostgreSQL's")
+def test_a_value_too_long_fails_the_whole_insert_it_is_not_cut():
+    journey = make_journey()
+    events = [timeline_event(journey), timeline_event(journey, source_name="x" * 121)]
+
+    with pytest.raises(DataError), transaction.atomic():
+        insert_rows(events)
+
+    assert not JourneyEvent.objects.filter(message="Painted").exists()
