@@ -210,6 +210,7 @@ def partner_record_status_event(
     message: str = "",
     payload: dict[str, Any] | None = None,
     prepared: StatusEventsPrepared | None = None,
+    savepoint: bool = True,
 ) -> InboundResult:
     """Record a partner's status event and apply it to the journey through the spine.
 
@@ -219,7 +220,10 @@ def partner_record_status_event(
     ``prepared`` is what ``partner_status_events_prepare`` claimed and locked for a batch
     in the caller's transaction: an event refused then (an ApplicationError) has written
     nothing, and the others go on without a savepoint each. Without it the event is
-    prepared, recorded and finished here, in a transaction of its own.
+    prepared, recorded and finished here, in a transaction of its own: a savepoint inside
+    the caller's, so a caller may catch a refusal and go on. ``savepoint=False`` is for a
+    caller whose transaction a refusal ends anyway (the API's request, rolled back whole
+    on any error): two statements fewer.
 
     ``journey`` read with ``journeys_for_spine`` (owner, profile, template) is not read
     again: it is locked and checked against its version.
@@ -233,7 +237,7 @@ def partner_record_status_event(
     )
     if prepared is not None:
         return _record(prepared, event)
-    with transaction.atomic():
+    with transaction.atomic(savepoint=savepoint):
         prepared = partner_status_events_prepare(partner=partner, events=[event])
         result = _record(prepared, event)
         partner_status_events_finish(prepared=prepared)

@@ -80,6 +80,7 @@ def idempotent(handler: Handler) -> Handler:
             return response
         try:
             with transaction.atomic():
+                request.in_idempotent_transaction = True
                 response = handler(view, request, *args, **kwargs)
                 if response.status_code >= 500:
                     transaction.set_rollback(True)
@@ -95,6 +96,13 @@ def idempotent(handler: Handler) -> Handler:
         return response
 
     return wrapper
+
+
+def rolled_back_whole(request: Request) -> bool:
+    """Whether the handler runs in the transaction ``idempotent`` opened for it, which any
+    error the handler raises rolls back whole (with the key released): what it writes
+    needs no savepoint of its own."""
+    return getattr(request, "in_idempotent_transaction", False)
 
 
 def _release(record: IdempotencyRecord) -> None:
