@@ -93,30 +93,45 @@ class _Cause:
     to_email: str
 
 
+# The rows a digest may join: one still waiting, or one sent (or being sent) recently.
+_DIGESTIBLE = (NotificationState.PENDING, NotificationState.SENDING, NotificationState.SENT)
+
+
 class _DigestSlots:
-    """The latest message per person and channel, as ``_digest_slot`` reads it: fetched for
-    every pair of an outbox's causes in one query, then kept current in memory as the
-    outbox adds rows, so several causes for one person in one unit of work join one
-    digest exactly as they would one at a time."""
+    """The latest message per person and channel, as ``_digest_slot`` reads it: given for
+    every pair of an outbox's causes from one query (``Outbox.flush``), then kept
+    current in memory as the outbox adds rows, so several causes for one person in one
+    unit of work join one digest exactly as they would one at a time."""
 
     def __init__(self, pairs: set[tuple[int, str]], since: datetime) -> None:
+        self.since = since
         self.rows: dict[tuple[int, str], list[tuple[datetime, str, datetime, datetime | None]]]
         self.rows = {pair: [] for pair in pairs}
-        if not pairs:
-            return
-        recent = Notification.objects.filter(
-            recipient_id__in={recipient for recipient, _channel in pairs},
-            channel__in={channel for _recipient, channel in pairs},
-            state__in=[
-                NotificationState.PENDING,
-                NotificationState.SENDING,
-                NotificationState.SENT,
-            ],
-            created_at__gte=since,
-        ).values_list("recipient_id", "channel", "created_at", "state", "scheduled_at", "sent_at")
-        for recipient, channel, created_at, state, scheduled_at, sent_at in recent:
-            if (recipient, channel) in self.rows:
-                self.rows[(recipient, channel)].append((created_at, state, scheduled_at, sent_at))
+
+    def condition(self) -> Q:
+        """What to read for these pairs (nothing if there are none)."""
+        if not self.rows:
+            return Q(pk__in=[])
+        return Q(
+            recipient_id__in={recipient for recipient, _channel in self.rows},
+            channel__in={channel for _recipient, channel in self.rows},
+            state__in=_DIGESTIBLE,
+            created_at__gte=self.since,
+        )
+
+    def read(
+        self,
+        recipient: int | None,
+        channel: str,
+        created_at: datetime,
+        state: str,
+        scheduled_at: datetime,
+        sent_at: datetime | None,
+    ) -> None:
+        """One row the query returned (it may have matched for another reason)."""
+        rows = self.rows.get((recipient, channel)) if recipient is not None else None
+        if rows is not None and state in _DIGESTIBLE and created_at >= self.since:
+            rows.append((created_at, state, scheduled_at, sent_at))
 
     def slot(
         self, *, recipient: int, channel: str, not_before: datetime, now: datetime
@@ -143,9 +158,10 @@ class _DigestSlots:
 
 class Outbox:
     """The notifications of one unit of work (a partner's batch, one event), written
-    together at ``flush()`` in the caller's transaction: three statements for any number
-    of causes (the dedup keys already written, the recent messages digests join, the
-    insert), and a broker message per ``DELIVERY_CHUNK`` rows due now."""
+    together at ``flush()`` in the caller's transaction: two statements for any number
+    of causes (one read of the rows already written for these causes and of the recent
+    messages digests join; the insert), and a broker message per ``DELIVERY_CHUNK`` rows
+    due now."""
 
     def __init__(self) -> None:
         self._causes: list[_Cause] = []
@@ -195,17 +211,38 @@ class Outbox:
         if not causes:
             return []
         now = timezone.now()
-        # Re-run jobs (reminders) meet the same causes again: one read skips them cheaply.
+        window = settings.NOTIFICATION_DIGEST_WINDOW
+        routes = [
+            (cause, recipient_channels(recipient=cause.recipient), _held_until(cause, now))
+            for cause in causes
+        ]
+        # Everything the outbox already holds that matters here, in one read: the rows of
+        # these causes (re-run jobs, such as the reminders, meet the same causes again:
+        # this skips them cheaply), and the recent messages of these people that a new
+        # one joins as a digest (read from a little earlier than needed: their own
+        # times decide, in slot()).
+        slots = _DigestSlots(
+            {
+                (cause.recipient.pk, channel)
+                for cause, channels_, _held in routes
+                if cause.recipient is not None
+                for channel in channels_
+                if channel != Channel.INAPP
+            },
+            since=min((cause.scheduled_at or now for cause in causes), default=now) - window,
+        )
         written: dict[str, set[str]] = {cause.dedup_key: set() for cause in causes}
-        for key, channel in Notification.objects.filter(dedup_key__in=written).values_list(
-            "dedup_key", "channel"
+        for key, recipient, channel, *digest in Notification.objects.filter(
+            Q(dedup_key__in=written) | slots.condition()
+        ).values_list(
+            "dedup_key", "recipient_id", "channel", "created_at", "state", "scheduled_at", "sent_at"
         ):
-            written[key].add(channel)
+            if key in written:
+                written[key].add(channel)
+            slots.read(recipient, channel, *digest)
         plans = []
-        for cause in causes:
-            profile = getattr(cause.recipient, "profile", None) if cause.recipient else None
-            held_until = quiet_hours_end(profile=profile, kind=cause.kind, now=now)
-            for channel in recipient_channels(recipient=cause.recipient):
+        for cause, channels_, held_until in routes:
+            for channel in channels_:
                 if channel in written[cause.dedup_key]:
                     continue  # already in the outbox: one message per cause
                 written[cause.dedup_key].add(channel)
@@ -213,16 +250,6 @@ class Outbox:
                 if channel != Channel.INAPP:
                     when = max(when, held_until or when)
                 plans.append((cause, channel, when))
-        window = settings.NOTIFICATION_DIGEST_WINDOW
-        digests = [
-            (cause.recipient.pk, channel, when)
-            for cause, channel, when in plans
-            if channel != Channel.INAPP and cause.recipient is not None
-        ]
-        slots = _DigestSlots(
-            {(recipient, channel) for recipient, channel, _when in digests},
-            since=min((when for *_pair, when in digests), default=now) - window,
-        )
         rows = []
         for cause, channel, when in plans:
             state, sent_at = NotificationState.PENDING, None
@@ -259,6 +286,11 @@ class Outbox:
         if due:
             transaction.on_commit(lambda: _queue_delivery(due))
         return rows
+
+
+def _held_until(cause: _Cause, now: datetime) -> datetime | None:
+    profile = getattr(cause.recipient, "profile", None) if cause.recipient else None
+    return quiet_hours_end(profile=profile, kind=cause.kind, now=now)
 
 
 def notification_enqueue(

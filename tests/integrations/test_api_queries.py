@@ -45,16 +45,17 @@ def post_event(api, journey, event_id: str, code: str, minutes: int = 1):
 
 def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_queries):
     # The key; the idempotency claim; then the request's transaction (2), which stores
-    # its response with its work: the journey with its owner, profile and template, read
-    # once (404 otherwise); the event's own transaction (2): the mapping, the inbound
+    # its response with its work (the event has no savepoint of its own: a refusal
+    # rolls the request back whole): the journey with its owner, profile and template,
+    # read once (404 otherwise); the mapping, the inbound
     # event (claiming its event_id), the journey's milestones, its lock (which reads its
     # version: the journey is read again only if it moved), the timeline event, the ETA
     # statistics' identity, one update of the milestones, the new ETA row (the journey's
     # fields are the last one's: it is not read), the journey; the customer's messages
-    # (the dedup check, the digest check, one insert); the inbound event's link to the
-    # timeline event; last, the stored response. (Transactions show as SAVEPOINT and
-    # RELEASE here.)
-    with django_assert_num_queries(21):
+    # (one read of what the outbox holds for them, one insert); the inbound event's link
+    # to the timeline event; last, the stored response. (Transactions show as SAVEPOINT
+    # and RELEASE here.)
+    with django_assert_num_queries(18):
         response = post_event(warm, journey, "e1", "S2")
     assert response.status_code == 201
     assert response.json()["applied"] is True
@@ -65,7 +66,7 @@ def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_
 def test_a_single_event_older_than_the_journey_state(warm, journey, django_assert_num_queries):
     assert post_event(warm, journey, "e1", "S3").status_code == 201
     # No milestone moves: the timeline event and the inbound event are the only writes.
-    with django_assert_num_queries(14):
+    with django_assert_num_queries(12):
         response = post_event(warm, journey, "e2", "S3", minutes=2)
     assert response.status_code == 201
     assert response.json()["applied"] is False
@@ -78,7 +79,7 @@ def test_a_repeated_event_id_is_answered_from_its_first_receipt(
     first = InboundEvent.objects.get()
     # A retry with a new Idempotency-Key: the event_id's claim finds its receipt, which
     # answers; nothing is locked.
-    with django_assert_num_queries(11):
+    with django_assert_num_queries(9):
         response = warm.post(
             reverse("api:journey-events", kwargs={"reference": journey.reference}),
             {"event_id": "e1", "code": "S2", "occurred_at": first.occurred_at.isoformat()},
@@ -126,11 +127,11 @@ def test_a_batch_costs_the_same_whatever_its_size(
     # meanwhile are read again); the template's ETA statistics' identity (once per
     # template); then the unit of work's writes, one statement per table for all the
     # events (journey.unit): the timeline events, the milestones, the new ETA rows, the
-    # journeys, the messages' dedup check, digest check and insert; one update linking
+    # journeys, the messages' one read (what the outbox holds) and insert; one update linking
     # the inbound events to the timeline, the stored response, and the request's and the
     # batch's transactions (4). The last ETA rows are not read: each journey's fields are
     # what its last row says.
-    with django_assert_num_queries(22):
+    with django_assert_num_queries(21):
         response = warm.post(
             BATCH_URL, batch_of(journeys, "b"), format="json", HTTP_IDEMPOTENCY_KEY="batch-1"
         )

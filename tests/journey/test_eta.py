@@ -632,11 +632,11 @@ def test_the_spine_reads_cached_statistics_without_rescanning_history(
         journey = new_journey(template)
         # Its transaction (a savepoint in the test's), journey lock, milestones, event,
         # the stats row's identity (its history is cached), one update of the milestones
-        # (state and expected dates), journey save, the customer's messages (the dedup
-        # check, the digest check, one insert for the centre's and the email's rows): no
+        # (state and expected dates), journey save, the customer's messages (one read of
+        # what the outbox holds for them, one insert for the centre's and the email's rows): no
         # scan of other journeys' milestones, no legs (no shipping stage is ahead), and no
         # read of the last ETA row (the journey's fields are the promise it recorded).
-        with django_assert_num_queries(11) as queries:
+        with django_assert_num_queries(10) as queries:
             reach(journey, 1, 0)
     sql = " ".join(q["sql"] for q in queries.captured_queries)
     assert "journey_templateetastats" in sql
