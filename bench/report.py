@@ -190,6 +190,9 @@ def render(results: dict[str, Any]) -> str:
         f"Machine: {m['cpus']} x {m['cpu']}, {m['memory']}, {m['os']}, Python {m['python']}, "
         f"PostgreSQL {m['postgresql']}. Last run: {m['date']}, scale {results.get('scale')}.",
         "",
+        f"This host runs `sum(range(10**6))` in {m.get('speed', '?')} ms (the best of five; "
+        "less is faster): the figures of two runs compare only at like speeds.",
+        "",
         "### Summary",
         "",
         *_table(

@@ -20,6 +20,7 @@ import secrets
 import subprocess
 import sys
 import time
+import timeit
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,6 +60,13 @@ def bench_env() -> dict[str, str]:
     return env
 
 
+def _python_speed() -> str:
+    """Milliseconds for ``sum(range(10**6))``, the best of five: how fast this host runs
+    Python, so runs on different hosts can be compared (the shared hosts here have
+    differed threefold from one session to the next)."""
+    return f"{min(timeit.repeat('sum(range(10**6))', number=1, repeat=5)) * 1000:.1f}"
+
+
 def _machine() -> dict[str, str]:
     cpu = "unknown"
     try:
@@ -87,6 +95,7 @@ def _machine() -> dict[str, str]:
         "python": platform.python_version(),
         "postgresql": pg,
         "os": platform.platform(terse=True),
+        "speed": _python_speed(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

@@ -18,6 +18,7 @@ import json
 from collections.abc import Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
@@ -102,11 +103,12 @@ def _column_types(fields: Sequence[models.Field], connection: Any) -> list[str] 
 def _json_rows(objs: Sequence[models.Model], fields: Sequence[models.Field]) -> tuple[str, str]:
     """The objects' values as one JSON document, and ``json_to_recordset``'s names for
     them (c0, c1... : short keys are less to write and to read)."""
-    names = [field.attname for field in fields]
     keys = [f"c{n}" for n in range(len(fields))]
-    rows = [
-        {key: getattr(obj, name) for key, name in zip(keys, names, strict=True)} for obj in objs
-    ]
+    values = attrgetter(*(field.attname for field in fields))
+    if len(fields) == 1:
+        rows = [{keys[0]: values(obj)} for obj in objs]
+    else:
+        rows = [dict(zip(keys, values(obj), strict=True)) for obj in objs]
     return json.dumps(rows, default=_json_value, allow_nan=False, separators=(",", ":")), keys
 
 
@@ -137,18 +139,24 @@ def _insert_json(
         return cursor.fetchall()
 
 
-def _prepare(obj: models.Model, fields: list[models.Field]) -> None:
+def _prepare(objs: Sequence[models.Model], fields: list[models.Field]) -> None:
     """What Model.save() does to an object before its insert: the related objects saved
     since they were set give their keys; auto_now(_add) fields get their time."""
-    for field in fields:
-        if field.is_relation:
+    relations = [field for field in fields if field.is_relation]
+    stamped = [
+        field
+        for field in fields
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
+    ]
+    for obj in objs:
+        for field in relations:
             if getattr(obj, field.attname) is None and field.is_cached(obj):
                 related = field.get_cached_value(obj)
                 if related is not None:
                     if related.pk is None:
                         raise ValueError(f"{field.name} is not saved yet: save it first.")
                     setattr(obj, field.attname, related.pk)
-        elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        for field in stamped:
             field.pre_save(obj, add=True)
 
 
@@ -163,8 +171,7 @@ def _insert[M: models.Model](
         if not f.generated and not (f.primary_key and isinstance(f, AutoFieldMixin))
     ]
     connection = connections[router.db_for_write(model)]
-    for obj in objs:
-        _prepare(obj, fields)
+    _prepare(objs, fields)
     types = _json_types(fields, connection)
     if types is not None:
         return _insert_json(objs, fields, types, returning, ignore_conflicts, connection)
