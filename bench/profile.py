@@ -35,6 +35,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=None, help="requests (600 / 10)")
     parser.add_argument("--sort", help="profile, sorted by this (tottime, cumulative)")
     parser.add_argument("--top", type=int, default=50)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="the same cars and codes on every run: to compare two checkouts, each on its "
+        "own copy of the loaded database (BENCH_DATABASE_URL), under callgrind",
+    )
     args = parser.parse_args()
 
     from bench.run import bench_env
@@ -53,11 +59,13 @@ def main() -> None:
 
     partner = Partner.objects.get(slug="iberia-motor-works")
     _key, plain = partner_key_create(partner=partner, name="bench-profile")
-    cars = list(
+    rng = random.Random(args.seed)
+    refs = list(
         Journey.objects.filter(template__key="car-built-to-order", reference__startswith="MP-B")
-        .order_by("?")
-        .values_list("reference", flat=True)[:6000]
+        .order_by("pk")
+        .values_list("reference", flat=True)
     )
+    cars = rng.sample(refs, min(6000, len(refs)))
     now = (timezone.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     client = Client(HTTP_HOST="127.0.0.1")
     run = secrets.token_hex(4)
@@ -67,8 +75,8 @@ def main() -> None:
     def post(n: int) -> None:
         key = f"profile-{run}-{n}"
         if queue is None:
-            body = {"event_id": key, "code": random.choice(FACTORY_CODES), "occurred_at": now}
-            url = f"/api/v1/journeys/{random.choice(cars)}/events/"
+            body = {"event_id": key, "code": rng.choice(FACTORY_CODES), "occurred_at": now}
+            url = f"/api/v1/journeys/{rng.choice(cars)}/events/"
         elif args.kind == "next":
             ref, code = next(queue).split("|")
             body = {"event_id": key, "code": code, "occurred_at": now}
