@@ -232,10 +232,18 @@ class Outbox:
             since=min((cause.scheduled_at or now for cause in causes), default=now) - window,
         )
         written: dict[str, set[str]] = {cause.dedup_key: set() for cause in causes}
-        for key, recipient, channel, *digest in Notification.objects.filter(
-            Q(dedup_key__in=written) | slots.condition()
-        ).values_list(
-            "dedup_key", "recipient_id", "channel", "created_at", "state", "scheduled_at", "sent_at"
+        for key, recipient, channel, *digest in (
+            Notification.objects.filter(Q(dedup_key__in=written) | slots.condition())
+            .order_by()  # no use for the model's ordering: a sort for nothing
+            .values_list(
+                "dedup_key",
+                "recipient_id",
+                "channel",
+                "created_at",
+                "state",
+                "scheduled_at",
+                "sent_at",
+            )
         ):
             if key in written:
                 written[key].add(channel)
