@@ -16,58 +16,92 @@ C; PostgreSQL reads each value with its column type's own input, as it would a p
 
 import json
 from collections.abc import Sequence
+from contextlib import suppress
 from datetime import date, datetime, time
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
-from django.conf import settings
 from django.db import connections, models, router
 from django.db.models.constants import OnConflict
 from django.db.models.fields import NOT_PROVIDED, AutoFieldMixin
-from django.utils import timezone
 from django.utils.functional import Promise
 
-# The fields whose values go into JSON as the model holds them: JSON's own types, str and
-# int enums, None; dates, times, UUIDs and decimals as the text their column reads.
-# Any other field (files, custom types) takes Django's own path.
-_JSON_FIELDS = frozenset(
-    {
-        "AutoField",
-        "BigAutoField",
-        "SmallAutoField",
-        "IntegerField",
-        "BigIntegerField",
-        "SmallIntegerField",
-        "PositiveIntegerField",
-        "PositiveBigIntegerField",
-        "PositiveSmallIntegerField",
-        "FloatField",
-        "DecimalField",
-        "BooleanField",
-        "CharField",
-        "SlugField",
-        "TextField",
-        "UUIDField",
-        "DateField",
-        "DateTimeField",
-        "TimeField",
-        "JSONField",
-    }
+# The fields whose values go into JSON: Django's own classes (not subclasses, which may
+# prepare their values otherwise), by how a value that is already what the column holds
+# is recognised; any other value is prepared by the field itself (``get_prep_value``), as
+# Django's insert would. Dates, times, UUIDs and decimals then go as the text their
+# column reads. Other fields (files, custom types, a JSONField with its own encoder)
+# take Django's own path.
+_TEXT = (models.CharField, models.EmailField, models.SlugField, models.URLField)
+_INTEGERS = (
+    models.AutoField,
+    models.BigAutoField,
+    models.SmallAutoField,
+    models.IntegerField,
+    models.BigIntegerField,
+    models.SmallIntegerField,
+    models.PositiveIntegerField,
+    models.PositiveBigIntegerField,
+    models.PositiveSmallIntegerField,
+)
+_PREPARED = (
+    models.FloatField,
+    models.DecimalField,
+    models.UUIDField,
+    models.TimeField,
 )
 
 
+class _NotJson(Exception):  # a signal to take Django's path, not an error
+    """A value JSON cannot carry as Django would write it (an expression, NaN)."""
+
+
 def _json_value(value: Any) -> Any:
-    """``json.dumps``'s fallback for what JSON has no type for."""
-    if isinstance(value, datetime) and value.tzinfo is None and settings.USE_TZ:
-        # As DateTimeField.get_prep_value does: a naive time is the default zone's.
-        value = timezone.make_aware(value)
+    """``json.dumps``'s fallback for what JSON has no type for: values prepared by their
+    field (dates, times, UUIDs, decimals); anything else (an expression) goes Django's
+    way."""
     if isinstance(value, date | time):  # datetime too
         return value.isoformat()
     if isinstance(value, UUID | Decimal | Promise):
         return str(value)
-    raise TypeError(f"{type(value).__name__} cannot be written as a JSON row")
+    raise _NotJson
+
+
+def _converter(field: models.Field) -> Any:
+    """How a value of this field goes into the JSON row: as it is when it is already
+    what the column holds, else as ``get_prep_value`` makes it (a naive time made aware
+    in the default zone, a date taken from a time in the default zone, a text column's
+    str(), as Django does). None if the field takes Django's path."""
+    target = field.target_field if field.is_relation else field
+    kind = type(target)
+    if field.is_relation and type(field) not in (models.ForeignKey, models.OneToOneField):
+        return None
+    prepare = field.get_prep_value
+
+    def prepared(value: Any) -> Any:
+        if hasattr(value, "resolve_expression"):
+            raise _NotJson  # F(), Now(), Value(): the SQL compiler's to write
+        return prepare(value)
+
+    if kind in _TEXT or kind is models.TextField:
+        return lambda v: v if v is None or isinstance(v, str) else prepared(v)
+    if kind in _INTEGERS:
+        return lambda v: v if v is None or type(v) is int else prepared(v)
+    if kind is models.BooleanField:
+        return lambda v: v if v is None or type(v) is bool else prepared(v)
+    if kind is models.DateTimeField:
+        return lambda v: (
+            v if v is None or (type(v) is datetime and v.tzinfo is not None) else prepared(v)
+        )
+    if kind is models.DateField:
+        return lambda v: v if v is None or type(v) is date else prepared(v)
+    if kind is models.JSONField and target.encoder is None:
+        return lambda v: v  # nested as it is; an expression in it reaches _json_value
+    if kind in _PREPARED:
+        return lambda v: v if v is None else prepared(v)
+    return None
 
 
 def _json_types(fields: Sequence[models.Field], connection: Any) -> list[str] | None:
@@ -75,41 +109,58 @@ def _json_types(fields: Sequence[models.Field], connection: Any) -> list[str] | 
     long fails on assignment, it is not cut), or None if a field's values cannot go as
     JSON, or its column has a default of the database's. Worked out once per list of
     fields and database."""
+    return _json_plan(fields, connection)[0]
+
+
+def _json_plan(fields: Sequence[models.Field], connection: Any) -> tuple[list[str] | None, list]:
     key = (tuple(fields), connection.alias)
-    if key not in _TYPES:
-        _TYPES[key] = _column_types(fields, connection)
-    return _TYPES[key]
+    if key not in _PLANS:
+        _PLANS[key] = _column_plan(fields, connection)
+    return _PLANS[key]
 
 
-_TYPES: dict[tuple[tuple[models.Field, ...], str], list[str] | None] = {}
+_PLANS: dict[tuple[tuple[models.Field, ...], str], tuple[list[str] | None, list]] = {}
 
 
-def _column_types(fields: Sequence[models.Field], connection: Any) -> list[str] | None:
+def _column_plan(fields: Sequence[models.Field], connection: Any) -> tuple[list[str] | None, list]:
     if connection.vendor != "postgresql":
-        return None
-    types = []
+        return None, []
+    types, converters = [], []
     for field in fields:
-        target = field.target_field if field.is_relation else field
+        converter = _converter(field)
         if (
-            target.get_internal_type() not in _JSON_FIELDS
+            converter is None
             or field.db_default is not NOT_PROVIDED
             or hasattr(field, "get_placeholder_sql")
         ):
-            return None
+            return None, []
         types.append(field.db_type(connection).split("(")[0])
-    return types
+        converters.append(converter)
+    return types, converters
 
 
-def _json_rows(objs: Sequence[models.Model], fields: Sequence[models.Field]) -> tuple[str, str]:
+def _json_rows(
+    objs: Sequence[models.Model], fields: Sequence[models.Field], connection: Any
+) -> tuple[str, list[str]]:
     """The objects' values as one JSON document, and ``json_to_recordset``'s names for
-    them (c0, c1... : short keys are less to write and to read)."""
+    them (c0, c1... : short keys are less to write and to read). Raises _NotJson for a
+    value JSON cannot carry."""
+    converters = _json_plan(fields, connection)[1]
     keys = [f"c{n}" for n in range(len(fields))]
     values = attrgetter(*(field.attname for field in fields))
+    pairs = list(zip(keys, converters, strict=True))
     if len(fields) == 1:
-        rows = [{keys[0]: values(obj)} for obj in objs]
+        rows = [{keys[0]: converters[0](values(obj))} for obj in objs]
     else:
-        rows = [dict(zip(keys, values(obj), strict=True)) for obj in objs]
-    return json.dumps(rows, default=_json_value, allow_nan=False, separators=(",", ":")), keys
+        rows = [
+            {key: convert(value) for (key, convert), value in zip(pairs, values(obj), strict=True)}
+            for obj in objs
+        ]
+    try:
+        document = json.dumps(rows, default=_json_value, allow_nan=False, separators=(",", ":"))
+    except ValueError as error:  # NaN or infinity, which Django writes as such
+        raise _NotJson from error
+    return document, keys
 
 
 def _insert_json(
@@ -123,7 +174,7 @@ def _insert_json(
     """PostgreSQL: ``INSERT ... SELECT ... FROM json_to_recordset(%s)``, one statement
     whatever the number of rows, which come back in the order given."""
     opts = objs[0]._meta
-    document, keys = _json_rows(objs, fields)
+    document, keys = _json_rows(objs, fields, connection)
     qn = connection.ops.quote_name
     columns = ", ".join(qn(field.column) for field in fields)
     definitions = ", ".join(f"{key} {db_type}" for key, db_type in zip(keys, types, strict=True))
@@ -174,7 +225,10 @@ def _insert[M: models.Model](
     _prepare(objs, fields)
     types = _json_types(fields, connection)
     if types is not None:
-        return _insert_json(objs, fields, types, returning, ignore_conflicts, connection)
+        try:
+            return _insert_json(objs, fields, types, returning, ignore_conflicts, connection)
+        except _NotJson:
+            pass  # an expression, NaN: as Django writes them
     size = connection.ops.bulk_batch_size(fields, objs)
     rows: list[tuple] = []
     # Model.save()'s own low-level insert; in chunks
@@ -231,11 +285,16 @@ def bulk_create_unless_taken[M: models.Model](
 
 
 def insert_rows[M: models.Model](objs: Sequence[M]) -> None:
-    """Insert the objects, as ``bulk_create()`` does (no signals; each gets its primary
+    """Insert new objects, as ``bulk_create()`` does (no signals; each gets its primary
     key), in one statement on PostgreSQL whatever their number."""
     if not objs:
         return
-    pk = type(objs[0])._meta.pk
+    model = type(objs[0])
+    pk = model._meta.pk
+    if any(obj.pk is not None for obj in objs) or len(model._meta.db_returning_fields) > 1:
+        # Keys given, or columns the database fills in: as bulk_create writes them.
+        model._base_manager.bulk_create(objs)
+        return
     rows = _insert(objs, [pk], ignore_conflicts=False)
     for obj, (key,) in zip(objs, rows, strict=True):
         mark_saved(obj, key)
@@ -272,8 +331,11 @@ def update_rows(objs: Sequence[models.Model], fields: list[str]) -> int:
     qn = connection.ops.quote_name
     columns = [opts.pk, *targets]
     types = _json_types(columns, connection)
+    document = None
     if types is not None:
-        document, keys = _json_rows(objs, columns)
+        with suppress(_NotJson):  # NaN, say: as a row of values
+            document, keys = _json_rows(objs, columns, connection)
+    if types is not None and document is not None:
         definitions = ", ".join(f"{key} {t}" for key, t in zip(keys, types, strict=True))
         pairs, params = f"json_to_recordset(%s) AS pairs ({definitions})", [document]
     else:

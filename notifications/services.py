@@ -234,7 +234,9 @@ class Outbox:
         written: dict[str, set[str]] = {cause.dedup_key: set() for cause in causes}
         for key, recipient, channel, *digest in (
             Notification.objects.filter(Q(dedup_key__in=written) | slots.condition())
-            .order_by()  # no use for the model's ordering: a sort for nothing
+            # Newest first, as the digest rule has always read them: between two recent
+            # messages held to the same time, slot() keeps the first, the newer one.
+            .order_by("-created_at")
             .values_list(
                 "dedup_key",
                 "recipient_id",

@@ -1,9 +1,11 @@
 """journey.db: inserts that let a unique constraint decide, and one-statement updates."""
 
-from datetime import date, timedelta
+import zoneinfo
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from django.db import DataError, connection, transaction
+from django.db import DataError, connection, models, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from integrations.models import IdempotencyRecord, InboundEvent
@@ -212,3 +214,50 @@ def test_a_value_too_long_fails_the_whole_insert_it_is_not_cut():
         insert_rows(events)
 
     assert not JourneyEvent.objects.filter(message="Painted").exists()
+
+
+def test_values_are_written_as_django_would_prepare_them():
+    """The JSON rows go through each field's own preparation where a value is not
+    already what its column holds: a naive time is the default zone's, a date taken
+    from an aware time is the default zone's day, text columns take str()."""
+    journey = make_journey()
+    tokyo = zoneinfo.ZoneInfo("Asia/Tokyo")
+    with timezone.override(tokyo), pytest.warns(RuntimeWarning, match="naive datetime"):
+        event = timeline_event(journey, occurred_at=datetime(2026, 1, 1, 12, 0), message=True)
+        insert_rows([event])
+    stored = JourneyEvent.objects.get(pk=event.pk)
+    assert stored.occurred_at == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)  # default zone: UTC
+    assert stored.message == "True"
+
+    milestone = journey.milestones.first()
+    milestone.expected_date = datetime(2026, 1, 2, 8, 0, tzinfo=tokyo)  # 23:00 UTC the day before
+    update_rows([milestone], ["expected_date"])
+    assert Milestone.objects.get(pk=milestone.pk).expected_date == date(2026, 1, 1)
+
+
+def test_expressions_and_nan_take_djangos_own_path():
+    journey = make_journey()
+    event = timeline_event(journey, occurred_at=Now())
+    insert_rows([event])
+    assert JourneyEvent.objects.get(pk=event.pk).occurred_at <= timezone.now()
+
+    record = IdempotencyRecord(
+        partner=PartnerFactory(),
+        key="k",
+        method="POST",
+        path="/x/",
+        fingerprint="f",
+        expires_at=Now() + timedelta(hours=1),
+        response_body=models.Value(None, models.JSONField()),  # JSON null, not SQL NULL
+    )
+    assert create_unless_taken(record) is True
+    assert IdempotencyRecord.objects.filter(pk=record.pk, response_body__isnull=False).exists()
+
+
+def test_insert_rows_keeps_a_key_it_is_given():
+    journey = make_journey()
+    free = (JourneyEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0) + 1000
+    event = timeline_event(journey, id=free)
+    insert_rows([event])
+    assert event.pk == free
+    assert JourneyEvent.objects.filter(pk=free).exists()

@@ -180,3 +180,24 @@ def test_sandbox_journeys_and_deleted_accounts_get_nothing():
         == []
     )
     assert Notification.objects.count() == 0
+
+
+def test_a_new_message_joins_the_newest_of_two_recent_ones_held_to_the_same_time():
+    """Two recent email rows with the same time: an older one being sent and a newer one
+    still waiting. The rule reads them newest first, so the next message joins the
+    waiting one's digest instead of being held a window after the one being sent."""
+    user = UserFactory()
+    start = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False):
+        sent = by_channel(enqueue(user, "first"))["email"]
+        waiting = by_channel(enqueue(user, "second"))["email"]
+    held = start + timedelta(minutes=2)
+    Notification.objects.filter(pk=sent.pk).update(
+        state=NotificationState.SENDING,
+        scheduled_at=held,
+        created_at=start - timedelta(seconds=30),
+    )
+    Notification.objects.filter(pk=waiting.pk).update(scheduled_at=held, created_at=start)
+    with time_machine.travel(start + timedelta(minutes=1), tick=False):
+        third = by_channel(enqueue(user, "third"))["email"]
+    assert third.scheduled_at == held
