@@ -34,7 +34,13 @@ from django.utils.functional import Promise
 # Django's insert would. Dates, times, UUIDs and decimals then go as the text their
 # column reads. Other fields (files, custom types, a JSONField with its own encoder)
 # take Django's own path.
-_TEXT = (models.CharField, models.EmailField, models.SlugField, models.URLField)
+_TEXT = (
+    models.CharField,
+    models.EmailField,
+    models.SlugField,
+    models.URLField,
+    models.TextField,
+)
 _INTEGERS = (
     models.AutoField,
     models.BigAutoField,
@@ -85,7 +91,7 @@ def _converter(field: models.Field) -> Any:
             raise _NotJson  # F(), Now(), Value(): the SQL compiler's to write
         return prepare(value)
 
-    if kind in _TEXT or kind is models.TextField:
+    if kind in _TEXT:
         return lambda v: v if v is None or isinstance(v, str) else prepared(v)
     if kind in _INTEGERS:
         return lambda v: v if v is None or type(v) is int else prepared(v)
@@ -364,18 +370,6 @@ def _value(obj: models.Model, field: models.Field, connection: Any) -> Any:
     if field.primary_key:
         return field.get_db_prep_value(obj.pk, connection)
     return field.get_db_prep_save(getattr(obj, field.attname), connection)
-
-
-def _unnest(
-    objs: Sequence[models.Model], columns: list[models.Field], names: list[str], connection: Any
-) -> tuple[str, list[Any]]:
-    """PostgreSQL: ``UNNEST(%s::type[], ...) AS pairs (pk, ...)``, one array per column.
-    The types without their length (varchar, not varchar(16)), as Django does: nothing
-    is cut, a value too long fails as it would in an UPDATE."""
-    arrays = [[_value(obj, field, connection) for obj in objs] for field in columns]
-    types = [field.db_type(connection).split("(")[0] for field in columns]
-    unnest = ", ".join(f"%s::{db_type}[]" for db_type in types)
-    return f"UNNEST({unnest}) AS pairs ({', '.join(names)})", arrays
 
 
 def _union(
