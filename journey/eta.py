@@ -182,10 +182,10 @@ def forecast(
             ends = np.full((1, SCENARIOS), now.timestamp())
         quantiles = [_rank(SCENARIOS, q) for q in (LOW_Q, 0.5, HIGH_Q)]
         middle = (SCENARIOS - 1) // 2  # statistics.median_low's rank
-        # One partial sort puts every rank needed in place, for every segment: each
-        # segment's median, and the last one's quantiles (the ETA and its range). Given
-        # several ranks, numpy's partition also ran twice as fast here as given one.
-        ordered = np.partition(ends, sorted({middle, *quantiles}), axis=1)
+        # Each segment's scenarios in order: every segment's median, and the last one's
+        # quantiles (the ETA and its range). numpy's sort (SIMD since 2.0) orders 7 x
+        # 1,000 in a quarter of the time its partition takes to place these four ranks.
+        ordered = np.sort(ends, axis=1)
         medians = ordered[: len(segments), middle].tolist()
         stage_expected = [datetime.fromtimestamp(m, tz=now.tzinfo) for m in medians]
         stamp = ordered[-1, quantiles].tolist()

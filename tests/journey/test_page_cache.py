@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from django.contrib import messages
 from django.contrib.messages.storage.fallback import FallbackStorage
+from django.db import connection
 from django.db.models import F
 from django.test import Client
 from django.urls import reverse
@@ -116,6 +117,59 @@ def test_every_write_to_what_the_page_shows_moves_the_version(kind):
         model.objects.filter(pk__in=pks).delete()
         assert version(journey) > updated
     assert version(other) == other_before
+
+
+def test_one_statement_over_many_journeys_moves_each_of_them_and_no_other():
+    # As a batch's flush writes: one UPDATE of the milestones of many journeys, and one
+    # INSERT of their rows of ETA history. Each journey the statement touched moves (on
+    # PostgreSQL by exactly one per statement: its triggers run once per statement and
+    # look the journeys up by key, however many rows it wrote); no other moves.
+    journeys = [make_journey() for _ in range(4)]
+    untouched = make_journey()
+    before = {j.pk: version(j) for j in [*journeys, untouched]}
+
+    def check_moved(since: dict[int, int]) -> None:
+        moves = [version(j) - since[j.pk] for j in journeys]
+        assert min(moves) > 0
+        if connection.vendor == "postgresql":
+            assert set(moves) == {1}
+
+    Milestone.objects.filter(journey__in=journeys).update(expected_date=timezone.localdate())
+    after_update = {j.pk: version(j) for j in journeys}
+    check_moved(before)
+    today = timezone.localdate()
+    EtaEstimate.objects.bulk_create(
+        EtaEstimate(
+            journey=j,
+            computed_at=timezone.now(),
+            expected=today,
+            low=today,
+            high=today,
+            basis="planned",
+            health="on_track",
+            cause="event",
+        )
+        for j in journeys
+        for _ in range(2)
+    )
+    check_moved(after_update)
+    assert version(untouched) == before[untouched.pk]
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="a PostgreSQL storage parameter (migration 0010)"
+)
+def test_the_tables_the_spine_updates_leave_room_for_hot_updates():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(%s)",
+            [["journey_journey", "journey_milestone"]],
+        )
+        options = dict(cursor.fetchall())
+    assert options == {
+        "journey_journey": ["fillfactor=70"],
+        "journey_milestone": ["fillfactor=85"],
+    }
 
 
 def test_the_journey_row_and_its_template_move_the_version():
