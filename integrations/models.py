@@ -82,7 +82,10 @@ class StatusMapping(models.Model):
 class InboundEvent(models.Model):
     """Every status event a partner sent, as sent: the idempotency record and the audit."""
 
-    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="events")
+    # No index of its own: inbound_event_unique starts with it.
+    partner = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, related_name="events", db_index=False
+    )
     journey = models.ForeignKey(
         "journey.Journey", on_delete=models.CASCADE, related_name="inbound_events"
     )
@@ -128,7 +131,8 @@ class IdempotencyRecord(models.Model):
     claim's fencing token: a request whose claim was taken over cannot store its response.
     """
 
-    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: idempotency_key_unique starts with it.
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="+", db_index=False)
     key = models.CharField(max_length=255)
     method = models.CharField(max_length=8)
     path = models.CharField(max_length=500)

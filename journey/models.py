@@ -143,7 +143,10 @@ class MilestoneState(models.TextChoices):
 class Milestone(models.Model):
     """One stage of one journey."""
 
-    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="milestones")
+    # No index of its own: milestone_position_unique starts with it.
+    journey = models.ForeignKey(
+        Journey, on_delete=models.CASCADE, related_name="milestones", db_index=False
+    )
     stage = models.ForeignKey(StageDefinition, on_delete=models.PROTECT, related_name="+")
     position = models.PositiveSmallIntegerField()
     state = models.CharField(
@@ -183,7 +186,10 @@ class EventKind(models.TextChoices):
 class JourneyEvent(models.Model):
     """The timeline: an append-only log. Rows are written by ``journey.events`` only."""
 
-    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: event_journey_time_idx starts with it.
+    journey = models.ForeignKey(
+        Journey, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     milestone = models.ForeignKey(
         Milestone, on_delete=models.CASCADE, null=True, blank=True, related_name="events"
     )
@@ -453,7 +459,10 @@ class EtaCause(models.TextChoices):
 class EtaEstimate(models.Model):
     """The history of a journey's ETA: one row each time the prediction changed."""
 
-    journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="eta_estimates")
+    # No index of its own: eta_journey_time_idx starts with it.
+    journey = models.ForeignKey(
+        Journey, on_delete=models.CASCADE, related_name="eta_estimates", db_index=False
+    )
     computed_at = models.DateTimeField()
     expected = models.DateField()
     low = models.DateField()

@@ -22,12 +22,14 @@ class NotificationState(models.TextChoices):
 
 
 class Notification(models.Model):
+    # No index of its own: notification_recipient_idx starts with it.
     recipient = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.CASCADE,
         null=True,
         blank=True,
         related_name="notifications",
+        db_index=False,
     )
     # For someone who has no account yet (an invitation): the address to write to.
     to_email = models.EmailField(blank=True)
