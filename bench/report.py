@@ -109,7 +109,8 @@ def _summary(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             # A stream of next stages that outlasted its queue sent duplicates that move
             # nothing and cost a fifth as much: its figure is not one of moving events.
             ran_out = any(
-                "queued" in r and r["events_applied"] < r["events_stored"] for r in measured
+                "queued" in r and max(r["events_sent"], r["events_stored"]) > r["queued"]
+                for r in measured
             )
             note = "; the next stages ran out during the run: not moving events" if ran_out else ""
             rows.append(

@@ -1,22 +1,25 @@
-"""Foreign keys whose own index another index already covers (it starts with the same
-column): the index is dropped, one less to write for every row inserted, and for every
-row updated off its page. Only the index: Django's AlterField would also drop and add
-the foreign key again, checking every row of tables of a million rows under lock (and
-rebuild each table on SQLite), for a constraint that does not change.
-"""
+"""Foreign-key indexes another index covers, dropped (see journey.migration_ops)."""
 
 import django.db.models.deletion
 from django.db import migrations, models
 
+from journey.migration_ops import drop_covered_indexes
+
 
 class Migration(migrations.Migration):
+    atomic = False  # the indexes go CONCURRENTLY on PostgreSQL
+
     dependencies = [
         ("integrations", "0003_idempotency_lease"),
     ]
 
     operations = [
-        migrations.SeparateDatabaseAndState(
-            state_operations=[
+        drop_covered_indexes(
+            [
+                ("integrations_idempotencyrecord", "partner_id", "integrations_idempotencyrecord_partner_id_559f0dba"),
+                ("integrations_inboundevent", "partner_id", "integrations_inboundevent_partner_id_f87632ce"),
+            ],
+            [
                 migrations.AlterField(
                     model_name="idempotencyrecord",
                     name="partner",
@@ -36,16 +39,6 @@ class Migration(migrations.Migration):
                         related_name="events",
                         to="integrations.partner",
                     ),
-                ),
-            ],
-            database_operations=[
-                migrations.RunSQL(
-                    'DROP INDEX IF EXISTS "integrations_idempotencyrecord_partner_id_559f0dba";',
-                    'CREATE INDEX "integrations_idempotencyrecord_partner_id_559f0dba" ON "integrations_idempotencyrecord" ("partner_id");',
-                ),
-                migrations.RunSQL(
-                    'DROP INDEX IF EXISTS "integrations_inboundevent_partner_id_f87632ce";',
-                    'CREATE INDEX "integrations_inboundevent_partner_id_f87632ce" ON "integrations_inboundevent" ("partner_id");',
                 ),
             ],
         ),

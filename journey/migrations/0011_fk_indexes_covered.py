@@ -1,22 +1,26 @@
-"""Foreign keys whose own index another index already covers (it starts with the same
-column): the index is dropped, one less to write for every row inserted, and for every
-row updated off its page. Only the index: Django's AlterField would also drop and add
-the foreign key again, checking every row of tables of a million rows under lock (and
-rebuild each table on SQLite), for a constraint that does not change.
-"""
+"""Foreign-key indexes another index covers, dropped (see journey.migration_ops)."""
 
 import django.db.models.deletion
 from django.db import migrations, models
 
+from journey.migration_ops import drop_covered_indexes
+
 
 class Migration(migrations.Migration):
+    atomic = False  # the indexes go CONCURRENTLY on PostgreSQL
+
     dependencies = [
         ("journey", "0010_journey_version_by_index"),
     ]
 
     operations = [
-        migrations.SeparateDatabaseAndState(
-            state_operations=[
+        drop_covered_indexes(
+            [
+                ("journey_etaestimate", "journey_id", "journey_etaestimate_journey_id_3fa265bd"),
+                ("journey_journeyevent", "journey_id", "journey_journeyevent_journey_id_03a2cf41"),
+                ("journey_milestone", "journey_id", "journey_milestone_journey_id_81c6f1de"),
+            ],
+            [
                 migrations.AlterField(
                     model_name="etaestimate",
                     name="journey",
@@ -46,20 +50,6 @@ class Migration(migrations.Migration):
                         related_name="milestones",
                         to="journey.journey",
                     ),
-                ),
-            ],
-            database_operations=[
-                migrations.RunSQL(
-                    'DROP INDEX IF EXISTS "journey_etaestimate_journey_id_3fa265bd";',
-                    'CREATE INDEX "journey_etaestimate_journey_id_3fa265bd" ON "journey_etaestimate" ("journey_id");',
-                ),
-                migrations.RunSQL(
-                    'DROP INDEX IF EXISTS "journey_journeyevent_journey_id_03a2cf41";',
-                    'CREATE INDEX "journey_journeyevent_journey_id_03a2cf41" ON "journey_journeyevent" ("journey_id");',
-                ),
-                migrations.RunSQL(
-                    'DROP INDEX IF EXISTS "journey_milestone_journey_id_81c6f1de";',
-                    'CREATE INDEX "journey_milestone_journey_id_81c6f1de" ON "journey_milestone" ("journey_id");',
                 ),
             ],
         ),

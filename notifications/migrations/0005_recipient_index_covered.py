@@ -1,24 +1,26 @@
-"""Foreign keys whose own index another index already covers (it starts with the same
-column): the index is dropped, one less to write for every row inserted, and for every
-row updated off its page. Only the index: Django's AlterField would also drop and add
-the foreign key again, checking every row of tables of a million rows under lock (and
-rebuild each table on SQLite), for a constraint that does not change.
-"""
+"""Foreign-key indexes another index covers, dropped (see journey.migration_ops)."""
 
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from journey.migration_ops import drop_covered_indexes
+
 
 class Migration(migrations.Migration):
+    atomic = False  # the indexes go CONCURRENTLY on PostgreSQL
+
     dependencies = [
         ("notifications", "0004_claim_index"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
-        migrations.SeparateDatabaseAndState(
-            state_operations=[
+        drop_covered_indexes(
+            [
+                ("notifications_notification", "recipient_id", "notifications_notification_recipient_id_d055f3f0"),
+            ],
+            [
                 migrations.AlterField(
                     model_name="notification",
                     name="recipient",
@@ -30,12 +32,6 @@ class Migration(migrations.Migration):
                         related_name="notifications",
                         to=settings.AUTH_USER_MODEL,
                     ),
-                ),
-            ],
-            database_operations=[
-                migrations.RunSQL(
-                    'DROP INDEX IF EXISTS "notifications_notification_recipient_id_d055f3f0";',
-                    'CREATE INDEX "notifications_notification_recipient_id_d055f3f0" ON "notifications_notification" ("recipient_id");',
                 ),
             ],
         ),

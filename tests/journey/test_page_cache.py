@@ -119,6 +119,34 @@ def test_every_write_to_what_the_page_shows_moves_the_version(kind):
     assert version(other) == other_before
 
 
+# Each: what a row of that kind points to on another journey.
+MOVES = {
+    "photo": ("journey", lambda other: other),
+    "checkpoint": ("leg", leg),
+    "task": ("journey", lambda other: other),
+    "reschedule request": ("appointment", appointment),
+    "message": ("journey", lambda other: other),
+    "eta estimate": ("journey", lambda other: other),
+    "feedback": ("milestone", lambda other: other.milestones.first()),
+}
+
+
+@pytest.mark.parametrize("kind", MOVES)
+def test_a_row_moved_to_another_journey_moves_both_versions(kind):
+    # The UPDATE triggers read the rows as they were (the journey left) and as they are
+    # (the journey joined), through a leg, an appointment or a milestone where the row
+    # names one of those.
+    journey, other, bystander = make_journey(), make_journey(), make_journey()
+    rows = list(WRITES[kind](journey))
+    column, target = MOVES[kind]
+    to = target(other)
+    before = {j.pk: version(j) for j in (journey, other, bystander)}
+    type(rows[0]).objects.filter(pk__in=[row.pk for row in rows]).update(**{column: to})
+    assert version(journey) > before[journey.pk]
+    assert version(other) > before[other.pk]
+    assert version(bystander) == before[bystander.pk]
+
+
 def test_one_statement_over_many_journeys_moves_each_of_them_and_no_other():
     # As a batch's flush writes: one UPDATE of the milestones of many journeys, and one
     # INSERT of their rows of ETA history. Each journey the statement touched moves (on
@@ -170,6 +198,31 @@ def test_the_tables_the_spine_updates_leave_room_for_hot_updates():
         "journey_journey": ["fillfactor=70"],
         "journey_milestone": ["fillfactor=85"],
     }
+
+
+# Foreign keys without an index of their own (migrations journey 0011, integrations 0004,
+# notifications 0005): (table, column, the index that starts with the column instead).
+COVERED = [
+    ("journey_milestone", "journey_id", "milestone_position_unique"),
+    ("journey_journeyevent", "journey_id", "event_journey_time_idx"),
+    ("journey_etaestimate", "journey_id", "eta_journey_time_idx"),
+    ("integrations_inboundevent", "partner_id", "inbound_event_unique"),
+    ("integrations_idempotencyrecord", "partner_id", "idempotency_key_unique"),
+    ("notifications_notification", "recipient_id", "notification_recipient_idx"),
+]
+
+
+@pytest.mark.parametrize(("table", "column", "covering"), COVERED)
+def test_a_covered_foreign_key_has_no_index_of_its_own(table, column, covering):
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+    alone = [
+        name
+        for name, c in constraints.items()
+        if c["index"] and not c["primary_key"] and c["columns"] == [column]
+    ]
+    assert alone == []
+    assert constraints[covering]["columns"][0] == column
 
 
 def test_the_journey_row_and_its_template_move_the_version():

@@ -1,0 +1,41 @@
+"""Operations the project's migrations share (kept stable: migrations that ran import it).
+
+``drop_covered_indexes``: a foreign key whose own index another index already covers (a
+composite index or unique constraint starting with the same column) loses that index:
+one less to write for every row inserted, and for every row updated off its page. Only
+the index changes: Django's ``AlterField`` to ``db_index=False`` would also drop and add
+the foreign key again, checking every row of million-row tables under lock (and rebuild
+each table on SQLite), for a constraint that does not change. On PostgreSQL the index is
+dropped (and, going back, built) ``CONCURRENTLY``, so writers are not locked out while
+it happens; the migration using it must be ``atomic = False``.
+"""
+
+from django.db import migrations
+from django.db.migrations.operations.base import Operation
+
+
+def drop_covered_indexes(
+    indexes: list[tuple[str, str, str]],
+    state_operations: list[Operation],
+) -> migrations.SeparateDatabaseAndState:
+    """``indexes``: (table, column, index name) of each foreign key's own index;
+    ``state_operations``: the ``AlterField``s to ``db_index=False`` that match them."""
+
+    def concurrently(schema_editor) -> str:
+        return " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
+
+    def drop(apps, schema_editor) -> None:
+        for _table, _column, name in indexes:
+            schema_editor.execute(f'DROP INDEX{concurrently(schema_editor)} IF EXISTS "{name}"')
+
+    def create(apps, schema_editor) -> None:
+        for table, column, name in indexes:
+            schema_editor.execute(
+                f'CREATE INDEX{concurrently(schema_editor)} IF NOT EXISTS "{name}" '
+                f'ON "{table}" ("{column}")'
+            )
+
+    return migrations.SeparateDatabaseAndState(
+        state_operations=state_operations,
+        database_operations=[migrations.RunPython(drop, create, elidable=False)],
+    )
