@@ -8,6 +8,7 @@ goes, without a server, through Django's test client against the bench's loaded 
     .venv/bin/python -m bench.profile next                # per single next stage
     .venv/bin/python -m bench.profile batch --count 10    # per batch of 100 next stages
     .venv/bin/python -m bench.profile single --sort cumulative --top 80
+    .venv/bin/python -m bench.profile batch --sql         # PostgreSQL's side, by statement
 
 ``single`` sends random factory codes to random cars (as the bench's random stream);
 ``next`` sends single events of cars' next factory stages, each moving its journey, and
@@ -15,9 +16,18 @@ goes, without a server, through Django's test client against the bench's loaded 
 The CPU time (``time.process_time()``) of each request is taken, and the median given:
 on a shared host the mean moves by a quarter from run to run, the median less; a profile
 (cProfile, on CPU time) is slower and weighs small calls more than they cost.
+
+``--sql`` gives PostgreSQL's side instead: the CPU time of the request's database backend
+(from ``/proc``, when PostgreSQL runs on this machine) and of this process, per request,
+and each statement's time from sending it to its last row (most of it the server's for
+the large ones), summed over the requests and ranked. To see inside one statement, run
+it under ``EXPLAIN (ANALYZE, BUFFERS)`` on a copy of the database (``CREATE DATABASE x
+TEMPLATE milepost_bench``): its triggers' times are listed there, and ``auto_explain``
+with ``log_nested_statements`` shows the plans of the statements they run.
 """
 
 import argparse
+import collections
 import cProfile
 import json
 import os
@@ -35,6 +45,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=None, help="requests (600 / 10)")
     parser.add_argument("--sort", help="profile, sorted by this (tottime, cumulative)")
     parser.add_argument("--top", type=int, default=50)
+    parser.add_argument("--sql", action="store_true", help="PostgreSQL's side, by statement")
     parser.add_argument(
         "--seed",
         type=int,
@@ -102,6 +113,9 @@ def main() -> None:
     count = args.count or (10 if args.kind == "batch" else 600)
     for n in range(3):  # warm: the first requests import and fill caches
         post(-1 - n)
+    if args.sql:
+        _sql_profile(post, count, args.top)
+        return
     if args.sort:
         profile = cProfile.Profile(time.process_time)
         profile.enable()
@@ -120,6 +134,49 @@ def main() -> None:
         f"{statistics.median(spent):.2f} ms of CPU per {unit}, the median of {count} "
         f"(mean {statistics.fmean(spent):.2f}, lowest {min(spent):.2f})"
     )
+
+
+def _sql_profile(post, count: int, top: int) -> None:
+    """Per request: the database backend's CPU and this process's; per statement: the time
+    from sending it to its last row, summed over the requests."""
+    from django.db import connection
+
+    spent: dict[str, list[float]] = collections.defaultdict(list)
+
+    def timed(execute, sql, params, many, context):
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            spent[" ".join(sql.split())[:100]].append(time.perf_counter() - started)
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        stat = f"/proc/{cursor.fetchone()[0]}/stat"
+
+    def backend_cpu() -> float | None:
+        try:
+            with open(stat) as f:  # utime and stime, after the command's name
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # PostgreSQL runs elsewhere
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    backend, own = backend_cpu(), time.process_time()
+    with connection.execute_wrapper(timed):
+        for n in range(count):
+            post(n)
+    own = (time.process_time() - own) * 1000 / count
+    after = backend_cpu()
+    server = f"{(after - backend) * 1000 / count:.1f} ms" if backend is not None else "unknown"
+    total = sum(map(sum, spent.values())) * 1000 / count
+    print(
+        f"per request, the mean of {count}: database backend CPU {server} (10 ms ticks), "
+        f"this process {own:.1f} ms; statements {total:.1f} ms from send to last row"
+    )
+    ranked = sorted(spent.items(), key=lambda item: -sum(item[1]))
+    for sql, times in ranked[:top]:
+        print(f"{sum(times) * 1000 / count:8.2f} ms  x{len(times) / count:<4g} {sql}")
 
 
 if __name__ == "__main__":
