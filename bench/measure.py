@@ -498,7 +498,7 @@ def _steady_rate(stamps: list[Any], trim: float = 0.1) -> float | None:
     """Events/s from the server's own clock (when each event was received), over the run
     without its first and last tenth. wrk counts the requests completed within its
     duration, so the ones still running at the end count for nothing: on a run of a few
-    seconds with 8 connections of half-second requests, about a tenth of the work."""
+    seconds with 8 connections of half-second requests, a few per cent of the work."""
     if len(stamps) < 2:
         return None
     stamps.sort()

@@ -324,7 +324,7 @@ def render(results: dict[str, Any]) -> str:
             "The last column counts the events by when the server received them, over the "
             "run without its first and last tenth: wrk counts only the requests completed "
             "within its run, and on the short runs of next stages the requests still running "
-            "at its end are about a tenth of the work. The targets are judged by wrk's "
+            "at its end are a few per cent of the work. The targets are judged by wrk's "
             "figure.",
         ]
         for name in ("single", "batch", "single_moving", "batch_moving"):
