@@ -501,12 +501,13 @@ def _steady_rate(stamps: list[Any], trim: float = 0.1) -> float | None:
     seconds with 8 connections of half-second requests, a few per cent of the work."""
     if len(stamps) < 2:
         return None
-    stamps.sort()
-    first, last = stamps[0], stamps[-1]
+    first, last = min(stamps), max(stamps)
     span = (last - first).total_seconds()
+    if span <= 0:
+        return None
     start, end = first + (last - first) * trim, last - (last - first) * trim
     inside = sum(start <= stamp < end for stamp in stamps)
-    return round(inside / (span * (1 - 2 * trim)), 1) if span > 0 else None
+    return round(inside / (span * (1 - 2 * trim)), 1)
 
 
 def _moving_queues(refs: list[str], threads: int = 2) -> list[list[str]]:

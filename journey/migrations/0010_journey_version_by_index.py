@@ -5,8 +5,9 @@ spine updates on every event leave room on each page for their rows' new version
   new_rows)``. The planner cannot know how few journeys a transition table's rows name,
   and for a batch's milestone update (600 rows, 100 journeys) it hashed the rows and
   scanned the whole journey table: the trigger took 6.9 of the statement's 14 ms at
-  20,000 journeys, 4.5 of them reading the table, and growing with it. ``= ANY(ARRAY(...))`` is looked up in the primary key index
-  whatever the planner guesses.
+  20,000 journeys, 4.5 of them reading the table, and growing with it.
+  ``= ANY(ARRAY(...))`` is looked up in the primary key index whatever the planner
+  guesses.
 * ``fillfactor``: the spine updates a journey row three times per event (the milestones'
   and the ETA row's triggers, then its own fields) and about six milestone rows. None of
   the updated columns is indexed, so PostgreSQL can write each new row version on the
