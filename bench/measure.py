@@ -804,7 +804,8 @@ def _timed(function, *args, **kwargs) -> tuple[Any, float, _Capture]:
 
 
 def step_jobs(context: Context) -> dict[str, Any]:
-    """The reminder job, and the sweep delivering held messages as digests, at full size."""
+    """The reminder job, the sweep delivering held messages as digests, and the ETA's
+    stall check and nightly recompute, at full size."""
     from notifications.models import Notification
     from notifications.reminders import ReminderCounts, send_reminders
     from notifications.services import outbox_due_ids, outbox_sweep
@@ -888,12 +889,48 @@ def step_jobs(context: Context) -> dict[str, Any]:
         "queries": capture.count,
         "plans": _plans(due_queries, limit=1) + _plans(capture, limit=5),
     }
+    figures.update(_eta_jobs())
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT relname, reltuples::bigint FROM pg_class WHERE relkind = 'r' "
             "AND relnamespace = 'public'::regnamespace"
         )
         figures["table_rows"] = dict(cursor.fetchall())
+    return figures
+
+
+def _eta_jobs() -> dict[str, Any]:
+    """The hourly stall check, the nightly relearn and recompute, and the stall check an
+    hour later, each over every open journey."""
+    from journey.eta import eta_check_stalled, eta_recompute_all, open_journeys
+    from journey.models import EtaEstimate
+    from notifications.models import Notification
+
+    figures: dict[str, Any] = {}
+    now = timezone.now()
+    runs = [
+        ("stall_check", eta_check_stalled, {"now": now}),
+        ("nightly", eta_recompute_all, {}),
+        ("stall_check_next_hour", eta_check_stalled, {"now": now + timedelta(hours=1)}),
+    ]
+    first_notification = Notification.objects.order_by("-pk").values_list("pk", flat=True).first()
+    for name, job, kwargs in runs:
+        journeys = open_journeys().count()
+        estimates = EtaEstimate.objects.count()
+        result, seconds, queries = _timed(job, **kwargs)
+        figures[name] = {
+            "seconds": round(seconds, 2),
+            "open_journeys": journeys,
+            "queries": queries.count,
+            "flagged": len(result) if isinstance(result, list) else None,
+            "history_rows": EtaEstimate.objects.count() - estimates,
+            "plans": _plans(queries, limit=3),
+        }
+    # Their delay messages are the workers' to send (none runs here): out of the way of a
+    # later run's sweep.
+    Notification.objects.filter(pk__gt=first_notification or 0, state="pending").update(
+        state="sent", sent_at=timezone.now()
+    )
     return figures
 
 

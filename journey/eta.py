@@ -590,8 +590,7 @@ def eta_recompute_template_journeys(
     """Relearn one template and recompute its open journeys. Returns how many."""
     eta_stats_recompute(template=template)
     pks = list(open_journeys().filter(template=template).values_list("pk", flat=True))
-    for pk in pks:
-        eta_recompute(journey=Journey(pk=pk), cause=cause)
+    eta_recompute_many(pks=pks, cause=cause)
     return len(pks)
 
 
@@ -600,23 +599,74 @@ def eta_recompute_all(*, cause: EtaCause = EtaCause.NIGHTLY) -> int:
     for template in JourneyTemplate.objects.all():
         eta_stats_recompute(template=template)
     pks = list(open_journeys().values_list("pk", flat=True))
-    for pk in pks:
-        eta_recompute(journey=Journey(pk=pk), cause=cause)
+    eta_recompute_many(pks=pks, cause=cause)
     return len(pks)
 
 
 def eta_check_stalled(*, now: datetime | None = None) -> list[int]:
     """Flag the open journeys whose current stage has run longer than 95% of similar
     ones (or twice its plan, without history). Returns the ids newly flagged."""
+    pks = list(open_journeys().values_list("pk", flat=True))
+    return eta_recompute_many(pks=pks, cause=EtaCause.RECOMPUTE, now=now)
+
+
+# Journeys the periodic jobs recompute together: one transaction and one unit of work
+# (journey.unit) each, so about ten statements per chunk instead of six per journey, and
+# the chunk's locks held for about a tenth of a second (a partner's batch of a hundred
+# events holds as many as long).
+RECOMPUTE_CHUNK = 100
+
+
+def eta_recompute_many(
+    *,
+    pks: Sequence[int],
+    cause: EtaCause,
+    now: datetime | None = None,
+    chunk: int = RECOMPUTE_CHUNK,
+) -> list[int]:
+    """Recompute open journeys' ETAs outside an event (the nightly recompute, the stall
+    check), a chunk at a time. Returns the ids newly flagged as stalled.
+
+    Each chunk is locked as the spine locks a partner's batch (in primary-key order: it
+    queues behind a batch holding some of them, and never deadlocks with one), computed
+    into one unit of work and flushed. Only a journey whose ETA fields changed is saved:
+    an hourly check that rewrote every open journey would bump every version, and with
+    it every customer's cached page, for nothing. Cancelled journeys are left alone.
+    """
+    # The spine's loader; journey.services imports this module.
+    from journey.services import journeys_lock
+
     now = now or timezone.now()
     flagged = []
-    for pk in list(open_journeys().values_list("pk", flat=True)):
-        journey = Journey.objects.only("pk", "stalled_since").get(pk=pk)
-        was = journey.stalled_since
-        journey = eta_recompute(journey=journey, cause=EtaCause.RECOMPUTE, now=now)
-        if was is None and journey.stalled_since is not None:
-            flagged.append(pk)
+    pks = sorted(set(pks))
+    for start in range(0, len(pks), chunk):
+        with transaction.atomic():
+            unit = Writes()
+            locked = journeys_lock(pks=pks[start : start + chunk], unit=unit)
+            for state in locked.values():
+                journey = state.journey
+                if journey.health == Health.CANCELLED:
+                    continue
+                was, before = journey.stalled_since, _eta_fields(journey)
+                _refresh(
+                    journey=journey,
+                    milestones=state.milestones,
+                    now=now,
+                    cause=cause,
+                    unsaved=(),
+                    unit=unit,
+                )
+                if _eta_fields(journey) != before:
+                    unit.journeys[journey.pk] = journey
+                if was is None and journey.stalled_since is not None:
+                    flagged.append(journey.pk)
+            unit.flush()
     return flagged
+
+
+def _eta_fields(journey: Journey) -> tuple[object, ...]:
+    """What the ETA sets on a journey (``ETA_FIELDS``)."""
+    return tuple(getattr(journey, name) for name in ETA_FIELDS)
 
 
 def leg_eta_update(*, leg: ShipmentLeg, eta: datetime | None) -> ShipmentLeg:

@@ -13,8 +13,9 @@ import time_machine
 from django.core import mail
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.forms import modelform_factory
+from django.test.utils import CaptureQueriesContext
 
 from journey import eta
 from journey.errors import ApplicationError
@@ -601,6 +602,75 @@ def test_with_history_a_stage_stalls_past_95_percent_of_similar_ones(template, s
         assert eta.eta_check_stalled() == []
     with time_machine.travel(at(35.1), tick=False):
         assert eta.eta_check_stalled() == [journey.pk]
+
+
+def stalled_fleet(template, count: int) -> list[Journey]:
+    """Journeys at stage 1 since day 1: stalled (twice the plan) from day 5."""
+    journeys = []
+    with time_machine.travel(at(1), tick=False):
+        for _ in range(count):
+            journey = new_journey(template)
+            reach(journey, 1, 1)
+            journeys.append(journey)
+    return journeys
+
+
+def check_queries(when: datetime, **kwargs) -> tuple[list[int], int]:
+    with time_machine.travel(when, tick=False), CaptureQueriesContext(connection) as queries:
+        flagged = eta.eta_recompute_many(
+            pks=list(eta.open_journeys().values_list("pk", flat=True)),
+            cause=EtaCause.RECOMPUTE,
+            **kwargs,
+        )
+    return flagged, len(queries)
+
+
+def test_the_stall_check_costs_the_same_statements_for_3_journeys_and_for_30(template):
+    few = stalled_fleet(template, 3)
+    flagged, statements = check_queries(at(5.1))
+    assert sorted(flagged) == sorted(j.pk for j in few)
+
+    many = stalled_fleet(template, 27)
+    Journey.objects.filter(pk__in=[j.pk for j in few]).update(stalled_since=None)
+    flagged, statements_30 = check_queries(at(5.1))
+
+    assert sorted(flagged) == sorted(j.pk for j in few + many)
+    assert statements_30 == statements
+
+
+def test_the_stall_check_goes_a_chunk_at_a_time_with_the_same_outcome(template):
+    journeys = stalled_fleet(template, 5)
+    cancelled = new_journey(template)
+    Journey.objects.filter(pk=cancelled.pk).update(health=Health.CANCELLED)
+
+    flagged, statements = check_queries(at(5.1), chunk=2)
+    _, one_chunk = check_queries(at(5.2), chunk=10)  # nothing new to flag or save
+
+    assert sorted(flagged) == sorted(j.pk for j in journeys)
+    assert one_chunk < statements  # three transactions against one
+    for journey in journeys:
+        journey.refresh_from_db()
+        assert journey.stalled_since == at(5.1)
+    cancelled.refresh_from_db()
+    assert cancelled.stalled_since is None
+    assert cancelled.health == Health.CANCELLED
+
+
+def test_a_recompute_that_changes_nothing_writes_nothing(template):
+    [journey] = stalled_fleet(template, 1)
+    with time_machine.travel(at(2), tick=False):
+        assert eta.eta_check_stalled() == []
+    journey.refresh_from_db()
+    version, updated_at = journey.version, journey.updated_at
+    estimates = EtaEstimate.objects.count()
+
+    # An hour later the forecast is the same: no journey saved, its version (and with it
+    # the customer's cached page) kept, no history row.
+    with time_machine.travel(at(2) + timedelta(hours=1), tick=False):
+        assert eta.eta_check_stalled() == []
+    journey.refresh_from_db()
+    assert (journey.version, journey.updated_at) == (version, updated_at)
+    assert EtaEstimate.objects.count() == estimates
 
 
 def test_the_nightly_task_relearns_and_recomputes_open_journeys(template, settings):
