@@ -9,10 +9,15 @@ goes, without a server, through Django's test client against the bench's loaded 
     .venv/bin/python -m bench.profile batch --count 10    # per batch of 100 next stages
     .venv/bin/python -m bench.profile single --sort cumulative --top 80
     .venv/bin/python -m bench.profile batch --sql         # PostgreSQL's side, by statement
+    .venv/bin/python -m bench.profile duplicate --sql     # the floor of a single event
 
 ``single`` sends random factory codes to random cars (as the bench's random stream);
 ``next`` sends single events of cars' next factory stages, each moving its journey, and
-``batch`` batches of 100 of them.
+``batch`` batches of 100 of them. Two more give the partner API's floor for a single
+event: ``duplicate`` sends one event already received, again and again under fresh
+Idempotency-Keys (the cheapest request through the event endpoint: it writes nothing
+but its key's record), and ``floor`` lists the partner's webhooks (the cheapest
+authenticated API request: the key, the rate limit, one query).
 The CPU time (``time.process_time()``) of each request is taken, and the median given:
 on a shared host the mean moves by a quarter from run to run, the median less; a profile
 (cProfile, on CPU time) is slower and weighs small calls more than they cost.
@@ -41,7 +46,7 @@ from datetime import timedelta
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["single", "next", "batch"])
+    parser.add_argument("kind", choices=["single", "next", "batch", "duplicate", "floor"])
     parser.add_argument("--count", type=int, default=None, help="requests (600 / 10)")
     parser.add_argument("--sort", help="profile, sorted by this (tottime, cumulative)")
     parser.add_argument("--top", type=int, default=50)
@@ -81,11 +86,20 @@ def main() -> None:
     client = Client(HTTP_HOST="127.0.0.1")
     run = secrets.token_hex(4)
     headers = {"HTTP_AUTHORIZATION": f"Api-Key {plain}"}
-    queue = iter(_moving_queues(cars, threads=1)[0]) if args.kind != "single" else None
+    moving = args.kind in ("next", "batch")
+    queue = iter(_moving_queues(cars, threads=1)[0]) if moving else None
+    received = {"event_id": f"profile-{run}", "code": FACTORY_CODES[0], "occurred_at": now}
 
     def post(n: int) -> None:
         key = f"profile-{run}-{n}"
-        if queue is None:
+        if args.kind == "floor":
+            response = client.get("/api/v1/webhooks/", **headers)
+            if response.status_code != 200:
+                raise SystemExit(f"{response.status_code}: {response.content[:300]!r}")
+            return
+        if args.kind == "duplicate":
+            body, url = received, f"/api/v1/journeys/{cars[0]}/events/"
+        elif queue is None:
             body = {"event_id": key, "code": rng.choice(FACTORY_CODES), "occurred_at": now}
             url = f"/api/v1/journeys/{rng.choice(cars)}/events/"
         elif args.kind == "next":
