@@ -46,6 +46,23 @@ def test_a_dedup_key_is_written_once():
     assert Notification.objects.filter(channel="email").count() == 1
 
 
+def test_a_message_to_an_address_alone_is_written_once():
+    # No recipient: no digest to read for anyone, only the dedup key.
+    def send() -> list[Notification]:
+        return services.notification_enqueue(
+            recipient=None,
+            to_email="someone@example.com",
+            kind="milestone_reached",
+            dedup_key="test:address",
+            context={},
+        )
+
+    [row] = send()
+    assert (row.channel, row.to_email) == ("email", "someone@example.com")
+    assert send() == []
+    assert Notification.objects.filter(dedup_key="test:address").count() == 1
+
+
 def test_delivery_is_claimed_so_a_second_run_sends_nothing():
     notification = enqueue()
     assert services.notification_deliver(notification_id=notification.pk) == NotificationState.SENT
