@@ -178,7 +178,7 @@ def journeys_lock(
         }
         if moved:
             locked.update(_journeys_load(moved, unit=unit, lock=False))
-    unit.locked.update(locked)
+    unit.lock(locked)
     return locked
 
 

@@ -13,10 +13,13 @@ database would say.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from django.db import transaction
 from django.utils import timezone
 
 from journey.db import insert_rows, update_rows
@@ -25,6 +28,8 @@ from notifications.services import Outbox
 
 if TYPE_CHECKING:
     from journey.eta import Learned
+
+logger = logging.getLogger(__name__)
 
 # The fields of Journey the ETA sets (journey.eta); callers save them.
 ETA_FIELDS = ["eta", "eta_low", "eta_high", "eta_basis", "health", "stalled_since"]
@@ -47,6 +52,37 @@ class Writes:
     _leg_ends: dict[int, datetime | None] = field(default_factory=dict)
     # What each template learned (journey.eta), read once per unit.
     learned: dict[int, Learned | None] = field(default_factory=dict)
+
+    _watched: bool = field(default=False, repr=False)
+
+    def lock(self, journeys: Iterable[int]) -> None:
+        """Journeys locked for this unit (``journeys_lock``): its writes may now go to
+        them, and whoever made the unit flushes it before the transaction commits. One
+        never flushed would lose its writes without an error: this says so, loudly,
+        once the transaction commits (a rollback drops the check with the writes)."""
+        self.locked.update(journeys)
+        if not self._watched:
+            self._watched = True
+            transaction.on_commit(self._check_flushed)
+
+    def pending(self) -> int:
+        """How many writes the unit holds that are not flushed yet."""
+        return (
+            len(self.events)
+            + len(self.milestones)
+            + len(self.journeys)
+            + len(self.estimates)
+            + self.outbox.pending()
+        )
+
+    def _check_flushed(self) -> None:
+        if count := self.pending():
+            logger.error(
+                "A unit of work's transaction committed with %d writes never flushed "
+                "(journeys %s): they are lost.",
+                count,
+                sorted(self.locked | set(self.journeys)),
+            )
 
     # --- what the ETA reads ------------------------------------------------------------
 

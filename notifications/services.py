@@ -166,6 +166,10 @@ class Outbox:
     def __init__(self) -> None:
         self._causes: list[_Cause] = []
 
+    def pending(self) -> int:
+        """How many causes wait for ``flush()``."""
+        return len(self._causes)
+
     def add(
         self,
         *,

@@ -51,7 +51,8 @@ def test_partner_event_reaches_the_customer_by_email_and_on_the_journey_page(
     assert response.status_code == 201, response.content
     assert response.json()["applied"] is True
     assert response.json()["warnings"] == []
-    assert len(callbacks) == 1  # delivery queued once, after commit
+    # After commit: the delivery, queued once, and the unit of work's flush check.
+    assert len(callbacks) == 2
     milestone = journey.milestones.get(stage__key="stage-2")
     assert milestone.state == MilestoneState.CURRENT
     event = JourneyEvent.objects.get()

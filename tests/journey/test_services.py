@@ -23,6 +23,7 @@ from journey.services import (
     appointment_request_reschedule,
     feedback_give,
     journey_record_milestone,
+    journeys_lock,
     message_post,
     task_complete,
 )
@@ -143,6 +144,48 @@ def test_notification_is_written_in_the_same_transaction_as_the_event(journey):
     assert JourneyEvent.objects.count() == 0
     assert Notification.objects.count() == 0
     assert states(journey) == ["upcoming"] * 4
+
+
+def record_in_unit(journey, *, flush: bool) -> None:
+    """One event recorded into a unit of work the caller owns, as a partner's batch does."""
+    with transaction.atomic():
+        locked = journeys_lock(pks=[journey.pk])[journey.pk]
+        journey_record_milestone(
+            journey=journey,
+            stage_key="stage-1",
+            occurred_at=timezone.now(),
+            source=EventSource.PARTNER,
+            locked=locked,
+        )
+        assert locked.unit.pending() > 0
+        if flush:
+            locked.unit.flush()
+            assert locked.unit.pending() == 0
+
+
+def test_a_unit_committed_without_its_flush_is_reported(
+    journey, caplog, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        record_in_unit(journey, flush=False)
+
+    assert JourneyEvent.objects.count() == 0  # lost: nobody flushed it
+    [record] = [r for r in caplog.records if r.name == "journey.unit"]
+    assert record.levelname == "ERROR"
+    assert f"(journeys [{journey.pk}])" in record.getMessage()
+
+
+def test_a_flushed_unit_or_a_rolled_back_one_is_not_reported(
+    journey, caplog, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        record_in_unit(journey, flush=True)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            record_in_unit(journey, flush=False)
+            raise RuntimeError("the caller fails: the writes go with the transaction")
+
+    assert JourneyEvent.objects.count() == 1
+    assert [r for r in caplog.records if r.name == "journey.unit"] == []
 
 
 @pytest.mark.parametrize(
