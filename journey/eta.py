@@ -13,6 +13,7 @@ See docs/eta.md for the method and its measured accuracy.
 """
 
 import itertools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -20,7 +21,7 @@ from functools import cached_property
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -39,6 +40,8 @@ from journey.models import (
     TemplateEtaStats,
 )
 from journey.unit import ETA_FIELDS, Writes
+
+logger = logging.getLogger(__name__)
 
 START = "_start"  # the segment before the first stage is reached
 # The planned fallback's range: plans are optimistic, so the range leans late.
@@ -615,6 +618,10 @@ def eta_check_stalled(*, now: datetime | None = None) -> list[int]:
 # the chunk's locks held for about a tenth of a second (a partner's batch of a hundred
 # events holds as many as long).
 RECOMPUTE_CHUNK = 100
+# Tries per chunk that PostgreSQL aborts as a deadlock, before the job leaves it for its
+# next run and goes on with the next chunk.
+RECOMPUTE_TRIES = 3
+DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE
 
 
 def eta_recompute_many(
@@ -627,40 +634,67 @@ def eta_recompute_many(
     """Recompute open journeys' ETAs outside an event (the nightly recompute, the stall
     check), a chunk at a time. Returns the ids newly flagged as stalled.
 
-    Each chunk is locked as the spine locks a partner's batch (in primary-key order: it
-    queues behind a batch holding some of them, and never deadlocks with one), computed
-    into one unit of work and flushed. Only a journey whose ETA fields changed is saved:
-    an hourly check that rewrote every open journey would bump every version, and with
-    it every customer's cached page, for nothing. Cancelled journeys are left alone.
-    """
-    # The spine's loader; journey.services imports this module.
-    from journey.services import journeys_lock
+    Each chunk is locked as the spine locks a partner's batch (in primary-key order, so
+    it queues behind a batch holding some of them), computed into one unit of work at
+    that moment (``now``, if given, for all of them) and flushed. Only a journey whose
+    ETA fields changed is saved: an hourly check that rewrote every open journey would
+    bump every version, and with it every customer's cached page, for nothing.
+    Journeys cancelled or deleted since they were listed are left alone.
 
-    now = now or timezone.now()
+    A batch can still lock a journey out of order (an item claimed late, after its
+    event id was refused and sent again for another journey), and PostgreSQL then
+    aborts one of the two as a deadlock: a chunk so aborted is tried again.
+    """
     flagged = []
     pks = sorted(set(pks))
     for start in range(0, len(pks), chunk):
-        with transaction.atomic():
-            unit = Writes()
-            locked = journeys_lock(pks=pks[start : start + chunk], unit=unit)
-            for state in locked.values():
-                journey = state.journey
-                if journey.health == Health.CANCELLED:
-                    continue
-                was, before = journey.stalled_since, _eta_fields(journey)
-                _refresh(
-                    journey=journey,
-                    milestones=state.milestones,
-                    now=now,
-                    cause=cause,
-                    unsaved=(),
-                    unit=unit,
+        ids = pks[start : start + chunk]
+        for attempt in range(1, RECOMPUTE_TRIES + 1):
+            try:
+                flagged += _recompute_chunk(ids, cause=cause, now=now or timezone.now())
+                break
+            except OperationalError as error:
+                if getattr(error.__cause__, "sqlstate", None) != DEADLOCK_DETECTED:
+                    raise
+                last = attempt == RECOMPUTE_TRIES
+                logger.log(
+                    logging.ERROR if last else logging.WARNING,
+                    "ETA recompute: journeys %s to %s deadlocked (try %d of %d); %s",
+                    ids[0],
+                    ids[-1],
+                    attempt,
+                    RECOMPUTE_TRIES,
+                    "left for the next run." if last else "trying again.",
                 )
-                if _eta_fields(journey) != before:
-                    unit.journeys[journey.pk] = journey
-                if was is None and journey.stalled_since is not None:
-                    flagged.append(journey.pk)
-            unit.flush()
+    return flagged
+
+
+def _recompute_chunk(pks: list[int], *, cause: EtaCause, now: datetime) -> list[int]:
+    # The spine's loader; journey.services imports this module.
+    from journey.services import journeys_lock
+
+    flagged = []
+    with transaction.atomic():
+        unit = Writes()
+        locked = journeys_lock(pks=pks, unit=unit)
+        for state in locked.values():
+            journey = state.journey
+            if journey.health == Health.CANCELLED:
+                continue
+            was, before = journey.stalled_since, _eta_fields(journey)
+            _refresh(
+                journey=journey,
+                milestones=state.milestones,
+                now=now,
+                cause=cause,
+                unsaved=(),
+                unit=unit,
+            )
+            if _eta_fields(journey) != before:
+                unit.journeys[journey.pk] = journey
+            if was is None and journey.stalled_since is not None:
+                flagged.append(journey.pk)
+        unit.flush()
     return flagged
 
 

@@ -53,17 +53,17 @@ class Writes:
     # What each template learned (journey.eta), read once per unit.
     learned: dict[int, Learned | None] = field(default_factory=dict)
 
-    _watched: bool = field(default=False, repr=False)
+    _reported: bool = field(default=False, repr=False)
 
     def lock(self, journeys: Iterable[int]) -> None:
         """Journeys locked for this unit (``journeys_lock``): its writes may now go to
         them, and whoever made the unit flushes it before the transaction commits. One
         never flushed would lose its writes without an error: this says so, loudly,
-        once the transaction commits (a rollback drops the check with the writes)."""
+        once the transaction commits (a rollback drops the check with the writes).
+        Registered at every lock, not once: a check registered in a savepoint that
+        rolled back is gone, and the unit may lock and write again after it."""
         self.locked.update(journeys)
-        if not self._watched:
-            self._watched = True
-            transaction.on_commit(self._check_flushed)
+        transaction.on_commit(self._check_flushed)
 
     def pending(self) -> int:
         """How many writes the unit holds that are not flushed yet."""
@@ -76,7 +76,8 @@ class Writes:
         )
 
     def _check_flushed(self) -> None:
-        if count := self.pending():
+        if (count := self.pending()) and not self._reported:
+            self._reported = True  # once per unit, however many locks registered it
             logger.error(
                 "A unit of work's transaction committed with %d writes never flushed "
                 "(journeys %s): they are lost.",

@@ -13,7 +13,7 @@ import time_machine
 from django.core import mail
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.forms import modelform_factory
 from django.test.utils import CaptureQueriesContext
 
@@ -640,20 +640,89 @@ def test_the_stall_check_costs_the_same_statements_for_3_journeys_and_for_30(tem
 
 def test_the_stall_check_goes_a_chunk_at_a_time_with_the_same_outcome(template):
     journeys = stalled_fleet(template, 5)
-    cancelled = new_journey(template)
-    Journey.objects.filter(pk=cancelled.pk).update(health=Health.CANCELLED)
 
     flagged, statements = check_queries(at(5.1), chunk=2)
     _, one_chunk = check_queries(at(5.2), chunk=10)  # nothing new to flag or save
 
     assert sorted(flagged) == sorted(j.pk for j in journeys)
-    assert one_chunk < statements  # three transactions against one
+    assert one_chunk < statements  # one transaction against three
     for journey in journeys:
         journey.refresh_from_db()
         assert journey.stalled_since == at(5.1)
+
+
+def test_journeys_cancelled_or_deleted_since_they_were_listed_are_left_alone(template):
+    open_, cancelled = stalled_fleet(template, 2)
+    Journey.objects.filter(pk=cancelled.pk).update(health=Health.CANCELLED)
+    gone = Journey.objects.order_by("pk").last().pk + 100
+
+    with time_machine.travel(at(5.1), tick=False):
+        flagged = eta.eta_recompute_many(
+            pks=[open_.pk, cancelled.pk, gone], cause=EtaCause.RECOMPUTE
+        )
+
+    assert flagged == [open_.pk]
     cancelled.refresh_from_db()
-    assert cancelled.stalled_since is None
-    assert cancelled.health == Health.CANCELLED
+    assert (cancelled.health, cancelled.stalled_since) == (Health.CANCELLED, None)
+
+
+class Deadlock(Exception):
+    sqlstate = "40P01"  # as psycopg's DeadlockDetected
+
+
+def deadlocking(monkeypatch, *, times: int, on: int | None = None) -> list[int]:
+    """journeys_lock, aborted by PostgreSQL as a deadlock ``times`` times (for chunks
+    holding journey ``on``, or any); returns the calls' first ids."""
+    from journey import services
+
+    real, calls = services.journeys_lock, []
+
+    def lock(*, pks, **kwargs):
+        pks = list(pks)
+        calls.append(pks[0])
+        if (on is None or on in pks) and calls.count(pks[0]) <= times:
+            raise OperationalError("deadlock detected") from Deadlock()
+        return real(pks=pks, **kwargs)
+
+    monkeypatch.setattr(services, "journeys_lock", lock)
+    return calls
+
+
+def test_a_chunk_aborted_as_a_deadlock_is_tried_again(template, monkeypatch, caplog):
+    journeys = stalled_fleet(template, 3)
+    calls = deadlocking(monkeypatch, times=1)
+
+    flagged, _statements = check_queries(at(5.1))
+
+    assert sorted(flagged) == sorted(j.pk for j in journeys)
+    assert len(calls) == 2
+    assert [r.levelname for r in caplog.records if r.name == "journey.eta"] == ["WARNING"]
+
+
+def test_a_chunk_that_keeps_deadlocking_is_left_for_the_next_run(template, monkeypatch, caplog):
+    first, *rest = stalled_fleet(template, 3)
+    deadlocking(monkeypatch, times=eta.RECOMPUTE_TRIES, on=first.pk)
+
+    flagged, _statements = check_queries(at(5.1), chunk=1)
+
+    assert sorted(flagged) == sorted(j.pk for j in rest)  # the other chunks went on
+    first.refresh_from_db()
+    assert first.stalled_since is None
+    levels = [r.levelname for r in caplog.records if r.name == "journey.eta"]
+    assert levels == ["WARNING"] * (eta.RECOMPUTE_TRIES - 1) + ["ERROR"]
+
+
+def test_another_database_error_stops_the_job(template, monkeypatch):
+    from journey import services
+
+    stalled_fleet(template, 1)
+
+    def lock(**kwargs):
+        raise OperationalError("the server closed the connection")
+
+    monkeypatch.setattr(services, "journeys_lock", lock)
+    with pytest.raises(OperationalError):
+        check_queries(at(5.1))
 
 
 def test_a_recompute_that_changes_nothing_writes_nothing(template):

@@ -27,6 +27,7 @@ from journey.services import (
     message_post,
     task_complete,
 )
+from journey.unit import Writes
 from notifications.models import Notification
 from tests.factories import UserFactory, make_journey
 
@@ -146,21 +147,27 @@ def test_notification_is_written_in_the_same_transaction_as_the_event(journey):
     assert states(journey) == ["upcoming"] * 4
 
 
+def record_locked(journey, unit: Writes | None = None) -> Writes:
+    """One event recorded into a unit of work the caller owns, as a partner's batch does;
+    nothing flushed."""
+    locked = journeys_lock(pks=[journey.pk], unit=unit)[journey.pk]
+    journey_record_milestone(
+        journey=journey,
+        stage_key="stage-1",
+        occurred_at=timezone.now(),
+        source=EventSource.PARTNER,
+        locked=locked,
+    )
+    assert locked.unit.pending() > 0
+    return locked.unit
+
+
 def record_in_unit(journey, *, flush: bool) -> None:
-    """One event recorded into a unit of work the caller owns, as a partner's batch does."""
     with transaction.atomic():
-        locked = journeys_lock(pks=[journey.pk])[journey.pk]
-        journey_record_milestone(
-            journey=journey,
-            stage_key="stage-1",
-            occurred_at=timezone.now(),
-            source=EventSource.PARTNER,
-            locked=locked,
-        )
-        assert locked.unit.pending() > 0
+        unit = record_locked(journey)
         if flush:
-            locked.unit.flush()
-            assert locked.unit.pending() == 0
+            unit.flush()
+            assert unit.pending() == 0
 
 
 def test_a_unit_committed_without_its_flush_is_reported(
@@ -186,6 +193,19 @@ def test_a_flushed_unit_or_a_rolled_back_one_is_not_reported(
 
     assert JourneyEvent.objects.count() == 1
     assert [r for r in caplog.records if r.name == "journey.unit"] == []
+
+
+def test_a_unit_locked_again_after_a_rolled_back_savepoint_is_still_checked(
+    journey, caplog, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        unit = Writes()
+        with pytest.raises(RuntimeError), transaction.atomic():
+            journeys_lock(pks=[journey.pk], unit=unit)  # its check goes with the savepoint
+            raise RuntimeError("the caller fails")
+        record_locked(journey, unit)  # and nobody flushes
+
+    assert [r.levelname for r in caplog.records if r.name == "journey.unit"] == ["ERROR"]
 
 
 @pytest.mark.parametrize(
