@@ -169,3 +169,20 @@ def test_login_rate_limits_count_the_client_behind_trusted_proxies():
     result = manage("shell", "--no-imports", "-c", code, env={"TRUSTED_PROXY_COUNT": "1"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1"]
+
+
+def test_the_served_process_freezes_what_startup_made_and_collects_rarely():
+    # In a process of its own: the test process's collector is left as it is.
+    result = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        (
+            "import gc, sys; import config.wsgi;"
+            "print(gc.get_threshold()[0], gc.get_freeze_count() > 50_000,"
+            " 'integrations.api.views' in sys.modules)"
+        ),
+        env={},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["50000", "True", "True"]
