@@ -567,20 +567,13 @@ def _notify_delay(*, journey: Journey, now: datetime, unit: Writes) -> None:
 
 
 def eta_recompute(*, journey: Journey, cause: EtaCause, now: datetime | None = None) -> Journey:
-    """Recompute one open journey's ETA outside an event (nightly, leg ETA, on demand)."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        journey = (
-            Journey.objects.select_for_update(of=("self",), no_key=True)
-            .select_related("owner__profile", "template")
-            .get(pk=journey.pk)
-        )
-        if journey.health == Health.CANCELLED:
-            return journey
-        milestones = list(journey.milestones.select_related("stage").order_by("position"))
-        eta_refresh(journey=journey, milestones=milestones, now=now, cause=cause)
-        journey.save(update_fields=[*ETA_FIELDS, "updated_at"])
-    return journey
+    """Recompute one journey's ETA outside an event (a leg's ETA, on demand), as the
+    periodic jobs do (``eta_recompute_many``): saved only if it changed; a cancelled
+    journey is left alone. Returns the journey as recomputed."""
+    recomputed = _recompute_chunk([journey.pk], cause=cause, now=now or timezone.now())
+    if journey.pk not in recomputed:
+        raise Journey.DoesNotExist(f"No journey {journey.pk}.")
+    return recomputed[journey.pk][0]
 
 
 def open_journeys() -> QuerySet[Journey]:
@@ -651,8 +644,7 @@ def eta_recompute_many(
         ids = pks[start : start + chunk]
         for attempt in range(1, RECOMPUTE_TRIES + 1):
             try:
-                flagged += _recompute_chunk(ids, cause=cause, now=now or timezone.now())
-                break
+                recomputed = _recompute_chunk(ids, cause=cause, now=now or timezone.now())
             except OperationalError as error:
                 if getattr(error.__cause__, "sqlstate", None) != DEADLOCK_DETECTED:
                     raise
@@ -666,22 +658,34 @@ def eta_recompute_many(
                     RECOMPUTE_TRIES,
                     "left for the next run." if last else "trying again.",
                 )
+            else:
+                flagged += [
+                    pk
+                    for pk, (journey, was) in recomputed.items()
+                    if was is None and journey.stalled_since is not None
+                ]
+                break
     return flagged
 
 
-def _recompute_chunk(pks: list[int], *, cause: EtaCause, now: datetime) -> list[int]:
+def _recompute_chunk(
+    pks: list[int], *, cause: EtaCause, now: datetime
+) -> dict[int, tuple[Journey, datetime | None]]:
+    """Lock, recompute and save (if changed) these journeys in one transaction and unit
+    of work. Returns each journey locked, with when it was flagged as stalled before
+    (None: it was not); cancelled ones unchanged."""
     # The spine's loader; journey.services imports this module.
     from journey.services import journeys_lock
 
-    flagged = []
+    recomputed = {}
     with transaction.atomic():
         unit = Writes()
-        locked = journeys_lock(pks=pks, unit=unit)
-        for state in locked.values():
+        for pk, state in journeys_lock(pks=pks, unit=unit).items():
             journey = state.journey
+            recomputed[pk] = (journey, journey.stalled_since)
             if journey.health == Health.CANCELLED:
                 continue
-            was, before = journey.stalled_since, _eta_fields(journey)
+            before = _eta_fields(journey)
             _refresh(
                 journey=journey,
                 milestones=state.milestones,
@@ -691,11 +695,9 @@ def _recompute_chunk(pks: list[int], *, cause: EtaCause, now: datetime) -> list[
                 unit=unit,
             )
             if _eta_fields(journey) != before:
-                unit.journeys[journey.pk] = journey
-            if was is None and journey.stalled_since is not None:
-                flagged.append(journey.pk)
+                unit.journeys[pk] = journey
         unit.flush()
-    return flagged
+    return recomputed
 
 
 def _eta_fields(journey: Journey) -> tuple[object, ...]:

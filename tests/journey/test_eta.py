@@ -666,6 +666,24 @@ def test_journeys_cancelled_or_deleted_since_they_were_listed_are_left_alone(tem
     assert (cancelled.health, cancelled.stalled_since) == (Health.CANCELLED, None)
 
 
+def test_one_journey_recomputed_on_its_own_follows_the_same_rules(template):
+    [journey] = stalled_fleet(template, 1)
+    with time_machine.travel(at(5.1), tick=False):
+        recomputed = eta.eta_recompute(journey=journey, cause=EtaCause.LEG_ETA)
+    assert recomputed.stalled_since == at(5.1)
+    journey.refresh_from_db()
+    assert journey.stalled_since == at(5.1)
+
+    Journey.objects.filter(pk=journey.pk).update(health=Health.CANCELLED, stalled_since=None)
+    with time_machine.travel(at(6), tick=False):
+        left = eta.eta_recompute(journey=journey, cause=EtaCause.LEG_ETA)
+    assert (left.health, left.stalled_since) == (Health.CANCELLED, None)
+
+    gone = Journey(pk=journey.pk + 1000)
+    with pytest.raises(Journey.DoesNotExist):
+        eta.eta_recompute(journey=gone, cause=EtaCause.LEG_ETA)
+
+
 class Deadlock(Exception):
     sqlstate = "40P01"  # as psycopg's DeadlockDetected
 
