@@ -51,9 +51,12 @@ PLANNED_HIGH = 1.5
 PLANNED_STALL = 2.0
 SCENARIOS = 1000
 LOW_Q, HIGH_Q, STALL_Q = 0.10, 0.90, 0.95
-MAX_HISTORY = 500
+MAX_HISTORY = 500  # the most recent completed journeys a template learns from
 # Conditioning on the elapsed time needs this many longer cases to draw from.
-MIN_CONDITIONED = 5  # the most recent completed journeys a template learns from
+MIN_CONDITIONED = 5
+# Draws a history keeps for journeys in the same state (``History.drawn``), 56 KB each
+# for seven segments: a template has a dozen states, a simulation of many seeds more.
+MAX_DRAWN = 128
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,10 @@ class History:
     pool: np.ndarray
     offsets: np.ndarray
     sizes: np.ndarray
+    # Per row: the shortest known duration above zero (inf when none is), for ``shifts``.
+    shortest: np.ndarray
+    # The scenarios of journeys in one state, by (segments, seed): see ``drawn``.
+    states: dict[tuple[tuple[Segment, ...], int], "Drawn"] = field(default_factory=dict)
 
     @classmethod
     def build(cls, keys: list[str], journeys: list[list[float | None]]) -> "History":
@@ -108,12 +115,17 @@ class History:
         marginals = [np.sort(row[~np.isnan(row)]) for row in durations]
         sizes = np.array([m.size for m in marginals])
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        # Sorted, so the positive durations are each marginal's tail.
+        firsts = [int(np.searchsorted(m, 0.0, side="right")) for m in marginals]
         return cls(
             durations=durations,
             rows=rows,
             pool=np.concatenate(marginals),
             offsets=offsets,
             sizes=sizes,
+            shortest=np.array(
+                [m[i] if i < m.size else np.inf for m, i in zip(marginals, firsts, strict=True)]
+            ),
         )
 
     def row(self, key: str) -> int:
@@ -121,6 +133,34 @@ class History:
 
     def marginal(self, row: int) -> np.ndarray:
         return self.pool[self.offsets[row] : self.offsets[row] + self.sizes[row]]
+
+    def shifts(self, key: str, elapsed: float) -> bool:
+        """Whether the forecast of a segment ``key`` that has run ``elapsed`` seconds is
+        the one for a segment just begun, moved earlier by ``elapsed``.
+
+        It is while no recorded journey's segment lasted longer than nothing but not
+        longer than ``elapsed``: the recorded journeys the Monte Carlo draws from (or,
+        when too few of them outlasted the elapsed time, the rests it draws on their own)
+        are then the same, drawn in the same order, and only the current segment's rest,
+        so every end, is ``elapsed`` shorter. That holds for nearly every event: a stage
+        is reached minutes before its event is applied, and stages last hours or days."""
+        row = self.rows.get(key)
+        return row is not None and elapsed < self.shortest[row] < np.inf
+
+    def drawn(self, segments: list[Segment], seed: int) -> "Drawn":
+        """The scenarios of a journey whose current segment has just begun, kept for as
+        long as this history: journeys in the same state share them, so a partner's
+        batch moving a hundred cars to their next stages runs the Monte Carlo once per
+        stage reached, not once per car, and sorts its scenarios only when a carrier's
+        ETA falls among them."""
+        key = (tuple(segments), seed)
+        drawn = self.states.get(key)
+        if drawn is None:
+            if len(self.states) >= MAX_DRAWN:
+                self.states.clear()  # only an evaluation over many seeds gets here
+            steps = _draw(segments, 0.0, self, seed)
+            drawn = self.states[key] = Drawn(steps=steps, outlook=_outlook(steps, {}))
+        return drawn
 
 
 @dataclass(frozen=True)
@@ -151,12 +191,90 @@ def _quantile(values: Sequence[float] | np.ndarray, q: float) -> float:
 
 def stall_threshold(segment: Segment, learned: Learned | None, min_history: int) -> float | None:
     """How long (seconds) the segment may run before it counts as stalled."""
-    samples = learned.samples(segment.key) if learned else []
+    row = learned.history.rows.get(segment.key) if learned else None
+    samples = learned.history.marginal(row) if row is not None else ()
     if len(samples) >= min_history:
-        return _quantile(samples, STALL_Q)
+        return float(_quantile(samples, STALL_Q))
     if segment.planned > 0:
         return segment.planned * PLANNED_STALL
     return None
+
+
+@dataclass(frozen=True)
+class Outlook:
+    """What the scenarios say, in seconds from a starting point: when each segment is
+    expected to end (its median scenario), and the last one's 10th percentile, median
+    and 90th percentile (the range and the ETA)."""
+
+    ends: list[float]
+    low: float
+    expected: float
+    high: float
+
+    def after(self, index: int, start: float) -> "Outlook":
+        """This outlook, its ends from segment ``index`` on counted from ``start``."""
+        return Outlook(
+            ends=self.ends[:index] + [start + end for end in self.ends[index:]],
+            low=start + self.low,
+            expected=start + self.expected,
+            high=start + self.high,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Drawn:
+    """The scenarios of journeys in one state, their current segment just begun
+    (``History.drawn``), in seconds from when it began."""
+
+    steps: np.ndarray  # each segment's duration: a row per segment, a column per scenario
+    outlook: Outlook  # with no carrier's ETA
+    # By the carrier's segment: what ``outlook_for`` needs (see ``_carrier``).
+    carriers: dict[int, tuple[float, float, Outlook, Outlook]] = field(default_factory=dict)
+
+    def outlook_for(self, elapsed: float, partner_ends: dict[int, float]) -> Outlook:
+        """The outlook of a journey in this state whose current segment has run
+        ``elapsed`` seconds (``History.shifts`` holds), the carrier's ETA (at most one)
+        counted from when the segment began: the same as ``_outlook`` would give.
+
+        Each scenario reaches the carrier's segment at some time A and leaves it at the
+        later of A and the carrier's ETA. When that ETA is before every scenario's A (the
+        carrier's ETA already past) or after every one, it is the same for all scenarios
+        and the outlook comes from sums sorted once per state; only an ETA among them
+        sorts this journey's own scenarios."""
+        if not partner_ends:
+            return self.outlook
+        ((index, end),) = partner_ends.items()
+        lowest, highest, early, late = self._carrier(index)
+        if index == 0:  # the carrier's segment is the current one: left at once, or then
+            return late.after(0, max(elapsed, end))
+        if end <= lowest:
+            return early
+        if end >= highest:
+            return late.after(index, end)
+        return _outlook(self.steps, partner_ends, now=elapsed)
+
+    def _carrier(self, index: int) -> tuple[float, float, Outlook, Outlook]:
+        """For a carrier's ETA ending segment ``index``: the earliest and latest time a
+        scenario reaches that segment; the outlook when the ETA is before all of them;
+        and the one when it is after all of them, its ends from ``index`` on counted
+        from the ETA."""
+        if index not in self.carriers:
+            # With an ETA long past, the carrier's segment ends as it is reached.
+            ends = _ends(self.steps, {index: -np.inf}, now=0.0)
+            reached = ends[index]
+            after = ends[index:] - reached  # the later segments, from leaving it
+            self.carriers[index] = (
+                float(reached.min()),
+                float(reached.max()),
+                _outlook_of(ends),
+                _joined(self.outlook.ends[:index], _outlook_of(after)),
+            )
+        return self.carriers[index]
+
+
+def _joined(before: list[float], rest: Outlook) -> Outlook:
+    """``rest``, after the ends of the segments ``before`` it."""
+    return Outlook(ends=before + rest.ends, low=rest.low, expected=rest.expected, high=rest.high)
 
 
 def forecast(
@@ -173,26 +291,33 @@ def forecast(
 
     ``segments`` are the remaining ones, the current first; ``elapsed`` is how long the
     current one has run. ``partner_ends`` maps a shipping segment's index to the
-    carrier's ETA for its last open leg: the segment then ends at that time.
+    carrier's ETA for its last open leg: the segment then ends at that time (or at once,
+    if that is past). ``seed`` seeds the Monte Carlo: the same inputs give the same
+    dates.
     """
     partner_ends = partner_ends or {}
     # A seeded draw needs at least one journey to draw from.
     use_history = learned is not None and len(learned.journeys) >= max(min_history, 1)
     if use_history:
-        ends = _scenarios_from_history(segments, elapsed, now, learned, partner_ends, seed)
         basis = EtaBasis.HISTORY_PARTNER if partner_ends else EtaBasis.HISTORY
+        history = learned.history
+        origin = now.timestamp()
         if not segments:  # nothing left: every scenario ends now
-            ends = np.full((1, SCENARIOS), now.timestamp())
-        quantiles = [_rank(SCENARIOS, q) for q in (LOW_Q, 0.5, HIGH_Q)]
-        middle = (SCENARIOS - 1) // 2  # statistics.median_low's rank
-        # Each segment's scenarios in order: every segment's median, and the last one's
-        # quantiles (the ETA and its range). numpy's sort (SIMD since 2.0) orders 7 x
-        # 1,000 in a quarter of the time its partition takes to place these four ranks.
-        ordered = np.sort(ends, axis=1)
-        medians = ordered[: len(segments), middle].tolist()
-        stage_expected = [datetime.fromtimestamp(m, tz=now.tzinfo) for m in medians]
-        stamp = ordered[-1, quantiles].tolist()
-        low, expected, high = (datetime.fromtimestamp(s, tz=now.tzinfo) for s in stamp)
+            outlook = Outlook(ends=[], low=0.0, expected=0.0, high=0.0)
+        elif len(partner_ends) <= 1 and history.shifts(segments[0].key, elapsed):
+            # Counted from when the current segment began: the same as below.
+            origin -= elapsed
+            outlook = history.drawn(segments, seed).outlook_for(
+                elapsed, {index: end.timestamp() - origin for index, end in partner_ends.items()}
+            )
+        else:
+            carrier = {index: end.timestamp() - origin for index, end in partner_ends.items()}
+            outlook = _outlook(_draw(segments, elapsed, history, seed), carrier)
+        stage_expected = [datetime.fromtimestamp(origin + e, tz=now.tzinfo) for e in outlook.ends]
+        low, expected, high = (
+            datetime.fromtimestamp(origin + e, tz=now.tzinfo)
+            for e in (outlook.low, outlook.expected, outlook.high)
+        )
     else:
         basis = EtaBasis.PLANNED_PARTNER if partner_ends else EtaBasis.PLANNED
         plan = _walk(segments, elapsed, now, partner_ends, factor=1.0)
@@ -207,6 +332,40 @@ def forecast(
         basis=basis,
         stage_expected=stage_expected,
     )
+
+
+def _outlook(steps: np.ndarray, partner_ends: dict[int, float], now: float = 0.0) -> Outlook:
+    """The outlook of drawn segment durations (``_draw``), the carrier's ETAs and now
+    counted from where the first segment's duration begins."""
+    return _outlook_of(_ends(steps, partner_ends, now=now))
+
+
+def _outlook_of(ends: np.ndarray) -> Outlook:
+    """The medians of each row of scenarios' ends, and the last row's quantiles."""
+    middle = (SCENARIOS - 1) // 2  # statistics.median_low's rank
+    # numpy's sort (SIMD since 2.0) orders 7 x 1,000 in a quarter of the time its
+    # partition takes to place these four ranks.
+    ordered = np.sort(ends, axis=1)
+    low, expected, high = ordered[-1, [_rank(SCENARIOS, q) for q in (LOW_Q, 0.5, HIGH_Q)]]
+    return Outlook(
+        ends=ordered[:, middle].tolist(), low=float(low), expected=float(expected), high=float(high)
+    )
+
+
+def _ends(steps: np.ndarray, partner_ends: dict[int, float], now: float) -> np.ndarray:
+    """When each segment ends in each scenario, counted from where the first segment's
+    duration begins: each after the one before, but a carrier's segment at the later of
+    its start (or ``now``, for the first segment) and the carrier's ETA."""
+    ends = np.empty_like(steps)
+    previous: np.ndarray | float = 0.0
+    for index in range(steps.shape[0]):
+        if index in partner_ends:
+            start = now if index == 0 else previous
+            np.maximum(start, partner_ends[index], out=ends[index])
+        else:
+            np.add(previous, steps[index], out=ends[index])
+        previous = ends[index]
+    return ends
 
 
 def _walk(
@@ -243,32 +402,25 @@ def _residuals(samples: np.ndarray, elapsed: float) -> np.ndarray:
     return np.maximum(samples[samples >= median] - median, 3600.0)
 
 
-def _scenarios_from_history(
-    segments: list[Segment],
-    elapsed: float,
-    now: datetime,
-    learned: Learned,
-    partner_ends: dict[int, datetime],
-    seed: int,
-) -> np.ndarray:
+def _draw(segments: list[Segment], elapsed: float, history: History, seed: int) -> np.ndarray:
     """Monte Carlo over recorded journeys, each scenario one recorded journey: the
     current segment's rest is what that journey's segment lasted beyond the elapsed
     time, and the later segments are its own, so a journey slow in this stage stays
     slow after it. Only journeys whose current segment lasted longer than the elapsed
     time are drawn; when fewer than ``MIN_CONDITIONED`` did, the rest of the current
-    segment is drawn on its own (see ``_residuals``).
+    segment is drawn on its own (see ``_residuals``). A carrier's ETA does not change
+    what is drawn (``_ends`` applies it).
 
-    Returns when each segment ends (POSIX seconds): a row per segment, a column per
-    scenario. All scenarios are drawn at once: a Python loop over 1,000 of them was
-    the largest single cost of an event."""
+    Returns each segment's duration (the current one's from now): a row per segment, a
+    column per scenario. All scenarios are drawn at once: a Python loop over 1,000 of
+    them was the largest single cost of an event."""
     rng = np.random.default_rng(seed)
-    history = learned.history
     rows = [history.row(s.key) for s in segments]
     candidates = None  # every journey
     residuals = None
     if segments and segments[0].key in history.rows:
         first = history.durations[rows[0]]
-        known = np.count_nonzero(~np.isnan(first))
+        known = history.sizes[rows[0]]
         longer = np.flatnonzero(first > elapsed)  # NaN is never longer
         # Enough alike journeys (or all of them alike): keep each one whole.
         if longer.size and longer.size >= min(MIN_CONDITIONED, known):
@@ -282,9 +434,7 @@ def _scenarios_from_history(
     # Each scenario's journey: its durations of the remaining segments, a row each.
     steps = history.durations.take(rows, axis=0).take(drawn, axis=1)
     for index, segment in enumerate(segments):
-        if index in partner_ends:
-            steps[index] = 0.0  # the carrier's ETA decides, below
-        elif index == 0:
+        if index == 0:
             if residuals is not None:
                 steps[0] = residuals[rng.integers(residuals.size, size=SCENARIOS)]
             else:
@@ -299,15 +449,7 @@ def _scenarios_from_history(
         of = np.asarray(rows)[unknown // SCENARIOS]  # each unknown's history row
         picks = history.offsets[of] + rng.integers(history.sizes[of])
         steps.flat[unknown] = history.pool[picks]
-    ends = np.empty_like(steps)
-    previous: np.ndarray | float = now.timestamp()
-    for index in range(len(segments)):
-        if index in partner_ends:
-            np.maximum(previous, partner_ends[index].timestamp(), out=ends[index])
-        else:
-            np.add(previous, steps[index], out=ends[index])
-        previous = ends[index]
-    return ends
+    return steps
 
 
 def health_for(*, expected: date, high: date, promised: date | None) -> Health:
@@ -480,7 +622,6 @@ def _refresh(
         learned=learned,
         min_history=min_history,
         partner_ends=partner_ends,
-        seed=journey.pk or 0,
     )
 
     changed = []

@@ -16,6 +16,9 @@ from django.core.management import call_command
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.forms import modelform_factory
 from django.test.utils import CaptureQueriesContext
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from journey import eta
 from journey.errors import ApplicationError
@@ -268,6 +271,81 @@ def test_two_equally_likely_journeys_are_never_mixed():
     assert (result.low, result.high) == (at(2), at(6))
     assert result.expected in (at(2), at(6))
     assert result.stage_expected[0] in (at(1), at(3))
+
+
+# Journeys in the same state share their scenarios (``History.drawn``): these pin that
+# the shared path gives what drawing for the journey alone gives.
+
+DURATIONS = st.sampled_from([None, 0.0, 0.001, 0.5, 1.0, 2.0, 3.0, 4.0, 7.5])
+
+
+@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(st.lists(DURATIONS, min_size=3, max_size=3), min_size=1, max_size=12),
+    elapsed=st.sampled_from([0.0, 60 / DAY, 0.25, 0.5, 0.75, 1.0, 1.5, 3.5, 8.0]),
+    carrier=st.none() | st.tuples(st.integers(0, 2), st.floats(-3, 20, allow_nan=False)),
+    seed=st.integers(0, 3),
+)
+def test_journeys_in_the_same_state_get_what_their_own_draw_gives(rows, elapsed, carrier, seed):
+    keys = ["a", "b", "c"]
+    learned = eta.learn([[None if d is None else d * DAY for d in row] for row in rows], keys)
+    segments = [eta.Segment(key=key, planned=2 * DAY) for key in keys]
+    now = at(elapsed)
+    partner_ends = {} if carrier is None else {carrier[0]: at(carrier[1])}
+
+    def forecast():
+        return eta.forecast(
+            segments=segments,
+            elapsed=elapsed * DAY,
+            now=now,
+            learned=learned,
+            min_history=1,
+            partner_ends=partner_ends,
+            seed=seed,
+        )
+
+    # The journey's own draw, from now: what the forecast did before states were shared.
+    own = eta._outlook(
+        eta._draw(segments, elapsed * DAY, learned.history, seed),
+        {index: (end - now).total_seconds() for index, end in partner_ends.items()},
+    )
+    for result in (forecast(), forecast()):  # the state drawn, then kept
+        got = [*result.stage_expected, result.low, result.expected, result.high]
+        wanted = [*own.ends, own.low, own.expected, own.high]
+        # (low and high as forecast() orders them around the expected date)
+        wanted[-3], wanted[-1] = min(own.low, own.expected), max(own.high, own.expected)
+        assert [(g - now).total_seconds() for g in got] == pytest.approx(wanted, abs=1e-3)
+
+
+def test_journeys_in_the_same_state_are_drawn_once(monkeypatch):
+    # Five journeys took one to five days a stage; the carrier's ETA ends b.
+    learned = eta.learn([[d * DAY] * 3 for d in (1, 2, 3, 4, 5)], ["a", "b", "c"])
+    segments = [eta.Segment(key=key, planned=DAY) for key in ("a", "b", "c")]
+    draws, draw = [], eta._draw
+    monkeypatch.setattr(eta, "_draw", lambda *args: draws.append(args) or draw(*args))
+
+    def forecast(elapsed: float, carrier: float | None) -> eta.Forecast:
+        return eta.forecast(
+            segments=segments,
+            elapsed=elapsed,
+            now=at(elapsed / DAY),
+            learned=learned,
+            min_history=1,
+            partner_ends={} if carrier is None else {1: at(carrier)},
+        )
+
+    # Less than a day in a (its shortest): every journey outlasted it, so each forecast
+    # is the state's, whatever the carrier says (before, among or after the scenarios).
+    results = [forecast(e, c) for e in (0, 60, 3600) for c in (None, -1, 3, 30)]
+    assert len(draws) == 1
+    assert results[0].expected == at(9)  # the middle journey: a, then b and c, 3 days each
+    assert forecast(60, 30).expected == at(33)  # b ends when the carrier says, c 3 days on
+    # Among them (day 2): b ends then for the journeys that reached it sooner, at once
+    # for the others; the middle journey reaches b on day 3 and ends c on day 6.
+    assert forecast(60, 2).expected == at(6)
+    # Past the shortest journey's a, the journeys drawn from differ: drawn for itself.
+    forecast(1.5 * DAY, None)
+    assert len(draws) == 2
 
 
 @pytest.mark.parametrize(
