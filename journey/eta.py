@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 from django.conf import settings
@@ -37,6 +38,7 @@ from journey.models import (
     Milestone,
     MilestoneState,
     ShipmentLeg,
+    StageDefinition,
     TemplateEtaStats,
 )
 from journey.unit import ETA_FIELDS, Writes
@@ -59,9 +61,12 @@ MIN_CONDITIONED = 5
 MAX_DRAWN = 128
 
 
-@dataclass(frozen=True)
-class Segment:
-    """The time from reaching ``key`` (or the start) to reaching the next stage."""
+class Segment(NamedTuple):
+    """The time from reaching ``key`` (or the start) to reaching the next stage.
+
+    A tuple: the segments ahead are the key of the scenarios journeys in the same state
+    share (``History.drawn``), looked up once per event, and a tuple of tuples hashes
+    and compares in C."""
 
     key: str
     planned: float  # seconds
@@ -532,18 +537,23 @@ def _segments(milestones: list[Milestone]) -> tuple[list[Segment], int]:
     for index, milestone in enumerate(milestones):
         if milestone.state != MilestoneState.UPCOMING:
             current = index
-    segments = []
-    if current == -1:
-        segments.append(Segment(key=START, planned=0.0))
-    for milestone in milestones[max(current, 0) : -1]:
-        segments.append(
-            Segment(
-                key=milestone.stage.key,
-                planned=milestone.stage.expected_duration.total_seconds(),
-                shipping=milestone.stage.shipping,
-            )
-        )
+    segments = [Segment(key=START, planned=0.0)] if current == -1 else []
+    segments.extend(_segment(milestone.stage) for milestone in milestones[max(current, 0) : -1])
     return segments, current
+
+
+def _segment(stage: StageDefinition) -> Segment:
+    """The segment from reaching ``stage``, made once per stage object: the journeys of
+    a unit of work (a partner's batch) share their stages' (``journeys_lock``), and an
+    object read from the database is not changed by the spine."""
+    segment = stage.__dict__.get("_eta_segment")
+    if segment is None:
+        segment = stage.__dict__["_eta_segment"] = Segment(
+            key=stage.key,
+            planned=stage.expected_duration.total_seconds(),
+            shipping=stage.shipping,
+        )
+    return segment
 
 
 def eta_refresh(
