@@ -15,6 +15,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import validate_time_zone
+from journey.db import QuickLoad
 
 # Crockford-style alphabet: no 0/O, 1/I/L confusion when a customer reads it out.
 REFERENCE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -24,7 +25,7 @@ def new_reference() -> str:
     return "MP-" + "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(6))
 
 
-class JourneyTemplate(models.Model):
+class JourneyTemplate(QuickLoad):
     """A kind of journey (a car built to order, a fitted kitchen) and its stages."""
 
     key = models.SlugField(unique=True)
@@ -41,7 +42,7 @@ class JourneyTemplate(models.Model):
         return self.name
 
 
-class StageDefinition(models.Model):
+class StageDefinition(QuickLoad):
     template = models.ForeignKey(JourneyTemplate, on_delete=models.CASCADE, related_name="stages")
     position = models.PositiveSmallIntegerField()
     key = models.SlugField(help_text=_("Internal key, used by partners' status mappings."))
@@ -89,7 +90,7 @@ class Health(models.TextChoices):
     CANCELLED = "cancelled", _("Cancelled")
 
 
-class Journey(models.Model):
+class Journey(QuickLoad):
     reference = models.CharField(max_length=16, unique=True, default=new_reference, editable=False)
     title = models.CharField(max_length=200)
     template = models.ForeignKey(JourneyTemplate, on_delete=models.PROTECT, related_name="+")
@@ -140,7 +141,7 @@ class MilestoneState(models.TextChoices):
     DONE = "done", _("Done")
 
 
-class Milestone(models.Model):
+class Milestone(QuickLoad):
     """One stage of one journey."""
 
     # No index of its own: milestone_position_unique starts with it.

@@ -261,3 +261,58 @@ def test_insert_rows_keeps_a_key_it_is_given():
     insert_rows([event])
     assert event.pk == free
     assert JourneyEvent.objects.filter(pk=free).exists()
+
+
+# --- QuickLoad: rows read whole become objects without Model.__init__ ----------------
+
+
+def test_a_row_read_quickly_is_the_object_djangos_init_makes():
+    milestone = make_journey(stages=2).milestones.first()
+    names = [f.attname for f in Milestone._meta.concrete_fields]
+    row = tuple(getattr(milestone, name) for name in names)
+
+    quick = Milestone.from_db("default", names, row)
+    django = models.Model.from_db.__func__(Milestone, "default", names, row)
+
+    assert type(quick) is Milestone
+    assert quick.__dict__.keys() == django.__dict__.keys()
+    assert {k: v for k, v in quick.__dict__.items() if k != "_state"} == {
+        k: v for k, v in django.__dict__.items() if k != "_state"
+    }
+    # (Django's fills the state's cache of related objects on first use: both empty.)
+    assert quick._state.fields_cache == django._state.fields_cache == {}
+    assert vars(quick._state) == vars(django._state)
+    # It behaves as one: its relations load, it saves as an update.
+    assert quick.journey == milestone.journey
+    quick.state = MilestoneState.DONE
+    quick.save(update_fields=["state"])
+    assert Milestone.objects.get(pk=milestone.pk).state == MilestoneState.DONE
+
+
+def test_deferred_fields_and_listeners_take_djangos_path():
+    journey = make_journey(stages=2)
+    seen = []
+
+    def listener(sender, **kwargs):
+        seen.append(sender)
+
+    # Deferred: Django's path, which marks the field to be read on first use.
+    milestone = Milestone.objects.only("state").filter(journey=journey).first()
+    assert "position" not in milestone.__dict__
+    assert milestone.position == 1
+    models.signals.post_init.connect(listener, sender=Milestone)
+    try:
+        list(Milestone.objects.filter(journey=journey))
+    finally:
+        models.signals.post_init.disconnect(listener, sender=Milestone)
+    assert seen == [Milestone, Milestone]
+    list(Milestone.objects.filter(journey=journey))  # no listener: not made by __init__
+    assert len(seen) == 2
+
+
+def test_a_model_with_another_kind_of_descriptor_is_never_read_quickly():
+    from journey.db import _plain_attnames
+    from journey.models import Photo
+
+    assert _plain_attnames(Photo) == ()  # its images' descriptors do more than store
+    assert _plain_attnames(Milestone)[:3] == ("id", "journey_id", "stage_id")
