@@ -6,6 +6,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from journey.db import QuickLoad
+
 
 class Partner(models.Model):
     """A partner system (factory, carrier, dealer, installer)."""
@@ -79,7 +81,7 @@ class StatusMapping(models.Model):
         return f"{self.partner}: {self.code} → {self.stage_key}"
 
 
-class InboundEvent(models.Model):
+class InboundEvent(QuickLoad):
     """Every status event a partner sent, as sent: the idempotency record and the audit."""
 
     # No index of its own: inbound_event_unique starts with it.

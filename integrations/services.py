@@ -178,7 +178,7 @@ def partner_status_events_prepare(
 def _inbound(
     partner: Partner, event: StatusEventIn, mappings: dict[str, StatusMapping]
 ) -> InboundEvent:
-    return InboundEvent(
+    return InboundEvent.new(
         partner=partner,
         journey=event.journey,
         event_id=event.event_id,

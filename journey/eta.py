@@ -687,7 +687,7 @@ def _record(
     its form edits), so they are what the last row says, with no read of it."""
     if journey.pk is None or journey.eta is None or _promise(journey) == before:
         return None
-    estimate = EtaEstimate(
+    estimate = EtaEstimate.new(
         journey=journey,
         computed_at=now,
         expected=journey.eta,

@@ -23,7 +23,7 @@ def event_milestone_reached(
     payload: dict[str, Any] | None = None,
 ) -> JourneyEvent:
     """The event, not saved yet."""
-    return JourneyEvent(
+    return JourneyEvent.new(
         journey=journey,
         milestone=milestone,
         kind=EventKind.MILESTONE_REACHED,

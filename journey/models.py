@@ -184,7 +184,7 @@ class EventKind(models.TextChoices):
     NOTE = "note", _("Update")
 
 
-class JourneyEvent(models.Model):
+class JourneyEvent(QuickLoad):
     """The timeline: an append-only log. Rows are written by ``journey.events`` only."""
 
     # No index of its own: event_journey_time_idx starts with it.
@@ -457,7 +457,7 @@ class EtaCause(models.TextChoices):
     RECOMPUTE = "recompute", _("Recomputed on demand")
 
 
-class EtaEstimate(models.Model):
+class EtaEstimate(QuickLoad):
     """The history of a journey's ETA: one row each time the prediction changed."""
 
     # No index of its own: eta_journey_time_idx starts with it.

@@ -5,6 +5,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from journey.db import QuickLoad
+
 
 class Channel(models.TextChoices):
     EMAIL = "email", _("Email")
@@ -21,7 +23,7 @@ class NotificationState(models.TextChoices):
     FAILED = "failed", _("Failed")
 
 
-class Notification(models.Model):
+class Notification(QuickLoad):
     # No index of its own: notification_recipient_idx starts with it.
     recipient = models.ForeignKey(
         settings.AUTH_USER_MODEL,

@@ -282,7 +282,7 @@ class Outbox:
                     recipient=cause.recipient.pk, channel=channel, not_before=when, now=now
                 )
             rows.append(
-                Notification(
+                Notification.new(
                     recipient=cause.recipient,
                     to_email=cause.to_email,
                     journey=cause.journey,

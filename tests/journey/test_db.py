@@ -4,6 +4,7 @@ import zoneinfo
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+import time_machine
 from django.db import DataError, connection, models, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -316,3 +317,51 @@ def test_a_model_with_another_kind_of_descriptor_is_never_read_quickly():
 
     assert _plain_attnames(Photo) == ()  # its images' descriptors do more than store
     assert _plain_attnames(Milestone)[:3] == ("id", "journey_id", "stage_id")
+
+
+def test_a_new_object_made_quickly_is_the_one_djangos_init_makes():
+    from notifications.models import Notification
+
+    journey = make_journey(stages=2)
+    values = {
+        "recipient": journey.owner,
+        "journey": journey,
+        "kind": "milestone_reached",
+        "dedup_key": "k",
+        "occurred_at": timezone.now(),
+    }
+
+    with time_machine.travel(timezone.now(), tick=False):  # scheduled_at's default
+        quick, django = Notification.new(**values), Notification(**values)
+
+    assert type(quick) is Notification
+    assert {k: v for k, v in quick.__dict__.items() if k != "_state"} == {
+        k: v for k, v in django.__dict__.items() if k != "_state"
+    }
+    assert vars(quick._state) == vars(django._state)  # adding, no database yet
+    assert quick._state.fields_cache == {"recipient": journey.owner, "journey": journey}
+    assert quick.recipient_id == journey.owner.pk and quick.journey_id == journey.pk
+    # Callable defaults are called for each object: no two share a context.
+    assert quick.context == {} and quick.context is not Notification.new(**values).context
+    assert quick.scheduled_at is not None
+    quick.save()
+    assert Notification.objects.get(pk=quick.pk).recipient == journey.owner
+
+
+def test_a_new_object_with_more_than_fields_takes_djangos_path():
+    from notifications.models import Notification
+
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        Notification.new(kind="milestone_reached", colour="red")
+    seen = []
+
+    def listener(sender, **kwargs):
+        seen.append(sender)
+
+    models.signals.post_init.connect(listener, sender=Notification)
+    try:
+        Notification.new(kind="milestone_reached")
+    finally:
+        models.signals.post_init.disconnect(listener, sender=Notification)
+    assert seen == [Notification]
+    assert Notification.new(recipient=None).recipient is None
