@@ -186,3 +186,22 @@ def test_the_served_process_freezes_what_startup_made_and_collects_rarely():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["50000", "True", "True"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, "True 5"), ("false", "None None")])
+def test_postgresql_binds_parameters_on_the_server_and_prepares_repeated_statements(
+    value, expected
+):
+    env = {"DATABASE_URL": "postgres://u@127.0.0.1:5432/x"}
+    if value is not None:
+        env["DB_PREPARED_STATEMENTS"] = value
+    result = manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        "from django.conf import settings as s; o = s.DATABASES['default'].get('OPTIONS', {});"
+        "print(o.get('server_side_binding'), o.get('prepare_threshold'))",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == expected

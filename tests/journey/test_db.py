@@ -365,3 +365,23 @@ def test_a_new_object_with_more_than_fields_takes_djangos_path():
         models.signals.post_init.disconnect(listener, sender=Notification)
     assert seen == [Notification]
     assert Notification.new(recipient=None).recipient is None
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's prepared statements")
+def test_a_statement_run_often_is_parsed_and_planned_once():
+    journey = make_journey(stages=2)
+
+    def prepared() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                ['%"journey_milestone"."position" = $2%'],
+            )
+            return cursor.fetchone()[0]
+
+    for position in (1, 2, 1, 2):
+        Milestone.objects.filter(journey=journey, position=position).first()
+    assert prepared() == 0  # not yet: four runs
+    for position in (1, 2):
+        Milestone.objects.filter(journey=journey, position=position).first()
+    assert prepared() == 1  # one statement for every position
