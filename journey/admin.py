@@ -78,7 +78,7 @@ class JourneyTemplateAdmin(admin.ModelAdmin):
         journeys = 0
         for template in queryset:
             journeys += eta.eta_recompute_template_journeys(template=template)
-        messages.success(request, f"Recomputed {journeys} open journeys.")
+        messages.success(request, eta.recomputed(journeys))
 
 
 class StalledFilter(admin.SimpleListFilter):

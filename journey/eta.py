@@ -497,6 +497,11 @@ def _learned_for(template_id: int) -> Learned | None:
     return learned
 
 
+def recomputed(count: int) -> str:
+    """What the admin's action and the command say after recomputing open journeys."""
+    return f"Recomputed {count} open journey{'' if count == 1 else 's'}."
+
+
 def eta_stats_recompute(*, template: JourneyTemplate) -> TemplateEtaStats:
     """Learn a template's segment durations from its most recent completed journeys."""
     _LEARNED.pop(template.pk, None)

@@ -888,7 +888,19 @@ def test_the_recompute_command_relearns_and_recomputes(template, settings):
     with time_machine.travel(at(0.5), tick=False):
         call_command("eta_recompute", stdout=out)
 
-    assert out.getvalue() == "Recomputed 1 open journeys.\n"
+    assert out.getvalue() == "Recomputed 1 open journey.\n"
     journey.refresh_from_db()
     assert journey.eta_basis == EtaBasis.HISTORY
     assert journey.eta_estimates.last().cause == EtaCause.RECOMPUTE
+
+
+@pytest.mark.parametrize(
+    ("count", "said"),
+    [
+        (0, "Recomputed 0 open journeys."),
+        (1, "Recomputed 1 open journey."),
+        (2, "Recomputed 2 open journeys."),
+    ],
+)
+def test_the_recompute_says_how_many_in_words_that_agree(count, said):
+    assert eta.recomputed(count) == said

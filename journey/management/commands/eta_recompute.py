@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from journey.eta import eta_recompute_all
+from journey.eta import eta_recompute_all, recomputed
 from journey.models import EtaCause
 
 
@@ -14,4 +14,4 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         count = eta_recompute_all(cause=EtaCause.RECOMPUTE)
-        self.stdout.write(f"Recomputed {count} open journeys.")
+        self.stdout.write(recomputed(count))
