@@ -12,6 +12,7 @@ reaching each stage to reaching the next. The ETA is when the last stage is reac
 See docs/eta.md for the method and its measured accuracy.
 """
 
+import functools
 import itertools
 import logging
 from collections.abc import Sequence
@@ -150,7 +151,7 @@ class History:
         so every end, is ``elapsed`` shorter. That holds for nearly every event: a stage
         is reached minutes before its event is applied, and stages last hours or days."""
         row = self.rows.get(key)
-        return row is not None and elapsed < self.shortest[row] < np.inf
+        return row is not None and 0.0 <= elapsed < self.shortest[row] < np.inf
 
     def drawn(self, segments: list[Segment], seed: int) -> "Drawn":
         """The scenarios of a journey whose current segment has just begun, kept for as
@@ -309,7 +310,11 @@ def forecast(
         origin = now.timestamp()
         if not segments:  # nothing left: every scenario ends now
             outlook = Outlook(ends=[], low=0.0, expected=0.0, high=0.0)
-        elif len(partner_ends) <= 1 and history.shifts(segments[0].key, elapsed):
+        elif (
+            len(partner_ends) <= 1
+            and all(0 <= index < len(segments) for index in partner_ends)
+            and history.shifts(segments[0].key, elapsed)
+        ):
             # Counted from when the current segment began: the same as below.
             origin -= elapsed
             outlook = history.drawn(segments, seed).outlook_for(
@@ -548,17 +553,14 @@ def _segments(milestones: list[Milestone]) -> tuple[list[Segment], int]:
 
 
 def _segment(stage: StageDefinition) -> Segment:
-    """The segment from reaching ``stage``, made once per stage object: the journeys of
-    a unit of work (a partner's batch) share their stages' (``journeys_lock``), and an
-    object read from the database is not changed by the spine."""
-    segment = stage.__dict__.get("_eta_segment")
-    if segment is None:
-        segment = stage.__dict__["_eta_segment"] = Segment(
-            key=stage.key,
-            planned=stage.expected_duration.total_seconds(),
-            shipping=stage.shipping,
-        )
-    return segment
+    """The segment from reaching ``stage``."""
+    return _segment_of(stage.key, stage.expected_duration, stage.shipping)
+
+
+@functools.lru_cache(maxsize=1024)
+def _segment_of(key: str, duration: timedelta, shipping: bool) -> Segment:
+    """Made once per stage as it is (a batch's journeys share a template's dozen)."""
+    return Segment(key=key, planned=duration.total_seconds(), shipping=shipping)
 
 
 def eta_refresh(

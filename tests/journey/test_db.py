@@ -385,3 +385,29 @@ def test_a_statement_run_often_is_parsed_and_planned_once():
     for position in (1, 2):
         Milestone.objects.filter(journey=journey, position=position).first()
     assert prepared() == 1  # one statement for every position
+
+
+def test_the_quick_paths_skip_init_and_call_no_default_for_a_value_given(monkeypatch):
+    from notifications.models import Notification
+
+    journey = make_journey(stages=2)
+    inits, init = [], models.Model.__init__
+    monkeypatch.setattr(
+        models.Model,
+        "__init__",
+        lambda self, *a, **k: inits.append(type(self)) or init(self, *a, **k),
+    )
+    called = []
+    field = Notification._meta.get_field("scheduled_at")
+    monkeypatch.setattr(field, "get_default", lambda: called.append(1) or timezone.now())
+    from journey import db
+
+    monkeypatch.setattr(db, "_NEW", {})  # planned again, with the spy as the default
+
+    milestones = list(Milestone.objects.filter(journey=journey))
+    given = Notification.new(kind="milestone_reached", scheduled_at=timezone.now())
+    defaulted = Notification.new(kind="milestone_reached")
+
+    assert len(milestones) == 2 and inits == []  # neither read nor made by __init__
+    assert called == [1]  # only for the object that was not given one
+    assert given.scheduled_at is not None and defaulted.scheduled_at is not None

@@ -70,7 +70,7 @@ def replay(
     segments = [Segment(key=key, planned=days * DAY) for key, days, _bias in STAGES]
     errors = []
     inside = 0
-    for number, row in enumerate(test):
+    for row in test:
         finish = EPOCH + timedelta(seconds=sum(row))
         for index in range(len(segments)):
             began = EPOCH + timedelta(seconds=sum(row[:index]))
@@ -82,7 +82,6 @@ def replay(
                     now=now,
                     learned=learned,
                     min_history=min_history,
-                    seed=number,
                 )
                 errors.append(abs((result.expected - finish).total_seconds()) / DAY)
                 if result.low.date() <= finish.date() <= result.high.date():
