@@ -14,6 +14,7 @@ cost more than the statement (a third of a batch's CPU). ``json.dumps`` writes t
 C; PostgreSQL reads each value with its column type's own input, as it would a parameter.
 """
 
+import functools
 import json
 from collections.abc import Sequence
 from contextlib import suppress
@@ -426,9 +427,7 @@ class QuickLoad(models.Model):
     def from_db(
         cls, db: str | None, field_names: Sequence[str], values: Sequence[Any], *, fetch_mode=None
     ) -> Any:
-        attnames = _QUICK.get(cls)
-        if attnames is None:
-            attnames = _QUICK[cls] = _plain_attnames(cls)
+        attnames = _plain_attnames(cls)
         if not attnames or len(values) != len(attnames) or _listened(cls):
             return super().from_db(db, field_names, values, fetch_mode=fetch_mode)
         new = cls.__new__(cls)
@@ -442,10 +441,7 @@ class QuickLoad(models.Model):
 
     @classmethod
     def new(cls, **values: Any) -> Any:
-        plan = _NEW.get(cls)
-        if plan is None:
-            plan = _NEW[cls] = _new_plan(cls)
-        defaults, attnames, related = plan
+        defaults, attnames, related = _new_plan(cls)
         if not defaults or _listened(cls):
             return cls(**values)
         new = cls.__new__(cls)
@@ -464,9 +460,6 @@ class QuickLoad(models.Model):
         return new
 
 
-_QUICK: dict[type[models.Model], tuple[str, ...]] = {}
-
-
 def _listened(model: type[models.Model]) -> bool:
     """Whether a receiver of ``pre_init`` or ``post_init`` listens to the model (the
     lists of receivers first: empty, they answer in no time)."""
@@ -476,9 +469,7 @@ def _listened(model: type[models.Model]) -> bool:
     )
 
 
-_NEW: dict[type[models.Model], tuple[tuple, frozenset[str], frozenset[str]]] = {}
-
-
+@functools.cache  # per model, for the life of the process
 def _new_plan(model: type[models.Model]) -> tuple[tuple, frozenset[str], frozenset[str]]:
     """For ``QuickLoad.new``: each concrete field's attribute name, name and default
     (and whether it is called for each object, as Django's ``get_default`` does); the
@@ -501,6 +492,7 @@ def _new_plan(model: type[models.Model]) -> tuple[tuple, frozenset[str], frozens
     return tuple(defaults), attnames, related
 
 
+@functools.cache  # per model, for the life of the process
 def _plain_attnames(model: type[models.Model]) -> tuple[str, ...]:
     """The concrete fields' attribute names, in the order rows are read, if every one
     is plain (see ``QuickLoad``); else none."""

@@ -12,13 +12,12 @@ reaching each stage to reaching the next. The ETA is when the last stage is reac
 See docs/eta.md for the method and its measured accuracy.
 """
 
-import functools
 import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -82,8 +81,7 @@ class Learned:
     journeys: list[list[float | None]]
 
     def samples(self, key: str) -> list[float]:
-        row = self.history.rows.get(key)
-        return [] if row is None else self.history.marginal(row).tolist()
+        return self.history.samples(key).tolist()
 
     @cached_property
     def history(self) -> "History":
@@ -139,6 +137,11 @@ class History:
 
     def marginal(self, row: int) -> np.ndarray:
         return self.pool[self.offsets[row] : self.offsets[row] + self.sizes[row]]
+
+    def samples(self, key: str) -> np.ndarray:
+        """The known durations of segment ``key``, sorted (none for an unknown key)."""
+        row = self.rows.get(key)
+        return self.pool[:0] if row is None else self.marginal(row)
 
     def shifts(self, key: str, elapsed: float) -> bool:
         """Whether the forecast of a segment ``key`` that has run ``elapsed`` seconds is
@@ -197,8 +200,7 @@ def _quantile(values: Sequence[float] | np.ndarray, q: float) -> float:
 
 def stall_threshold(segment: Segment, learned: Learned | None, min_history: int) -> float | None:
     """How long (seconds) the segment may run before it counts as stalled."""
-    row = learned.history.rows.get(segment.key) if learned else None
-    samples = learned.history.marginal(row) if row is not None else ()
+    samples = learned.history.samples(segment.key) if learned else ()
     if len(samples) >= min_history:
         return float(_quantile(samples, STALL_Q))
     if segment.planned > 0:
@@ -557,7 +559,7 @@ def _segment(stage: StageDefinition) -> Segment:
     return _segment_of(stage.key, stage.expected_duration, stage.shipping)
 
 
-@functools.lru_cache(maxsize=1024)
+@lru_cache(maxsize=1024)
 def _segment_of(key: str, duration: timedelta, shipping: bool) -> Segment:
     """Made once per stage as it is (a batch's journeys share a template's dozen)."""
     return Segment(key=key, planned=duration.total_seconds(), shipping=shipping)

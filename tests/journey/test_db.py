@@ -1,5 +1,6 @@
 """journey.db: inserts that let a unique constraint decide, and one-statement updates."""
 
+import functools
 import zoneinfo
 from datetime import UTC, date, datetime, timedelta
 
@@ -402,7 +403,8 @@ def test_the_quick_paths_skip_init_and_call_no_default_for_a_value_given(monkeyp
     monkeypatch.setattr(field, "get_default", lambda: called.append(1) or timezone.now())
     from journey import db
 
-    monkeypatch.setattr(db, "_NEW", {})  # planned again, with the spy as the default
+    # Planned again, with the spy as the default, in a cache of the test's own.
+    monkeypatch.setattr(db, "_new_plan", functools.cache(db._new_plan.__wrapped__))
 
     milestones = list(Milestone.objects.filter(journey=journey))
     given = Notification.new(kind="milestone_reached", scheduled_at=timezone.now())
