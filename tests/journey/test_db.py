@@ -143,6 +143,37 @@ def test_update_rows_on_postgresql_is_one_statement_of_json_whatever_the_rows(
         update_rows(milestones[:1], ["state"])
 
 
+def _scans(plan: dict) -> list[tuple[str, str | None]]:
+    """Each node of a JSON plan: its type and the table it reads, if any."""
+    found = [(plan["Node Type"], plan.get("Relation Name"))]
+    for child in plan.get("Plans", []):
+        found += _scans(child)
+    return found
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="json_to_recordset is PostgreSQL's")
+def test_update_rows_on_postgresql_finds_its_rows_by_key_rather_than_reading_the_table(
+    django_assert_num_queries,
+):
+    """json_to_recordset counts as 100 rows to the planner whatever it holds: without the
+    keys beside it, a table of some hundreds of rows is read whole and hash-joined."""
+    journeys = [make_journey(stages=4) for _ in range(130)]
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE journey_milestone")
+    milestone = Milestone.objects.filter(journey__in=journeys).order_by("pk").last()
+    milestone.expected_date = date(2030, 1, 1)
+    with django_assert_num_queries(1) as queries:
+        assert update_rows([milestone], ["expected_date"]) == 1
+
+    with connection.cursor() as cursor:  # the statement as sent, with its values
+        cursor.execute("EXPLAIN (FORMAT JSON) " + queries.captured_queries[0]["sql"])
+        plan = cursor.fetchone()[0][0]["Plan"]
+    scans = _scans(plan)
+    assert ("Seq Scan", "journey_milestone") not in scans
+    assert any(table == "journey_milestone" and "Index" in node for node, table in scans)
+    assert Milestone.objects.get(pk=milestone.pk).expected_date == date(2030, 1, 1)
+
+
 def test_update_rows_falls_back_to_rows_of_values_for_a_column_json_cannot_carry(
     monkeypatch,
 ):
