@@ -7,6 +7,8 @@ goes, without a server, through Django's test client against the bench's loaded 
     .venv/bin/python -m bench.profile single              # CPU ms per single event
     .venv/bin/python -m bench.profile next                # per single next stage
     .venv/bin/python -m bench.profile batch --count 10    # per batch of 100 next stages
+    .venv/bin/python -m bench.profile batch --size 8      # per batch of 8: what a request
+                                                          #   costs whatever its events
     .venv/bin/python -m bench.profile single --sort cumulative --top 80
     .venv/bin/python -m bench.profile batch --sql         # PostgreSQL's side, by statement
     .venv/bin/python -m bench.profile duplicate --sql     # the floor of a single event
@@ -48,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("kind", choices=["single", "next", "batch", "duplicate", "floor"])
     parser.add_argument("--count", type=int, default=None, help="requests (600 / 10)")
+    parser.add_argument("--size", type=int, default=100, help="events per batch (100)")
     parser.add_argument("--sort", help="profile, sorted by this (tottime, cumulative)")
     parser.add_argument("--top", type=int, default=50)
     parser.add_argument("--sql", action="store_true", help="PostgreSQL's side, by statement")
@@ -108,7 +111,7 @@ def main() -> None:
             url = f"/api/v1/journeys/{ref}/events/"
         else:
             items = []
-            for i in range(100):
+            for i in range(args.size):
                 ref, code = next(queue).split("|")
                 items.append(
                     {"event_id": f"{key}-{i}", "code": code, "occurred_at": now, "journey": ref}
@@ -143,7 +146,7 @@ def main() -> None:
         started = time.process_time()
         post(n)
         spent.append((time.process_time() - started) * 1000)
-    unit = "batch of 100" if args.kind == "batch" else "request"
+    unit = f"batch of {args.size}" if args.kind == "batch" else "request"
     print(
         f"{statistics.median(spent):.2f} ms of CPU per {unit}, the median of {count} "
         f"(mean {statistics.fmean(spent):.2f}, lowest {min(spent):.2f})"
