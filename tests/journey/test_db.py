@@ -174,6 +174,20 @@ def test_update_rows_on_postgresql_finds_its_rows_by_key_rather_than_reading_the
     assert Milestone.objects.get(pk=milestone.pk).expected_date == date(2030, 1, 1)
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="json_to_recordset is PostgreSQL's")
+def test_update_rows_on_postgresql_takes_keys_as_their_field_would():
+    """A key set as text (as a form or a URL gives it) goes as the column's type, in the
+    document and in the list of keys beside it alike."""
+    first, second = make_journey().milestones.order_by("position")[:2]
+    second.pk = str(second.pk)
+    for milestone in (first, second):
+        milestone.expected_date = date(2032, 2, 2)
+
+    assert update_rows([first, second], ["expected_date"]) == 2
+
+    assert Milestone.objects.filter(expected_date=date(2032, 2, 2)).count() == 2
+
+
 def test_update_rows_falls_back_to_rows_of_values_for_a_column_json_cannot_carry(
     monkeypatch,
 ):
