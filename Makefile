@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help install run test lint format migrate demo worker beat lock screenshots bench clean
+.PHONY: help install run test lint format migrate demo worker beat lock screenshots bench bench-venv clean
 
 help:
 	@echo "make run    set up, load the demo, serve on http://127.0.0.1:8000"
@@ -67,10 +67,21 @@ lock:
 
 # The benchmark (docs/performance.md): needs PostgreSQL and Redis on loopback, wrk and
 # Chromium from Debian, and a quiet machine. ARGS="--scale 0.05" for a quick run.
-bench: install
+# BENCH_PYTHON=/opt/cpython/3.13.5-pgo/bin/python3.13 measures with another interpreter
+# (bench/build-python.sh builds the production image's), in a venv of its own.
+BENCH_PYTHON ?=
+BENCH_VENV := $(if $(BENCH_PYTHON),.venv-bench,$(VENV))
+
+bench: $(if $(BENCH_PYTHON),bench-venv,install)
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
-	$(BIN)/python -m bench.run $(ARGS)
+	$(BENCH_VENV)/bin/python -m bench.run $(ARGS)
+
+bench-venv:
+	@test -x "$(BENCH_PYTHON)" || { echo "BENCH_PYTHON=$(BENCH_PYTHON) is not an interpreter"; exit 1; }
+	@if [ "$$(readlink -f .venv-bench/bin/python)" != "$$(readlink -f $(BENCH_PYTHON))" ]; then \
+	  rm -rf .venv-bench && $(BENCH_PYTHON) -m venv .venv-bench; fi
+	.venv-bench/bin/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 
 # The journey page at 1280 px and 360 px, from the browser test, into the docs.
 screenshots: install
@@ -79,4 +90,4 @@ screenshots: install
 	cp artifacts/journey-desktop.png artifacts/journey-phone.png docs/screenshots/
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache artifacts
+	rm -rf $(VENV) .venv-bench staticfiles .pytest_cache .ruff_cache artifacts

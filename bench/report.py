@@ -210,12 +210,22 @@ def _how(figures: dict[str, Any]) -> str:
     return f"`{figures['command']}` — {figures['when']}, {figures['took_seconds']:.0f} s in all."
 
 
+def _python_build(machine: dict[str, str]) -> str:
+    built = machine.get("python_build")
+    if built is None:  # a run from before the build was recorded
+        return "build not recorded"
+    if built == "none":
+        return "built without PGO or LTO, unlike the production image's"
+    return f"built with {built}" + (", as the production image's" if built == "PGO and LTO" else "")
+
+
 def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
         BEGIN,
         "",
-        f"Machine: {m['cpus']} x {m['cpu']}, {m['memory']}, {m['os']}, Python {m['python']}, "
+        f"Machine: {m['cpus']} x {m['cpu']}, {m['memory']}, {m['os']}, Python {m['python']} "
+        f"({_python_build(m)}), "
         f"PostgreSQL {m['postgresql']}. Last run: {m['date']}, scale {results.get('scale')}.",
         "",
         f"This host runs `sum(range(10**6))` in {m.get('speed', '?')} ms (the best of five; "

@@ -19,6 +19,7 @@ import platform
 import secrets
 import subprocess
 import sys
+import sysconfig
 import time
 import timeit
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ RESULTS = ARTIFACTS / "results.json"
 MANIFEST = ARTIFACTS / "manifest.json"
 DOC = ROOT / "docs" / "performance.md"
 BIN = Path(sys.executable).parent
+VENV = Path(sys.prefix).name  # .venv, or .venv-bench for another interpreter (Makefile)
 STEPS = ["load", "queries", "page", "ingest", "know", "jobs", "weight"]
 
 
@@ -67,6 +69,19 @@ def _python_speed() -> str:
     return f"{min(timeit.repeat('sum(range(10**6))', number=1, repeat=5)) * 1000:.1f}"
 
 
+def _python_build() -> str:
+    """What the interpreter was built with, of the two optimisations the production image's
+    (python:3.13-slim) has: profile-guided (PGO) and link-time (LTO). pyenv's default
+    build has neither; they move every figure measured in Python (docs/performance.md)."""
+    args = sysconfig.get_config_var("CONFIG_ARGS") or ""
+    found = [
+        name
+        for flag, name in (("--enable-optimizations", "PGO"), ("--with-lto", "LTO"))
+        if flag in args
+    ]
+    return " and ".join(found) or "none"
+
+
 def _machine() -> dict[str, str]:
     cpu = "unknown"
     try:
@@ -93,6 +108,7 @@ def _machine() -> dict[str, str]:
         "cpu": cpu,
         "memory": memory,
         "python": platform.python_version(),
+        "python_build": _python_build(),
         "postgresql": pg,
         "os": platform.platform(terse=True),
         "speed": _python_speed(),
@@ -143,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             context.manifest = measure.manifest_load(MANIFEST)
             figures = getattr(measure, f"step_{step}")(context)
         figures["when"] = results["machine"]["date"]
-        figures["command"] = f".venv/bin/python -m bench.run --only {step}" + (
+        figures["command"] = f"{VENV}/bin/python -m bench.run --only {step}" + (
             f" --scale {args.scale}" if step == "load" else " --reuse"
         )
         figures["took_seconds"] = round(time.perf_counter() - started, 1)
