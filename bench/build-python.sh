@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build CPython as the production image's (python:3.13-slim) is built, to measure with it:
 #
-#   bash bench/build-python.sh            # PGO + LTO, into /opt/cpython/3.13.5-pgo (~30 min)
-#   bash bench/build-python.sh plain      # the same source without them (~5 min)
+#   bash bench/build-python.sh            # PGO + LTO, into /opt/cpython/3.13.5-pgo (16 min on 2 cores)
+#   bash bench/build-python.sh plain      # the same source without them (2 min)
 #
 # then `make bench BENCH_PYTHON=/opt/cpython/3.13.5-pgo/bin/python3.13` (a venv of its own,
 # .venv-bench). pyenv's default build, which `make install` uses, has neither profile-guided
@@ -14,6 +14,13 @@ set -euo pipefail
 VERSION=3.13.5
 SHA256=93e583f243454e6e9e4588ca2c2662206ad961659863277afcdb96801647d640
 KIND=${1:-pgo}
+case $KIND in
+pgo | plain) ;;
+*)
+	echo "usage: bash bench/build-python.sh [pgo|plain]" >&2
+	exit 2
+	;;
+esac
 PREFIX=/opt/cpython/$VERSION-$KIND
 TARBALL=/tmp/python3.13_$VERSION.orig.tar.xz
 URL=http://deb.debian.org/debian/pool/main/p/python3.13/python3.13_$VERSION.orig.tar.xz
@@ -30,7 +37,7 @@ trap 'rm -rf "$SRC"' EXIT
 tar -xJf "$TARBALL" -C "$SRC" --strip-components=1
 cd "$SRC"
 
-# The production image's configure line (docker-library/python), and its compiler flags.
+# The production image's configure options (docker-library/python), with Debian's compiler flags.
 OPTIONS=(--enable-loadable-sqlite-extensions --enable-shared --with-system-expat)
 if [ "$KIND" = pgo ]; then
 	OPTIONS+=(--enable-optimizations --with-lto)
