@@ -129,7 +129,7 @@ def test_addresses_are_added_and_removed_with_an_audit(logged_in, customer):
 
 
 def test_another_customers_address_and_proposal_answer_404(logged_in, customer):
-    other = UserFactory()
+    other = UserFactory(profile__given_name="Alex")  # pinned: never equal to the proposal
     address = Address.objects.create(profile=other.profile, label="x", line1="l", city="c")
     proposal = profile_propose_change(
         user=other, field="given_name", value="Zed", reason="r", source=Source.STAFF
