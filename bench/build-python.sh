@@ -37,14 +37,38 @@ trap 'rm -rf "$SRC"' EXIT
 tar -xJf "$TARBALL" -C "$SRC" --strip-components=1
 cd "$SRC"
 
-# The production image's configure options (docker-library/python), with Debian's compiler flags.
+# The production image's configure options (docker-library/python), with Debian's compiler
+# flags and, as that image has since 2025 on amd64 and arm64, frame pointers (for perf).
 OPTIONS=(--enable-loadable-sqlite-extensions --enable-shared --with-system-expat)
+CFLAGS_EXTRA="$(dpkg-buildflags --get CFLAGS)"
+case "$(dpkg --print-architecture)" in
+amd64 | arm64) CFLAGS_EXTRA="$CFLAGS_EXTRA -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer" ;;
+esac
+PROFILE=()
 if [ "$KIND" = pgo ]; then
 	OPTIONS+=(--enable-optimizations --with-lto)
+	# The profile run is CPython's own (its --pgo list of tests) without test_generators:
+	# that test passes on the finished builds, alone and after the list's others, but
+	# failed twice in a row in the instrumented build on the tenth pass's machine (on the
+	# ninth's it passed), and since 3.13 a failing test of the profile run stops the
+	# build. Generators are exercised by the rest of the list.
+	TESTS=$(python3 -c 'import ast, sys
+tree = ast.parse(open("Lib/test/libregrtest/pgo.py").read())
+tests = next(ast.literal_eval(n.value) for n in tree.body
+             if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "PGO_TESTS")
+print(" ".join(t for t in tests if t != "test_generators"))')
+	PROFILE=("PROFILE_TASK=-m test --pgo --timeout= $TESTS")
 fi
-./configure --prefix="$PREFIX" "${OPTIONS[@]}" >/dev/null
-make -j "$(nproc)" \
-	EXTRA_CFLAGS="$(dpkg-buildflags --get CFLAGS)" \
-	LDFLAGS="$(dpkg-buildflags --get LDFLAGS) -Wl,-rpath=$PREFIX/lib" >/dev/null
-make install >/dev/null
+# The build's output goes to a log, whose end is shown if a step fails (the PGO build
+# fails when a test of its profile run fails).
+LOG=/tmp/build-python-$KIND.log
+echo "building into $PREFIX; the build's output is in $LOG"
+trap 'status=$?; rm -rf "$SRC"; if [ $status -ne 0 ]; then tail -n 40 "$LOG" >&2; fi' EXIT
+(
+	./configure --prefix="$PREFIX" "${OPTIONS[@]}"
+	make -j "$(nproc)" "${PROFILE[@]}" \
+		EXTRA_CFLAGS="$CFLAGS_EXTRA" \
+		LDFLAGS="$(dpkg-buildflags --get LDFLAGS) -Wl,-rpath=$PREFIX/lib"
+	make install
+) >"$LOG" 2>&1
 "$PREFIX/bin/python3.13" -c 'import sqlite3, ssl, sysconfig; print(sysconfig.get_config_var("CONFIG_ARGS"))'
