@@ -8,9 +8,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from integrations.models import InboundEvent, Partner, PartnerAPIKey, StatusMapping
+from journey.compiled import CompiledRead
 from journey.db import bulk_create_unless_taken, create_unless_taken, update_rows
 from journey.errors import ApplicationError
 from journey.models import EventSource, Journey
@@ -48,15 +50,21 @@ def partner_key_create(
     return key, f"{KEY_PREFIX}{prefix}.{secret}"
 
 
+def _key_by_prefix(prefix: str) -> QuerySet[PartnerAPIKey]:
+    return PartnerAPIKey.objects.select_related("partner").filter(prefix=prefix)
+
+
+# Read on every API request: compiled once (journey.compiled).
+_KEY_BY_PREFIX = CompiledRead(_key_by_prefix)
+
+
 def partner_key_authenticate(raw: str) -> PartnerAPIKey | None:
     """The usable key matching ``raw``, or None."""
     if not raw.startswith(KEY_PREFIX) or "." not in raw:
         return None
     prefix, _, secret = raw[len(KEY_PREFIX) :].partition(".")
     try:
-        # get(), not first(): the prefix is unique, and an ORDER BY on this wide select
-        # costs more to compile than the rest of the query.
-        key = PartnerAPIKey.objects.select_related("partner").get(prefix=prefix)
+        key = _KEY_BY_PREFIX.get(prefix=prefix)  # the prefix is unique
     except PartnerAPIKey.DoesNotExist:
         return None
     if not hmac.compare_digest(key.hashed_secret, _hash(secret)):
@@ -112,6 +120,13 @@ class StatusEventsPrepared:
     linked: list[InboundEvent] = field(default_factory=list)
 
 
+def _mappings(partner: int, codes: list[str]) -> QuerySet[StatusMapping]:
+    return StatusMapping.objects.filter(partner=partner, code__in=codes)
+
+
+_MAPPINGS = CompiledRead(_mappings)
+
+
 def partner_status_events_prepare(
     *, partner: Partner, events: list[StatusEventIn]
 ) -> StatusEventsPrepared:
@@ -131,12 +146,8 @@ def partner_status_events_prepare(
     batches that share event ids or journeys queue behind each other instead of
     deadlocking. Finish with ``partner_status_events_finish`` before the transaction ends.
     """
-    codes = {event.code for event in events}
-    mappings = (
-        {m.code: m for m in StatusMapping.objects.filter(partner=partner, code__in=codes)}
-        if codes
-        else {}
-    )
+    codes = sorted({event.code for event in events})
+    mappings = {m.code: m for m in _MAPPINGS.list(partner=partner.pk, codes=codes)} if codes else {}
     rows: dict[str, InboundEvent] = {}
     for event in sorted(events, key=lambda e: e.event_id):
         # An id sent twice in one batch: the first item claims it.

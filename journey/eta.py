@@ -27,6 +27,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from journey.compiled import CompiledRead
 from journey.errors import ApplicationError
 from journey.models import (
     EtaBasis,
@@ -485,12 +486,20 @@ def health_for(*, expected: date, high: date, promised: date | None) -> Health:
 _LEARNED: dict[int, tuple[tuple[int, datetime, int], Learned | None]] = {}
 
 
-def _learned_for(template_id: int) -> Learned | None:
-    stamp = (
-        TemplateEtaStats.objects.filter(template_id=template_id)
-        .values_list("pk", "computed_at", "journey_count")
-        .first()
+def _stats_stamp(template: int) -> QuerySet[TemplateEtaStats]:
+    return (
+        TemplateEtaStats.objects.filter(template_id=template)
+        .order_by("pk")
+        .values_list("pk", "computed_at", "journey_count")[:1]
     )
+
+
+# Read for every event that moves a journey: compiled once (journey.compiled).
+_STATS_STAMP = CompiledRead(_stats_stamp)
+
+
+def _learned_for(template_id: int) -> Learned | None:
+    stamp = _STATS_STAMP.first(template=template_id)
     cached = _LEARNED.get(template_id)
     if stamp is not None and cached is not None and cached[0] == stamp:
         return cached[1]

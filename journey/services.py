@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import User
 from journey import events
+from journey.compiled import CompiledRead
 from journey.errors import ApplicationError
 from journey.eta import ETA_FIELDS, eta_refresh
 from journey.jargon import jargon_check
@@ -125,6 +126,41 @@ def journeys_for_spine() -> QuerySet[Journey]:
     return Journey.objects.select_related("owner__profile", "template")
 
 
+def _for_spine(pks: list[int]) -> QuerySet[Journey]:
+    return journeys_for_spine().order_by().filter(pk__in=pks)
+
+
+def _for_spine_locked(pks: list[int]) -> QuerySet[Journey]:
+    # of=self: the lock is on the journey row only (the profile join is nullable).
+    return _for_spine(pks).select_for_update(of=("self",), no_key=True)
+
+
+def _versions_locked(pks: list[int]) -> QuerySet[Journey]:
+    return (
+        Journey.objects.select_for_update(of=("self",), no_key=True)
+        .filter(pk__in=pks)
+        .order_by("pk")
+        .values_list("pk", "version")
+    )
+
+
+def _milestones(journeys: list[int]) -> QuerySet[Milestone]:
+    return Milestone.objects.filter(journey__in=journeys).order_by()
+
+
+def _milestones_with_stages(journeys: list[int]) -> QuerySet[Milestone]:
+    return _milestones(journeys).select_related("stage")
+
+
+# What every event the spine records reads: compiled once (journey.compiled). Lists of
+# a few journeys (a single event's one) use them; a batch's longer lists, Django's path.
+_FOR_SPINE = CompiledRead(_for_spine)
+_FOR_SPINE_LOCKED = CompiledRead(_for_spine_locked)
+_VERSIONS_LOCKED = CompiledRead(_versions_locked)
+_MILESTONES = CompiledRead(_milestones)
+_MILESTONES_WITH_STAGES = CompiledRead(_milestones_with_stages)
+
+
 def journeys_lock(
     *,
     pks: Iterable[int],
@@ -163,12 +199,7 @@ def journeys_lock(
         locked = _journeys_load(pks, unit=unit, lock=True)
     else:
         locked = _journeys_load(pks, unit=unit, lock=False, given=given)
-        versions = dict(
-            Journey.objects.select_for_update(of=("self",), no_key=True)
-            .filter(pk__in=pks)
-            .order_by("pk")
-            .values_list("pk", "version")
-        )
+        versions = dict(_VERSIONS_LOCKED.list(pks=sorted(pks)))
         for pk in set(locked) - set(versions):
             del locked[pk]  # deleted meanwhile
         moved = {
@@ -193,10 +224,6 @@ def _journeys_load(
     hashes every selected column to match it against the select list, a third of the
     cost of compiling these wide queries.)"""
     given = given or {}
-    journeys = journeys_for_spine().order_by()
-    if lock:
-        # of=self: the lock is on the journey row only (the profile join is nullable).
-        journeys = journeys.select_for_update(of=("self",), no_key=True)
     loaded = {
         pk: LockedJourney(journey=journey, milestones=[], unit=unit)
         for pk, journey in given.items()
@@ -204,18 +231,18 @@ def _journeys_load(
     if missing := pks - set(given):
         loaded.update(
             (journey.pk, LockedJourney(journey=journey, milestones=[], unit=unit))
-            for journey in journeys.filter(pk__in=missing)
+            for journey in (_FOR_SPINE_LOCKED if lock else _FOR_SPINE).list(pks=sorted(missing))
         )
-    milestones = Milestone.objects.filter(journey__in=list(loaded)).order_by()
     stages: dict[int, StageDefinition] = {}
     if len(loaded) > 1:
+        milestones = _MILESTONES.list(journeys=sorted(loaded))
         # Many journeys share a few templates: one object per stage, not one per milestone.
         templates = {state.journey.template_id for state in loaded.values()}
         stages = {
             s.pk: s for s in StageDefinition.objects.filter(template__in=templates).order_by()
         }
     else:
-        milestones = milestones.select_related("stage")
+        milestones = _MILESTONES_WITH_STAGES.list(journeys=sorted(loaded))
     # Filled in as select_related would: the related objects cached, without the
     # descriptor's checks (a thousand milestones in a batch).
     journey_field, stage_field = Milestone.journey.field, Milestone.stage.field

@@ -20,8 +20,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from journey.compiled import CompiledRead
 from journey.db import insert_rows, update_rows
 from journey.models import EtaEstimate, Journey, JourneyEvent, Milestone, ShipmentLeg
 from notifications.services import Outbox
@@ -36,6 +38,20 @@ ETA_FIELDS = ["eta", "eta_low", "eta_high", "eta_basis", "health", "stalled_sinc
 # What the spine saves of a journey when it records an event.
 JOURNEY_FIELDS = ["last_event_at", *ETA_FIELDS, "updated_at"]
 MILESTONE_FIELDS = ["state", "reached_at", "expected_date"]
+
+
+def _open_leg_etas(journeys: list[int]) -> QuerySet[ShipmentLeg]:
+    return (
+        ShipmentLeg.objects.filter(
+            journey_id__in=journeys, arrived_at__isnull=True, eta__isnull=False
+        )
+        .order_by()
+        .values_list("journey_id", "eta", "journey__started_at")
+    )
+
+
+# Read for every event that moves a journey: compiled once (journey.compiled).
+_OPEN_LEG_ETAS = CompiledRead(_open_leg_etas)
 
 
 @dataclass
@@ -96,13 +112,7 @@ class Writes:
             self._leg_ends.update(dict.fromkeys(pks))
             # The open legs' ETAs, compared and reduced here: a GROUP BY with the F()
             # comparison in SQL cost Django 0.52 ms to build and read, this 0.31.
-            for journey_id, eta, started_at in (
-                ShipmentLeg.objects.filter(
-                    journey_id__in=pks, arrived_at__isnull=True, eta__isnull=False
-                )
-                .order_by()
-                .values_list("journey_id", "eta", "journey__started_at")
-            ):
+            for journey_id, eta, started_at in _OPEN_LEG_ETAS.list(journeys=sorted(pks)):
                 end = self._leg_ends[journey_id]
                 if eta >= started_at and (end is None or eta > end):
                     self._leg_ends[journey_id] = eta

@@ -3,6 +3,7 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import QuerySet
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, parsers, serializers, status
@@ -49,9 +50,18 @@ from integrations.services import (
 )
 from integrations.webhooks import webhook_endpoint_create, webhook_endpoint_rotate_secret
 from journey import services as journey_services
+from journey.compiled import CompiledRead
 from journey.errors import ApplicationError
 from journey.models import Journey, ShipmentLeg
 from journey.photos import photo_add
+
+
+def _served_for_spine(partner: int, reference: str) -> QuerySet[Journey]:
+    return journey_services.journeys_for_spine().filter(partners=partner, reference=reference)
+
+
+# Read on every event posted: compiled once (journey.compiled).
+_SERVED_FOR_SPINE = CompiledRead(_served_for_spine)
 
 
 def _journey(request: Request, reference: str, *, for_spine: bool = False) -> Journey:
@@ -59,8 +69,12 @@ def _journey(request: Request, reference: str, *, for_spine: bool = False) -> Jo
 
     The row alone (one query): what writes to it locks and loads it again; or, for the
     spine, with what it reads (``journeys_for_spine``), which it then only locks."""
-    journeys = journey_services.journeys_for_spine() if for_spine else Journey.objects.all()
-    return get_object_or_404(journeys.filter(partners=request.user), reference=reference)
+    if not for_spine:
+        return get_object_or_404(Journey, partners=request.user, reference=reference)
+    try:
+        return _SERVED_FOR_SPINE.get(partner=request.user.pk, reference=reference)
+    except Journey.DoesNotExist:
+        raise Http404("No Journey matches the given query.") from None
 
 
 class JourneyList(generics.ListAPIView):

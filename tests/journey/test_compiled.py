@@ -1,0 +1,160 @@
+"""journey.compiled: reads compiled once give what Django's querysets give, or refuse."""
+
+import threading
+from unittest import mock
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, transaction
+from django.db.models.sql.compiler import SQLCompiler
+from django.db.transaction import TransactionManagementError
+
+from journey.compiled import MAX_LIST, CompiledRead
+from journey.models import Journey, Milestone
+from journey.services import journeys_for_spine
+from tests.factories import make_journey
+
+pytestmark = pytest.mark.django_db
+
+
+def _by_reference(reference: str):
+    return journeys_for_spine().filter(reference=reference)
+
+
+def _milestones(journeys: list[int]):
+    return Milestone.objects.filter(journey__in=journeys).order_by("journey_id", "position")
+
+
+def _positions(journeys: list[int], state: str):
+    return (
+        Milestone.objects.filter(journey__in=journeys, state=state)
+        .order_by("journey_id", "position")
+        .values_list("journey_id", "position", "stage__key")
+    )
+
+
+def _fields(obj) -> dict:
+    return {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields}
+
+
+def test_objects_are_the_querysets_with_their_related_objects(django_assert_num_queries):
+    journey = make_journey()
+    read = CompiledRead(_by_reference)
+    expected = _by_reference(journey.reference).get()
+
+    for _ in range(2):  # compiled, then from what was compiled
+        with django_assert_num_queries(1):
+            got = read.get(reference=journey.reference)
+            # select_related: owner, profile and template came with it.
+            assert got.owner.profile.pk == journey.owner.profile.pk
+            assert got.template.key == journey.template.key
+        assert _fields(got) == _fields(expected)
+        assert _fields(got.owner) == _fields(expected.owner)
+        assert got._state.adding is False
+        assert got._state.db == "default"
+
+
+def test_rows_and_parameters_of_each_call_are_its_own():
+    first, second = make_journey(), make_journey()
+    read = CompiledRead(_positions)
+    for journeys in ([first.pk], [second.pk], [first.pk, second.pk], [second.pk, first.pk]):
+        for state in ("upcoming", "current"):
+            assert read.list(journeys=journeys, state=state) == list(_positions(journeys, state))
+    assert read.list(journeys=[first.pk], state="upcoming")  # not trivially empty
+
+
+def test_a_second_call_neither_builds_nor_compiles():
+    journey = make_journey()
+    read = CompiledRead(_milestones)
+    expected = [m.pk for m in _milestones([journey.pk])]
+    assert [m.pk for m in read.list(journeys=[journey.pk])] == expected
+
+    with (
+        mock.patch.object(SQLCompiler, "as_sql", side_effect=AssertionError("compiled")),
+        mock.patch.object(read, "_build", side_effect=AssertionError("built")),
+    ):
+        assert [m.pk for m in read.list(journeys=[journey.pk])] == expected
+
+
+def test_long_and_empty_lists_take_djangos_path(django_assert_num_queries):
+    journeys = [make_journey().pk for _ in range(MAX_LIST + 1)]
+    read = CompiledRead(_milestones)
+    assert [m.pk for m in read.list(journeys=journeys)] == [m.pk for m in _milestones(journeys)]
+    with django_assert_num_queries(0):  # as Django: an empty IN reads nothing
+        assert read.list(journeys=[]) == []
+    assert not getattr(read._local, "plans", None)  # nothing compiled for either
+
+
+def test_a_parameter_that_does_not_reach_the_sql_as_given_is_refused():
+    def changed(reference: str):
+        return Journey.objects.filter(reference__startswith=reference)  # escaped, then %
+
+    def unused(reference: str, partner: int):
+        return Journey.objects.filter(reference=reference)
+
+    with pytest.raises(ImproperlyConfigured, match="changed"):
+        CompiledRead(changed).list(reference="MP-")
+    with pytest.raises(ImproperlyConfigured, match=r"\['partner'\]"):
+        CompiledRead(unused).list(reference="MP-", partner=1)
+
+
+def test_parameters_are_plain_values_named_as_build_names_them():
+    journey = make_journey()
+    read = CompiledRead(_milestones)
+    with pytest.raises(TypeError, match="not Journey"):
+        read.list(journeys=[journey])
+    with pytest.raises(TypeError, match="not bool"):
+        read.list(journeys=[True])
+    with pytest.raises(TypeError, match="one type"):
+        read.list(journeys=[1, "2"])
+    with pytest.raises(TypeError, match="Expected the parameters"):
+        read.list(journey=[journey.pk])
+
+
+def test_get_raises_as_querysets_do():
+    journey = make_journey()
+    read = CompiledRead(_by_reference)
+    with pytest.raises(Journey.DoesNotExist, match="Journey matching query does not exist"):
+        read.get(reference="MP-NOPE00")
+    two = CompiledRead(lambda journeys: Milestone.objects.filter(journey__in=journeys))
+    with pytest.raises(Milestone.MultipleObjectsReturned, match="it returned 4"):
+        two.get(journeys=[journey.pk])
+    assert read.first(reference="MP-NOPE00") is None
+
+
+@pytest.mark.skipif(
+    not connections["default"].features.has_select_for_update, reason="no FOR UPDATE (SQLite)"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_locking_read_needs_a_transaction_every_time():
+    journey = make_journey()
+    read = CompiledRead(
+        lambda pks: Journey.objects.select_for_update().filter(pk__in=pks).values_list("pk")
+    )
+    with transaction.atomic():
+        assert read.list(pks=[journey.pk]) == [(journey.pk,)]
+    with pytest.raises(TransactionManagementError):
+        read.list(pks=[journey.pk])  # compiled already: still refused
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_thread_compiles_for_its_own_connection():
+    journey = make_journey()
+    read = CompiledRead(_milestones)
+    here = [m.pk for m in read.list(journeys=[journey.pk])]
+    there: dict = {}
+
+    def other() -> None:
+        try:
+            there["rows"] = [m.pk for m in read.list(journeys=[journey.pk])]
+            (plan,) = read._local.plans.values()
+            there["own"] = plan.connection is connections["default"]
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert there == {"rows": here, "own": True}
+    (plan,) = read._local.plans.values()
+    assert plan.connection is connections["default"]
