@@ -9,8 +9,9 @@ puts the call's values in the stand-ins' places and runs it through Django's own
 iterables: the same objects (select_related, annotations, values_list rows) as the
 queryset would make, the same statement.
 
-What a read may take as parameters: integers, strings, and lists of either (``pk__in``,
-``code__in``), the values as they go to the database (a primary key, not an object). A
+What a read may take as parameters: integers, strings, aware datetimes compared with a
+DateTimeField, and lists of any one of these (``pk__in``, ``code__in``), the values as
+they go to the database (a primary key, not an object). A
 list's length is part of the SQL: lists of up to ``MAX_LIST`` items each get their own
 compiled statement (a single event's lists have one), and longer or empty ones take
 Django's ordinary path. ``build`` must depend on its parameters only: anything else it
@@ -27,6 +28,7 @@ Django's own results in ``tests/journey/test_compiled.py``): the compiler's
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from inspect import signature
 from typing import Any
 
@@ -40,6 +42,8 @@ MAX_LIST = 4
 # Stand-ins, far from any real key or code, each recognisable by value and type.
 _INT_BASE = -(2**62)
 _STR_MARK = "\x1fcompiled-read-parameter:"
+_DATETIME_BASE = datetime(1901, 2, 3, 4, 5, 6, tzinfo=UTC)
+_KINDS = (int, str, datetime)
 
 type Shape = tuple[tuple[str, type, int | None], ...]
 
@@ -50,14 +54,17 @@ class _Plan:
     compiler: Any  # the SQLCompiler that compiled it: its select, klass_info, converters
     sql: str
     params: tuple[Any, ...]
-    # For each place in params: (parameter name, index in its list or None).
-    places: tuple[tuple[int, str, int | None], ...]
+    # For each place in params: (parameter name, index in its list or None, whether it
+    # is a datetime, adapted for the database as a DateTimeField adapts it).
+    places: tuple[tuple[int, str, int | None, bool], ...]
     converters: dict
     connection: Any
     locks: bool  # SELECT ... FOR UPDATE: refused outside a transaction, as Django does
 
 
 def _stand_in(kind: type, n: int) -> Any:
+    if kind is datetime:
+        return _DATETIME_BASE + timedelta(microseconds=n)
     return _INT_BASE - n if kind is int else f"{_STR_MARK}{n}"
 
 
@@ -85,8 +92,10 @@ class CompiledRead[M: Model]:
                 "select_for_update cannot be used outside of a transaction."
             )
         values = list(plan.params)
-        for place, name, index in plan.places:
-            values[place] = params[name] if index is None else params[name][index]
+        adapt = plan.connection.ops.adapt_datetimefield_value
+        for place, name, index, moment in plan.places:
+            value = params[name] if index is None else params[name][index]
+            values[place] = adapt(value) if moment else value
         compiler = _copy(plan.compiler)
         compiler.as_sql = lambda *args, **kwargs: (plan.sql, values)
         compiler.get_converters = lambda expressions: plan.converters
@@ -129,7 +138,7 @@ class CompiledRead[M: Model]:
                     return None
                 kinds = {_kind(name, item) for item in value}
                 if len(kinds) != 1:
-                    raise TypeError(f"{name}: a list of one type, integers or strings.")
+                    raise TypeError(f"{name}: a list of one type.")
                 shape.append((name, kinds.pop(), len(value)))
             else:
                 shape.append((name, _kind(name, value), None))
@@ -146,26 +155,29 @@ class CompiledRead[M: Model]:
         return plan
 
     def _compile(self, shape: Shape) -> _Plan:
-        stand_ins: dict[Any, tuple[str, int | None]] = {}
+        given: list[tuple[Any, str, int | None, bool]] = []
         params: dict[str, Any] = {}
         for name, kind, length in shape:
-            if length is None:
-                params[name] = _stand_in(kind, len(stand_ins))
-                stand_ins[params[name]] = (name, None)
-            else:
-                params[name] = []
-                for index in range(length):
-                    value = _stand_in(kind, len(stand_ins))
-                    stand_ins[value] = (name, index)
-                    params[name].append(value)
+            values = [_stand_in(kind, len(given) + n) for n in range(length or 1)]
+            params[name] = values if length else values[0]
+            given.extend(
+                (value, name, index if length else None, kind is datetime)
+                for index, value in enumerate(values)
+            )
         queryset = self._build(**params)
         self._model = queryset.model
         connection = connections[queryset.db]
+        adapt = connection.ops.adapt_datetimefield_value
+        # Each stand-in as it appears among the compiled parameters: a datetime adapted.
+        stand_ins = {
+            (adapt(value) if moment else value): (name, index, moment)
+            for value, name, index, moment in given
+        }
         compiler = queryset.query.get_compiler(using=queryset.db)
         sql, compiled = compiler.as_sql()
         places, found = [], set()
         for place, value in enumerate(compiled):
-            if type(value) in (int, str) and value in stand_ins:
+            if _hashable(value) and value in stand_ins:
                 places.append((place, *stand_ins[value]))
                 found.add(value)
             elif isinstance(value, str) and _STR_MARK in value:
@@ -196,9 +208,19 @@ class CompiledRead[M: Model]:
 
 
 def _kind(name: str, value: Any) -> type:
-    if type(value) not in (int, str):  # not bool, not a model: the value as stored
-        raise TypeError(f"{name}: an integer or a string, not {type(value).__name__}.")
+    if type(value) not in _KINDS:  # not bool, not a model: the value as stored
+        raise TypeError(f"{name}: an integer, a string or a datetime, not {type(value).__name__}.")
+    if type(value) is datetime and value.utcoffset() is None:
+        raise TypeError(f"{name}: an aware datetime.")
     return type(value)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _copy[T](obj: T) -> T:

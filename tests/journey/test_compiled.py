@@ -1,6 +1,7 @@
 """journey.compiled: reads compiled once give what Django's querysets give, or refuse."""
 
 import threading
+from datetime import datetime, timedelta
 from unittest import mock
 
 import pytest
@@ -8,6 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
 from django.db.models.sql.compiler import SQLCompiler
 from django.db.transaction import TransactionManagementError
+from django.utils import timezone
 
 from journey.compiled import MAX_LIST, CompiledRead
 from journey.models import Journey, Milestone
@@ -61,6 +63,27 @@ def test_rows_and_parameters_of_each_call_are_its_own():
         for state in ("upcoming", "current"):
             assert read.list(journeys=journeys, state=state) == list(_positions(journeys, state))
     assert read.list(journeys=[first.pk], state="upcoming")  # not trivially empty
+
+
+def _reached_since(journey: int, since: datetime):
+    return Milestone.objects.filter(journey=journey, reached_at__gte=since).order_by("pk")
+
+
+def test_datetimes_go_as_the_database_takes_them():
+    journey = make_journey()
+    now = timezone.now()
+    first, second, *_ = journey.milestones.order_by("position")
+    Milestone.objects.filter(pk=first.pk).update(reached_at=now - timedelta(days=3))
+    Milestone.objects.filter(pk=second.pk).update(reached_at=now - timedelta(days=1))
+    read = CompiledRead(_reached_since)
+    for since in (now - timedelta(days=5), now - timedelta(days=2), now):
+        got = [m.pk for m in read.list(journey=journey.pk, since=since)]
+        assert got == [m.pk for m in _reached_since(journey.pk, since)]
+    assert [m.pk for m in read.list(journey=journey.pk, since=now - timedelta(days=2))] == [
+        second.pk
+    ]
+    with pytest.raises(TypeError, match="aware"):
+        read.list(journey=journey.pk, since=datetime(2026, 1, 1))
 
 
 def test_a_second_call_neither_builds_nor_compiles():
