@@ -608,13 +608,19 @@ def step_ingest(context: Context) -> dict[str, Any]:
             .order_by("reference")
             .values_list("reference", flat=True)
         )
-        # A single event stream needs about a twentieth of a batch stream's events.
-        share = max(len(pool) // 8, 1)
+        # A single event stream needs about a tenth of a batch stream's events (a quarter
+        # of the cars lasts it five seconds at 600 events/s).
+        share = max(len(pool) // 4, 1)
         for name, batch, cars in (
             ("single_moving", 0, pool[:share]),
             ("batch_moving", 100, pool[share:]),
         ):
             queues = _moving_queues(cars)
+            queued = sum(map(len, queues))
+            # As long as the stages last: at the random stream's rate (moving events are
+            # no quicker), with a fifth to spare; at least two seconds.
+            random_rate = figures[name.removesuffix("_moving")]["events_per_second"]
+            seconds = max(min(context.seconds // 3, int(queued * 0.8 / random_rate)), 2)
             script = context.artifacts / f"ingest-{name}.lua"
             script.write_text(
                 MOVING_LUA
@@ -631,11 +637,11 @@ def step_ingest(context: Context) -> dict[str, Any]:
                 base,
                 script,
                 f"{name}-{int(time.time())}",
-                max(context.seconds // 3, 3),
+                seconds,
                 max(batch, 1),
                 partner,
             )
-            figures[name] = {**run, "cars": len(cars), "queued": sum(map(len, queues))}
+            figures[name] = {**run, "cars": len(cars), "queued": queued, "seconds": seconds}
     # The deliveries these events queued are not the subject here: their tasks are
     # dropped, and their rows marked sent, so that the sweep measured later meets only
     # the messages it is given.

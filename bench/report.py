@@ -55,6 +55,7 @@ def _moved(run: dict[str, Any]) -> str:
 def _queued(ingest: dict[str, Any]) -> str:
     return ", ".join(
         f"{STREAMS[name]}: {r['queued']:,} events for {r['cars']:,} cars"
+        + (f", {r['seconds']} s" if "seconds" in r else "")
         for name in ("single_moving", "batch_moving")
         if (r := ingest.get(name))
     )
@@ -349,7 +350,9 @@ def render(results: dict[str, Any]) -> str:
             "twice one that does not (the ETA, the customer's messages), so the share that "
             "did says how far earlier runs had pushed the data: compare runs with like "
             "shares. The streams of next stages send each of their cars' remaining "
-            f"factory stages in turn ({_queued(ingest)}), in one run as long as they last. "
+            f"factory stages in turn ({_queued(ingest)}), in one run as long as they last "
+            "at the random stream's rate of the same endpoint, with a fifth to spare "
+            "(five seconds at most, two at least). "
             "The last column counts the events by when the server received them, over the "
             "run without its first and last tenth: wrk counts only the requests completed "
             "within its run, and on the short runs of next stages the requests still running "
