@@ -106,13 +106,6 @@ def server(context: Context, kind: str = DEFAULT_SERVER, workers: int = WORKERS)
             f"127.0.0.1:{PORT}",
             "--workers",
             str(workers),
-            # One request at a time per worker, as sync workers, but connections kept
-            # alive between requests, as a partner's client and the proxy keep them
-            # (production's setting, the Dockerfile's; docs/performance.md).
-            "--worker-class",
-            "gthread",
-            "--threads",
-            "1",
             "--log-level",
             "warning",
         ]
