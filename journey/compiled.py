@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from inspect import signature
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
@@ -111,8 +111,7 @@ class CompiledRead[M: Model]:
         rows = self.list(**params)
         if len(rows) == 1:
             return rows[0]
-        model = self._model
-        assert model is not None  # list() built the queryset
+        model = cast(type[M], self._model)  # known: list() built the queryset
         if not rows:
             raise model.DoesNotExist(f"{model._meta.object_name} matching query does not exist.")
         raise model.MultipleObjectsReturned(
