@@ -127,6 +127,16 @@ def _mappings(partner: int, codes: list[str]) -> QuerySet[StatusMapping]:
 _MAPPINGS = CompiledRead(_mappings)
 
 
+def _received(partner: int, ids: list[str]) -> QuerySet[InboundEvent]:
+    return InboundEvent.objects.filter(partner=partner, event_id__in=ids).select_related(
+        "journey", "journey_event"
+    )
+
+
+# Read for every event sent again (a partner's retry): compiled once (journey.compiled).
+_RECEIVED = CompiledRead(_received)
+
+
 def partner_status_events_prepare(
     *, partner: Partner, events: list[StatusEventIn]
 ) -> StatusEventsPrepared:
@@ -157,12 +167,7 @@ def partner_status_events_prepare(
     }
     taken = [event_id for event_id in rows if event_id not in claimed]
     received = (
-        {
-            inbound.event_id: inbound
-            for inbound in InboundEvent.objects.filter(
-                partner=partner, event_id__in=taken
-            ).select_related("journey", "journey_event")
-        }
+        {inbound.event_id: inbound for inbound in _RECEIVED.list(partner=partner.pk, ids=taken)}
         if taken
         else {}
     )

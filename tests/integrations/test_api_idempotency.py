@@ -238,3 +238,33 @@ def test_a_taken_over_claim_cannot_be_finished_by_its_first_holder(partner, jour
     assert refused.value.status == 409
     idempotency_finish(record=second, status_code=201, body={"second": True})
     assert IdempotencyRecord.objects.get().response_body == {"second": True}
+
+
+def test_a_stored_response_is_the_one_the_orm_would_store(partner, journey):
+    """idempotency_finish writes its UPDATE by hand: what it stores, and what it matches,
+    must be what the queryset's update would."""
+    body = {
+        "event_id": "évt-%s-'1'",
+        "applied": True,
+        "warnings": ['Ünmapped "code" %(x)s', None],
+        "nested": {"n": 1.5, "list": [1, {"deep": "ü"}]},
+    }
+    records = [
+        idempotency_begin(
+            partner=partner, key=f"k-{n}", method="POST", path="/p", fingerprint=str(n) * 64
+        )
+        for n in (1, 2)
+    ]
+    idempotency_finish(record=records[0], status_code=201, body=body)
+    IdempotencyRecord.objects.filter(
+        pk=records[1].pk, status_code__isnull=True, locked_at=records[1].locked_at
+    ).update(status_code=201, response_body=body)
+    stored = {
+        r.key: (r.status_code, r.response_body)
+        for r in IdempotencyRecord.objects.filter(pk__in=[r.pk for r in records])
+    }
+    assert stored["k-1"] == stored["k-2"] == (201, body)
+    # Stored once: the claim's fencing matches an unanswered claim only.
+    with pytest.raises(ApplicationError):
+        idempotency_finish(record=records[0], status_code=200, body={})
+    assert IdempotencyRecord.objects.get(pk=records[0].pk).response_body == body
