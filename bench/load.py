@@ -307,7 +307,6 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
             template = car if i % 2 == 0 or i in typical or i in plain else kitchen
             owner = users[i % n_customers]
             steps = stages[template.pk]
-            started_at = now - timedelta(days=rng.uniform(5, 90))
             ready = (
                 template is car
                 and len(ready_owners) < n_ready
@@ -324,6 +323,23 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
             else:
                 current = rng.randrange(1, len(steps) + 1)
             done = current == len(steps) and rng.random() < 0.5
+            # Each stage takes its planned time, give or take (0.3 to 0.9 of it, as the
+            # ETA's history then learns), and an open journey is part of the way through
+            # the stage after its current one: the times are laid back from now, so a
+            # journey has been at its stage about as long as such a stage lasts, except
+            # one in thirty, held up for one and a half to three times as long: a few
+            # per cent stalled, as in a real fleet. (Drawn from a fixed start instead,
+            # most journeys had sat at their stage for weeks: the stall check flagged
+            # half of them.)
+            durations = [step.expected_duration * rng.uniform(0.3, 0.9) for step in steps]
+            if done:
+                since = timedelta(days=rng.uniform(1, 20))
+            elif current < len(steps):
+                held_up = rng.random() < 1 / 30
+                since = durations[current] * (rng.uniform(1.5, 3) if held_up else rng.random())
+            else:
+                since = timedelta(hours=rng.uniform(1, 20))  # at the handover
+            started_at = now - since - sum(durations[:current], timedelta())
             reference = f"MP-B{i:06d}"
             journey = {
                 "id": journey_id + i,
@@ -354,9 +370,9 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
             if i in plain:
                 manifest.plain.append(reference)
             moment = started_at
-            for step in steps:
+            for step, duration in zip(steps, durations, strict=True):
                 reached = step.position <= current
-                moment += step.expected_duration * rng.uniform(0.3, 0.9)
+                moment += duration
                 milestones.append(
                     {
                         "id": milestone_id + len(milestones),
@@ -612,7 +628,7 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
                         "from_staff": not k,
                         "body": "Thank you!" if k else "Your order is in good hands.",
                         "private": False,
-                        "created_at": j["started_at"] + timedelta(days=k + 1),
+                        "created_at": min(j["started_at"] + timedelta(days=k + 1), now),
                     }
                 )
             for k in range(3):
@@ -623,7 +639,9 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
                     {
                         "id": eta_id + len(etas),
                         "journey_id": j["id"],
-                        "computed_at": j["started_at"] + timedelta(days=k * 7),
+                        "computed_at": min(
+                            j["started_at"] + timedelta(days=k * 7), now - timedelta(minutes=3 - k)
+                        ),
                         "expected": expected,
                         "low": j["eta_low"] if last else expected - timedelta(days=4),
                         "high": j["eta_high"] if last else expected + timedelta(days=5),
