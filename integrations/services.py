@@ -206,7 +206,7 @@ def _inbound(
 
 
 def partner_status_events_finish(*, prepared: StatusEventsPrepared) -> None:
-    """Write what the events changed (one statement per table, ``journey.unit``), then
+    """Write what the events changed (one write per table, ``journey.unit``), then
     link the inbound rows to the timeline events they made: one UPDATE for them all."""
     prepared.unit.flush()
     for inbound in prepared.linked:

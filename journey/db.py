@@ -12,16 +12,18 @@ than a parameter, or an array element, per value: a partner's batch writes a few
 values at once, and Django's preparation of each one and psycopg's quoting of each one
 cost more than the statement (a third of a batch's CPU). ``json.dumps`` writes them all in
 C; PostgreSQL reads each value with its column type's own input, as it would a parameter.
+Several such writes to different tables can go as one statement (``Together``).
 """
 
+import dataclasses
 import functools
 import json
-from collections.abc import Sequence
-from contextlib import suppress
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from django.db import connections, models, router
@@ -180,14 +182,14 @@ def _json_rows(
     return document, keys
 
 
-def _insert_json(
+def _insert_json_sql(
     objs: Sequence[models.Model],
     fields: list[models.Field],
     types: list[str],
     returning: list[models.Field],
     ignore_conflicts: bool,
     connection: Any,
-) -> list[tuple]:
+) -> tuple[str, list[Any]]:
     """PostgreSQL: ``INSERT ... SELECT ... FROM json_to_recordset(%s)``, one statement
     whatever the number of rows, which come back in the order given."""
     opts = objs[0]._meta
@@ -202,9 +204,7 @@ def _insert_json(
     if ignore_conflicts:
         sql += " ON CONFLICT DO NOTHING"
     sql += " RETURNING " + ", ".join(qn(field.column) for field in returning)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [document])
-        return cursor.fetchall()
+    return sql, [document]
 
 
 def _prepare(objs: Sequence[models.Model], fields: list[models.Field]) -> None:
@@ -228,24 +228,44 @@ def _prepare(objs: Sequence[models.Model], fields: list[models.Field]) -> None:
             field.pre_save(obj, add=True)
 
 
+def _insert_fields(model: type[models.Model]) -> list[models.Field]:
+    return [
+        f
+        for f in model._meta.local_concrete_fields
+        if not f.generated and not (f.primary_key and isinstance(f, AutoFieldMixin))
+    ]
+
+
+def _insert_sql(
+    objs: Sequence[models.Model], returning: list[models.Field], *, ignore_conflicts: bool
+) -> tuple[str, list[Any]] | None:
+    """``_insert``'s statement, when its rows go as JSON (PostgreSQL); else None."""
+    model = type(objs[0])
+    fields = _insert_fields(model)
+    connection = connections[router.db_for_write(model)]
+    types = _json_types(fields, connection)
+    if types is None:
+        return None
+    _prepare(objs, fields)
+    try:
+        return _insert_json_sql(objs, fields, types, returning, ignore_conflicts, connection)
+    except _NotJson:
+        return None
+
+
 def _insert[M: models.Model](
     objs: Sequence[M], returning: list[models.Field], *, ignore_conflicts: bool = True
 ) -> list[tuple]:
     model = type(objs[0])
-    opts = model._meta
-    fields = [
-        f
-        for f in opts.local_concrete_fields
-        if not f.generated and not (f.primary_key and isinstance(f, AutoFieldMixin))
-    ]
     connection = connections[router.db_for_write(model)]
+    statement = _insert_sql(objs, returning, ignore_conflicts=ignore_conflicts)
+    if statement is not None:
+        with connection.cursor() as cursor:
+            cursor.execute(*statement)
+            return cursor.fetchall()
+    # Not PostgreSQL, or an expression, NaN: as Django writes them.
+    fields = _insert_fields(model)
     _prepare(objs, fields)
-    types = _json_types(fields, connection)
-    if types is not None:
-        try:
-            return _insert_json(objs, fields, types, returning, ignore_conflicts, connection)
-        except _NotJson:
-            pass  # an expression, NaN: as Django writes them
     size = connection.ops.bulk_batch_size(fields, objs)
     rows: list[tuple] = []
     # Model.save()'s own low-level insert; in chunks
@@ -286,10 +306,20 @@ def bulk_create_unless_taken[M: models.Model](
     apart (they come back unordered, without the skipped ones)."""
     if not objs:
         return []
+    fields = _key_fields(objs, key)
+    return _created(objs, _insert(objs, [type(objs[0])._meta.pk, *fields]), fields, key)
+
+
+def _key_fields(objs: Sequence[models.Model], key: str | tuple[str, ...]) -> list[models.Field]:
     opts = type(objs[0])._meta
-    names = (key,) if isinstance(key, str) else key
-    fields = [opts.get_field(name) for name in names]
-    rows = _insert(objs, [opts.pk, *fields])
+    return [opts.get_field(name) for name in ((key,) if isinstance(key, str) else key)]
+
+
+def _created[M: models.Model](
+    objs: Sequence[M], rows: list[tuple], fields: list[models.Field], key: str | tuple[str, ...]
+) -> list[M]:
+    """The objects an insert's rows (primary key, then the key's values) say it wrote,
+    each marked saved with its key."""
     by_key = {tuple(getattr(obj, f.attname) for f in fields): obj for obj in objs}
     if len(by_key) != len(objs):
         raise ValueError(f"Objects must differ in {key!r}.")
@@ -312,9 +342,157 @@ def insert_rows[M: models.Model](objs: Sequence[M]) -> None:
         # Keys given, or columns the database fills in: as bulk_create writes them.
         model._base_manager.bulk_create(objs)
         return
-    rows = _insert(objs, [pk], ignore_conflicts=False)
+    _saved_in_order(objs, _insert(objs, [pk], ignore_conflicts=False))
+
+
+def _saved_in_order(objs: Sequence[models.Model], rows: list[tuple]) -> None:
     for obj, (key,) in zip(objs, rows, strict=True):
         mark_saved(obj, key)
+
+
+# What a write sent with others may return: values JSON gives back as Python gives them.
+_RETURNABLE = (*_INTEGERS, *_TEXT)
+
+
+@dataclass
+class _Write:
+    """One write of a ``Together``: its function's call, and its statement when it may go
+    with the others (its values as JSON, on PostgreSQL)."""
+
+    alone: Callable[[], None]
+    statement: tuple[str, list[Any]] | None
+    alias: str
+    returning: list[str] = dataclasses.field(default_factory=list)
+    then: Callable[[list[tuple]], None] | None = None
+
+
+class Together:
+    """Writes to different tables, sent as one statement on PostgreSQL.
+
+    A unit of work (``journey.unit``) ends with four to six writes to as many tables: a
+    round trip each, and some 0.2 ms of CPU between Django, psycopg and PostgreSQL
+    whatever the write (docs/performance.md, twelfth pass). Queued here (``insert``,
+    ``insert_unless_taken``, ``update``, as ``insert_rows``, ``bulk_create_unless_taken``
+    and ``update_rows`` write), ``send()`` sends them as one statement, each a
+    data-modifying ``WITH`` query, and gives each its rows. Such queries run with the
+    same snapshot and do not see one another's rows: queue only writes that do not
+    depend on one another (other tables, rows that already exist). Triggers fire as for
+    separate statements, after the statement (the journey's version, migration 0008).
+    An insert's keys come back in the order of its rows, as ``insert_rows`` relies on
+    for its own statement: ``json_agg`` reads the query's rows as it returned them.
+
+    Elsewhere than on PostgreSQL, or if a write's values cannot go as JSON (then it takes
+    Django's path), each write is sent on its own, in the order queued."""
+
+    def __init__(self) -> None:
+        self._writes: list[_Write] = []
+
+    def insert(self, objs: Sequence[models.Model]) -> None:
+        """``insert_rows(objs)``, when sent."""
+        if not objs:
+            return
+        model = type(objs[0])
+        fresh = all(obj.pk is None for obj in objs) and len(model._meta.db_returning_fields) <= 1
+        self._queue(
+            objs,
+            alone=lambda: insert_rows(objs),
+            statement=_insert_sql(objs, [model._meta.pk], ignore_conflicts=False)
+            if fresh
+            else None,
+            returning=[model._meta.pk],
+            then=lambda rows: _saved_in_order(objs, rows),
+        )
+
+    def insert_unless_taken[M: models.Model](
+        self,
+        objs: Sequence[M],
+        *,
+        key: str | tuple[str, ...],
+        then: Callable[[list[M]], None],
+    ) -> None:
+        """``bulk_create_unless_taken(objs, key=key)``, when sent; ``then`` is given the
+        objects it inserted."""
+        if not objs:
+            then([])
+            return
+        fields = _key_fields(objs, key)
+        returning = [type(objs[0])._meta.pk, *fields]
+        self._queue(
+            objs,
+            alone=lambda: then(bulk_create_unless_taken(objs, key=key)),
+            statement=_insert_sql(objs, returning, ignore_conflicts=True),
+            returning=returning,
+            then=lambda rows: then(_created(objs, rows, fields, key)),
+        )
+
+    def update(self, objs: Sequence[models.Model], fields: list[str]) -> None:
+        """``update_rows(objs, fields)``, when sent."""
+        if not objs:
+            return
+        model = type(objs[0])
+        connection = connections[router.db_for_write(model)]
+        targets = [model._meta.get_field(name) for name in fields]
+        self._queue(
+            objs,
+            alone=lambda: update_rows(objs, fields),
+            statement=_update_json_sql(objs, targets, connection),
+        )
+
+    def _queue(
+        self,
+        objs: Sequence[models.Model],
+        *,
+        alone: Callable[[], None],
+        statement: tuple[str, list[Any]] | None,
+        returning: list[models.Field] | None = None,
+        then: Callable[[list[tuple]], None] | None = None,
+    ) -> None:
+        if returning and not all(
+            type(f.target_field if f.is_relation else f) in _RETURNABLE for f in returning
+        ):
+            statement = None
+        self._writes.append(
+            _Write(
+                alone=alone,
+                statement=statement,
+                alias=router.db_for_write(type(objs[0])),
+                returning=[f.column for f in returning or []],
+                then=then,
+            )
+        )
+
+    def send(self) -> None:
+        writes, self._writes = self._writes, []
+        if not writes:
+            return
+        if (
+            len(writes) == 1
+            or any(write.statement is None for write in writes)
+            or len({write.alias for write in writes}) > 1
+        ):
+            for write in writes:
+                write.alone()
+            return
+        connection = connections[writes[0].alias]
+        qn = connection.ops.quote_name
+        queries, params, results = [], [], []
+        for n, write in enumerate(writes):
+            sql, values = cast(tuple[str, list[Any]], write.statement)
+            queries.append(f"w{n} AS ({sql})")
+            params += values
+            if write.returning:
+                columns = ", ".join(qn(column) for column in write.returning)
+                results.append(f"(SELECT json_agg(json_build_array({columns})) FROM w{n})")  # noqa: S608  # nosec B608: names from the models
+        # The writes' own SQL (names from their models), values as parameters.
+        sql = f"WITH {', '.join(queries)} SELECT {', '.join(results) or '1'}"  # nosec B608
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = iter(cursor.fetchone())
+        for write in writes:
+            if write.returning and write.then is not None:
+                value = next(row)
+                rows = json.loads(value) if isinstance(value, str) else value or []
+                write.then([tuple(values) for values in rows])
 
 
 # SQLite's default SQLITE_MAX_COMPOUND_SELECT: the most SELECTs one UNION ALL may join.
@@ -345,36 +523,69 @@ def update_rows(objs: Sequence[models.Model], fields: list[str]) -> int:
     opts = model._meta
     targets = [opts.get_field(name) for name in fields]
     connection = connections[router.db_for_write(model)]
-    qn = connection.ops.quote_name
-    columns = [opts.pk, *targets]
-    types = _json_types(columns, connection)
-    document = None
-    if types is not None:
-        with suppress(_NotJson):  # NaN, say: as a row of values
-            document, keys = _json_rows(objs, columns, connection)
-    table, pk = qn(opts.db_table), qn(opts.pk.column)
-    only = ""
-    if types is not None and document is not None:
-        definitions = ", ".join(f"{key} {t}" for key, t in zip(keys, types, strict=True))
-        pairs, params = f"json_to_recordset(%s) AS pairs ({definitions})", [document]
-        # The keys again, as an array: the planner takes json_to_recordset for 100 rows
-        # whatever it holds, and for a table of a few thousand rows then reads it whole
-        # to hash-join them (1.4-1.8 ms for one row of 8,500, where the index takes
-        # 0.3). With the keys beside it, it looks the rows up by the primary key, in a
-        # custom plan and in the generic one a prepared statement settles on. The keys
-        # as the document carries them (its converter), so that they are of one type.
-        convert = _json_plan(columns, connection)[1][0]
-        only = f" AND {table}.{pk} = ANY(CAST(%s AS {types[0]}[]))"
-        params.append([convert(obj.pk) for obj in objs])
-    else:
-        size = _update_chunk(connection, len(columns), len(objs))
+    statement = _update_json_sql(objs, targets, connection)
+    if statement is None:
+        size = _update_chunk(connection, len(targets) + 1, len(objs))
         if len(objs) > size:
             return sum(
                 update_rows(objs[start : start + size], fields)
                 for start in range(0, len(objs), size)
             )
+        qn = connection.ops.quote_name
         keys = ["pk", *(qn(f.column) for f in targets)]
-        pairs, params = _union(objs, columns, keys, connection)
+        pairs, params = _union(objs, [opts.pk, *targets], keys, connection)
+        statement = _update_sql(opts, targets, keys, pairs, params, "", connection)
+    with connection.cursor() as cursor:
+        cursor.execute(*statement)
+        return cursor.rowcount
+
+
+def _update_json_sql(
+    objs: Sequence[models.Model], targets: list[models.Field], connection: Any
+) -> tuple[str, list[Any]] | None:
+    """``update_rows``'s statement on PostgreSQL, with the values as one JSON document;
+    None elsewhere, or for a value JSON cannot carry (NaN, say: then as a row of
+    values)."""
+    opts = objs[0]._meta
+    columns = [opts.pk, *targets]
+    types = _json_types(columns, connection)
+    if types is None:
+        return None
+    try:
+        document, keys = _json_rows(objs, columns, connection)
+    except _NotJson:
+        return None
+    definitions = ", ".join(f"{key} {t}" for key, t in zip(keys, types, strict=True))
+    # The keys again, as an array: the planner takes json_to_recordset for 100 rows
+    # whatever it holds, and for a table of a few thousand rows then reads it whole to
+    # hash-join them (1.4-1.8 ms for one row of 8,500, where the index takes 0.3). With
+    # the keys beside it, it looks the rows up by the primary key, in a custom plan and
+    # in the generic one a prepared statement settles on. The keys as the document
+    # carries them (its converter), so that they are of one type.
+    convert = _json_plan(columns, connection)[1][0]
+    table, pk = connection.ops.quote_name(opts.db_table), connection.ops.quote_name(opts.pk.column)
+    return _update_sql(
+        opts,
+        targets,
+        keys,
+        f"json_to_recordset(%s) AS pairs ({definitions})",
+        [document, [convert(obj.pk) for obj in objs]],
+        f" AND {table}.{pk} = ANY(CAST(%s AS {types[0]}[]))",
+        connection,
+    )
+
+
+def _update_sql(
+    opts: Any,
+    targets: list[models.Field],
+    keys: list[str],
+    pairs: str,
+    params: list[Any],
+    only: str,
+    connection: Any,
+) -> tuple[str, list[Any]]:
+    qn = connection.ops.quote_name
+    table, pk = qn(opts.db_table), qn(opts.pk.column)
     assignments = ", ".join(
         f"{qn(f.column)} = pairs.{key}" for f, key in zip(targets, keys[1:], strict=True)
     )
@@ -382,9 +593,7 @@ def update_rows(objs: Sequence[models.Model], fields: list[str]) -> int:
         f"UPDATE {table} SET {assignments} FROM {pairs} "  # noqa: S608  # nosec B608: names from the model, values as parameters
         f"WHERE {table}.{pk} = pairs.{keys[0]}{only}"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    return sql, params
 
 
 def _value(obj: models.Model, field: models.Field, connection: Any) -> Any:

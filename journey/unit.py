@@ -24,7 +24,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from journey.compiled import CompiledRead
-from journey.db import insert_rows, update_rows
+from journey.db import Together
 from journey.models import EtaEstimate, Journey, JourneyEvent, Milestone, ShipmentLeg
 from notifications.services import Outbox
 
@@ -125,17 +125,21 @@ class Writes:
             self.milestones[milestone.pk] = milestone
 
     def flush(self) -> None:
-        """Write what the unit holds: one statement per table. The events get their
-        primary keys; the customer's notifications are queued after commit."""
+        """Write what the unit holds: one write per table, sent together as one statement
+        on PostgreSQL (``journey.db.Together``), after the one read of the outbox. The
+        events get their primary keys; the customer's notifications are queued after
+        commit."""
+        together = Together()
         events, self.events = self.events, []
-        insert_rows(events)
+        together.insert(events)
         milestones, self.milestones = list(self.milestones.values()), {}
-        update_rows(milestones, MILESTONE_FIELDS)
+        together.update(milestones, MILESTONE_FIELDS)
         estimates, self.estimates = self.estimates, []
-        insert_rows(estimates)
+        together.insert(estimates)
         journeys, self.journeys = list(self.journeys.values()), {}
         now = timezone.now()
         for journey in journeys:
             journey.updated_at = now
-        update_rows(journeys, JOURNEY_FIELDS)
-        self.outbox.flush()
+        together.update(journeys, JOURNEY_FIELDS)
+        self.outbox.flush(together)
+        together.send()

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from accounts.models import CustomerProfile, User
 from journey.compiled import CompiledRead
-from journey.db import bulk_create_unless_taken
+from journey.db import Together, bulk_create_unless_taken
 from notifications import channels
 from notifications.kinds import KINDS
 from notifications.models import Channel, Notification, NotificationState
@@ -203,16 +203,33 @@ class Outbox:
             )
         )
 
-    def flush(self) -> list[Notification]:
+    def flush(self, together: Together | None = None) -> list[Notification]:
         """Write the rows of the causes added since the last flush; returns those written.
 
         A cause already in the outbox (same dedup key and channel, written before or by a
         concurrent writer) is not written again. Rows due now are queued for delivery
-        after commit; held rows are delivered by the sweep when due."""
+        after commit; held rows are delivered by the sweep when due.
+
+        With ``together``, the outbox is read now and its insert is queued there, to go
+        with the unit's other writes (``journey.unit``): it then returns nothing, and the
+        rows are queued for delivery when ``together`` is sent."""
+        now = timezone.now()
+        rows = self._planned(now)
+        # The unique (dedup key, channel) skips what a concurrent writer of a cause got in
+        # first: one statement, no savepoint.
+        if together is not None:
+            together.insert_unless_taken(
+                rows, key=("dedup_key", "channel"), then=lambda written: _due(written, now)
+            )
+            return []
+        return _due(bulk_create_unless_taken(rows, key=("dedup_key", "channel")), now)
+
+    def _planned(self, now: datetime) -> list[Notification]:
+        """The rows of the causes added since the last flush that the outbox does not
+        hold yet (one read)."""
         causes, self._causes = self._causes, []
         if not causes:
             return []
-        now = timezone.now()
         window = settings.NOTIFICATION_DIGEST_WINDOW
         routes = [
             (cause, recipient_channels(recipient=cause.recipient), _held_until(cause, now))
@@ -274,17 +291,18 @@ class Outbox:
                     sent_at=sent_at,
                 )
             )
-        # The unique (dedup key, channel) skips what a concurrent writer of a cause got in
-        # first: one statement, no savepoint.
-        rows = bulk_create_unless_taken(rows, key=("dedup_key", "channel"))
-        due = [
-            row.pk
-            for row in rows
-            if row.state == NotificationState.PENDING and row.scheduled_at <= now
-        ]
-        if due:
-            transaction.on_commit(lambda: _queue_delivery(due))
         return rows
+
+
+def _due(rows: list[Notification], now: datetime) -> list[Notification]:
+    """Queue the written rows that are due ``now`` for delivery once the transaction
+    commits (held rows wait for the sweep); returns the rows."""
+    due = [
+        row.pk for row in rows if row.state == NotificationState.PENDING and row.scheduled_at <= now
+    ]
+    if due:
+        transaction.on_commit(lambda: _queue_delivery(due))
+    return rows
 
 
 def _outbox_rows(

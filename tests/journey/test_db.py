@@ -11,9 +11,16 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from integrations.models import IdempotencyRecord, InboundEvent
-from journey.db import bulk_create_unless_taken, create_unless_taken, insert_rows, update_rows
+from journey.db import (
+    Together,
+    bulk_create_unless_taken,
+    create_unless_taken,
+    insert_rows,
+    update_rows,
+)
 from journey.models import EventKind, EventSource, JourneyEvent, Milestone, MilestoneState
 from tests.factories import PartnerFactory, make_journey
+from tests.sql import unit_writes
 
 pytestmark = pytest.mark.django_db
 
@@ -458,3 +465,87 @@ def test_the_quick_paths_skip_init_and_call_no_default_for_a_value_given(monkeyp
     assert len(milestones) == 2 and inits == []  # neither read nor made by __init__
     assert called == [1]  # only for the object that was not given one
     assert given.scheduled_at is not None and defaulted.scheduled_at is not None
+
+
+def test_writes_sent_together_are_one_statement_with_each_its_rows(django_assert_num_queries):
+    first, second = make_journey(), make_journey()
+    partner = PartnerFactory()
+    now = timezone.now()
+    events = [timeline_event(first, message="a"), timeline_event(second, message="b")]
+    events += [timeline_event(first, message="c")]
+    milestones = list(first.milestones.order_by("position")[:2])
+    for milestone in milestones:
+        milestone.state, milestone.reached_at = MilestoneState.DONE, now
+    create_unless_taken(
+        InboundEvent(partner=partner, journey=first, event_id="taken", code="C", occurred_at=now)
+    )
+    inbound = [
+        InboundEvent(partner=partner, journey=first, event_id=event_id, code="C", occurred_at=now)
+        for event_id in ("new-1", "taken", "new-2")
+    ]
+    written: list[list[InboundEvent]] = []
+
+    together = Together()
+    together.insert(events)
+    together.update(milestones, ["state", "reached_at"])
+    together.insert_unless_taken(inbound, key="event_id", then=written.append)
+    together.update([], ["state"])  # nothing to write: nothing sent
+    with django_assert_num_queries(unit_writes(3)) as queries:
+        together.send()
+
+    if connection.vendor == "postgresql":
+        assert queries.captured_queries[0]["sql"].startswith("WITH w0 AS (INSERT")
+    # Each event its own row's key, in order; the milestones saved; the inbound rows
+    # written given to ``then``, the one already there left out.
+    stored = dict(
+        JourneyEvent.objects.filter(pk__in=[e.pk for e in events]).values_list("pk", "message")
+    )
+    assert [stored[event.pk] for event in events] == ["a", "b", "c"]
+    assert all(not event._state.adding for event in events)
+    assert {m.pk: m.state for m in Milestone.objects.filter(pk__in=[m.pk for m in milestones])} == {
+        m.pk: MilestoneState.DONE for m in milestones
+    }
+    assert [sorted(row.event_id for row in rows) for rows in written] == [["new-1", "new-2"]]
+    assert {row.pk for row in written[0]} == set(
+        InboundEvent.objects.filter(event_id__startswith="new-").values_list("pk", flat=True)
+    )
+    assert inbound[1].pk is None
+
+
+def test_writes_that_cannot_go_as_json_are_sent_one_by_one(django_assert_num_queries):
+    journey = make_journey()
+    events = [timeline_event(journey, message="json"), timeline_event(journey, occurred_at=Now())]
+    milestone = journey.milestones.first()
+    milestone.state = MilestoneState.DONE
+
+    together = Together()
+    together.insert(events[:1])
+    together.insert(events[1:])  # an expression: Django's path, so each goes on its own
+    together.update([milestone], ["state"])
+    with django_assert_num_queries(3):
+        together.send()
+
+    assert JourneyEvent.objects.filter(pk__in=[e.pk for e in events]).count() == 2
+    assert Milestone.objects.get(pk=milestone.pk).state == MilestoneState.DONE
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="one statement on PostgreSQL")
+def test_writes_sent_together_fail_together():
+    journey = make_journey()
+    event = timeline_event(journey, message="valid on its own")
+    too_long = InboundEvent(
+        partner=PartnerFactory(),
+        journey=journey,
+        event_id="x" * 300,
+        code="C",
+        occurred_at=timezone.now(),
+    )
+    together = Together()
+    together.insert([event])
+    together.insert_unless_taken([too_long], key="event_id", then=lambda rows: None)
+    with pytest.raises(DataError), transaction.atomic():
+        together.send()
+    # One statement: the event was not written before the inbound row failed (sent on
+    # its own, first, it would have been, and have its key).
+    assert event.pk is None
+    assert event._state.adding
