@@ -64,6 +64,9 @@ EVENTS = 1_000_000
 PHOTOS = 50_000
 CHECKPOINTS = 200_000
 TYPICAL = {"events": 40, "photos": 12, "legs": 4}
+# The stage after which each template's journeys are on the road (the demo's templates):
+# their legs depart when it is reached.
+SHIPS_AFTER = {"car-built-to-order": "ready_to_ship", "fitted-kitchen": "manufacturing"}
 POOL = 64  # distinct generated images; every photo file is a hard link to one of them
 PASSWORD = "bench-password-not-secret"  # noqa: S105 - bench customers on a bench database
 
@@ -373,6 +376,8 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
             for step, duration in zip(steps, durations, strict=True):
                 reached = step.position <= current
                 moment += duration
+                if step.key == SHIPS_AFTER.get(template.key):
+                    journey["_ships_at"] = moment  # the legs start here (reached or planned)
                 milestones.append(
                     {
                         "id": milestone_id + len(milestones),
@@ -508,7 +513,7 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
                 if i in typical or i in plain
                 else (3 if j["_template"] is car else 1)
             )
-            departed = j["started_at"] + timedelta(days=20)
+            departed = j.get("_ships_at", j["started_at"] + timedelta(days=20))
             for s in range(1, n_legs + 1):
                 origin = PORTS[(i + s) % len(PORTS)]
                 destination = PORTS[(i + s + 1) % len(PORTS)]
@@ -536,20 +541,24 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
                 )
                 departed = arrived + timedelta(hours=6)
         copier.copy(ShipmentLeg, legs)
-        per_leg = _spread(n_checkpoints, len(legs), rng, 1, 12)
-        _settle(per_leg, n_checkpoints - sum(per_leg), range(len(legs)), rng, low=1, high=20)
+        # Position reports come from legs under way or done, over their first 40 hours (or
+        # as long as they have been under way): none from a vehicle that has not left.
+        moving = [leg for leg in legs if leg["departed_at"] is not None] or legs[:1]
+        per_leg = _spread(n_checkpoints, len(moving), rng, 1, 12)
+        _settle(per_leg, n_checkpoints - sum(per_leg), range(len(moving)), rng, low=1, high=20)
         checkpoint_id = copier.next_id(Checkpoint)
 
         def checkpoints() -> Iterable[dict[str, Any]]:
             next_id = checkpoint_id
-            for leg, count in zip(legs, per_leg, strict=True):
-                start = leg["departed_at"] or leg["eta"] - timedelta(days=2)
+            for leg, count in zip(moving, per_leg, strict=True):
+                start = leg["departed_at"] or now - timedelta(hours=1)
+                span = min(timedelta(hours=40), now - start)
                 for c in range(count):
                     fraction = (c + 1) / (count + 1)
                     yield {
                         "id": next_id,
                         "leg_id": leg["id"],
-                        "occurred_at": start + timedelta(hours=40 * fraction),
+                        "occurred_at": start + span * fraction,
                         "location_name": f"Waypoint {c + 1}",
                         "lat": leg["origin_lat"]
                         + (leg["destination_lat"] - leg["origin_lat"]) * Decimal(fraction),
@@ -579,7 +588,9 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
                         "title": title,
                         "description": "",
                         "due_date": today + timedelta(days=rng.randrange(-10, 40)),
-                        "done_at": now - timedelta(days=1) if rng.random() < 0.5 else None,
+                        "done_at": max(now - timedelta(days=1), j["started_at"])
+                        if rng.random() < 0.5
+                        else None,
                         "created_at": j["started_at"],
                     }
                 )
