@@ -489,9 +489,11 @@ class Together:
             cursor.execute(sql, params)
             row = iter(cursor.fetchone())
         for write in writes:
-            if write.returning and write.then is not None:
-                value = next(row)
-                rows = json.loads(value) if isinstance(value, str) else value or []
+            if not write.returning:
+                continue
+            value = next(row)  # each write that returns rows has its column, in order
+            rows = json.loads(value) if isinstance(value, str) else value or []
+            if write.then is not None:
                 write.then([tuple(values) for values in rows])
 
 

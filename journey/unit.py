@@ -4,9 +4,10 @@ Recording one event writes its timeline row, the milestones it moved, the journe
 fields, a row of ETA history and the customer's notifications, and reads what the ETA
 needs (the carrier's ETA of open legs, the template's history). One at a time that is a
 dozen statements per event; a partner's batch of a hundred events would be a thousand.
-The spine writes into a ``Writes`` instead, and the unit flushes them in one statement
-per table, whatever the number of events, after reading what the ETA needs once for all
-its journeys. Everything is in the caller's transaction, with the journeys locked
+The spine writes into a ``Writes`` instead, and the unit flushes them with one write per
+table, whatever the number of events (all of them one statement on PostgreSQL:
+``journey.db.Together``), after reading what the ETA needs once for all its journeys.
+Everything is in the caller's transaction, with the journeys locked
 (``journey.services.journeys_lock``), so what the unit holds in memory is what the
 database would say.
 """
