@@ -362,6 +362,7 @@ class _Write:
     alone: Callable[[], None]
     statement: tuple[str, list[Any]] | None
     alias: str
+    table: str
     returning: list[str] = dataclasses.field(default_factory=list)
     then: Callable[[list[tuple]], None] | None = None
 
@@ -379,7 +380,8 @@ class Together:
     depend on one another (other tables, rows that already exist). Triggers fire as for
     separate statements, after the statement (the journey's version, migration 0008).
     An insert's keys come back in the order of its rows, as ``insert_rows`` relies on
-    for its own statement: ``json_agg`` reads the query's rows as it returned them.
+    for its own statement (``json_agg`` ordered by the key, which its sequence gave the
+    rows in their order). Two writes to the same table are sent one by one.
 
     Elsewhere than on PostgreSQL, or if a write's values cannot go as JSON (then it takes
     Django's path), each write is sent on its own, in the order queued."""
@@ -456,6 +458,7 @@ class Together:
                 alone=alone,
                 statement=statement,
                 alias=router.db_for_write(type(objs[0])),
+                table=type(objs[0])._meta.db_table,
                 returning=[f.column for f in returning or []],
                 then=then,
             )
@@ -469,6 +472,9 @@ class Together:
             len(writes) == 1
             or any(write.statement is None for write in writes)
             or len({write.alias for write in writes}) > 1
+            # Two writes to one table in one statement would not see each other's rows
+            # (an update of a row inserted, or updated twice: one of them lost).
+            or len({write.table for write in writes}) < len(writes)
         ):
             for write in writes:
                 write.alone()
@@ -481,8 +487,11 @@ class Together:
             queries.append(f"w{n} AS ({sql})")
             params += values
             if write.returning:
-                columns = ", ".join(qn(column) for column in write.returning)
-                results.append(f"(SELECT json_agg(json_build_array({columns})) FROM w{n})")  # noqa: S608  # nosec B608: names from the models
+                # The primary key first: its order is the rows' (from one sequence).
+                first, columns = qn(write.returning[0]), ", ".join(map(qn, write.returning))
+                results.append(
+                    f"(SELECT json_agg(json_build_array({columns}) ORDER BY {first}) FROM w{n})"  # noqa: S608  # nosec B608: names from the models
+                )
         # The writes' own SQL (names from their models), values as parameters.
         sql = f"WITH {', '.join(queries)} SELECT {', '.join(results) or '1'}"  # nosec B608
         with connection.cursor() as cursor:

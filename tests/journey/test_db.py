@@ -550,3 +550,24 @@ def test_writes_sent_together_fail_together():
     # its own, first, it would have been, and have its key).
     assert event.pk is None
     assert event._state.adding
+
+
+def test_two_writes_to_one_table_are_sent_one_by_one(django_assert_num_queries):
+    """In one statement, an update would not see a row another write made or changed:
+    writes to the same table go on their own, in order."""
+    journey = make_journey()
+    event = timeline_event(journey, message="first")
+    together = Together()
+    together.insert([event])
+    together.insert([timeline_event(journey, message="second")])
+    milestone = journey.milestones.first()
+    milestone.state = MilestoneState.DONE
+    together.update([milestone], ["state"])
+    with django_assert_num_queries(3):
+        together.send()
+    assert list(
+        JourneyEvent.objects.filter(journey=journey, kind=EventKind.NOTE)
+        .order_by("pk")
+        .values_list("message", flat=True)
+    ) == ["first", "second"]
+    assert Milestone.objects.get(pk=milestone.pk).state == MilestoneState.DONE
