@@ -64,9 +64,9 @@ EVENTS = 1_000_000
 PHOTOS = 50_000
 CHECKPOINTS = 200_000
 TYPICAL = {"events": 40, "photos": 12, "legs": 4}
-# The stage after which each template's journeys are on the road (the demo's templates):
-# their legs depart when it is reached.
-SHIPS_AFTER = {"car-built-to-order": "ready_to_ship", "fitted-kitchen": "manufacturing"}
+# The stage at which each template's journeys take the road (the demo's templates): their
+# legs depart when it is reached.
+SHIPS_AT = {"car-built-to-order": "in_transit", "fitted-kitchen": "delivery"}
 POOL = 64  # distinct generated images; every photo file is a hard link to one of them
 PASSWORD = "bench-password-not-secret"  # noqa: S105 - bench customers on a bench database
 
@@ -326,23 +326,22 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
             else:
                 current = rng.randrange(1, len(steps) + 1)
             done = current == len(steps) and rng.random() < 0.5
-            # Each stage takes its planned time, give or take (0.3 to 0.9 of it, as the
-            # ETA's history then learns), and an open journey is part of the way through
-            # the stage after its current one: the times are laid back from now, so a
-            # journey has been at its stage about as long as such a stage lasts, except
-            # one in thirty, held up for one and a half to three times as long: a few
-            # per cent stalled, as in a real fleet. (Drawn from a fixed start instead,
-            # most journeys had sat at their stage for weeks: the stall check flagged
-            # half of them.)
+            # Each stage lasts its planned time from when it is reached, give or take (0.3
+            # to 0.9 of it), as the ETA reads a stage (journey.eta: a segment runs from
+            # reaching its stage to reaching the next), and its history then learns. An
+            # open journey is part of the way through its current stage: the times are
+            # laid back from now, so a journey has been at its stage about as long as
+            # such a stage lasts, except one in thirty, held up for one and a half to
+            # three times as long: a few per cent stalled, as in a real fleet. (Drawn
+            # from a fixed start instead, most journeys had sat at their stage for weeks:
+            # the stall check flagged half of them.)
             durations = [step.expected_duration * rng.uniform(0.3, 0.9) for step in steps]
             if done:
-                since = timedelta(days=rng.uniform(1, 20))
-            elif current < len(steps):
-                held_up = rng.random() < 1 / 30
-                since = durations[current] * (rng.uniform(1.5, 3) if held_up else rng.random())
+                since = timedelta(days=rng.uniform(1, 20))  # handed over that long ago
             else:
-                since = timedelta(hours=rng.uniform(1, 20))  # at the handover
-            started_at = now - since - sum(durations[:current], timedelta())
+                held_up = rng.random() < 1 / 30
+                since = durations[current - 1] * (rng.uniform(1.5, 3) if held_up else rng.random())
+            started_at = now - since - sum(durations[: current - 1], timedelta())
             reference = f"MP-B{i:06d}"
             journey = {
                 "id": journey_id + i,
@@ -375,8 +374,7 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
             moment = started_at
             for step, duration in zip(steps, durations, strict=True):
                 reached = step.position <= current
-                moment += duration
-                if step.key == SHIPS_AFTER.get(template.key):
+                if step.key == SHIPS_AT.get(template.key):
                     journey["_ships_at"] = moment  # the legs start here (reached or planned)
                 milestones.append(
                     {
@@ -392,6 +390,7 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
                         "reached_at": min(moment, now - timedelta(minutes=5)) if reached else None,
                     }
                 )
+                moment += duration
             journey["last_event_at"] = now - timedelta(hours=rng.uniform(12, 72))
         copier.copy(
             Journey,
