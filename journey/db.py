@@ -337,12 +337,18 @@ def insert_rows[M: models.Model](objs: Sequence[M]) -> None:
     if not objs:
         return
     model = type(objs[0])
-    pk = model._meta.pk
-    if any(obj.pk is not None for obj in objs) or len(model._meta.db_returning_fields) > 1:
+    if not _keys_to_return(objs):
         # Keys given, or columns the database fills in: as bulk_create writes them.
         model._base_manager.bulk_create(objs)
         return
-    _saved_in_order(objs, _insert(objs, [pk], ignore_conflicts=False))
+    _saved_in_order(objs, _insert(objs, [model._meta.pk], ignore_conflicts=False))
+
+
+def _keys_to_return(objs: Sequence[models.Model]) -> bool:
+    """Whether ``insert_rows`` writes the objects itself, the database giving only their
+    keys: none has a key yet, and no other column is filled in by the database."""
+    model = type(objs[0])
+    return all(obj.pk is None for obj in objs) and len(model._meta.db_returning_fields) <= 1
 
 
 def _saved_in_order(objs: Sequence[models.Model], rows: list[tuple]) -> None:
@@ -394,12 +400,11 @@ class Together:
         if not objs:
             return
         model = type(objs[0])
-        fresh = all(obj.pk is None for obj in objs) and len(model._meta.db_returning_fields) <= 1
         self._queue(
             objs,
             alone=lambda: insert_rows(objs),
             statement=_insert_sql(objs, [model._meta.pk], ignore_conflicts=False)
-            if fresh
+            if _keys_to_return(objs)
             else None,
             returning=[model._meta.pk],
             then=lambda rows: _saved_in_order(objs, rows),
