@@ -9,8 +9,6 @@ appended to, pickled and written back on each request (hundreds of floats at the
 """
 
 import time
-from typing import Any
-from weakref import WeakKeyDictionary
 
 from django.conf import settings
 from django.core.cache import caches
@@ -18,6 +16,7 @@ from django.core.cache.backends.redis import RedisCache
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
+from integrations.cache import redis_client
 from integrations.models import PartnerAPIKey
 
 DURATIONS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -29,28 +28,12 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(number), DURATIONS[period[0]]
 
 
-# One Redis client per cache client (which owns the pool): Django's cache makes a new one
-# at each call, and a client builds its table of reply parsers (some 170 entries) when it
-# is made. Keyed weakly by the cache client, which the Redis client does not reference, so
-# a cache made again (per context under ASGI, or by a test's settings) frees its entry.
-_CLIENTS: WeakKeyDictionary[Any, Any] = WeakKeyDictionary()
-
-
-def _redis(cache: RedisCache) -> Any:
-    owner = cache._cache
-    client = _CLIENTS.get(owner)
-    if client is None:
-        pool = owner._get_connection_pool(write=True)
-        client = _CLIENTS[owner] = owner._client(connection_pool=pool)
-    return client
-
-
 def _counts(current: str, previous: str, ttl: int) -> tuple[int, int]:
     """Count one request in the ``current`` window; return it and the ``previous`` count."""
     cache = caches["default"]
     if isinstance(cache, RedisCache):
         keys = [cache.make_and_validate_key(k) for k in (current, previous)]
-        pipe = _redis(cache).pipeline(transaction=False)
+        pipe = redis_client(cache).pipeline(transaction=False)
         pipe.incr(keys[0])
         pipe.expire(keys[0], ttl)
         pipe.get(keys[1])
