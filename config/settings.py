@@ -429,6 +429,23 @@ CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
     "task": "integrations.tasks.sweep_webhooks",
     "schedule": timedelta(seconds=30),
 }
+# The applier of partner events queued with Prefer: respond-async may have a worker of
+# its own (one process is enough: one applier runs at a time), so that a burst of
+# customers' messages never holds it up: name its queue here. By default it shares the
+# default queue.
+CELERY_INBOUND_QUEUE = env.str("CELERY_INBOUND_QUEUE", default=CELERY_TASK_DEFAULT_QUEUE)
+CELERY_TASK_ROUTES = {
+    "integrations.tasks.apply_queued_events": {"queue": CELERY_INBOUND_QUEUE},
+}
+# After a unit of fewer than its 100 events, the applier waits this long before it looks
+# again, so that under load its units fill up (each event's share of a unit's fixed work
+# falls); an event that arrives alone is applied at once. Not when tasks run in-process.
+INBOUND_QUEUE_GATHER = 0 if CELERY_TASK_ALWAYS_EAGER else 0.25
+# Events whose task was lost (Redis down) are applied by this sweep.
+CELERY_BEAT_SCHEDULE["inbound-queue-sweep"] = {
+    "task": "integrations.tasks.apply_queued_events",
+    "schedule": timedelta(seconds=30),
+}
 CELERY_BEAT_SCHEDULE["idempotency-purge"] = {
     "task": "integrations.tasks.purge_idempotency_records",
     "schedule": timedelta(hours=1),

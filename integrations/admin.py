@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
 
 from integrations.forms import PartnerAPIKeyForm, WebhookEndpointForm
 from integrations.models import (
@@ -89,13 +90,27 @@ class PartnerAPIKeyAdmin(admin.ModelAdmin):
 
 @admin.register(InboundEvent)
 class InboundEventAdmin(admin.ModelAdmin):
-    list_display = ["received_at", "partner", "journey", "event_id", "code", "unmapped"]
-    list_filter = ["unmapped", "partner"]
+    list_display = [
+        "received_at",
+        "partner",
+        "journey",
+        "event_id",
+        "code",
+        "unmapped",
+        "queued",
+        "rejected",
+    ]
+    list_filter = ["unmapped", "queued", ("rejection", admin.EmptyFieldListFilter), "partner"]
     search_fields = ["event_id", "code", "journey__reference"]
     readonly_fields = [f.name for f in InboundEvent._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(boolean=True, description=_("rejected"))
+    def rejected(self, obj: InboundEvent) -> bool:
+        """A queued event the spine refused: why is in its rejection."""
+        return obj.rejection is not None
 
 
 @admin.register(WebhookEndpoint)

@@ -53,6 +53,45 @@ def _in_progress() -> ApplicationError:
     )
 
 
+def idempotency_check_key(key: str) -> None:
+    if not key.strip() or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise ApplicationError(
+            f"The {HEADER} header must be 1 to {MAX_KEY_LENGTH} printable characters.",
+            fields={HEADER: ["1 to 255 printable characters."]},
+        )
+
+
+def idempotency_record(
+    *,
+    partner: Partner,
+    key: str,
+    method: str,
+    path: str,
+    fingerprint: str,
+    status_code: int,
+    body: Any,
+) -> IdempotencyRecord:
+    """A request's record with its response, not saved yet: for a request that inserts it
+    in the transaction of its work, instead of claiming the key first
+    (``idempotency_begin``) and storing the response at the end. A duplicate sent
+    meanwhile then waits for that transaction on the key's unique constraint, and finds
+    the response. The inserter must roll back its work if the key turns out taken, and
+    answer as ``idempotency_begin`` then says."""
+    idempotency_check_key(key)
+    now = timezone.now()
+    return IdempotencyRecord(
+        partner=partner,
+        key=key,
+        method=method,
+        path=path[:500],
+        fingerprint=fingerprint,
+        status_code=status_code,
+        response_body=body,
+        locked_at=now,
+        expires_at=now + _ttl(),
+    )
+
+
 def idempotency_begin(
     *, partner: Partner, key: str, method: str, path: str, fingerprint: str
 ) -> IdempotencyRecord | Replay:
@@ -61,11 +100,7 @@ def idempotency_begin(
     Call it outside any transaction: the claim must be committed at once so that a
     concurrent duplicate sees it.
     """
-    if not key.strip() or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise ApplicationError(
-            f"The {HEADER} header must be 1 to {MAX_KEY_LENGTH} printable characters.",
-            fields={HEADER: ["1 to 255 printable characters."]},
-        )
+    idempotency_check_key(key)
     path = path[:500]
     now = timezone.now()
     record = IdempotencyRecord(

@@ -105,6 +105,12 @@ class InboundEvent(QuickLoad):
     )
     # An unmapped code is kept and flagged for staff; it never reaches the customer.
     unmapped = models.BooleanField(default=False)
+    # Accepted with ``Prefer: respond-async`` and not applied yet: the queue's applier
+    # (partner_queued_events_drain) takes these in key order.
+    queued = models.BooleanField(default=False)
+    # Why a queued event could not be applied ({"code", "message", "fields"}), as the
+    # synchronous answer's error would have said; the partner reads it by the event's id.
+    rejection = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at"]
@@ -117,10 +123,25 @@ class InboundEvent(QuickLoad):
                 name="inbound_unmapped_idx",
                 condition=models.Q(unmapped=True),
             ),
+            # The queue: a few rows at most, whatever the table's size.
+            models.Index(fields=["id"], name="inbound_queued_idx", condition=models.Q(queued=True)),
         ]
 
     def __str__(self) -> str:
         return f"{self.partner} {self.event_id} {self.code}"
+
+    @property
+    def state(self) -> str:
+        """Where the event stands: queued, rejected, unmapped, applied or logged (kept in
+        the timeline without moving the journey: older than its state)."""
+        if self.queued:
+            return "queued"
+        if self.rejection is not None:
+            return "rejected"
+        if self.unmapped:
+            return "unmapped"
+        event = self.journey_event
+        return "applied" if event is not None and event.applied else "logged"
 
 
 class IdempotencyRecord(models.Model):

@@ -2,22 +2,44 @@
 
 import hashlib
 import hmac
+import logging
 import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
-from django.db.models import QuerySet
+from django.conf import settings
+from django.core.cache import cache
+from django.db import OperationalError, connections, router, transaction
+from django.db.models import QuerySet, Subquery
 from django.utils import timezone
 
-from integrations.models import InboundEvent, Partner, PartnerAPIKey, StatusMapping
+from integrations.cache import flag_set
+from integrations.models import (
+    IdempotencyRecord,
+    InboundEvent,
+    Partner,
+    PartnerAPIKey,
+    StatusMapping,
+)
 from journey.compiled import CompiledRead
-from journey.db import bulk_create_unless_taken, create_unless_taken, update_rows
+from journey.db import Together, bulk_create_unless_taken, create_unless_taken, update_rows
 from journey.errors import ApplicationError
 from journey.models import EventSource, Journey
-from journey.services import LockedJourney, journey_record_milestone, journeys_lock
+from journey.services import (
+    LockedJourney,
+    journey_check_occurred_at,
+    journey_record_milestone,
+    journeys_for_spine,
+    journeys_lock,
+)
 from journey.unit import Writes
+
+logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "mp_"
 # Touch last_used_at at most this often, so that a busy key does not write on every call.
@@ -118,6 +140,9 @@ class StatusEventsPrepared:
     # The writes of all the events, flushed together by partner_status_events_finish.
     unit: Writes
     linked: list[InboundEvent] = field(default_factory=list)
+    # A refused event's row is deleted, so that its id may be sent again corrected; a
+    # queued event's is kept with its rejection instead, for the partner to read.
+    withdraw_refused: bool = True
 
 
 def _mappings(partner: int, codes: list[str]) -> QuerySet[StatusMapping]:
@@ -171,6 +196,18 @@ def partner_status_events_prepare(
         if taken
         else {}
     )
+    return _prepared(partner, mappings, received, claimed)
+
+
+def _prepared(
+    partner: Partner,
+    mappings: dict[str, StatusMapping],
+    received: dict[str, InboundEvent],
+    claimed: dict[str, InboundEvent],
+    **options: Any,
+) -> StatusEventsPrepared:
+    """The journeys the claimed mapped events may move, locked (in one statement, in
+    primary-key order) for a unit of work of their own."""
     to_move = {row.journey.pk for row in claimed.values() if not row.unmapped}
     unit = Writes()
     return StatusEventsPrepared(
@@ -188,6 +225,7 @@ def partner_status_events_prepare(
             else {}
         ),
         unit=unit,
+        **options,
     )
 
 
@@ -205,14 +243,20 @@ def _inbound(
     )
 
 
-def partner_status_events_finish(*, prepared: StatusEventsPrepared) -> None:
+def partner_status_events_finish(
+    *,
+    prepared: StatusEventsPrepared,
+    rows: list[InboundEvent] | None = None,
+    fields: tuple[str, ...] = ("journey_event",),
+) -> None:
     """Write what the events changed (one write per table, ``journey.unit``), then
-    link the inbound rows to the timeline events they made: one UPDATE for them all."""
+    link the inbound rows to the timeline events they made: one UPDATE for them all
+    (``rows``, ``fields``: for other rows or more of their fields as well)."""
     prepared.unit.flush()
     for inbound in prepared.linked:
         # Assigned again now that the flush gave it a key: sets journey_event_id.
         inbound.journey_event = inbound.journey_event
-    update_rows(prepared.linked, ["journey_event"])
+    update_rows(prepared.linked if rows is None else rows, list(fields))
     prepared.linked.clear()
 
 
@@ -281,9 +325,7 @@ def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResu
             inbound=inbound,
             applied=False,
             duplicate=False,
-            warnings=[
-                f"Unmapped status code {event.code!r}: kept for staff, not shown to customers."
-            ],
+            warnings=[_unmapped_warning(event.code)],
         )
     locked = prepared.locked.get(event.journey.pk)
     if locked is None:  # claimed after preparing (above)
@@ -308,16 +350,34 @@ def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResu
         if locked.writes != writes:
             # Refused after writing: only a savepoint could undo that, and there is none.
             raise RuntimeError("The spine refused an event after writing to it.") from error
-        # Refused before writing anything: withdraw the claim, so the id stays free.
-        InboundEvent.objects.filter(pk=inbound.pk).delete()
+        if prepared.withdraw_refused:
+            # Refused before writing anything: withdraw the claim, so the id stays free.
+            InboundEvent.objects.filter(pk=inbound.pk).delete()
         raise
     inbound.journey_event = recorded.event
     prepared.linked.append(inbound)
     prepared.received[event_id] = inbound
-    warnings = [] if recorded.applied else ["Older than the journey's state: logged, not applied."]
+    warnings = [] if recorded.applied else [_OLDER_WARNING]
     return InboundResult(
         inbound=inbound, applied=recorded.applied, duplicate=False, warnings=warnings
     )
+
+
+_OLDER_WARNING = "Older than the journey's state: logged, not applied."
+
+
+def _unmapped_warning(code: str) -> str:
+    return f"Unmapped status code {code!r}: kept for staff, not shown to customers."
+
+
+def inbound_warnings(inbound: InboundEvent) -> list[str]:
+    """What the answer to the event warned of, for an event read back later."""
+    state = inbound.state
+    if state == "unmapped":
+        return [_unmapped_warning(inbound.code)]
+    if state == "logged":
+        return [_OLDER_WARNING]
+    return []
 
 
 def _replayed(first: InboundEvent, event: StatusEventIn) -> InboundResult:
@@ -334,3 +394,285 @@ def _replayed(first: InboundEvent, event: StatusEventIn) -> InboundResult:
         )
     applied = bool(first.journey_event and first.journey_event.applied)
     return InboundResult(inbound=first, applied=applied, duplicate=True, warnings=[])
+
+
+# --- Events accepted now and applied by a worker (``Prefer: respond-async``) ------------
+#
+# A partner that sends events one at a time and does not need each one's outcome in its
+# answer may ask for it to be queued: the request then only checks the event, stores it
+# and answers 202, and a worker applies the queue's events together, a unit of work of up
+# to QUEUE_BATCH at a time, as the batch endpoint applies its items. The request's fixed
+# costs (docs/performance.md) are then paid once per unit, not once per event.
+
+QUEUE_BATCH = 100
+# Set by a request that queued an event, unless already set, which then queues the
+# applier's task; the applier deletes it before each look at the queue. One task per
+# look, not one per event, however many events arrive meanwhile.
+_NUDGE = "integrations:inbound-queue:nudge"
+# A nudge whose task was lost expires (the periodic sweep applies the events meanwhile).
+_NUDGE_SECONDS = 300
+# One applier at a time, so a journey's queued events are applied in the order they
+# were accepted: a session advisory lock on PostgreSQL (any process), a lock of this
+# process elsewhere (the embedded default runs its tasks in-process).
+_APPLIER_LOCK = 0x6D696C65706F7374  # "milepost"
+_LOCAL_APPLIER = threading.Lock()
+
+
+def _served(partner: int, reference: str) -> QuerySet[Journey]:
+    return Journey.objects.filter(partners=partner, reference=reference).only(
+        "pk", "reference", "started_at"
+    )
+
+
+_SERVED = CompiledRead(_served)
+
+
+def partner_journey_served(*, partner: Partner, reference: str) -> Journey | None:
+    """The journey with this reference if the partner serves it (its key, reference and
+    start only), else None."""
+    try:
+        return _SERVED.get(partner=partner.pk, reference=reference)
+    except Journey.DoesNotExist:
+        return None
+
+
+def _queued_row(
+    partner: Partner,
+    journey: Journey,
+    event_id: str,
+    code: str,
+    occurred_at: datetime,
+    payload: dict[str, Any],
+) -> InboundEvent:
+    """The inbound row of an event to queue, its time checked as the spine checks it."""
+    journey_check_occurred_at(journey=journey, occurred_at=occurred_at)
+    return InboundEvent.new(
+        partner=partner,
+        journey=journey,
+        event_id=event_id,
+        code=code,
+        occurred_at=occurred_at,
+        payload=payload,
+        queued=True,
+    )
+
+
+def partner_queue_status_event(
+    *,
+    partner: Partner,
+    journey: Journey,
+    event_id: str,
+    code: str,
+    occurred_at: datetime,
+    payload: dict[str, Any] | None = None,
+) -> InboundResult:
+    """Accept a partner's status event for a worker to apply: its time checked as the
+    spine checks it, its row stored as queued in the caller's transaction, and the
+    applier nudged once that commits. An event_id already received answers as
+    ``partner_record_status_event`` would (the first event, or 409 for another one).
+    The code's mapping is looked up when the event is applied."""
+    row = _queued_row(partner, journey, event_id, code, occurred_at, payload or {})
+    if not create_unless_taken(row):
+        (first,) = _RECEIVED.list(partner=partner.pk, ids=[event_id])
+        event = StatusEventIn(
+            journey=journey, event_id=event_id, code=code, occurred_at=occurred_at
+        )
+        return _replayed(first, event)
+    transaction.on_commit(_nudge)
+    return InboundResult(inbound=row, applied=False, duplicate=False, warnings=[])
+
+
+def partner_queue_status_event_at_once(
+    *,
+    partner: Partner,
+    journey: Journey,
+    event_id: str,
+    code: str,
+    occurred_at: datetime,
+    payload: dict[str, Any],
+    answer: Callable[[InboundResult], IdempotencyRecord],
+) -> IdempotencyRecord | None:
+    """``partner_queue_status_event`` and the request's Idempotency-Key with its answer
+    (the record ``answer`` makes from the result), in one statement
+    (``journey.db.Together``), in the caller's transaction: five round trips for the
+    request instead of seven. Both or neither: None, with the transaction set to roll
+    back, when the event_id or the key was taken already (a retry, a duplicate): the
+    caller then answers as without this, which knows what to say."""
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        raise RuntimeError("partner_queue_status_event_at_once needs a transaction.")
+    row = _queued_row(partner, journey, event_id, code, occurred_at, payload)
+    rows: list[InboundEvent] = []
+    records: list[IdempotencyRecord] = []
+    together = Together()
+    together.insert_unless_taken([row], key="event_id", then=rows.extend)
+    stamped = row.received_at  # stamped as its statement is made (on PostgreSQL)
+    record = answer(InboundResult(inbound=row, applied=False, duplicate=False, warnings=[]))
+    together.insert_unless_taken([record], key="key", then=records.extend)
+    together.send()
+    # Sent one by one (not PostgreSQL), the row is stamped again when inserted: the
+    # answer would not say what was stored.
+    if not rows or not records or row.received_at != stamped:
+        transaction.set_rollback(True)
+        return None
+    transaction.on_commit(_nudge)
+    return record
+
+
+def _nudge() -> None:
+    from integrations.tasks import apply_queued_events
+
+    try:
+        if flag_set(_NUDGE, _NUDGE_SECONDS):
+            apply_queued_events.delay()
+    except Exception:
+        # Redis is down: the events stay queued and the periodic sweep applies them.
+        logger.warning("Could not queue the applier of queued events; the sweep will run it.")
+
+
+def _queued(limit: int, pks: list[int] | None) -> QuerySet[InboundEvent]:
+    rows = InboundEvent.objects.filter(queued=True)
+    if pks is not None:
+        rows = rows.filter(pk__in=pks)
+    else:
+        # One partner's at a time (its mappings, its name on the timeline): the oldest's.
+        oldest = rows.order_by("pk").values("partner")[:1]
+        rows = rows.filter(partner=Subquery(oldest))
+    return rows.select_related("partner").select_for_update(of=("self",)).order_by("pk")[:limit]
+
+
+def partner_queued_events_apply(*, limit: int = QUEUE_BATCH, pks: list[int] | None = None) -> int:
+    """Apply the oldest queued events (at most ``limit``, all of one partner; or those of
+    ``pks``) in one transaction, as the batch endpoint applies its items: their codes'
+    mappings read once, their journeys locked in one statement, their writes flushed
+    together. An event the spine refuses is kept with its ``rejection``; one whose code
+    is not mapped is flagged unmapped, as if it had been sent without the queue. Returns
+    how many events it took off the queue."""
+    with transaction.atomic():
+        rows = list(_queued(limit, pks))
+        if not rows:
+            return 0
+        partner = rows[0].partner
+        journeys = {
+            j.pk: j
+            for j in journeys_for_spine().order_by().filter(pk__in={r.journey_id for r in rows})
+        }
+        codes = sorted({row.code for row in rows})
+        mappings = {m.code: m for m in _MAPPINGS.list(partner=partner.pk, codes=codes)}
+        for row in rows:
+            row.journey = journeys[row.journey_id]
+            row.unmapped = row.code not in mappings
+            row.queued = False
+        prepared = _prepared(
+            partner, mappings, {}, {row.event_id: row for row in rows}, withdraw_refused=False
+        )
+        for row in rows:
+            event = StatusEventIn(
+                journey=row.journey,
+                event_id=row.event_id,
+                code=row.code,
+                occurred_at=row.occurred_at,
+                payload=row.payload,
+            )
+            try:
+                _record(prepared, event)
+            except ApplicationError as error:
+                row.rejection = {
+                    "code": error.code,
+                    "message": error.message,
+                    "fields": error.fields,
+                }
+        partner_status_events_finish(
+            prepared=prepared,
+            rows=rows,
+            fields=("queued", "unmapped", "journey_event", "rejection"),
+        )
+    return len(rows)
+
+
+_INTERNAL_ERROR = {
+    "code": "internal_error",
+    "message": "The event could not be applied; staff have been told.",
+    "fields": {},
+}
+
+
+def _apply_or_isolate(limit: int) -> int:
+    """A unit of queued events; if it fails for anything but the database's passing
+    trouble (a lost connection, a deadlock: the events stay queued for the next try),
+    its events one at a time, so that one bad event cannot hold up the queue: one that
+    fails alone is taken off it, rejected, and logged for staff."""
+    try:
+        return partner_queued_events_apply(limit=limit)
+    except OperationalError:
+        raise
+    except Exception:
+        logger.exception("A unit of queued events failed; applying them one at a time.")
+    pks = list(
+        InboundEvent.objects.filter(queued=True).order_by("pk").values_list("pk", flat=True)[:limit]
+    )
+    for pk in pks:
+        try:
+            partner_queued_events_apply(pks=[pk])
+        except OperationalError:
+            raise
+        except Exception:
+            logger.exception("Queued inbound event %s could not be applied.", pk)
+            InboundEvent.objects.filter(pk=pk, queued=True).update(
+                queued=False, rejection=_INTERNAL_ERROR
+            )
+    return len(pks)
+
+
+@contextmanager
+def _applier_lock() -> Iterator[bool]:
+    connection = connections[router.db_for_write(InboundEvent)]
+    if connection.vendor != "postgresql":
+        held = _LOCAL_APPLIER.acquire(blocking=False)
+        try:
+            yield held
+        finally:
+            if held:
+                _LOCAL_APPLIER.release()
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_APPLIER_LOCK])
+        (held,) = cursor.fetchone()
+    try:
+        yield held
+    finally:
+        if held:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [_APPLIER_LOCK])
+
+
+def partner_queued_events_drain(*, limit: int = QUEUE_BATCH) -> int:
+    """Apply queued events, oldest first and ``limit`` at a time, until none is left;
+    returns how many were taken off the queue. Only one applier runs at a time: another
+    returns at once, leaving the queue to it.
+
+    No event is left behind: a request nudges after its event has committed, and the
+    applier clears the nudge before each look at the queue, so an event it did not see
+    left a nudge that it finds once it has let go of the lock (and looks again), or
+    that queued a task which finds the lock free.
+
+    After a unit smaller than ``limit`` it waits ``INBOUND_QUEUE_GATHER`` seconds before
+    it looks again: an event that arrives alone is applied at once, and under load the
+    units grow, which costs each event less."""
+    taken = 0
+    while True:
+        with _applier_lock() as held:
+            if not held:
+                return taken
+            while True:
+                cache.delete(_NUDGE)
+                done = _apply_or_isolate(limit)
+                taken += done
+                if not done:
+                    break
+                if done < limit and settings.INBOUND_QUEUE_GATHER:
+                    # Under load, let the next unit fill up: a unit's fixed work (its
+                    # transaction, reads and writes) is then shared by more events.
+                    time.sleep(settings.INBOUND_QUEUE_GATHER)
+        if cache.get(_NUDGE) is None:
+            return taken

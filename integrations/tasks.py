@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from integrations import idempotency, webhooks
+from integrations import idempotency, services, webhooks
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -18,3 +18,11 @@ def sweep_webhooks() -> int:
 @shared_task(ignore_result=True)
 def purge_idempotency_records() -> int:
     return idempotency.idempotency_purge()
+
+
+@shared_task(ignore_result=True)
+def apply_queued_events() -> int:
+    """Apply the partner events queued with ``Prefer: respond-async``; queued by the
+    request that queued one (at most one task per look at the queue), and run every
+    30 seconds for events whose task was lost. Safe to run twice: one applier at a time."""
+    return services.partner_queued_events_drain()

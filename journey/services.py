@@ -268,6 +268,28 @@ def _read_for_spine(journey: Journey) -> bool:
     )
 
 
+def journey_check_occurred_at(
+    *, journey: Journey, occurred_at: datetime, now: datetime | None = None
+) -> None:
+    """Refuse a milestone's time that has no offset, is in the future (beyond the clock
+    skew allowed) or is more than a day before the journey started: what
+    ``journey_record_milestone`` refuses first, for a caller that accepts an event now
+    and records it later (a partner's queued event)."""
+    if timezone.is_naive(occurred_at):
+        raise ApplicationError(
+            "occurred_at needs a time zone offset.", fields={"occurred_at": ["No time zone."]}
+        )
+    if occurred_at > (now or timezone.now()) + CLOCK_SKEW:
+        raise ApplicationError(
+            "occurred_at is in the future.", fields={"occurred_at": ["In the future."]}
+        )
+    if occurred_at < journey.started_at - timedelta(days=1):
+        raise ApplicationError(
+            "occurred_at is before the journey started.",
+            fields={"occurred_at": ["Before the journey started."]},
+        )
+
+
 def journey_record_milestone(
     *,
     journey: Journey,
@@ -297,19 +319,7 @@ def journey_record_milestone(
     once the unit is flushed.
     """
     now = timezone.now()
-    if timezone.is_naive(occurred_at):
-        raise ApplicationError(
-            "occurred_at needs a time zone offset.", fields={"occurred_at": ["No time zone."]}
-        )
-    if occurred_at > now + CLOCK_SKEW:
-        raise ApplicationError(
-            "occurred_at is in the future.", fields={"occurred_at": ["In the future."]}
-        )
-    if occurred_at < journey.started_at - timedelta(days=1):
-        raise ApplicationError(
-            "occurred_at is before the journey started.",
-            fields={"occurred_at": ["Before the journey started."]},
-        )
+    journey_check_occurred_at(journey=journey, occurred_at=occurred_at, now=now)
     jargon_check(message=message)
 
     own = locked is None

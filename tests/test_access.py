@@ -29,7 +29,7 @@ from accounts.services import (
     share_invitation_token,
     share_link_create,
 )
-from integrations.models import WebhookEndpoint
+from integrations.models import InboundEvent, WebhookEndpoint
 from integrations.services import partner_key_create
 from integrations.webhooks import webhook_endpoint_create
 from journey.models import (
@@ -121,6 +121,7 @@ RULES: dict[str, dict[str, str]] = {
     "api:journey-list": API_OWN,
     "api:journey-detail": API,
     "api:journey-events": API,
+    "api:journey-event": API,
     "api:journey-profile-changes": API,
     "api:event-batch": API_OWN,
     "api:journey-legs": API,
@@ -187,6 +188,14 @@ def world(django_capture_on_commit_callbacks) -> dict[str, Any]:
     partner = PartnerFactory()
     partner.journeys.add(journey)
     MappingFactory(partner=partner, code="S1", stage_key="stage-1")
+    # An event the partner sent, which only that partner may read back.
+    InboundEvent.objects.create(
+        partner=partner,
+        journey=journey,
+        event_id="evt-access",
+        code="S1",
+        occurred_at=timezone.now() - timedelta(hours=2),
+    )
     other_partner = PartnerFactory()
     other_partner.journeys.add(make_journey())
     _key, other_key = partner_key_create(partner=other_partner)
@@ -248,6 +257,7 @@ def world(django_capture_on_commit_callbacks) -> dict[str, Any]:
         "notification_id": notification.pk,
         "pk": endpoint.pk,
         "sequence": 1,
+        "event_id": "evt-access",
     }
     return {
         "owner": owner,

@@ -89,6 +89,12 @@ def _has_nul(value: object) -> bool:
     return False
 
 
+class EventErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.DictField(child=serializers.JSONField())
+
+
 class StatusEventOutSerializer(serializers.Serializer):
     event_id = serializers.CharField()
     journey = serializers.CharField()
@@ -97,6 +103,18 @@ class StatusEventOutSerializer(serializers.Serializer):
     received_at = serializers.DateTimeField()
     applied = serializers.BooleanField(help_text="False when the event did not move the journey.")
     duplicate = serializers.BooleanField(help_text="True when this event_id was already received.")
+    state = serializers.ChoiceField(
+        choices=["applied", "logged", "unmapped", "queued", "rejected"],
+        help_text=(
+            "applied: it moved the journey; logged: kept in the timeline, older than the "
+            "journey's state; unmapped: its code is not mapped yet, kept for staff; queued: "
+            "accepted with Prefer: respond-async, not applied yet; rejected: a queued event "
+            "that could not be applied (see error)."
+        ),
+    )
+    error = EventErrorSerializer(
+        allow_null=True, help_text="Why a queued event was rejected; null otherwise."
+    )
     warnings = serializers.ListField(child=serializers.CharField())
 
 
@@ -132,17 +150,11 @@ class BatchInSerializer(serializers.Serializer):
     )
 
 
-class BatchErrorSerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    fields = serializers.DictField(child=serializers.JSONField())
-
-
 class BatchResultSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     status = serializers.IntegerField(help_text="What the single-event endpoint would answer.")
     event = StatusEventOutSerializer(allow_null=True)
-    error = BatchErrorSerializer(allow_null=True)
+    error = EventErrorSerializer(allow_null=True)
 
 
 class BatchOutSerializer(serializers.Serializer):

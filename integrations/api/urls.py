@@ -13,6 +13,11 @@ urlpatterns = [
         name="journey-events",
     ),
     path(
+        "journeys/<str:reference>/events/<path:event_id>/",
+        views.JourneyEventDetail.as_view(),
+        name="journey-event",
+    ),
+    path(
         "journeys/<str:reference>/profile-changes/",
         views.JourneyProfileChangeCreate.as_view(),
         name="journey-profile-changes",

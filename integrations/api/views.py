@@ -1,11 +1,13 @@
+import threading
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, parsers, serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
@@ -15,7 +17,7 @@ from rest_framework.views import APIView
 from accounts.models import Source
 from accounts.services import profile_propose_change
 from integrations.api.errors import exception_handler
-from integrations.api.idempotency import idempotent, rolled_back_whole
+from integrations.api.idempotency import idempotent, request_fingerprint, rolled_back_whole
 from integrations.api.serializers import (
     AppointmentSerializer,
     BatchEventInSerializer,
@@ -37,13 +39,18 @@ from integrations.api.serializers import (
     WebhookEndpointSerializer,
     WebhookSecretSerializer,
 )
-from integrations.models import Partner, WebhookEndpoint
+from integrations.idempotency import HEADER, idempotency_check_key, idempotency_record
+from integrations.models import IdempotencyRecord, InboundEvent, Partner, WebhookEndpoint
 from integrations.sandbox import sandbox_journey_create
 from integrations.selectors import partner_journeys
 from integrations.services import (
     InboundResult,
     StatusEventIn,
     StatusEventsPrepared,
+    inbound_warnings,
+    partner_journey_served,
+    partner_queue_status_event,
+    partner_queue_status_event_at_once,
     partner_record_status_event,
     partner_status_events_finish,
     partner_status_events_prepare,
@@ -139,6 +146,8 @@ def _event_out(result: InboundResult) -> dict[str, Any]:
         "received_at": _TIME.to_representation(inbound.received_at),
         "applied": result.applied,
         "duplicate": result.duplicate,
+        "state": inbound.state,
+        "error": inbound.rejection,
         "warnings": [str(warning) for warning in result.warnings],
     }
 
@@ -146,9 +155,33 @@ def _event_out(result: InboundResult) -> dict[str, Any]:
 def _event_status(result: InboundResult) -> int:
     if result.duplicate:
         return status.HTTP_200_OK
-    if result.inbound.unmapped:
+    if result.inbound.unmapped or result.inbound.queued:
         return status.HTTP_202_ACCEPTED
     return status.HTTP_201_CREATED
+
+
+_EVENT_IN = threading.local()
+
+
+def _event_in(data: Any) -> dict[str, Any]:
+    """``StatusEventInSerializer(data=data)``'s validated data, or its ValidationError, as
+    ``is_valid(raise_exception=True)`` gives them; on one serializer per thread, set up
+    once, as the batch endpoint validates its items on one: DRF deep-copies a
+    serializer's fields each time one is made, which cost as much as the validation."""
+    parser = getattr(_EVENT_IN, "parser", None)
+    if parser is None:
+        parser = _EVENT_IN.parser = StatusEventInSerializer()
+    parser.initial_data = data  # as is_valid() would (its validate() reads it)
+    return parser.run_validation(data)
+
+
+def _prefers_async(request: Request) -> bool:
+    """Whether the request asks to be answered before its work is done (RFC 7240's
+    ``Prefer: respond-async``, among any other preferences)."""
+    return any(
+        preference.split(";", 1)[0].split("=", 1)[0].strip().lower() == "respond-async"
+        for preference in request.headers.get("Prefer", "").split(",")
+    )
 
 
 def _event_body(result: InboundResult) -> tuple[dict[str, Any], int]:
@@ -156,32 +189,153 @@ def _event_body(result: InboundResult) -> tuple[dict[str, Any], int]:
 
 
 class JourneyEventCreate(APIView):
-    """Post one status event for a journey."""
+    """Post one status event for a journey.
+
+    With ``Prefer: respond-async`` the event is checked and stored, answered 202 with
+    state ``queued``, and applied by a worker within moments; read its outcome at
+    ``journeys/{reference}/events/{event_id}/``."""
 
     @extend_schema(
         request=StatusEventInSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Prefer",
+                str,
+                OpenApiParameter.HEADER,
+                description="respond-async: answer 202 once the event is stored, and apply "
+                "it in the background.",
+            )
+        ],
         responses={
             201: StatusEventOutSerializer,
             200: OpenApiResponse(StatusEventOutSerializer, description="Already received."),
-            202: OpenApiResponse(StatusEventOutSerializer, description="Unmapped code: kept."),
+            202: OpenApiResponse(
+                StatusEventOutSerializer,
+                description="Unmapped code: kept. Or, with Prefer: respond-async, queued.",
+            ),
         },
     )
-    @idempotent
     def post(self, request: Request, reference: str) -> Response:
+        if not _prefers_async(request):
+            return self._record(request, reference)
+        response = self._queue_at_once(request, reference)
+        return self._queue(request, reference) if response is None else response
+
+    @idempotent
+    def _record(self, request: Request, reference: str) -> Response:
         journey = _journey(request, reference, for_spine=True)
-        serializer = StatusEventInSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = _event_in(request.data)
         # Under an Idempotency-Key a refused event fails the request's transaction whole:
         # no savepoint of the event's own (two statements fewer).
         result = _record(
             request.user,
             journey,
-            serializer.validated_data,
+            data,
             request.data,
             savepoint=not rolled_back_whole(request),
         )
         body, code = _event_body(result)
         return Response(body, status=code)
+
+    @idempotent
+    def _queue(self, request: Request, reference: str) -> Response:
+        event = self._queued_event(request, reference)
+        body, code = _event_body(partner_queue_status_event(**event))
+        return self._queued_response(event["journey"], body, code)
+
+    def _queue_at_once(self, request: Request, reference: str) -> Response | None:
+        """The usual queued request, with an Idempotency-Key, on PostgreSQL: the event
+        and the key's record with its answer written in one statement, in one
+        transaction, instead of the key claimed first and its answer stored last (two
+        round trips of the request's seven). None if anything was not as usual (the
+        event_id or the key taken: a retry, a duplicate); ``_queue`` then answers, as
+        it would have without this. Bad input is refused here as there."""
+        key = request.headers.get(HEADER)
+        if key is None or transaction.get_connection().vendor != "postgresql":
+            return None
+        idempotency_check_key(key)
+        event = self._queued_event(request, reference)
+        fingerprint = request_fingerprint(request)
+
+        def answer(result: InboundResult) -> IdempotencyRecord:
+            body, code = _event_body(result)
+            return idempotency_record(
+                partner=request.user,
+                key=key,
+                method=request.method,
+                path=request.path,
+                fingerprint=fingerprint,
+                status_code=code,
+                body=body,
+            )
+
+        try:
+            with transaction.atomic():
+                record = partner_queue_status_event_at_once(**event, answer=answer)
+        except OperationalError:
+            # A duplicate sent at the same moment may meet this one's two rows in the
+            # other order (PostgreSQL deadlock detection ends one): the usual way sorts
+            # it out.
+            return None
+        if record is None:
+            return None
+        return self._queued_response(event["journey"], record.response_body, record.status_code)
+
+    def _queued_event(self, request: Request, reference: str) -> dict[str, Any]:
+        """The event to queue, as the queueing services take it: the journey this
+        partner serves (404 otherwise), then the body, validated (400)."""
+        journey = partner_journey_served(partner=request.user, reference=reference)
+        if journey is None:
+            raise Http404("No Journey matches the given query.")
+        data = _event_in(request.data)
+        return {
+            "partner": request.user,
+            "journey": journey,
+            "event_id": data["event_id"],
+            "code": data["code"],
+            "occurred_at": data["occurred_at"],
+            "payload": _payload(request.data),
+        }
+
+    def _queued_response(self, journey: Journey, body: dict[str, Any], code: int) -> Response:
+        response = Response(body, status=code)
+        if body["state"] == "queued" and not body["duplicate"]:
+            response["Preference-Applied"] = "respond-async"
+            response["Location"] = reverse(
+                "api:journey-event",
+                kwargs={"reference": journey.reference, "event_id": body["event_id"]},
+            )
+        return response
+
+
+def _received_event(partner: int, reference: str, event_id: str) -> QuerySet[InboundEvent]:
+    return InboundEvent.objects.filter(
+        partner=partner, journey__reference=reference, event_id=event_id
+    ).select_related("journey", "journey_event")
+
+
+_RECEIVED_EVENT = CompiledRead(_received_event)
+
+
+class JourneyEventDetail(APIView):
+    """A status event this partner sent for a journey, by its event_id: where it stands
+    (``queued`` until a worker has applied an event sent with Prefer: respond-async)."""
+
+    @extend_schema(responses={200: StatusEventOutSerializer})
+    def get(self, request: Request, reference: str, event_id: str) -> Response:
+        try:
+            inbound = _RECEIVED_EVENT.get(
+                partner=request.user.pk, reference=reference, event_id=event_id
+            )
+        except InboundEvent.DoesNotExist:
+            raise NotFound("No such event for this journey.") from None
+        result = InboundResult(
+            inbound=inbound,
+            applied=inbound.state == "applied",
+            duplicate=False,
+            warnings=inbound_warnings(inbound),
+        )
+        return Response(_event_out(result))
 
 
 class JourneyProfileChangeCreate(APIView):

@@ -306,6 +306,8 @@ def test_the_event_body_is_what_its_documented_serializer_would_write(api, journ
             "received_at": inbound.received_at,
             "applied": True,
             "duplicate": False,
+            "state": "applied",
+            "error": None,
             "warnings": [],
         }
     ).data

@@ -9,6 +9,7 @@ transaction of the code's own shows as SAVEPOINT and RELEASE.
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -26,6 +27,23 @@ BATCH_URL = "/api/v1/events/batch/"
 
 def when(minutes: int = 1) -> str:
     return (timezone.now() - timedelta(minutes=minutes)).isoformat()
+
+
+def cars(partner, customer, count: int) -> list:
+    """``count`` journeys of one template (of 4 stages), served by ``partner``."""
+    template = TemplateFactory(stages=4)
+    journeys = [
+        journey_create(
+            template=template,
+            owner=customer,
+            title="Car",
+            started_at=timezone.now() - timedelta(days=10),
+            promised_date=(timezone.now() + timedelta(days=30)).date(),
+        )
+        for _ in range(count)
+    ]
+    partner.journeys.add(*journeys)
+    return journeys
 
 
 @pytest.fixture
@@ -110,18 +128,7 @@ def batch_of(journeys: list, prefix: str) -> dict:
 def test_a_batch_costs_the_same_whatever_its_size(
     warm, partner, customer, size, django_assert_num_queries
 ):
-    template = TemplateFactory(stages=4)
-    journeys = [
-        journey_create(
-            template=template,
-            owner=customer,
-            title="Car",
-            started_at=timezone.now() - timedelta(days=10),
-            promised_date=(timezone.now() + timedelta(days=30)).date(),
-        )
-        for _ in range(size)
-    ]
-    partner.journeys.add(*journeys)
+    journeys = cars(partner, customer, size)
     # The key, the idempotency claim, the journeys with their owners, profiles and
     # templates (read once), the mappings, one insert claiming every event_id; their
     # milestones and stages (one object each, shared by the journeys of a template), read
@@ -162,3 +169,49 @@ def test_a_batch_of_events_that_do_not_move_the_journey(
         )
     assert response.status_code == 200
     assert [r["event"]["applied"] for r in response.json()["results"]] == [False] * size
+
+
+def test_a_queued_event_is_accepted_in_a_few_statements(warm, journey, django_assert_num_queries):
+    # The key; the journey's key and start (404 otherwise); the request's transaction
+    # (2) with the inbound row (claiming its event_id, queued) and the Idempotency-Key's
+    # record with its answer, one statement on PostgreSQL. Elsewhere the usual way: the
+    # key claimed before the transaction, the row, the answer stored in it. Against a
+    # moving event's 13 and its unit's five writes: nothing of the spine, which the
+    # queue's applier does.
+    with django_assert_num_queries(5 if connection.vendor == "postgresql" else 7):
+        response = warm.post(
+            reverse("api:journey-events", kwargs={"reference": journey.reference}),
+            {"event_id": "q-1", "code": "S2", "occurred_at": when()},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="key-q-1",
+            HTTP_PREFER="respond-async",
+        )
+    assert response.status_code == 202
+    assert InboundEvent.objects.get().queued
+
+
+@pytest.mark.parametrize("size", [2, 10])
+def test_the_queue_applies_a_unit_of_events_in_the_same_statements_whatever_its_size(
+    warm, partner, customer, size, django_assert_num_queries
+):
+    from integrations.services import partner_queued_events_apply
+
+    journeys = cars(partner, customer, size)
+    for n, journey in enumerate(journeys):
+        response = warm.post(
+            reverse("api:journey-events", kwargs={"reference": journey.reference}),
+            {"event_id": f"q-{n}", "code": "S2", "occurred_at": when()},
+            format="json",
+            HTTP_PREFER="respond-async",
+        )
+        assert response.status_code == 202
+    # Its transaction (2); the queued rows with their partner, locked; the journeys with
+    # owners, profiles and templates; the mappings; as a batch from there: the
+    # milestones, their stages (a read of its own for several journeys), the lock, the
+    # ETA statistics' identity, the outbox's read, the unit's writes; one update of the
+    # inbound rows (taken off the queue, linked).
+    with django_assert_num_queries(11 + unit_writes(5)):
+        assert partner_queued_events_apply() == size
+    assert JourneyEvent.objects.filter(applied=True).count() == size
+    assert Notification.objects.filter(channel="email").count() == size
+    assert not InboundEvent.objects.filter(queued=True).exists()
