@@ -15,7 +15,9 @@ goes, without a server, through Django's test client against the bench's loaded 
 
 ``single`` sends random factory codes to random cars (as the bench's random stream);
 ``next`` sends single events of cars' next factory stages, each moving its journey, and
-``batch`` batches of 100 of them. Two more give the partner API's floor for a single
+``batch`` batches of 100 of them; ``queued`` sends the same single events with ``Prefer:
+respond-async`` (what accepting one costs; the events are applied after the measurement,
+untimed: ``partner_queued_events_drain``). Two more give the partner API's floor for a single
 event: ``duplicate`` sends one event already received, again and again under fresh
 Idempotency-Keys (the cheapest request through the event endpoint: it writes nothing
 but its key's record), and ``floor`` lists the partner's webhooks (the cheapest
@@ -48,7 +50,7 @@ from datetime import timedelta
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["single", "next", "batch", "duplicate", "floor"])
+    parser.add_argument("kind", choices=["single", "next", "queued", "batch", "duplicate", "floor"])
     parser.add_argument("--count", type=int, default=None, help="requests (600 / 10)")
     parser.add_argument("--size", type=int, default=100, help="events per batch (100)")
     parser.add_argument("--sort", help="profile, sorted by this (tottime, cumulative)")
@@ -89,7 +91,7 @@ def main() -> None:
     client = Client(HTTP_HOST="127.0.0.1")
     run = secrets.token_hex(4)
     headers = {"HTTP_AUTHORIZATION": f"Api-Key {plain}"}
-    moving = args.kind in ("next", "batch")
+    moving = args.kind in ("next", "queued", "batch")
     queue = iter(_moving_queues(cars, threads=1)[0]) if moving else None
     received = {"event_id": f"profile-{run}", "code": FACTORY_CODES[0], "occurred_at": now}
 
@@ -105,7 +107,7 @@ def main() -> None:
         elif queue is None:
             body = {"event_id": key, "code": rng.choice(FACTORY_CODES), "occurred_at": now}
             url = f"/api/v1/journeys/{rng.choice(cars)}/events/"
-        elif args.kind == "next":
+        elif args.kind in ("next", "queued"):
             ref, code = next(queue).split("|")
             body = {"event_id": key, "code": code, "occurred_at": now}
             url = f"/api/v1/journeys/{ref}/events/"
@@ -123,6 +125,7 @@ def main() -> None:
             content_type="application/json",
             HTTP_IDEMPOTENCY_KEY=key,
             **headers,
+            **({"HTTP_PREFER": "respond-async"} if args.kind == "queued" else {}),
         )
         if response.status_code >= 300 and response.status_code != 202:
             raise SystemExit(f"{response.status_code}: {response.content[:300]!r}")
@@ -130,6 +133,18 @@ def main() -> None:
     count = args.count or (10 if args.kind == "batch" else 600)
     for n in range(3):  # warm: the first requests import and fill caches
         post(-1 - n)
+    try:
+        _measure(post, count, args)
+    finally:
+        if args.kind == "queued":
+            # What was accepted is applied here, untimed: the database is left as the
+            # other kinds leave it (and its task, queued in Redis, finds nothing).
+            from integrations.services import partner_queued_events_drain
+
+            partner_queued_events_drain()
+
+
+def _measure(post, count: int, args: argparse.Namespace) -> None:
     if args.sql:
         _sql_profile(post, count, args.top)
         return

@@ -57,6 +57,7 @@ def bench_env() -> dict[str, str]:
             "MEDIA_ROOT": str(ARTIFACTS / "media"),
             "LOG_LEVEL": "WARNING",
             "CELERY_QUEUE": "milepost-bench",
+            "CELERY_INBOUND_QUEUE": "milepost-bench-inbound",
         }
     )
     return env
