@@ -656,9 +656,11 @@ def partner_queued_events_drain(*, limit: int = QUEUE_BATCH) -> int:
     left a nudge that it finds once it has let go of the lock (and looks again), or
     that queued a task which finds the lock free.
 
-    After a unit smaller than ``limit`` it waits ``INBOUND_QUEUE_GATHER`` seconds before
-    it looks again: an event that arrives alone is applied at once, and under load the
-    units grow, which costs each event less."""
+    After a unit of more than one event and fewer than ``limit`` it waits
+    ``INBOUND_QUEUE_GATHER`` seconds before it looks again: under load the units grow,
+    which costs each event less (without the wait they settle at a few events: as many
+    as arrive while one is applied), while events that come one at a time are applied
+    at once."""
     taken = 0
     while True:
         with _applier_lock() as held:
@@ -670,9 +672,10 @@ def partner_queued_events_drain(*, limit: int = QUEUE_BATCH) -> int:
                 taken += done
                 if not done:
                     break
-                if done < limit and settings.INBOUND_QUEUE_GATHER:
-                    # Under load, let the next unit fill up: a unit's fixed work (its
-                    # transaction, reads and writes) is then shared by more events.
+                if 1 < done < limit and settings.INBOUND_QUEUE_GATHER:
+                    # More than one event came while the last unit was applied: under
+                    # load, let the next unit fill up, so that a unit's fixed work (its
+                    # transaction, reads and writes) is shared by more events.
                     time.sleep(settings.INBOUND_QUEUE_GATHER)
         if cache.get(_NUDGE) is None:
             return taken

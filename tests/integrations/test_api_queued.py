@@ -380,3 +380,17 @@ def test_the_applier_runs_on_a_schedule_for_events_whose_task_was_lost(settings)
     schedule = settings.CELERY_BEAT_SCHEDULE["inbound-queue-sweep"]
     assert schedule["task"] == "integrations.tasks.apply_queued_events"
     assert schedule["schedule"] <= timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(("events", "waits"), [(1, 0), (3, 1)])
+def test_the_applier_waits_for_more_only_when_events_come_faster_than_one_a_unit(
+    api, journey, settings, monkeypatch, events, waits
+):
+    settings.INBOUND_QUEUE_GATHER = 0.25
+    slept = []
+    monkeypatch.setattr(services.time, "sleep", slept.append)
+    for n in range(events):
+        assert queue(api, journey, event_id=f"e{n}", code="S2").status_code == 202
+
+    assert partner_queued_events_drain() == events
+    assert slept == [0.25] * waits
