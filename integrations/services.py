@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import itertools
 import logging
 import secrets
 import threading
@@ -14,8 +15,15 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import OperationalError, connections, router, transaction
-from django.db.models import QuerySet, Subquery
+from django.db import (
+    DataError,
+    Error,
+    IntegrityError,
+    connections,
+    router,
+    transaction,
+)
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from integrations.cache import flag_set
@@ -412,8 +420,7 @@ _NUDGE = "integrations:inbound-queue:nudge"
 # A nudge whose task was lost expires (the periodic sweep applies the events meanwhile).
 _NUDGE_SECONDS = 300
 # One applier at a time, so a journey's queued events are applied in the order they
-# were accepted: a session advisory lock on PostgreSQL (any process), a lock of this
-# process elsewhere (the embedded default runs its tasks in-process).
+# were accepted (``_unit``).
 _APPLIER_LOCK = 0x6D696C65706F7374  # "milepost"
 _LOCAL_APPLIER = threading.Lock()
 
@@ -524,32 +531,73 @@ def _nudge() -> None:
 
     try:
         if flag_set(_NUDGE, _NUDGE_SECONDS):
-            apply_queued_events.delay()
+            try:
+                apply_queued_events.delay()
+            except Exception:
+                # No task is coming: let the next request's nudge queue one.
+                cache.delete(_NUDGE)
+                raise
     except Exception:
         # Redis is down: the events stay queued and the periodic sweep applies them.
         logger.warning("Could not queue the applier of queued events; the sweep will run it.")
 
 
-def _queued(limit: int, pks: list[int] | None) -> QuerySet[InboundEvent]:
+@contextmanager
+def _unit() -> Iterator[bool]:
+    """A transaction that holds the applier's lock if it is free (yields whether it got
+    it): one applier at a time, so the queue's events are taken and applied in the
+    order they were accepted. On PostgreSQL an advisory lock of the transaction (any
+    process; held by the transaction, not the session, so it is right behind a pooler
+    in transaction mode too), elsewhere a lock of this process (the embedded default
+    runs its tasks in-process)."""
+    connection = connections[router.db_for_write(InboundEvent)]
+    if connection.vendor != "postgresql":
+        held = _LOCAL_APPLIER.acquire(blocking=False)
+        try:
+            with transaction.atomic():
+                yield held
+        finally:
+            if held:
+                _LOCAL_APPLIER.release()
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_APPLIER_LOCK])
+            (held,) = cursor.fetchone()
+        yield held
+
+
+def _queued(limit: int, pks: list[int] | None) -> list[InboundEvent]:
+    """The oldest queued events, locked, as far as the first event of another partner
+    (a unit is one partner's: its mappings, its name on the timeline); or those of
+    ``pks``."""
     rows = InboundEvent.objects.filter(queued=True)
     if pks is not None:
         rows = rows.filter(pk__in=pks)
-    else:
-        # One partner's at a time (its mappings, its name on the timeline): the oldest's.
-        oldest = rows.order_by("pk").values("partner")[:1]
-        rows = rows.filter(partner=Subquery(oldest))
-    return rows.select_related("partner").select_for_update(of=("self",)).order_by("pk")[:limit]
+    found = list(
+        rows.select_related("partner").select_for_update(of=("self",)).order_by("pk")[:limit]
+    )
+    partner = found[0].partner_id if found else None
+    return list(itertools.takewhile(lambda row: row.partner_id == partner, found))
 
 
-def partner_queued_events_apply(*, limit: int = QUEUE_BATCH, pks: list[int] | None = None) -> int:
-    """Apply the oldest queued events (at most ``limit``, all of one partner; or those of
-    ``pks``) in one transaction, as the batch endpoint applies its items: their codes'
-    mappings read once, their journeys locked in one statement, their writes flushed
-    together. An event the spine refuses is kept with its ``rejection``; one whose code
-    is not mapped is flagged unmapped, as if it had been sent without the queue. Returns
-    how many events it took off the queue."""
-    with transaction.atomic():
-        rows = list(_queued(limit, pks))
+def partner_queued_events_apply(
+    *, limit: int = QUEUE_BATCH, pks: list[int] | None = None
+) -> int | None:
+    """Apply the oldest queued events (at most ``limit``, as far as the first of another
+    partner; or those of ``pks``) in one transaction, as the batch endpoint applies its
+    items: their codes' mappings read once, their journeys locked in one statement,
+    their writes flushed together. An event the spine refuses is kept with its
+    ``rejection``; one whose code is not mapped is flagged unmapped, as if it had been
+    sent without the queue. Returns how many events it took off the queue, or None if
+    another applier holds the lock. The nudge is cleared, under the lock, before the
+    queue is read."""
+    with _unit() as held:
+        if not held:
+            return None
+        if pks is None:
+            cache.delete(_NUDGE)
+        rows = _queued(limit, pks)
         if not rows:
             return 0
         partner = rows[0].partner
@@ -597,53 +645,49 @@ _INTERNAL_ERROR = {
 }
 
 
-def _apply_or_isolate(limit: int) -> int:
-    """A unit of queued events; if it fails for anything but the database's passing
-    trouble (a lost connection, a deadlock: the events stay queued for the next try),
-    its events one at a time, so that one bad event cannot hold up the queue: one that
-    fails alone is taken off it, rejected, and logged for staff."""
+def _passing(error: Exception) -> bool:
+    """Whether an error is the database's or the code's trouble rather than the event's:
+    a lost connection, a deadlock, a plan cached before a deploy (the events stay queued
+    for the next try). Only an integrity or data error may be one event's fault."""
+    return isinstance(error, Error) and not isinstance(error, IntegrityError | DataError)
+
+
+def _apply_or_isolate(limit: int) -> int | None:
+    """A unit of queued events (None if another applier holds the lock). If it fails
+    for something that may be one event's fault, its events are tried one at a time, so
+    that one bad event cannot hold up the queue: one that fails alone is taken off it,
+    rejected, and logged for staff. If every event of a unit of several fails alone the
+    same way, the fault is not theirs (a bug, say): the error is raised and the events
+    stay queued."""
     try:
         return partner_queued_events_apply(limit=limit)
-    except OperationalError:
-        raise
-    except Exception:
+    except Exception as error:
+        if _passing(error):
+            raise
         logger.exception("A unit of queued events failed; applying them one at a time.")
-    pks = list(
-        InboundEvent.objects.filter(queued=True).order_by("pk").values_list("pk", flat=True)[:limit]
-    )
+    pks = [row.pk for row in _queued_unlocked(limit)]
+    failures: list[tuple[int, Exception]] = []
     for pk in pks:
         try:
-            partner_queued_events_apply(pks=[pk])
-        except OperationalError:
-            raise
-        except Exception:
-            logger.exception("Queued inbound event %s could not be applied.", pk)
-            InboundEvent.objects.filter(pk=pk, queued=True).update(
-                queued=False, rejection=_INTERNAL_ERROR
-            )
+            if partner_queued_events_apply(pks=[pk]) is None:
+                return None  # another applier took over
+        except Exception as error:
+            if _passing(error):
+                raise
+            failures.append((pk, error))
+    if len(pks) > 1 and len(failures) == len(pks) and len({type(e) for _pk, e in failures}) == 1:
+        raise failures[-1][1]
+    for pk, error in failures:
+        logger.error("Queued inbound event %s could not be applied.", pk, exc_info=error)
+        InboundEvent.objects.filter(pk=pk, queued=True).update(
+            queued=False, rejection=_INTERNAL_ERROR
+        )
     return len(pks)
 
 
-@contextmanager
-def _applier_lock() -> Iterator[bool]:
-    connection = connections[router.db_for_write(InboundEvent)]
-    if connection.vendor != "postgresql":
-        held = _LOCAL_APPLIER.acquire(blocking=False)
-        try:
-            yield held
-        finally:
-            if held:
-                _LOCAL_APPLIER.release()
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_APPLIER_LOCK])
-        (held,) = cursor.fetchone()
-    try:
-        yield held
-    finally:
-        if held:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [_APPLIER_LOCK])
+def _queued_unlocked(limit: int) -> list[InboundEvent]:
+    with transaction.atomic():
+        return _queued(limit, None)
 
 
 def partner_queued_events_drain(*, limit: int = QUEUE_BATCH) -> int:
@@ -652,8 +696,8 @@ def partner_queued_events_drain(*, limit: int = QUEUE_BATCH) -> int:
     returns at once, leaving the queue to it.
 
     No event is left behind: a request nudges after its event has committed, and the
-    applier clears the nudge before each look at the queue, so an event it did not see
-    left a nudge that it finds once it has let go of the lock (and looks again), or
+    applier clears the nudge, under the lock, before each look at the queue, so an event
+    it did not see left a nudge that it finds after its last look (and looks again), or
     that queued a task which finds the lock free.
 
     After a unit of more than one event and fewer than ``limit`` it waits
@@ -663,19 +707,17 @@ def partner_queued_events_drain(*, limit: int = QUEUE_BATCH) -> int:
     at once."""
     taken = 0
     while True:
-        with _applier_lock() as held:
-            if not held:
-                return taken
-            while True:
-                cache.delete(_NUDGE)
-                done = _apply_or_isolate(limit)
-                taken += done
-                if not done:
-                    break
-                if 1 < done < limit and settings.INBOUND_QUEUE_GATHER:
-                    # More than one event came while the last unit was applied: under
-                    # load, let the next unit fill up, so that a unit's fixed work (its
-                    # transaction, reads and writes) is shared by more events.
-                    time.sleep(settings.INBOUND_QUEUE_GATHER)
+        while True:
+            done = _apply_or_isolate(limit)
+            if done is None:
+                return taken  # another applier holds the lock: the queue is its
+            taken += done
+            if not done:
+                break
+            if 1 < done < limit and settings.INBOUND_QUEUE_GATHER:
+                # More than one event came while the last unit was applied: under load,
+                # let the next unit fill up, so that a unit's fixed work (its
+                # transaction, reads and writes) is shared by more events.
+                time.sleep(settings.INBOUND_QUEUE_GATHER)
         if cache.get(_NUDGE) is None:
             return taken

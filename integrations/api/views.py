@@ -219,7 +219,17 @@ class JourneyEventCreate(APIView):
         if not _prefers_async(request):
             return self._record(request, reference)
         response = self._queue_at_once(request, reference)
-        return self._queue(request, reference) if response is None else response
+        if response is None:
+            response = self._queue(request, reference)
+        body = response.data
+        if response.status_code == 202 and body["state"] == "queued" and not body["duplicate"]:
+            # Here, not in the answer stored: a replay (Idempotent-Replayed) has them too.
+            response["Preference-Applied"] = "respond-async"
+            response["Location"] = reverse(
+                "api:journey-event",
+                kwargs={"reference": body["journey"], "event_id": body["event_id"]},
+            )
+        return response
 
     @idempotent
     def _record(self, request: Request, reference: str) -> Response:
@@ -241,7 +251,7 @@ class JourneyEventCreate(APIView):
     def _queue(self, request: Request, reference: str) -> Response:
         event = self._queued_event(request, reference)
         body, code = _event_body(partner_queue_status_event(**event))
-        return self._queued_response(event["journey"], body, code)
+        return Response(body, status=code)
 
     def _queue_at_once(self, request: Request, reference: str) -> Response | None:
         """The usual queued request, with an Idempotency-Key, on PostgreSQL: the event
@@ -253,8 +263,14 @@ class JourneyEventCreate(APIView):
         key = request.headers.get(HEADER)
         if key is None or transaction.get_connection().vendor != "postgresql":
             return None
-        idempotency_check_key(key)
-        event = self._queued_event(request, reference)
+        try:
+            idempotency_check_key(key)
+            event = self._queued_event(request, reference)
+        except (ApplicationError, Http404, serializers.ValidationError):
+            # The usual way answers, after the key: a retry of a request answered
+            # before is replayed, and a key used for another request is 409, whatever
+            # this body or journey is now.
+            return None
         fingerprint = request_fingerprint(request)
 
         def answer(result: InboundResult) -> IdempotencyRecord:
@@ -272,6 +288,8 @@ class JourneyEventCreate(APIView):
         try:
             with transaction.atomic():
                 record = partner_queue_status_event_at_once(**event, answer=answer)
+        except ApplicationError:
+            return None  # its time refused: the usual way says so, after the key
         except OperationalError:
             # A duplicate sent at the same moment may meet this one's two rows in the
             # other order (PostgreSQL deadlock detection ends one): the usual way sorts
@@ -279,7 +297,7 @@ class JourneyEventCreate(APIView):
             return None
         if record is None:
             return None
-        return self._queued_response(event["journey"], record.response_body, record.status_code)
+        return Response(record.response_body, status=record.status_code)
 
     def _queued_event(self, request: Request, reference: str) -> dict[str, Any]:
         """The event to queue, as the queueing services take it: the journey this
@@ -296,16 +314,6 @@ class JourneyEventCreate(APIView):
             "occurred_at": data["occurred_at"],
             "payload": _payload(request.data),
         }
-
-    def _queued_response(self, journey: Journey, body: dict[str, Any], code: int) -> Response:
-        response = Response(body, status=code)
-        if body["state"] == "queued" and not body["duplicate"]:
-            response["Preference-Applied"] = "respond-async"
-            response["Location"] = reverse(
-                "api:journey-event",
-                kwargs={"reference": journey.reference, "event_id": body["event_id"]},
-            )
-        return response
 
 
 def _received_event(partner: int, reference: str, event_id: str) -> QuerySet[InboundEvent]:

@@ -8,7 +8,13 @@ from datetime import timedelta
 import pytest
 from django.core import mail
 from django.core.cache import cache
-from django.db import OperationalError, connection, connections
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    connection,
+    connections,
+)
 from django.urls import reverse
 from django.utils import timezone
 
@@ -274,7 +280,23 @@ def test_the_same_idempotency_key_replays_the_202(api, journey):
     assert (first.status_code, again.status_code) == (202, 202)
     assert again["Idempotent-Replayed"] == "true"
     assert again.json() == first.json()
+    # A client retrying after a timeout needs these as much as the first answer did.
+    assert again["Location"] == first["Location"] == event_url(journey, "evt-1")
+    assert again["Preference-Applied"] == "respond-async"
     assert InboundEvent.objects.count() == 1
+
+
+def test_a_key_is_looked_at_before_the_body_and_the_journey(api, journey, partner):
+    assert queue(api, journey, key="k-1").status_code == 202
+
+    # The same key with a bad body: the key was used for another request.
+    reused = queue(api, journey, key="k-1", code="")
+    assert reused.status_code == 409
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    # The partner no longer serves the journey: the retry still gets its first answer.
+    partner.journeys.remove(journey)
+    retry = queue(api, journey, key="k-1")
+    assert (retry.status_code, retry["Idempotent-Replayed"]) == (202, "true")
 
 
 def test_prefer_is_read_among_other_preferences_and_unknown_ones_change_nothing(api, journey):
@@ -310,6 +332,57 @@ def test_events_refused_as_a_unit_for_a_bug_are_applied_one_by_one_and_the_bad_o
     assert InboundEvent.objects.get(event_id="b").rejection["code"] == "internal_error"
     assert journey.milestones.get(stage__key="stage-4").state != MilestoneState.UPCOMING
     assert "Queued inbound event" in caplog.text
+
+
+def test_a_journeys_events_from_two_partners_are_applied_in_the_order_accepted(
+    api, other_api, journey, other_partner
+):
+    other_partner.journeys.add(journey)
+    MappingFactory(partner=other_partner, code="S3", stage_key="stage-3")
+    assert queue(api, journey, event_id="a1", code="S2").status_code == 202
+    assert queue(other_api, journey, event_id="b1", code="S3").status_code == 202
+    assert queue(api, journey, event_id="a2", code="S4").status_code == 202
+
+    assert partner_queued_events_drain() == 3
+
+    states = {e.event_id: e.state for e in InboundEvent.objects.select_related("journey_event")}
+    assert states == {"a1": "applied", "b1": "applied", "a2": "applied"}
+    reached = JourneyEvent.objects.filter(applied=True).order_by("pk")
+    assert [e.milestone.stage.key for e in reached] == ["stage-2", "stage-3", "stage-4"]
+
+
+def test_when_every_event_of_a_unit_fails_alone_they_stay_queued(api, journey, monkeypatch, caplog):
+    for event_id, code in (("a", "S2"), ("b", "S3")):
+        assert queue(api, journey, event_id=event_id, code=code).status_code == 202
+
+    def broken(**kwargs):
+        raise RuntimeError("a bug, not the events' fault")
+
+    monkeypatch.setattr(services, "journey_record_milestone", broken)
+
+    with pytest.raises(RuntimeError):
+        partner_queued_events_drain()
+
+    assert InboundEvent.objects.filter(queued=True, rejection__isnull=True).count() == 2
+    monkeypatch.undo()
+    assert partner_queued_events_drain() == 2  # once fixed, they are applied
+    assert current_stage(journey) == "stage-3"
+
+
+@pytest.mark.parametrize(
+    "error", [ProgrammingError("cached plan must not change result type"), InterfaceError()]
+)
+def test_a_database_error_leaves_the_events_queued(api, journey, monkeypatch, error):
+    assert queue(api, journey).status_code == 202
+
+    def broken(**kwargs):
+        raise error
+
+    monkeypatch.setattr(services, "journey_record_milestone", broken)
+
+    with pytest.raises(type(error)):
+        partner_queued_events_drain()
+    assert InboundEvent.objects.get().queued
 
 
 def test_a_nudge_left_while_the_applier_looked_makes_it_look_again(api, journey, monkeypatch):
@@ -365,10 +438,22 @@ def applier_elsewhere():
         other.close()  # and its lock with it
 
 
+def test_a_nudge_whose_task_could_not_be_queued_is_cleared(monkeypatch, caplog):
+    def broker_down():
+        raise ConnectionError("no broker")
+
+    monkeypatch.setattr("integrations.tasks.apply_queued_events.delay", broker_down)
+
+    services._nudge()
+
+    assert cache.get(services._NUDGE) is None  # the next request's nudge tries again
+    assert "the sweep will run it" in caplog.text
+
+
 def test_a_second_applier_leaves_the_queue_to_the_first(api, journey):
     assert queue(api, journey).status_code == 202
     with applier_elsewhere():
-        with services._applier_lock() as held:
+        with services._unit() as held:
             assert held is False
         assert partner_queued_events_drain() == 0
         assert InboundEvent.objects.get().queued
