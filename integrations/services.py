@@ -212,7 +212,8 @@ def _prepared(
     mappings: dict[str, StatusMapping],
     received: dict[str, InboundEvent],
     claimed: dict[str, InboundEvent],
-    **options: Any,
+    *,
+    withdraw_refused: bool = True,
 ) -> StatusEventsPrepared:
     """The journeys the claimed mapped events may move, locked (in one statement, in
     primary-key order) for a unit of work of their own."""
@@ -233,7 +234,7 @@ def _prepared(
             else {}
         ),
         unit=unit,
-        **options,
+        withdraw_refused=withdraw_refused,
     )
 
 

@@ -258,8 +258,9 @@ class JourneyEventCreate(APIView):
         and the key's record with its answer written in one statement, in one
         transaction, instead of the key claimed first and its answer stored last (two
         round trips of the request's seven). None if anything was not as usual (the
-        event_id or the key taken: a retry, a duplicate); ``_queue`` then answers, as
-        it would have without this. Bad input is refused here as there."""
+        event_id or the key taken: a retry, a duplicate) or anything refused (a bad key,
+        body, journey or time): ``_queue`` then answers, as it would have without this,
+        and looks at the key first."""
         key = request.headers.get(HEADER)
         if key is None or transaction.get_connection().vendor != "postgresql":
             return None
