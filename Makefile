@@ -36,8 +36,9 @@ run: demo
 	@echo
 	@echo "Milepost is at http://127.0.0.1:8000/  (admin: http://127.0.0.1:8000/admin/)"
 	@echo "Log in with the demo logins above. Stop with Ctrl-C."
-	@# No beat in the embedded default: a small loop delivers held messages (quiet hours, digests).
-	$(BIN)/python manage.py outbox_sweep --every 30 & trap "kill $$! 2>/dev/null" EXIT INT TERM; \
+	@# No beat or worker in the embedded default: beat's schedule runs in a loop of its own
+	@# (held messages, webhook retries, queued partner events, reminders, the ETA's jobs).
+	$(BIN)/python manage.py beat_embedded & trap "kill $$! 2>/dev/null" EXIT INT TERM; \
 	  $(BIN)/python manage.py runserver 127.0.0.1:8000
 
 test: install
