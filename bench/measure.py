@@ -758,8 +758,9 @@ def step_know(
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
     mail_log = Path(context.env["BENCH_MAIL_LOG"])
     mail_log.unlink(missing_ok=True)
-    sent: dict[str, float] = {}
-    sent_queued: dict[str, float] = {}
+    # Per customer's email: when its event was sent, and how long the answer took.
+    sent: dict[str, tuple[float, float]] = {}
+    sent_queued: dict[str, tuple[float, float]] = {}
     statuses: dict[int, int] = {}
     # One worker for both queues (the applier's and the messages'), as production runs
     # by default (CELERY_INBOUND_QUEUE unset: the same queue).
@@ -788,11 +789,12 @@ def step_know(
             )
             response = conn.getresponse()
             response.read()
+            answered = time.time() - started
             statuses[response.status] = statuses.get(response.status, 0) + 1
             if response.status == 201:
-                sent[journey.owner.email] = started
+                sent[journey.owner.email] = (started, answered)
             elif response.status == 202 and n >= count:
-                sent_queued[journey.owner.email] = started
+                sent_queued[journey.owner.email] = (started, answered)
             time.sleep(max(0.0, pace - (time.time() - started)))
         conn.close()
         deadline = time.time() + 60
@@ -816,8 +818,23 @@ def step_know(
     }
 
 
-def _latencies(sent: dict[str, float], handed: dict[str, float]) -> dict[str, Any]:
-    latencies = sorted((handed[e] - t) * 1000 for e, t in sent.items() if e in handed)
+def _latencies(
+    sent: dict[str, tuple[float, float]], handed: dict[str, float], slowest: int = 10
+) -> dict[str, Any]:
+    """The quantiles of the times from sending to the email handed over; and the slowest
+    events, each with its answer's time and when it was sent (seconds into the stream),
+    so that a slow tail can be told apart: slow answers, or a stretch of slow work
+    after them."""
+    first = min((t for t, _answer in sent.values()), default=0.0)
+    events = sorted(
+        (
+            ((handed[e] - t) * 1000, answer * 1000, t - first)
+            for e, (t, answer) in sent.items()
+            if e in handed
+        ),
+        reverse=True,
+    )
+    latencies = sorted(ms for ms, _answer, _at in events)
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0] * 99
     return {
         "emails": len(latencies),
@@ -826,6 +843,10 @@ def _latencies(sent: dict[str, float], handed: dict[str, float]) -> dict[str, An
         "p95_ms": round(quantiles[94], 1),
         "p99_ms": round(quantiles[98], 1),
         "max_ms": round(latencies[-1], 1) if latencies else None,
+        "slowest": [
+            {"ms": round(ms), "answer_ms": round(answer), "sent_at_s": round(at, 1)}
+            for ms, answer, at in events[:slowest]
+        ],
     }
 
 

@@ -437,6 +437,13 @@ def render(results: dict[str, Any]) -> str:
             + ", ".join(f"{k}: {v}" for k, v in sorted(know["statuses"].items()))
             + ".",
         ]
+        for name, k in (("answered", know), ("queued", know.get("queued"))):
+            if k and k.get("slowest"):
+                slow = ", ".join(
+                    f"{e['ms']:,} ms (answered in {e['answer_ms']} ms, sent {e['sent_at_s']} s in)"
+                    for e in k["slowest"][:5]
+                )
+                lines += ["", f"The slowest {name} events: {slow}."]
     if jobs := results.get("jobs"):
         r, s = jobs["reminders"], jobs["sweep"]
         lines += [
