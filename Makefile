@@ -68,9 +68,10 @@ lock:
 
 # The benchmark (docs/performance.md): needs PostgreSQL and Redis on loopback, wrk and
 # Chromium from Debian, and a quiet machine. ARGS="--scale 0.05" for a quick run.
-# BENCH_PYTHON=/opt/cpython/3.13.5-pgo/bin/python3.13 measures with another interpreter
-# (bench/build-python.sh builds the production image's), in a venv of its own.
-BENCH_PYTHON ?=
+# BENCH_PYTHON measures with another interpreter, in a venv of its own (.venv-bench): by
+# default the production image's build when bench/build-python.sh has made it, else the
+# project's venv (BENCH_PYTHON= forces the latter).
+BENCH_PYTHON ?= $(wildcard /opt/cpython/3.13.5-pgo/bin/python3.13)
 BENCH_VENV := $(if $(BENCH_PYTHON),.venv-bench,$(VENV))
 
 bench: $(if $(BENCH_PYTHON),bench-venv,install)

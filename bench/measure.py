@@ -807,11 +807,12 @@ def step_know(
             if all(email in handed for email in sent | sent_queued):
                 break
             time.sleep(0.5)
+    first = min((t for t, _answer in (sent | sent_queued).values()), default=0.0)
     return {
         "events": sum(statuses.values()),
         "statuses": statuses,
-        **_latencies(sent, handed),
-        "queued": _latencies(sent_queued, handed),
+        **_latencies(sent, handed, first),
+        "queued": _latencies(sent_queued, handed, first),
         "pace_ms": pace * 1000,
         "worker_concurrency": 2,
         "server_workers": 2,
@@ -819,13 +820,12 @@ def step_know(
 
 
 def _latencies(
-    sent: dict[str, tuple[float, float]], handed: dict[str, float], slowest: int = 10
+    sent: dict[str, tuple[float, float]], handed: dict[str, float], first: float, slowest: int = 10
 ) -> dict[str, Any]:
     """The quantiles of the times from sending to the email handed over; and the slowest
-    events, each with its answer's time and when it was sent (seconds into the stream),
-    so that a slow tail can be told apart: slow answers, or a stretch of slow work
-    after them."""
-    first = min((t for t, _answer in sent.values()), default=0.0)
+    events, each with its answer's time and when it was sent (seconds after ``first``,
+    the step's first event), so that a slow tail can be told apart: slow answers, or a
+    stretch of slow work after them."""
     events = sorted(
         (
             ((handed[e] - t) * 1000, answer * 1000, t - first)

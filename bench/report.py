@@ -440,7 +440,8 @@ def render(results: dict[str, Any]) -> str:
         for name, k in (("answered", know), ("queued", know.get("queued"))):
             if k and k.get("slowest"):
                 slow = ", ".join(
-                    f"{e['ms']:,} ms (answered in {e['answer_ms']} ms, sent {e['sent_at_s']} s in)"
+                    f"{e['ms']:,} ms (answered in {e['answer_ms']} ms, "
+                    f"sent {e['sent_at_s']} s into the step)"
                     for e in k["slowest"][:5]
                 )
                 lines += ["", f"The slowest {name} events: {slow}."]

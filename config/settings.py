@@ -146,8 +146,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             server_side_binding=True, prepare_threshold=5
         )
 else:
-    # SQLite: wait for a writer instead of failing with "database is locked".
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # SQLite: wait for a writer instead of failing with "database is locked". A
+    # transaction takes the write lock when it begins (IMMEDIATE), not at its first
+    # write: SQLite cannot wait to upgrade a read lock, and fails at once instead, which
+    # two processes writing (runserver and make run's beat_embedded) would meet.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=20, transaction_mode="IMMEDIATE")
     # A file, not memory, for the test database: the browser tests' live server answers
     # requests on several threads, and each needs a connection of its own.
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-milepost.sqlite3")}

@@ -549,8 +549,10 @@ def _unit() -> Iterator[bool]:
     it): one applier at a time, so the queue's events are taken and applied in the
     order they were accepted. On PostgreSQL an advisory lock of the transaction (any
     process; held by the transaction, not the session, so it is right behind a pooler
-    in transaction mode too), elsewhere a lock of this process (the embedded default
-    runs its tasks in-process)."""
+    in transaction mode too). Elsewhere a lock of this process, for the applier run in
+    each request of the embedded default; across processes (``make run``'s
+    ``beat_embedded`` runs the periodic sweep) SQLite's one writer at a time, whose lock
+    a transaction takes as it begins (``transaction_mode`` IMMEDIATE, in settings)."""
     connection = connections[router.db_for_write(InboundEvent)]
     if connection.vendor != "postgresql":
         held = _LOCAL_APPLIER.acquire(blocking=False)

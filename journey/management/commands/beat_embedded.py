@@ -11,13 +11,15 @@ first time an interval after the loop started, as beat does), a crontab at its t
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from celery.schedules import BaseSchedule, schedule
+from celery import Task
+from celery.schedules import BaseSchedule, maybe_schedule
 from celery.utils.imports import symbol_by_name
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import connections
 
 from config.celery import app
 
@@ -27,7 +29,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class Entry:
     name: str
-    task: str
+    task: Task
     schedule: BaseSchedule
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
@@ -35,15 +37,17 @@ class Entry:
 
 
 class EmbeddedBeat:
-    """The entries of a beat schedule, each run in this process when it is due."""
+    """The entries of a beat schedule, each run in this process when it is due. Their
+    tasks are found when the schedule is read (importing their modules), so a schedule
+    that names a task that does not exist fails at once, not when the entry falls due."""
 
     def __init__(self, entries: dict[str, dict[str, Any]], now: datetime | None = None) -> None:
         started = now or app.now()
         self.entries = [
             Entry(
                 name=name,
-                task=spec["task"],
-                schedule=_schedule(spec["schedule"]),
+                task=app.tasks.get(spec["task"]) or symbol_by_name(spec["task"]),
+                schedule=maybe_schedule(spec["schedule"], app=app),
                 args=tuple(spec.get("args", ())),
                 kwargs=dict(spec.get("kwargs", {})),
                 last_run_at=started,
@@ -53,7 +57,9 @@ class EmbeddedBeat:
 
     def tick(self) -> list[str]:
         """Run the entries that are due; returns their names. One that fails is logged
-        and counts as run (beat too tries it again at its next time, not at once)."""
+        (Celery logs its traceback) and counts as run: beat too tries it again at its
+        next time, not at once. Database connections are looked after as a worker does
+        around each task: one that broke or outlived CONN_MAX_AGE is closed."""
         ran = []
         for entry in self.entries:
             due, _next = entry.schedule.is_due(entry.last_run_at)
@@ -61,23 +67,32 @@ class EmbeddedBeat:
                 continue
             entry.last_run_at = app.now()
             ran.append(entry.name)
-            task = app.tasks.get(entry.task) or symbol_by_name(entry.task)  # imports it
-            result = task.apply(args=entry.args, kwargs=entry.kwargs)
+            _close_old_connections()
+            try:
+                result = entry.task.apply(args=entry.args, kwargs=entry.kwargs)
+            except Exception:  # apply() keeps a task's error; this would be beat's own
+                logger.exception(
+                    "Scheduled task %s (%s) could not run.", entry.name, entry.task.name
+                )
+                continue
+            finally:
+                _close_old_connections()
             if result.failed():
                 logger.error(
-                    "Scheduled task %s (%s) failed:\n%s", entry.name, entry.task, result.traceback
+                    "Scheduled task %s (%s) failed: %r; it runs again at its next time.",
+                    entry.name,
+                    entry.task.name,
+                    result.result,
                 )
         return ran
 
 
-def _schedule(value: BaseSchedule | timedelta | float) -> BaseSchedule:
-    """As beat reads an entry's schedule: a number of seconds or a timedelta is an
-    interval."""
-    if isinstance(value, BaseSchedule):
-        return value
-    if isinstance(value, int | float):
-        value = timedelta(seconds=value)
-    return schedule(run_every=value, app=app)
+def _close_old_connections() -> None:
+    """What a Celery worker does around each task (``close_old_connections``), except to
+    a connection inside a transaction: a caller's (a test's) is never closed under it."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
 
 
 class Command(BaseCommand):
@@ -94,13 +109,21 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: object, **options: Any) -> None:
+        if not settings.CELERY_TASK_ALWAYS_EAGER:
+            self.stderr.write(
+                "A broker is configured (REDIS_URL): run Celery beat and a worker instead; "
+                "this runs the scheduled tasks here, and what they queue goes to the broker."
+            )
         beat = EmbeddedBeat(settings.CELERY_BEAT_SCHEDULE)
         self.stdout.write(
             f"Running {len(beat.entries)} scheduled tasks in this process: "
             + ", ".join(entry.name for entry in beat.entries)
         )
-        while True:
-            for name in beat.tick():
-                if options["verbosity"] > 1:
-                    self.stdout.write(f"ran {name}")
-            time.sleep(options["tick"])
+        try:
+            while True:
+                for name in beat.tick():
+                    if options["verbosity"] > 1:
+                        self.stdout.write(f"ran {name}")
+                time.sleep(options["tick"])
+        except KeyboardInterrupt:
+            return

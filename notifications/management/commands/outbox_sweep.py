@@ -8,8 +8,8 @@ from notifications.services import outbox_sweep
 class Command(BaseCommand):
     help = (
         "Deliver every outbox row that is due (what Celery beat runs every minute). With "
-        "--every N, keep doing it every N seconds: `make run` uses this in the embedded "
-        "default, where there is no beat, so held messages (quiet hours, digests) go out."
+        "--every N, keep doing it every N seconds (`make run` runs beat's whole schedule "
+        "instead: manage.py beat_embedded)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
