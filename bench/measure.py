@@ -152,7 +152,7 @@ def worker(context: Context, concurrency: int = 2, queue: str | None = None):
             "-c",
             str(concurrency),
             "-l",
-            "WARNING",
+            os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",

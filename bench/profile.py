@@ -141,7 +141,7 @@ def main() -> None:
             # other kinds leave it (and its task, queued in Redis, finds nothing).
             from integrations.services import partner_queued_events_drain
 
-            partner_queued_events_drain()
+            partner_queued_events_drain(later=False)
 
 
 def _measure(post, count: int, args: argparse.Namespace) -> None:

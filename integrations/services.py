@@ -6,7 +6,6 @@ import itertools
 import logging
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -420,6 +419,11 @@ QUEUE_BATCH = 100
 _NUDGE = "integrations:inbound-queue:nudge"
 # A nudge whose task was lost expires (the periodic sweep applies the events meanwhile).
 _NUDGE_SECONDS = 300
+# Set while a look an applier left for later (INBOUND_QUEUE_GATHER on) is pending: one at
+# a time, and the looks for anything else leave the queue to it. Expires, with the nudge
+# set beside it, if that task is lost.
+_LATER = "integrations:inbound-queue:later"
+_LATER_SECONDS = 10
 # One applier at a time, so a journey's queued events are applied in the order they
 # were accepted (``_unit``).
 _APPLIER_LOCK = 0x6D696C65706F7374  # "milepost"
@@ -693,7 +697,9 @@ def _queued_unlocked(limit: int) -> list[InboundEvent]:
         return _queued(limit, None)
 
 
-def partner_queued_events_drain(*, limit: int = QUEUE_BATCH) -> int:
+def partner_queued_events_drain(
+    *, limit: int = QUEUE_BATCH, later: bool = True, scheduled: bool = False
+) -> int:
     """Apply queued events, oldest first and ``limit`` at a time, until none is left;
     returns how many were taken off the queue. Only one applier runs at a time: another
     returns at once, leaving the queue to it.
@@ -703,11 +709,21 @@ def partner_queued_events_drain(*, limit: int = QUEUE_BATCH) -> int:
     it did not see left a nudge that it finds after its last look (and looks again), or
     that queued a task which finds the lock free.
 
-    After a unit of more than one event and fewer than ``limit`` it waits
-    ``INBOUND_QUEUE_GATHER`` seconds before it looks again: under load the units grow,
-    which costs each event less (without the wait they settle at a few events: as many
-    as arrive while one is applied), while events that come one at a time are applied
-    at once."""
+    After a unit of more than one event and fewer than ``limit`` it leaves the next look
+    to a task queued ``INBOUND_QUEUE_GATHER`` seconds on (``later``; without it, it
+    looks again at once), and returns: under load the units grow, which costs each event
+    less (looking at once, they settle at a few events: as many as arrive while one is
+    applied), while events that come one at a time are applied at once. One such look
+    is pending at a time, and a look for anything else meanwhile (a request's nudge, the
+    sweep) leaves the queue to it; ``scheduled`` is that look. It does not wait in the
+    task: a worker's process waiting for the queue to fill sends no customer's message
+    meanwhile, and with one queue for both (production's default) two appliers waiting
+    in turn held both processes of a worker while a partner streamed events, the
+    messages held until the stream ended (docs/performance.md)."""
+    if scheduled:
+        cache.delete(_LATER)
+    elif later and settings.INBOUND_QUEUE_GATHER and cache.get(_LATER) is not None:
+        return 0  # the look left for later is coming, and takes these events
     taken = 0
     while True:
         while True:
@@ -717,10 +733,32 @@ def partner_queued_events_drain(*, limit: int = QUEUE_BATCH) -> int:
             taken += done
             if not done:
                 break
-            if 1 < done < limit and settings.INBOUND_QUEUE_GATHER:
-                # More than one event came while the last unit was applied: under load,
-                # let the next unit fill up, so that a unit's fixed work (its
-                # transaction, reads and writes) is shared by more events.
-                time.sleep(settings.INBOUND_QUEUE_GATHER)
+            # More than one event came while the last unit was applied: under load, let
+            # the next unit fill up, so that a unit's fixed work (its transaction, reads
+            # and writes) is shared by more events.
+            gather = later and 1 < done < limit and settings.INBOUND_QUEUE_GATHER
+            if gather and _look_again_later():
+                return taken
         if cache.get(_NUDGE) is None:
             return taken
+
+
+def _look_again_later() -> bool:
+    """Queue the applier's next look ``INBOUND_QUEUE_GATHER`` seconds from now, unless
+    one is pending already, with the nudge set so that requests meanwhile queue no other
+    (the look clears it, as every look does). True if a look is coming; False if it
+    could not be queued: the caller looks at once."""
+    from integrations.tasks import apply_queued_events
+
+    if not flag_set(_LATER, _LATER_SECONDS):
+        return True  # another applier's look is pending
+    try:
+        cache.set(_NUDGE, 1, _LATER_SECONDS)
+        apply_queued_events.apply_async(
+            kwargs={"scheduled": True}, countdown=settings.INBOUND_QUEUE_GATHER
+        )
+    except Exception:
+        cache.delete_many([_LATER, _NUDGE])
+        logger.warning("Could not queue the applier's next look; looking at once.")
+        return False
+    return True

@@ -21,8 +21,9 @@ def purge_idempotency_records() -> int:
 
 
 @shared_task(ignore_result=True)
-def apply_queued_events() -> int:
+def apply_queued_events(scheduled: bool = False) -> int:
     """Apply the partner events queued with ``Prefer: respond-async``; queued by the
-    request that queued one (at most one task per look at the queue), and run every
-    30 seconds for events whose task was lost. Safe to run twice: one applier at a time."""
-    return services.partner_queued_events_drain()
+    request that queued one (at most one task per look at the queue), by the applier for
+    its next look under load (``scheduled``), and run every 30 seconds for events whose
+    task was lost. Safe to run twice: one applier at a time."""
+    return services.partner_queued_events_drain(scheduled=scheduled)

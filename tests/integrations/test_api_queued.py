@@ -1,6 +1,7 @@
 """Status events sent with ``Prefer: respond-async``: stored and answered 202, applied by
 the queue's applier (integrations.services.partner_queued_events_drain)."""
 
+import time
 import uuid
 from contextlib import contextmanager
 from datetime import timedelta
@@ -18,7 +19,7 @@ from django.db import (
 from django.urls import reverse
 from django.utils import timezone
 
-from integrations import services
+from integrations import services, tasks
 from integrations.api import views
 from integrations.models import IdempotencyRecord, InboundEvent
 from integrations.services import partner_queued_events_drain
@@ -467,15 +468,72 @@ def test_the_applier_runs_on_a_schedule_for_events_whose_task_was_lost(settings)
     assert schedule["schedule"] <= timedelta(minutes=1)
 
 
-@pytest.mark.parametrize(("events", "waits"), [(1, 0), (3, 1)])
-def test_the_applier_waits_for_more_only_when_events_come_faster_than_one_a_unit(
-    api, journey, settings, monkeypatch, events, waits
-):
+@pytest.fixture
+def later_looks(settings, monkeypatch):
+    """The applier's looks queued for later, recorded instead of sent; the cache's
+    markers cleared as the requests' tasks would have found them."""
     settings.INBOUND_QUEUE_GATHER = 0.25
-    slept = []
-    monkeypatch.setattr(services.time, "sleep", slept.append)
+    monkeypatch.setattr(time, "sleep", pytest.fail)  # no waiting in the task
+    looks = []
+
+    def apply_async(kwargs, countdown):
+        looks.append((kwargs, countdown))
+
+    monkeypatch.setattr(tasks.apply_queued_events, "apply_async", apply_async)
+    yield looks
+    cache.delete_many([services._NUDGE, services._LATER])
+
+
+@pytest.mark.parametrize(("events", "later"), [(1, False), (3, True)])
+def test_the_applier_waits_for_more_only_when_events_come_faster_than_one_a_unit(
+    api, journey, later_looks, events, later
+):
+    """It waits by queueing its next look, not in the task: a worker's process waiting
+    for the queue to fill would not be sending the customers' messages meanwhile."""
     for n in range(events):
         assert queue(api, journey, event_id=f"e{n}", code="S2").status_code == 202
+    cache.delete(services._NUDGE)
 
     assert partner_queued_events_drain() == events
-    assert slept == [0.25] * waits
+    assert later_looks == ([({"scheduled": True}, 0.25)] if later else [])
+    assert not InboundEvent.objects.filter(queued=True).exists()
+    # The look to come is the nudge's task: requests meanwhile queue no other.
+    assert (cache.get(services._NUDGE) == 1) == later
+
+
+def test_a_look_for_a_nudge_leaves_the_queue_to_the_look_left_for_later(api, journey, later_looks):
+    for n in range(3):
+        assert queue(api, journey, event_id=f"e{n}", code="S2").status_code == 202
+    cache.delete(services._NUDGE)
+    assert partner_queued_events_drain() == 3  # and leaves a look for later
+    assert queue(api, journey, event_id="e3", code="S3").status_code == 202
+
+    # A request's nudge, or the sweep, meanwhile: the look to come takes the event.
+    assert partner_queued_events_drain() == 0
+    assert InboundEvent.objects.get(event_id="e3").state == "queued"
+    # That look, when it runs, applies it; a unit of one leaves nothing for later.
+    assert partner_queued_events_drain(scheduled=True) == 1
+    assert InboundEvent.objects.get(event_id="e3").state == "applied"
+    assert len(later_looks) == 1
+
+
+def test_only_one_look_is_left_for_later_however_many_appliers_ask(later_looks):
+    assert services._look_again_later() is True
+    assert services._look_again_later() is True  # another applier: one is coming
+    assert later_looks == [({"scheduled": True}, 0.25)]
+
+
+def test_when_the_next_look_cannot_be_queued_the_applier_looks_at_once(
+    api, journey, later_looks, monkeypatch, caplog
+):
+    def broker_down(kwargs, countdown):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(tasks.apply_queued_events, "apply_async", broker_down)
+    for n in range(3):
+        assert queue(api, journey, event_id=f"e{n}", code="S2").status_code == 202
+    cache.delete(services._NUDGE)
+
+    assert partner_queued_events_drain() == 3
+    assert cache.get(services._NUDGE) is None and cache.get(services._LATER) is None
+    assert "Could not queue the applier's next look" in caplog.text
