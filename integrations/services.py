@@ -413,6 +413,11 @@ def _replayed(first: InboundEvent, event: StatusEventIn) -> InboundResult:
 # costs (docs/performance.md) are then paid once per unit, not once per event.
 
 QUEUE_BATCH = 100
+# A unit of at least this many events (and fewer than QUEUE_BATCH) leaves the next look for
+# later (INBOUND_QUEUE_GATHER), for fuller units under load. Smaller ones mean events come
+# about one per unit's apply (a partner posting a few a second, or tens): looked at again
+# at once, they are applied within a unit's time, not the gathering's.
+GATHER_FROM = 4
 # Set by a request that queued an event, unless already set, which then queues the
 # applier's task; the applier deletes it before each look at the queue. One task per
 # look, not one per event, however many events arrive meanwhile.
@@ -709,11 +714,12 @@ def partner_queued_events_drain(
     it did not see left a nudge that it finds after its last look (and looks again), or
     that queued a task which finds the lock free.
 
-    After a unit of more than one event and fewer than ``limit`` it leaves the next look
-    to a task queued ``INBOUND_QUEUE_GATHER`` seconds on (``later``; without it, it
-    looks again at once), and returns: under load the units grow, which costs each event
-    less (looking at once, they settle at a few events: as many as arrive while one is
-    applied), while events that come one at a time are applied at once. One such look
+    After a unit of ``GATHER_FROM`` events or more, and fewer than ``limit``, it leaves
+    the next look to a task queued ``INBOUND_QUEUE_GATHER`` seconds on (``later``;
+    without it, it looks again at once), and returns: under load the units grow, which
+    costs each event less (looking at once, they settle at a few events: as many as
+    arrive while one is applied), while events that come a few to a unit or fewer are
+    applied at once. One such look
     is pending at a time, and a look for anything else meanwhile (a request's nudge, the
     sweep) leaves the queue to it; ``scheduled`` is that look. It does not wait in the
     task: a worker's process waiting for the queue to fill sends no customer's message
@@ -733,10 +739,10 @@ def partner_queued_events_drain(
             taken += done
             if not done:
                 break
-            # More than one event came while the last unit was applied: under load, let
-            # the next unit fill up, so that a unit's fixed work (its transaction, reads
-            # and writes) is shared by more events.
-            gather = later and 1 < done < limit and settings.INBOUND_QUEUE_GATHER
+            # Several events came while the last unit was applied: under load, let the
+            # next unit fill up, so that a unit's fixed work (its transaction, reads and
+            # writes) is shared by more events.
+            gather = later and GATHER_FROM <= done < limit and settings.INBOUND_QUEUE_GATHER
             if gather and _look_again_later():
                 return taken
         if cache.get(_NUDGE) is None:

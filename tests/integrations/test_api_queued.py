@@ -484,12 +484,13 @@ def later_looks(settings, monkeypatch):
     cache.delete_many([services._NUDGE, services._LATER])
 
 
-@pytest.mark.parametrize(("events", "later"), [(1, False), (3, True)])
+@pytest.mark.parametrize(("events", "later"), [(1, False), (3, False), (4, True)])
 def test_the_applier_waits_for_more_only_when_events_come_faster_than_one_a_unit(
     api, journey, later_looks, events, later
 ):
-    """It waits by queueing its next look, not in the task: a worker's process waiting
-    for the queue to fill would not be sending the customers' messages meanwhile."""
+    """Only once events come faster than a few to a unit; and it waits by queueing its
+    next look, not in the task: a worker's process waiting for the queue to fill would
+    not be sending the customers' messages meanwhile."""
     for n in range(events):
         assert queue(api, journey, event_id=f"e{n}", code="S2").status_code == 202
     cache.delete(services._NUDGE)
@@ -502,18 +503,18 @@ def test_the_applier_waits_for_more_only_when_events_come_faster_than_one_a_unit
 
 
 def test_a_look_for_a_nudge_leaves_the_queue_to_the_look_left_for_later(api, journey, later_looks):
-    for n in range(3):
+    for n in range(4):
         assert queue(api, journey, event_id=f"e{n}", code="S2").status_code == 202
     cache.delete(services._NUDGE)
-    assert partner_queued_events_drain() == 3  # and leaves a look for later
-    assert queue(api, journey, event_id="e3", code="S3").status_code == 202
+    assert partner_queued_events_drain() == 4  # and leaves a look for later
+    assert queue(api, journey, event_id="e4", code="S3").status_code == 202
 
     # A request's nudge, or the sweep, meanwhile: the look to come takes the event.
     assert partner_queued_events_drain() == 0
-    assert InboundEvent.objects.get(event_id="e3").state == "queued"
+    assert InboundEvent.objects.get(event_id="e4").state == "queued"
     # That look, when it runs, applies it; a unit of one leaves nothing for later.
     assert partner_queued_events_drain(scheduled=True) == 1
-    assert InboundEvent.objects.get(event_id="e3").state == "applied"
+    assert InboundEvent.objects.get(event_id="e4").state == "applied"
     assert len(later_looks) == 1
 
 
@@ -530,10 +531,10 @@ def test_when_the_next_look_cannot_be_queued_the_applier_looks_at_once(
         raise OSError("connection refused")
 
     monkeypatch.setattr(tasks.apply_queued_events, "apply_async", broker_down)
-    for n in range(3):
+    for n in range(4):
         assert queue(api, journey, event_id=f"e{n}", code="S2").status_code == 202
     cache.delete(services._NUDGE)
 
-    assert partner_queued_events_drain() == 3
+    assert partner_queued_events_drain() == 4
     assert cache.get(services._NUDGE) is None and cache.get(services._LATER) is None
     assert "Could not queue the applier's next look" in caplog.text
