@@ -440,10 +440,10 @@ CELERY_INBOUND_QUEUE = env.str("CELERY_INBOUND_QUEUE", default=CELERY_TASK_DEFAU
 CELERY_TASK_ROUTES = {
     "integrations.tasks.apply_queued_events": {"queue": CELERY_INBOUND_QUEUE},
 }
-# After a unit of more than one event and fewer than its 100, the applier's next look is
-# a task queued this long after (not a wait in the task), so that under load its units
-# fill up (each event's share of a unit's fixed work falls); events that come one at a
-# time are applied at once. Not when tasks run in-process.
+# After a unit of four events or more and fewer than its 100 (GATHER_FROM, QUEUE_BATCH),
+# the applier's next look is a task queued this long after (not a wait in the task), so
+# that under load its units fill up (each event's share of a unit's fixed work falls);
+# events that come a few to a unit are applied at once. Not when tasks run in-process.
 INBOUND_QUEUE_GATHER = 0 if CELERY_TASK_ALWAYS_EAGER else 0.25
 # Events whose task was lost (Redis down) are applied by this sweep.
 CELERY_BEAT_SCHEDULE["inbound-queue-sweep"] = {
