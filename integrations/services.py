@@ -719,13 +719,13 @@ def partner_queued_events_drain(
     without it, it looks again at once), and returns: under load the units grow, which
     costs each event less (looking at once, they settle at a few events: as many as
     arrive while one is applied), while events that come a few to a unit or fewer are
-    applied at once. One such look
-    is pending at a time, and a look for anything else meanwhile (a request's nudge, the
-    sweep) leaves the queue to it; ``scheduled`` is that look. It does not wait in the
-    task: a worker's process waiting for the queue to fill sends no customer's message
-    meanwhile, and with one queue for both (production's default) two appliers waiting
-    in turn held both processes of a worker while a partner streamed events, the
-    messages held until the stream ended (docs/performance.md)."""
+    applied at once. One such look is pending at a time, and a look for anything else
+    meanwhile (a request's nudge, the sweep) leaves the queue to it; ``scheduled`` is
+    that look. It does not wait in the task: a worker's process waiting for the queue
+    to fill sends no customer's message meanwhile, and with one queue for both
+    (production's default) two appliers waiting in turn held both processes of a worker
+    while a partner streamed events, the messages held until the stream ended
+    (docs/performance.md)."""
     if scheduled:
         cache.delete(_LATER)
     elif later and settings.INBOUND_QUEUE_GATHER and cache.get(_LATER) is not None:
