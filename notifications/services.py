@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q, QuerySet
+from django.db import IntegrityError, close_old_connections, transaction
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import CustomerProfile, User
@@ -391,68 +391,123 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(30 * 2 ** max(attempts - 1, 0), 3600))
 
 
-def notification_deliver(*, notification_id: int) -> NotificationState | None:
-    """Send one outbox row if it is due and nobody else has it, together with any other
-    due rows for the same person and channel (then as one digest). Returns the row's new
-    state, or None when there was nothing to do."""
+@dataclass(frozen=True)
+class Delivery:
+    """One message handed to a channel: the outbox rows it carried (one, or a digest's
+    several for one person), and whether the channel took it."""
+
+    rows: list[Notification]
+    sent: bool
+
+    def state_of(self, row: Notification) -> NotificationState:
+        """The row's new state: sent; or, refused, pending for its retry, or failed after
+        its last attempt."""
+        if self.sent:
+            return NotificationState.SENT
+        return (
+            NotificationState.FAILED if row.attempts >= MAX_ATTEMPTS else NotificationState.PENDING
+        )
+
+
+def notifications_deliver(*, notification_ids: list[int]) -> list[Delivery]:
+    """Send the listed outbox rows that are due and nobody else has, each together with
+    the other due rows for the same person and channel (one digest, not a burst).
+
+    Three statements for them all, whatever their number: the listed rows claimed, the
+    same people's other due rows joined to the claim, and the claimed rows read; then
+    one per message, marking its rows sent right after it is handed over (so a worker
+    that dies mid-list leaves only the message it was sending claimed until its lease
+    runs out, as one row alone would). A message its channel refuses is retried with
+    backoff; anything else failing is logged and leaves the rest of the list to go on.
+    """
+    if not notification_ids:
+        return []
     now = timezone.now()
     claim = uuid.uuid4()
-    claimed = (
-        Notification.objects.filter(_claimable(now), pk=notification_id)
-        .exclude(channel=Channel.INAPP)
-        .update(
-            state=NotificationState.SENDING,
-            claimed_at=now,
-            claim_id=claim,
-            attempts=F("attempts") + 1,
-        )
+    claimed = dict(
+        state=NotificationState.SENDING,
+        claimed_at=now,
+        claim_id=claim,
+        attempts=F("attempts") + 1,
     )
-    if claimed != 1:
-        return None
-    first = Notification.objects.only("recipient_id", "channel").get(pk=notification_id)
-    if first.recipient_id is not None:
-        # Join every other due row for this person and channel: one digest, not a burst.
-        Notification.objects.filter(
-            recipient_id=first.recipient_id,
-            channel=first.channel,
-            state=NotificationState.PENDING,
-            scheduled_at__lte=now,
-        ).update(
-            state=NotificationState.SENDING,
-            claimed_at=now,
-            claim_id=claim,
-            attempts=F("attempts") + 1,
-        )
-    batch = list(
+    if not (
+        Notification.objects.filter(_claimable(now), pk__in=notification_ids)
+        .exclude(channel=Channel.INAPP)
+        .update(**claimed)
+    ):
+        return []
+    Notification.objects.filter(
+        Exists(
+            Notification.objects.filter(
+                claim_id=claim, recipient_id=OuterRef("recipient_id"), channel=OuterRef("channel")
+            )
+        ),
+        state=NotificationState.PENDING,
+        scheduled_at__lte=now,
+    ).update(**claimed)
+    messages: dict[tuple[object, str], list[Notification]] = {}
+    for row in (
         Notification.objects.filter(claim_id=claim, state=NotificationState.SENDING)
         .select_related("recipient", "recipient__profile", "journey", "journey__template")
         .order_by("created_at", "id")
-    )
+    ):
+        # A row without a recipient (an address alone) is a message of its own.
+        messages.setdefault((row.recipient_id or f"row {row.pk}", row.channel), []).append(row)
+    deliveries = []
+    for rows in messages.values():
+        try:
+            deliveries.append(_deliver(rows, claim=claim, now=now))
+        except Exception:
+            logger.exception(
+                "Delivering notifications %s failed; the sweep retries them.",
+                [row.pk for row in rows],
+            )
+            # A broken connection would fail every message after it: drop it, so the
+            # next starts on a new one (never inside a caller's transaction).
+            if not transaction.get_connection().in_atomic_block:
+                close_old_connections()
+    return deliveries
+
+
+def _deliver(rows: list[Notification], *, claim: uuid.UUID, now: datetime) -> Delivery:
+    """Hand one person's claimed rows on one channel over, and record what became of them."""
+    pks = [row.pk for row in rows]
     try:
-        channels.send(batch)
+        channels.send(rows)
     except Exception as error:
-        logger.exception("Sending notification %s failed", notification_id)
-        for row in batch:
-            failed = row.attempts >= MAX_ATTEMPTS
+        logger.exception("Sending notifications %s failed", pks)
+        for row in rows:
             Notification.objects.filter(pk=row.pk, claim_id=claim).update(
-                state=NotificationState.FAILED if failed else NotificationState.PENDING,
+                state=(
+                    NotificationState.FAILED
+                    if row.attempts >= MAX_ATTEMPTS
+                    else NotificationState.PENDING
+                ),
                 scheduled_at=now + backoff(row.attempts),
                 claimed_at=None,
                 claim_id=None,
                 last_error=f"{type(error).__name__}: {error}"[:2000],
             )
-        head = next(row for row in batch if row.pk == notification_id)
-        return (
-            NotificationState.FAILED if head.attempts >= MAX_ATTEMPTS else NotificationState.PENDING
-        )
-    Notification.objects.filter(claim_id=claim, state=NotificationState.SENDING).update(
+        return Delivery(rows=rows, sent=False)
+    Notification.objects.filter(pk__in=pks, claim_id=claim).update(
         state=NotificationState.SENT,
         sent_at=timezone.now(),
         claimed_at=None,
         last_error="",
-        digest_size=len(batch),
+        digest_size=len(rows),
     )
-    return NotificationState.SENT
+    return Delivery(rows=rows, sent=True)
+
+
+def notification_deliver(*, notification_id: int) -> NotificationState | None:
+    """Send one outbox row if it is due and nobody else has it, together with any other
+    due rows for the same person and channel (then as one digest). Returns the row's new
+    state, or None when there was nothing to do."""
+    for delivery in notifications_deliver(notification_ids=[notification_id]):
+        for row in delivery.rows:
+            if row.pk == notification_id:
+                return delivery.state_of(row)
+    return None
 
 
 def outbox_due_ids(*, now: datetime | None = None, limit: int = 500) -> list[int]:
@@ -488,11 +543,16 @@ def outbox_due_ids(*, now: datetime | None = None, limit: int = 500) -> list[int
 
 
 def outbox_sweep(*, now: datetime | None = None) -> int:
-    """Deliver every overdue row; returns how many deliveries were made."""
+    """Deliver every overdue row; returns how many messages were sent. A chunk of rows
+    at a time, as their tasks would: a chunk's rows are claimed before its first
+    message is sent, and a chunk is sent long before its claims' lease runs out."""
+    heads = outbox_due_ids(now=now)
     sent = 0
-    for pk in outbox_due_ids(now=now):
-        if notification_deliver(notification_id=pk) == NotificationState.SENT:
-            sent += 1
+    for start in range(0, len(heads), DELIVERY_CHUNK):
+        for delivery in notifications_deliver(
+            notification_ids=heads[start : start + DELIVERY_CHUNK]
+        ):
+            sent += delivery.sent
     return sent
 
 

@@ -17,19 +17,18 @@ def deliver_notification(notification_id: int) -> None:
 @shared_task(acks_late=True, ignore_result=True)
 def deliver_notifications(notification_ids: list[int]) -> None:
     """Deliver the outbox rows one transaction made due (a partner's batch), each as
-    ``deliver_notification`` would. One that fails is left to its retry and the sweep;
-    the others are still delivered."""
-    for notification_id in notification_ids:
-        try:
-            services.notification_deliver(notification_id=notification_id)
-        except Exception:
-            logger.exception(
-                "Delivering notification %s failed; the sweep retries it.", notification_id
-            )
-            # A broken connection would fail every row after it: drop it, so the next
-            # row starts on a new one (never inside a caller's transaction).
-            if not connection.in_atomic_block:
-                close_old_connections()
+    ``deliver_notification`` would, claimed and read together. A message that fails is
+    left to its retry and the sweep; the others are still delivered."""
+    try:
+        services.notifications_deliver(notification_ids=notification_ids)
+    except Exception:
+        # Claiming or reading them failed (the database went away): the rows are pending,
+        # or claimed until their lease runs out, and the sweep delivers them.
+        logger.exception(
+            "Delivering notifications %s failed; the sweep retries them.", notification_ids
+        )
+        if not connection.in_atomic_block:
+            close_old_connections()
 
 
 @shared_task(ignore_result=True)

@@ -99,9 +99,9 @@ def test_the_sweep_makes_one_delivery_per_person_and_channel(django_assert_max_n
     # The person's first due row stands for their three; the other person's for theirs.
     assert len(due) == 2
     assert other.pk in due
-    # Finding what is due, then per delivery: claim, its head, the digest's other rows,
-    # the batch, marking them sent.
-    with time_machine.travel(later), django_assert_max_num_queries(1 + 2 * 5):
+    # Finding what is due; for the chunk of both: the claim, the digest's other rows, the
+    # read; then marking each message's rows sent.
+    with time_machine.travel(later), django_assert_max_num_queries(1 + 3 + 2):
         assert services.outbox_sweep() == 2
     assert Notification.objects.filter(channel="email", state=NotificationState.SENT).count() == 4
     assert len(mail.outbox) == 2  # a digest of three, and one message
@@ -273,20 +273,79 @@ def test_an_outbox_queues_its_rows_in_a_few_broker_messages(
     assert sorted(pk for ids in sent for pk in ids) == emails
 
 
-def test_delivering_a_list_goes_on_after_one_that_fails(monkeypatch):
+def test_delivering_a_list_goes_on_after_a_message_that_fails(monkeypatch):
     from notifications import tasks
 
     good, bad = enqueue(dedup_key="good"), enqueue(dedup_key="bad")
-    real = services.notification_deliver
+    real = services.channels.send
 
-    def deliver(*, notification_id: int) -> object:
-        if notification_id == bad.pk:
-            raise RuntimeError("The provider broke.")
-        return real(notification_id=notification_id)
+    def send(rows: list[Notification]) -> None:
+        if rows[0].pk == bad.pk:
+            raise ConnectionRefusedError("The provider broke.")
+        real(rows)
 
-    monkeypatch.setattr(services, "notification_deliver", deliver)
+    monkeypatch.setattr(services.channels, "send", send)
+    now = timezone.now()
+    with time_machine.travel(now, tick=False):
+        tasks.deliver_notifications(notification_ids=[bad.pk, good.pk])
+
+    good.refresh_from_db()
+    bad.refresh_from_db()
+    assert good.state == NotificationState.SENT
+    assert [m.to for m in mail.outbox] == [[good.recipient.email]]
+    assert (bad.state, bad.scheduled_at, bad.claim_id) == (
+        NotificationState.PENDING,
+        now + timedelta(seconds=30),
+        None,
+    )
+    assert "The provider broke." in bad.last_error
+
+
+def test_delivering_a_list_goes_on_after_one_that_cannot_be_recorded(monkeypatch):
+    """Anything else failing for one message (here, recording it) is logged, and the
+    list's other messages are still sent; the broken one stays claimed for the sweep."""
+    from notifications import tasks
+
+    good, bad = enqueue(dedup_key="good"), enqueue(dedup_key="bad")
+    real = services._deliver
+
+    def deliver(rows: list[Notification], **kwargs: object) -> services.Delivery:
+        if rows[0].pk == bad.pk:
+            raise RuntimeError("The database broke.")
+        return real(rows, **kwargs)
+
+    monkeypatch.setattr(services, "_deliver", deliver)
     tasks.deliver_notifications(notification_ids=[bad.pk, good.pk])
 
     good.refresh_from_db()
+    bad.refresh_from_db()
     assert good.state == NotificationState.SENT
+    assert bad.state == NotificationState.SENDING  # until its lease runs out
     assert len(mail.outbox) == 1
+
+
+def test_a_list_is_claimed_and_read_in_three_statements_whatever_its_length(
+    django_assert_num_queries,
+):
+    """Each person's due rows go as one message; the list's rows are claimed, joined by
+    the same people's other due rows, and read in three statements, then each message's
+    rows are marked sent as it goes: for six people, nine statements, not thirty."""
+    listed = [enqueue(dedup_key=f"list:{n}") for n in range(6)]
+    joined = services.notification_enqueue(
+        recipient=listed[0].recipient,
+        journey=listed[0].journey,
+        kind="milestone_reached",
+        dedup_key="list:joined",
+        context=listed[0].context,
+    )
+    with django_assert_num_queries(3 + 6):
+        deliveries = services.notifications_deliver(notification_ids=[row.pk for row in listed])
+
+    assert all(delivery.sent for delivery in deliveries)
+    assert sorted(len(delivery.rows) for delivery in deliveries) == [1, 1, 1, 1, 1, 2]
+    assert len(mail.outbox) == 6
+    joined_email = next(row for row in joined if row.channel == "email")
+    joined_email.refresh_from_db()
+    assert (joined_email.state, joined_email.digest_size) == (NotificationState.SENT, 2)
+    # Claimed once: a second run finds nothing to do.
+    assert services.notifications_deliver(notification_ids=[row.pk for row in listed]) == []
