@@ -706,12 +706,12 @@ def step_ingest(context: Context) -> dict[str, Any]:
     return figures
 
 
-def step_know(
-    context: Context, count: int = 1000, pace: float = 0.05, queued: int = 300
-) -> dict[str, Any]:
-    """From a partner event accepted to the customer's email handed to the mail backend:
-    ``count`` events answered as applied, then ``queued`` more (other customers) sent with
-    Prefer: respond-async, which the worker applies before it sends their emails."""
+def _know_setup(context: Context, wanted: int) -> tuple[dict[str, str], list[Any]]:
+    """The partners' keys, and up to ``wanted`` cars to move for time to know, one per
+    customer: cars still on their way whose owners read email, keep no quiet hours and
+    were told nothing within the digest window (they would get a digest, later by
+    design). The ones the data set made ready first, then any others like them. Empties
+    the bench's Redis database and the mail log."""
     from integrations.models import Partner
     from integrations.services import partner_key_create
     from journey.models import Journey
@@ -721,13 +721,9 @@ def step_know(
         slug: partner_key_create(partner=Partner.objects.get(slug=slug), name="bench-know")[1]
         for slug in {slug for slug, _code in NEXT_CODE.values()}
     }
-    # Customers told something within the digest window would get this as a digest,
-    # later by design: the measure is for a customer with nothing recent.
     recent = Notification.objects.filter(
         created_at__gte=timezone.now() - settings.NOTIFICATION_DIGEST_WINDOW - timedelta(minutes=1)
     ).values("recipient_id")
-    # Cars still on their way, one per customer, whose owners read email and keep no
-    # quiet hours: the ones the data set made ready first, then any others like them.
     shaped = context.manifest.typical + context.manifest.plain
     candidates = (
         Journey.objects.filter(
@@ -749,64 +745,99 @@ def step_know(
         if journey.owner_id not in owners:
             owners.add(journey.owner_id)
             journeys.append(journey)
-        if len(journeys) == count + queued:
+        if len(journeys) == wanted:
             break
     # Tasks another step queued with no worker running (the jobs' deliveries) would be
     # worked off first and delay these: the bench's own Redis database starts empty.
     import redis
 
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    Path(context.env["BENCH_MAIL_LOG"]).unlink(missing_ok=True)
+    return keys, journeys
+
+
+def _know_send(
+    conn: http.client.HTTPConnection,
+    keys: dict[str, str],
+    journey: Any,
+    event_id: str,
+    *,
+    queued: bool,
+) -> tuple[int, float, float] | None:
+    """Post the car's next stage; its answer's status, when it was sent and how long the
+    answer took. None for a car at its last stage (a reused data set)."""
+    current = journey.milestones.filter(state="current").values_list("position", flat=True)
+    if not current or current[0] not in NEXT_CODE:
+        return None
+    slug, code = NEXT_CODE[current[0]]
+    body = json.dumps(
+        {"event_id": event_id, "code": code, "occurred_at": timezone.now().isoformat()}
+    )
+    headers = {"Authorization": f"Api-Key {keys[slug]}", "Content-Type": "application/json"}
+    if queued:
+        headers["Prefer"] = "respond-async"
+    started = time.time()
+    conn.request(
+        "POST", f"/api/v1/journeys/{journey.reference}/events/", body=body, headers=headers
+    )
+    response = conn.getresponse()
+    response.read()
+    return response.status, started, time.time() - started
+
+
+def _handed(context: Context, emails: set[str], timeout: float = 60) -> dict[str, float]:
+    """When the worker handed each customer's first email to the mail backend (its log),
+    waiting up to ``timeout`` seconds for all of ``emails``."""
     mail_log = Path(context.env["BENCH_MAIL_LOG"])
-    mail_log.unlink(missing_ok=True)
+    deadline = time.time() + timeout
+    handed: dict[str, float] = {}
+    while time.time() < deadline:
+        if mail_log.exists():
+            for line in mail_log.read_text().splitlines():
+                stamp, to = line.split(" ", 1)
+                handed.setdefault(to, float(stamp))
+        if emails <= handed.keys():
+            break
+        time.sleep(0.5)
+    return handed
+
+
+def _know_worker(context: Context):
+    # One worker for both queues (the applier's and the messages'), as production runs
+    # by default (CELERY_INBOUND_QUEUE unset: the same queue).
+    return worker(
+        context, queue=f"{context.env['CELERY_QUEUE']},{context.env['CELERY_INBOUND_QUEUE']}"
+    )
+
+
+def step_know(
+    context: Context, count: int = 1000, pace: float = 0.05, queued: int = 300
+) -> dict[str, Any]:
+    """From a partner event accepted to the customer's email handed to the mail backend:
+    ``count`` events answered as applied, then ``queued`` more (other customers) sent with
+    Prefer: respond-async, which the worker applies before it sends their emails."""
+    keys, journeys = _know_setup(context, count + queued)
     # Per customer's email: when its event was sent, and how long the answer took.
     sent: dict[str, tuple[float, float]] = {}
     sent_queued: dict[str, tuple[float, float]] = {}
     statuses: dict[int, int] = {}
-    # One worker for both queues (the applier's and the messages'), as production runs
-    # by default (CELERY_INBOUND_QUEUE unset: the same queue).
-    queues = f"{context.env['CELERY_QUEUE']},{context.env['CELERY_INBOUND_QUEUE']}"
-    with server(context, workers=2) as base, worker(context, queue=queues):
+    with server(context, workers=2) as base, _know_worker(context):
         host, port = base.removeprefix("http://").split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=10)
         for n, journey in enumerate(journeys):
-            current = journey.milestones.filter(state="current").values_list("position", flat=True)
-            if not current or current[0] not in NEXT_CODE:
-                continue  # at its last stage (a reused data set): nothing left to send
-            slug, code = NEXT_CODE[current[0]]
-            body = json.dumps(
-                {
-                    "event_id": f"know-{int(time.time())}-{n}",
-                    "code": code,
-                    "occurred_at": timezone.now().isoformat(),
-                }
-            )
-            headers = {"Authorization": f"Api-Key {keys[slug]}", "Content-Type": "application/json"}
-            if n >= count:
-                headers["Prefer"] = "respond-async"
-            started = time.time()
-            conn.request(
-                "POST", f"/api/v1/journeys/{journey.reference}/events/", body=body, headers=headers
-            )
-            response = conn.getresponse()
-            response.read()
-            answered = time.time() - started
-            statuses[response.status] = statuses.get(response.status, 0) + 1
-            if response.status == 201:
+            began = time.time()
+            answer = _know_send(conn, keys, journey, f"know-{int(began)}-{n}", queued=n >= count)
+            if answer is None:
+                continue
+            code, started, answered = answer
+            statuses[code] = statuses.get(code, 0) + 1
+            if code == 201:
                 sent[journey.owner.email] = (started, answered)
-            elif response.status == 202 and n >= count:
+            elif code == 202 and n >= count:
                 sent_queued[journey.owner.email] = (started, answered)
-            time.sleep(max(0.0, pace - (time.time() - started)))
+            time.sleep(max(0.0, pace - (time.time() - began)))
         conn.close()
-        deadline = time.time() + 60
-        handed: dict[str, float] = {}
-        while time.time() < deadline:
-            if mail_log.exists():
-                for line in mail_log.read_text().splitlines():
-                    stamp, to = line.split(" ", 1)
-                    handed.setdefault(to, float(stamp))
-            if all(email in handed for email in sent | sent_queued):
-                break
-            time.sleep(0.5)
+        handed = _handed(context, set(sent | sent_queued))
     first = min((t for t, _answer in (sent | sent_queued).values()), default=0.0)
     return {
         "events": sum(statuses.values()),
@@ -816,6 +847,66 @@ def step_know(
         "pace_ms": pace * 1000,
         "worker_concurrency": 2,
         "server_workers": 2,
+    }
+
+
+def step_burst(context: Context, count: int = 500, connections: int = 4) -> dict[str, Any]:
+    """Time to know when the events come as fast as the server takes them: ``count``
+    events queued (as the partner API's guide asks of a partner sending volume one event
+    at a time), then ``count`` answered, each to another customer, from ``connections``
+    connections at once and no pause, with time to know's server and worker. Not in
+    ``make bench``'s run: it needs customers the know step has not just told (``--only
+    burst --reuse`` on freshly loaded data)."""
+    return {
+        "queued": _burst(context, count, connections, queued=True),
+        "answered": _burst(context, count, connections, queued=False),
+    }
+
+
+def _burst(context: Context, count: int, connections: int, *, queued: bool) -> dict[str, Any]:
+    import threading
+
+    keys, journeys = _know_setup(context, count)
+    sent: dict[str, tuple[float, float]] = {}
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    stamp = int(time.time())
+    with server(context, workers=2) as base, _know_worker(context):
+        host, port = base.removeprefix("http://").split(":")
+
+        def send(part: list[tuple[int, Any]]) -> None:
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            for n, journey in part:
+                answer = _know_send(conn, keys, journey, f"burst-{stamp}-{n}", queued=queued)
+                if answer is None:
+                    continue
+                code, started, answered = answer
+                with lock:
+                    statuses[code] = statuses.get(code, 0) + 1
+                    if code == (202 if queued else 201):
+                        sent[journey.owner.email] = (started, answered)
+            conn.close()
+
+        items = list(enumerate(journeys))
+        threads = [
+            threading.Thread(target=send, args=(items[i::connections],)) for i in range(connections)
+        ]
+        began = time.time()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        ended = time.time()
+        handed = _handed(context, set(sent))
+    times = [handed[email] for email in sent if email in handed]
+    return {
+        "events": sum(statuses.values()),
+        "statuses": statuses,
+        "connections": connections,
+        "sent_per_second": round(len(sent) / (ended - began), 1),
+        # The emails handed over from the first event sent to the last email.
+        "handed_per_second": round(len(times) / (max(times) - began), 1) if times else None,
+        **_latencies(sent, handed, began),
     }
 
 
