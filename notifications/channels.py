@@ -14,9 +14,11 @@ import urllib.request
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMultiAlternatives, mailers
+from django.core.mail.backends.base import BaseEmailBackend
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
@@ -144,7 +146,49 @@ def _headers(notification: Notification) -> dict[str, str]:
     return headers
 
 
-def send_email(rows: Sequence[Notification]) -> None:
+class MailSession:
+    """One connection to the mail backend for several messages (a list's deliveries):
+    opened at the first email, kept open for the next ones, closed at the end, and
+    dropped after a failure so that the next message starts on a new one. An SMTP
+    session costs a round trip or more each for connecting, TLS and logging in, more
+    than sending a message; Django opens one per message otherwise."""
+
+    def __init__(self) -> None:
+        self._mailer: BaseEmailBackend | None = None
+
+    def send(self, message: EmailMultiAlternatives) -> None:
+        try:
+            if self._mailer is None:
+                self._mailer = mailers.default
+                self._mailer.open()
+            self._mailer.send_messages([message])
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        mailer, self._mailer = self._mailer, None
+        if mailer is not None:
+            try:
+                mailer.close()
+            except Exception:  # a connection already broken: nothing to keep
+                logger.debug("Closing the mail connection failed", exc_info=True)
+
+    def __enter__(self) -> "MailSession":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _hand_over(message: EmailMultiAlternatives, session: MailSession | None) -> None:
+    if session is None:
+        message.send()
+    else:
+        session.send(message)
+
+
+def send_email(rows: Sequence[Notification], session: MailSession | None = None) -> None:
     first = rows[0]
     recipient = first.recipient
     to = first.to_email or recipient.email
@@ -164,7 +208,7 @@ def send_email(rows: Sequence[Notification]) -> None:
         message.attach_alternative(rendered.html, "text/html")
         for name, content, mimetype in _attachments(first):
             message.attach(name, content, mimetype)
-        message.send()
+        _hand_over(message, session)
         return
     language, zone = _locale(first)
     items = [render(row) for row in rows]
@@ -199,7 +243,7 @@ def send_email(rows: Sequence[Notification]) -> None:
     for row in rows:
         for name, content, mimetype in _attachments(row):
             message.attach(name, content, mimetype)
-    message.send()
+    _hand_over(message, session)
 
 
 # --- SMS and web push -------------------------------------------------------------------
@@ -258,13 +302,13 @@ def _short(rows: Sequence[Notification]) -> tuple[str, str]:
     return " · ".join(r.subject for r in rendered), rendered[0].url
 
 
-def send_sms(rows: Sequence[Notification]) -> None:
+def send_sms(rows: Sequence[Notification], session: Any = None) -> None:
     text, url = _short(rows)
     backend = import_string(settings.SMS_BACKEND)()
     backend.send(to=rows[0].recipient.profile.phone, text=f"{settings.COMPANY_NAME}: {text} {url}")
 
 
-def send_push(rows: Sequence[Notification]) -> None:
+def send_push(rows: Sequence[Notification], session: Any = None) -> None:
     title, url = _short(rows)
     backend = import_string(settings.PUSH_BACKEND)()
     backend.send(user_id=rows[0].recipient_id, title=settings.COMPANY_NAME, body=title, url=url)
@@ -273,6 +317,7 @@ def send_push(rows: Sequence[Notification]) -> None:
 SENDERS = {Channel.EMAIL: send_email, Channel.SMS: send_sms, Channel.PUSH: send_push}
 
 
-def send(rows: Sequence[Notification]) -> None:
-    """Hand one delivery (rows on one channel, for one person) to its channel."""
-    SENDERS[Channel(rows[0].channel)](rows)
+def send(rows: Sequence[Notification], *, session: MailSession | None = None) -> None:
+    """Hand one delivery (rows on one channel, for one person) to its channel; an email
+    over ``session``'s connection when given, else over one of its own."""
+    SENDERS[Channel(rows[0].channel)](rows, session)

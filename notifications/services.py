@@ -454,26 +454,34 @@ def notifications_deliver(*, notification_ids: list[int]) -> list[Delivery]:
         # A row without a recipient (an address alone) is a message of its own.
         messages.setdefault((row.recipient_id or f"row {row.pk}", row.channel), []).append(row)
     deliveries = []
-    for rows in messages.values():
-        try:
-            deliveries.append(_deliver(rows, claim=claim, now=now))
-        except Exception:
-            logger.exception(
-                "Delivering notifications %s failed; the sweep retries them.",
-                [row.pk for row in rows],
-            )
-            # A broken connection would fail every message after it: drop it, so the
-            # next starts on a new one (never inside a caller's transaction).
-            if not transaction.get_connection().in_atomic_block:
-                close_old_connections()
+    # The list's emails share one connection to the mail server.
+    with channels.MailSession() as session:
+        for rows in messages.values():
+            try:
+                deliveries.append(_deliver(rows, claim=claim, now=now, session=session))
+            except Exception:
+                logger.exception(
+                    "Delivering notifications %s failed; the sweep retries them.",
+                    [row.pk for row in rows],
+                )
+                # A broken connection would fail every message after it: drop it, so the
+                # next starts on a new one (never inside a caller's transaction).
+                if not transaction.get_connection().in_atomic_block:
+                    close_old_connections()
     return deliveries
 
 
-def _deliver(rows: list[Notification], *, claim: uuid.UUID, now: datetime) -> Delivery:
+def _deliver(
+    rows: list[Notification],
+    *,
+    claim: uuid.UUID,
+    now: datetime,
+    session: channels.MailSession | None = None,
+) -> Delivery:
     """Hand one person's claimed rows on one channel over, and record what became of them."""
     pks = [row.pk for row in rows]
     try:
-        channels.send(rows)
+        channels.send(rows, session=session)
     except Exception as error:
         logger.exception("Sending notifications %s failed", pks)
         for row in rows:

@@ -3,6 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from django.core import mail
+from django.core.mail.backends import locmem
 from django.utils import timezone
 
 from notifications import services
@@ -121,7 +122,7 @@ def test_a_row_left_claimed_by_a_dead_worker_is_sent_after_its_lease(settings):
 def test_failures_are_retried_with_backoff_then_marked_failed(monkeypatch):
     notification = enqueue()
 
-    def refuse(message: object) -> None:
+    def refuse(rows: object, **kwargs: object) -> None:
         raise ConnectionRefusedError("smtp down")
 
     monkeypatch.setattr(services.channels, "send", refuse)
@@ -279,10 +280,10 @@ def test_delivering_a_list_goes_on_after_a_message_that_fails(monkeypatch):
     good, bad = enqueue(dedup_key="good"), enqueue(dedup_key="bad")
     real = services.channels.send
 
-    def send(rows: list[Notification]) -> None:
+    def send(rows: list[Notification], **kwargs: object) -> None:
         if rows[0].pk == bad.pk:
             raise ConnectionRefusedError("The provider broke.")
-        real(rows)
+        real(rows, **kwargs)
 
     monkeypatch.setattr(services.channels, "send", send)
     now = timezone.now()
@@ -349,3 +350,47 @@ def test_a_list_is_claimed_and_read_in_three_statements_whatever_its_length(
     assert (joined_email.state, joined_email.digest_size) == (NotificationState.SENT, 2)
     # Claimed once: a second run finds nothing to do.
     assert services.notifications_deliver(notification_ids=[row.pk for row in listed]) == []
+
+
+class CountingBackend(locmem.EmailBackend):
+    """The test mail backend, counting its connections, refusing some addresses."""
+
+    opened = 0
+    refused: frozenset[str] = frozenset()
+
+    def open(self) -> bool:
+        type(self).opened += 1
+        return True
+
+    def send_messages(self, messages: list) -> int:
+        if any(to in self.refused for message in messages for to in message.to):
+            raise ConnectionResetError("The mail server hung up.")
+        return super().send_messages(messages)
+
+
+@pytest.fixture
+def counting_mailer(settings, monkeypatch):
+    monkeypatch.setattr(CountingBackend, "opened", 0)
+    settings.MAILERS = {"default": {"BACKEND": f"{__name__}.CountingBackend"}}
+    return CountingBackend
+
+
+def test_a_lists_emails_share_one_connection_to_the_mail_server(counting_mailer):
+    listed = [enqueue(dedup_key=f"session:{n}") for n in range(3)]
+    services.notifications_deliver(notification_ids=[row.pk for row in listed])
+
+    assert counting_mailer.opened == 1
+    assert sorted(m.to[0] for m in mail.outbox) == sorted(r.recipient.email for r in listed)
+
+
+def test_after_a_failed_email_the_next_starts_on_a_new_connection(counting_mailer, monkeypatch):
+    listed = [enqueue(dedup_key=f"session:{n}") for n in range(3)]
+    monkeypatch.setattr(counting_mailer, "refused", frozenset({listed[0].recipient.email}))
+    deliveries = services.notifications_deliver(notification_ids=[row.pk for row in listed])
+
+    assert [delivery.sent for delivery in deliveries] == [False, True, True]
+    assert counting_mailer.opened == 2
+    assert len(mail.outbox) == 2
+    listed[0].refresh_from_db()
+    assert listed[0].state == NotificationState.PENDING
+    assert "hung up" in listed[0].last_error
