@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import smtplib
 import urllib.request
 import zoneinfo
 from collections.abc import Sequence
@@ -151,20 +152,41 @@ class MailSession:
     opened at the first email, kept open for the next ones, closed at the end, and
     dropped after a failure so that the next message starts on a new one. An SMTP
     session costs a round trip or more each for connecting, TLS and logging in, more
-    than sending a message; Django opens one per message otherwise."""
+    than sending a message; Django opens one per message otherwise. A server may close a
+    session it has kept (after so many messages, or idle while an SMS went out): a
+    message that finds it closed is sent again once, on a new connection."""
+
+    # The server went away before taking the message: sending it again is safe.
+    GONE = (smtplib.SMTPServerDisconnected, ConnectionError)
 
     def __init__(self) -> None:
         self._mailer: BaseEmailBackend | None = None
+        self._carried = 0  # messages sent on the connection open now
 
     def send(self, message: EmailMultiAlternatives) -> None:
         try:
-            if self._mailer is None:
-                self._mailer = mailers.default
-                self._mailer.open()
-            self._mailer.send_messages([message])
+            self._send(message)
+        except self.GONE:
+            if not self._carried:
+                self.close()
+                raise
+            self.close()  # the server closed a connection it had kept: a new one
+            try:
+                self._send(message)
+            except Exception:
+                self.close()
+                raise
         except Exception:
             self.close()
             raise
+
+    def _send(self, message: EmailMultiAlternatives) -> None:
+        if self._mailer is None:
+            self._mailer = mailers.default
+            self._carried = 0
+            self._mailer.open()
+        self._mailer.send_messages([message])
+        self._carried += 1
 
     def close(self) -> None:
         mailer, self._mailer = self._mailer, None

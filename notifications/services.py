@@ -380,10 +380,37 @@ def _queue_delivery(notification_ids: list[int]) -> None:
         )
 
 
-def _claimable(now: datetime) -> Q:
+def _claimable(now: datetime, stale: datetime | None = None) -> Q:
+    """Due and pending, or claimed before ``stale`` (by default a lease ago): a worker
+    that died mid-send."""
+    stale = now - settings.OUTBOX_CLAIM_LEASE if stale is None else stale
     return Q(state=NotificationState.PENDING, scheduled_at__lte=now) | Q(
-        state=NotificationState.SENDING, claimed_at__lt=now - settings.OUTBOX_CLAIM_LEASE
+        state=NotificationState.SENDING, claimed_at__lt=stale
     )
+
+
+def _deliverable(ids: list[int], now: datetime, stale: datetime) -> QuerySet[Notification]:
+    """The listed rows that may be claimed, and the same people's other due rows on the
+    same channel, with what rendering them reads."""
+    listed = Notification.objects.filter(_claimable(now, stale), pk__in=ids).exclude(
+        channel=Channel.INAPP
+    )
+    joined = Exists(
+        listed.filter(recipient_id=OuterRef("recipient_id"), channel=OuterRef("channel"))
+    )
+    return (
+        Notification.objects.filter(
+            Q(_claimable(now, stale), pk__in=ids)
+            | (Q(state=NotificationState.PENDING, scheduled_at__lte=now) & joined)
+        )
+        .exclude(channel=Channel.INAPP)
+        .select_related("recipient", "recipient__profile", "journey", "journey__template")
+        .order_by("created_at", "id")
+    )
+
+
+# Read by every delivery: compiled once (journey.compiled).
+_DELIVERABLE = CompiledRead(_deliverable)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -413,43 +440,22 @@ def notifications_deliver(*, notification_ids: list[int]) -> list[Delivery]:
     """Send the listed outbox rows that are due and nobody else has, each together with
     the other due rows for the same person and channel (one digest, not a burst).
 
-    Three statements for them all, whatever their number: the listed rows claimed, the
-    same people's other due rows joined to the claim, and the claimed rows read; then
-    one per message, marking its rows sent right after it is handed over (so a worker
-    that dies mid-list leaves only the message it was sending claimed until its lease
-    runs out, as one row alone would). A message its channel refuses is retried with
-    backoff; anything else failing is logged and leaves the rest of the list to go on.
+    One read for them all: the listed rows that may be claimed, and the same people's
+    other due rows on the same channel. Then two statements a message (a person's rows on
+    one channel), where each row alone took five: its rows claimed with a conditional
+    UPDATE right before it is handed over, and marked sent right after. Claimed one
+    message at a time, a list holds nothing it is not sending: a worker that dies in the
+    middle, or a list slowed down by its provider, leaves only the message it was sending
+    claimed until the lease runs out, and a redelivered task sends the rest at once. A
+    message its channel refuses is retried with backoff; anything else failing for one
+    message is logged, and the rest of the list goes on.
     """
     if not notification_ids:
         return []
     now = timezone.now()
-    claim = uuid.uuid4()
-    claimed = dict(
-        state=NotificationState.SENDING,
-        claimed_at=now,
-        claim_id=claim,
-        attempts=F("attempts") + 1,
-    )
-    if not (
-        Notification.objects.filter(_claimable(now), pk__in=notification_ids)
-        .exclude(channel=Channel.INAPP)
-        .update(**claimed)
-    ):
-        return []
-    Notification.objects.filter(
-        Exists(
-            Notification.objects.filter(
-                claim_id=claim, recipient_id=OuterRef("recipient_id"), channel=OuterRef("channel")
-            )
-        ),
-        state=NotificationState.PENDING,
-        scheduled_at__lte=now,
-    ).update(**claimed)
     messages: dict[tuple[object, str], list[Notification]] = {}
-    for row in (
-        Notification.objects.filter(claim_id=claim, state=NotificationState.SENDING)
-        .select_related("recipient", "recipient__profile", "journey", "journey__template")
-        .order_by("created_at", "id")
+    for row in _DELIVERABLE.list(
+        ids=list(notification_ids), now=now, stale=now - settings.OUTBOX_CLAIM_LEASE
     ):
         # A row without a recipient (an address alone) is a message of its own.
         messages.setdefault((row.recipient_id or f"row {row.pk}", row.channel), []).append(row)
@@ -458,7 +464,7 @@ def notifications_deliver(*, notification_ids: list[int]) -> list[Delivery]:
     with channels.MailSession() as session:
         for rows in messages.values():
             try:
-                deliveries.append(_deliver(rows, claim=claim, now=now, session=session))
+                delivery = _deliver(rows, session=session)
             except Exception:
                 logger.exception(
                     "Delivering notifications %s failed; the sweep retries them.",
@@ -468,22 +474,38 @@ def notifications_deliver(*, notification_ids: list[int]) -> list[Delivery]:
                 # next starts on a new one (never inside a caller's transaction).
                 if not transaction.get_connection().in_atomic_block:
                     close_old_connections()
+                continue
+            if delivery is not None:
+                deliveries.append(delivery)
     return deliveries
 
 
-def _deliver(
-    rows: list[Notification],
-    *,
-    claim: uuid.UUID,
-    now: datetime,
-    session: channels.MailSession | None = None,
-) -> Delivery:
-    """Hand one person's claimed rows on one channel over, and record what became of them."""
+def _deliver(rows: list[Notification], *, session: channels.MailSession) -> Delivery | None:
+    """Claim one person's rows on one channel, hand them over as one message, and record
+    what became of them. None when another worker had claimed them all meanwhile."""
+    now = timezone.now()
+    claim = uuid.uuid4()
     pks = [row.pk for row in rows]
+    claimed = Notification.objects.filter(_claimable(now), pk__in=pks).update(
+        state=NotificationState.SENDING,
+        claimed_at=now,
+        claim_id=claim,
+        attempts=F("attempts") + 1,
+    )
+    if claimed != len(rows):
+        if not claimed:
+            return None
+        # Another worker claimed some of them since the read: send the others.
+        mine = set(Notification.objects.filter(claim_id=claim).values_list("pk", flat=True))
+        rows = [row for row in rows if row.pk in mine]
+        pks = [row.pk for row in rows]
+    for row in rows:
+        row.attempts += 1  # as the claim counted it
     try:
         channels.send(rows, session=session)
     except Exception as error:
         logger.exception("Sending notifications %s failed", pks)
+        failed_at = timezone.now()
         for row in rows:
             Notification.objects.filter(pk=row.pk, claim_id=claim).update(
                 state=(
@@ -491,7 +513,7 @@ def _deliver(
                     if row.attempts >= MAX_ATTEMPTS
                     else NotificationState.PENDING
                 ),
-                scheduled_at=now + backoff(row.attempts),
+                scheduled_at=failed_at + backoff(row.attempts),
                 claimed_at=None,
                 claim_id=None,
                 last_error=f"{type(error).__name__}: {error}"[:2000],
@@ -552,8 +574,8 @@ def outbox_due_ids(*, now: datetime | None = None, limit: int = 500) -> list[int
 
 def outbox_sweep(*, now: datetime | None = None) -> int:
     """Deliver every overdue row; returns how many messages were sent. A chunk of rows
-    at a time, as their tasks would: a chunk's rows are claimed before its first
-    message is sent, and a chunk is sent long before its claims' lease runs out."""
+    at a time, as their tasks would: one read per chunk, each message claimed as it is
+    sent."""
     heads = outbox_due_ids(now=now)
     sent = 0
     for start in range(0, len(heads), DELIVERY_CHUNK):

@@ -1,3 +1,4 @@
+import smtplib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -302,15 +303,15 @@ def test_delivering_a_list_goes_on_after_a_message_that_fails(monkeypatch):
     assert "The provider broke." in bad.last_error
 
 
-def test_delivering_a_list_goes_on_after_one_that_cannot_be_recorded(monkeypatch):
-    """Anything else failing for one message (here, recording it) is logged, and the
-    list's other messages are still sent; the broken one stays claimed for the sweep."""
+def test_delivering_a_list_goes_on_after_one_that_cannot_be_delivered(monkeypatch):
+    """Anything else failing for one message (here, before it is even claimed) is
+    logged, and the list's other messages are still sent."""
     from notifications import tasks
 
     good, bad = enqueue(dedup_key="good"), enqueue(dedup_key="bad")
     real = services._deliver
 
-    def deliver(rows: list[Notification], **kwargs: object) -> services.Delivery:
+    def deliver(rows: list[Notification], **kwargs: object) -> services.Delivery | None:
         if rows[0].pk == bad.pk:
             raise RuntimeError("The database broke.")
         return real(rows, **kwargs)
@@ -321,16 +322,16 @@ def test_delivering_a_list_goes_on_after_one_that_cannot_be_recorded(monkeypatch
     good.refresh_from_db()
     bad.refresh_from_db()
     assert good.state == NotificationState.SENT
-    assert bad.state == NotificationState.SENDING  # until its lease runs out
+    assert bad.state == NotificationState.PENDING  # for the sweep
     assert len(mail.outbox) == 1
 
 
-def test_a_list_is_claimed_and_read_in_three_statements_whatever_its_length(
+def test_a_list_is_read_once_and_each_message_claimed_as_it_is_sent(
     django_assert_num_queries,
 ):
-    """Each person's due rows go as one message; the list's rows are claimed, joined by
-    the same people's other due rows, and read in three statements, then each message's
-    rows are marked sent as it goes: for six people, nine statements, not thirty."""
+    """Each person's due rows go as one message; the list's rows and the same people's
+    other due rows are read in one statement, then each message is claimed and marked
+    sent: for six people, thirteen statements, not thirty."""
     listed = [enqueue(dedup_key=f"list:{n}") for n in range(6)]
     joined = services.notification_enqueue(
         recipient=listed[0].recipient,
@@ -339,7 +340,7 @@ def test_a_list_is_claimed_and_read_in_three_statements_whatever_its_length(
         dedup_key="list:joined",
         context=listed[0].context,
     )
-    with django_assert_num_queries(3 + 6):
+    with django_assert_num_queries(1 + 2 * 6):
         deliveries = services.notifications_deliver(notification_ids=[row.pk for row in listed])
 
     assert all(delivery.sent for delivery in deliveries)
@@ -352,25 +353,89 @@ def test_a_list_is_claimed_and_read_in_three_statements_whatever_its_length(
     assert services.notifications_deliver(notification_ids=[row.pk for row in listed]) == []
 
 
+def test_a_worker_dying_mid_list_holds_only_the_message_it_was_sending(monkeypatch):
+    """The rows after it are not claimed yet: the task, redelivered, sends them at once;
+    only the message being sent waits for its lease."""
+    first, second, third = (enqueue(dedup_key=f"dies:{n}") for n in range(3))
+    real = services.channels.send
+
+    class Killed(BaseException):  # as a worker's hard time limit or a signal ends it
+        pass
+
+    def send(rows: list[Notification], **kwargs: object) -> None:
+        if rows[0].pk == second.pk:
+            raise Killed
+        real(rows, **kwargs)
+
+    monkeypatch.setattr(services.channels, "send", send)
+    ids = [first.pk, second.pk, third.pk]
+    with pytest.raises(Killed):
+        services.notifications_deliver(notification_ids=ids)
+    states = dict(Notification.objects.filter(pk__in=ids).values_list("pk", "state"))
+    assert states == {
+        first.pk: NotificationState.SENT,
+        second.pk: NotificationState.SENDING,
+        third.pk: NotificationState.PENDING,
+    }
+
+    monkeypatch.setattr(services.channels, "send", real)
+    [delivery] = services.notifications_deliver(notification_ids=ids)  # redelivered
+    assert [row.pk for row in delivery.rows] == [third.pk]
+    assert len(mail.outbox) == 2
+
+
+def test_a_failed_message_waits_its_backoff_from_when_it_failed(monkeypatch):
+    """Not from when the list began: a message that fails late in a slow list still
+    waits its full backoff."""
+    slow, failing = enqueue(dedup_key="slow"), enqueue(dedup_key="failing")
+    real = services.channels.send
+    started = timezone.now()
+    with time_machine.travel(started, tick=False) as clock:
+
+        def send(rows: list[Notification], **kwargs: object) -> None:
+            clock.shift(timedelta(seconds=40))  # a slow provider
+            if rows[0].pk == failing.pk:
+                raise ConnectionRefusedError("smtp down")
+            real(rows, **kwargs)
+
+        monkeypatch.setattr(services.channels, "send", send)
+        services.notifications_deliver(notification_ids=[slow.pk, failing.pk])
+
+    failing.refresh_from_db()
+    assert failing.state == NotificationState.PENDING
+    assert failing.scheduled_at == started + timedelta(seconds=80 + 30)
+
+
 class CountingBackend(locmem.EmailBackend):
-    """The test mail backend, counting its connections, refusing some addresses."""
+    """The test mail backend, counting its connections; refusing some addresses, and
+    hanging up after so many messages on one connection."""
 
     opened = 0
+    closed = 0
     refused: frozenset[str] = frozenset()
+    carries: int | None = None
 
     def open(self) -> bool:
         type(self).opened += 1
+        self.carried = 0
         return True
+
+    def close(self) -> None:
+        type(self).closed += 1
 
     def send_messages(self, messages: list) -> int:
         if any(to in self.refused for message in messages for to in message.to):
-            raise ConnectionResetError("The mail server hung up.")
+            raise smtplib.SMTPRecipientsRefused({})
+        if self.carries is not None and self.carried >= self.carries:
+            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+        self.carried += len(messages)
         return super().send_messages(messages)
 
 
 @pytest.fixture
 def counting_mailer(settings, monkeypatch):
     monkeypatch.setattr(CountingBackend, "opened", 0)
+    monkeypatch.setattr(CountingBackend, "closed", 0)
     settings.MAILERS = {"default": {"BACKEND": f"{__name__}.CountingBackend"}}
     return CountingBackend
 
@@ -379,7 +444,7 @@ def test_a_lists_emails_share_one_connection_to_the_mail_server(counting_mailer)
     listed = [enqueue(dedup_key=f"session:{n}") for n in range(3)]
     services.notifications_deliver(notification_ids=[row.pk for row in listed])
 
-    assert counting_mailer.opened == 1
+    assert (counting_mailer.opened, counting_mailer.closed) == (1, 1)
     assert sorted(m.to[0] for m in mail.outbox) == sorted(r.recipient.email for r in listed)
 
 
@@ -389,8 +454,30 @@ def test_after_a_failed_email_the_next_starts_on_a_new_connection(counting_maile
     deliveries = services.notifications_deliver(notification_ids=[row.pk for row in listed])
 
     assert [delivery.sent for delivery in deliveries] == [False, True, True]
-    assert counting_mailer.opened == 2
+    assert (counting_mailer.opened, counting_mailer.closed) == (2, 2)
     assert len(mail.outbox) == 2
     listed[0].refresh_from_db()
     assert listed[0].state == NotificationState.PENDING
-    assert "hung up" in listed[0].last_error
+    assert "SMTPRecipientsRefused" in listed[0].last_error
+
+
+def test_a_connection_the_server_closed_is_replaced_for_the_message_that_found_it(
+    counting_mailer, monkeypatch
+):
+    """A server that ends its sessions after two messages: the third message finds the
+    connection closed, and goes out on a new one, not back to the outbox."""
+    monkeypatch.setattr(counting_mailer, "carries", 2)
+    listed = [enqueue(dedup_key=f"session:{n}") for n in range(5)]
+    deliveries = services.notifications_deliver(notification_ids=[row.pk for row in listed])
+
+    assert all(delivery.sent for delivery in deliveries)
+    assert len(mail.outbox) == 5
+    assert counting_mailer.opened == 3
+
+
+def test_a_new_connection_that_is_refused_is_not_tried_again(counting_mailer, monkeypatch):
+    monkeypatch.setattr(counting_mailer, "carries", 0)  # it hangs up at once
+    [row] = [enqueue(dedup_key="session:refused")]
+    assert services.notification_deliver(notification_id=row.pk) == NotificationState.PENDING
+    assert counting_mailer.opened == 1
+    assert mail.outbox == []
