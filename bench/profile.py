@@ -12,6 +12,8 @@ goes, without a server, through Django's test client against the bench's loaded 
     .venv/bin/python -m bench.profile single --sort cumulative --top 80
     .venv/bin/python -m bench.profile batch --sql         # PostgreSQL's side, by statement
     .venv/bin/python -m bench.profile duplicate --sql     # the floor of a single event
+    .venv/bin/python -m bench.profile deliver             # a worker's delivery of the emails
+                                                          #   those events queued, 25 a task
 
 ``single`` sends random factory codes to random cars (as the bench's random stream);
 ``next`` sends single events of cars' next factory stages, each moving its journey, and
@@ -25,6 +27,11 @@ authenticated API request: the key, the rate limit, one query).
 The CPU time (``time.process_time()``) of each request is taken, and the median given:
 on a shared host the mean moves by a quarter from run to run, the median less; a profile
 (cProfile, on CPU time) is slower and weighs small calls more than they cost.
+
+``deliver`` is the worker's side: it delivers the outbox's due rows (the messages the
+events of an earlier ``next`` or ``batch`` run queued, whose tasks wait in Redis with no
+worker), a task's list at a time (``--size``, 25 as the outbox queues them; 1 as an
+answered event's own task), through the bench's mail backend.
 
 ``--sql`` gives PostgreSQL's side instead: the CPU time of the request's database backend
 (from ``/proc``, when PostgreSQL runs on this machine) and of this process, per request,
@@ -50,9 +57,13 @@ from datetime import timedelta
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=["single", "next", "queued", "batch", "duplicate", "floor"])
-    parser.add_argument("--count", type=int, default=None, help="requests (600 / 10)")
-    parser.add_argument("--size", type=int, default=100, help="events per batch (100)")
+    parser.add_argument(
+        "kind", choices=["single", "next", "queued", "batch", "duplicate", "floor", "deliver"]
+    )
+    parser.add_argument("--count", type=int, default=None, help="requests (600 / 10 / 16)")
+    parser.add_argument(
+        "--size", type=int, default=None, help="events per batch (100), rows per delivery (25)"
+    )
     parser.add_argument("--sort", help="profile, sorted by this (tottime, cumulative)")
     parser.add_argument("--top", type=int, default=50)
     parser.add_argument("--sql", action="store_true", help="PostgreSQL's side, by statement")
@@ -63,6 +74,8 @@ def main() -> None:
         "own copy of the loaded database (BENCH_DATABASE_URL), under callgrind",
     )
     args = parser.parse_args()
+    if args.size is None:
+        args.size = 25 if args.kind == "deliver" else 100
 
     from bench.run import bench_env
 
@@ -94,9 +107,16 @@ def main() -> None:
     moving = args.kind in ("next", "queued", "batch")
     queue = iter(_moving_queues(cars, threads=1)[0]) if moving else None
     received = {"event_id": f"profile-{run}", "code": FACTORY_CODES[0], "occurred_at": now}
+    count = args.count or {"batch": 10, "deliver": 16}.get(args.kind, 600)
+    lists = _due_lists(args.size, count + 3) if args.kind == "deliver" else []
 
     def post(n: int) -> None:
         key = f"profile-{run}-{n}"
+        if args.kind == "deliver":
+            from notifications.services import notifications_deliver
+
+            notifications_deliver(notification_ids=lists[n + 3 if n >= 0 else -1 - n])
+            return
         if args.kind == "floor":
             response = client.get("/api/v1/webhooks/", **headers)
             if response.status_code != 200:
@@ -130,7 +150,6 @@ def main() -> None:
         if response.status_code >= 300 and response.status_code != 202:
             raise SystemExit(f"{response.status_code}: {response.content[:300]!r}")
 
-    count = args.count or (10 if args.kind == "batch" else 600)
     for n in range(3):  # warm: the first requests import and fill caches
         post(-1 - n)
     try:
@@ -142,6 +161,26 @@ def main() -> None:
             from integrations.services import partner_queued_events_drain
 
             partner_queued_events_drain(later=False)
+
+
+def _due_lists(size: int, lists: int) -> list[list[int]]:
+    """The outbox's due rows, ``size`` to a list, as their tasks would carry them."""
+    from django.utils import timezone
+
+    from notifications.models import Notification
+
+    due = list(
+        Notification.objects.filter(state="pending", scheduled_at__lte=timezone.now())
+        .exclude(channel="inapp")
+        .order_by("pk")
+        .values_list("pk", flat=True)[: size * lists]
+    )
+    if len(due) < size * lists:
+        raise SystemExit(
+            f"{len(due)} due rows, {size * lists} needed: send events first "
+            "(bench.profile next), on freshly loaded data"
+        )
+    return [due[start : start + size] for start in range(0, len(due), size)]
 
 
 def _measure(post, count: int, args: argparse.Namespace) -> None:
@@ -161,7 +200,9 @@ def _measure(post, count: int, args: argparse.Namespace) -> None:
         started = time.process_time()
         post(n)
         spent.append((time.process_time() - started) * 1000)
-    unit = f"batch of {args.size}" if args.kind == "batch" else "request"
+    unit = {"batch": f"batch of {args.size}", "deliver": f"list of {args.size} rows"}.get(
+        args.kind, "request"
+    )
     print(
         f"{statistics.median(spent):.2f} ms of CPU per {unit}, the median of {count} "
         f"(mean {statistics.fmean(spent):.2f}, lowest {min(spent):.2f})"
