@@ -156,8 +156,17 @@ class MailSession:
     session it has kept (after so many messages, or idle while an SMS went out): a
     message that finds it closed is sent again once, on a new connection."""
 
-    # The server went away before taking the message: sending it again is safe.
+    # What a connection the server has ended looks like: closed under us, or a 421
+    # ("closing the connection") at the next command. Sent again, a message may arrive
+    # twice if the server took it just before it hung up: the outbox is at least once,
+    # and without this the row would go again after its backoff all the same.
     GONE = (smtplib.SMTPServerDisconnected, ConnectionError)
+
+    @classmethod
+    def _gone(cls, error: Exception) -> bool:
+        return isinstance(error, cls.GONE) or (
+            isinstance(error, smtplib.SMTPResponseException) and error.smtp_code == 421
+        )
 
     def __init__(self) -> None:
         self._mailer: BaseEmailBackend | None = None
@@ -166,19 +175,17 @@ class MailSession:
     def send(self, message: EmailMultiAlternatives) -> None:
         try:
             self._send(message)
-        except self.GONE:
-            if not self._carried:
-                self.close()
+        except Exception as error:
+            reused = self._carried > 0
+            self.close()
+            if not (reused and self._gone(error)):
                 raise
-            self.close()  # the server closed a connection it had kept: a new one
+            # The server ended a connection it had kept: the message goes on a new one.
             try:
                 self._send(message)
             except Exception:
                 self.close()
                 raise
-        except Exception:
-            self.close()
-            raise
 
     def _send(self, message: EmailMultiAlternatives) -> None:
         if self._mailer is None:

@@ -380,10 +380,10 @@ def _queue_delivery(notification_ids: list[int]) -> None:
         )
 
 
-def _claimable(now: datetime, stale: datetime | None = None) -> Q:
-    """Due and pending, or claimed before ``stale`` (by default a lease ago): a worker
-    that died mid-send."""
-    stale = now - settings.OUTBOX_CLAIM_LEASE if stale is None else stale
+def _claimable(now: datetime, stale: datetime) -> Q:
+    """Due and pending, or claimed before ``stale`` (a lease ago): a worker that died
+    mid-send. ``stale`` is given, not read from the settings here, so that a compiled
+    read (``_deliverable``) does not freeze the lease into its SQL."""
     return Q(state=NotificationState.PENDING, scheduled_at__lte=now) | Q(
         state=NotificationState.SENDING, claimed_at__lt=stale
     )
@@ -486,7 +486,8 @@ def _deliver(rows: list[Notification], *, session: channels.MailSession) -> Deli
     now = timezone.now()
     claim = uuid.uuid4()
     pks = [row.pk for row in rows]
-    claimed = Notification.objects.filter(_claimable(now), pk__in=pks).update(
+    stale = now - settings.OUTBOX_CLAIM_LEASE
+    claimed = Notification.objects.filter(_claimable(now, stale), pk__in=pks).update(
         state=NotificationState.SENDING,
         claimed_at=now,
         claim_id=claim,
@@ -496,17 +497,23 @@ def _deliver(rows: list[Notification], *, session: channels.MailSession) -> Deli
         if not claimed:
             return None
         # Another worker claimed some of them since the read: send the others.
-        mine = set(Notification.objects.filter(claim_id=claim).values_list("pk", flat=True))
+        mine = set(
+            Notification.objects.filter(claim_id=claim, pk__in=pks).values_list("pk", flat=True)
+        )
         rows = [row for row in rows if row.pk in mine]
         pks = [row.pk for row in rows]
     for row in rows:
-        row.attempts += 1  # as the claim counted it
+        row.attempts += 1  # as the claim counted it, unless another worker tried meanwhile
     try:
         channels.send(rows, session=session)
     except Exception as error:
         logger.exception("Sending notifications %s failed", pks)
         failed_at = timezone.now()
+        # The attempts as the claim left them: another worker may have tried a row
+        # between this list's read and its claim.
+        attempts = dict(Notification.objects.filter(claim_id=claim).values_list("pk", "attempts"))
         for row in rows:
+            row.attempts = attempts.get(row.pk, row.attempts)
             Notification.objects.filter(pk=row.pk, claim_id=claim).update(
                 state=(
                     NotificationState.FAILED
@@ -519,13 +526,22 @@ def _deliver(rows: list[Notification], *, session: channels.MailSession) -> Deli
                 last_error=f"{type(error).__name__}: {error}"[:2000],
             )
         return Delivery(rows=rows, sent=False)
-    Notification.objects.filter(pk__in=pks, claim_id=claim).update(
+    marked = Notification.objects.filter(pk__in=pks, claim_id=claim).update(
         state=NotificationState.SENT,
         sent_at=timezone.now(),
         claimed_at=None,
         last_error="",
         digest_size=len(rows),
     )
+    if marked != len(rows):
+        # The send outlasted the lease and another worker took the rows: they may go twice.
+        logger.warning(
+            "Notifications %s were sent after their claim's lease ran out; %d of %d "
+            "marked sent here.",
+            pks,
+            marked,
+            len(rows),
+        )
     return Delivery(rows=rows, sent=True)
 
 

@@ -17,13 +17,14 @@ def deliver_notification(notification_id: int) -> None:
 @shared_task(acks_late=True, ignore_result=True)
 def deliver_notifications(notification_ids: list[int]) -> None:
     """Deliver the outbox rows one transaction made due (a partner's batch), each as
-    ``deliver_notification`` would, claimed and read together. A message that fails is
-    left to its retry and the sweep; the others are still delivered."""
+    ``deliver_notification`` would: read together, each message claimed as it is sent.
+    A message that fails is left to its retry and the sweep; the others are still
+    delivered."""
     try:
         services.notifications_deliver(notification_ids=notification_ids)
     except Exception:
-        # Claiming or reading them failed (the database went away): the rows are pending,
-        # or claimed until their lease runs out, and the sweep delivers them.
+        # Reading them failed (the database went away): nothing was claimed, and the
+        # sweep delivers them.
         logger.exception(
             "Delivering notifications %s failed; the sweep retries them.", notification_ids
         )

@@ -1,10 +1,12 @@
 import smtplib
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
 from django.core import mail
 from django.core.mail.backends import locmem
+from django.db.models import F
 from django.utils import timezone
 
 from notifications import services
@@ -85,7 +87,7 @@ def test_the_sweep_delivers_rows_whose_task_never_ran():
     assert len(mail.outbox) == 1
 
 
-def test_the_sweep_makes_one_delivery_per_person_and_channel(django_assert_max_num_queries):
+def test_the_sweep_makes_one_delivery_per_person_and_channel(django_assert_num_queries):
     first = enqueue(dedup_key="test:a")
     for key in ("test:b", "test:c"):
         services.notification_enqueue(
@@ -101,9 +103,9 @@ def test_the_sweep_makes_one_delivery_per_person_and_channel(django_assert_max_n
     # The person's first due row stands for their three; the other person's for theirs.
     assert len(due) == 2
     assert other.pk in due
-    # Finding what is due; for the chunk of both: the claim, the digest's other rows, the
-    # read; then marking each message's rows sent.
-    with time_machine.travel(later), django_assert_max_num_queries(1 + 3 + 2):
+    # Finding what is due; reading the chunk of both (with the digest's other rows); then
+    # per message, claiming its rows and marking them sent.
+    with time_machine.travel(later), django_assert_num_queries(1 + 1 + 2 * 2):
         assert services.outbox_sweep() == 2
     assert Notification.objects.filter(channel="email", state=NotificationState.SENT).count() == 4
     assert len(mail.outbox) == 2  # a digest of three, and one message
@@ -414,6 +416,7 @@ class CountingBackend(locmem.EmailBackend):
     closed = 0
     refused: frozenset[str] = frozenset()
     carries: int | None = None
+    hang_up: Exception = smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
 
     def open(self) -> bool:
         type(self).opened += 1
@@ -427,7 +430,7 @@ class CountingBackend(locmem.EmailBackend):
         if any(to in self.refused for message in messages for to in message.to):
             raise smtplib.SMTPRecipientsRefused({})
         if self.carries is not None and self.carried >= self.carries:
-            raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+            raise self.hang_up
         self.carried += len(messages)
         return super().send_messages(messages)
 
@@ -472,12 +475,100 @@ def test_a_connection_the_server_closed_is_replaced_for_the_message_that_found_i
 
     assert all(delivery.sent for delivery in deliveries)
     assert len(mail.outbox) == 5
-    assert counting_mailer.opened == 3
+    assert (counting_mailer.opened, counting_mailer.closed) == (3, 3)
 
 
-def test_a_new_connection_that_is_refused_is_not_tried_again(counting_mailer, monkeypatch):
-    monkeypatch.setattr(counting_mailer, "carries", 0)  # it hangs up at once
-    [row] = [enqueue(dedup_key="session:refused")]
-    assert services.notification_deliver(notification_id=row.pk) == NotificationState.PENDING
-    assert counting_mailer.opened == 1
+@pytest.mark.parametrize(
+    ("reply", "sent", "opened"),
+    [
+        # Postfix and Exim end a kept session with a 421 at the next command: the
+        # message goes on a new connection.
+        (smtplib.SMTPSenderRefused(421, b"Too many messages", "x"), [True, True], 2),
+        # Any other refusal is the message's, not the connection's: not sent again.
+        (smtplib.SMTPSenderRefused(550, b"Not allowed", "x"), [True, False], 1),
+    ],
+)
+def test_a_reply_at_the_next_command_is_a_hang_up_only_if_it_is_421(
+    counting_mailer, monkeypatch, reply, sent, opened
+):
+    monkeypatch.setattr(counting_mailer, "carries", 1)
+    monkeypatch.setattr(counting_mailer, "hang_up", reply)
+    listed = [enqueue(dedup_key=f"session:{n}") for n in range(2)]
+    deliveries = services.notifications_deliver(notification_ids=[row.pk for row in listed])
+
+    assert [delivery.sent for delivery in deliveries] == sent
+    assert counting_mailer.opened == opened
+
+
+def _meanwhile(monkeypatch, change) -> None:
+    """Run ``change(rows)`` as another worker would, between the list's read and the
+    claim of each of its messages."""
+    real = services._deliver
+
+    def deliver(rows: list[Notification], **kwargs: object) -> services.Delivery | None:
+        change(rows)
+        return real(rows, **kwargs)
+
+    monkeypatch.setattr(services, "_deliver", deliver)
+
+
+def test_rows_another_worker_claimed_since_the_read_are_left_to_it(monkeypatch):
+    first = enqueue(dedup_key="taken:a")
+    [other] = [
+        row
+        for row in services.notification_enqueue(
+            recipient=first.recipient,
+            journey=first.journey,
+            kind="milestone_reached",
+            dedup_key="taken:b",
+            context=first.context,
+        )
+        if row.channel == "email"
+    ]
+
+    def take(rows: list[Notification]) -> None:
+        Notification.objects.filter(pk=other.pk).update(
+            state=NotificationState.SENDING, claimed_at=timezone.now(), claim_id=uuid.uuid4()
+        )
+
+    _meanwhile(monkeypatch, take)
+    [delivery] = services.notifications_deliver(notification_ids=[first.pk])
+
+    assert [row.pk for row in delivery.rows] == [first.pk]
+    first.refresh_from_db()
+    other.refresh_from_db()
+    assert (first.state, first.digest_size) == (NotificationState.SENT, 1)
+    assert other.state == NotificationState.SENDING  # the other worker's
+    assert len(mail.outbox) == 1
+
+
+def test_a_message_another_worker_took_whole_is_not_sent(monkeypatch):
+    row = enqueue(dedup_key="taken:whole")
+
+    def take(rows: list[Notification]) -> None:
+        Notification.objects.filter(pk__in=[r.pk for r in rows]).update(
+            state=NotificationState.SENDING, claimed_at=timezone.now(), claim_id=uuid.uuid4()
+        )
+
+    _meanwhile(monkeypatch, take)
+    assert services.notification_deliver(notification_id=row.pk) is None
     assert mail.outbox == []
+
+
+def test_a_failure_counts_the_attempts_the_claim_made(monkeypatch):
+    """Another worker's failed attempt between the list's read and its claim counts: the
+    row's last attempt marks it failed, not pending for a ninth."""
+    row = enqueue(dedup_key="attempts")
+    Notification.objects.filter(pk=row.pk).update(attempts=services.MAX_ATTEMPTS - 2)
+
+    def tried_meanwhile(rows: list[Notification]) -> None:
+        Notification.objects.filter(pk=row.pk).update(attempts=F("attempts") + 1)
+
+    def refuse(rows: object, **kwargs: object) -> None:
+        raise ConnectionRefusedError("smtp down")
+
+    _meanwhile(monkeypatch, tried_meanwhile)
+    monkeypatch.setattr(services.channels, "send", refuse)
+    assert services.notification_deliver(notification_id=row.pk) == NotificationState.FAILED
+    row.refresh_from_db()
+    assert (row.state, row.attempts) == (NotificationState.FAILED, services.MAX_ATTEMPTS)
