@@ -756,20 +756,26 @@ def _know_setup(context: Context, wanted: int) -> tuple[dict[str, str], list[Any
     return keys, journeys
 
 
+def _next_stage(journey: Any) -> tuple[str, str] | None:
+    """The partner and code of the car's next stage; None at its last (a reused data set)."""
+    current = journey.milestones.filter(state="current").values_list("position", flat=True)
+    if not current or current[0] not in NEXT_CODE:
+        return None
+    return NEXT_CODE[current[0]]
+
+
 def _know_send(
     conn: http.client.HTTPConnection,
     keys: dict[str, str],
     journey: Any,
+    stage: tuple[str, str],
     event_id: str,
     *,
     queued: bool,
-) -> tuple[int, float, float] | None:
+) -> tuple[int, float, float]:
     """Post the car's next stage; its answer's status, when it was sent and how long the
-    answer took. None for a car at its last stage (a reused data set)."""
-    current = journey.milestones.filter(state="current").values_list("position", flat=True)
-    if not current or current[0] not in NEXT_CODE:
-        return None
-    slug, code = NEXT_CODE[current[0]]
+    answer took."""
+    slug, code = stage
     body = json.dumps(
         {"event_id": event_id, "code": code, "occurred_at": timezone.now().isoformat()}
     )
@@ -826,10 +832,12 @@ def step_know(
         conn = http.client.HTTPConnection(host, int(port), timeout=10)
         for n, journey in enumerate(journeys):
             began = time.time()
-            answer = _know_send(conn, keys, journey, f"know-{int(began)}-{n}", queued=n >= count)
-            if answer is None:
+            stage = _next_stage(journey)
+            if stage is None:
                 continue
-            code, started, answered = answer
+            code, started, answered = _know_send(
+                conn, keys, journey, stage, f"know-{int(began)}-{n}", queued=n >= count
+            )
             statuses[code] = statuses.get(code, 0) + 1
             if code == 201:
                 sent[journey.owner.email] = (started, answered)
@@ -874,20 +882,22 @@ def _burst(context: Context, count: int, connections: int, *, queued: bool) -> d
     with server(context, workers=2) as base, _know_worker(context):
         host, port = base.removeprefix("http://").split(":")
 
-        def send(part: list[tuple[int, Any]]) -> None:
+        def send(part: list[tuple[int, Any, tuple[str, str]]]) -> None:
             conn = http.client.HTTPConnection(host, int(port), timeout=10)
-            for n, journey in part:
-                answer = _know_send(conn, keys, journey, f"burst-{stamp}-{n}", queued=queued)
-                if answer is None:
-                    continue
-                code, started, answered = answer
+            for n, journey, stage in part:
+                code, started, answered = _know_send(
+                    conn, keys, journey, stage, f"burst-{stamp}-{n}", queued=queued
+                )
                 with lock:
                     statuses[code] = statuses.get(code, 0) + 1
                     if code == (202 if queued else 201):
                         sent[journey.owner.email] = (started, answered)
             conn.close()
 
-        items = list(enumerate(journeys))
+        # The stages read here, before the burst: the senders' threads only post (no
+        # database connection of their own, no reads beside the server's).
+        stages = [(journey, _next_stage(journey)) for journey in journeys]
+        items = [(n, journey, stage) for n, (journey, stage) in enumerate(stages) if stage]
         threads = [
             threading.Thread(target=send, args=(items[i::connections],)) for i in range(connections)
         ]
