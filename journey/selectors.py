@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404
+from django.utils.translation import gettext as _
 
 from accounts.models import JourneyShare, User
 from journey.models import (
@@ -121,9 +122,30 @@ def journey_detail(*, user: User, reference: str) -> Journey:
 
 def journey_messages(*, journey: Journey, user: User) -> list[Message]:
     """The conversation as this user may see it: viewers do not see private messages.
-    Uses the prefetched messages when the journey came from journey_detail."""
+    Uses the prefetched messages when the journey came from journey_detail.
+
+    Each message gets ``sender``, the name a customer's message is shown under (the
+    template shows the company's under the company's name). The owner and the viewers
+    they invited share the conversation, so a message is "You" only to its author, and
+    "The owner" or "A viewer" to the others: what the author is to the journey, never
+    their email address, and nothing but the journey's rows and who is looking, which
+    the page cache's key holds (a given name would not be: changing it moves no
+    journey's version)."""
     is_owner = journey.owner_id == user.pk
-    return [m for m in journey.messages.all() if is_owner or not m.private]
+    shown = [m for m in journey.messages.all() if is_owner or not m.private]
+    for message in shown:
+        message.sender = _sender(message, journey=journey, user=user)
+    return shown
+
+
+def _sender(message: Message, *, journey: Journey, user: User) -> str:
+    if message.from_staff:
+        return ""
+    if message.author_id == user.pk:
+        return _("You")
+    if message.author_id is not None and message.author_id == journey.owner_id:
+        return _("The owner")
+    return _("A viewer")
 
 
 def journey_public(*, journey_id: int) -> Journey:

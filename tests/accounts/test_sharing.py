@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.conf import settings
 from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
@@ -205,3 +206,38 @@ def test_the_sharing_page_makes_and_lists_links(client, journey, customer):
     )
     assert bad.status_code == 422
     assert ShareLink.objects.count() == 1
+
+
+def _senders(client, journey) -> list[tuple[str, str]]:
+    """(the name a message is shown under, its body), in the order the page shows them."""
+    page = client.get(reverse("journey:detail", args=[journey.reference])).content.decode()
+    return [
+        (sender.strip(), body.strip())
+        for sender, body in re.findall(
+            r'class="message__meta">([^<·]+)·.*?class="message__body">([^<]*)</p>', page, re.S
+        )
+    ]
+
+
+def test_the_conversation_says_who_wrote_each_message(client, journey, customer, accepted):
+    viewer = accepted.viewer
+    Message.objects.create(journey=journey, author=customer, body="Where is my car?")
+    Message.objects.create(journey=journey, author=viewer, body="Hi, Sam here")
+    Message.objects.create(journey=journey, author=None, from_staff=True, body="On the ship")
+
+    client.force_login(customer)
+    page = client.get(reverse("journey:detail", args=[journey.reference])).content.decode()
+    assert _senders(client, journey) == [
+        ("You", "Where is my car?"),
+        ("A viewer", "Hi, Sam here"),
+        (settings.COMPANY_NAME, "On the ship"),
+    ]
+    assert viewer.email not in page
+    client.force_login(viewer)
+    page = client.get(reverse("journey:detail", args=[journey.reference])).content.decode()
+    assert _senders(client, journey) == [
+        ("The owner", "Where is my car?"),
+        ("You", "Hi, Sam here"),
+        (settings.COMPANY_NAME, "On the ship"),
+    ]
+    assert customer.email not in page
