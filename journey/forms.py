@@ -38,14 +38,41 @@ class RecordMilestoneForm(forms.ModelForm):
         return value
 
 
+class PlaceDateTimeField(forms.DateTimeField):
+    """A date and time entered on a place's clock (``zone``, set by the form), whoever
+    enters it: Django reads a naive time in the active zone, the customer's, which
+    refuses or moves a time that exists at the place but not in the customer's zone
+    (a clock change that differs between them). A time that does not exist at the place
+    (the hour skipped when its clocks go forward) or exists twice there (the hour
+    repeated when they go back) is refused with a plain message, not guessed."""
+
+    zone: zoneinfo.ZoneInfo = zoneinfo.ZoneInfo("UTC")
+
+    def to_python(self, value: object) -> datetime | None:
+        with timezone.override(self.zone):
+            try:
+                return super().to_python(value)
+            except forms.ValidationError as error:
+                if error.code != "ambiguous_timezone":
+                    raise
+                raise forms.ValidationError(
+                    _(
+                        "The clocks change at that time in %(zone)s, so it does not "
+                        "exist or happens twice there: choose another time."
+                    ),
+                    code="clock_change",
+                    params={"zone": self.zone.key},
+                ) from error
+
+
 class RescheduleForm(forms.Form):
     """Another time for an appointment, entered on the place's clock."""
 
-    first_choice = forms.DateTimeField(
+    first_choice = PlaceDateTimeField(
         label=_("Preferred time"),
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
     )
-    second_choice = forms.DateTimeField(
+    second_choice = PlaceDateTimeField(
         label=_("Another time that suits you (optional)"),
         required=False,
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
@@ -60,19 +87,8 @@ class RescheduleForm(forms.Form):
     def __init__(self, *args: object, zone: zoneinfo.ZoneInfo, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.zone = zone
-
-    def _on_place_clock(self, value: datetime | None) -> datetime | None:
-        # The field read the wall time in the customer's zone; the form asks for the
-        # place's local time, so keep the wall time and attach the place's zone.
-        if value is None:
-            return None
-        return timezone.make_aware(timezone.make_naive(value), self.zone)
-
-    def clean_first_choice(self) -> datetime | None:
-        return self._on_place_clock(self.cleaned_data.get("first_choice"))
-
-    def clean_second_choice(self) -> datetime | None:
-        return self._on_place_clock(self.cleaned_data.get("second_choice"))
+        for name in ("first_choice", "second_choice"):
+            self.fields[name].zone = zone
 
 
 class MessageForm(forms.Form):

@@ -34,6 +34,7 @@ from journey.models import (
     Milestone,
     MilestoneState,
     RescheduleRequest,
+    RescheduleState,
     ShipmentLeg,
     StageDefinition,
 )
@@ -631,6 +632,10 @@ def task_complete(*, task: CustomerTask, user: User) -> CustomerTask:
     return task
 
 
+# How far ahead a customer may ask for an appointment to move to.
+RESCHEDULE_HORIZON = timedelta(days=366)
+
+
 def appointment_request_reschedule(
     *,
     appointment: Appointment,
@@ -639,7 +644,9 @@ def appointment_request_reschedule(
     second_choice: datetime | None = None,
     note: str = "",
 ) -> RescheduleRequest:
-    """The owner asks for another time; staff answer. Times must be in the future."""
+    """The owner asks for another time; staff answer. Times must be in the future, and
+    within ``RESCHEDULE_HORIZON`` (a year). The same times asked for again while the
+    first request is open give that request, not a second one."""
     if appointment.journey.owner_id != user.pk:
         raise ApplicationError(
             _("Only the journey's owner can ask to move its appointments."),
@@ -655,10 +662,20 @@ def appointment_request_reschedule(
             errors[name] = [_("Give a time with its time zone.")]
         elif value <= now:
             errors[name] = [_("Choose a time in the future.")]
+        elif value > now + RESCHEDULE_HORIZON:
+            errors[name] = [_("Choose a time within the next year.")]
     if second_choice is not None and second_choice == first_choice and not errors:
         errors["second_choice"] = [_("Choose a different second time, or leave it empty.")]
     if errors:
         raise ApplicationError(_("Please check the times you asked for."), fields=errors)
+    asked = appointment.reschedule_requests.filter(
+        state=RescheduleState.OPEN,
+        first_choice=first_choice,
+        second_choice=second_choice,
+        note=note.strip(),
+    ).first()
+    if asked is not None:
+        return asked  # sent twice (a double click, a reload): the request stands as it is
     with transaction.atomic():
         request = RescheduleRequest.objects.create(
             appointment=appointment,

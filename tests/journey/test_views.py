@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import icalendar
 import pytest
+import time_machine
 from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
@@ -344,6 +345,60 @@ def test_reschedule_takes_times_on_the_places_clock(owner_client, journey):
     assert request.note == "Mornings"
     html = owner_client.get(detail_url(journey)).content.decode()
     assert "We will confirm a new time with you." in html
+
+
+def _reschedule(client, journey, appointment, first: str, **more: str):
+    url = reverse("journey:reschedule", args=[journey.reference, appointment.pk])
+    data = {f"r{appointment.pk}-first_choice": first}
+    data.update({f"r{appointment.pk}-{name}": value for name, value in more.items()})
+    return client.post(url, data)
+
+
+@time_machine.travel(datetime(2027, 1, 5, 12, tzinfo=UTC), tick=False)
+def test_reschedule_reads_the_time_on_the_places_clock_across_clock_changes(
+    client, journey, customer
+):
+    owner_client = client
+    owner_client.force_login(customer)  # on the travelled clock: a session of today's expires
+    customer.profile.time_zone = "America/New_York"
+    customer.profile.save()
+    appointment = make_appointment(journey, zone="Europe/London")
+    # New York's clocks skip 02:00-03:00 on 14 March 2027; London's do not.
+    response = _reschedule(owner_client, journey, appointment, "2027-03-14T02:30")
+    assert response.status_code == 302
+    assert RescheduleRequest.objects.get().first_choice == datetime(2027, 3, 14, 2, 30, tzinfo=UTC)
+    # London's clocks skip 01:00-02:00 on 28 March, and repeat 01:00-02:00 on 31 October:
+    # refused, not moved by an hour.
+    for skipped_or_twice in ("2027-03-28T01:30", "2027-10-31T01:30"):
+        response = _reschedule(owner_client, journey, appointment, skipped_or_twice)
+        assert response.status_code == 400
+        assert (
+            "The clocks change at that time in Europe/London, so it does not exist or "
+            "happens twice there: choose another time." in response.content.decode()
+        )
+        response = _reschedule(
+            owner_client, journey, appointment, "2027-04-01T10:00", second_choice=skipped_or_twice
+        )
+        assert response.status_code == 400
+    assert RescheduleRequest.objects.count() == 1
+
+
+@time_machine.travel(datetime(2027, 1, 5, 12, tzinfo=UTC), tick=False)
+def test_reschedule_within_a_year_and_once(client, journey, customer):
+    owner_client = client
+    owner_client.force_login(customer)
+    appointment = make_appointment(journey)
+    response = _reschedule(owner_client, journey, appointment, "2028-01-10T10:00")
+    assert response.status_code == 400
+    assert "Choose a time within the next year." in response.content.decode()
+    assert RescheduleRequest.objects.count() == 0
+    # The same request sent twice (a double click, a reload) is one request.
+    for _ in range(2):
+        response = _reschedule(owner_client, journey, appointment, "2027-02-10T10:00", note="Am")
+        assert response.status_code == 302
+    assert RescheduleRequest.objects.count() == 1
+    _reschedule(owner_client, journey, appointment, "2027-02-11T10:00", note="Am")
+    assert RescheduleRequest.objects.count() == 2
 
 
 def test_reschedule_in_the_past_shows_the_error_and_saves_nothing(owner_client, journey):
