@@ -197,10 +197,15 @@ def profile_propose_change(
                 f"{field} already has that value.", code="unchanged", fields={"value": ["Same."]}
             )
         now = timezone.now()
+        waiting = ChangeProposal.objects.filter(user=user, field=field, state=ProposalState.PENDING)
+        same = waiting.filter(
+            new_value=_display(cleaned), reason=reason.strip(), source=source
+        ).first()
+        if same is not None:
+            # Proposed again as it stands (a partner's retry): the customer was told once.
+            return same
         # A newer proposal for the same field replaces the one still waiting.
-        ChangeProposal.objects.filter(user=user, field=field, state=ProposalState.PENDING).update(
-            state=ProposalState.WITHDRAWN, decided_at=now
-        )
+        waiting.update(state=ProposalState.WITHDRAWN, decided_at=now)
         proposal = ChangeProposal.objects.create(
             user=user,
             field=field,

@@ -47,20 +47,24 @@ def message_context(notification: Notification) -> dict[str, object]:
     context["recipient"] = notification.recipient
     context["company_name"] = settings.COMPANY_NAME
     context["site_url"] = settings.SITE_URL
-    if journey is not None and notification.kind == "staff_customer_message":
-        context["portal_url"] = settings.SITE_URL + reverse(
-            "admin:journey_journey_change", args=[journey.pk]
-        )
-    elif journey is not None:
-        anchor = notification.context.get("anchor", "")
-        context["portal_url"] = (
-            settings.SITE_URL
-            + reverse("journey:detail", kwargs={"reference": journey.reference})
-            + (f"#{anchor}" if anchor else "")
-        )
-    else:
-        context["portal_url"] = settings.SITE_URL + reverse("journey:home")
+    context["portal_path"] = _portal_path(notification)
+    context["portal_url"] = settings.SITE_URL + context["portal_path"]
     return context
+
+
+def _portal_path(notification: Notification) -> str:
+    """Where the message takes its reader on the site: the journey (at the part it is
+    about), the admin's page of it for staff, the profile for a change to check."""
+    journey = notification.journey
+    if journey is not None and notification.kind == "staff_customer_message":
+        return reverse("admin:journey_journey_change", args=[journey.pk])
+    if journey is not None:
+        anchor = notification.context.get("anchor", "")
+        path = reverse("journey:detail", kwargs={"reference": journey.reference})
+        return path + (f"#{anchor}" if anchor else "")
+    if notification.kind == "profile_change_proposed":
+        return reverse("accounts:profile")
+    return reverse("journey:home")
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class Rendered:
     subject: str
     text: str
     html: str
-    url: str
+    url: str  # the whole address, for emails and pushes (SITE_URL)
+    path: str  # the same on this site, for its own pages (the notification centre)
 
 
 def _locale(notification: Notification) -> tuple[str, zoneinfo.ZoneInfo]:
@@ -87,7 +92,13 @@ def render(notification: Notification) -> Rendered:
         subject = " ".join(render_to_string(f"{base}_subject.txt", context).split())
         text = render_to_string(f"{base}.txt", context)
         html = render_to_string(f"{base}.html", context)
-    return Rendered(subject=subject, text=text, html=html, url=str(context["portal_url"]))
+    return Rendered(
+        subject=subject,
+        text=text,
+        html=html,
+        url=str(context["portal_url"]),
+        path=str(context["portal_path"]),
+    )
 
 
 # --- Reply-To: every email can be answered ----------------------------------------------

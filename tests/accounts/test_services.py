@@ -119,6 +119,23 @@ def test_a_newer_proposal_for_the_same_field_withdraws_the_older(customer, staff
     assert second.state == ProposalState.PENDING
 
 
+def test_the_same_proposal_again_is_the_one_waiting_and_tells_nobody_twice(customer):
+    customer.profile.given_name = "Alex"
+    customer.profile.save()
+    first, again = (
+        profile_propose_change(
+            user=customer, field="given_name", value="Alexandra", reason="a", source=Source.PARTNER
+        )
+        for _ in range(2)
+    )
+    assert again == first
+    first.refresh_from_db()
+    assert first.state == ProposalState.PENDING
+    assert ChangeProposal.objects.count() == 1
+    told = Notification.objects.filter(kind="profile_change_proposed", channel="inapp")
+    assert told.count() == 1
+
+
 @pytest.mark.parametrize(
     ("field", "value", "reason", "message"),
     [

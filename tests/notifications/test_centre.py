@@ -36,3 +36,29 @@ def test_nobody_reads_or_marks_another_customers_updates(client, customer):
     client.post(reverse("notifications:read", args=[row.pk]))
     row.refresh_from_db()
     assert row.read_at is None
+
+
+def test_the_centres_links_stay_on_this_site(client, customer, settings):
+    """Its links are paths on the site it is read on; emails carry SITE_URL's address."""
+    from accounts.models import Source
+    from accounts.services import profile_propose_change
+
+    settings.SITE_URL = "https://portal.example"
+    (row, *_rest) = enqueue(customer, "moved")
+    profile_propose_change(
+        user=customer,
+        field="given_name",
+        value="Alexandra",
+        reason="The order says so",
+        source=Source.STAFF,
+    )
+    client.force_login(customer)
+    page = client.get(reverse("notifications:centre")).content.decode()
+    journey_path = reverse("journey:detail", args=[row.journey.reference])
+    assert f'href="{journey_path}"' in page
+    assert f'href="{reverse("accounts:profile")}"' in page
+    assert "portal.example" not in page
+    email = Notification.objects.get(dedup_key="moved", channel="email")
+    from notifications.channels import render
+
+    assert render(email).url == "https://portal.example" + journey_path
