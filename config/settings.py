@@ -298,7 +298,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["integrations.api.auth.PartnerKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["integrations.api.auth.IsPartner"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["integrations.api.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "integrations.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,

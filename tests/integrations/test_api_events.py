@@ -254,6 +254,42 @@ def test_a_nul_character_anywhere_in_the_body_is_refused(api, journey):
     assert nothing_written()
 
 
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ('{"a": 1e400}', "the number 1e400 is too large"),
+        ('{"a": -1e400}', "the number -1e400 is too large"),
+        ('{"a": NaN}', "NaN is not valid JSON"),
+        ('{"a": Infinity}', "Infinity is not valid JSON"),
+        ('{"a": ' + "[" * 70 + "]" * 70 + "}", "nested more than 64 levels"),
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested more than 64 levels"),
+    ],
+)
+def test_json_no_column_can_hold_is_refused_whole(api, journey, raw, problem):
+    """Numbers too large for a float (read as infinity), NaN and nesting past any real
+    body: 400 naming the problem, for the single event, the queued one and the batch."""
+    sent = body()
+    event = json.dumps(sent)[:-1] + ', "data": ' + raw + "}"
+    item = event[:-1] + f', "journey": "{journey.reference}"}}'
+    for url, data, headers in (
+        (events_url(journey), event, {}),
+        (events_url(journey), event, {"HTTP_PREFER": "respond-async"}),
+        (reverse("api:event-batch"), '{"events": [' + item + "]}", {}),
+    ):
+        response = api.post(url, data, content_type="application/json", **headers)
+        assert response.status_code == 400, response.content
+        assert response.json()["error"]["code"] == "parse_error"
+        assert problem in response.json()["error"]["message"]
+    assert nothing_written()
+
+
+def test_json_nested_as_deep_as_allowed_is_kept(api, journey):
+    nested = json.loads("[" * 62 + "]" * 62)
+    response = api.post(events_url(journey), body(data={"a": nested}), format="json")
+    assert response.status_code == 201
+    assert InboundEvent.objects.get().payload["data"]["a"] == nested
+
+
 def test_an_older_event_is_logged_but_never_moves_the_journey_back(api, journey):
     now = timezone.now()
     later = body(event_id="late", code="S3", occurred_at=(now - timedelta(minutes=1)).isoformat())
