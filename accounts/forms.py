@@ -66,8 +66,8 @@ class ProfileForm(forms.ModelForm):
     def clean(self) -> dict[str, object]:
         data = super().clean()
         start, end = data.get("quiet_hours_start"), data.get("quiet_hours_end")
-        if (start is None) != (end is None):
-            raise forms.ValidationError(_("Give both ends of your quiet hours, or neither."))
+        # One end without the other is the model's constraint to say (once; not when an
+        # end was refused as a time already).
         if start is not None and start == end:
             self.add_error("quiet_hours_end", _("Quiet hours must end at another time."))
         channels = ("channel_email", "channel_sms", "channel_push")

@@ -112,6 +112,7 @@ class CustomerProfile(models.Model):
                 condition=models.Q(quiet_hours_start__isnull=True, quiet_hours_end__isnull=True)
                 | models.Q(quiet_hours_start__isnull=False, quiet_hours_end__isnull=False),
                 name="profile_quiet_hours_both_or_neither",
+                violation_error_message=_("Give both ends of your quiet hours, or neither."),
             ),
         ]
 

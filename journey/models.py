@@ -6,7 +6,7 @@ from events by ``journey.services.journey_record_event`` and never written elsew
 
 import secrets
 import zoneinfo
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -296,6 +296,9 @@ class ShipmentLeg(models.Model):
                 condition=models.Q(arrived_at__isnull=True)
                 | models.Q(departed_at__isnull=False, arrived_at__gte=models.F("departed_at")),
                 name="leg_arrives_after_departing",
+                violation_error_message=_(
+                    "A leg arrives only once it has departed, and not before it departed."
+                ),
             ),
         ]
 
@@ -380,6 +383,32 @@ class PromisedItem(models.Model):
         return self.name
 
 
+# How far ahead an appointment may be set (a typo of a year, 9999, broke the pages and
+# emails that show its end), and how long one may last.
+APPOINTMENT_HORIZON = timedelta(days=2 * 366)
+APPOINTMENT_LONGEST = timedelta(days=1)
+
+
+def appointment_time_problems(
+    *, starts_at: datetime | None, duration: timedelta | None, new: bool
+) -> dict[str, list[str]]:
+    """What is wrong with an appointment's time, by field: it starts within two years, a
+    new one not in the past (an hour's grace for clocks), and it lasts a minute to a
+    day. The admin (``Appointment.clean``) and the services ask the same."""
+    from django.utils import timezone
+
+    errors: dict[str, list[str]] = {}
+    now = timezone.now()
+    if starts_at is not None and not timezone.is_naive(starts_at):
+        if starts_at > now + APPOINTMENT_HORIZON:
+            errors["starts_at"] = [_("Set an appointment within two years from now.")]
+        elif new and starts_at < now - timedelta(hours=1):
+            errors["starts_at"] = [_("A new appointment cannot start in the past.")]
+    if duration is not None and not timedelta(minutes=1) <= duration <= APPOINTMENT_LONGEST:
+        errors["duration"] = [_("An appointment lasts between 1 minute and 24 hours.")]
+    return errors
+
+
 class Appointment(models.Model):
     """An appointment the customer attends. ``arrive_at`` is what the customer sees."""
 
@@ -401,6 +430,9 @@ class Appointment(models.Model):
             models.CheckConstraint(
                 condition=models.Q(arrive_at__lte=models.F("starts_at")),
                 name="appointment_arrive_before_start",
+                violation_error_message=_(
+                    "The customer is asked to arrive at the start or before it, not after."
+                ),
             ),
         ]
         # The reminder job's question: whose appointment is tomorrow?
@@ -408,6 +440,13 @@ class Appointment(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    def clean(self) -> None:
+        errors = appointment_time_problems(
+            starts_at=self.starts_at, duration=self.duration, new=self._state.adding
+        )
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:

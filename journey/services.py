@@ -37,6 +37,7 @@ from journey.models import (
     RescheduleState,
     ShipmentLeg,
     StageDefinition,
+    appointment_time_problems,
 )
 from journey.unit import Writes
 from notifications.triggers import (
@@ -580,8 +581,14 @@ def journey_appointment_create(
         errors["arrive_at"] = ["No time zone."]
     if not errors and arrive_at > starts_at:
         errors["arrive_at"] = ["After starts_at."]
-    if duration <= timedelta(0) or duration > timedelta(days=1):
-        errors["duration"] = ["Between 1 minute and 24 hours."]
+    errors.update(
+        {
+            name: [str(problem) for problem in problems]
+            for name, problems in appointment_time_problems(
+                starts_at=starts_at, duration=duration, new=True
+            ).items()
+        }
+    )
     try:
         zoneinfo.ZoneInfo(time_zone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

@@ -56,6 +56,34 @@ def test_without_javascript_the_form_posts_and_redirects(logged_in, customer):
 
 
 @pytest.mark.parametrize(
+    ("data", "errors"),
+    [
+        (
+            {"notifications-channel_email": "on", "notifications-quiet_hours_start": "08:00"},
+            ["Give both ends of your quiet hours, or neither."],
+        ),
+        (
+            {
+                "notifications-channel_email": "on",
+                "notifications-quiet_hours_start": "22:00",
+                "notifications-quiet_hours_end": "25:00",
+            },
+            ["Enter a valid time."],
+        ),
+    ],
+)
+def test_quiet_hours_errors_say_each_problem_once(logged_in, data, errors):
+    """One end without the other is said once, in words (the model's constraint, not
+    also its name); an end that is not a time is only that."""
+    response = logged_in.post(section_url("notifications"), data, headers={"HX-Request": "true"})
+    assert response.status_code == 422
+    html = response.content.decode()
+    for message in ("Give both ends of your quiet hours, or neither.", "Enter a valid time."):
+        assert html.count(message) == errors.count(message), message
+    assert "Constraint" not in response.content.decode()
+
+
+@pytest.mark.parametrize(
     ("section", "data", "message"),
     [
         ("contact", {"contact-phone": "12"}, "not valid"),

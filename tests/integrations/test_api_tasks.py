@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from journey.models import Appointment, CustomerTask
 
@@ -14,11 +15,15 @@ def url(name: str, journey) -> str:
     return reverse(f"api:journey-{name}", kwargs={"reference": journey.reference})
 
 
+# A day ten days on: an appointment is set in the coming two years.
+DAY = (timezone.now() + timedelta(days=10)).date().isoformat()
+
+
 def appointment(**overrides: object) -> dict[str, object]:
     return {
         "title": "Handover",
-        "starts_at": "2026-12-05T10:00:00Z",
-        "arrive_at": "2026-12-05T09:45:00Z",
+        "starts_at": f"{DAY}T10:00:00Z",
+        "arrive_at": f"{DAY}T09:45:00Z",
         "duration_minutes": 90,
         "place_name": "Showroom",
         "time_zone": "Europe/Madrid",
@@ -60,7 +65,7 @@ def test_an_appointment_is_created(api, journey):
     assert stored.duration == timedelta(minutes=90)
     assert stored.time_zone == "Europe/Madrid"
     assert response.json()["duration_minutes"] == 90
-    assert response.json()["arrive_at"] == "2026-12-05T09:45:00Z"
+    assert response.json()["arrive_at"] == f"{DAY}T09:45:00Z"
 
 
 def test_arrive_at_defaults_to_the_start(api, journey):
@@ -75,9 +80,11 @@ def test_arrive_at_defaults_to_the_start(api, journey):
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
-        ({"arrive_at": "2026-12-05T10:15:00Z"}, "arrive_at"),
+        ({"arrive_at": f"{DAY}T10:15:00Z"}, "arrive_at"),
         ({"time_zone": "Mars/Olympus"}, "time_zone"),
-        ({"starts_at": "2026-12-05T10:00:00"}, "starts_at"),
+        ({"starts_at": f"{DAY}T10:00:00"}, "starts_at"),
+        ({"starts_at": "9999-12-31T20:00:00Z", "arrive_at": "9999-12-31T20:00:00Z"}, "starts_at"),
+        ({"starts_at": "2001-01-01T10:00:00Z", "arrive_at": "2001-01-01T10:00:00Z"}, "starts_at"),
         ({"duration_minutes": 0}, "duration_minutes"),
         ({"place_name": ""}, "place_name"),
     ],

@@ -221,6 +221,83 @@ def test_a_leg_eta_before_the_journey_started_is_a_form_error(client, staff, jou
     assert (journey.eta, journey.eta_low, journey.eta_high) == before
 
 
+def test_a_leg_arriving_before_it_departs_is_said_in_words(client, staff, journey):
+    leg = ShipmentLeg.objects.create(
+        journey=journey,
+        sequence=1,
+        mode="ship",
+        origin_name="Santander",
+        origin_lat=Decimal("43.46"),
+        origin_lon=Decimal("-3.80"),
+        destination_name="Portbury",
+        destination_lat=Decimal("51.49"),
+        destination_lon=Decimal("-2.72"),
+    )
+    departed = timezone.localtime(journey.started_at + timedelta(days=3))
+    arrived = departed - timedelta(days=1)
+    data = {
+        "journey": str(journey.pk),
+        "sequence": "1",
+        "mode": "ship",
+        "carrier": "",
+        "origin_name": "Santander",
+        "origin_lat": "43.46",
+        "origin_lon": "-3.80",
+        "destination_name": "Portbury",
+        "destination_lat": "51.49",
+        "destination_lon": "-2.72",
+        "departed_at_0": departed.strftime("%Y-%m-%d"),
+        "departed_at_1": departed.strftime("%H:%M:%S"),
+        "arrived_at_0": arrived.strftime("%Y-%m-%d"),
+        "arrived_at_1": arrived.strftime("%H:%M:%S"),
+        "checkpoints-TOTAL_FORMS": "0",
+        "checkpoints-INITIAL_FORMS": "0",
+        "checkpoints-MIN_NUM_FORMS": "0",
+        "checkpoints-MAX_NUM_FORMS": "1000",
+    }
+
+    response = client.post(reverse("admin:journey_shipmentleg_change", args=[leg.pk]), data)
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "A leg arrives only once it has departed, and not before it departed." in page
+    assert "Constraint" not in page
+    leg.refresh_from_db()
+    assert (leg.departed_at, leg.arrived_at) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"starts_at": "9999"}, "starts_at", "Set an appointment within two years from now."),
+        ({"starts_at": "past"}, "starts_at", "A new appointment cannot start in the past."),
+        ({"duration": timedelta(hours=-1)}, "duration", "between 1 minute and 24 hours"),
+        ({"duration": timedelta(0)}, "duration", "between 1 minute and 24 hours"),
+        ({"duration": timedelta(days=30)}, "duration", "between 1 minute and 24 hours"),
+        ({"arrive_at": "late"}, "__all__", "arrive at the start or before it"),
+    ],
+)
+def test_an_appointments_time_is_checked_as_the_admin_saves_it(journey, changes, field, message):
+    """What the admin's forms ask (Model.full_clean): an appointment the customer's page
+    and emails can show, as the API's services ask too."""
+    from django.core.exceptions import ValidationError
+
+    starts = timezone.now().replace(microsecond=0) + timedelta(days=5)
+    values = {"starts_at": starts, "arrive_at": starts, "duration": timedelta(hours=1)}
+    values.update(changes)
+    if values["starts_at"] == "9999":
+        values["starts_at"] = values["arrive_at"] = starts.replace(year=9999, month=12, day=31)
+    elif values["starts_at"] == "past":
+        values["starts_at"] = values["arrive_at"] = starts - timedelta(days=30)
+    if values["arrive_at"] == "late":
+        values["arrive_at"] = starts + timedelta(minutes=5)
+    appointment = Appointment(journey=journey, title="Handover", place_name="Showroom", **values)
+    with pytest.raises(ValidationError) as refused:
+        appointment.full_clean()
+    assert any(message in text for text in refused.value.message_dict[field])
+    assert "Constraint" not in str(refused.value)
+
+
 def test_staff_recompute_a_templates_eta_on_demand(client, staff, journey):
     response = client.post(
         reverse("admin:journey_journeytemplate_changelist"),
