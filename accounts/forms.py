@@ -34,11 +34,11 @@ def normalise_phone(value: str) -> str:
         number = phonenumbers.parse(value, DEFAULT_PHONE_REGION)
     except phonenumbers.NumberParseException as error:
         raise forms.ValidationError(
-            _("This is not a phone number. Include the country code, e.g. +44 7700 900123.")
+            _("This is not a phone number. Include the country code, e.g. +44 7911 123456.")
         ) from error
     if not phonenumbers.is_valid_number(number):
         raise forms.ValidationError(
-            _("This phone number is not valid. Include the country code, e.g. +44 7700 900123.")
+            _("This phone number is not valid. Include the country code, e.g. +44 7911 123456.")
         )
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
@@ -86,13 +86,22 @@ def section_form(section: str, *, instance: CustomerProfile, data: object = None
 
 
 class AddressForm(forms.ModelForm):
+    # Not the model's max_length as the input's maxlength: a browser cuts "United
+    # Kingdom" to "Un" without a word. Whatever is typed reaches clean_country.
+    country = forms.CharField(
+        label=_("Country"),
+        initial="GB",
+        help_text=_("Its two-letter code, e.g. GB or ES."),
+    )
+
     class Meta:
         model = Address
         fields = ["label", "line1", "line2", "city", "postcode", "country"]
 
     def clean_country(self) -> str:
         value = self.cleaned_data["country"].strip().upper()
-        if len(value) != 2 or not value.isalpha():
+        # ISO 3166 codes, as phonenumbers knows them (every country with a phone plan).
+        if value not in phonenumbers.SUPPORTED_REGIONS:
             raise forms.ValidationError(_("Use the two-letter country code, e.g. GB or ES."))
         return value
 

@@ -3,9 +3,10 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 from django.utils import timezone
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
 
@@ -155,6 +156,16 @@ class Address(models.Model):
         return ", ".join(p for p in (self.line1, self.line2, self.city, self.postcode) if p)
 
 
+def field_label(name: str) -> str:
+    """A record's field as the customer reads it ("Given name", not "given_name")."""
+    others = {"address": _("address"), "account": _("account"), "email": _("email address")}
+    try:
+        label = CustomerProfile._meta.get_field(name).verbose_name
+    except FieldDoesNotExist:
+        label = others.get(name, name.replace("_", " "))
+    return capfirst(str(label))
+
+
 class ProfileChange(models.Model):
     """The audit trail: every change to a customer's record. Append-only."""
 
@@ -182,6 +193,10 @@ class ProfileChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} {self.field} ({self.source})"
+
+    @property
+    def field_label(self) -> str:
+        return field_label(self.field)
 
 
 class ProposalState(models.TextChoices):
@@ -228,6 +243,10 @@ class ChangeProposal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.field} → {self.new_value} ({self.state})"
+
+    @property
+    def field_label(self) -> str:
+        return field_label(self.field)
 
 
 class JourneyShare(models.Model):

@@ -147,6 +147,14 @@ def test_addresses_are_added_and_removed_with_an_audit(logged_in, customer):
     assert bad.status_code == 422
     assert "This field is required" in bad.content.decode()
     assert "two-letter country code" in bad.content.decode()
+    # A name, or two letters that are no country: refused, never cut to fit.
+    for country in ("United Kingdom", "UN", "ZZ"):
+        bad = logged_in.post(
+            reverse("accounts:address-add"),
+            {"label": "Work", "line1": "2 Low St", "city": "Bath", "country": country},
+        )
+        assert bad.status_code == 422
+        assert "two-letter country code" in bad.content.decode()
     assert Address.objects.count() == 1
     logged_in.post(reverse("accounts:address-remove", args=[address.pk]))
     assert Address.objects.count() == 0
@@ -198,3 +206,23 @@ def test_the_history_page_lists_every_change(logged_in, customer):
     )
     html = logged_in.get(reverse("accounts:history")).content.decode()
     assert "+447911123456" in html and "A partner" in html and "Iberia Motor Works" in html
+
+
+def test_fields_are_named_in_words_in_proposals_and_the_history(logged_in, customer):
+    customer.profile.given_name, customer.profile.quiet_hours_end = "Alex", None
+    customer.profile.save()
+    profile_propose_change(
+        user=customer, field="given_name", value="Alexandra", reason="r", source=Source.STAFF
+    )
+    ProfileChange.objects.create(
+        user=customer, field="quiet_hours_end", old_value="", new_value="07:00", source="customer"
+    )
+    profile = logged_in.get(reverse("accounts:profile")).content.decode()
+    assert "<strong>Given name</strong>" in profile
+    history = logged_in.get(reverse("accounts:history")).content.decode()
+    assert "<td>Quiet until</td>" in history
+    assert "Given_name" not in profile and "Quiet_hours_end" not in history
+    customer.profile.language = "es"
+    customer.profile.save()
+    history = logged_in.get(reverse("accounts:history")).content.decode()
+    assert "<td>Silencio hasta</td>" in history
