@@ -2,6 +2,7 @@
 
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -79,6 +80,15 @@ class StatusMapping(models.Model):
 
     def __str__(self) -> str:
         return f"{self.partner}: {self.code} → {self.stage_key}"
+
+    def clean(self) -> None:
+        # A key no template has would refuse every event with this code (unknown_stage).
+        from journey.models import StageDefinition
+
+        if self.stage_key and not StageDefinition.objects.filter(key=self.stage_key).exists():
+            raise ValidationError(
+                {"stage_key": _("No journey template has a stage with this key.")}
+            )
 
 
 class InboundEvent(QuickLoad):

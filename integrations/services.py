@@ -401,7 +401,10 @@ def _replayed(first: InboundEvent, event: StatusEventIn) -> InboundResult:
             status=409,
         )
     applied = bool(first.journey_event and first.journey_event.applied)
-    return InboundResult(inbound=first, applied=applied, duplicate=True, warnings=[])
+    # The first answer's warnings too: a duplicate answers as the first result did.
+    return InboundResult(
+        inbound=first, applied=applied, duplicate=True, warnings=inbound_warnings(first)
+    )
 
 
 # --- Events accepted now and applied by a worker (``Prefer: respond-async``) ------------

@@ -233,6 +233,14 @@ class JourneyTemplateForm(forms.ModelForm):
         ]
 
 
+def _promise_after_start(form: forms.Form, started_at: datetime | None) -> None:
+    """A promised date before the journey starts is a typo: the journey would be late
+    from its first day."""
+    promised = form.cleaned_data.get("promised_date")
+    if promised and started_at and promised < timezone.localdate(started_at):
+        form.add_error("promised_date", _("The promised date is before the journey starts."))
+
+
 class JourneyAdminForm(forms.ModelForm):
     class Meta:
         model = Journey
@@ -242,6 +250,24 @@ class JourneyAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if "delay_reason" in self.fields:
             self.fields["delay_reason"].validators.append(validate_no_jargon)
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean()
+        started_at = data.get("started_at", self.instance.started_at)
+        _promise_after_start(self, started_at)
+        first = (
+            self.instance.milestones.filter(reached_at__isnull=False)
+            .order_by("reached_at")
+            .values_list("reached_at", flat=True)
+            .first()
+            if self.instance.pk
+            else None
+        )
+        if started_at and first and started_at > first:
+            self.add_error(
+                "started_at", _("A stage was reached before that: keep the start before it.")
+            )
+        return data
 
 
 class TaskForm(forms.ModelForm):
@@ -259,7 +285,9 @@ class JourneyCreateForm(forms.Form):
     """A new journey for a customer, from a template (through journey_create)."""
 
     owner = forms.ModelChoiceField(
-        label=_("Customer"), queryset=User.objects.filter(is_staff=False).order_by("email")
+        label=_("Customer"),
+        # Not the partners' sandbox owners (inactive: they cannot log in).
+        queryset=User.objects.filter(is_staff=False, is_active=True).order_by("email"),
     )
     template = forms.ModelChoiceField(
         label=_("Template"), queryset=JourneyTemplate.objects.order_by("name")
@@ -269,6 +297,11 @@ class JourneyCreateForm(forms.Form):
         label=_("Started at"), required=False, help_text=_("Empty for now.")
     )
     promised_date = forms.DateField(label=_("Promised date"), required=False)
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean()
+        _promise_after_start(self, data.get("started_at") or timezone.now())
+        return data
 
 
 class StaffReplyForm(forms.Form):

@@ -16,7 +16,8 @@ class PartnerKeyAuthentication(authentication.BaseAuthentication):
         if not header:
             return None
         keyword, _, raw = header.partition(" ")
-        if keyword != KEYWORD or not raw.strip():
+        # An auth scheme's name is case-insensitive (RFC 9110, 11.1): api-key works too.
+        if keyword.lower() != KEYWORD.lower() or not raw.strip():
             raise exceptions.AuthenticationFailed(
                 f"Use the header 'Authorization: {KEYWORD} <key>'."
             )

@@ -62,9 +62,20 @@ class AwareDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
+def _readable_back(event_id: str) -> None:
+    """An event is read back at .../events/<event_id>/: an id that is not one path
+    segment there (with a slash, or . or .., which clients fold away) could not be."""
+    if "/" in event_id or event_id in (".", ".."):
+        raise serializers.ValidationError(
+            "Not usable in a URL path: no '/', and not '.' or '..'.", code="invalid"
+        )
+
+
 class StatusEventInSerializer(serializers.Serializer):
     event_id = serializers.CharField(
-        max_length=128, help_text="Your own id for this event; unique per partner."
+        max_length=128,
+        validators=[_readable_back],
+        help_text="Your own id for this event; unique per partner (no '/').",
     )
     code = serializers.CharField(max_length=64, help_text="Your status code (see the mapping).")
     occurred_at = AwareDateTimeField(help_text="When it happened, with a UTC offset.")

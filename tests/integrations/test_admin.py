@@ -33,3 +33,17 @@ def test_the_partner_page_edits_the_mapping_inline(admin_client, partner):
     page = admin_client.get(reverse("admin:integrations_partner_change", args=[partner.pk]))
     assert page.status_code == 200
     assert 'name="mappings-0-code"' in page.content.decode()
+
+
+def test_a_mapping_to_a_stage_no_template_has_is_a_form_error(journey, partner):
+    """The partner page's mapping rows are model forms: Model.full_clean asks this."""
+    from django.core.exceptions import ValidationError
+
+    from integrations.models import StatusMapping
+
+    StatusMapping(partner=partner, code="OK", stage_key="stage-2").full_clean()
+    with pytest.raises(ValidationError) as refused:
+        StatusMapping(partner=partner, code="BOGUS", stage_key="no-such-stage").full_clean()
+    assert refused.value.message_dict == {
+        "stage_key": ["No journey template has a stage with this key."]
+    }

@@ -207,6 +207,14 @@ def test_a_revoked_or_expired_key_is_refused(journey, partner):
         assert client.get(reverse("api:journey-list")).status_code == 401
 
 
+@pytest.mark.parametrize("scheme", ["Api-Key", "api-key", "API-KEY"])
+def test_the_schemes_name_is_read_in_any_case(partner, scheme):
+    _key, plain = partner_key_create(partner=partner)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"{scheme} {plain}")
+    assert client.get(reverse("api:journey-list")).status_code == 200
+
+
 def test_keys_are_stored_hashed(partner):
     key, plain = partner_key_create(partner=partner)
     assert plain.startswith(f"mp_{key.prefix}.")
@@ -283,6 +291,14 @@ def test_json_no_column_can_hold_is_refused_whole(api, journey, raw, problem):
     assert nothing_written()
 
 
+@pytest.mark.parametrize("event_id", [".", "..", "a/b"])
+def test_an_event_id_that_cannot_be_read_back_is_refused(api, journey, event_id):
+    response = api.post(events_url(journey), body(event_id=event_id), format="json")
+    assert response.status_code == 400
+    assert "Not usable in a URL path" in response.json()["error"]["fields"]["event_id"][0]
+    assert nothing_written()
+
+
 def test_json_nested_as_deep_as_allowed_is_kept(api, journey):
     nested = json.loads("[" * 62 + "]" * 62)
     response = api.post(events_url(journey), body(data={"a": nested}), format="json")
@@ -306,6 +322,10 @@ def test_an_older_event_is_logged_but_never_moves_the_journey_back(api, journey)
     assert InboundEvent.objects.count() == 2
     assert JourneyEvent.objects.filter(applied=False).count() == 1
     assert Notification.objects.filter(channel="email").count() == 1
+    # Sent again: the first result, its warning included.
+    again = api.post(events_url(journey), earlier, format="json")
+    assert (again.status_code, again.json()["duplicate"]) == (200, True)
+    assert again.json()["warnings"] == response.json()["warnings"]
 
 
 def test_partner_b_key_on_partner_a_journey_is_404_and_writes_nothing(other_api, journey):

@@ -261,6 +261,68 @@ def test_a_journey_is_created_from_a_template_through_the_service(admin_client, 
     assert journey.eta is not None
 
 
+def test_a_promise_before_the_start_is_a_form_error_and_sandbox_owners_are_not_offered(
+    admin_client, customer
+):
+    from integrations.sandbox import sandbox_user
+    from tests.factories import PartnerFactory
+
+    template = TemplateFactory(stages=3)
+    sandbox = sandbox_user(partner=PartnerFactory())
+    page = admin_client.get(reverse("admin:journey_journey_create")).content.decode()
+    assert customer.email in page and sandbox.email not in page
+    response = admin_client.post(
+        reverse("admin:journey_journey_create"),
+        {
+            "owner": customer.pk,
+            "template": template.pk,
+            "title": "Kitchen",
+            "started_at": "2026-12-01 09:00",
+            "promised_date": "2026-11-01",
+        },
+    )
+    assert response.status_code == 200
+    assert response.context["form"].errors["promised_date"] == [
+        "The promised date is before the journey starts."
+    ]
+    assert Journey.objects.count() == 0
+
+
+def test_the_change_form_keeps_the_start_before_the_stages_and_the_promise(journey):
+    """JourneyAdminForm, the admin's change form of a journey."""
+    from journey.forms import JourneyAdminForm
+    from journey.services import journey_record_milestone
+
+    reached = timezone.now() - timedelta(hours=1)
+    journey_record_milestone(
+        journey=journey, stage_key="stage-2", occurred_at=reached, source=EventSource.STAFF
+    )
+    fields = {
+        "title": journey.title,
+        "template": journey.template_id,
+        "owner": journey.owner_id,
+        "delay_reason": "",
+    }
+    later = timezone.localtime(reached + timedelta(days=1))
+    form = JourneyAdminForm(instance=journey, data={**fields, "started_at": later})
+    assert not form.is_valid()
+    assert form.errors["started_at"] == [
+        "A stage was reached before that: keep the start before it."
+    ]
+    start = timezone.localtime(journey.started_at)
+    early = (start - timedelta(days=3)).date()
+    form = JourneyAdminForm(
+        instance=journey, data={**fields, "started_at": start, "promised_date": early}
+    )
+    assert not form.is_valid()
+    assert form.errors["promised_date"] == ["The promised date is before the journey starts."]
+    form = JourneyAdminForm(
+        instance=journey,
+        data={**fields, "started_at": start, "promised_date": start.date() + timedelta(days=30)},
+    )
+    assert form.is_valid(), form.errors
+
+
 def test_a_template_without_stages_is_a_form_error(admin_client, customer):
     template = JourneyTemplate.objects.create(key="empty", name="Empty")
     response = admin_client.post(
