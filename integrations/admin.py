@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
@@ -13,7 +14,11 @@ from integrations.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from integrations.services import partner_key_create, partner_key_revoke
+from integrations.services import (
+    partner_key_create,
+    partner_key_revoke,
+    partner_unmapped_events_apply,
+)
 from integrations.webhooks import (
     webhook_endpoint_create,
     webhook_endpoint_rotate_secret,
@@ -103,9 +108,30 @@ class InboundEventAdmin(admin.ModelAdmin):
     list_filter = ["unmapped", "queued", ("rejection", admin.EmptyFieldListFilter), "partner"]
     search_fields = ["event_id", "code", "journey__reference"]
     readonly_fields = [f.name for f in InboundEvent._meta.fields]
+    actions = ["apply_with_current_mappings"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.action(
+        description=_("Apply the unmapped events whose codes are mapped now"),
+        permissions=["change"],
+    )
+    def apply_with_current_mappings(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """After staff map a code a partner sent before it was known: its events so far
+        move their journeys, as they would have on arrival."""
+        applied, left = partner_unmapped_events_apply(
+            pks=list(queryset.values_list("pk", flat=True))
+        )
+        self.message_user(
+            request,
+            _(
+                "%(applied)d applied; %(left)d left as they were (applied already, or still "
+                "unmapped)."
+            )
+            % {"applied": applied, "left": left},
+            messages.SUCCESS if applied else messages.WARNING,
+        )
 
     @admin.display(boolean=True, description=_("rejected"))
     def rejected(self, obj: InboundEvent) -> bool:

@@ -653,6 +653,43 @@ def partner_queued_events_apply(
     return len(rows)
 
 
+def partner_unmapped_events_apply(*, pks: list[int]) -> tuple[int, int]:
+    """Apply the unmapped events of ``pks`` whose codes are mapped now (staff added the
+    mapping after the event came): each goes through the queue's applier, as if it had
+    just been queued, one unit per partner, so it moves its journey (or is logged as
+    older than the journey's state) and tells the customer as any event does. Events
+    applied already, refused, or still without a mapping are left. Returns (applied,
+    left)."""
+    applied = 0
+    with transaction.atomic():
+        rows = list(
+            InboundEvent.objects.filter(
+                pk__in=pks, unmapped=True, queued=False, journey_event__isnull=True
+            )
+            .select_for_update(of=("self",))
+            .order_by("pk")
+        )
+        mapped = {
+            (m.partner_id, m.code)
+            for m in StatusMapping.objects.filter(
+                partner__in={r.partner_id for r in rows}, code__in={r.code for r in rows}
+            )
+        }
+        ready = [r.pk for r in rows if (r.partner_id, r.code) in mapped]
+        InboundEvent.objects.filter(pk__in=ready).update(queued=True, unmapped=False)
+        by_partner: dict[int, list[int]] = {}
+        for row in rows:
+            if row.pk in ready:
+                by_partner.setdefault(row.partner_id, []).append(row.pk)
+        for partner_pks in by_partner.values():
+            applied += partner_queued_events_apply(limit=len(partner_pks), pks=partner_pks) or 0
+        if applied != len(ready):
+            # Another applier holds the lock: leave everything as it was.
+            transaction.set_rollback(True)
+            return 0, len(pks)
+    return applied, len(pks) - applied
+
+
 _INTERNAL_ERROR = {
     "code": "internal_error",
     "message": "The event could not be applied; staff have been told.",

@@ -47,3 +47,38 @@ def test_a_mapping_to_a_stage_no_template_has_is_a_form_error(journey, partner):
     assert refused.value.message_dict == {
         "stage_key": ["No journey template has a stage with this key."]
     }
+
+
+def test_unmapped_events_apply_once_staff_map_their_code(
+    api, journey, partner, admin_client, django_capture_on_commit_callbacks
+):
+    from integrations.models import InboundEvent, StatusMapping
+    from journey.models import MilestoneState
+    from notifications.models import Notification
+
+    url = reverse("api:journey-events", kwargs={"reference": journey.reference})
+    occurred = (timezone.now() - timedelta(minutes=2)).isoformat()
+    for event_id, code in (("u1", "LATE-MAP"), ("u2", "STILL-UNKNOWN")):
+        body = {"event_id": event_id, "code": code, "occurred_at": occurred}
+        assert api.post(url, body, format="json").json()["state"] == "unmapped"
+    StatusMapping.objects.create(partner=partner, code="LATE-MAP", stage_key="stage-3")
+    changelist = reverse("admin:integrations_inboundevent_changelist")
+    chosen = [str(pk) for pk in InboundEvent.objects.values_list("pk", flat=True)]
+    action = {"action": "apply_with_current_mappings", "_selected_action": chosen}
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(changelist, action, follow=True)
+    assert "1 applied; 1 left as they were" in response.content.decode()
+    mapped, unknown = InboundEvent.objects.order_by("event_id")
+    assert (mapped.state, unknown.state) == ("applied", "unmapped")
+    assert journey.milestones.get(stage__key="stage-3").state == MilestoneState.CURRENT
+    told = Notification.objects.filter(recipient=journey.owner, channel="email")
+    assert told.count() == 1
+    # The partner reads it back applied; applying again changes nothing.
+    read = api.get(
+        reverse("api:journey-event", kwargs={"reference": journey.reference, "event_id": "u1"})
+    )
+    assert read.json()["state"] == "applied"
+    response = admin_client.post(changelist, action, follow=True)
+    assert "0 applied; 2 left as they were" in response.content.decode()
+    assert told.count() == 1
