@@ -6,10 +6,10 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
 from accounts import privacy, services
 from accounts.forms import (
@@ -80,8 +80,13 @@ def profile_section(request: HttpRequest, section: str) -> HttpResponse:
         source=Source.CUSTOMER,
     )
     profile_obj.refresh_from_db()
-    if not request.htmx:
-        messages.success(request, _("Saved.") if changed else _("Nothing changed."))
+    if not request.htmx or "language" in changed:
+        with translation.override(profile_obj.language):  # said in the page's language
+            messages.success(request, _("Saved.") if changed else _("Nothing changed."))
+        if request.htmx:
+            # The whole page, menu included, is in the other language now: load it again
+            # (in it; the message waits for it) rather than swap one section.
+            return HttpResponseClientRefresh()
         return redirect("accounts:profile")
     return render(
         request,

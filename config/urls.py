@@ -1,8 +1,9 @@
 from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from integrations.api.views import NotFoundView
 from journey.public import public_journey, public_photo
 from journey.staff_views import staff_dashboard
 from journey.views import healthz, security_txt
@@ -20,6 +21,8 @@ urlpatterns = [
     path("api/v1/", include("integrations.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Any other version or path under /api/: JSON, as the API answers, not an HTML page.
+    re_path(r"^api/", NotFoundView.as_view(), name="api-not-found"),
     path("healthz", healthz, name="healthz"),
     path(".well-known/security.txt", security_txt, name="security-txt"),
     path("s/<str:token>/", public_journey, name="public-journey"),

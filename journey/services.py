@@ -715,7 +715,9 @@ def _message_body(body: str) -> str:
         raise ApplicationError(
             _("That message is too long."),
             fields={
-                "body": [_("Keep it under %(limit)s characters.") % {"limit": MESSAGE_MAX_LENGTH}]
+                "body": [
+                    _("Keep it to %(limit)s characters at most.") % {"limit": MESSAGE_MAX_LENGTH}
+                ]
             },
         )
     return body

@@ -135,6 +135,7 @@ RULES: dict[str, dict[str, str]] = {
     "api:webhook-rotate": API,
     "api:sandbox-journeys": API_OWN,
     "api:not-found": API,
+    "api-not-found": API,
     # The API's description is public by design (it holds no data).
     "api-schema": PUBLIC,
     "api-docs": PUBLIC,
@@ -276,6 +277,8 @@ def world(django_capture_on_commit_callbacks) -> dict[str, Any]:
 def url_for(pattern: Pattern, world: dict[str, Any]) -> str:
     if pattern.name == "api:not-found":
         return "/api/v1/nowhere/"
+    if pattern.name == "api-not-found":
+        return "/api/v2/nowhere/"
     params = set(pattern.pattern.pattern.converters) | set(
         re.findall(r"\(\?P<(\w+)>", str(pattern.pattern.pattern))
     )

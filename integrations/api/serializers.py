@@ -63,11 +63,11 @@ class AwareDateTimeField(serializers.DateTimeField):
 
 
 def _readable_back(event_id: str) -> None:
-    """An event is read back at .../events/<event_id>/: an id that is not one path
-    segment there (with a slash, or . or .., which clients fold away) could not be."""
-    if "/" in event_id or event_id in (".", ".."):
+    """An event is read back at .../events/<event_id>/ (slashes and all): an id with a
+    part ``.`` or ``..`` between its slashes could not be, as clients fold those away."""
+    if any(part in (".", "..") for part in event_id.split("/")):
         raise serializers.ValidationError(
-            "Not usable in a URL path: no '/', and not '.' or '..'.", code="invalid"
+            "Not usable in a URL path: no part may be '.' or '..'.", code="invalid"
         )
 
 
@@ -75,7 +75,7 @@ class StatusEventInSerializer(serializers.Serializer):
     event_id = serializers.CharField(
         max_length=128,
         validators=[_readable_back],
-        help_text="Your own id for this event; unique per partner (no '/').",
+        help_text="Your own id for this event; unique per partner.",
     )
     code = serializers.CharField(max_length=64, help_text="Your status code (see the mapping).")
     occurred_at = AwareDateTimeField(help_text="When it happened, with a UTC offset.")

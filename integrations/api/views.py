@@ -6,7 +6,7 @@ from django.db import OperationalError, transaction
 from django.db.models import QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, parsers, serializers, status
 from rest_framework.exceptions import NotFound
@@ -625,10 +625,17 @@ class SandboxJourneyCreate(APIView):
 
 @extend_schema(exclude=True)
 class NotFoundView(APIView):
-    """Any other URL under /api/v1/: the key is checked first (401), then a JSON 404
-    instead of Django's HTML page."""
+    """Any other URL under /api/: the key is checked first (401), then a JSON 404
+    instead of Django's HTML page; one that lacks only its trailing slash says so."""
 
     def _not_found(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if not request.path.endswith("/"):
+            try:
+                match = resolve(request.path + "/")
+            except Resolver404:
+                match = None
+            if match is not None and match.url_name not in ("not-found", "api-not-found"):
+                raise NotFound(f"No such API endpoint. Did you mean {request.path}/ ?")
         raise NotFound("No such API endpoint.")
 
     get = post = put = patch = delete = _not_found

@@ -5,6 +5,7 @@ from datetime import date
 from django import template
 from django.utils import formats
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 
 from journey.models import Health, Journey
 
@@ -12,13 +13,15 @@ register = template.Library()
 
 
 def _day(value: date) -> str:
-    return formats.date_format(value, "j F")
+    # The language's own order and words ("3 December", "3 de diciembre").
+    return formats.date_format(value, pgettext("date format: day, month", "j F"))
 
 
 def _span(low: date, high: date) -> tuple[str, str]:
     """'1' and '6 December' in one month; whole dates across months or years."""
     if low.year != high.year:
-        return formats.date_format(low, "j F Y"), formats.date_format(high, "j F Y")
+        whole = pgettext("date format: day, month, year", "j F Y")
+        return formats.date_format(low, whole), formats.date_format(high, whole)
     if low.month == high.month:
         return formats.date_format(low, "j"), _day(high)
     return _day(low), _day(high)

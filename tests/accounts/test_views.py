@@ -55,6 +55,27 @@ def test_without_javascript_the_form_posts_and_redirects(logged_in, customer):
     assert customer.profile.timeline_newest_first is False
 
 
+def test_a_new_language_loads_the_whole_page_again_in_it(logged_in, customer):
+    """The section alone would be swapped in Spanish under an English menu."""
+    response = logged_in.post(
+        section_url("preferences"),
+        {"preferences-language": "es", "preferences-time_zone": "Europe/London"},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 200
+    assert response["HX-Refresh"] == "true"
+    page = logged_in.get(reverse("accounts:profile")).content.decode()
+    assert "Guardado." in page and 'lang="es"' in page
+    # Another preference: the section is swapped in place, as before.
+    response = logged_in.post(
+        section_url("preferences"),
+        {"preferences-language": "es", "preferences-time_zone": "Europe/Madrid"},
+        headers={"HX-Request": "true"},
+    )
+    assert "HX-Refresh" not in response
+    assert 'id="section-preferences"' in response.content.decode()
+
+
 @pytest.mark.parametrize(
     ("data", "errors"),
     [
@@ -220,9 +241,9 @@ def test_fields_are_named_in_words_in_proposals_and_the_history(logged_in, custo
     profile = logged_in.get(reverse("accounts:profile")).content.decode()
     assert "<strong>Given name</strong>" in profile
     history = logged_in.get(reverse("accounts:history")).content.decode()
-    assert "<td>Quiet until</td>" in history
+    assert 'data-label="What">Quiet until</td>' in history
     assert "Given_name" not in profile and "Quiet_hours_end" not in history
     customer.profile.language = "es"
     customer.profile.save()
     history = logged_in.get(reverse("accounts:history")).content.decode()
-    assert "<td>Silencio hasta</td>" in history
+    assert ">Silencio hasta</td>" in history

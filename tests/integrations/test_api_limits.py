@@ -98,3 +98,20 @@ def test_an_unknown_api_url_still_needs_a_key(client):
     response = client.get("/api/v1/no-such-thing/")
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "not_authenticated"
+
+
+def test_a_url_without_its_trailing_slash_says_so(api, journey):
+    path = f"/api/v1/journeys/{journey.reference}/events"
+    response = api.post(path, {}, format="json")
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == (f"No such API endpoint. Did you mean {path}/ ?")
+    assert api.get("/api/v1/nothing-like-it").json()["error"]["message"] == (
+        "No such API endpoint."
+    )
+
+
+@pytest.mark.parametrize("path", ["/api/v2/journeys/", "/api/whatever"])
+def test_other_paths_under_api_answer_json_too(api, client, path):
+    response = api.get(path)
+    assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found")
+    assert client.get(path).json()["error"]["code"] == "not_authenticated"

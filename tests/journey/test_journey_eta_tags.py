@@ -44,6 +44,23 @@ def test_the_expected_date_and_range_in_plain_words(low, high, expected):
     assert words(eta=date(2026, 12, 3), eta_low=low, eta_high=high) == expected
 
 
+def test_the_dates_in_spanish_read_as_spanish_dates():
+    from django.utils import translation
+
+    with translation.override("es"):
+        said = words(eta=date(2026, 12, 3), eta_low=date(2026, 11, 28), eta_high=date(2027, 1, 6))
+        one_month = words(
+            eta=date(2026, 12, 10), eta_low=date(2026, 12, 10), eta_high=date(2026, 12, 12)
+        )
+    assert said == (
+        "Previsto el 3 de diciembre, probablemente entre el 28 de noviembre de 2026 y el "
+        "6 de enero de 2027."
+    )
+    assert (
+        one_month == "Previsto el 10 de diciembre, probablemente entre el 10 y el 12 de diciembre."
+    )
+
+
 def test_an_arrived_journey_says_when_and_a_journey_without_eta_says_nothing():
     arrived = Journey(health=Health.DONE, eta=date(2026, 12, 3))
     assert eta_in_words(arrived) == "Arrived on 3 December."

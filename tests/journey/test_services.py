@@ -373,7 +373,7 @@ def test_a_message_can_reply_to_an_update(journey, customer):
     [
         ("", "body", "Write a message first."),
         ("   \n ", "body", "Write a message first."),
-        ("x" * 4001, "body", "Keep it under 4000 characters."),
+        ("x" * 4001, "body", "Keep it to 4000 characters at most."),
     ],
 )
 def test_an_empty_or_huge_message_is_refused(journey, customer, body, field, text):

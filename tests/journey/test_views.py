@@ -122,7 +122,11 @@ def test_another_customers_journey_and_photos_answer_404(client, journey):
     photo = photo_add(journey=journey, milestone=None, file=jpeg())
     intruder = UserFactory()
     client.login(email=intruder.email, password=PASSWORD)
-    assert client.get(detail_url(journey)).status_code == 404
+    missing = client.get(detail_url(journey))
+    assert missing.status_code == 404
+    # The site's own page, in its style, with a way back (not Django's plain one).
+    assert "<h1>Not found</h1>" in missing.content.decode()
+    assert 'href="/"' in missing.content.decode()
     for variant in ("full", "thumb"):
         url = reverse("journey:photo", args=[journey.reference, photo.pk, variant])
         assert client.get(url).status_code == 404
