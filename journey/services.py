@@ -473,6 +473,35 @@ def _check_leg(leg: ShipmentLeg) -> None:
             "arrived_at is before departed_at.",
             fields={"arrived_at": ["Before departed_at."]},
         )
+    _check_leg_times(leg)
+
+
+# How far ahead a leg's ETA may be: a typo of a year otherwise reaches the customer.
+LEG_ETA_HORIZON = timedelta(days=2 * 366)
+
+
+def _check_leg_times(leg: ShipmentLeg) -> None:
+    """What happened (departure, arrival) happened by now and after the journey began;
+    the ETA is after the journey began, not before the departure, within two years."""
+    now, started = timezone.now(), leg.journey.started_at
+    errors: dict[str, list[str]] = {}
+    for name in ("departed_at", "arrived_at"):
+        value = getattr(leg, name)
+        if value is None:
+            continue
+        if value > now + CLOCK_SKEW:
+            errors[name] = ["In the future: give it once it has happened."]
+        elif value < started:
+            errors[name] = ["Before the journey started."]
+    if leg.eta is not None:
+        if leg.eta < started:
+            errors["eta"] = ["Before the journey started."]
+        elif leg.departed_at is not None and leg.eta < leg.departed_at:
+            errors["eta"] = ["Before the leg departed."]
+        elif leg.eta > now + LEG_ETA_HORIZON:
+            errors["eta"] = ["More than two years ahead."]
+    if errors:
+        raise ApplicationError(f"Invalid leg times: {', '.join(errors)}.", fields=errors)
 
 
 def journey_leg_create(*, journey: Journey, sequence: int, **fields: Any) -> ShipmentLeg:
@@ -527,6 +556,11 @@ def journey_checkpoint_add(
     if occurred_at > timezone.now() + CLOCK_SKEW:
         raise ApplicationError(
             "occurred_at is in the future.", fields={"occurred_at": ["In the future."]}
+        )
+    if occurred_at < leg.journey.started_at:
+        raise ApplicationError(
+            "occurred_at is before the journey started.",
+            fields={"occurred_at": ["Before the journey started."]},
         )
     if (lat is None) != (lon is None):
         raise ApplicationError(

@@ -1,13 +1,23 @@
 """Shipment legs and checkpoints through the API."""
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+import time_machine
 from django.urls import reverse
 
 from journey.models import Checkpoint, ShipmentLeg
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _clock():
+    """The dates below are in the past of this clock and after the journey's start (the
+    journey fixture starts ten days before now: 17 November)."""
+    with time_machine.travel(datetime(2026, 11, 27, 12, tzinfo=UTC), tick=True):
+        yield
 
 
 def legs_url(journey) -> str:
@@ -72,6 +82,39 @@ def test_a_bad_leg_is_refused_naming_the_field(api, journey, overrides, field):
     assert response.status_code == 400
     assert field in response.json()["error"]["fields"]
     assert ShipmentLeg.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "problem"),
+    [
+        ({"departed_at": "2026-11-10T10:00:00Z"}, "departed_at", "Before the journey started."),
+        ({"departed_at": "2026-12-20T10:00:00Z"}, "departed_at", "In the future"),
+        ({"arrived_at": "2099-11-21T10:00:00Z"}, "arrived_at", "In the future"),
+        ({"eta": "2026-11-01T10:00:00Z"}, "eta", "Before the journey started."),
+        ({"eta": "2026-11-19T10:00:00Z"}, "eta", "Before the leg departed."),
+        ({"eta": "9999-01-01T10:00:00Z"}, "eta", "More than two years ahead."),
+    ],
+)
+def test_a_legs_times_are_checked_against_the_journey_and_now(
+    api, journey, overrides, field, problem
+):
+    response = api.post(legs_url(journey), leg(**overrides), format="json")
+    assert response.status_code == 400
+    assert problem in response.json()["error"]["fields"][field][0]
+    assert ShipmentLeg.objects.count() == 0
+    assert api.post(legs_url(journey), leg(), format="json").status_code == 201
+    response = api.patch(leg_url(journey), overrides, format="json")
+    assert response.status_code == 400
+    assert problem in response.json()["error"]["fields"][field][0]
+
+
+def test_a_checkpoint_before_the_journey_started_is_refused(api, journey):
+    api.post(legs_url(journey), leg(), format="json")
+    body = {"occurred_at": "1990-11-22T10:00:00Z", "location_name": "X"}
+    response = api.post(checkpoints_url(journey), body, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"occurred_at": ["Before the journey started."]}
+    assert Checkpoint.objects.count() == 0
 
 
 def test_a_second_leg_with_the_same_sequence_is_a_conflict(api, journey):
