@@ -137,14 +137,25 @@ def _split(url: str) -> tuple[Any, str, int]:
     """The URL's parts, its host name in ASCII (IDNA) and its port."""
     try:
         parts = urlsplit(url)
-        port = parts.port
-        hostname = (parts.hostname or "").encode("idna").decode("ascii")
-    except (ValueError, UnicodeError):
-        hostname = ""
-    if not hostname or parts.scheme not in {"http", "https"}:
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in {"http", "https"}:
         raise ApplicationError(
             "A webhook URL must be an http(s) URL.", fields={"url": ["http(s) only."]}
         )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ApplicationError(
+            "The webhook URL's port is not a port (1 to 65535).",
+            fields={"url": ["Port out of range."]},
+        ) from None
+    try:
+        hostname = (parts.hostname or "").encode("idna").decode("ascii")
+    except UnicodeError:
+        hostname = ""
+    if not hostname:
+        raise ApplicationError("The webhook URL has no host name.", fields={"url": ["No host."]})
     return parts, hostname, port or (443 if parts.scheme == "https" else 80)
 
 
@@ -155,8 +166,10 @@ def _refuse(hostname: str, addresses: list[Address]) -> None:
         reason = why_forbidden(address)
         if reason is not None:
             shown = hostname if hostname == str(address) else f"{hostname} ({address})"
+            article = "an" if reason[0] in "aeiou" else "a"
             raise ForbiddenDestination(
-                f"Refused: {shown} is a {reason} address; webhooks go to public addresses only."
+                f"Refused: {shown} is {article} {reason} address; webhooks go to public "
+                "addresses only."
             )
 
 

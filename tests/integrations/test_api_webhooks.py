@@ -77,6 +77,20 @@ def test_an_endpoint_on_our_network_is_refused_naming_the_url(api, dns, url):
     assert WebhookEndpoint.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("https://p.example:99999/h", "Port out of range."),
+        ("http://0.0.0.0/h", "0.0.0.0 is an unspecified address"),
+        ("ftp://p.example/h", "http(s) only."),
+    ],
+)
+def test_a_refused_url_says_what_is_wrong_with_it(api, url, said):
+    response = api.post(LIST, {"url": url, "event_types": ["task.completed"]}, format="json")
+    assert response.status_code == 400
+    assert said in response.json()["error"]["fields"]["url"][0]
+
+
 def test_partner_b_cannot_see_rotate_or_delete_partner_a_endpoints(api, other_api):
     created = api.post(
         LIST, {"url": "https://p.example/h", "event_types": ["task.completed"]}, format="json"

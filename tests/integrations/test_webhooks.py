@@ -364,7 +364,7 @@ def test_an_endpoint_on_a_non_public_address_is_refused(partner, dns, url, reaso
     with pytest.raises(ApplicationError) as refused:
         webhook_endpoint_create(partner=partner, url=url, event_types=["task.completed"])
     [message] = refused.value.fields["url"]
-    assert f"is a {reason} address" in message
+    assert f" {reason} address" in message
     assert WebhookEndpoint.objects.count() == 0
 
 
