@@ -77,6 +77,13 @@ def test_a_reply_joins_the_conversation_without_the_quoted_part(
     assert alert.to_email == settings.STAFF_ALERT_EMAIL
     assert mail.outbox[-1].to == [settings.STAFF_ALERT_EMAIL]
     assert "Can I bring my own mats?" in mail.outbox[-1].body
+    # Written to the team, not in the customer's words.
+    staff_mail = mail.outbox[-1]
+    html = staff_mail.alternatives[0][0]
+    for text in (staff_mail.body, html):
+        assert "See your journey" not in text and "Just reply to this email" not in text
+        assert "the customer waits for your answer" in text
+    assert f"/admin/journey/journey/{journey.pk}/change/" in staff_mail.body
 
 
 @pytest.mark.parametrize(
