@@ -415,7 +415,10 @@ class Appointment(models.Model):
     journey = models.ForeignKey(Journey, on_delete=models.CASCADE, related_name="appointments")
     title = models.CharField(max_length=200)
     starts_at = models.DateTimeField(help_text=_("The slot's internal start."))
-    arrive_at = models.DateTimeField(help_text=_("When the customer should arrive."))
+    # Blank in a form means the start (as the API's default): set by clean().
+    arrive_at = models.DateTimeField(
+        blank=True, help_text=_("When the customer should arrive (empty: at the start).")
+    )
     duration = models.DurationField(default=timedelta(hours=1))
     place_name = models.CharField(max_length=200)
     address = models.TextField(blank=True)
@@ -442,6 +445,8 @@ class Appointment(models.Model):
         return self.title
 
     def clean(self) -> None:
+        if self.arrive_at is None:
+            self.arrive_at = self.starts_at
         errors = appointment_time_problems(
             starts_at=self.starts_at, duration=self.duration, new=self._state.adding
         )

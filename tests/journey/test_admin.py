@@ -369,3 +369,15 @@ def test_saving_a_journey_in_the_admin_keeps_what_the_spine_wrote_meanwhile(rf, 
     journey.refresh_from_db()
     assert journey.title == "Renamed"
     assert (journey.eta, journey.health) == (moved, Health.DELAYED)
+
+
+def test_an_appointment_without_an_arrival_time_arrives_at_the_start(journey):
+    """As the API's default: the admin's inline leaves the field empty."""
+    starts = timezone.now().replace(microsecond=0) + timedelta(days=5)
+    appointment = Appointment(
+        journey=journey, title="Handover", place_name="Showroom", starts_at=starts
+    )
+    appointment.full_clean()
+    appointment.save()
+    appointment.refresh_from_db()
+    assert appointment.arrive_at == starts
