@@ -148,12 +148,16 @@ def part(request: HttpRequest, reference: str, name: str) -> HttpResponse:
 
 def _after_write(request: HttpRequest, reference: str, part_name: str, anchor: str) -> HttpResponse:
     """HTMX gets the fresh part back; a plain form post is redirected (PRG)."""
+    url = reverse("journey:detail", kwargs={"reference": reference})
     if request.htmx:
         journey = selectors.journey_detail(user=request.user, reference=reference)
-        return render(
+        response = render(
             request, f"journey/detail.html#{part_name}", _detail_context(request, journey)
         )
-    url = reverse("journey:detail", kwargs={"reference": reference})
+        if "?" in (request.htmx.current_url or ""):
+            # A reply sent from ?reply=<update>: reloading must not open the reply again.
+            response["HX-Replace-Url"] = f"{url}#{anchor}"
+        return response
     return redirect(f"{url}#{anchor}")
 
 

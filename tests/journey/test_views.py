@@ -430,12 +430,16 @@ def test_replying_to_an_update(owner_client, journey):
     page = owner_client.get(detail_url(journey) + f"?reply={milestone.pk}").content.decode()
     assert "Replying to “Stage 2”" in page
     assert f'name="milestone" value="{milestone.pk}"' in page
+    assert "Write a new message instead" in page
     response = owner_client.post(
         reverse("journey:message", args=[journey.reference]),
         {"body": "Can I see a photo?", "milestone": str(milestone.pk)},
         HTTP_HX_REQUEST="true",
+        HTTP_HX_CURRENT_URL=f"http://testserver{detail_url(journey)}?reply={milestone.pk}",
     )
     assert response.status_code == 200
+    # Reloading the page afterwards does not open the reply again.
+    assert response["HX-Replace-Url"] == detail_url(journey) + "#conversation"
     html = response.content.decode()
     assert html.lstrip().startswith('<section id="conversation"')
     assert "Can I see a photo?" in html
