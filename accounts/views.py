@@ -244,6 +244,9 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
         return redirect("journey:detail", reference=share.journey.reference)
     if share.revoked_at is not None:
         raise Http404("No such invitation.")
+    if share.viewer_id is not None and share.viewer_id == request.user.pk:
+        # Accepted already (the link opened again from the email): the journey itself.
+        return redirect("journey:detail", reference=share.journey.reference)
     return render(request, "accounts/invitation.html", {"share": share})
 
 

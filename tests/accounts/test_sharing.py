@@ -60,6 +60,10 @@ def test_an_invitation_is_emailed_and_accepted_by_the_invited_address(
     client.post(reverse("accounts:invitation", args=[token]))
     assert client.get(reverse("journey:detail", args=[journey.reference])).status_code == 200
     assert journey.reference in client.get(reverse("journey:home")).content.decode()
+    # The link opened again: the journey, not the invitation to accept once more.
+    again = client.get(reverse("accounts:invitation", args=[token]))
+    assert again.status_code == 302
+    assert again["Location"] == reverse("journey:detail", args=[journey.reference])
 
 
 def test_someone_else_cannot_accept_the_invitation(client, journey, customer):
