@@ -484,6 +484,14 @@ def test_rating_a_done_stage(owner_client, journey, customer):
     assert list(Feedback.objects.values_list("rating", "comment", "customer_id")) == [
         (4, "Quick", customer.pk)
     ]
+    # The rating can be changed, from the same place: the new one replaces it.
+    html = response.content.decode()
+    assert "Change your rating" in html and f'action="{url}"' in html
+    page = owner_client.get(detail_url(journey)).content.decode()
+    assert "Change your rating" in page
+    response = owner_client.post(url, {"rating": "2", "comment": ""}, HTTP_HX_REQUEST="true")
+    assert "You rated this 2 out of 5. Thank you." in response.content.decode()
+    assert list(Feedback.objects.values_list("rating", "comment")) == [(2, "")]
 
 
 @pytest.mark.parametrize("rating", ["0", "6", "", "five"])
