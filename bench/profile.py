@@ -12,6 +12,7 @@ goes, without a server, through Django's test client against the bench's loaded 
     .venv/bin/python -m bench.profile single --sort cumulative --top 80
     .venv/bin/python -m bench.profile batch --sql         # PostgreSQL's side, by statement
     .venv/bin/python -m bench.profile duplicate --sql     # the floor of a single event
+    .venv/bin/python -m bench.profile batch --phases      # the CPU of each step of the path
     .venv/bin/python -m bench.profile deliver             # a worker's delivery of the emails
                                                           #   those events queued, 25 a task
 
@@ -67,6 +68,11 @@ def main() -> None:
     parser.add_argument("--sort", help="profile, sorted by this (tottime, cumulative)")
     parser.add_argument("--top", type=int, default=50)
     parser.add_argument("--sql", action="store_true", help="PostgreSQL's side, by statement")
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="this process's CPU per request in each step of the event path",
+    )
     parser.add_argument(
         "--seed",
         type=int,
@@ -187,6 +193,9 @@ def _measure(post, count: int, args: argparse.Namespace) -> None:
     if args.sql:
         _sql_profile(post, count, args.top)
         return
+    if args.phases:
+        _phases(post, count)
+        return
     if args.sort:
         profile = cProfile.Profile(time.process_time)
         profile.enable()
@@ -207,6 +216,92 @@ def _measure(post, count: int, args: argparse.Namespace) -> None:
         f"{statistics.median(spent):.2f} ms of CPU per {unit}, the median of {count} "
         f"(mean {statistics.fmean(spent):.2f}, lowest {min(spent):.2f})"
     )
+
+
+# The steps of the event endpoints' path timed by --phases: (module, owner, name, label).
+# Each is a function the views or services look up by that name when they run, so a
+# wrapper set there sees every call (a step both the views and the services name is
+# wrapped in both, under one label); nested steps are indented, their time is also their
+# parent's.
+_PHASES = [
+    ("integrations.api.idempotency", None, "idempotency_begin", "the Idempotency-Key's claim"),
+    ("integrations.api.parsers", "JSONParser", "parse", "the body parsed"),
+    ("integrations.api.views", "BatchInSerializer", "is_valid", "the batch's list validated"),
+    ("integrations.api.views", "EventBatchCreate", "_parse", "each item validated"),
+    ("integrations.api.views", None, "_event_in", "the single event validated"),
+    (
+        "integrations.api.views",
+        None,
+        "partner_status_events_prepare",
+        "prepared: the mappings, the claims, the journeys",
+    ),
+    (
+        "integrations.services",
+        None,
+        "partner_status_events_prepare",
+        "prepared: the mappings, the claims, the journeys",
+    ),
+    ("integrations.services", None, "journeys_lock", "  the journeys locked and loaded"),
+    ("integrations.services", None, "journey_record_milestone", "the spine, per event"),
+    (
+        "integrations.api.views",
+        None,
+        "partner_status_events_finish",
+        "the writes (journey.unit), the inbound rows linked",
+    ),
+    (
+        "integrations.services",
+        None,
+        "partner_status_events_finish",
+        "the writes (journey.unit), the inbound rows linked",
+    ),
+    ("integrations.services", None, "update_rows", "  the inbound rows linked"),
+    ("integrations.api.views", None, "_event_out", "the answer's bodies"),
+    ("integrations.api.idempotency", None, "idempotency_finish", "the answer stored"),
+    ("notifications.services", None, "_queue_delivery", "the delivery tasks queued"),
+    ("rest_framework.renderers", "JSONRenderer", "render", "the answer rendered"),
+]
+
+
+def _phases(post, count: int) -> None:
+    """CPU per request (``time.process_time``, this process only: PostgreSQL's is
+    ``--sql``) spent in each step of the path, the mean over ``count`` requests; the
+    rest is Django, DRF, the reads not listed and the commit."""
+    import importlib
+
+    spent: collections.Counter[str] = collections.Counter()
+    calls: collections.Counter[str] = collections.Counter()
+
+    def timed(function, label):
+        def wrapper(*args, **kwargs):
+            started = time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[label] += time.process_time() - started
+                calls[label] += 1
+
+        return wrapper
+
+    for module, owner, name, label in _PHASES:
+        target = importlib.import_module(module)
+        if owner is not None:
+            target = getattr(target, owner)
+        function = getattr(target, name, None)
+        if function is not None:
+            setattr(target, name, timed(function, label))
+    total = []
+    for n in range(count):
+        started = time.process_time()
+        post(n)
+        total.append(time.process_time() - started)
+    print(f"{statistics.fmean(total) * 1000:.2f} ms of CPU per request, the mean of {count}:")
+    for label in dict.fromkeys(label for *_where, label in _PHASES):
+        if calls[label]:
+            print(
+                f"{spent[label] / count * 1000:8.2f} ms  {label} "
+                f"({calls[label] / count:g} calls a request)"
+            )
 
 
 def _sql_profile(post, count: int, top: int) -> None:
