@@ -669,3 +669,18 @@ def test_other_errors_stay_500(customer, monkeypatch):
     response = client.get(reverse("journey:home"))
     assert response.status_code == 500
     assert "Retry-After" not in response
+
+
+def test_an_error_page_renders_without_a_static_manifest(client, settings):
+    """Production's manifest storage raises for a file it has no entry for (collectstatic
+    not run): the error pages link their stylesheet plainly then, and still render."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
+    }
+    settings.STATIC_ROOT = "/nonexistent-static-root"
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    html = response.content.decode()
+    assert "<h1>Not found</h1>" in html
+    assert f'href="{settings.STATIC_URL}css/milepost.css"' in html
