@@ -285,11 +285,16 @@ def journey_check_occurred_at(
         raise ApplicationError(
             "occurred_at is in the future.", fields={"occurred_at": ["In the future."]}
         )
-    if occurred_at < journey.started_at - timedelta(days=1):
+    if occurred_at < journey.started_at - BEFORE_START_GRACE:
         raise ApplicationError(
             "occurred_at is before the journey started.",
             fields={"occurred_at": ["Before the journey started."]},
         )
+
+
+# How long before a journey's recorded start its partners' reports may be: a journey
+# created at 10:00 (started "now") whose truck left at 09:00.
+BEFORE_START_GRACE = timedelta(days=1)
 
 
 def journey_record_milestone(
@@ -450,7 +455,7 @@ def _check_coordinates(fields: dict[str, Any]) -> None:
         raise ApplicationError(f"Invalid coordinates: {', '.join(errors)}.", fields=errors)
 
 
-def _check_leg(leg: ShipmentLeg) -> None:
+def _check_leg(leg: ShipmentLeg, changed: set[str] | None = None) -> None:
     _check_coordinates(
         {
             "origin_lat": leg.origin_lat,
@@ -473,27 +478,31 @@ def _check_leg(leg: ShipmentLeg) -> None:
             "arrived_at is before departed_at.",
             fields={"arrived_at": ["Before departed_at."]},
         )
-    _check_leg_times(leg)
+    _check_leg_times(leg, changed)
 
 
 # How far ahead a leg's ETA may be: a typo of a year otherwise reaches the customer.
 LEG_ETA_HORIZON = timedelta(days=2 * 366)
 
 
-def _check_leg_times(leg: ShipmentLeg) -> None:
-    """What happened (departure, arrival) happened by now and after the journey began;
-    the ETA is after the journey began, not before the departure, within two years."""
-    now, started = timezone.now(), leg.journey.started_at
+def _check_leg_times(leg: ShipmentLeg, changed: set[str] | None = None) -> None:
+    """What happened (departure, arrival) happened by now and after the journey began
+    (as events, a day's grace); the ETA is after that, within two years, and not before
+    the departure. ``changed``: the fields an update sets; the
+    others, stored already, are not judged again (an ETA gone stale does not block the
+    departure that makes it so)."""
+    now, started = timezone.now(), leg.journey.started_at - BEFORE_START_GRACE
+    given = changed if changed is not None else {"departed_at", "arrived_at", "eta"}
     errors: dict[str, list[str]] = {}
     for name in ("departed_at", "arrived_at"):
         value = getattr(leg, name)
-        if value is None:
+        if value is None or name not in given:
             continue
         if value > now + CLOCK_SKEW:
             errors[name] = ["In the future: give it once it has happened."]
         elif value < started:
             errors[name] = ["Before the journey started."]
-    if leg.eta is not None:
+    if leg.eta is not None and "eta" in given:
         if leg.eta < started:
             errors["eta"] = ["Before the journey started."]
         elif leg.departed_at is not None and leg.eta < leg.departed_at:
@@ -533,7 +542,7 @@ def journey_leg_update(*, leg: ShipmentLeg, **changes: Any) -> ShipmentLeg:
         leg = ShipmentLeg.objects.select_for_update().get(pk=leg.pk)
         for name, value in changes.items():
             setattr(leg, name, value)
-        _check_leg(leg)
+        _check_leg(leg, set(changes))
         if changes:
             leg.save(update_fields=sorted(changes))
     return leg
@@ -557,7 +566,7 @@ def journey_checkpoint_add(
         raise ApplicationError(
             "occurred_at is in the future.", fields={"occurred_at": ["In the future."]}
         )
-    if occurred_at < leg.journey.started_at:
+    if occurred_at < leg.journey.started_at - BEFORE_START_GRACE:
         raise ApplicationError(
             "occurred_at is before the journey started.",
             fields={"occurred_at": ["Before the journey started."]},

@@ -108,6 +108,26 @@ def test_a_legs_times_are_checked_against_the_journey_and_now(
     assert problem in response.json()["error"]["fields"][field][0]
 
 
+def test_an_update_judges_what_it_sets_and_a_start_has_a_days_grace(api, journey):
+    """As events: a departure an hour before the journey's recorded start (it was
+    created after the truck left). An update does not judge again what is stored (a
+    leg written before these checks, an ETA gone stale before its departure)."""
+    from datetime import timedelta
+
+    early = (journey.started_at - timedelta(hours=1)).isoformat()
+    assert api.post(legs_url(journey), leg(departed_at=early), format="json").status_code == 201
+    stored = ShipmentLeg.objects.get()
+    ShipmentLeg.objects.filter(pk=stored.pk).update(
+        departed_at=journey.started_at - timedelta(days=3),  # before today's checks
+        eta=journey.started_at + timedelta(days=2),  # stale by now (27 November)
+    )
+    assert api.patch(leg_url(journey), {"carrier": "Other"}, format="json").status_code == 200
+    arrived = api.patch(leg_url(journey), {"arrived_at": "2026-11-26T09:00:00Z"}, format="json")
+    assert arrived.status_code == 200
+    stored.refresh_from_db()
+    assert (stored.carrier, stored.arrived_at.isoformat()) == ("Other", "2026-11-26T09:00:00+00:00")
+
+
 def test_a_checkpoint_before_the_journey_started_is_refused(api, journey):
     api.post(legs_url(journey), leg(), format="json")
     body = {"occurred_at": "1990-11-22T10:00:00Z", "location_name": "X"}
