@@ -199,7 +199,11 @@ def profile_propose_change(
         now = timezone.now()
         waiting = ChangeProposal.objects.filter(user=user, field=field, state=ProposalState.PENDING)
         same = waiting.filter(
-            new_value=_display(cleaned), reason=reason.strip(), source=source
+            new_value=_display(cleaned),
+            reason=reason.strip(),
+            source=source,
+            proposed_by=actor,
+            proposed_by_name=actor_name,
         ).first()
         if same is not None:
             # Proposed again as it stands (a partner's retry): the customer was told once.

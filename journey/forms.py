@@ -7,7 +7,14 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
 from journey.jargon import validate_no_jargon
-from journey.models import CustomerTask, Journey, JourneyTemplate, Milestone, StageDefinition
+from journey.models import (
+    BEFORE_START_GRACE,
+    CustomerTask,
+    Journey,
+    JourneyTemplate,
+    Milestone,
+    StageDefinition,
+)
 
 
 class RecordMilestoneForm(forms.ModelForm):
@@ -252,21 +259,24 @@ class JourneyAdminForm(forms.ModelForm):
             self.fields["delay_reason"].validators.append(validate_no_jargon)
 
     def clean(self) -> dict[str, object]:
+        """The dates judged only when changed here: a journey saved for its title or an
+        inline is not refused for dates it had already."""
         data = super().clean()
         started_at = data.get("started_at", self.instance.started_at)
-        _promise_after_start(self, started_at)
-        first = (
-            self.instance.milestones.filter(reached_at__isnull=False)
-            .order_by("reached_at")
-            .values_list("reached_at", flat=True)
-            .first()
-            if self.instance.pk
-            else None
-        )
-        if started_at and first and started_at > first:
-            self.add_error(
-                "started_at", _("A stage was reached before that: keep the start before it.")
+        if {"started_at", "promised_date"} & set(self.changed_data):
+            _promise_after_start(self, started_at)
+        if "started_at" in self.changed_data and self.instance.pk and started_at:
+            first = (
+                self.instance.milestones.filter(reached_at__isnull=False)
+                .order_by("reached_at")
+                .values_list("reached_at", flat=True)
+                .first()
             )
+            # Partners report up to a day before the start (BEFORE_START_GRACE).
+            if first and started_at - BEFORE_START_GRACE > first:
+                self.add_error(
+                    "started_at", _("A stage was reached before that: keep the start before it.")
+                )
         return data
 
 

@@ -383,6 +383,10 @@ class PromisedItem(models.Model):
         return self.name
 
 
+# How long before a journey's recorded start its partners' reports may be (events, legs,
+# checkpoints): a journey created at 10:00 (started "now") whose truck left at 09:00.
+BEFORE_START_GRACE = timedelta(days=1)
+
 # How far ahead an appointment may be set (a typo of a year, 9999, broke the pages and
 # emails that show its end), and how long one may last.
 APPOINTMENT_HORIZON = timedelta(days=2 * 366)

@@ -21,6 +21,7 @@ from journey.errors import ApplicationError
 from journey.eta import ETA_FIELDS, eta_refresh
 from journey.jargon import jargon_check
 from journey.models import (
+    BEFORE_START_GRACE,
     Appointment,
     Checkpoint,
     CustomerTask,
@@ -290,11 +291,6 @@ def journey_check_occurred_at(
             "occurred_at is before the journey started.",
             fields={"occurred_at": ["Before the journey started."]},
         )
-
-
-# How long before a journey's recorded start its partners' reports may be: a journey
-# created at 10:00 (started "now") whose truck left at 09:00.
-BEFORE_START_GRACE = timedelta(days=1)
 
 
 def journey_record_milestone(

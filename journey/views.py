@@ -154,7 +154,7 @@ def _after_write(request: HttpRequest, reference: str, part_name: str, anchor: s
         response = render(
             request, f"journey/detail.html#{part_name}", _detail_context(request, journey)
         )
-        if "?" in (request.htmx.current_url or ""):
+        if part_name == "conversation" and "?" in (request.htmx.current_url or ""):
             # A reply sent from ?reply=<update>: reloading must not open the reply again.
             response["HX-Replace-Url"] = f"{url}#{anchor}"
         return response

@@ -134,6 +134,16 @@ def test_the_same_proposal_again_is_the_one_waiting_and_tells_nobody_twice(custo
     assert ChangeProposal.objects.count() == 1
     told = Notification.objects.filter(kind="profile_change_proposed", channel="inapp")
     assert told.count() == 1
+    # Another partner proposing the same: its own proposal (its answer goes to it).
+    other = profile_propose_change(
+        user=customer,
+        field="given_name",
+        value="Alexandra",
+        reason="a",
+        source=Source.PARTNER,
+        actor_name="Another partner",
+    )
+    assert other != first and other.proposed_by_name == "Another partner"
 
 
 @pytest.mark.parametrize(

@@ -303,7 +303,7 @@ def test_the_change_form_keeps_the_start_before_the_stages_and_the_promise(journ
         "owner": journey.owner_id,
         "delay_reason": "",
     }
-    later = timezone.localtime(reached + timedelta(days=1))
+    later = timezone.localtime(reached + timedelta(days=2))  # past the day's grace
     form = JourneyAdminForm(instance=journey, data={**fields, "started_at": later})
     assert not form.is_valid()
     assert form.errors["started_at"] == [
@@ -320,6 +320,17 @@ def test_the_change_form_keeps_the_start_before_the_stages_and_the_promise(journ
         instance=journey,
         data={**fields, "started_at": start, "promised_date": start.date() + timedelta(days=30)},
     )
+    assert form.is_valid(), form.errors
+    # Dates it had already are not judged again: saved for its title, a journey whose
+    # start was moved past a stage before this check (two days after it) passes.
+    Journey.objects.filter(pk=journey.pk).update(started_at=reached + timedelta(days=2))
+    journey.refresh_from_db()
+    unchanged = {
+        **fields,
+        "title": "Renamed",
+        "started_at": timezone.localtime(journey.started_at).replace(microsecond=0),
+    }
+    form = JourneyAdminForm(instance=journey, data=unchanged)
     assert form.is_valid(), form.errors
 
 

@@ -311,8 +311,10 @@ def test_objects_of_another_journey_answer_404_under_ones_own(owner_client, jour
 def test_ticking_a_task_with_htmx_returns_the_todo_part(owner_client, journey):
     task = CustomerTask.objects.create(journey=journey, title="Arrange insurance")
     url = reverse("journey:task_done", args=[journey.reference, task.pk])
-    response = owner_client.post(url, HTTP_HX_REQUEST="true")
+    replying = f"http://testserver{detail_url(journey)}?reply=5"
+    response = owner_client.post(url, HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL=replying)
     assert response.status_code == 200
+    assert "HX-Replace-Url" not in response  # a reply being written stays in the address
     html = response.content.decode()
     assert html.lstrip().startswith('<section id="todo"')
     assert "<html" not in html
@@ -489,9 +491,11 @@ def test_rating_a_done_stage(owner_client, journey, customer):
     assert "Change your rating" in html and f'action="{url}"' in html
     page = owner_client.get(detail_url(journey)).content.decode()
     assert "Change your rating" in page
-    response = owner_client.post(url, {"rating": "2", "comment": ""}, HTTP_HX_REQUEST="true")
+    # The comment given comes back in the form: a new rating does not lose it.
+    assert 'name="comment" rows="2" maxlength="2000">Quick</textarea>' in page
+    response = owner_client.post(url, {"rating": "2", "comment": "Quick"}, HTTP_HX_REQUEST="true")
     assert "You rated this 2 out of 5. Thank you." in response.content.decode()
-    assert list(Feedback.objects.values_list("rating", "comment")) == [(2, "")]
+    assert list(Feedback.objects.values_list("rating", "comment")) == [(2, "Quick")]
 
 
 @pytest.mark.parametrize("rating", ["0", "6", "", "five"])
