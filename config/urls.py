@@ -22,7 +22,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # Any other version or path under /api/: JSON, as the API answers, not an HTML page.
-    re_path(r"^api/", NotFoundView.as_view(), name="api-not-found"),
+    # Not the public docs and schema without their slash: APPEND_SLASH redirects those.
+    re_path(r"^api/(?!(?:docs|schema)\Z)", NotFoundView.as_view(), name="api-not-found"),
     path("healthz", healthz, name="healthz"),
     path(".well-known/security.txt", security_txt, name="security-txt"),
     path("s/<str:token>/", public_journey, name="public-journey"),

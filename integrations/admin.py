@@ -15,6 +15,7 @@ from integrations.models import (
     WebhookEndpoint,
 )
 from integrations.services import (
+    UNMAPPED_AT_ONCE,
     partner_key_create,
     partner_key_revoke,
     partner_unmapped_events_apply,
@@ -120,17 +121,32 @@ class InboundEventAdmin(admin.ModelAdmin):
     def apply_with_current_mappings(self, request: HttpRequest, queryset: QuerySet) -> None:
         """After staff map a code a partner sent before it was known: its events so far
         move their journeys, as they would have on arrival."""
-        applied, left = partner_unmapped_events_apply(
-            pks=list(queryset.values_list("pk", flat=True))
-        )
+        pks = list(queryset.values_list("pk", flat=True)[: UNMAPPED_AT_ONCE + 1])
+        if len(pks) > UNMAPPED_AT_ONCE:
+            self.message_user(
+                request,
+                _("Choose at most %(limit)d events at a time (filter by partner or code).")
+                % {"limit": UNMAPPED_AT_ONCE},
+                messages.ERROR,
+            )
+            return
+        done = partner_unmapped_events_apply(pks=pks)
+        if done.busy:
+            self.message_user(
+                request,
+                _("The queue's applier is busy just now: nothing was changed. Try again."),
+                messages.WARNING,
+            )
+            return
         self.message_user(
             request,
             _(
-                "%(applied)d applied; %(left)d left as they were (applied already, or still "
-                "unmapped)."
+                "%(applied)d applied; %(refused)d refused (see their rejection); %(left)d "
+                "left as they were (applied already, still unmapped, or of a journey the "
+                "partner no longer serves)."
             )
-            % {"applied": applied, "left": left},
-            messages.SUCCESS if applied else messages.WARNING,
+            % {"applied": done.applied, "refused": done.refused, "left": done.left},
+            messages.SUCCESS if done.applied and not done.refused else messages.WARNING,
         )
 
     @admin.display(boolean=True, description=_("rejected"))

@@ -22,7 +22,7 @@ from django.db import (
     router,
     transaction,
 )
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from integrations.cache import flag_set
@@ -653,18 +653,39 @@ def partner_queued_events_apply(
     return len(rows)
 
 
-def partner_unmapped_events_apply(*, pks: list[int]) -> tuple[int, int]:
-    """Apply the unmapped events of ``pks`` whose codes are mapped now (staff added the
-    mapping after the event came): each goes through the queue's applier, as if it had
-    just been queued, one unit per partner, so it moves its journey (or is logged as
-    older than the journey's state) and tells the customer as any event does. Events
-    applied already, refused, or still without a mapping are left. Returns (applied,
-    left)."""
-    applied = 0
+@dataclass(frozen=True)
+class UnmappedApplied:
+    """What ``partner_unmapped_events_apply`` did with the events it was given."""
+
+    applied: int = 0  # moved their journeys, or logged as older than their state
+    refused: int = 0  # the spine refused them: rejected, with why (readable back)
+    left: int = 0  # applied already, still unmapped, or of a journey no longer served
+    busy: bool = False  # another applier held the lock: nothing was done
+
+
+# Events per call: they are applied in one transaction under the applier's lock, which
+# holds every partner's queue meanwhile.
+UNMAPPED_AT_ONCE = 500
+
+
+def partner_unmapped_events_apply(*, pks: list[int]) -> UnmappedApplied:
+    """Apply the unmapped events of ``pks`` (at most ``UNMAPPED_AT_ONCE``) whose codes are
+    mapped now (staff added the mapping after the event came), through the queue's
+    applier as if just queued, one unit per partner: each moves its journey (or is
+    logged as older than the journey's state) and tells the customer as any event does,
+    or is refused (rejected, with why). Left as they are: events applied already, still
+    unmapped, or of a journey the partner no longer serves (the API would refuse the
+    partner now). If another applier holds the lock, nothing changes."""
+    if len(pks) > UNMAPPED_AT_ONCE:
+        raise ApplicationError(f"At most {UNMAPPED_AT_ONCE} events at a time.")
     with transaction.atomic():
         rows = list(
             InboundEvent.objects.filter(
-                pk__in=pks, unmapped=True, queued=False, journey_event__isnull=True
+                pk__in=pks,
+                unmapped=True,
+                queued=False,
+                journey_event__isnull=True,
+                journey__partners=F("partner"),
             )
             .select_for_update(of=("self",))
             .order_by("pk")
@@ -675,19 +696,22 @@ def partner_unmapped_events_apply(*, pks: list[int]) -> tuple[int, int]:
                 partner__in={r.partner_id for r in rows}, code__in={r.code for r in rows}
             )
         }
-        ready = [r.pk for r in rows if (r.partner_id, r.code) in mapped]
-        InboundEvent.objects.filter(pk__in=ready).update(queued=True, unmapped=False)
         by_partner: dict[int, list[int]] = {}
         for row in rows:
-            if row.pk in ready:
+            if (row.partner_id, row.code) in mapped:
                 by_partner.setdefault(row.partner_id, []).append(row.pk)
+        ready = [pk for partner_pks in by_partner.values() for pk in partner_pks]
+        InboundEvent.objects.filter(pk__in=ready).update(queued=True, unmapped=False)
         for partner_pks in by_partner.values():
-            applied += partner_queued_events_apply(limit=len(partner_pks), pks=partner_pks) or 0
-        if applied != len(ready):
-            # Another applier holds the lock: leave everything as it was.
-            transaction.set_rollback(True)
-            return 0, len(pks)
-    return applied, len(pks) - applied
+            taken = partner_queued_events_apply(limit=len(partner_pks), pks=partner_pks)
+            if taken != len(partner_pks):
+                # Another applier holds the lock: leave everything as it was.
+                transaction.set_rollback(True)
+                return UnmappedApplied(left=len(pks), busy=True)
+        refused = InboundEvent.objects.filter(pk__in=ready, rejection__isnull=False).count()
+    return UnmappedApplied(
+        applied=len(ready) - refused, refused=refused, left=len(pks) - len(ready)
+    )
 
 
 _INTERNAL_ERROR = {

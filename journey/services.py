@@ -714,15 +714,17 @@ def appointment_request_reschedule(
         errors["second_choice"] = [_("Choose a different second time, or leave it empty.")]
     if errors:
         raise ApplicationError(_("Please check the times you asked for."), fields=errors)
-    asked = appointment.reschedule_requests.filter(
-        state=RescheduleState.OPEN,
-        first_choice=first_choice,
-        second_choice=second_choice,
-        note=note.strip(),
-    ).first()
-    if asked is not None:
-        return asked  # sent twice (a double click, a reload): the request stands as it is
     with transaction.atomic():
+        # The appointment locked: two clicks sent at once make one request, not two.
+        list(Appointment.objects.select_for_update().filter(pk=appointment.pk).values("pk"))
+        asked = appointment.reschedule_requests.filter(
+            state=RescheduleState.OPEN,
+            first_choice=first_choice,
+            second_choice=second_choice,
+            note=note.strip(),
+        ).first()
+        if asked is not None:
+            return asked  # sent twice (a double click, a reload): the request stands
         request = RescheduleRequest.objects.create(
             appointment=appointment,
             requested_by=user,

@@ -68,7 +68,9 @@ def test_unmapped_events_apply_once_staff_map_their_code(
 
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(changelist, action, follow=True)
-    assert "1 applied; 1 left as they were" in response.content.decode()
+    assert "1 applied; 0 refused (see their rejection); 1 left as they were" in (
+        response.content.decode()
+    )
     mapped, unknown = InboundEvent.objects.order_by("event_id")
     assert (mapped.state, unknown.state) == ("applied", "unmapped")
     assert journey.milestones.get(stage__key="stage-3").state == MilestoneState.CURRENT
@@ -80,5 +82,48 @@ def test_unmapped_events_apply_once_staff_map_their_code(
     )
     assert read.json()["state"] == "applied"
     response = admin_client.post(changelist, action, follow=True)
-    assert "0 applied; 2 left as they were" in response.content.decode()
+    assert "0 applied; 0 refused (see their rejection); 2 left as they were" in (
+        response.content.decode()
+    )
     assert told.count() == 1
+
+
+def test_unmapped_events_refused_not_served_or_busy_are_said_so(api, journey, partner):
+    from integrations import services
+    from integrations.models import InboundEvent, StatusMapping
+    from journey.models import StageDefinition
+    from tests.factories import TemplateFactory
+
+    url = reverse("api:journey-events", kwargs={"reference": journey.reference})
+    occurred = (timezone.now() - timedelta(minutes=2)).isoformat()
+    for event_id in ("a", "b"):
+        body = {"event_id": event_id, "code": "ELSEWHERE", "occurred_at": occurred}
+        api.post(url, body, format="json")
+    # A stage some template has, but not this journey's: the spine refuses it.
+    other = TemplateFactory(stages=1)
+    StageDefinition.objects.filter(template=other).update(key="only-elsewhere")
+    StatusMapping.objects.create(partner=partner, code="ELSEWHERE", stage_key="only-elsewhere")
+    first, second = InboundEvent.objects.order_by("event_id")
+
+    # The applier's lock taken (SQLite: this process's): nothing happens.
+    assert services._LOCAL_APPLIER.acquire(blocking=False)
+    try:
+        busy = services.partner_unmapped_events_apply(pks=[first.pk])
+    finally:
+        services._LOCAL_APPLIER.release()
+    assert busy == services.UnmappedApplied(left=1, busy=True)
+    first.refresh_from_db()
+    assert (first.unmapped, first.queued) == (True, False)
+
+    done = services.partner_unmapped_events_apply(pks=[first.pk])
+    assert done == services.UnmappedApplied(refused=1)
+    first.refresh_from_db()
+    assert first.state == "rejected" and first.rejection["code"] == "unknown_stage"
+
+    # The partner no longer serves the journey: left as it was.
+    journey.partners.remove(partner)
+    assert services.partner_unmapped_events_apply(pks=[second.pk]) == (
+        services.UnmappedApplied(left=1)
+    )
+    second.refresh_from_db()
+    assert second.state == "unmapped"

@@ -115,3 +115,9 @@ def test_other_paths_under_api_answer_json_too(api, client, path):
     response = api.get(path)
     assert (response.status_code, response.json()["error"]["code"]) == (404, "not_found")
     assert client.get(path).json()["error"]["code"] == "not_authenticated"
+
+
+@pytest.mark.parametrize("path", ["/api/docs", "/api/schema"])
+def test_the_public_docs_without_their_slash_redirect_to_them(client, path):
+    response = client.get(path)
+    assert (response.status_code, response["Location"]) == (301, path + "/")
