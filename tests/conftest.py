@@ -1,4 +1,6 @@
+import copy
 import socket
+import uuid
 
 import pytest
 from rest_framework.test import APIClient
@@ -19,6 +21,18 @@ def _tasks_in_process(request: pytest.FixtureRequest):
     celery_app.conf.task_always_eager = True
     yield
     celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture(autouse=True)
+def _own_cache_keys(settings) -> None:
+    """Each test its own cache keys (a prefix of its own). With Redis (CI) the cache
+    outlives a test and a run: a rate limit, a flag or a page cached by an earlier test,
+    or by a run minutes before on the same Redis (allauth's one verification email per
+    address every three minutes), would otherwise decide this one."""
+    caches = copy.deepcopy(settings.CACHES)
+    for cache in caches.values():
+        cache["KEY_PREFIX"] = f"test-{uuid.uuid4().hex[:12]}"
+    settings.CACHES = caches
 
 
 @pytest.fixture(autouse=True)
