@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -41,3 +43,10 @@ def test_a_bad_proposal_is_a_form_error(staff_client, customer):
     assert response.status_code == 200
     assert "not valid" in response.content.decode()
     assert ChangeProposal.objects.count() == 0
+
+
+def test_the_admin_index_names_each_section_once(admin_client):
+    page = admin_client.get(reverse("admin:index")).content.decode()
+    sections = re.findall(r"<caption>\s*<a[^>]*>([^<]+)</a>", page)
+    assert "Customers" in sections
+    assert len(sections) == len(set(sections)), sections
