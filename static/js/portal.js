@@ -3,6 +3,21 @@
 (function () {
   "use strict";
 
+  /* Copy buttons (the share links): shown only where the clipboard can be written. */
+  if (navigator.clipboard && window.isSecureContext) {
+    Array.prototype.forEach.call(document.querySelectorAll("button[data-copy-from]"), function (button) {
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        var field = document.getElementById(button.dataset.copyFrom);
+        navigator.clipboard.writeText(field.value).then(function () {
+          var label = button.textContent;
+          button.textContent = button.dataset.copied;
+          setTimeout(function () { button.textContent = label; }, 2000);
+        });
+      });
+    });
+  }
+
   /* Photos: a <dialog> viewer with previous/next buttons, arrow keys and swipe. */
   var dialog = document.getElementById("lightbox");
   if (dialog && typeof dialog.showModal === "function") {

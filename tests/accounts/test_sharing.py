@@ -245,3 +245,13 @@ def test_the_conversation_says_who_wrote_each_message(client, journey, customer,
         (settings.COMPANY_NAME, "On the ship"),
     ]
     assert customer.email not in page
+
+
+def test_a_share_link_has_a_copy_button_for_browsers_that_can(client, journey, customer):
+    """Hidden in the page, shown by portal.js where the clipboard can be written
+    (tests/e2e tries it in Chromium)."""
+    share_link_create(journey=journey, owner=customer, days=7)
+    client.force_login(customer)
+    page = client.get(reverse("accounts:sharing", args=[journey.reference])).content.decode()
+    assert re.search(r'<button type="button"[^>]*data-copy-from="link-\d+"[^>]*hidden>', page)
+    assert re.search(r'<script src="[^"]*portal[^"]*\.js" nonce="[^"]+" defer>', page)

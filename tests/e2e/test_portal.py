@@ -117,3 +117,24 @@ def test_customer_follows_the_car_journey(browser, live_server, artifacts, name,
     assert outside == []
     assert errors == []
     context.close()
+
+
+def test_the_owner_copies_a_share_link(browser, live_server):
+    """The copy button, shown by portal.js, puts the link on the clipboard."""
+    call_command("demo")
+    base = live_server.url
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    page = context.new_page()
+    log_in(page, base)
+    page.goto(f"{base}/journeys/{demo.CAR_REFERENCE}/sharing/")
+    page.get_by_role("button", name="Make a link").click()
+    page.wait_for_load_state("networkidle")
+    link = page.locator("input.copy").first.input_value()
+    assert link.startswith(f"{base}/s/")
+    copy = page.get_by_role("button", name="Copy the link")
+    assert copy.is_visible()
+    copy.click()
+    page.wait_for_function("b => b.textContent === 'Copied'", arg=copy.element_handle())
+    assert page.evaluate("navigator.clipboard.readText()") == link
+    context.close()
