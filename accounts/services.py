@@ -198,12 +198,11 @@ def profile_propose_change(
             )
         now = timezone.now()
         waiting = ChangeProposal.objects.filter(user=user, field=field, state=ProposalState.PENDING)
+        # Whoever sent it: the answer goes to every partner of the customer's journeys,
+        # and two senders of the same change would otherwise withdraw each other's, the
+        # customer told at each retry.
         same = waiting.filter(
-            new_value=_display(cleaned),
-            reason=reason.strip(),
-            source=source,
-            proposed_by=actor,
-            proposed_by_name=actor_name,
+            new_value=_display(cleaned), reason=reason.strip(), source=source
         ).first()
         if same is not None:
             # Proposed again as it stands (a partner's retry): the customer was told once.

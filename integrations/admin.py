@@ -121,7 +121,10 @@ class InboundEventAdmin(admin.ModelAdmin):
     def apply_with_current_mappings(self, request: HttpRequest, queryset: QuerySet) -> None:
         """After staff map a code a partner sent before it was known: its events so far
         move their journeys, as they would have on arrival."""
-        pks = list(queryset.values_list("pk", flat=True)[: UNMAPPED_AT_ONCE + 1])
+        # Only what the action may apply counts towards its limit ("select all" of a long
+        # list with a few unmapped events among it is fine).
+        candidates = queryset.filter(unmapped=True, queued=False, journey_event__isnull=True)
+        pks = list(candidates.values_list("pk", flat=True)[: UNMAPPED_AT_ONCE + 1])
         if len(pks) > UNMAPPED_AT_ONCE:
             self.message_user(
                 request,
@@ -145,7 +148,11 @@ class InboundEventAdmin(admin.ModelAdmin):
                 "left as they were (applied already, still unmapped, or of a journey the "
                 "partner no longer serves)."
             )
-            % {"applied": done.applied, "refused": done.refused, "left": done.left},
+            % {
+                "applied": done.applied,
+                "refused": done.refused,
+                "left": queryset.count() - done.applied - done.refused,
+            },
             messages.SUCCESS if done.applied and not done.refused else messages.WARNING,
         )
 

@@ -704,10 +704,12 @@ def partner_unmapped_events_apply(*, pks: list[int]) -> UnmappedApplied:
         InboundEvent.objects.filter(pk__in=ready).update(queued=True, unmapped=False)
         for partner_pks in by_partner.values():
             taken = partner_queued_events_apply(limit=len(partner_pks), pks=partner_pks)
-            if taken != len(partner_pks):
+            if taken is None:
                 # Another applier holds the lock: leave everything as it was.
                 transaction.set_rollback(True)
                 return UnmappedApplied(left=len(pks), busy=True)
+            if taken != len(partner_pks):  # one partner's rows, locked here: all are taken
+                raise RuntimeError(f"The applier took {taken} of {len(partner_pks)} events.")
         refused = InboundEvent.objects.filter(pk__in=ready, rejection__isnull=False).count()
     return UnmappedApplied(
         applied=len(ready) - refused, refused=refused, left=len(pks) - len(ready)

@@ -483,11 +483,12 @@ LEG_ETA_HORIZON = timedelta(days=2 * 366)
 
 def _check_leg_times(leg: ShipmentLeg, changed: set[str] | None = None) -> None:
     """What happened (departure, arrival) happened by now and after the journey began
-    (as events, a day's grace); the ETA is after that, within two years, and not before
-    the departure. ``changed``: the fields an update sets; the
+    (as events, a day's grace); the ETA after the start itself, within two years, and
+    not before the departure. ``changed``: the fields an update sets; the
     others, stored already, are not judged again (an ETA gone stale does not block the
     departure that makes it so)."""
-    now, started = timezone.now(), leg.journey.started_at - BEFORE_START_GRACE
+    now, start = timezone.now(), leg.journey.started_at
+    started = start - BEFORE_START_GRACE
     given = changed if changed is not None else {"departed_at", "arrived_at", "eta"}
     errors: dict[str, list[str]] = {}
     for name in ("departed_at", "arrived_at"):
@@ -499,7 +500,9 @@ def _check_leg_times(leg: ShipmentLeg, changed: set[str] | None = None) -> None:
         elif value < started:
             errors[name] = ["Before the journey started."]
     if leg.eta is not None and "eta" in given:
-        if leg.eta < started:
+        # A forecast, not a report: no grace (ShipmentLeg.clean and the ETA's forecast
+        # read an ETA before the start as a typo too).
+        if leg.eta < start:
             errors["eta"] = ["Before the journey started."]
         elif leg.departed_at is not None and leg.eta < leg.departed_at:
             errors["eta"] = ["Before the leg departed."]
@@ -536,9 +539,11 @@ def journey_leg_update(*, leg: ShipmentLeg, **changes: Any) -> ShipmentLeg:
         raise ApplicationError(f"Unknown leg fields: {', '.join(sorted(unknown))}.")
     with transaction.atomic():
         leg = ShipmentLeg.objects.select_for_update().get(pk=leg.pk)
+        # Judged: what changes (a partner sending the whole leg back sends what is stored).
+        changed = {name for name, value in changes.items() if getattr(leg, name) != value}
         for name, value in changes.items():
             setattr(leg, name, value)
-        _check_leg(leg, set(changes))
+        _check_leg(leg, changed)
         if changes:
             leg.save(update_fields=sorted(changes))
     return leg

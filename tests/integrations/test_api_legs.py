@@ -128,6 +128,33 @@ def test_an_update_judges_what_it_sets_and_a_start_has_a_days_grace(api, journey
     assert (stored.carrier, stored.arrived_at.isoformat()) == ("Other", "2026-11-26T09:00:00+00:00")
 
 
+def test_a_stale_eta_sent_back_does_not_block_the_departure_that_makes_it_so(api, journey):
+    from datetime import timedelta
+
+    assert api.post(legs_url(journey), leg(departed_at=None), format="json").status_code == 201
+    stale = journey.started_at + timedelta(days=1)  # 18 November: before the departure
+    ShipmentLeg.objects.update(eta=stale)
+    # The whole leg sent back, its ETA as stored, with the departure that happened.
+    whole = {**leg(departed_at="2026-11-20T10:00:00Z"), "eta": stale.isoformat()}
+    whole.pop("sequence")
+    response = api.patch(leg_url(journey), whole, format="json")
+    assert response.status_code == 200, response.json()
+    # A new ETA before that departure is judged, and refused.
+    response = api.patch(leg_url(journey), {"eta": "2026-11-19T10:00:00Z"}, format="json")
+    assert response.json()["error"]["fields"] == {"eta": ["Before the leg departed."]}
+
+
+def test_an_eta_before_the_start_has_no_grace(api, journey):
+    """A forecast, not a report: as the admin (ShipmentLeg.clean) and the ETA read it."""
+    from datetime import timedelta
+
+    early = {"departed_at": (journey.started_at - timedelta(hours=3)).isoformat()}
+    early["eta"] = (journey.started_at - timedelta(hours=1)).isoformat()
+    response = api.post(legs_url(journey), leg(**early), format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"eta": ["Before the journey started."]}
+
+
 def test_a_checkpoint_before_the_journey_started_is_refused(api, journey):
     api.post(legs_url(journey), leg(), format="json")
     body = {"occurred_at": "1990-11-22T10:00:00Z", "location_name": "X"}
