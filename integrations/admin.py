@@ -123,6 +123,7 @@ class InboundEventAdmin(admin.ModelAdmin):
         move their journeys, as they would have on arrival."""
         # Only what the action may apply counts towards its limit ("select all" of a long
         # list with a few unmapped events among it is fine).
+        chosen = queryset.count()  # before: the list's filter (unmapped) may not hold after
         candidates = queryset.filter(unmapped=True, queued=False, journey_event__isnull=True)
         pks = list(candidates.values_list("pk", flat=True)[: UNMAPPED_AT_ONCE + 1])
         if len(pks) > UNMAPPED_AT_ONCE:
@@ -151,7 +152,7 @@ class InboundEventAdmin(admin.ModelAdmin):
             % {
                 "applied": done.applied,
                 "refused": done.refused,
-                "left": queryset.count() - done.applied - done.refused,
+                "left": chosen - done.applied - done.refused,
             },
             messages.SUCCESS if done.applied and not done.refused else messages.WARNING,
         )
