@@ -167,8 +167,11 @@ def test_deletion_needs_confirmation_and_explains_what_is_kept(client, customer)
     assert wrong.status_code == 422
     customer.refresh_from_db()
     assert customer.is_active
+    assert "write to us on your journey page" in page
     done = client.post(reverse("accounts:delete"), {"confirm_email": customer.email.upper()})
     assert done.status_code == 200
+    # Nobody to write to any more: the footer's invitation is for people signed in.
+    assert "write to us on your journey page" not in done.content.decode()
     customer.refresh_from_db()
     assert not customer.is_active
     assert client.get(reverse("journey:home")).status_code == 302  # logged out

@@ -369,3 +369,21 @@ def test_the_event_body_is_what_its_documented_serializer_would_write(api, journ
     ).data
     assert response.json() == documented
     assert response.json()["occurred_at"].endswith("Z")
+
+
+def test_the_command_revokes_a_key_once_and_says_so_again(partner):
+    import io
+
+    from django.core.management import call_command
+
+    key, _plain = partner_key_create(partner=partner)
+    out = io.StringIO()
+    call_command("partner_key", "revoke", key.prefix, stdout=out)
+    assert out.getvalue().startswith(f"Revoked {key.prefix}")
+    key.refresh_from_db()
+    first = key.revoked_at
+    out = io.StringIO()
+    call_command("partner_key", "revoke", key.prefix, stdout=out)
+    assert "was revoked already, at" in out.getvalue()
+    key.refresh_from_db()
+    assert key.revoked_at == first

@@ -27,6 +27,10 @@ class Command(BaseCommand):
             key = PartnerAPIKey.objects.filter(prefix=options["prefix"]).first()
             if key is None:
                 raise CommandError(f"No key with prefix {options['prefix']!r}.")
+            if key.revoked_at is not None:
+                stamp = key.revoked_at.isoformat(timespec="seconds")
+                self.stdout.write(f"{key.prefix} of {key.partner} was revoked already, at {stamp}.")
+                return
             partner_key_revoke(key=key)
             self.stdout.write(f"Revoked {key.prefix} of {key.partner}.")
             return
