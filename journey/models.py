@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import validate_time_zone
@@ -399,8 +400,6 @@ def appointment_time_problems(
     """What is wrong with an appointment's time, by field: it starts within two years, a
     new one not in the past (an hour's grace for clocks), and it lasts a minute to a
     day. The admin (``Appointment.clean``) and the services ask the same."""
-    from django.utils import timezone
-
     errors: dict[str, list[str]] = {}
     now = timezone.now()
     if starts_at is not None and not timezone.is_naive(starts_at):

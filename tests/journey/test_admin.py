@@ -1,6 +1,6 @@
 """Staff record milestones in the admin, through the same spine as the API."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -178,7 +178,9 @@ def test_a_shipping_stage_is_marked_in_the_template_admin(client, staff):
     ]
 
 
-def test_a_leg_eta_before_the_journey_started_is_a_form_error(client, staff, journey):
+def _leg_and_its_form(journey, **times: datetime) -> tuple[ShipmentLeg, dict[str, str]]:
+    """A ship leg with no times, and its admin change form's data with ``times`` (split
+    date and time fields) set."""
     leg = ShipmentLeg.objects.create(
         journey=journey,
         sequence=1,
@@ -190,8 +192,6 @@ def test_a_leg_eta_before_the_journey_started_is_a_form_error(client, staff, jou
         destination_lat=Decimal("51.49"),
         destination_lon=Decimal("-2.72"),
     )
-    before = (journey.eta, journey.eta_low, journey.eta_high)
-    too_early = timezone.localtime(journey.started_at - timedelta(days=2))
     data = {
         "journey": str(journey.pk),
         "sequence": "1",
@@ -203,13 +203,21 @@ def test_a_leg_eta_before_the_journey_started_is_a_form_error(client, staff, jou
         "destination_name": "Portbury",
         "destination_lat": "51.49",
         "destination_lon": "-2.72",
-        "eta_0": too_early.strftime("%Y-%m-%d"),
-        "eta_1": too_early.strftime("%H:%M:%S"),
         "checkpoints-TOTAL_FORMS": "0",
         "checkpoints-INITIAL_FORMS": "0",
         "checkpoints-MIN_NUM_FORMS": "0",
         "checkpoints-MAX_NUM_FORMS": "1000",
     }
+    for name, value in times.items():
+        local = timezone.localtime(value)
+        data[f"{name}_0"] = local.strftime("%Y-%m-%d")
+        data[f"{name}_1"] = local.strftime("%H:%M:%S")
+    return leg, data
+
+
+def test_a_leg_eta_before_the_journey_started_is_a_form_error(client, staff, journey):
+    before = (journey.eta, journey.eta_low, journey.eta_high)
+    leg, data = _leg_and_its_form(journey, eta=journey.started_at - timedelta(days=2))
 
     response = client.post(reverse("admin:journey_shipmentleg_change", args=[leg.pk]), data)
 
@@ -222,39 +230,10 @@ def test_a_leg_eta_before_the_journey_started_is_a_form_error(client, staff, jou
 
 
 def test_a_leg_arriving_before_it_departs_is_said_in_words(client, staff, journey):
-    leg = ShipmentLeg.objects.create(
-        journey=journey,
-        sequence=1,
-        mode="ship",
-        origin_name="Santander",
-        origin_lat=Decimal("43.46"),
-        origin_lon=Decimal("-3.80"),
-        destination_name="Portbury",
-        destination_lat=Decimal("51.49"),
-        destination_lon=Decimal("-2.72"),
+    departed = journey.started_at + timedelta(days=3)
+    leg, data = _leg_and_its_form(
+        journey, departed_at=departed, arrived_at=departed - timedelta(days=1)
     )
-    departed = timezone.localtime(journey.started_at + timedelta(days=3))
-    arrived = departed - timedelta(days=1)
-    data = {
-        "journey": str(journey.pk),
-        "sequence": "1",
-        "mode": "ship",
-        "carrier": "",
-        "origin_name": "Santander",
-        "origin_lat": "43.46",
-        "origin_lon": "-3.80",
-        "destination_name": "Portbury",
-        "destination_lat": "51.49",
-        "destination_lon": "-2.72",
-        "departed_at_0": departed.strftime("%Y-%m-%d"),
-        "departed_at_1": departed.strftime("%H:%M:%S"),
-        "arrived_at_0": arrived.strftime("%Y-%m-%d"),
-        "arrived_at_1": arrived.strftime("%H:%M:%S"),
-        "checkpoints-TOTAL_FORMS": "0",
-        "checkpoints-INITIAL_FORMS": "0",
-        "checkpoints-MIN_NUM_FORMS": "0",
-        "checkpoints-MAX_NUM_FORMS": "1000",
-    }
 
     response = client.post(reverse("admin:journey_shipmentleg_change", args=[leg.pk]), data)
 
