@@ -60,6 +60,14 @@ class ProfileForm(forms.ModelForm):
             "quiet_hours_end": forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
         }
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        # Optional on the record (an account starts without one), but once the customer
+        # or a proposal sets it, not blank: every message greets them by it.
+        given_name = self.fields["given_name"]
+        given_name.required = True
+        given_name.error_messages["required"] = _("Tell us what to call you.")
+
     def clean_phone(self) -> str:
         return normalise_phone(self.cleaned_data.get("phone", ""))
 

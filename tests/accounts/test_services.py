@@ -156,6 +156,7 @@ def test_the_same_proposal_again_is_the_one_waiting_and_tells_nobody_twice(custo
         ("language", "xx", "r", "Invalid value for language"),
         ("email", "x@example.com", "r", "cannot be changed this way"),
         ("phone", "+447911123456", "  ", "Give a reason"),
+        ("given_name", " ", "r", "Tell us what to call you"),
     ],
 )
 def test_bad_proposals_are_refused_and_nothing_is_written(customer, field, value, reason, message):

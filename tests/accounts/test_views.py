@@ -124,6 +124,11 @@ def test_quiet_hours_errors_say_each_problem_once(logged_in, data, errors):
             "at most 100 characters",
         ),
         (
+            "personal",
+            {"personal-given_name": "   ", "personal-family_name": "Murphy"},
+            "Tell us what to call you",
+        ),
+        (
             "notifications",
             {"notifications-channel_email": "", "notifications-quiet_hours_start": "22:00"},
             "Give both ends of your quiet hours",
