@@ -19,13 +19,17 @@ class Point:
 
 
 @dataclass(frozen=True)
-class Stop:
+class Label:
+    """The names of one place, or of stops too close to tell apart, one per line.
+
+    ``first_dy`` (in em, so right at any font size) puts the first line's baseline
+    relative to ``y``: the lines centred on the place, moved up or down whole lines."""
+
     x: float
     y: float
-    name: str
-    label_x: float
-    label_y: float
     anchor: str
+    lines: tuple[str, ...]
+    first_dy: str
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,8 @@ class RouteSchematic:
     width: int
     height: int
     legs: list[LegPath]
-    stops: list[Stop]
+    stops: list[Point]
+    labels: list[Label]
     # The latest checkpoint, when it has coordinates: where the goods were last seen.
     checkpoint: Point | None = None
     # The projection (SVG units per radian, offsets, and the frame's west edge and
@@ -139,7 +144,8 @@ def route_schematic(
         width=WIDTH,
         height=HEIGHT,
         legs=paths,
-        stops=_place_labels(unique),
+        stops=unique,
+        labels=_place_labels(unique),
         checkpoint=marker,
         scale=scale,
         off_x=off_x,
@@ -195,25 +201,84 @@ def map_tiles(route: RouteSchematic, url_template: str, *, max_tiles: int = 40) 
     return tiles
 
 
-def _place_labels(points: list[Point]) -> list[Stop]:
-    """Labels beside their stop, on the side with more room; a label that would overlap
-    an earlier one moves below it."""
-    stops: list[Stop] = []
+# Labels are judged at the size a phone draws them (the CSS's 24 units; 15 on wider
+# screens, which then sit inside the same boxes): an estimate of the sans-serif's width
+# at weight 600, and the line height the template's tspans use.
+LABEL_FONT = 24
+CHAR_WIDTH = 0.6 * LABEL_FONT
+LINE_EM = 1.25
+LINE = LINE_EM * LABEL_FONT
+GAP = 14  # from the stop's centre to its label
+NEAR = 16  # stops closer than this share one label
+DOT = 10  # a stop's radius with its stroke, kept clear of other labels
+
+
+@dataclass(frozen=True)
+class _Box:
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    def overlap(self, other: "_Box") -> float:
+        width = min(self.right, other.right) - max(self.left, other.left)
+        height = min(self.bottom, other.bottom) - max(self.top, other.top)
+        return width * height if width > 0 and height > 0 else 0.0
+
+    def outside(self) -> float:
+        """How much of the box lies outside the picture."""
+        inside = _Box(0, 0, WIDTH, HEIGHT).overlap(self)
+        return (self.right - self.left) * (self.bottom - self.top) - inside
+
+
+def _place_labels(points: list[Point]) -> list[Label]:
+    """One label per place: stops too close to tell apart share one, a line each. Each
+    label takes the first position, beside its place or moved up or down by whole lines,
+    that overlaps no other label or stop and stays in the picture; failing that, the one
+    that overlaps least."""
+    groups: list[list[Point]] = []
     for point in points:
-        right = point.x < WIDTH * 0.6
-        label_x = point.x + 14 if right else point.x - 14
-        label_y = point.y + 5
-        for other in stops:
-            if abs(other.label_y - label_y) < 20 and abs(other.label_x - label_x) < 160:
-                label_y = other.label_y + 22
-        stops.append(
-            Stop(
-                x=point.x,
-                y=point.y,
-                name=point.name,
-                label_x=round(label_x, 1),
-                label_y=round(label_y, 1),
-                anchor="start" if right else "end",
+        near = next(
+            (g for g in groups if math.dist((g[0].x, g[0].y), (point.x, point.y)) < NEAR), None
+        )
+        if near is None:
+            groups.append([point])
+        else:
+            near.append(point)
+    placed: list[_Box] = []
+    labels: list[Label] = []
+    for group in groups:
+        place = group[0]
+        lines = tuple(point.name for point in group)
+        width = max(len(line) for line in lines) * CHAR_WIDTH
+        height = len(lines) * LINE
+        dots = [_Box(p.x - DOT, p.y - DOT, p.x + DOT, p.y + DOT) for p in points if p not in group]
+        sides = ("start", "end") if place.x < WIDTH * 0.6 else ("end", "start")
+        best: tuple[float, str, int] | None = None
+        for shift in (0, 1, -1, 2, -2, 3, -3, 4, -4):
+            for anchor in sides:
+                left = place.x + GAP if anchor == "start" else place.x - GAP - width
+                top = place.y - height / 2 + shift * LINE
+                box = _Box(left, top, left + width, top + height)
+                cost = box.outside() + sum(box.overlap(other) for other in placed + dots)
+                if best is None or cost < best[0]:
+                    best = (cost, anchor, shift)
+            if best is not None and best[0] == 0:
+                break
+        assert best is not None
+        _cost, anchor, shift = best
+        left = place.x + GAP if anchor == "start" else place.x - GAP - width
+        top = place.y - height / 2 + shift * LINE
+        placed.append(_Box(left, top, left + width, top + height))
+        # The first baseline: a line's baseline sits about 0.35em below its middle.
+        first_dy = 0.35 - (len(lines) - 1) * LINE_EM / 2 + shift * LINE_EM
+        labels.append(
+            Label(
+                x=round(place.x + GAP if anchor == "start" else place.x - GAP, 1),
+                y=place.y,
+                anchor=anchor,
+                lines=lines,
+                first_dy=f"{first_dy:.3f}em",
             )
         )
-    return stops
+    return labels

@@ -99,3 +99,73 @@ def test_map_tiles_sit_under_the_points_they_show():
     assert min(t.x for t in tiles) <= 0 and min(t.y for t in tiles) <= 0
     assert max(t.x + t.size for t in tiles) >= WIDTH
     assert max(t.y + t.size for t in tiles) >= HEIGHT
+
+
+def label_box(label) -> tuple[float, float, float, float]:
+    """The label's box as the placement judges it (the phone's font size)."""
+    from journey.route import CHAR_WIDTH, LABEL_FONT, LINE_EM
+
+    width = max(len(line) for line in label.lines) * CHAR_WIDTH
+    height = len(label.lines) * LINE_EM * LABEL_FONT
+    first = float(label.first_dy.removesuffix("em"))
+    # The first baseline sits 0.35em below the first line's middle.
+    top = label.y + (first - 0.35 - LINE_EM / 2) * LABEL_FONT
+    left = label.x if label.anchor == "start" else label.x - width
+    return left, top, left + width, top + height
+
+
+def test_stops_too_close_to_tell_apart_share_one_label_a_line_each():
+    """The demo car's last leg, Portbury Dock to a Bristol showroom, is a dot on a route
+    across Europe: one label with both names, centred on the place."""
+    journey = make_journey()
+    legs = [
+        leg(
+            journey,
+            1,
+            ("Valencia factory", "39.47", "-0.38"),
+            ("Port of Santander", "43.46", "-3.80"),
+        ),
+        leg(
+            journey, 2, ("Port of Santander", "43.46", "-3.80"), ("Portbury Dock", "51.48", "-2.72")
+        ),
+        leg(
+            journey, 3, ("Portbury Dock", "51.48", "-2.72"), ("Bristol showroom", "51.45", "-2.59")
+        ),
+    ]
+    route = route_schematic(legs)
+    assert [s.name for s in route.stops] == [
+        "Valencia factory",
+        "Port of Santander",
+        "Portbury Dock",
+        "Bristol showroom",
+    ]
+    assert sorted(label.lines for label in route.labels) == [
+        ("Port of Santander",),
+        ("Portbury Dock", "Bristol showroom"),
+        ("Valencia factory",),
+    ]
+    two = next(label for label in route.labels if len(label.lines) == 2)
+    # Two lines of 1.25em centred on the place: the first baseline 0.625em above its own.
+    assert two.first_dy == "-0.275em"
+
+
+def test_labels_of_a_crowded_route_do_not_overlap_and_stay_in_the_picture():
+    """Stops close together but not together (a port, a rail yard, a depot and a
+    showroom in one city region): each label finds room beside, above or below."""
+    journey = make_journey()
+    places = [
+        ("Hamburg port", "53.54", "9.97"),
+        ("Maschen rail yard", "53.40", "10.06"),
+        ("Lübeck depot", "53.87", "10.69"),
+        ("Kiel showroom", "54.32", "10.12"),
+        ("Bremen compound", "53.08", "8.80"),
+    ]
+    legs = [leg(journey, n + 1, places[n], places[n + 1]) for n in range(len(places) - 1)]
+    route = route_schematic(legs)
+    assert len(route.labels) == len(places)
+    boxes = [label_box(label) for label in route.labels]
+    for index, (left, top, right, bottom) in enumerate(boxes):
+        assert 0 <= left and right <= WIDTH and 0 <= top and bottom <= HEIGHT, route.labels[index]
+        for other in boxes[index + 1 :]:
+            apart = right <= other[0] or other[2] <= left or bottom <= other[1] or other[3] <= top
+            assert apart, (route.labels[index], other)

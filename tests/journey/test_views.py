@@ -591,6 +591,10 @@ def test_the_page_speaks_the_customers_language(owner_client, journey, customer)
     coordinates = re.findall(r'\b(?:x1|y1|x2|y2|cx|cy|x|y)="([^"]*)"', svg)
     assert coordinates
     assert all(re.fullmatch(r"-?\d+(\.\d+)?", value) for value in coordinates), coordinates
+    # The labels' lines are placed in em, with a point too.
+    offsets = re.findall(r'\bdy="([^"]*)"', svg)
+    assert offsets
+    assert all(re.fullmatch(r"-?\d+\.\d+em", value) for value in offsets), offsets
 
 
 def test_a_tile_map_is_drawn_only_when_configured(owner_client, journey, settings):
