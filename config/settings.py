@@ -152,8 +152,12 @@ else:
     # two processes writing (runserver and make run's beat_embedded) would meet.
     DATABASES["default"].setdefault("OPTIONS", {}).update(timeout=20, transaction_mode="IMMEDIATE")
     # A file, not memory, for the test database: the browser tests' live server answers
-    # requests on several threads, and each needs a connection of its own.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-milepost.sqlite3")}
+    # requests on several threads, and each needs a connection of its own. Beside the
+    # database it tests, so that two checkouts or two DATABASE_URLs test side by side.
+    _sqlite = Path(DATABASES["default"]["NAME"] or "milepost.sqlite3")
+    if _sqlite.name == ":memory:":
+        _sqlite = BASE_DIR / "milepost.sqlite3"
+    DATABASES["default"]["TEST"] = {"NAME": str(_sqlite.with_name(f"test-{_sqlite.name}"))}
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
