@@ -22,6 +22,7 @@ from journey.forms import (
     StageForm,
     StageFormSet,
     TaskForm,
+    other_languages,
 )
 from journey.models import (
     Appointment,
@@ -56,6 +57,14 @@ class StageInline(admin.StackedInline):
     form = StageForm
     formset = StageFormSet
     extra = 0
+
+    def get_fieldsets(self, request: HttpRequest, obj: object = None) -> list:
+        """The stage, then its words in each other language, under that language's name."""
+        translated = [
+            (name, {"fields": [f"label_{code}", f"explanation_{code}"]})
+            for code, name in other_languages()
+        ]
+        return [(None, {"fields": StageForm.Meta.fields}), *translated]
 
 
 @admin.register(JourneyTemplate)

@@ -2,7 +2,9 @@ import zoneinfo
 from datetime import datetime, timedelta
 
 from django import forms
+from django.conf import settings
 from django.utils import timezone
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
@@ -14,6 +16,7 @@ from journey.models import (
     JourneyTemplate,
     Milestone,
     StageDefinition,
+    validate_stage_translations,
 )
 
 
@@ -174,7 +177,14 @@ class StaffRecordMilestoneForm(RecordMilestoneForm):
         return files
 
 
-class StageForm(forms.ModelForm):
+def other_languages() -> list[tuple[str, str]]:
+    return [(code, name) for code, name in settings.LANGUAGES if code != settings.LANGUAGE_CODE]
+
+
+class _StageForm(forms.ModelForm):
+    """A stage, with its words in each of the site's other languages as fields of their
+    own (``label_es``, ``explanation_es``), kept in its ``translations``."""
+
     class Meta:
         model = StageDefinition
         fields = [
@@ -192,6 +202,50 @@ class StageForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["label"].validators.append(validate_no_jargon)
         self.fields["explanation"].validators.append(validate_no_jargon)
+        for code, _name in other_languages():
+            words = self.instance.translations.get(code) or {}
+            for field in ("label", "explanation"):
+                self.initial.setdefault(f"{field}_{code}", words.get(field, ""))
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean()
+        translations = {}
+        for code, _name in other_languages():
+            words = {
+                field: data[f"{field}_{code}"].strip()
+                for field in ("label", "explanation")
+                if data.get(f"{field}_{code}", "").strip()
+            }
+            if words.get("explanation") and not words.get("label"):
+                self.add_error(f"label_{code}", _("Translate the label too."))
+            if words:
+                translations[code] = words
+        validate_stage_translations(translations)
+        self.instance.translations = translations
+        return data
+
+
+def _translation_fields() -> dict[str, forms.Field]:
+    fields: dict[str, forms.Field] = {}
+    for code, name in other_languages():
+        fields[f"label_{code}"] = forms.CharField(
+            label=format_lazy("{} ({})", _("Label"), name),
+            max_length=80,
+            required=False,
+            help_text=_("Leave empty to show the label above."),
+        )
+        fields[f"explanation_{code}"] = forms.CharField(
+            label=format_lazy("{} ({})", _("Explanation"), name),
+            required=False,
+            widget=forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"}),
+        )
+    return fields
+
+
+# Declared on the class (not added in __init__) so the admin lays them out.
+StageForm = type(_StageForm)(
+    "StageForm", (_StageForm,), {"__module__": __name__, **_translation_fields()}
+)
 
 
 class StageFormSet(forms.BaseInlineFormSet):

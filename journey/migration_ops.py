@@ -8,7 +8,14 @@ the foreign key again, checking every row of million-row tables under lock (and 
 each table on SQLite), for a constraint that does not change. On PostgreSQL the index is
 dropped (and, going back, built) ``CONCURRENTLY``, so writers are not locked out while
 it happens; the migration using it must be ``atomic = False``.
+
+``keep_version_triggers``: on SQLite, Django adds a column with a default, or alters
+one, by making the table again, and the copy has none of the old table's triggers: the
+journey version's (migration 0008) would be gone, and cached journey pages would outlive
+changes to that table. A migration that does so to a table 0008 watches wraps it.
 """
+
+import importlib
 
 from django.db import migrations
 from django.db.migrations.operations.base import Operation
@@ -39,3 +46,23 @@ def drop_covered_indexes(
         state_operations=state_operations,
         database_operations=[migrations.RunPython(drop, create, elidable=False)],
     )
+
+
+def keep_version_triggers(operation: Operation, *tables: str) -> list[Operation]:
+    """``operation``, with the journey version's triggers on ``tables`` made again after it
+    both ways (on SQLite; elsewhere a table keeps its triggers through such changes)."""
+
+    def restore(apps, schema_editor) -> None:
+        if schema_editor.connection.vendor != "sqlite":
+            return
+        version = importlib.import_module("journey.migrations.0008_journey_version")
+        for table in tables:
+            for statement in version._sqlite(table):
+                schema_editor.execute(statement)
+
+    noop = migrations.RunPython.noop
+    return [
+        migrations.RunPython(noop, restore, elidable=False),  # after it, going back
+        operation,
+        migrations.RunPython(restore, noop, elidable=False),
+    ]

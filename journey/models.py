@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import validate_time_zone
@@ -43,6 +43,33 @@ class JourneyTemplate(QuickLoad):
         return self.name
 
 
+STAGE_TRANSLATED = ("label", "explanation")
+
+
+def validate_stage_translations(value: object) -> None:
+    """{language: {"label": str, "explanation": str}} for the site's other languages."""
+    others = {code for code, _name in settings.LANGUAGES} - {settings.LANGUAGE_CODE}
+    if not isinstance(value, dict):
+        raise ValidationError(_("Translations must be an object keyed by language."))
+    for language, fields in value.items():
+        if language not in others:
+            raise ValidationError(
+                _("%(language)s is not one of the site's other languages.") % {"language": language}
+            )
+        if not isinstance(fields, dict) or not set(fields) <= set(STAGE_TRANSLATED):
+            raise ValidationError(_("Translate only the label and the explanation."))
+        if not all(isinstance(text, str) for text in fields.values()):
+            raise ValidationError(_("Translations are text."))
+        if len(fields.get("label", "")) > 80:
+            raise ValidationError(_("A translated label has at most 80 characters."))
+
+
+def stage_translated(translations: dict, field: str, default: str) -> str:
+    """A stage's ``field`` in the active language: its translation, else ``default``."""
+    language = (translation.get_language() or settings.LANGUAGE_CODE).split("-")[0]
+    return (translations.get(language) or {}).get(field) or default
+
+
 class StageDefinition(QuickLoad):
     template = models.ForeignKey(JourneyTemplate, on_delete=models.CASCADE, related_name="stages")
     position = models.PositiveSmallIntegerField()
@@ -66,6 +93,12 @@ class StageDefinition(QuickLoad):
             "shipment legs, the stage ends when the carrier expects the last leg to arrive."
         ),
     )
+    # What the customer sees in their language, when it is not the site's default:
+    # {"es": {"label": "Pintura", "explanation": "..."}}. The admin edits each
+    # language's as fields of their own; a language missing shows the default's.
+    translations = models.JSONField(
+        _("translations"), default=dict, blank=True, validators=[validate_stage_translations]
+    )
 
     class Meta:
         ordering = ["template", "position"]
@@ -81,6 +114,15 @@ class StageDefinition(QuickLoad):
 
     def __str__(self) -> str:
         return f"{self.template.key}:{self.key}"
+
+    @property
+    def shown_label(self) -> str:
+        """The label in the active language: the customer's, on their pages."""
+        return stage_translated(self.translations, "label", self.label)
+
+    @property
+    def shown_explanation(self) -> str:
+        return stage_translated(self.translations, "explanation", self.explanation)
 
 
 class Health(models.TextChoices):

@@ -386,6 +386,8 @@ def journey_record_milestone(
                     context={
                         "stage_label": target.stage.label,
                         "explanation": target.stage.explanation,
+                        # Rendered in the recipient's language when the message goes.
+                        "stage_translations": target.stage.translations,
                         "message": message,
                         "occurred_at": occurred_at.isoformat(),
                         "position": target.position,

@@ -27,6 +27,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.module_loading import import_string
 from django.utils.translation import ngettext
 
+from journey.models import stage_translated
 from notifications.models import Channel, Notification
 
 logger = logging.getLogger(__name__)
@@ -35,8 +36,13 @@ REPLY_SALT = b"milepost.reply-to"
 
 
 def message_context(notification: Notification) -> dict[str, object]:
-    """What a message template needs, with times as aware datetimes and a portal link."""
+    """What a message template needs, with times as aware datetimes and a portal link,
+    and a stage's words in the active language (the recipient's, as ``render`` calls it)."""
     context: dict[str, object] = dict(notification.context)
+    translations = notification.context.get("stage_translations") or {}
+    for field, key in (("label", "stage_label"), ("explanation", "explanation")):
+        if key in context:
+            context[key] = stage_translated(translations, field, context[key])
     for key, value in notification.context.items():
         if isinstance(value, str) and key.endswith("_at"):
             context[key] = parse_datetime(value)
@@ -86,9 +92,9 @@ def _locale(notification: Notification) -> tuple[str, zoneinfo.ZoneInfo]:
 def render(notification: Notification) -> Rendered:
     """The message in the recipient's language and time zone."""
     language, zone = _locale(notification)
-    context = message_context(notification)
     base = f"notifications/email/{notification.kind}"
     with translation.override(language), timezone.override(zone):
+        context = message_context(notification)
         subject = " ".join(render_to_string(f"{base}_subject.txt", context).split())
         text = render_to_string(f"{base}.txt", context)
         html = render_to_string(f"{base}.html", context)

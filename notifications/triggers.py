@@ -47,6 +47,7 @@ def notify_photos_added(photo: Photo) -> None:
         context={
             "milestone_id": photo.milestone_id,
             "stage_label": photo.milestone.stage.label if photo.milestone_id else "",
+            "stage_translations": photo.milestone.stage.translations if photo.milestone_id else {},
             "since": photo.created_at.isoformat(),
             "anchor": f"m-{photo.milestone_id}" if photo.milestone_id else "timeline",
         },

@@ -360,3 +360,42 @@ def test_an_appointment_without_an_arrival_time_arrives_at_the_start(journey):
     appointment.save()
     appointment.refresh_from_db()
     assert appointment.arrive_at == starts
+
+
+def test_staff_translate_a_stage_in_the_template_admin(client, staff):
+    journey = make_journey()
+    template = journey.template
+    url = reverse("admin:journey_journeytemplate_change", args=[template.pk])
+    page = client.get(url).content.decode()
+    assert "Label (Spanish)" in page and "Explanation (Spanish)" in page
+
+    response = client.post(
+        url,
+        stage_form(
+            template,
+            **{
+                "stages-1-label_es": " Pintura ",
+                "stages-1-explanation_es": "Cinco capas.",
+                "stages-0-label_es": "",
+            },
+        ),
+    )
+    assert response.status_code == 302
+    assert dict(template.stages.values_list("key", "translations")) == {
+        "stage-1": {},
+        "stage-2": {"es": {"label": "Pintura", "explanation": "Cinco capas."}},
+        "stage-3": {},
+        "stage-4": {},
+    }
+    # The form shows what is kept.
+    assert 'value="Pintura"' in client.get(url).content.decode()
+
+
+def test_an_explanation_without_its_label_is_a_form_error(client, staff):
+    journey = make_journey()
+    template = journey.template
+    url = reverse("admin:journey_journeytemplate_change", args=[template.pk])
+    response = client.post(url, stage_form(template, **{"stages-1-explanation_es": "Cinco."}))
+    assert response.status_code == 200
+    assert "Translate the label too." in response.content.decode()
+    assert not template.stages.exclude(translations={}).exists()

@@ -1,5 +1,6 @@
 """The journey page's cache: the version that keys it, and what each response owns."""
 
+import importlib
 import re
 from datetime import timedelta
 from decimal import Decimal
@@ -182,6 +183,30 @@ def test_one_statement_over_many_journeys_moves_each_of_them_and_no_other():
     )
     check_moved(after_update)
     assert version(untouched) == before[untouched.pk]
+
+
+def test_every_watched_table_keeps_its_version_triggers_after_all_migrations():
+    """A later migration that makes a table again (SQLite, for a column with a default)
+    drops its triggers: journey.migration_ops.keep_version_triggers makes them again."""
+    version = importlib.import_module("journey.migrations.0008_journey_version")
+    expected = {
+        (f"mp_version_{table}_{event.lower()}", table)
+        for table in version.CHILDREN
+        for event in version.EVENTS
+    } | {("mp_version_journey_self", version.JOURNEY)}
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT tgname, tgrelid::regclass::text FROM pg_trigger "
+                "WHERE tgname LIKE 'mp_version_%'"
+            )
+        else:
+            cursor.execute(
+                "SELECT name, tbl_name FROM sqlite_master "
+                "WHERE type = 'trigger' AND name LIKE 'mp_version_%'"
+            )
+        found = set(cursor.fetchall())
+    assert found == expected
 
 
 @pytest.mark.skipif(

@@ -93,6 +93,54 @@ KITCHEN_STAGES = [
     ("worktops", "Worktops", "The stone worktops are templated, cut and fitted.", 10),
     ("signoff", "Final check", "We walk through the finished kitchen with you.", 1),
 ]
+# The stages in Spanish (the profile's other language): label and explanation.
+SPANISH_STAGES = {
+    "car-built-to-order": {
+        "order_confirmed": ("Pedido confirmado", "Tenemos su pedido y su depósito."),
+        "production_scheduled": (
+            "Producción programada",
+            "Su coche tiene un hueco de fabricación en la planta de Valencia.",
+        ),
+        "body_shop": (
+            "Carrocería",
+            "La carrocería se suelda y se comprueba su precisión, a la décima de milímetro.",
+        ),
+        "paint": ("Pintura", "Cinco capas: imprimación, dos de color y dos de barniz."),
+        "assembly": (
+            "Montaje",
+            "Se montan el motor, el interior, las ruedas y las opciones que eligió.",
+        ),
+        "quality_check": (
+            "Control de calidad",
+            "Una prueba en carretera y una inspección de 300 puntos.",
+        ),
+        "ready_to_ship": ("Listo para enviar", "Su coche está terminado y espera su transporte."),
+        "in_transit": (
+            "En camino",
+            "En camión a Santander, en barco a Portbury y en camión a Bristol.",
+        ),
+        "at_showroom": (
+            "En el concesionario",
+            "Estamos preparando su coche: limpio, revisado y con el depósito lleno.",
+        ),
+        "handover": ("Entrega", "Recoge su coche y se lo lleva a casa."),
+    },
+    "fitted-kitchen": {
+        "order_confirmed": ("Pedido confirmado", "Tenemos su pedido y su diseño."),
+        "survey": ("Visita de medición", "Nuestro técnico mide la estancia al milímetro."),
+        "manufacturing": (
+            "Fabricación a medida",
+            "Sus muebles se fabrican con las medidas tomadas.",
+        ),
+        "delivery": ("Entrega", "Todo llega en una sola entrega, revisado contra su pedido."),
+        "fitting": (
+            "Instalación",
+            "Nuestros instaladores montan los muebles y los electrodomésticos.",
+        ),
+        "worktops": ("Encimeras", "Las encimeras de piedra se plantillan, se cortan y se colocan."),
+        "signoff": ("Revisión final", "Repasamos con usted la cocina terminada."),
+    },
+}
 # The factory's own status codes, turned into our stages (what partners send).
 FACTORY_CODES = {
     "ORD-OK": "order_confirmed",
@@ -117,6 +165,11 @@ class Summary:
     staff_codes: list[str]
 
 
+def _spanish(template_key: str, stage_key: str) -> dict[str, dict[str, str]]:
+    label, explanation = SPANISH_STAGES[template_key][stage_key]
+    return {"es": {"label": label, "explanation": explanation}}
+
+
 def _template(key: str, name: str, stages: list[tuple[str, str, str, int]]) -> JourneyTemplate:
     template, created = JourneyTemplate.objects.get_or_create(key=key, defaults={"name": name})
     if created:
@@ -127,6 +180,7 @@ def _template(key: str, name: str, stages: list[tuple[str, str, str, int]]) -> J
                 key=stage_key,
                 label=label,
                 explanation=explanation,
+                translations=_spanish(key, stage_key),
                 expected_duration=timedelta(days=days),
                 # The carrier's leg ETAs decide when the car arrives (journey/eta.py).
                 shipping=stage_key == "in_transit",
