@@ -1,7 +1,10 @@
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 from accounts.forms import PROPOSABLE_FIELDS
 from integrations.models import WebhookEndpoint, WebhookEventType
@@ -15,6 +18,40 @@ from journey.models import (
     Photo,
     ShipmentLeg,
 )
+
+
+class RequestBody:
+    """For a serializer that reads a request body: the body must be a JSON object. A
+    list, a string, a number or null is refused naming ``body``, where DRF would say
+    "Invalid data. Expected a dictionary" under ``non_field_errors``. Only the body
+    itself (the serializer at the top, no parent): a nested one is a field's value."""
+
+    def run_validation(self, data: Any = empty) -> Any:
+        if self.parent is None and not isinstance(data, Mapping):
+            raise serializers.ValidationError(
+                {"body": ["Expected a JSON object."]}, code="not_an_object"
+            )
+        return super().run_validation(data)
+
+
+class _StringOnly:
+    """Refuses anything but a string (DRF's CharField turns 123 into "123"): for ids and
+    codes, where the number 123 and the string "123" must not silently be one."""
+
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
+
+
+class StringField(_StringOnly, serializers.CharField):
+    """A CharField that takes JSON strings only."""
+
+
+class SlugStringField(_StringOnly, serializers.SlugField):
+    """A SlugField that takes JSON strings only."""
 
 
 class MilestoneSerializer(serializers.ModelSerializer):
@@ -71,13 +108,13 @@ def _readable_back(event_id: str) -> None:
         )
 
 
-class StatusEventInSerializer(serializers.Serializer):
-    event_id = serializers.CharField(
+class StatusEventInSerializer(RequestBody, serializers.Serializer):
+    event_id = StringField(
         max_length=128,
         validators=[_readable_back],
         help_text="Your own id for this event; unique per partner.",
     )
-    code = serializers.CharField(max_length=64, help_text="Your status code (see the mapping).")
+    code = StringField(max_length=64, help_text="Your status code (see the mapping).")
     occurred_at = AwareDateTimeField(help_text="When it happened, with a UTC offset.")
     data = serializers.DictField(
         required=False, default=dict, help_text="Anything else; kept for audit, never shown."
@@ -129,9 +166,11 @@ class StatusEventOutSerializer(serializers.Serializer):
     warnings = serializers.ListField(child=serializers.CharField())
 
 
-class ProfileChangeInSerializer(serializers.Serializer):
+class ProfileChangeInSerializer(RequestBody, serializers.Serializer):
     field = serializers.ChoiceField(choices=PROPOSABLE_FIELDS)
-    value = serializers.CharField(max_length=200)
+    # A string, as the customer's form has it: the number 7911123456 is not read as a
+    # phone number (nor a leading zero lost on the way).
+    value = StringField(max_length=200)
     reason = serializers.CharField(max_length=300, help_text="Shown to the customer.")
 
 
@@ -148,10 +187,10 @@ MAX_BATCH = 500
 
 
 class BatchEventInSerializer(StatusEventInSerializer):
-    journey = serializers.CharField(max_length=16, help_text="The journey's reference.")
+    journey = StringField(max_length=16, help_text="The journey's reference.")
 
 
-class BatchInSerializer(serializers.Serializer):
+class BatchInSerializer(RequestBody, serializers.Serializer):
     # Items are validated one by one in the view, so one bad item fails alone.
     events = serializers.ListField(
         child=serializers.DictField(),
@@ -178,7 +217,7 @@ def _coordinate(limit: int, **kwargs: object) -> serializers.DecimalField:
     )
 
 
-class LegSerializer(serializers.Serializer):
+class LegSerializer(RequestBody, serializers.Serializer):
     sequence = serializers.IntegerField(min_value=1, max_value=999)
     mode = serializers.ChoiceField(choices=LegMode.choices)
     carrier = serializers.CharField(max_length=120, required=False, allow_blank=True)
@@ -216,7 +255,7 @@ class LegOutSerializer(serializers.ModelSerializer):
         ]
 
 
-class CheckpointSerializer(serializers.ModelSerializer):
+class CheckpointSerializer(RequestBody, serializers.ModelSerializer):
     occurred_at = AwareDateTimeField()
     lat = _coordinate(90, required=False, allow_null=True)
     lon = _coordinate(180, required=False, allow_null=True)
@@ -227,18 +266,18 @@ class CheckpointSerializer(serializers.ModelSerializer):
         read_only_fields = ["id"]
 
 
-class TaskSerializer(serializers.ModelSerializer):
+class TaskSerializer(RequestBody, serializers.ModelSerializer):
     class Meta:
         model = CustomerTask
         fields = ["id", "title", "description", "due_date", "done_at", "created_at"]
         read_only_fields = ["id", "done_at", "created_at"]
 
 
-class AppointmentSerializer(serializers.ModelSerializer):
+class AppointmentSerializer(RequestBody, serializers.ModelSerializer):
     starts_at = AwareDateTimeField()
     arrive_at = AwareDateTimeField(required=False, help_text="Defaults to starts_at.")
     duration_minutes = serializers.IntegerField(min_value=1, max_value=24 * 60, default=60)
-    time_zone = serializers.CharField(max_length=64, default="Europe/London")
+    time_zone = StringField(max_length=64, default="Europe/London")
 
     class Meta:
         model = Appointment
@@ -261,11 +300,25 @@ class AppointmentSerializer(serializers.ModelSerializer):
 
 
 class PhotoInSerializer(serializers.Serializer):
+    """A multipart form: each of its fields once (DRF would keep one of two ``file``
+    parts and say nothing of the other)."""
+
     file = serializers.FileField(help_text="JPEG, PNG or WebP; at most 20 MB and 50 megapixels.")
     milestone = serializers.CharField(
         max_length=50, required=False, help_text="The stage key of the milestone it shows."
     )
     caption = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if hasattr(data, "getlist"):
+            repeated = {
+                name: ["Send one file per request." if name == "file" else "Send it once."]
+                for name in self.fields
+                if len(data.getlist(name)) > 1
+            }
+            if repeated:
+                raise serializers.ValidationError(repeated, code="repeated")
+        return super().to_internal_value(data)
 
 
 class PhotoOutSerializer(serializers.ModelSerializer):
@@ -280,7 +333,7 @@ class PhotoOutSerializer(serializers.ModelSerializer):
         return bool(photo.thumbnail)
 
 
-class WebhookEndpointSerializer(serializers.ModelSerializer):
+class WebhookEndpointSerializer(RequestBody, serializers.ModelSerializer):
     event_types = serializers.ListField(
         child=serializers.ChoiceField(choices=WebhookEventType.choices), min_length=1
     )
@@ -300,6 +353,6 @@ class WebhookSecretSerializer(WebhookEndpointSerializer):
         fields = [*WebhookEndpointSerializer.Meta.fields, "secret"]
 
 
-class SandboxJourneyInSerializer(serializers.Serializer):
-    template = serializers.SlugField(help_text="The key of a journey template.")
+class SandboxJourneyInSerializer(RequestBody, serializers.Serializer):
+    template = SlugStringField(help_text="The key of a journey template.")
     title = serializers.CharField(max_length=200, required=False, default="Sandbox journey")

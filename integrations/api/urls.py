@@ -23,22 +23,24 @@ urlpatterns = [
         name="journey-profile-changes",
     ),
     path("events/batch/", views.EventBatchCreate.as_view(), name="event-batch"),
-    path("journeys/<str:reference>/legs/", views.LegCreate.as_view(), name="journey-legs"),
+    path("journeys/<str:reference>/legs/", views.LegListCreate.as_view(), name="journey-legs"),
     path(
         "journeys/<str:reference>/legs/<int:sequence>/",
-        views.LegUpdate.as_view(),
+        views.LegDetail.as_view(),
         name="journey-leg",
     ),
     path(
         "journeys/<str:reference>/legs/<int:sequence>/checkpoints/",
-        views.CheckpointCreate.as_view(),
+        views.CheckpointListCreate.as_view(),
         name="leg-checkpoints",
     ),
-    path("journeys/<str:reference>/photos/", views.PhotoCreate.as_view(), name="journey-photos"),
-    path("journeys/<str:reference>/tasks/", views.TaskCreate.as_view(), name="journey-tasks"),
+    path(
+        "journeys/<str:reference>/photos/", views.PhotoListCreate.as_view(), name="journey-photos"
+    ),
+    path("journeys/<str:reference>/tasks/", views.TaskListCreate.as_view(), name="journey-tasks"),
     path(
         "journeys/<str:reference>/appointments/",
-        views.AppointmentCreate.as_view(),
+        views.AppointmentListCreate.as_view(),
         name="journey-appointments",
     ),
     path("webhooks/", views.WebhookEndpointList.as_view(), name="webhook-list"),

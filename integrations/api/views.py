@@ -18,6 +18,7 @@ from accounts.models import Source
 from accounts.services import profile_propose_change
 from integrations.api.errors import exception_handler
 from integrations.api.idempotency import idempotent, request_fingerprint, rolled_back_whole
+from integrations.api.pagination import CursorPage, OldestFirstCursorPage
 from integrations.api.serializers import (
     AppointmentSerializer,
     BatchEventInSerializer,
@@ -42,7 +43,14 @@ from integrations.api.serializers import (
 from integrations.idempotency import HEADER, idempotency_check_key, idempotency_record
 from integrations.models import IdempotencyRecord, InboundEvent, Partner, WebhookEndpoint
 from integrations.sandbox import sandbox_journey_create
-from integrations.selectors import partner_journeys
+from integrations.selectors import (
+    journey_appointments,
+    journey_legs,
+    journey_photos,
+    journey_tasks,
+    leg_checkpoints,
+    partner_journeys,
+)
 from integrations.services import (
     InboundResult,
     StatusEventIn,
@@ -85,9 +93,11 @@ def _journey(request: Request, reference: str, *, for_spine: bool = False) -> Jo
 
 
 class JourneyList(generics.ListAPIView):
-    """The journeys this partner serves, with their milestones."""
+    """The journeys this partner serves, with their milestones: newest first, in pages
+    (follow ``next``)."""
 
     serializer_class = JourneySerializer
+    pagination_class = CursorPage
 
     def get_queryset(self) -> QuerySet[Journey]:
         return partner_journeys(partner=self.request.user)
@@ -468,8 +478,20 @@ class EventBatchCreate(APIView):
         return {"index": index, "status": response.status_code, "event": None, **response.data}
 
 
-class LegCreate(APIView):
-    """Add a shipment leg to a journey."""
+def _page(view: APIView, request: Request, queryset: QuerySet, serializer: type) -> Response:
+    """One page of ``queryset`` in the view's pagination, as ``serializer`` writes each."""
+    paginator = view.pagination_class()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer(page, many=True).data)
+
+
+class LegListCreate(APIView):
+    """A journey's shipment legs: read them (all at once: a journey has a few), add one."""
+
+    @extend_schema(responses={200: LegOutSerializer(many=True)})
+    def get(self, request: Request, reference: str) -> Response:
+        legs = journey_legs(journey=_journey(request, reference))
+        return Response(LegOutSerializer(legs, many=True).data)
 
     @extend_schema(request=LegSerializer, responses={201: LegOutSerializer})
     @idempotent
@@ -485,8 +507,12 @@ def _leg(request: Request, reference: str, sequence: int) -> ShipmentLeg:
     return get_object_or_404(ShipmentLeg, journey=_journey(request, reference), sequence=sequence)
 
 
-class LegUpdate(APIView):
-    """Change a leg: departure, arrival, ETA, places."""
+class LegDetail(APIView):
+    """One leg: read it; change it (departure, arrival, ETA, places)."""
+
+    @extend_schema(responses={200: LegOutSerializer})
+    def get(self, request: Request, reference: str, sequence: int) -> Response:
+        return Response(LegOutSerializer(_leg(request, reference, sequence)).data)
 
     @extend_schema(request=LegUpdateSerializer, responses={200: LegOutSerializer})
     def patch(self, request: Request, reference: str, sequence: int) -> Response:
@@ -497,8 +523,16 @@ class LegUpdate(APIView):
         return Response(LegOutSerializer(leg).data)
 
 
-class CheckpointCreate(APIView):
-    """Record where a leg's shipment was seen."""
+class CheckpointListCreate(APIView):
+    """Where a leg's shipment was seen: read them, in pages, in the order they were posted
+    (a long voyage reports many); record one."""
+
+    pagination_class = OldestFirstCursorPage
+
+    @extend_schema(responses={200: CheckpointSerializer(many=True)})
+    def get(self, request: Request, reference: str, sequence: int) -> Response:
+        checkpoints = leg_checkpoints(leg=_leg(request, reference, sequence))
+        return _page(self, request, checkpoints, CheckpointSerializer)
 
     @extend_schema(request=CheckpointSerializer, responses={201: CheckpointSerializer})
     @idempotent
@@ -510,13 +544,20 @@ class CheckpointCreate(APIView):
         return Response(CheckpointSerializer(checkpoint).data, status=status.HTTP_201_CREATED)
 
 
-class PhotoCreate(APIView):
-    """Upload a photo (multipart): JPEG, PNG or WebP, at most 20 MB and 50 megapixels.
+class PhotoListCreate(APIView):
+    """A journey's photos: read them, in pages, in the order they were posted; upload one
+    (multipart): JPEG, PNG or WebP, at most 20 MB and 50 megapixels.
 
     Metadata (GPS included) is stripped; the thumbnail is made in the background.
     """
 
     parser_classes = [parsers.MultiPartParser]
+    pagination_class = OldestFirstCursorPage
+
+    @extend_schema(responses={200: PhotoOutSerializer(many=True)})
+    def get(self, request: Request, reference: str) -> Response:
+        photos = journey_photos(journey=_journey(request, reference))
+        return _page(self, request, photos, PhotoOutSerializer)
 
     @extend_schema(
         request={"multipart/form-data": PhotoInSerializer}, responses={201: PhotoOutSerializer}
@@ -545,8 +586,14 @@ class PhotoCreate(APIView):
         return Response(PhotoOutSerializer(photo).data, status=status.HTTP_201_CREATED)
 
 
-class TaskCreate(APIView):
-    """Ask the customer to do something."""
+class TaskListCreate(APIView):
+    """What the customer is asked to do: read it (all at once: a customer is given a
+    handful of tasks, all shown on one page); ask for something."""
+
+    @extend_schema(responses={200: TaskSerializer(many=True)})
+    def get(self, request: Request, reference: str) -> Response:
+        tasks = journey_tasks(journey=_journey(request, reference))
+        return Response(TaskSerializer(tasks, many=True).data)
 
     @extend_schema(request=TaskSerializer, responses={201: TaskSerializer})
     @idempotent
@@ -558,8 +605,14 @@ class TaskCreate(APIView):
         return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED)
 
 
-class AppointmentCreate(APIView):
-    """Book an appointment the customer attends."""
+class AppointmentListCreate(APIView):
+    """The appointments the customer attends: read them (all at once, as tasks); book
+    one."""
+
+    @extend_schema(responses={200: AppointmentSerializer(many=True)})
+    def get(self, request: Request, reference: str) -> Response:
+        appointments = journey_appointments(journey=_journey(request, reference))
+        return Response(AppointmentSerializer(appointments, many=True).data)
 
     @extend_schema(request=AppointmentSerializer, responses={201: AppointmentSerializer})
     @idempotent

@@ -232,7 +232,7 @@ def test_list_and_read_only_the_partners_journeys(
     with django_assert_num_queries(4):
         listing = api.get(reverse("api:journey-list"))
     assert listing.status_code == 200
-    references = [item["reference"] for item in listing.json()]
+    references = [item["reference"] for item in listing.json()["results"]]
     assert references == [journey.reference]
     assert other.reference not in references
     detail = api.get(reverse("api:journey-detail", kwargs={"reference": journey.reference}))
@@ -335,7 +335,7 @@ def test_partner_b_key_on_partner_a_journey_is_404_and_writes_nothing(other_api,
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
     assert nothing_written()
-    listed = other_api.get(reverse("api:journey-list")).json()
+    listed = other_api.get(reverse("api:journey-list")).json()["results"]
     assert journey.reference not in [j["reference"] for j in listed]
 
 

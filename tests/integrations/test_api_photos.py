@@ -255,3 +255,41 @@ def test_photos_are_never_served_as_something_a_browser_would_run(
         assert response["Content-Type"] == "image/jpeg"
         assert response["X-Content-Type-Options"] == "nosniff"
         assert "attachment" not in response.get("Content-Disposition", "")
+
+
+@pytest.mark.parametrize("key", [None, "photo-1"])
+def test_two_files_in_one_upload_are_refused_and_nothing_is_written(api, journey, key, settings):
+    from integrations.models import IdempotencyRecord
+
+    headers = {} if key is None else {"HTTP_IDEMPOTENCY_KEY": key}
+    response = api.post(
+        photos_url(journey),
+        {"file": [upload("a.jpg", image_bytes()), upload("b.jpg", image_bytes(fmt="PNG"))]},
+        format="multipart",
+        **headers,
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "code": "invalid",
+            "message": "Invalid input: file.",
+            "fields": {"file": ["Send one file per request."]},
+        }
+    }
+    assert Photo.objects.count() == 0
+    assert Notification.objects.count() == 0
+    assert IdempotencyRecord.objects.count() == 0  # the key is free for the corrected upload
+    media = settings.MEDIA_ROOT
+    assert not media.exists() or not any(p.is_file() for p in media.rglob("*"))
+
+
+@pytest.mark.parametrize("field", ["milestone", "caption"])
+def test_a_form_field_sent_twice_is_refused(api, journey, field):
+    response = api.post(
+        photos_url(journey),
+        {"file": upload("a.jpg", image_bytes()), field: ["stage-1", "stage-2"]},
+        format="multipart",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {field: ["Send it once."]}
+    assert Photo.objects.count() == 0

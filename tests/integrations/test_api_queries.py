@@ -218,3 +218,20 @@ def test_the_queue_applies_a_unit_of_events_in_the_same_statements_whatever_its_
     assert JourneyEvent.objects.filter(applied=True).count() == size
     assert Notification.objects.filter(channel="email").count() == size
     assert not InboundEvent.objects.filter(queued=True).exists()
+
+
+@pytest.mark.parametrize("size", [2, 10])
+def test_a_page_of_journeys_costs_the_same_whatever_its_size(
+    warm, partner, customer, size, django_assert_num_queries
+):
+    cars(partner, customer, 2 * size + 1)
+    url = f"{reverse('api:journey-list')}?page_size={size}"
+    # The key; the page's journeys with their templates (one more, to know there is a
+    # next page); their milestones with their stages. No count: a cursor needs none.
+    with django_assert_num_queries(3):
+        first = warm.get(url)
+    assert len(first.json()["results"]) == size
+    with django_assert_num_queries(3):
+        second = warm.get(first.json()["next"])
+    assert len(second.json()["results"]) == size
+    assert all(len(j["milestones"]) == 4 for j in second.json()["results"])

@@ -29,7 +29,7 @@ def test_every_operation_documents_the_error_shape_and_posts_take_an_idempotency
         for path, item in schema["paths"].items()
         for method, operation in item.items()
     ]
-    assert len(operations) == 17
+    assert len(operations) == 23
     for path, method, operation in operations:
         for code in ("400", "401", "404", "429"):
             content = operation["responses"][code]["content"]["application/json"]
@@ -39,3 +39,44 @@ def test_every_operation_documents_the_error_shape_and_posts_take_an_idempotency
         if (path, method) == ("/api/v1/journeys/{reference}/events/", "post"):
             expected.add("Prefer")  # respond-async: queued, applied by a worker
         assert headers == expected, (path, method)
+
+
+PAGED = {
+    "/api/v1/journeys/": "PaginatedJourneyList",
+    "/api/v1/journeys/{reference}/photos/": "PaginatedPhotoOutList",
+    "/api/v1/journeys/{reference}/legs/{sequence}/checkpoints/": "PaginatedCheckpointList",
+}
+LISTED = {
+    "/api/v1/journeys/{reference}/legs/": "LegOut",
+    "/api/v1/journeys/{reference}/tasks/": "Task",
+    "/api/v1/journeys/{reference}/appointments/": "Appointment",
+}
+
+
+def test_the_read_backs_and_their_pages_are_described():
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    paths, components = schema["paths"], schema["components"]["schemas"]
+    for path, name in PAGED.items():
+        operation = paths[path]["get"]
+        ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"$ref": f"#/components/schemas/{name}"}, path
+        page = components[name]
+        assert set(page["properties"]) == {"next", "previous", "results"}
+        assert page["properties"]["next"]["nullable"] is True
+        assert page["required"] == ["next", "previous", "results"]
+        query = {p["name"]: p for p in operation["parameters"] if p["in"] == "query"}
+        assert set(query) == {"cursor", "page_size"}, path
+        assert query["page_size"]["schema"] == {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 500,
+            "default": 100,
+        }
+    for path, name in LISTED.items():
+        ok = paths[path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert ok == {"type": "array", "items": {"$ref": f"#/components/schemas/{name}"}}, path
+        assert not [p for p in paths[path]["get"].get("parameters", []) if p["in"] == "query"]
+    leg = paths["/api/v1/journeys/{reference}/legs/{sequence}/"]["get"]
+    assert leg["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/LegOut"
+    }
