@@ -158,6 +158,7 @@ def profile_propose_change(
     source: Source,
     actor: User | None = None,
     actor_name: str = "",
+    sandbox: bool = False,
 ) -> ChangeProposal | None:
     """Staff or a partner want a field changed.
 
@@ -169,8 +170,9 @@ def profile_propose_change(
         raise ApplicationError("Customers edit their profile directly.")
     if not reason.strip():
         raise ApplicationError("Give a reason for the change.", fields={"reason": ["Required."]})
-    if not user.is_active:
-        # A deleted account's data stays erased: nobody fills it in again.
+    if not user.is_active and not sandbox:
+        # A deleted account's data stays erased: nobody fills it in again. (A partner's
+        # sandbox owner is inactive by design: it never logs in, and is never told.)
         raise ApplicationError("No such customer.", code="not_found", status=404)
     profile = profile_ensure(user=user)
     cleaned = _validated(profile, field, value)

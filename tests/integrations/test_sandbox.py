@@ -84,3 +84,25 @@ def test_play_journey_on_an_existing_sandbox_journey(journey, partner):
 def test_play_journey_needs_a_known_partner():
     with pytest.raises(CommandError, match="No partner"):
         call_command("play_journey", "nobody")
+
+
+def test_a_sandbox_journey_takes_profile_changes_as_a_customers_would_and_tells_nobody(
+    api, journey, partner, django_capture_on_commit_callbacks
+):
+    """The sandbox owner is inactive by design; a proposal to it answers as one to a
+    customer would (filled in, then pending), where it answered 404 as a deleted account."""
+    created = api.post(
+        reverse("api:sandbox-journeys"), {"template": journey.template.key}, format="json"
+    )
+    url = reverse("api:journey-profile-changes", kwargs={"reference": created.json()["reference"]})
+    body = {"field": "phone", "value": "+44 7911 123456", "reason": "From the order"}
+    with django_capture_on_commit_callbacks(execute=True):
+        first = api.post(url, body, format="json")
+        second = api.post(url, {**body, "value": "+44 7911 123457"}, format="json")
+    assert (first.status_code, first.json()) == (201, {"field": "phone", "state": "applied"})
+    assert (second.status_code, second.json()) == (201, {"field": "phone", "state": "pending"})
+    owner = Journey.objects.get(reference=created.json()["reference"]).owner
+    owner.profile.refresh_from_db()
+    assert owner.profile.phone == "+447911123456"
+    assert Notification.objects.count() == 0
+    assert mail.outbox == []
