@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -109,6 +110,16 @@ class UserAdmin(BaseUserAdmin):
         )
     ]
     inlines = [ProfileInline, ProposalInline, ProfileChangeInline]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[User], search_term: str
+    ) -> tuple[QuerySet[User], bool]:
+        queryset, duplicates = super().get_search_results(request, queryset, search_term)
+        if (request.GET.get("model_name"), request.GET.get("field_name")) == ("journey", "owner"):
+            # Choosing a journey's owner (autocomplete): customers only, not staff nor a
+            # partner's sandbox owner (inactive: it cannot log in).
+            queryset = queryset.filter(is_staff=False, is_active=True)
+        return queryset, duplicates
 
     @admin.display(description="Name")
     def full_name(self, user: User) -> str:

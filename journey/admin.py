@@ -1,5 +1,9 @@
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -65,6 +69,25 @@ class StageInline(admin.StackedInline):
             for code, name in other_languages()
         ]
         return [(None, {"fields": StageForm.Meta.fields}), *translated]
+
+
+def _duration(value: timedelta) -> str:
+    return f"{value.days} d" if value >= timedelta(days=1) else f"{value.seconds // 3600} h"
+
+
+def _templates_at_a_glance() -> list[dict[str, object]]:
+    """Each template's stages and how long they usually take, to choose one by."""
+    found = []
+    for template in JourneyTemplate.objects.order_by("name").prefetch_related("stages"):
+        stages = list(template.stages.all())
+        found.append(
+            {
+                "template": template,
+                "stages": [(stage.label, _duration(stage.expected_duration)) for stage in stages],
+                "total": _duration(sum((s.expected_duration for s in stages), timedelta())),
+            }
+        )
+    return found
 
 
 @admin.register(JourneyTemplate)
@@ -393,6 +416,10 @@ class JourneyAdmin(admin.ModelAdmin):
         if not self.has_add_permission(request):
             raise PermissionDenied
         form = JourneyCreateForm(request.POST or None)
+        # Thousands of customers: searched as typed, as on a journey's own page.
+        owner = form.fields["owner"]
+        owner.widget = AutocompleteSelect(Journey._meta.get_field("owner"), self.admin_site)
+        owner.widget.choices, owner.widget.is_required = owner.choices, owner.required
         if request.method == "POST" and form.is_valid():
             try:
                 journey = journey_create(
@@ -408,11 +435,16 @@ class JourneyAdmin(admin.ModelAdmin):
                 self.log_addition(request, journey, [{"added": {}}])
                 messages.success(request, f"Journey {journey.reference} created.")
                 return redirect("admin:journey_journey_change", journey.pk)
+        fields = ["owner", "template", "title", "started_at", "promised_date"]
+        adminform = helpers.AdminForm(form, [(None, {"fields": fields})], {})
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": "Create a journey from a template",
             "form": form,
+            "adminform": adminform,
+            "media": self.media + adminform.media,
+            "templates": _templates_at_a_glance(),
         }
         return TemplateResponse(request, "admin/journey/journey/create.html", context)
 

@@ -3,6 +3,7 @@ from datetime import datetime, timedelta
 
 from django import forms
 from django.conf import settings
+from django.contrib.admin.widgets import AdminDateWidget, AdminSplitDateTime
 from django.utils import timezone
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
@@ -356,11 +357,29 @@ class JourneyCreateForm(forms.Form):
     template = forms.ModelChoiceField(
         label=_("Template"), queryset=JourneyTemplate.objects.order_by("name")
     )
-    title = forms.CharField(label=_("Title"), max_length=200, validators=[validate_no_jargon])
-    started_at = forms.DateTimeField(
-        label=_("Started at"), required=False, help_text=_("Empty for now.")
+    title = forms.CharField(
+        label=_("Title"),
+        max_length=200,
+        validators=[validate_no_jargon],
+        help_text=_("What the customer calls it, e.g. “Your Lumen kitchen, Sage green”."),
+        widget=forms.TextInput(attrs={"class": "vTextField"}),
     )
-    promised_date = forms.DateField(label=_("Promised date"), required=False)
+    started_at = forms.SplitDateTimeField(
+        label=_("Started at"),
+        required=False,
+        widget=AdminSplitDateTime,
+        help_text=_("Your time zone. Empty for now."),
+        error_messages={
+            "invalid_date": _("Enter a valid date, or leave both empty for now."),
+            "invalid_time": _("Enter a valid time too, or leave both empty for now."),
+        },
+    )
+    promised_date = forms.DateField(
+        label=_("Promised date"),
+        required=False,
+        widget=AdminDateWidget,
+        help_text=_("The date promised to the customer, if one was."),
+    )
 
     def clean(self) -> dict[str, object]:
         data = super().clean()

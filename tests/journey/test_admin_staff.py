@@ -269,15 +269,44 @@ def test_a_promise_before_the_start_is_a_form_error_and_sandbox_owners_are_not_o
 
     template = TemplateFactory(stages=3)
     sandbox = sandbox_user(partner=PartnerFactory())
-    page = admin_client.get(reverse("admin:journey_journey_create")).content.decode()
-    assert customer.email in page and sandbox.email not in page
+    staff = UserFactory(is_staff=True)
+    # The customer is searched as typed (the admin's autocomplete): customers only.
+    found = admin_client.get(
+        reverse("admin:autocomplete"),
+        {"app_label": "journey", "model_name": "journey", "field_name": "owner", "term": ""},
+    ).json()["results"]
+    assert {row["text"] for row in found} == {customer.email}
+    assert {sandbox.email, staff.email}.isdisjoint(row["text"] for row in found)
+    response = admin_client.post(
+        reverse("admin:journey_journey_create"),
+        {
+            "owner": sandbox.pk,
+            "template": template.pk,
+            "title": "Kitchen",
+            "started_at_0": "2026-12-01",
+            "started_at_1": "09:00",
+            "promised_date": "2026-11-01",
+        },
+    )
+    assert response.context["form"].errors["owner"] == [
+        "Select a valid choice. That choice is not one of the available choices."
+    ]
+    # A date without its time is said, not taken as midnight.
+    response = admin_client.post(
+        reverse("admin:journey_journey_create"),
+        {"owner": customer.pk, "template": template.pk, "title": "K", "started_at_0": "2026-12-01"},
+    )
+    assert response.context["form"].errors["started_at"] == [
+        "Enter a valid time too, or leave both empty for now."
+    ]
     response = admin_client.post(
         reverse("admin:journey_journey_create"),
         {
             "owner": customer.pk,
             "template": template.pk,
             "title": "Kitchen",
-            "started_at": "2026-12-01 09:00",
+            "started_at_0": "2026-12-01",
+            "started_at_1": "09:00",
             "promised_date": "2026-11-01",
         },
     )
@@ -548,3 +577,14 @@ def test_resend_resets_a_failed_row_and_copies_a_sent_one(
     assert (copy.state, copy.occurred_at, copy.context) == ("sent", None, sent.context)
     pending.refresh_from_db()
     assert pending.state == "pending"
+
+
+def test_the_create_page_is_an_admin_form_with_the_templates_at_a_glance(admin_client):
+    template = TemplateFactory(stages=2, name="Fitted kitchen")
+    page = admin_client.get(reverse("admin:journey_journey_create")).content.decode()
+    # The admin's own widgets: a searched customer, a calendar and a clock.
+    assert 'class="admin-autocomplete' in page
+    assert 'name="started_at_0"' in page and 'class="vDateField' in page
+    assert "admin/js/calendar.js" in page or "admin/js/admin/DateTimeShortcuts.js" in page
+    stages = " → ".join(f"{s.label} (2 d)" for s in template.stages.order_by("position"))
+    assert "Fitted kitchen" in page and stages in page
