@@ -231,6 +231,14 @@ class _Box:
         return (self.right - self.left) * (self.bottom - self.top) - inside
 
 
+def _label_box(place: Point, width: float, height: float, anchor: str, shift: int) -> _Box:
+    """A label's box beside ``place`` (right of it for "start", left for "end"), centred on
+    it and moved ``shift`` whole lines down."""
+    left = place.x + GAP if anchor == "start" else place.x - GAP - width
+    top = place.y - height / 2 + shift * LINE
+    return _Box(left, top, left + width, top + height)
+
+
 def _place_labels(points: list[Point]) -> list[Label]:
     """One label per place: stops too close to tell apart share one, a line each. Each
     label takes the first position, beside its place or moved up or down by whole lines,
@@ -254,22 +262,19 @@ def _place_labels(points: list[Point]) -> list[Label]:
         height = len(lines) * LINE
         dots = [_Box(p.x - DOT, p.y - DOT, p.x + DOT, p.y + DOT) for p in points if p not in group]
         sides = ("start", "end") if place.x < WIDTH * 0.6 else ("end", "start")
-        best: tuple[float, str, int] | None = None
-        for shift in (0, 1, -1, 2, -2, 3, -3, 4, -4):
-            for anchor in sides:
-                left = place.x + GAP if anchor == "start" else place.x - GAP - width
-                top = place.y - height / 2 + shift * LINE
-                box = _Box(left, top, left + width, top + height)
-                cost = box.outside() + sum(box.overlap(other) for other in placed + dots)
-                if best is None or cost < best[0]:
-                    best = (cost, anchor, shift)
-            if best is not None and best[0] == 0:
-                break
-        assert best is not None
-        _cost, anchor, shift = best
-        left = place.x + GAP if anchor == "start" else place.x - GAP - width
-        top = place.y - height / 2 + shift * LINE
-        placed.append(_Box(left, top, left + width, top + height))
+
+        candidates = [
+            (anchor, shift, _label_box(place, width, height, anchor, shift))
+            for shift in (0, 1, -1, 2, -2, 3, -3, 4, -4)
+            for anchor in sides
+        ]
+        costs = [
+            box.outside() + sum(box.overlap(other) for other in placed + dots)
+            for _anchor, _shift, box in candidates
+        ]
+        # Nearest first: the first that costs nothing, else the first that costs least.
+        anchor, shift, box = candidates[costs.index(min(costs))]
+        placed.append(box)
         # The first baseline: a line's baseline sits about 0.35em below its middle.
         first_dy = 0.35 - (len(lines) - 1) * LINE_EM / 2 + shift * LINE_EM
         labels.append(
