@@ -1,6 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
@@ -15,6 +15,7 @@ from integrations.models import (
     WebhookEndpoint,
 )
 from integrations.services import (
+    REFUSED_FOR_ITS_MAPPING,
     UNMAPPED_AT_ONCE,
     partner_key_create,
     partner_key_revoke,
@@ -115,7 +116,10 @@ class InboundEventAdmin(admin.ModelAdmin):
         return False
 
     @admin.action(
-        description=_("Apply the unmapped events whose codes are mapped now"),
+        description=_(
+            "Apply the events whose codes are mapped now (unmapped, or refused for a stage "
+            "their journey lacks)"
+        ),
         permissions=["change"],
     )
     def apply_with_current_mappings(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -124,7 +128,11 @@ class InboundEventAdmin(admin.ModelAdmin):
         # Only what the action may apply counts towards its limit ("select all" of a long
         # list with a few unmapped events among it is fine).
         chosen = queryset.count()  # before: the list's filter (unmapped) may not hold after
-        candidates = queryset.filter(unmapped=True, queued=False, journey_event__isnull=True)
+        candidates = queryset.filter(
+            Q(unmapped=True) | Q(rejection__code=REFUSED_FOR_ITS_MAPPING),
+            queued=False,
+            journey_event__isnull=True,
+        )
         pks = list(candidates.values_list("pk", flat=True)[: UNMAPPED_AT_ONCE + 1])
         if len(pks) > UNMAPPED_AT_ONCE:
             self.message_user(
@@ -146,8 +154,8 @@ class InboundEventAdmin(admin.ModelAdmin):
             request,
             _(
                 "%(applied)d applied; %(refused)d refused (see their rejection); %(left)d "
-                "left as they were (applied already, still unmapped, or of a journey the "
-                "partner no longer serves)."
+                "left as they were (applied already, still unmapped, refused for another "
+                "reason, or of a journey the partner no longer serves)."
             )
             % {
                 "applied": done.applied,

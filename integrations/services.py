@@ -22,7 +22,7 @@ from django.db import (
     router,
     transaction,
 )
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from integrations.cache import flag_set
@@ -668,9 +668,16 @@ class UnmappedApplied:
 UNMAPPED_AT_ONCE = 500
 
 
+# The spine's refusal of an event mapped to a stage its journey's template lacks: the
+# mapping's fault, so the event is taken again once staff have changed the mapping.
+REFUSED_FOR_ITS_MAPPING = "unknown_stage"
+
+
 def partner_unmapped_events_apply(*, pks: list[int]) -> UnmappedApplied:
     """Apply the unmapped events of ``pks`` (at most ``UNMAPPED_AT_ONCE``) whose codes are
-    mapped now (staff added the mapping after the event came), through the queue's
+    mapped now (staff added the mapping after the event came), and those refused for a
+    stage their journey lacks (``REFUSED_FOR_ITS_MAPPING``: staff changed the mapping
+    since; one that still points there is refused again), through the queue's
     applier as if just queued, one unit per partner: each moves its journey (or is
     logged as older than the journey's state) and tells the customer as any event does,
     or is refused (rejected, with why). Left as they are: events applied already, still
@@ -681,8 +688,8 @@ def partner_unmapped_events_apply(*, pks: list[int]) -> UnmappedApplied:
     with transaction.atomic():
         rows = list(
             InboundEvent.objects.filter(
+                Q(unmapped=True) | Q(rejection__code=REFUSED_FOR_ITS_MAPPING),
                 pk__in=pks,
-                unmapped=True,
                 queued=False,
                 journey_event__isnull=True,
                 journey__partners=F("partner"),
@@ -701,7 +708,9 @@ def partner_unmapped_events_apply(*, pks: list[int]) -> UnmappedApplied:
             if (row.partner_id, row.code) in mapped:
                 by_partner.setdefault(row.partner_id, []).append(row.pk)
         ready = [pk for partner_pks in by_partner.values() for pk in partner_pks]
-        InboundEvent.objects.filter(pk__in=ready).update(queued=True, unmapped=False)
+        InboundEvent.objects.filter(pk__in=ready).update(
+            queued=True, unmapped=False, rejection=None
+        )
         for partner_pks in by_partner.values():
             taken = partner_queued_events_apply(limit=len(partner_pks), pks=partner_pks)
             if taken is None:

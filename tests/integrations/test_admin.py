@@ -120,6 +120,22 @@ def test_unmapped_events_refused_not_served_or_busy_are_said_so(api, journey, pa
     assert done == services.UnmappedApplied(refused=1)
     first.refresh_from_db()
     assert first.state == "rejected" and first.rejection["code"] == "unknown_stage"
+    # Still mapped there, it is refused again; once staff change the mapping to a stage
+    # the journey has, it applies (its rejection gone).
+    assert services.partner_unmapped_events_apply(pks=[first.pk]) == (
+        services.UnmappedApplied(refused=1)
+    )
+    StatusMapping.objects.filter(code="ELSEWHERE").update(stage_key="stage-2")
+    assert services.partner_unmapped_events_apply(pks=[first.pk]) == (
+        services.UnmappedApplied(applied=1)
+    )
+    first.refresh_from_db()
+    assert (first.state, first.rejection) == ("applied", None)
+    assert journey.milestones.get(stage__key="stage-2").state == "current"
+    # Applied, it is not taken again.
+    assert services.partner_unmapped_events_apply(pks=[first.pk]) == (
+        services.UnmappedApplied(left=1)
+    )
 
     # The partner no longer serves the journey: left as it was.
     journey.partners.remove(partner)
