@@ -2,6 +2,7 @@
 services, bad input is a form error and nothing is saved."""
 
 import io
+import re
 from datetime import timedelta
 
 import pytest
@@ -586,5 +587,7 @@ def test_the_create_page_is_an_admin_form_with_the_templates_at_a_glance(admin_c
     assert 'class="admin-autocomplete' in page
     assert 'name="started_at_0"' in page and 'class="vDateField' in page
     assert "admin/js/calendar.js" in page or "admin/js/admin/DateTimeShortcuts.js" in page
+    # Its scripts carry the page's nonce (the CSP allows no other).
+    assert re.search(r'<script src="[^"]*jsi18n/" nonce="[^"]+">', page)
     stages = " → ".join(f"{s.label} (2 d)" for s in template.stages.order_by("position"))
     assert "Fitted kitchen" in page and stages in page
