@@ -3,6 +3,8 @@ import socket
 import uuid
 
 import pytest
+from django.conf import settings as django_settings
+from django.utils import translation
 from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
@@ -33,6 +35,15 @@ def _own_cache_keys(settings) -> None:
     for cache in caches.values():
         cache["KEY_PREFIX"] = f"test-{uuid.uuid4().hex[:12]}"
     settings.CACHES = caches
+
+
+@pytest.fixture(autouse=True)
+def _default_language():
+    """Each test starts in the site's language. A request as a customer whose profile is
+    in Spanish leaves Spanish active in the thread (the next request's middleware would
+    choose again; a test calling a service next would not)."""
+    yield
+    translation.activate(django_settings.LANGUAGE_CODE)
 
 
 @pytest.fixture(autouse=True)

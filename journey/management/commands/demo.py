@@ -48,9 +48,11 @@ from notifications.models import Channel, Notification, NotificationState
 PASSWORD = "milepost-demo"  # noqa: S105 - the demo's published password
 CUSTOMER = "alex@example.com"
 SECOND_CUSTOMER = "sam@example.com"
+THIRD_CUSTOMER = "jo@example.com"
 STAFF = "staff@milepost.example"
 CAR_REFERENCE = "MP-CAR7X2"
 KITCHEN_REFERENCE = "MP-KTN4Q8"
+BROADBAND_REFERENCE = "MP-BBD3N5"
 
 CAR_STAGES = [
     ("order_confirmed", "Order confirmed", "We have your order and your deposit.", 2),
@@ -93,6 +95,28 @@ KITCHEN_STAGES = [
     ("worktops", "Worktops", "The stone worktops are templated, cut and fitted.", 10),
     ("signoff", "Final check", "We walk through the finished kitchen with you.", 1),
 ]
+BROADBAND_STAGES = [
+    (
+        "order_confirmed",
+        "Order confirmed",
+        "We have your order and have checked that your home can get full fibre.",
+        1,
+    ),
+    ("line_check", "Line check", "We test the line to your street and reserve your port.", 3),
+    (
+        "engineer_booked",
+        "Engineer booked",
+        "An engineer's visit is booked: your appointment below says when.",
+        5,
+    ),
+    (
+        "installation",
+        "Installation",
+        "The engineer brings the fibre into your home and fits the socket and the router.",
+        1,
+    ),
+    ("connected", "Connected", "Your line is live: you are online at full speed.", 1),
+]
 # The stages in Spanish (the profile's other language): label and explanation.
 SPANISH_STAGES = {
     "car-built-to-order": {
@@ -124,6 +148,25 @@ SPANISH_STAGES = {
             "Estamos preparando su coche: limpio, revisado y con el depósito lleno.",
         ),
         "handover": ("Entrega", "Recoge su coche y se lo lleva a casa."),
+    },
+    "broadband-install": {
+        "order_confirmed": (
+            "Pedido confirmado",
+            "Tenemos su pedido y hemos comprobado que su casa puede tener fibra.",
+        ),
+        "line_check": (
+            "Comprobación de la línea",
+            "Probamos la línea de su calle y reservamos su puerto.",
+        ),
+        "engineer_booked": (
+            "Visita del técnico reservada",
+            "La visita del técnico está reservada: su cita, más abajo, dice cuándo.",
+        ),
+        "installation": (
+            "Instalación",
+            "El técnico lleva la fibra a su casa y coloca la roseta y el router.",
+        ),
+        "connected": ("Conectado", "Su línea funciona: ya navega a toda velocidad."),
     },
     "fitted-kitchen": {
         "order_confirmed": ("Pedido confirmado", "Tenemos su pedido y su diseño."),
@@ -238,7 +281,9 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Logins (password for all: {PASSWORD}):\n"
             f"  customer         {CUSTOMER}  (the car, {CAR_REFERENCE})\n"
-            f"  second customer  {SECOND_CUSTOMER}  (a fitted kitchen, {KITCHEN_REFERENCE})\n"
+            f"  second customer  {SECOND_CUSTOMER}  (a fitted kitchen, {KITCHEN_REFERENCE};"
+            " reads in Spanish)\n"
+            f"  third customer   {THIRD_CUSTOMER}  (a broadband install, {BROADBAND_REFERENCE})\n"
             f"  staff            {STAFF}  (admin at /admin/, with a second factor:"
             f" the code from `python manage.py totp_code {STAFF}`"
             + (
@@ -261,9 +306,17 @@ class Command(BaseCommand):
         car_template = _template("car-built-to-order", "Car built to order", CAR_STAGES)
         kitchen_template = _template("fitted-kitchen", "Fitted kitchen", KITCHEN_STAGES)
         alex = _user(CUSTOMER, given_name="Alex", family_name="Morgan", time_zone="Europe/London")
-        sam = _user(
-            SECOND_CUSTOMER, given_name="Sam", family_name="Rivera", time_zone="Europe/Madrid"
+        broadband_template = _template(
+            "broadband-install", "Broadband installation", BROADBAND_STAGES
         )
+        sam = _user(
+            SECOND_CUSTOMER,
+            given_name="Sam",
+            family_name="Rivera",
+            time_zone="Europe/Madrid",
+            language="es",
+        )
+        jo = _user(THIRD_CUSTOMER, given_name="Jo", family_name="Patel", time_zone="Europe/London")
         staff_codes: list[str] = []
         roles_setup()  # the staff groups "Agents" and "Managers" (accounts.roles)
         if not User.objects.filter(email=STAFF).exists():
@@ -295,6 +348,9 @@ class Command(BaseCommand):
             created = True
         if not Journey.objects.filter(reference=KITCHEN_REFERENCE).exists():
             self._kitchen(sam, kitchen_template, now)
+            created = True
+        if not Journey.objects.filter(reference=BROADBAND_REFERENCE).exists():
+            self._broadband(jo, broadband_template, now)
             created = True
         # The demo's history was "delivered" when it happened: nobody is emailed while it
         # loads, and the first live update is not held back as part of a digest.
@@ -537,3 +593,49 @@ class Command(BaseCommand):
             due_date=(now + timedelta(days=14)).date(),
         )
         PromisedItem.objects.create(journey=journey, name="Free cutlery insert")
+
+    def _broadband(self, owner: User, template: JourneyTemplate, now: datetime) -> None:
+        """A full-fibre install: the line checked, an engineer's morning visit booked
+        (someone must be home from its start), the router promised."""
+        journey = journey_create(
+            template=template,
+            owner=owner,
+            title="Full fibre 900 at 4 Elm Grove",
+            started_at=now - timedelta(days=6),
+            promised_date=(now + timedelta(days=8)).date(),
+        )
+        Journey.objects.filter(pk=journey.pk).update(reference=BROADBAND_REFERENCE)
+        journey.refresh_from_db()
+        for stage_key, days_ago in [
+            ("order_confirmed", 6),
+            ("line_check", 4),
+            ("engineer_booked", 1),
+        ]:
+            journey_record_milestone(
+                journey=journey,
+                stage_key=stage_key,
+                occurred_at=now - timedelta(days=days_ago),
+                source=EventSource.STAFF,
+                source_name="Demo",
+            )
+        visit = timezone.localtime(now + timedelta(days=4), ZoneInfo("Europe/London"))
+        starts = visit.replace(hour=8, minute=0, second=0, microsecond=0)
+        Appointment.objects.create(
+            journey=journey,
+            title="Engineer's visit",
+            starts_at=starts,
+            arrive_at=starts,
+            duration=timedelta(hours=5),
+            place_name="Your home",
+            address="4 Elm Grove\nLeeds LS6 2AB",
+            time_zone="Europe/London",
+            what_to_bring="An adult at home for the whole morning, and a clear path to "
+            "where the line comes in.",
+        )
+        CustomerTask.objects.create(
+            journey=journey,
+            title="Choose where the router goes",
+            description="Near a power socket, within 5 metres of where the line enters.",
+            due_date=(now + timedelta(days=3)).date(),
+        )
+        PromisedItem.objects.create(journey=journey, name="Wi-Fi booster for the top floor")
