@@ -1,8 +1,10 @@
+import unicodedata
 import zoneinfo
 
 import phonenumbers
 from django import forms
 from django.conf import settings
+from django.utils.translation import get_language_info
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Address, CustomerProfile
@@ -50,7 +52,11 @@ class ProfileForm(forms.ModelForm):
         label=_("Time zone"),
         choices=[(zone, zone.replace("_", " ")) for zone in sorted(zoneinfo.available_timezones())],
     )
-    language = forms.ChoiceField(label=_("Language"), choices=settings.LANGUAGES)
+    # Each language in its own words: a reader of Spanish looks for "español".
+    language = forms.ChoiceField(
+        label=_("Language"),
+        choices=[(code, get_language_info(code)["name_local"]) for code, _n in settings.LANGUAGES],
+    )
 
     class Meta:
         model = CustomerProfile
@@ -67,6 +73,13 @@ class ProfileForm(forms.ModelForm):
         given_name = self.fields["given_name"]
         given_name.required = True
         given_name.error_messages["required"] = _("Tell us what to call you.")
+
+    def clean_given_name(self) -> str:
+        value = self.cleaned_data.get("given_name", "")
+        # A letter or a digit at least: a zero-width space is no name to greet anyone by.
+        if not any(unicodedata.category(char)[0] in "LN" for char in value):
+            raise forms.ValidationError(_("Tell us what to call you."))
+        return value
 
     def clean_phone(self) -> str:
         return normalise_phone(self.cleaned_data.get("phone", ""))

@@ -217,7 +217,8 @@ class _StageForm(forms.ModelForm):
                 for field in ("label", "explanation")
                 if data.get(f"{field}_{code}", "").strip()
             }
-            if words.get("explanation") and not words.get("label"):
+            label_refused = f"label_{code}" in self.errors  # too long, or jargon
+            if words.get("explanation") and not words.get("label") and not label_refused:
                 self.add_error(f"label_{code}", _("Translate the label too."))
             if words:
                 translations[code] = words
@@ -234,10 +235,14 @@ def _translation_fields() -> dict[str, forms.Field]:
             max_length=80,
             required=False,
             help_text=_("Leave empty to show the label above."),
+            # The jargon guard's terms are words staff use in any language ("WMS").
+            validators=[validate_no_jargon],
+            widget=forms.TextInput(attrs={"class": "vTextField"}),
         )
         fields[f"explanation_{code}"] = forms.CharField(
             label=format_lazy("{} ({})", _("Explanation"), name),
             required=False,
+            validators=[validate_no_jargon],
             widget=forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"}),
         )
     return fields
@@ -380,6 +385,12 @@ class JourneyCreateForm(forms.Form):
         widget=AdminDateWidget,
         help_text=_("The date promised to the customer, if one was."),
     )
+
+    def clean_started_at(self) -> datetime | None:
+        value = self.cleaned_data.get("started_at")
+        if value and value > timezone.now() + timedelta(days=365):
+            raise forms.ValidationError(_("Start it within a year from now."))
+        return value
 
     def clean(self) -> dict[str, object]:
         data = super().clean()

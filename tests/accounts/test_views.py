@@ -129,6 +129,11 @@ def test_quiet_hours_errors_say_each_problem_once(logged_in, data, errors):
             "Tell us what to call you",
         ),
         (
+            "personal",
+            {"personal-given_name": "\u200b", "personal-family_name": "Murphy"},
+            "Tell us what to call you",
+        ),
+        (
             "notifications",
             {"notifications-channel_email": "", "notifications-quiet_hours_start": "22:00"},
             "Give both ends of your quiet hours",
@@ -252,3 +257,9 @@ def test_fields_are_named_in_words_in_proposals_and_the_history(logged_in, custo
     customer.profile.save()
     history = logged_in.get(reverse("accounts:history")).content.decode()
     assert ">Silencio hasta</td>" in history
+
+
+def test_languages_are_offered_each_in_its_own_words():
+    from accounts.forms import ProfileForm
+
+    assert dict(ProfileForm().fields["language"].choices) == {"en": "English", "es": "español"}

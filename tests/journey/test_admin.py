@@ -399,3 +399,24 @@ def test_an_explanation_without_its_label_is_a_form_error(client, staff):
     assert response.status_code == 200
     assert "Translate the label too." in response.content.decode()
     assert not template.stages.exclude(translations={}).exists()
+
+
+def test_spanish_words_are_checked_as_the_english_ones_are(client, staff):
+    from journey.models import JargonTerm
+
+    JargonTerm.objects.create(term="WMS")
+    template = make_journey().template
+    url = reverse("admin:journey_journeytemplate_change", args=[template.pk])
+    jargon = client.post(url, stage_form(template, **{"stages-1-label_es": "Revisión WMS"}))
+    assert jargon.status_code == 200
+    assert "is an internal term" in jargon.content.decode()
+    # Too long is said once: the label was given, so "translate the label too" is not.
+    too_long = client.post(
+        url,
+        stage_form(
+            template, **{"stages-1-label_es": "x" * 81, "stages-1-explanation_es": "Cinco."}
+        ),
+    )
+    errors = too_long.context["inline_admin_formsets"][0].formset.forms[1].errors
+    assert errors == {"label_es": ["Ensure this value has at most 80 characters (it has 81)."]}
+    assert not template.stages.exclude(translations={}).exists()

@@ -292,6 +292,18 @@ def test_a_promise_before_the_start_is_a_form_error_and_sandbox_owners_are_not_o
     assert response.context["form"].errors["owner"] == [
         "Select a valid choice. That choice is not one of the available choices."
     ]
+    # A start years ahead is a typo.
+    response = admin_client.post(
+        reverse("admin:journey_journey_create"),
+        {
+            "owner": customer.pk,
+            "template": template.pk,
+            "title": "K",
+            "started_at_0": "2030-01-01",
+            "started_at_1": "09:00",
+        },
+    )
+    assert response.context["form"].errors["started_at"] == ["Start it within a year from now."]
     # A date without its time is said, not taken as midnight.
     response = admin_client.post(
         reverse("admin:journey_journey_create"),

@@ -5,7 +5,7 @@ import pytest
 from django.core import mail
 from django.core.exceptions import ValidationError
 from django.urls import reverse
-from django.utils import timezone, translation
+from django.utils import formats, timezone, translation
 
 from journey.models import EventSource, StageDefinition, validate_stage_translations
 from journey.services import journey_record_milestone
@@ -97,3 +97,9 @@ def test_the_stage_email_is_in_the_recipients_language(
     for text in (email.body, html):
         assert all(word in text for word in words), text
         assert absent not in text
+    # The message is marked in its language, and its dates read as that language writes
+    # them ("sábado 5 de diciembre, 10:00").
+    assert f'<html lang="{language}">' in html
+    with translation.override(language), timezone.override(customer.profile.zone):
+        month = formats.date_format(timezone.localtime(), "F")
+    assert (f" de {month}, " if language == "es" else f" {month}, ") in email.body

@@ -1,0 +1,29 @@
+"""Dates in the reader's language: ``{{ value|day:"l j F" }}`` is "Saturday 5 December"
+in English and "sábado 5 de diciembre" in Spanish.
+
+Django's ``date`` filter takes a format as it is given, so "l j F" came out as "sábado 5
+diciembre". Each shape the templates use is a catalogue entry of its own (its context
+names its parts), which the language's translation reorders and fills in."""
+
+from datetime import date, datetime
+
+from django import template
+from django.template.defaultfilters import date as date_filter
+from django.utils.translation import pgettext_lazy
+
+register = template.Library()
+
+SHAPES = {
+    "j F": pgettext_lazy("date format: day, month", "j F"),
+    "j F Y": pgettext_lazy("date format: day, month, year", "j F Y"),
+    "l j F": pgettext_lazy("date format: weekday, day, month", "l j F"),
+    "l j F, H:i": pgettext_lazy("date format: weekday, day, month, time", "l j F, H:i"),
+}
+
+
+@register.filter(expects_localtime=True, is_safe=False)
+def day(value: date | datetime | None, shape: str) -> str:
+    """``value`` in ``shape`` (one of ``SHAPES``), in the active language's words."""
+    if value in (None, ""):
+        return ""
+    return date_filter(value, str(SHAPES[shape]))
