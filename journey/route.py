@@ -1,6 +1,7 @@
 """The route as an SVG schematic: no map tiles, no external requests."""
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -127,7 +128,12 @@ def route_schematic(
             )
         )
         for point in (start, end):
-            if not any(s.name == point.name for s in unique):
+            # A leg's end is the next one's start: one stop. Two places of the same name
+            # far apart ("Depot") are two.
+            if not any(
+                s.name == point.name and math.dist((s.x, s.y), (point.x, point.y)) < NEAR
+                for s in unique
+            ):
                 unique.append(point)
     marker = None
     if checkpoint is not None and checkpoint.lat is not None and checkpoint.lon is not None:
@@ -145,7 +151,7 @@ def route_schematic(
         height=HEIGHT,
         legs=paths,
         stops=unique,
-        labels=_place_labels(unique),
+        labels=_place_labels(unique, marker),
         checkpoint=marker,
         scale=scale,
         off_x=off_x,
@@ -211,6 +217,8 @@ LINE = LINE_EM * LABEL_FONT
 GAP = 14  # from the stop's centre to its label
 NEAR = 16  # stops closer than this share one label
 DOT = 10  # a stop's radius with its stroke, kept clear of other labels
+MARKER = 14  # the last-seen marker's outer ring
+EDGE = 6  # kept clear at the picture's edges
 
 
 @dataclass(frozen=True)
@@ -239,11 +247,32 @@ def _label_box(place: Point, width: float, height: float, anchor: str, shift: in
     return _Box(left, top, left + width, top + height)
 
 
-def _place_labels(points: list[Point]) -> list[Label]:
+def _cut(line: str, most: int) -> str:
+    return line if len(line) <= most else line[: most - 1].rstrip() + "…"
+
+
+def _lines(names: tuple[str, ...], room: float) -> tuple[str, ...]:
+    """The names as lines that fit ``room`` (SVG units): a long name wrapped at its
+    words onto two lines at most, and what is still too long cut with an ellipsis (the
+    legs' list below the picture gives every name whole)."""
+    most = max(8, int(room // CHAR_WIDTH))
+    lines: list[str] = []
+    for name in names:
+        wrapped = textwrap.wrap(name, most, break_long_words=False) or [name]
+        if len(wrapped) > 2:
+            wrapped = [wrapped[0], " ".join(wrapped[1:])]
+        lines += [
+            line if len(line) <= most else line[: most - 1].rstrip() + "…" for line in wrapped
+        ]
+    return tuple(lines)
+
+
+def _place_labels(points: list[Point], marker: Point | None = None) -> list[Label]:
     """One label per place: stops too close to tell apart share one, a line each. Each
     label takes the first position, beside its place or moved up or down by whole lines,
-    that overlaps no other label or stop and stays in the picture; failing that, the one
-    that overlaps least."""
+    that overlaps no other label, stop or the last-seen marker and stays in the picture
+    (a long name wrapped or cut to fit the side it is on); failing that, the one that
+    overlaps least."""
     groups: list[list[Point]] = []
     for point in points:
         near = next(
@@ -257,23 +286,33 @@ def _place_labels(points: list[Point]) -> list[Label]:
     labels: list[Label] = []
     for group in groups:
         place = group[0]
-        lines = tuple(point.name for point in group)
-        width = max(len(line) for line in lines) * CHAR_WIDTH
-        height = len(lines) * LINE
-        dots = [_Box(p.x - DOT, p.y - DOT, p.x + DOT, p.y + DOT) for p in points if p not in group]
+        names = tuple(point.name for point in group)
+        obstacles = [
+            _Box(p.x - DOT, p.y - DOT, p.x + DOT, p.y + DOT) for p in points if p not in group
+        ]
+        if marker is not None:
+            obstacles.append(
+                _Box(marker.x - MARKER, marker.y - MARKER, marker.x + MARKER, marker.y + MARKER)
+            )
         sides = ("start", "end") if place.x < WIDTH * 0.6 else ("end", "start")
-
-        candidates = [
-            (anchor, shift, _label_box(place, width, height, anchor, shift))
-            for shift in (0, 1, -1, 2, -2, 3, -3, 4, -4)
-            for anchor in sides
-        ]
+        candidates = []
+        for anchor in sides:
+            room = WIDTH - place.x - GAP - EDGE if anchor == "start" else place.x - GAP - EDGE
+            lines = _lines(names, room)
+            width = max(len(line) for line in lines) * CHAR_WIDTH
+            height = len(lines) * LINE
+            candidates += [
+                (anchor, shift, lines, _label_box(place, width, height, anchor, shift))
+                for shift in (0, 1, -1, 2, -2, 3, -3, 4, -4)
+            ]
+        # Nearest first (both sides at each shift), the first that costs nothing, else
+        # the first that costs least.
+        candidates.sort(key=lambda c: abs(c[1]) * 2 + (c[1] < 0))
         costs = [
-            box.outside() + sum(box.overlap(other) for other in placed + dots)
-            for _anchor, _shift, box in candidates
+            box.outside() + sum(box.overlap(other) for other in placed + obstacles)
+            for _anchor, _shift, _lines_, box in candidates
         ]
-        # Nearest first: the first that costs nothing, else the first that costs least.
-        anchor, shift, box = candidates[costs.index(min(costs))]
+        anchor, shift, lines, box = candidates[costs.index(min(costs))]
         placed.append(box)
         # The first baseline: a line's baseline sits about 0.35em below its middle.
         first_dy = 0.35 - (len(lines) - 1) * LINE_EM / 2 + shift * LINE_EM

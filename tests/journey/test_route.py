@@ -169,3 +169,55 @@ def test_labels_of_a_crowded_route_do_not_overlap_and_stay_in_the_picture():
         for other in boxes[index + 1 :]:
             apart = right <= other[0] or other[2] <= left or bottom <= other[1] or other[3] <= top
             assert apart, (route.labels[index], other)
+
+
+def test_a_long_name_is_wrapped_or_cut_to_stay_in_the_picture_and_namesakes_are_kept():
+    """A north-south route leaves little room beside it: "Southampton Vehicle Processing
+    Centre" wraps at its words, a word too long for the room is cut with an ellipsis. Two
+    places called "Depot" far apart are two stops."""
+    journey = make_journey()
+    legs = [
+        leg(journey, 1, ("Depot", "39.30", "-0.42"), ("Portbury", "51.48", "-2.72")),
+        leg(
+            journey,
+            2,
+            ("Portbury", "51.48", "-2.72"),
+            (
+                "Southampton Vehicle Processing Centre Supercalifragilisticexpialidocious",
+                "50.91",
+                "-1.42",
+            ),
+        ),
+        leg(journey, 3, ("Southampton", "50.91", "-1.40"), ("Depot", "52.00", "-1.00")),
+    ]
+    route = route_schematic(legs)
+    assert [s.name for s in route.stops].count("Depot") == 2
+    long = next(label for label in route.labels if label.lines[0].startswith("Southampton V"))
+    assert len(long.lines) >= 2 and any(line.endswith("…") for line in long.lines)
+    for label in route.labels:
+        left, top, right, bottom = label_box(label)
+        assert 0 <= left and right <= WIDTH and 0 <= top and bottom <= HEIGHT, label
+
+
+def test_labels_keep_clear_of_the_last_seen_marker():
+    journey = make_journey()
+    only = leg(
+        journey, 1, ("Valencia factory", "39.30", "-0.42"), ("Barcelona port", "41.35", "2.17")
+    )
+    seen = Checkpoint(
+        leg=only,
+        occurred_at=timezone.now(),
+        location_name="At sea",
+        lat=Decimal("39.35"),
+        lon=Decimal("0.1"),
+    )
+    route = route_schematic([only], checkpoint=seen)
+    marker = route.checkpoint
+    for label in route.labels:
+        left, top, right, bottom = label_box(label)
+        assert (
+            right <= marker.x - 14
+            or marker.x + 14 <= left
+            or bottom <= marker.y - 14
+            or (marker.y + 14 <= top)
+        ), (label, marker)
