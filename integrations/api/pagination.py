@@ -8,15 +8,20 @@ filters on the first field of the ordering alone and counts ties with an offset:
 second field behind ``created_at`` would not make the cursor exact, id alone does.
 """
 
+from types import SimpleNamespace
 from typing import Any
+from urllib import parse
 
+from django.core import signing
 from django.db.models import QuerySet
 from rest_framework import pagination
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
+from rest_framework.utils.urls import replace_query_param
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
+_SIGNER = signing.Signer(salt="milepost.api.cursor")
 _LARGEST_ID = 2**63 - 1  # a BigAutoField's; beyond it the database refuses the number
 
 
@@ -51,12 +56,26 @@ class CursorPage(pagination.CursorPagination):
                 {self.page_size_query_param: [f"A whole number from 1 to {MAX_PAGE_SIZE}."]}
             )
 
+    def encode_cursor(self, cursor: pagination.Cursor) -> str:
+        """DRF's, signed: a cursor is ours or refused (DRF would take any position or
+        offset someone wrote, and answer a page that starts anywhere)."""
+        url = super().encode_cursor(cursor)
+        (encoded,) = parse.parse_qs(parse.urlsplit(url).query)[self.cursor_query_param]
+        return replace_query_param(url, self.cursor_query_param, _SIGNER.sign(encoded))
+
     def decode_cursor(self, request: Request) -> pagination.Cursor | None:
-        """DRF's, and 400 naming ``cursor`` (not 404) for one we did not make, a position
-        that is not an id included (DRF passes any text to the query: a 500)."""
+        """DRF's, for a cursor we signed; 400 naming ``cursor`` (not 404) for any other,
+        and for a position that is not an id (DRF passes any text to the query: a 500)."""
+        signed = request.query_params.get(self.cursor_query_param)
         try:
-            cursor = super().decode_cursor(request)
-        except NotFound:
+            if signed is None:
+                cursor = None
+            else:
+                unsigned = _SIGNER.unsign(signed)
+                cursor = super().decode_cursor(
+                    SimpleNamespace(query_params={self.cursor_query_param: unsigned})
+                )
+        except (NotFound, signing.BadSignature):
             cursor = None
             valid = False
         else:

@@ -133,6 +133,14 @@ def test_any_other_page_size_is_a_400(api, size):
         cursor("p=9223372036854775808"),
         cursor("o=-1"),
         cursor("r=x"),
+        # Well-formed for DRF, but not ours: a page that would start anywhere.
+        cursor("p=3"),
+        cursor("o=1"),
+        cursor("p=3&o=1"),
+        cursor("p=9999999"),
+        "eA==",
+        "%%%",
+        cursor("p=3") + ":forged-signature",
     ],
 )
 def test_a_cursor_we_did_not_make_is_a_400(api, journey, value):
