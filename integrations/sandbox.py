@@ -1,5 +1,7 @@
 """Test mode: a partner's sandbox journeys, owned by a sandbox user, never a customer."""
 
+import secrets
+
 from django.db import transaction
 
 from accounts.models import User
@@ -12,13 +14,14 @@ SANDBOX_DOMAIN = "sandbox.milepost.invalid"
 
 
 def sandbox_user(*, partner: Partner) -> User:
-    """The partner's sandbox owner: cannot log in, and its address cannot receive mail
-    (``.invalid`` is reserved); sandbox journeys notify nobody anyway."""
-    user, created = User.objects.get_or_create(email=f"{partner.slug}@{SANDBOX_DOMAIN}")
-    if created:
-        user.set_unusable_password()
-        user.is_active = False
-        user.save(update_fields=["password", "is_active"])
+    """A new sandbox owner for one of the partner's sandbox journeys: cannot log in, and
+    its address cannot receive mail (``.invalid`` is reserved); sandbox journeys notify
+    nobody anyway. One per journey, as each real journey has its customer: what a test
+    does to one owner's profile (a proposed change) does not decide the next test's
+    answer."""
+    user = User(email=f"{partner.slug}+{secrets.token_hex(6)}@{SANDBOX_DOMAIN}", is_active=False)
+    user.set_unusable_password()
+    user.save()
     return user
 
 
