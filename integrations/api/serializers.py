@@ -2,6 +2,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from django.core.files.uploadedfile import UploadedFile
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 from rest_framework.fields import empty
@@ -316,8 +317,15 @@ class PhotoInSerializer(serializers.Serializer):
                 for name in self.fields
                 if len(data.getlist(name)) > 1
             }
-            if repeated:
-                raise serializers.ValidationError(repeated, code="repeated")
+            # A file under another name ("file2", "photo") would be dropped unread.
+            stray = {
+                name: ["One photo per request, in the part named file."]
+                for name in data
+                if name not in self.fields
+                and any(isinstance(value, UploadedFile) for value in data.getlist(name))
+            }
+            if repeated or stray:
+                raise serializers.ValidationError({**repeated, **stray}, code="repeated")
         return super().to_internal_value(data)
 
 

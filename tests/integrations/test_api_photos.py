@@ -293,3 +293,16 @@ def test_a_form_field_sent_twice_is_refused(api, journey, field):
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {field: ["Send it once."]}
     assert Photo.objects.count() == 0
+
+
+def test_a_photo_under_another_part_name_is_refused_not_dropped(api, journey):
+    response = api.post(
+        photos_url(journey),
+        {"file": upload("a.jpg", image_bytes()), "file2": upload("b.jpg", image_bytes())},
+        format="multipart",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "file2": ["One photo per request, in the part named file."]
+    }
+    assert Photo.objects.count() == 0
