@@ -3,6 +3,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.files.uploadedfile import UploadedFile
+from django.db import models
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 from rest_framework.fields import empty
@@ -21,23 +22,10 @@ from journey.models import (
 )
 
 
-class RequestBody:
-    """For a serializer that reads a request body: the body must be a JSON object. A
-    list, a string, a number or null is refused naming ``body``, where DRF would say
-    "Invalid data. Expected a dictionary" under ``non_field_errors``. Only the body
-    itself (the serializer at the top, no parent): a nested one is a field's value."""
-
-    def run_validation(self, data: Any = empty) -> Any:
-        if self.parent is None and not isinstance(data, Mapping):
-            raise serializers.ValidationError(
-                {"body": ["Expected a JSON object."]}, code="not_an_object"
-            )
-        return super().run_validation(data)
-
-
 class _StringOnly:
-    """Refuses anything but a string (DRF's CharField turns 123 into "123"): for ids and
-    codes, where the number 123 and the string "123" must not silently be one."""
+    """Refuses anything but a string (DRF's CharField turns 123 into "123"): ids and
+    codes, where the number 123 and the string "123" must not silently be one, and text,
+    where a number is a client's mistake (a reason of 5)."""
 
     default_error_messages = {"not_a_string": "Must be a string."}
 
@@ -53,6 +41,28 @@ class StringField(_StringOnly, serializers.CharField):
 
 class SlugStringField(_StringOnly, serializers.SlugField):
     """A SlugField that takes JSON strings only."""
+
+
+class RequestBody:
+    """For a serializer that reads a request body: the body must be a JSON object. A
+    list, a string, a number or null is refused naming ``body``, where DRF would say
+    "Invalid data. Expected a dictionary" under ``non_field_errors``. Only the body
+    itself (the serializer at the top, no parent): a nested one is a field's value."""
+
+    # A model's text fields take JSON strings only, as the declared ones do: a number
+    # is not silently a title, a reason or a carrier's name.
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: StringField,
+        models.TextField: StringField,
+    }
+
+    def run_validation(self, data: Any = empty) -> Any:
+        if self.parent is None and not isinstance(data, Mapping):
+            raise serializers.ValidationError(
+                {"body": ["Expected a JSON object."]}, code="not_an_object"
+            )
+        return super().run_validation(data)
 
 
 class MilestoneSerializer(serializers.ModelSerializer):
@@ -172,7 +182,7 @@ class ProfileChangeInSerializer(RequestBody, serializers.Serializer):
     # A string, as the customer's form has it: the number 7911123456 is not read as a
     # phone number (nor a leading zero lost on the way).
     value = StringField(max_length=200)
-    reason = serializers.CharField(max_length=300, help_text="Shown to the customer.")
+    reason = StringField(max_length=300, help_text="Shown to the customer.")
 
 
 class ProfileChangeOutSerializer(serializers.Serializer):
@@ -221,11 +231,11 @@ def _coordinate(limit: int, **kwargs: object) -> serializers.DecimalField:
 class LegSerializer(RequestBody, serializers.Serializer):
     sequence = serializers.IntegerField(min_value=1, max_value=999)
     mode = serializers.ChoiceField(choices=LegMode.choices)
-    carrier = serializers.CharField(max_length=120, required=False, allow_blank=True)
-    origin_name = serializers.CharField(max_length=120)
+    carrier = StringField(max_length=120, required=False, allow_blank=True)
+    origin_name = StringField(max_length=120)
     origin_lat = _coordinate(90)
     origin_lon = _coordinate(180)
-    destination_name = serializers.CharField(max_length=120)
+    destination_name = StringField(max_length=120)
     destination_lat = _coordinate(90)
     destination_lon = _coordinate(180)
     departed_at = AwareDateTimeField(required=False, allow_null=True)
@@ -363,4 +373,4 @@ class WebhookSecretSerializer(WebhookEndpointSerializer):
 
 class SandboxJourneyInSerializer(RequestBody, serializers.Serializer):
     template = SlugStringField(help_text="The key of a journey template.")
-    title = serializers.CharField(max_length=200, required=False, default="Sandbox journey")
+    title = StringField(max_length=200, required=False, default="Sandbox journey")

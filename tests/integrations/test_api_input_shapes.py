@@ -214,3 +214,33 @@ def test_a_sandbox_template_that_is_not_a_string_is_refused(api, partner):
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {"template": NOT_A_STRING}
     assert Journey.objects.filter(is_sandbox=True).count() == 0
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "field"),
+    [
+        ("api:journey-tasks", {"title": 5}, "title"),
+        ("api:journey-tasks", {"title": "Sign", "description": True}, "description"),
+        (
+            "api:journey-legs",
+            {"sequence": 2, "mode": "truck", "origin_name": 7, "destination_name": "B"},
+            "origin_name",
+        ),
+        (
+            "api:journey-profile-changes",
+            {"field": "phone", "value": "+44 7911 123456", "reason": 5},
+            "reason",
+        ),
+    ],
+)
+def test_text_that_is_not_a_string_is_refused_and_nothing_is_written(
+    api, journey, endpoint, body, field
+):
+    """Free text too: the number 5 is no reason for a change, nor a task's title."""
+    before = state()
+    response = api.post(
+        reverse(endpoint, kwargs={"reference": journey.reference}), body, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"][field] == NOT_A_STRING
+    assert state() == before
