@@ -11,6 +11,8 @@ ERROR_STATUSES = {
     "401": "Missing, unknown, revoked or expired API key.",
     "403": "Not allowed.",
     "404": "No such journey (or not one this partner serves).",
+    "405": "Not a method this path takes; the Allow header lists those it does.",
+    "406": "The Accept header asks for something other than JSON.",
     "409": "Conflict: an event_id or Idempotency-Key already used differently, or in flight.",
     "413": "The request body is too large.",
     "415": "Unsupported content type.",

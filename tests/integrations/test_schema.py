@@ -37,7 +37,7 @@ def test_every_operation_documents_the_error_shape_and_posts_take_an_idempotency
     ]
     assert len(operations) == 23
     for path, method, operation in operations:
-        for code in ("400", "401", "404", "429"):
+        for code in ("400", "401", "404", "405", "406", "429"):
             content = operation["responses"][code]["content"]["application/json"]
             assert content["schema"] == {"$ref": "#/components/schemas/Error"}, (path, method)
         headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
