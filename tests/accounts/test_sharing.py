@@ -24,7 +24,7 @@ from journey.models import EventSource, Message
 from journey.photos import photo_add
 from journey.public import share_link_token
 from journey.services import journey_record_milestone
-from tests.factories import UserFactory
+from tests.factories import UserFactory, make_journey
 from tests.journey.test_views import jpeg
 
 pytestmark = pytest.mark.django_db
@@ -255,3 +255,15 @@ def test_a_share_link_has_a_copy_button_for_browsers_that_can(client, journey, c
     page = client.get(reverse("accounts:sharing", args=[journey.reference])).content.decode()
     assert re.search(r'<button type="button"[^>]*data-copy-from="link-\d+"[^>]*hidden>', page)
     assert re.search(r'<script src="[^"]*portal[^"]*\.js" nonce="[^"]+" defer>', page)
+
+
+def test_the_shared_routes_numbers_keep_their_points_in_spanish(client, customer):
+    from tests.journey.test_views import assert_svg_numbers_have_points, fill
+
+    journey = make_journey(owner=customer)
+    fill(journey, count=2)
+    link = share_link_create(journey=journey, owner=customer, days=7)
+    url = reverse("public-journey", args=[share_link_token(link)])
+    html = client.get(url, headers={"Accept-Language": "es"}).content.decode()
+    assert '<html lang="es">' in html
+    assert_svg_numbers_have_points(html)

@@ -586,7 +586,12 @@ def test_the_page_speaks_the_customers_language(owner_client, journey, customer)
     months = ["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto"]
     months += ["septiembre", "octubre", "noviembre", "diciembre"]
     assert f"{promised.day} de {months[promised.month - 1]} de {promised.year}" in html
-    # Numbers in the SVG keep their decimal point: "12,5" is no coordinate.
+    assert_svg_numbers_have_points(html)
+
+
+def assert_svg_numbers_have_points(html: str) -> None:
+    """Numbers in the route's SVG keep their decimal point in every language: "12,5" is
+    no coordinate."""
     svg = html[html.index('<svg class="route"') : html.index("</svg>", html.index('class="route"'))]
     coordinates = re.findall(r'\b(?:x1|y1|x2|y2|cx|cy|x|y)="([^"]*)"', svg)
     assert coordinates
