@@ -23,8 +23,9 @@ class Point:
 class Label:
     """The names of one place, or of stops too close to tell apart, one per line.
 
-    ``first_dy`` (in em, so right at any font size) puts the first line's baseline
-    relative to ``y``: the lines centred on the place, moved up or down whole lines."""
+    ``y`` is the middle of the lines (the place's, or moved up or down by whole lines
+    of the phone's size, in SVG units); ``first_dy`` (in em, so right at any font size)
+    puts the first line's baseline relative to it: the lines centred on ``y``."""
 
     x: float
     y: float
@@ -219,6 +220,8 @@ NEAR = 16  # stops closer than this share one label
 DOT = 10  # a stop's radius with its stroke, kept clear of other labels
 MARKER = 14  # the last-seen marker's outer ring
 EDGE = 6  # kept clear at the picture's edges
+OUTSIDE_WEIGHT = 10  # per unit² of a label outside the picture
+MOVE_WEIGHT = 300  # per line a label moves off its place, as 300 unit² of overlap
 
 
 @dataclass(frozen=True)
@@ -261,18 +264,16 @@ def _lines(names: tuple[str, ...], room: float) -> tuple[str, ...]:
         wrapped = textwrap.wrap(name, most, break_long_words=False) or [name]
         if len(wrapped) > 2:
             wrapped = [wrapped[0], " ".join(wrapped[1:])]
-        lines += [
-            line if len(line) <= most else line[: most - 1].rstrip() + "…" for line in wrapped
-        ]
+        lines += [_cut(line, most) for line in wrapped]
     return tuple(lines)
 
 
 def _place_labels(points: list[Point], marker: Point | None = None) -> list[Label]:
     """One label per place: stops too close to tell apart share one, a line each. Each
-    label takes the first position, beside its place or moved up or down by whole lines,
-    that overlaps no other label, stop or the last-seen marker and stays in the picture
-    (a long name wrapped or cut to fit the side it is on); failing that, the one that
-    overlaps least."""
+    label takes the position, beside its place or moved up or down by whole lines, that
+    costs least: out of the picture most, then each line moved, then any overlap with
+    another label, a stop, the band beside another stop or the last-seen marker (a long
+    name wrapped or cut to fit the side it is on)."""
     groups: list[list[Point]] = []
     for point in points:
         near = next(
@@ -287,8 +288,13 @@ def _place_labels(points: list[Point], marker: Point | None = None) -> list[Labe
     for group in groups:
         place = group[0]
         names = tuple(point.name for point in group)
-        obstacles = [
-            _Box(p.x - DOT, p.y - DOT, p.x + DOT, p.y + DOT) for p in points if p not in group
+        # Every other stop's dot (its group's too), and the band right beside each stop
+        # of another group, where a label would seem to name that stop instead.
+        obstacles = [_Box(p.x - DOT, p.y - DOT, p.x + DOT, p.y + DOT) for p in points if p != place]
+        obstacles += [
+            _Box(p.x - 2 * GAP, p.y - LINE / 2, p.x + 2 * GAP, p.y + LINE / 2)
+            for p in points
+            if p not in group
         ]
         if marker is not None:
             obstacles.append(
@@ -305,21 +311,24 @@ def _place_labels(points: list[Point], marker: Point | None = None) -> list[Labe
                 (anchor, shift, lines, _label_box(place, width, height, anchor, shift))
                 for shift in (0, 1, -1, 2, -2, 3, -3, 4, -4)
             ]
-        # Nearest first (both sides at each shift), the first that costs nothing, else
-        # the first that costs least.
+        # Nearest first (both sides at each shift): of those that cost least, the first.
         candidates.sort(key=lambda c: abs(c[1]) * 2 + (c[1] < 0))
+        # What a position costs: leaving the picture most, then moving away from its
+        # place (a line's move weighs as much as a small overlap), then overlapping.
         costs = [
-            box.outside() + sum(box.overlap(other) for other in placed + obstacles)
-            for _anchor, _shift, _lines_, box in candidates
+            OUTSIDE_WEIGHT * box.outside()
+            + MOVE_WEIGHT * abs(shift)
+            + sum(box.overlap(other) for other in placed + obstacles)
+            for _anchor, shift, _lines_, box in candidates
         ]
         anchor, shift, lines, box = candidates[costs.index(min(costs))]
         placed.append(box)
         # The first baseline: a line's baseline sits about 0.35em below its middle.
-        first_dy = 0.35 - (len(lines) - 1) * LINE_EM / 2 + shift * LINE_EM
+        first_dy = 0.35 - (len(lines) - 1) * LINE_EM / 2
         labels.append(
             Label(
                 x=round(place.x + GAP if anchor == "start" else place.x - GAP, 1),
-                y=place.y,
+                y=round(place.y + shift * LINE, 1),
                 anchor=anchor,
                 lines=lines,
                 first_dy=f"{first_dy:.3f}em",

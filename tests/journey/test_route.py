@@ -221,3 +221,19 @@ def test_labels_keep_clear_of_the_last_seen_marker():
             or bottom <= marker.y - 14
             or (marker.y + 14 <= top)
         ), (label, marker)
+
+
+def test_a_label_moved_up_or_down_does_not_sit_beside_another_stop():
+    """Three stops a little over a line apart: a label moved by a line would read as the
+    next stop's name. Each label stays nearer its own stop than any other."""
+    from journey.route import Point, _place_labels
+
+    stops = [Point(300, 150, "Alpha"), Point(300, 175, "Bravo"), Point(300, 200, "Charlie")]
+    labels = _place_labels(stops)
+    for stop, label in zip(stops, labels, strict=True):
+        assert label.lines == (stop.name,)
+        own = abs(label.y - stop.y)
+        assert all(own < abs(label.y - other.y) for other in stops if other is not stop), (
+            stop,
+            label,
+        )
