@@ -71,6 +71,32 @@ class StageInline(admin.StackedInline):
         return [(None, {"fields": StageForm.Meta.fields}), *translated]
 
 
+def _translated_display(code: str, field: str, label: object):
+    """The stage's ``field`` in language ``code``, for staff who may only view templates
+    (the form's fields are not drawn then: the admin looks the name up here)."""
+
+    @admin.display(description=label)
+    def shown(inline: StageInline, stage: StageDefinition) -> str:
+        return (stage.translations.get(code) or {}).get(field) or "—"
+
+    return shown
+
+
+for _code, _name in other_languages():
+    setattr(
+        StageInline,
+        f"label_{_code}",
+        _translated_display(_code, "label", StageForm.base_fields[f"label_{_code}"].label),
+    )
+    setattr(
+        StageInline,
+        f"explanation_{_code}",
+        _translated_display(
+            _code, "explanation", StageForm.base_fields[f"explanation_{_code}"].label
+        ),
+    )
+
+
 def _duration(value: timedelta) -> str:
     return f"{value.days} d" if value >= timedelta(days=1) else f"{value.seconds // 3600} h"
 

@@ -64,3 +64,13 @@ def test_staff_without_a_second_factor_do_not_reach_the_admin(client):
     response = client.get(reverse("admin_dashboard"))
     assert response.status_code == 302
     assert "/admin/" not in response.url or "login" in response.url
+
+
+def test_an_agent_reads_a_stages_spanish_words_on_the_template_page(client):
+    staff_in(client, AGENTS)
+    template = TemplateFactory(stages=1)
+    template.stages.update(translations={"es": {"label": "Pintura"}})
+    page = client.get(reverse("admin:journey_journeytemplate_change", args=[template.pk]))
+    html = page.content.decode()
+    assert page.context["has_change_permission"] is False
+    assert "Label (Spanish)" in html and "Pintura" in html and "None" not in html
