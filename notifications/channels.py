@@ -27,6 +27,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.module_loading import import_string
 from django.utils.translation import ngettext
 
+from accounts.models import field_label
 from journey.models import stage_translated
 from notifications.models import Channel, Notification
 
@@ -43,6 +44,9 @@ def message_context(notification: Notification) -> dict[str, object]:
     for field, key in (("label", "stage_label"), ("explanation", "explanation")):
         if key in context:
             context[key] = stage_translated(translations, field, context[key])
+    if "field_label" in context and "field" in context:
+        # A profile field's name in the reader's language, not the proposer's.
+        context["field_label"] = field_label(str(context["field"]))
     for key, value in notification.context.items():
         if isinstance(value, str) and key.endswith("_at"):
             context[key] = parse_datetime(value)

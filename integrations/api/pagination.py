@@ -21,7 +21,6 @@ from rest_framework.utils.urls import replace_query_param
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
-_SIGNER = signing.Signer(salt="milepost.api.cursor")
 _LARGEST_ID = 2**63 - 1  # a BigAutoField's; beyond it the database refuses the number
 
 
@@ -60,8 +59,9 @@ class CursorPage(pagination.CursorPagination):
         """DRF's, signed: a cursor is ours or refused (DRF would take any position or
         offset someone wrote, and answer a page that starts anywhere)."""
         url = super().encode_cursor(cursor)
-        (encoded,) = parse.parse_qs(parse.urlsplit(url).query)[self.cursor_query_param]
-        return replace_query_param(url, self.cursor_query_param, _SIGNER.sign(encoded))
+        parts = parse.urlsplit(url)
+        (encoded,) = parse.parse_qs(parts.query)[self.cursor_query_param]
+        return replace_query_param(url, self.cursor_query_param, _signer(parts.path).sign(encoded))
 
     def decode_cursor(self, request: Request) -> pagination.Cursor | None:
         """DRF's, for a cursor we signed; 400 naming ``cursor`` (not 404) for any other,
@@ -71,7 +71,7 @@ class CursorPage(pagination.CursorPagination):
             if signed is None:
                 cursor = None
             else:
-                unsigned = _SIGNER.unsign(signed)
+                unsigned = _signer(request.path).unsign(signed)
                 cursor = super().decode_cursor(
                     SimpleNamespace(query_params={self.cursor_query_param: unsigned})
                 )
@@ -126,6 +126,11 @@ class OldestFirstCursorPage(CursorPage):
     reads comes on the last page, after what it has read."""
 
     ordering = "id"
+
+
+def _signer(path: str) -> signing.Signer:
+    """Cursors signed for one list: a journeys page's cursor is no photos page's."""
+    return signing.Signer(salt=f"milepost.api.cursor:{path}")
 
 
 def _digits(text: str, most: int) -> bool:

@@ -23,7 +23,8 @@ SHAPES = {
 
 @register.filter(expects_localtime=True, is_safe=False)
 def day(value: date | datetime | None, shape: str) -> str:
-    """``value`` in ``shape`` (one of ``SHAPES``), in the active language's words."""
+    """``value`` in ``shape`` (one of ``SHAPES``), in the active language's words; a
+    shape not in the table is used as it is (a message still goes out)."""
     if value in (None, ""):
         return ""
-    return date_filter(value, str(SHAPES[shape]))
+    return date_filter(value, str(SHAPES.get(shape, shape)))

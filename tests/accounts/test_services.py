@@ -196,3 +196,21 @@ def test_the_proposal_email_says_what_and_why(customer, django_capture_on_commit
     assert 'from "Alex" to "Alexander"' in body
     assert "As on your passport" in body
     assert "/account/#proposals" in body
+
+
+def test_a_proposal_tells_a_spanish_customer_in_spanish_whoever_proposed_it(customer):
+    """Staff propose in English; the field's name is chosen when the message is written,
+    in the customer's language, and the message says which language it is in."""
+    from django.utils import translation
+
+    from notifications.channels import render
+
+    customer.profile.phone, customer.profile.language = "+447911123456", "es"
+    customer.profile.save()
+    with translation.override("en"):
+        profile_propose_change(
+            user=customer, field="phone", value="+447911123457", reason="r", source=Source.STAFF
+        )
+    rendered = render(Notification.objects.get(channel="email"))
+    assert "teléfono" in rendered.subject.lower() and "phone" not in rendered.subject.lower()
+    assert '<html lang="es">' in rendered.html

@@ -2,8 +2,10 @@
 
 import base64
 from datetime import timedelta
+from urllib import parse
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -169,3 +171,16 @@ def test_a_partner_serving_nothing_gets_an_empty_page(journey):
     response = client.get(URL)
     assert response.status_code == 200
     assert response.json() == {"next": None, "previous": None, "results": []}
+
+
+def test_a_cursor_is_good_for_its_own_list_only(api, partner, customer, journey):
+    """A journeys page's cursor on a photos list is refused, not read as a photo's id."""
+    served(partner, customer, 2)
+    cursor_of_journeys = parse.parse_qs(
+        parse.urlsplit(api.get(f"{URL}?page_size=1").json()["next"]).query
+    )["cursor"][0]
+    photos = reverse("api:journey-photos", kwargs={"reference": journey.reference})
+    response = api.get(photos, {"cursor": cursor_of_journeys})
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["cursor"]
+    assert api.get(URL, {"cursor": cursor_of_journeys, "page_size": 1}).status_code == 200
