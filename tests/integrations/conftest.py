@@ -3,6 +3,7 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from integrations.services import partner_key_create
+from journey.models import ShipmentLeg
 from tests.factories import MappingFactory, PartnerFactory, make_journey
 
 
@@ -34,3 +35,20 @@ def other_api(other_partner) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {plain}")
     return client
+
+
+@pytest.fixture
+def journey_with_leg(journey):
+    """The journey with one leg, so requests about legs reach past their 404s."""
+    ShipmentLeg.objects.create(
+        journey=journey,
+        sequence=1,
+        mode="ship",
+        origin_name="A",
+        origin_lat=1,
+        origin_lon=1,
+        destination_name="B",
+        destination_lat=2,
+        destination_lon=2,
+    )
+    return journey

@@ -18,7 +18,6 @@ from journey.models import (
     JourneyEvent,
     ShipmentLeg,
 )
-from journey.services import journey_leg_create
 from notifications.models import Notification
 
 pytestmark = pytest.mark.django_db
@@ -52,22 +51,6 @@ def event(**overrides: object) -> dict[str, object]:
     return {"event_id": "evt-1", "code": "S2", "occurred_at": when(), **overrides}
 
 
-@pytest.fixture
-def with_leg(journey):
-    journey_leg_create(
-        journey=journey,
-        sequence=1,
-        mode="truck",
-        origin_name="A",
-        origin_lat=1,
-        origin_lon=1,
-        destination_name="B",
-        destination_lat=2,
-        destination_lon=2,
-    )
-    return journey
-
-
 ENDPOINTS = [
     ("POST", "api:journey-events", {}),
     ("POST", "api:journey-profile-changes", {}),
@@ -86,9 +69,9 @@ ENDPOINTS = [
 @pytest.mark.parametrize(("method", "name", "kwargs"), ENDPOINTS)
 @pytest.mark.parametrize("key", [None, "retry-me"])
 def test_a_body_that_is_not_an_object_is_a_400_naming_body(
-    api, with_leg, method, name, kwargs, raw, key
+    api, journey_with_leg, method, name, kwargs, raw, key
 ):
-    journey = with_leg
+    journey = journey_with_leg
     path = reverse(
         name, kwargs=None if kwargs is None else {"reference": journey.reference, **kwargs}
     )

@@ -233,6 +233,38 @@ def _template(key: str, name: str, stages: list[tuple[str, str, str, int]]) -> J
     return template
 
 
+def _staff_driven(
+    owner: User,
+    template: JourneyTemplate,
+    now: datetime,
+    *,
+    title: str,
+    reference: str,
+    days: tuple[int, int],
+    reached: list[tuple[str, int]],
+) -> Journey:
+    """A journey started ``days[0]`` ago and promised ``days[1]`` from now, under a
+    fixed reference, whose ``reached`` stages staff recorded (key, days ago)."""
+    journey = journey_create(
+        template=template,
+        owner=owner,
+        title=title,
+        started_at=now - timedelta(days=days[0]),
+        promised_date=(now + timedelta(days=days[1])).date(),
+    )
+    Journey.objects.filter(pk=journey.pk).update(reference=reference)
+    journey.refresh_from_db()
+    for stage_key, days_ago in reached:
+        journey_record_milestone(
+            journey=journey,
+            stage_key=stage_key,
+            occurred_at=now - timedelta(days=days_ago),
+            source=EventSource.STAFF,
+            source_name="Demo",
+        )
+    return journey
+
+
 def _user(email: str, **profile: str) -> User:
     user = User.objects.filter(email=email).first()
     return user or customer_create(email=email, password=PASSWORD, **profile)
@@ -570,23 +602,15 @@ class Command(BaseCommand):
         )
 
     def _kitchen(self, owner: User, template: JourneyTemplate, now: datetime) -> None:
-        journey = journey_create(
-            template=template,
-            owner=owner,
+        journey = _staff_driven(
+            owner,
+            template,
+            now,
             title="Your Lumen kitchen, Sage green",
-            started_at=now - timedelta(days=12),
-            promised_date=(now + timedelta(days=30)).date(),
+            reference=KITCHEN_REFERENCE,
+            days=(12, 30),
+            reached=[("order_confirmed", 12), ("survey", 9), ("manufacturing", 6)],
         )
-        Journey.objects.filter(pk=journey.pk).update(reference=KITCHEN_REFERENCE)
-        journey.refresh_from_db()
-        for stage_key, days_ago in [("order_confirmed", 12), ("survey", 9), ("manufacturing", 6)]:
-            journey_record_milestone(
-                journey=journey,
-                stage_key=stage_key,
-                occurred_at=now - timedelta(days=days_ago),
-                source=EventSource.STAFF,
-                source_name="Demo",
-            )
         CustomerTask.objects.create(
             journey=journey,
             title="Clear the room before delivery",
@@ -597,27 +621,15 @@ class Command(BaseCommand):
     def _broadband(self, owner: User, template: JourneyTemplate, now: datetime) -> None:
         """A full-fibre install: the line checked, an engineer's morning visit booked
         (someone must be home from its start), the router promised."""
-        journey = journey_create(
-            template=template,
-            owner=owner,
+        journey = _staff_driven(
+            owner,
+            template,
+            now,
             title="Full fibre 900 at 4 Elm Grove",
-            started_at=now - timedelta(days=6),
-            promised_date=(now + timedelta(days=8)).date(),
+            reference=BROADBAND_REFERENCE,
+            days=(6, 8),
+            reached=[("order_confirmed", 6), ("line_check", 4), ("engineer_booked", 1)],
         )
-        Journey.objects.filter(pk=journey.pk).update(reference=BROADBAND_REFERENCE)
-        journey.refresh_from_db()
-        for stage_key, days_ago in [
-            ("order_confirmed", 6),
-            ("line_check", 4),
-            ("engineer_booked", 1),
-        ]:
-            journey_record_milestone(
-                journey=journey,
-                stage_key=stage_key,
-                occurred_at=now - timedelta(days=days_ago),
-                source=EventSource.STAFF,
-                source_name="Demo",
-            )
         visit = timezone.localtime(now + timedelta(days=4), ZoneInfo("Europe/London"))
         starts = visit.replace(hour=8, minute=0, second=0, microsecond=0)
         Appointment.objects.create(
