@@ -1,7 +1,6 @@
 """The route as an SVG schematic: no map tiles, no external requests."""
 
 import math
-import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -209,10 +208,14 @@ def map_tiles(route: RouteSchematic, url_template: str, *, max_tiles: int = 40) 
 
 
 # Labels are judged at the size a phone draws them (the CSS's 24 units; 15 on wider
-# screens, which then sit inside the same boxes): an estimate of the sans-serif's width
-# at weight 600, and the line height the template's tspans use.
+# screens, which then sit inside the same boxes), with the line height the template's
+# tspans use. A line's width is estimated a letter at a time, on the wide side of common
+# sans-serifs at weight 600 (DejaVu Sans, which Debian's Chromium draws with, measured
+# 0.63 to 0.66 of the size for lower case and about 0.8 for capitals).
 LABEL_FONT = 24
-CHAR_WIDTH = 0.6 * LABEL_FONT
+THIN = frozenset("il.,:;!'|")
+NARROW = frozenset("fjtrI()[] -")
+WIDE = frozenset("mwMW@%")
 LINE_EM = 1.25
 LINE = LINE_EM * LABEL_FONT
 GAP = 14  # from the stop's centre to its label
@@ -222,6 +225,8 @@ MARKER = 14  # the last-seen marker's outer ring
 EDGE = 6  # kept clear at the picture's edges
 OUTSIDE_WEIGHT = 10  # per unit² of a label outside the picture
 MOVE_WEIGHT = 300  # per line a label moves off its place, as 300 unit² of overlap
+HIDES = 10  # per unit² of a label over another label, a dot or the marker
+CUT_WEIGHT = 100  # per letter a long name loses to its ellipsis
 
 
 @dataclass(frozen=True)
@@ -250,21 +255,49 @@ def _label_box(place: Point, width: float, height: float, anchor: str, shift: in
     return _Box(left, top, left + width, top + height)
 
 
-def _cut(line: str, most: int) -> str:
-    return line if len(line) <= most else line[: most - 1].rstrip() + "…"
+def text_width(line: str) -> float:
+    """A line's width in SVG units at ``LABEL_FONT``, estimated a letter at a time."""
+    ems = 0.0
+    for char in line:
+        if char in THIN:
+            ems += 0.36
+        elif char in NARROW:
+            ems += 0.5
+        elif char in WIDE:
+            ems += 1.0
+        elif char.isupper():
+            ems += 0.8
+        else:
+            ems += 0.68
+    return ems * LABEL_FONT
+
+
+def _cut(line: str, room: float) -> str:
+    """``line``, cut with an ellipsis where it would pass ``room``."""
+    if text_width(line) <= room:
+        return line
+    while line and text_width(line + "…") > room:
+        line = line[:-1]
+    return line.rstrip() + "…"
 
 
 def _lines(names: tuple[str, ...], room: float) -> tuple[str, ...]:
     """The names as lines that fit ``room`` (SVG units): a long name wrapped at its
     words onto two lines at most, and what is still too long cut with an ellipsis (the
     legs' list below the picture gives every name whole)."""
-    most = max(8, int(room // CHAR_WIDTH))
+    room = max(room, 2 * LABEL_FONT)  # a letter or two and the ellipsis at least
     lines: list[str] = []
     for name in names:
-        wrapped = textwrap.wrap(name, most, break_long_words=False) or [name]
+        wrapped: list[str] = []
+        for word in name.split():
+            if wrapped and text_width(f"{wrapped[-1]} {word}") <= room:
+                wrapped[-1] = f"{wrapped[-1]} {word}"
+            else:
+                wrapped.append(word)
+        wrapped = wrapped or [name]
         if len(wrapped) > 2:
             wrapped = [wrapped[0], " ".join(wrapped[1:])]
-        lines += [_cut(line, most) for line in wrapped]
+        lines += [_cut(line, room) for line in wrapped]
     return tuple(lines)
 
 
@@ -287,25 +320,28 @@ def _place_labels(points: list[Point], marker: Point | None = None) -> list[Labe
     labels: list[Label] = []
     for group in groups:
         place = group[0]
-        names = tuple(point.name for point in group)
+        # A shared label's lines in the order its dots stand, top to bottom.
+        names = tuple(point.name for point in sorted(group, key=lambda p: (p.y, p.x)))
         # Every other stop's dot (its group's too), and the band right beside each stop
         # of another group, where a label would seem to name that stop instead.
-        obstacles = [_Box(p.x - DOT, p.y - DOT, p.x + DOT, p.y + DOT) for p in points if p != place]
+        # (weight, box): what hides letters weighs more than a band.
+        obstacles = [
+            (HIDES, _Box(p.x - DOT, p.y - DOT, p.x + DOT, p.y + DOT)) for p in points if p != place
+        ]
         obstacles += [
-            _Box(p.x - 2 * GAP, p.y - LINE / 2, p.x + 2 * GAP, p.y + LINE / 2)
+            (1, _Box(p.x - 2 * GAP, p.y - LINE / 2, p.x + 2 * GAP, p.y + LINE / 2))
             for p in points
             if p not in group
         ]
         if marker is not None:
-            obstacles.append(
-                _Box(marker.x - MARKER, marker.y - MARKER, marker.x + MARKER, marker.y + MARKER)
-            )
+            ring = _Box(marker.x - MARKER, marker.y - MARKER, marker.x + MARKER, marker.y + MARKER)
+            obstacles.append((HIDES, ring))
         sides = ("start", "end") if place.x < WIDTH * 0.6 else ("end", "start")
         candidates = []
         for anchor in sides:
             room = WIDTH - place.x - GAP - EDGE if anchor == "start" else place.x - GAP - EDGE
             lines = _lines(names, room)
-            width = max(len(line) for line in lines) * CHAR_WIDTH
+            width = max(text_width(line) for line in lines)
             height = len(lines) * LINE
             candidates += [
                 (anchor, shift, lines, _label_box(place, width, height, anchor, shift))
@@ -315,11 +351,14 @@ def _place_labels(points: list[Point], marker: Point | None = None) -> list[Labe
         candidates.sort(key=lambda c: abs(c[1]) * 2 + (c[1] < 0))
         # What a position costs: leaving the picture most, then moving away from its
         # place (a line's move weighs as much as a small overlap), then overlapping.
+        whole = sum(len(name) for name in names)
         costs = [
             OUTSIDE_WEIGHT * box.outside()
             + MOVE_WEIGHT * abs(shift)
-            + sum(box.overlap(other) for other in placed + obstacles)
-            for _anchor, shift, _lines_, box in candidates
+            + CUT_WEIGHT * (whole - sum(len(line.rstrip("…")) for line in lines_))
+            + sum(HIDES * box.overlap(other) for other in placed)
+            + sum(weight * box.overlap(other) for weight, other in obstacles)
+            for _anchor, shift, lines_, box in candidates
         ]
         anchor, shift, lines, box = candidates[costs.index(min(costs))]
         placed.append(box)

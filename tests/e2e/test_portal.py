@@ -1,5 +1,6 @@
 """The portal in real headless Chromium, as the demo customer."""
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -145,4 +146,54 @@ def test_the_owner_copies_a_share_link(browser, live_server):
     copy.click()
     page.wait_for_function("() => window.labels.includes('Copied')", timeout=15_000)
     assert page.evaluate("navigator.clipboard.readText()") == link
+    context.close()
+
+
+# Names that ran off the picture on a phone (a user review): long words, capitals, wide
+# letters, and a stop with long names on each side of a crowded north-south route.
+HARD_NAMES = [
+    ("Llanfairpwllgwyngyllgogerychwyrndrobwllllantysiliogogogoch", "53.22", "-4.20"),
+    ("Donaudampfschifffahrtsgesellschaftskapitän", "48.21", "16.37"),
+    ("WWW WAREHOUSE WEST MMM", "51.92", "4.48"),
+    ("Bristol Showroom and Customer Handover Centre", "51.45", "-2.59"),
+    ("MMMMMMMMMMMMMMMMMMMMMMMM", "50.91", "-1.42"),
+]
+
+
+@pytest.mark.parametrize("width", [1280, 390, 360])
+def test_route_labels_stay_in_the_picture_as_chromium_draws_them(browser, live_server, width):
+    """Measured in the browser (each text's box), not estimated: every label inside the
+    route's 640 by 320 picture, at the desktop's font size and the phone's."""
+    from decimal import Decimal
+
+    from journey.models import Journey, ShipmentLeg
+
+    call_command("demo")
+    journey = Journey.objects.get(reference=demo.CAR_REFERENCE)
+    journey.legs.all().delete()
+    for sequence, (start, end) in enumerate(itertools.pairwise(HARD_NAMES), 1):
+        ShipmentLeg.objects.create(
+            journey=journey,
+            sequence=sequence,
+            mode="truck",
+            origin_name=start[0],
+            origin_lat=Decimal(start[1]),
+            origin_lon=Decimal(start[2]),
+            destination_name=end[0],
+            destination_lat=Decimal(end[1]),
+            destination_lon=Decimal(end[2]),
+        )
+    base = live_server.url
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    log_in(page, base)
+    page.goto(f"{base}/journeys/{demo.CAR_REFERENCE}/")
+    boxes = page.eval_on_selector_all(
+        "svg.route text",
+        "texts => texts.map(t => { const b = t.getBBox();"
+        " return [t.textContent, b.x, b.y, b.x + b.width, b.y + b.height]; })",
+    )
+    assert len(boxes) >= len(HARD_NAMES) - 1
+    for text, left, top, right, bottom in boxes:
+        assert 0 <= left and right <= 640 and 0 <= top and bottom <= 320, (text, left, right)
     context.close()

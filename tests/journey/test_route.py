@@ -103,9 +103,9 @@ def test_map_tiles_sit_under_the_points_they_show():
 
 def label_box(label) -> tuple[float, float, float, float]:
     """The label's box as the placement judges it (the phone's font size)."""
-    from journey.route import CHAR_WIDTH, LABEL_FONT, LINE_EM
+    from journey.route import LABEL_FONT, LINE_EM, text_width
 
-    width = max(len(line) for line in label.lines) * CHAR_WIDTH
+    width = max(text_width(line) for line in label.lines)
     height = len(label.lines) * LINE_EM * LABEL_FONT
     first = float(label.first_dy.removesuffix("em"))
     # The first baseline sits 0.35em below the first line's middle.
@@ -237,3 +237,13 @@ def test_a_label_moved_up_or_down_does_not_sit_beside_another_stop():
             stop,
             label,
         )
+
+
+def test_a_shared_label_lists_its_stops_top_to_bottom():
+    """A cluster's names in the order its dots stand, not the order the legs visit them:
+    the top line names the top dot."""
+    from journey.route import Point, _place_labels
+
+    stops = [Point(300, 170, "Rennes"), Point(302, 160, "Saint-Malo"), Point(200, 40, "Far")]
+    cluster = next(label for label in _place_labels(stops) if len(label.lines) == 2)
+    assert cluster.lines == ("Saint-Malo", "Rennes")
