@@ -45,8 +45,10 @@ def message_context(notification: Notification) -> dict[str, object]:
         if key in context:
             context[key] = stage_translated(translations, field, context[key])
     if "field_label" in context and "field" in context:
-        # A profile field's name in the reader's language, not the proposer's.
-        context["field_label"] = field_label(str(context["field"]))
+        # A profile field's name in the reader's language, not the proposer's, as a
+        # sentence has it ("your phone", "su teléfono").
+        label = field_label(str(context["field"]))
+        context["field_label"] = label[:1].lower() + label[1:]
     for key, value in notification.context.items():
         if isinstance(value, str) and key.endswith("_at"):
             context[key] = parse_datetime(value)

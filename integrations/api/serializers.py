@@ -327,12 +327,14 @@ class PhotoInSerializer(serializers.Serializer):
                 for name in self.fields
                 if len(data.getlist(name)) > 1
             }
-            # A file under another name ("file2", "photo") would be dropped unread.
+            # Any other part would be dropped unread: a file under another name ("file2",
+            # "photo"), or one sent without a filename, which arrives as text.
             stray = {
                 name: ["One photo per request, in the part named file."]
+                if any(isinstance(value, UploadedFile) for value in data.getlist(name))
+                else ["Unknown part: send file, milestone and caption only."]
                 for name in data
                 if name not in self.fields
-                and any(isinstance(value, UploadedFile) for value in data.getlist(name))
             }
             if repeated or stray:
                 raise serializers.ValidationError({**repeated, **stray}, code="repeated")

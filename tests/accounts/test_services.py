@@ -213,4 +213,5 @@ def test_a_proposal_tells_a_spanish_customer_in_spanish_whoever_proposed_it(cust
         )
     rendered = render(Notification.objects.get(channel="email"))
     assert "teléfono" in rendered.subject.lower() and "phone" not in rendered.subject.lower()
+    assert "cambiar su teléfono" in rendered.text  # as a sentence has it, not "su Teléfono"
     assert '<html lang="es">' in rendered.html

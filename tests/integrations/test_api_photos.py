@@ -306,3 +306,17 @@ def test_a_photo_under_another_part_name_is_refused_not_dropped(api, journey):
         "file2": ["One photo per request, in the part named file."]
     }
     assert Photo.objects.count() == 0
+
+
+def test_any_other_part_is_refused_a_file_without_its_filename_included(api, journey):
+    """A part sent without a filename arrives as text: it is refused too, not dropped."""
+    response = api.post(
+        photos_url(journey),
+        {"file": upload("a.jpg", image_bytes()), "file2": "raw bytes, no filename"},
+        format="multipart",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "file2": ["Unknown part: send file, milestone and caption only."]
+    }
+    assert Photo.objects.count() == 0
