@@ -1,5 +1,6 @@
 """Dates in the reader's language: ``{{ value|day:"l j F" }}`` is "Saturday 5 December"
-in English and "sábado 5 de diciembre" in Spanish.
+in English and "sábado 5 de diciembre" in Spanish, ``{{ value|day:"j M" }}`` "5 Dec" and
+"5 dic".
 
 Django's ``date`` filter takes a format as it is given, so "l j F" came out as "sábado 5
 diciembre". Each shape the templates use is a catalogue entry of its own (its context
@@ -18,6 +19,13 @@ SHAPES = {
     "j F Y": pgettext_lazy("date format: day, month, year", "j F Y"),
     "l j F": pgettext_lazy("date format: weekday, day, month", "l j F"),
     "l j F, H:i": pgettext_lazy("date format: weekday, day, month, time", "l j F, H:i"),
+    # Short months: "5 Dec" in English; Spanish writes them in lower case ("5 dic").
+    "j M": pgettext_lazy("date format: day, short month", "j M"),
+    "j M Y": pgettext_lazy("date format: day, short month, year", "j M Y"),
+    "j M, H:i": pgettext_lazy("date format: day, short month, time", "j M, H:i"),
+    "j M Y, H:i": pgettext_lazy("date format: day, short month, year, time", "j M Y, H:i"),
+    "D j M": pgettext_lazy("date format: short weekday, day, short month", "D j M"),
+    "D j M, H:i": pgettext_lazy("date format: short weekday, day, short month, time", "D j M, H:i"),
 }
 
 

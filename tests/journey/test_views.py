@@ -586,6 +586,10 @@ def test_the_page_speaks_the_customers_language(owner_client, journey, customer)
     months = ["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto"]
     months += ["septiembre", "octubre", "noviembre", "diciembre"]
     assert f"{promised.day} de {months[promised.month - 1]} de {promised.year}" in html
+    # Short months are lower case in Spanish ("23 nov", not "23 Nov").
+    short = "ene|feb|mar|abr|may|jun|jul|ago|sep|oct|nov|dic"
+    assert re.search(rf"\b\d{{1,2}} ({short})\b", html)
+    assert not re.search(rf"\b\d{{1,2}} ({short.title()})\b", html)
     assert_svg_numbers_have_points(html)
 
 
