@@ -164,25 +164,14 @@ HARD_NAMES = [
 def test_route_labels_stay_in_the_picture_as_chromium_draws_them(browser, live_server, width):
     """Measured in the browser (each text's box), not estimated: every label inside the
     route's 640 by 320 picture, at the desktop's font size and the phone's."""
-    from decimal import Decimal
-
-    from journey.models import Journey, ShipmentLeg
+    from journey.models import Journey
+    from tests.journey.test_route import leg
 
     call_command("demo")
     journey = Journey.objects.get(reference=demo.CAR_REFERENCE)
     journey.legs.all().delete()
     for sequence, (start, end) in enumerate(itertools.pairwise(HARD_NAMES), 1):
-        ShipmentLeg.objects.create(
-            journey=journey,
-            sequence=sequence,
-            mode="truck",
-            origin_name=start[0],
-            origin_lat=Decimal(start[1]),
-            origin_lon=Decimal(start[2]),
-            destination_name=end[0],
-            destination_lat=Decimal(end[1]),
-            destination_lon=Decimal(end[2]),
-        )
+        leg(journey, sequence, start, end)
     base = live_server.url
     context = browser.new_context(viewport={"width": width, "height": 900})
     page = context.new_page()

@@ -12,6 +12,7 @@ from django.utils import timezone
 from PIL import Image
 
 from journey.models import Appointment, Checkpoint, CustomerTask, Photo, ShipmentLeg
+from tests.integrations.test_api_legs import leg as posted_leg
 
 pytestmark = pytest.mark.django_db
 
@@ -23,20 +24,9 @@ def url(name: str, journey, **kwargs: object) -> str:
 
 
 def leg(sequence: int = 1, **overrides: object) -> dict[str, object]:
-    departed = timezone.now() - timedelta(days=2)
-    return {
-        "sequence": sequence,
-        "mode": "ship",
-        "carrier": "NorthSea",
-        "origin_name": "Valencia",
-        "origin_lat": "39.45000",
-        "origin_lon": "-0.32000",
-        "destination_name": "Southampton",
-        "destination_lat": "50.90000",
-        "destination_lon": "-1.40000",
-        "departed_at": departed.isoformat(),
-        **overrides,
-    }
+    """The legs tests' body, departed two days ago (within the journey's dates)."""
+    departed = (timezone.now() - timedelta(days=2)).isoformat()
+    return posted_leg(**{"sequence": sequence, "departed_at": departed, **overrides})
 
 
 def checkpoint(hours_ago: int) -> dict[str, object]:
