@@ -43,6 +43,11 @@ class SlugStringField(_StringOnly, serializers.SlugField):
     """A SlugField that takes JSON strings only."""
 
 
+class StringChoiceField(_StringOnly, serializers.ChoiceField):
+    """A ChoiceField of string choices that takes JSON strings only: the number 5 is
+    "Must be a string.", as every other text field says, not "not a valid choice"."""
+
+
 class RequestBody:
     """For a serializer that reads a request body: the body must be a JSON object. A
     list, a string, a number or null is refused naming ``body``, where DRF would say
@@ -56,6 +61,7 @@ class RequestBody:
         models.CharField: StringField,
         models.TextField: StringField,
     }
+    serializer_choice_field = StringChoiceField
 
     def run_validation(self, data: Any = empty) -> Any:
         if self.parent is None and not isinstance(data, Mapping):
@@ -178,7 +184,7 @@ class StatusEventOutSerializer(serializers.Serializer):
 
 
 class ProfileChangeInSerializer(RequestBody, serializers.Serializer):
-    field = serializers.ChoiceField(choices=PROPOSABLE_FIELDS)
+    field = StringChoiceField(choices=PROPOSABLE_FIELDS)
     # A string, as the customer's form has it: the number 7911123456 is not read as a
     # phone number (nor a leading zero lost on the way).
     value = StringField(max_length=200)
@@ -230,7 +236,7 @@ def _coordinate(limit: int, **kwargs: object) -> serializers.DecimalField:
 
 class LegSerializer(RequestBody, serializers.Serializer):
     sequence = serializers.IntegerField(min_value=1, max_value=999)
-    mode = serializers.ChoiceField(choices=LegMode.choices)
+    mode = StringChoiceField(choices=LegMode.choices)
     carrier = StringField(max_length=120, required=False, allow_blank=True)
     origin_name = StringField(max_length=120)
     origin_lat = _coordinate(90)
@@ -355,7 +361,7 @@ class PhotoOutSerializer(serializers.ModelSerializer):
 
 class WebhookEndpointSerializer(RequestBody, serializers.ModelSerializer):
     event_types = serializers.ListField(
-        child=serializers.ChoiceField(choices=WebhookEventType.choices), min_length=1
+        child=StringChoiceField(choices=WebhookEventType.choices), min_length=1
     )
 
     class Meta:

@@ -227,3 +227,64 @@ def test_text_that_is_not_a_string_is_refused_and_nothing_is_written(
     assert response.status_code == 400
     assert response.json()["error"]["fields"][field] == NOT_A_STRING
     assert state() == before
+
+
+@pytest.mark.parametrize("value", [1, True, 2.5])
+@pytest.mark.parametrize(
+    ("endpoint", "body", "field"),
+    [
+        (
+            "api:journey-profile-changes",
+            {"value": "+44 7911 123456", "reason": "The order form"},
+            "field",
+        ),
+        (
+            "api:journey-legs",
+            {
+                "sequence": 2,
+                "origin_name": "A",
+                "origin_lat": "51.5",
+                "origin_lon": "-2.7",
+                "destination_name": "B",
+                "destination_lat": "52.4",
+                "destination_lon": "-1.5",
+            },
+            "mode",
+        ),
+    ],
+)
+def test_a_choice_that_is_not_a_string_is_refused_as_text_is(
+    api, journey, endpoint, body, field, value
+):
+    """A choice says what every other text field says of a number ("Must be a string."),
+    not that 1 is "not a valid choice", which suggests another number might be."""
+    before = state()
+    response = api.post(
+        reverse(endpoint, kwargs={"reference": journey.reference}),
+        {**body, field: value},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {field: NOT_A_STRING}
+    assert state() == before
+
+
+def test_a_webhooks_event_type_that_is_not_a_string_is_refused(api, partner):
+    response = api.post(
+        reverse("api:webhook-list"),
+        {"url": "https://partner.example/hook", "event_types": ["task.completed", 3]},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"event_types": {"1": NOT_A_STRING}}
+    assert WebhookEndpoint.objects.count() == 0
+
+
+def test_a_choice_given_as_a_string_is_still_checked_against_the_choices(api, journey):
+    response = api.post(
+        reverse("api:journey-profile-changes", kwargs={"reference": journey.reference}),
+        {"field": "shoe_size", "value": "9", "reason": "The order form"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"field": ['"shoe_size" is not a valid choice.']}
