@@ -1,4 +1,5 @@
-"""Refuse oversize API bodies up front, with the API's JSON error shape (413)."""
+"""Refuse API bodies the API cannot read up front, with its JSON error shape: too large
+(413), or sent chunked, without their length (411)."""
 
 from collections.abc import Callable
 
@@ -17,6 +18,18 @@ class APIBodyLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith("/api/"):
+            # A WSGI application reads CONTENT_LENGTH bytes, so a chunked body (no
+            # Content-Length) reads as empty: an upload would be "no file", an event
+            # "field required". Say what is wrong instead.
+            if "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+                return JsonResponse(
+                    error_body(
+                        "length_required",
+                        "Send the body with a Content-Length header: a chunked body is not read.",
+                        {"body": ["Sent without a Content-Length."]},
+                    ),
+                    status=411,
+                )
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:

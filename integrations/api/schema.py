@@ -14,6 +14,7 @@ ERROR_STATUSES = {
     "405": "Not a method this path takes; the Allow header lists those it does.",
     "406": "The Accept header asks for something other than JSON.",
     "409": "Conflict: an event_id or Idempotency-Key already used differently, or in flight.",
+    "411": "The body was sent chunked: send it with a Content-Length header.",
     "413": "The request body is too large.",
     "415": "Unsupported content type.",
     "429": "Too many requests for this key; see Retry-After.",

@@ -121,3 +121,21 @@ def test_other_paths_under_api_answer_json_too(api, client, path):
 def test_the_public_docs_without_their_slash_redirect_to_them(client, path):
     response = client.get(path)
     assert (response.status_code, response["Location"]) == (301, path + "/")
+
+
+@pytest.mark.parametrize("encoding", ["chunked", "gzip, chunked", "Chunked"])
+def test_a_chunked_body_is_a_411_not_read_as_empty(api_key, journey, encoding):
+    """Django reads CONTENT_LENGTH bytes of a WSGI body: without the header a chunked
+    upload arrived as no file at all ("No file was submitted.")."""
+    client = Client(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
+    url = reverse("api:journey-photos", kwargs={"reference": journey.reference})
+    response = client.post(
+        url, {"file": SimpleUploadedFile("p.jpg", b"x" * 20)}, HTTP_TRANSFER_ENCODING=encoding
+    )
+    assert response.status_code == 411
+    assert response.json()["error"] == {
+        "code": "length_required",
+        "message": "Send the body with a Content-Length header: a chunked body is not read.",
+        "fields": {"body": ["Sent without a Content-Length."]},
+    }
+    assert not journey.photos.exists()
