@@ -249,7 +249,7 @@ def test_fields_are_named_in_words_in_proposals_and_the_history(logged_in, custo
         user=customer, field="quiet_hours_end", old_value="", new_value="07:00", source="customer"
     )
     profile = logged_in.get(reverse("accounts:profile")).content.decode()
-    assert "<strong>Given name</strong>" in profile
+    assert "<strong>Given name</strong>: “Alexandra”" in profile
     history = logged_in.get(reverse("accounts:history")).content.decode()
     assert 'data-label="What">Quiet until</td>' in history
     assert "Given_name" not in profile and "Quiet_hours_end" not in history
@@ -257,6 +257,9 @@ def test_fields_are_named_in_words_in_proposals_and_the_history(logged_in, custo
     customer.profile.save()
     history = logged_in.get(reverse("accounts:history")).content.decode()
     assert ">Silencio hasta</td>" in history
+    # The proposed value is quoted as Spanish quotes it.
+    profile = logged_in.get(reverse("accounts:profile")).content.decode()
+    assert "<strong>Nombre</strong>: «Alexandra»" in profile
 
 
 def test_languages_are_offered_each_in_its_own_words():
