@@ -158,7 +158,6 @@ def profile_propose_change(
     source: Source,
     actor: User | None = None,
     actor_name: str = "",
-    sandbox: bool = False,
 ) -> ChangeProposal | None:
     """Staff or a partner want a field changed.
 
@@ -170,7 +169,7 @@ def profile_propose_change(
         raise ApplicationError("Customers edit their profile directly.")
     if not reason.strip():
         raise ApplicationError("Give a reason for the change.", fields={"reason": ["Required."]})
-    if not user.is_active and not sandbox:
+    if not user.is_active and not _is_sandbox_owner(user):
         # A deleted account's data stays erased: nobody fills it in again. (A partner's
         # sandbox owner is inactive by design: it never logs in, and is never told.)
         raise ApplicationError("No such customer.", code="not_found", status=404)
@@ -385,6 +384,20 @@ def share_link_revoke(*, link: ShareLink, owner: User) -> ShareLink:
         link.revoked_at = timezone.now()
         link.save(update_fields=["revoked_at"])
     return link
+
+
+def _is_sandbox_owner(user: User) -> bool:
+    """Owns sandbox journeys and nothing else: told by the journeys themselves, not by
+    whoever calls, so a deleted customer's account is never taken for one."""
+    from django.db.models import Count, Q
+
+    from journey.models import Journey
+
+    owned = Journey.objects.filter(owner=user).aggregate(
+        sandbox=Count("pk", filter=Q(is_sandbox=True)),
+        real=Count("pk", filter=Q(is_sandbox=False)),
+    )
+    return owned["sandbox"] > 0 and owned["real"] == 0
 
 
 def _tell_partners_of_answer(proposal: ChangeProposal) -> None:

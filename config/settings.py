@@ -458,6 +458,13 @@ CELERY_BEAT_SCHEDULE["idempotency-purge"] = {
     "task": "integrations.tasks.purge_idempotency_records",
     "schedule": timedelta(hours=1),
 }
+# A partner's sandbox journeys, and their owners, go once unused this long (made and sent
+# no event since): integration tests make a new one each run.
+SANDBOX_RETENTION = timedelta(days=env.int("SANDBOX_RETENTION_DAYS", default=30))
+CELERY_BEAT_SCHEDULE["sandbox-purge"] = {
+    "task": "integrations.tasks.purge_sandbox_journeys",
+    "schedule": crontab(hour=3, minute=15),
+}
 
 # --- Customer portal -----------------------------------------------------------------------
 

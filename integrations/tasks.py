@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from integrations import idempotency, services, webhooks
+from integrations import idempotency, sandbox, services, webhooks
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -18,6 +18,11 @@ def sweep_webhooks() -> int:
 @shared_task(ignore_result=True)
 def purge_idempotency_records() -> int:
     return idempotency.idempotency_purge()
+
+
+@shared_task(ignore_result=True)
+def purge_sandbox_journeys() -> int:
+    return sandbox.sandbox_purge()
 
 
 @shared_task(ignore_result=True)

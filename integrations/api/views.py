@@ -380,7 +380,6 @@ class JourneyProfileChangeCreate(APIView):
             reason=data["reason"],
             source=Source.PARTNER,
             actor_name=request.user.name,
-            sandbox=journey.is_sandbox,
         )
         body = {"field": data["field"], "state": "applied" if proposal is None else "pending"}
         return Response(ProfileChangeOutSerializer(body).data, status=status.HTTP_201_CREATED)

@@ -1,16 +1,25 @@
 """Test mode: sandbox journeys and the play_journey command."""
 
+from datetime import timedelta
 from io import StringIO
 
 import pytest
+import time_machine
 from django.core import mail
+from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.utils import timezone
 
+from accounts.models import User
+from accounts.privacy import account_delete
 from integrations.models import InboundEvent, PartnerAPIKey
-from integrations.sandbox import SANDBOX_DOMAIN
-from journey.models import Journey, MilestoneState
+from integrations.sandbox import SANDBOX_DOMAIN, sandbox_journey_create, sandbox_purge
+from integrations.tasks import purge_sandbox_journeys
+from journey.models import Journey, MilestoneState, Photo
+from journey.photos import photo_add
 from notifications.models import Notification
+from tests.journey.test_views import jpeg
 
 pytestmark = pytest.mark.django_db
 
@@ -113,3 +122,77 @@ def test_a_sandbox_journey_takes_profile_changes_as_a_customers_would_and_tells_
     )
     url = reverse("api:journey-profile-changes", kwargs={"reference": again.json()["reference"]})
     assert api.post(url, body, format="json").json() == {"field": "phone", "state": "applied"}
+
+
+def test_a_deleted_customers_journey_is_never_taken_for_a_sandbox_one(api, journey, partner):
+    """Whether an inactive owner may still be proposed to is told by the journeys it owns,
+    not by the caller: a deleted customer who owns a sandbox journey too stays erased."""
+    sandbox = sandbox_journey_create(partner=partner, template=journey.template.key)
+    account_delete(user=journey.owner)
+    Journey.objects.filter(pk=sandbox.pk).update(owner=journey.owner)
+    response = api.post(
+        reverse("api:journey-profile-changes", kwargs={"reference": sandbox.reference}),
+        {"field": "phone", "value": "+44 7911 123456", "reason": "From the order"},
+        format="json",
+    )
+    assert response.status_code == 404
+    journey.owner.profile.refresh_from_db()
+    assert journey.owner.profile.phone == ""
+
+
+def sandbox_made(partner, template, *, days_ago: int) -> Journey:
+    with time_machine.travel(timezone.now() - timedelta(days=days_ago)):
+        return sandbox_journey_create(partner=partner, template=template)
+
+
+def test_unused_sandbox_journeys_go_with_their_owners_and_photos(
+    api, journey, partner, settings, django_capture_on_commit_callbacks
+):
+    settings.SANDBOX_RETENTION = timedelta(days=30)
+    key = journey.template.key
+    old = sandbox_made(partner, key, days_ago=31)
+    with (
+        time_machine.travel(timezone.now() - timedelta(days=31)),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        photo = photo_add(journey=old, milestone=None, file=jpeg(), caption="Test shot")
+    photo.refresh_from_db()
+    files = [photo.image.name, photo.thumbnail.name]
+    assert all(files) and all(default_storage.exists(name) for name in files)
+    fresh = sandbox_made(partner, key, days_ago=29)
+    # Made long ago, but a partner's test still sends it events.
+    still_used = sandbox_made(partner, key, days_ago=60)
+    sent = api.post(
+        reverse("api:journey-events", kwargs={"reference": still_used.reference}),
+        {"event_id": "sb-used", "code": "S2", "occurred_at": timezone.now().isoformat()},
+        format="json",
+    )
+    assert sent.status_code == 201
+    # An owner shared with a fresh journey (as before each journey had its own) stays.
+    shared = sandbox_made(partner, key, days_ago=45)
+    Journey.objects.filter(pk=fresh.pk).update(owner=shared.owner)
+    # Real journeys are never purged, however old and quiet.
+    Journey.objects.filter(pk=journey.pk).update(created_at=timezone.now() - timedelta(days=400))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert sandbox_purge() == 2
+    remaining = set(Journey.objects.values_list("pk", flat=True))
+    assert remaining == {journey.pk, fresh.pk, still_used.pk}
+    assert not User.objects.filter(pk=old.owner_id).exists()
+    assert User.objects.filter(pk=shared.owner_id).exists()
+    assert User.objects.filter(pk=journey.owner_id).exists()
+    assert not Photo.objects.filter(pk=photo.pk).exists()
+    assert not any(default_storage.exists(name) for name in files)
+    # Nothing left to do: the task (run by beat) finds nothing more.
+    assert purge_sandbox_journeys() == 0
+
+
+def test_the_purge_keeps_an_inactive_owner_that_is_not_a_sandbox_one(journey, partner, settings):
+    """A deleted customer is inactive too: only the sandbox's own addresses go."""
+    settings.SANDBOX_RETENTION = timedelta(days=30)
+    old = sandbox_made(partner, journey.template.key, days_ago=31)
+    account_delete(user=journey.owner)
+    Journey.objects.filter(pk=old.pk).update(owner=journey.owner)
+    Journey.objects.filter(pk=journey.pk).delete()
+    assert sandbox_purge() == 1
+    assert User.objects.filter(pk=journey.owner_id, is_active=False).exists()
