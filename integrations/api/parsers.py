@@ -3,6 +3,7 @@
 import codecs
 import json
 import math
+import re
 from typing import Any
 
 from django.conf import settings
@@ -13,6 +14,11 @@ from rest_framework.exceptions import ParseError
 # and far short of what the checks that walk a body (NUL characters) or the database's
 # JSON functions would need a stack for.
 MAX_DEPTH = 64
+
+# A surrogate can only come in as an escape (UTF-8 cannot carry one); a pair is an
+# astral character (an emoji), a lone one is no text at all, and PostgreSQL's JSON
+# refuses it. The walk below runs only when the body has such an escape.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _finite(text: str) -> float:
@@ -25,6 +31,23 @@ def _finite(text: str) -> float:
 
 def _constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 def _too_deep(data: Any) -> bool:
@@ -43,19 +66,21 @@ def _too_deep(data: Any) -> bool:
 
 class JSONParser(parsers.JSONParser):
     """DRF's JSON parser, and 400 (``parse_error``) for what it lets through: NaN and
-    Infinity, a number too large for a float (read as infinity), and a document nested
-    more than ``MAX_DEPTH`` levels (or so deep that Python's parser gives up)."""
+    Infinity, a number too large for a float (read as infinity), a document nested
+    more than ``MAX_DEPTH`` levels (or so deep that Python's parser gives up), and a
+    string with a lone surrogate (``"\\ud800"``), which is no text."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            data = json.load(
-                codecs.getreader(encoding)(stream), parse_float=_finite, parse_constant=_constant
-            )
+            text = codecs.getreader(encoding)(stream).read()
+            data = json.loads(text, parse_float=_finite, parse_constant=_constant)
         except RecursionError as error:
             raise ParseError(f"JSON parse error - nested more than {MAX_DEPTH} levels") from error
         except ValueError as error:
             raise ParseError(f"JSON parse error - {error}") from error
         if _too_deep(data):
             raise ParseError(f"JSON parse error - nested more than {MAX_DEPTH} levels")
+        if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
+            raise ParseError("JSON parse error - a lone surrogate (\\ud800-\\udfff) is not text")
         return data

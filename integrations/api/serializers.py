@@ -1,3 +1,4 @@
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -105,6 +106,8 @@ class AwareDateTimeField(serializers.DateTimeField):
 
     def to_internal_value(self, value: object) -> datetime:
         if isinstance(value, str):
+            # RFC 3339 allows a lower-case "t" and "z"; ISO 8601's only letters are those.
+            value = value.upper()
             try:
                 parsed = parse_datetime(value)
             except ValueError:
@@ -114,6 +117,20 @@ class AwareDateTimeField(serializers.DateTimeField):
                     "Give a UTC offset, e.g. 2026-11-26T09:30:00Z.", code="naive"
                 )
         return super().to_internal_value(value)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _exact(value: str) -> None:
+    """An id or a code is taken exactly as sent (never trimmed), so nothing in it may be
+    unseen: no control character (a newline, a tab) and no space at either end."""
+    if _CONTROL.search(value):
+        raise serializers.ValidationError(
+            "No control characters (a newline, a tab).", code="control_character"
+        )
+    if value != value.strip():
+        raise serializers.ValidationError("No spaces at either end.", code="surrounding_space")
 
 
 def _readable_back(event_id: str) -> None:
@@ -128,10 +145,16 @@ def _readable_back(event_id: str) -> None:
 class StatusEventInSerializer(RequestBody, serializers.Serializer):
     event_id = StringField(
         max_length=128,
-        validators=[_readable_back],
+        trim_whitespace=False,
+        validators=[_exact, _readable_back],
         help_text="Your own id for this event; unique per partner.",
     )
-    code = StringField(max_length=64, help_text="Your status code (see the mapping).")
+    code = StringField(
+        max_length=64,
+        trim_whitespace=False,
+        validators=[_exact],
+        help_text="Your status code (see the mapping).",
+    )
     occurred_at = AwareDateTimeField(help_text="When it happened, with a UTC offset.")
     data = serializers.DictField(
         required=False, default=dict, help_text="Anything else; kept for audit, never shown."

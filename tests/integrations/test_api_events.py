@@ -299,6 +299,61 @@ def test_an_event_id_that_cannot_be_read_back_is_refused(api, journey, event_id)
     assert nothing_written()
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("event_id", "nl\nid", "No control characters (a newline, a tab)."),
+        ("event_id", "tab\tid", "No control characters (a newline, a tab)."),
+        ("code", "S2\r", "No control characters (a newline, a tab)."),
+        ("event_id", " sp-1 ", "No spaces at either end."),
+        ("code", "S2 ", "No spaces at either end."),
+    ],
+)
+@pytest.mark.parametrize("prefer", [None, "respond-async"])
+def test_an_id_or_code_with_what_cannot_be_seen_is_refused(
+    api, journey, field, value, problem, prefer
+):
+    """Taken exactly, never trimmed: " sp-1 " was stored as "sp-1", and a newline in a
+    queued event's id was stored and applied, then answered 500 (its Location has no
+    URL)."""
+    headers = {} if prefer is None else {"HTTP_PREFER": prefer}
+    response = api.post(events_url(journey), body(**{field: value}), format="json", **headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {field: [problem]}
+    assert nothing_written()
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "a\\udc00b"])
+def test_a_lone_surrogate_anywhere_is_refused(api, journey, escape):
+    """No text has one and PostgreSQL's JSON refuses it: 400, not a 500 at the insert."""
+    raw = json.dumps(body())[:-1] + ', "data": {"k": "' + escape + '"}}'
+    for url, headers in (
+        (events_url(journey), {}),
+        (events_url(journey), {"HTTP_PREFER": "respond-async"}),
+    ):
+        response = api.post(url, raw, content_type="application/json", **headers)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "parse_error"
+        assert "lone surrogate" in response.json()["error"]["message"]
+    keyed = json.dumps(body())[:-1] + ', "data": {"' + escape + '": 1}}'
+    assert api.post(events_url(journey), keyed, content_type="application/json").status_code == 400
+    assert nothing_written()
+
+
+def test_a_surrogate_pair_is_a_character_and_kept(api, journey):
+    raw = json.dumps(body())[:-1] + ', "data": {"k": "\\ud83d\\ude9a"}}'
+    response = api.post(events_url(journey), raw, content_type="application/json")
+    assert response.status_code == 201
+    assert InboundEvent.objects.get().payload["data"]["k"] == "\U0001f69a"
+
+
+def test_a_time_in_lower_case_is_read_as_rfc_3339_allows(api, journey):
+    when = (timezone.now() - timedelta(minutes=5)).strftime("%Y-%m-%dt%H:%M:%Sz")
+    response = api.post(events_url(journey), body(occurred_at=when), format="json")
+    assert response.status_code == 201, response.content
+    assert InboundEvent.objects.get().occurred_at.tzinfo is not None
+
+
 def test_json_nested_as_deep_as_allowed_is_kept(api, journey):
     nested = json.loads("[" * 62 + "]" * 62)
     response = api.post(events_url(journey), body(data={"a": nested}), format="json")
