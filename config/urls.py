@@ -1,7 +1,7 @@
 from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from integrations.api.views import NotFoundView
 from journey.public import public_journey, public_photo
@@ -20,7 +20,15 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("api/v1/", include("integrations.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view serves Swagger UI's start-up script from its own URL (?script), as
+    # the site's CSP allows no inline script without a nonce.
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(
+            url_name="api-schema", template_name="api/swagger_ui.html"
+        ),
+        name="api-docs",
+    ),
     # Any other version or path under /api/: JSON, as the API answers, not an HTML page.
     # Not the public docs and schema without their slash: APPEND_SLASH redirects those.
     re_path(r"^api/(?!(?:docs|schema)\Z)", NotFoundView.as_view(), name="api-not-found"),
