@@ -220,6 +220,10 @@ class ChangeProposal(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     proposed_by_name = models.CharField(max_length=120, blank=True)
+    # The partner that proposed it: only it hears the customer's answer.
+    partner = models.ForeignKey(
+        "integrations.Partner", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     state = models.CharField(
         max_length=16, choices=ProposalState.choices, default=ProposalState.PENDING
     )

@@ -2,7 +2,7 @@
 and every change lands in the audit trail."""
 
 from datetime import time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core import signing
@@ -25,6 +25,9 @@ from accounts.models import (
 )
 from journey.errors import ApplicationError
 from notifications.services import notification_enqueue
+
+if TYPE_CHECKING:
+    from integrations.models import Partner
 
 
 def profile_ensure(*, user: User) -> CustomerProfile:
@@ -158,12 +161,14 @@ def profile_propose_change(
     source: Source,
     actor: User | None = None,
     actor_name: str = "",
+    partner: "Partner | None" = None,
 ) -> ChangeProposal | None:
     """Staff or a partner want a field changed.
 
     A field nobody has filled in yet is filled directly (and marked with its source);
     otherwise a proposal waits for the customer, who is notified. Returns the proposal,
-    or None when the value was filled in directly.
+    or None when the value was filled in directly. ``partner``, the partner proposing,
+    hears the customer's answer (and only it).
     """
     if source == Source.CUSTOMER:
         raise ApplicationError("Customers edit their profile directly.")
@@ -199,16 +204,17 @@ def profile_propose_change(
             )
         now = timezone.now()
         waiting = ChangeProposal.objects.filter(user=user, field=field, state=ProposalState.PENDING)
-        # Whoever sent it: the answer goes to every partner of the customer's journeys,
-        # and two senders of the same change would otherwise withdraw each other's, the
-        # customer told at each retry.
         same = waiting.filter(
-            new_value=_display(cleaned), reason=reason.strip(), source=source
+            new_value=_display(cleaned), reason=reason.strip(), source=source, partner=partner
         ).first()
         if same is not None:
             # Proposed again as it stands (a partner's retry): the customer was told once.
             return same
-        # A newer proposal for the same field replaces the one still waiting.
+        # A newer proposal for the same field replaces the one still waiting; a partner
+        # whose proposal it was hears that it was withdrawn.
+        for replaced in waiting.filter(partner__isnull=False).select_related("partner"):
+            replaced.state, replaced.decided_at = ProposalState.WITHDRAWN, now
+            _tell_partner_of_answer(replaced)
         waiting.update(state=ProposalState.WITHDRAWN, decided_at=now)
         proposal = ChangeProposal.objects.create(
             user=user,
@@ -218,6 +224,7 @@ def profile_propose_change(
             source=source,
             proposed_by=actor,
             proposed_by_name=actor_name,
+            partner=partner,
         )
         notification_enqueue(
             recipient=user,
@@ -246,8 +253,7 @@ def proposal_decide(*, proposal: ChangeProposal, user: User, accept: bool) -> Ch
         proposal.state = ProposalState.ACCEPTED if accept else ProposalState.DECLINED
         proposal.decided_at = timezone.now()
         proposal.save(update_fields=["state", "decided_at"])
-        if proposal.source == Source.PARTNER:
-            _tell_partners_of_answer(proposal)
+        _tell_partner_of_answer(proposal)
         if accept:
             profile = profile_ensure(user=user)
             value = _validated(profile, proposal.field, proposal.new_value)
@@ -400,18 +406,26 @@ def _is_sandbox_owner(user: User) -> bool:
     return owned["sandbox"] > 0 and owned["real"] == 0
 
 
-def _tell_partners_of_answer(proposal: ChangeProposal) -> None:
-    """Partners serving the customer's journeys hear the answer (a signed webhook per
-    journey, each naming it), in the same transaction."""
+def _tell_partner_of_answer(proposal: ChangeProposal) -> None:
+    """The partner that proposed the change hears the answer (a signed webhook per
+    journey of the customer's it serves, each naming it), in the same transaction; no
+    other partner does: what the customer decided is theirs and the proposer's."""
     from integrations.webhooks import webhook_emit
     from journey.models import Journey
 
-    for journey in Journey.objects.filter(owner=proposal.user, is_sandbox=False):
+    if proposal.partner_id is None:
+        return
+    journeys = Journey.objects.filter(
+        owner=proposal.user, is_sandbox=False, partners=proposal.partner_id
+    )
+    for journey in journeys:
         webhook_emit(
             event_type="profile_change.answered",
             journey=journey,
+            partner=proposal.partner,
             data={
                 "field": proposal.field,
+                "value": proposal.new_value,
                 "state": proposal.state,
                 "decided_at": proposal.decided_at,
             },

@@ -109,19 +109,23 @@ def _signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
 
 
 def webhook_emit(
-    *, event_type: str, journey: Journey, data: dict[str, Any]
+    *, event_type: str, journey: Journey, data: dict[str, Any], partner: Partner | None = None
 ) -> list[WebhookDelivery]:
     """Write a delivery for every active endpoint subscribed to ``event_type`` of every
-    partner serving ``journey``, in the caller's transaction; send them after commit."""
+    partner serving ``journey`` (or of ``partner`` alone, if it serves it), in the
+    caller's transaction; send them after commit."""
     if event_type not in WebhookEventType.values:
         raise ApplicationError(f"Unknown webhook event type {event_type!r}.")
     now = timezone.now()
     endpoints = WebhookEndpoint.objects.filter(is_active=True, partner__journeys=journey)
+    if partner is not None:
+        endpoints = endpoints.filter(partner=partner)
     payload = json.loads(
         json.dumps(
             {
                 "type": event_type,
-                "timestamp": now.isoformat(),
+                # As every time in it: milliseconds, UTC as "Z" (DjangoJSONEncoder).
+                "timestamp": now,
                 "data": {"journey": journey.reference, **data},
             },
             cls=DjangoJSONEncoder,

@@ -380,6 +380,7 @@ class JourneyProfileChangeCreate(APIView):
             reason=data["reason"],
             source=Source.PARTNER,
             actor_name=request.user.name,
+            partner=request.user,
         )
         body = {"field": data["field"], "state": "applied" if proposal is None else "pending"}
         return Response(ProfileChangeOutSerializer(body).data, status=status.HTTP_201_CREATED)

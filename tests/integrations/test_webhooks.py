@@ -5,6 +5,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import socket
 import ssl
 import threading
@@ -135,6 +136,8 @@ def test_emit_writes_one_delivery_per_subscribed_endpoint_in_the_callers_transac
     delivery = WebhookDelivery.objects.get()
     assert delivery.payload["type"] == "task.completed"
     assert delivery.payload["data"] == {"journey": journey.reference, "task": {"id": 7}}
+    # As documented: "2026-11-26T10:31:02.511Z", as every time inside it.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", delivery.payload["timestamp"])
     assert delivery.state == DeliveryState.PENDING
 
 
