@@ -361,6 +361,14 @@ def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResu
         if prepared.withdraw_refused:
             # Refused before writing anything: withdraw the claim, so the id stays free.
             InboundEvent.objects.filter(pk=inbound.pk).delete()
+        if error.code == REFUSED_FOR_ITS_MAPPING:
+            # The partner sent a code, not a stage: name what it sent and why it fails.
+            raise ApplicationError(
+                f"Your code {event.code!r} is mapped to the stage {mapping.stage_key!r}, "
+                "which this journey does not have.",
+                code=error.code,
+                fields={"code": [f"Mapped to a stage this journey lacks: {mapping.stage_key!r}."]},
+            ) from error
         raise
     inbound.journey_event = recorded.event
     prepared.linked.append(inbound)

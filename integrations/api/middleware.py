@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import translation
 
 from integrations.api.errors import error_body
 
@@ -47,4 +48,19 @@ class APIBodyLimitMiddleware:
                     ),
                     status=413,
                 )
+        return self.get_response(request)
+
+
+class APILanguageMiddleware:
+    """The API answers in English, as partner-api.md documents its messages, whatever
+    the client's Accept-Language: LocaleMiddleware would have half of a 400's messages
+    in Spanish (DRF's and Django's) and ours in English. After LocaleMiddleware."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/"):
+            translation.activate(settings.LANGUAGE_CODE)
+            request.LANGUAGE_CODE = settings.LANGUAGE_CODE
         return self.get_response(request)

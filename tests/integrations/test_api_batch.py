@@ -107,7 +107,9 @@ def test_an_event_id_refused_in_a_batch_stays_free_for_a_later_item(api, journey
     assert response.status_code == 200
     results = response.json()["results"]
     assert [r["status"] for r in results] == [400, 400, 201, 201]
-    assert results[0]["error"]["fields"] == {"stage": ["Unknown stage 'no-such-stage'."]}
+    assert results[0]["error"]["fields"] == {
+        "code": ["Mapped to a stage this journey lacks: 'no-such-stage'."]
+    }
     assert sorted(InboundEvent.objects.values_list("event_id", flat=True)) == ["y", "z"]
     assert JourneyEvent.objects.count() == 2
     assert InboundEvent.objects.get(event_id="y").journey_event.milestone.stage.key == "stage-2"

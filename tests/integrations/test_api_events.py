@@ -147,7 +147,13 @@ def test_a_mapping_to_a_stage_the_journey_lacks_is_refused(api, journey, partner
     partner.mappings.filter(code="S2").update(stage_key="no-such-stage")
     response = api.post(events_url(journey), body(), format="json")
     assert response.status_code == 400
-    assert response.json()["error"]["code"] == "unknown_stage"
+    assert response.json()["error"] == {
+        "code": "unknown_stage",
+        "message": "Your code 'S2' is mapped to the stage 'no-such-stage', which this "
+        "journey does not have.",
+        # What the partner sent (its code), not a field it never sent.
+        "fields": {"code": ["Mapped to a stage this journey lacks: 'no-such-stage'."]},
+    }
     assert nothing_written()
 
 

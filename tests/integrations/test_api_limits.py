@@ -139,3 +139,21 @@ def test_a_chunked_body_is_a_411_not_read_as_empty(api_key, journey, encoding):
         "fields": {"body": ["Sent without a Content-Length."]},
     }
     assert not journey.photos.exists()
+
+
+def test_the_api_answers_in_english_whatever_the_client_asks(api, journey):
+    """DRF's and Django's messages were translated, ours not: one 400 in two languages."""
+    response = api.post(
+        reverse("api:journey-events", kwargs={"reference": journey.reference}),
+        {"event_id": "", "code": "S2", "occurred_at": "2026-12-05T22:00:00"},
+        format="json",
+        HTTP_ACCEPT_LANGUAGE="es",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "event_id": ["This field may not be blank."],
+        "occurred_at": ["Give a UTC offset, e.g. 2026-11-26T09:30:00Z."],
+    }
+    assert response["Content-Language"] == "en"
+    missing = api.get("/api/v1/journeys/MP-NOPE/", HTTP_ACCEPT_LANGUAGE="es")
+    assert missing.json()["error"]["message"] == "Not found."

@@ -157,8 +157,9 @@ def test_an_event_the_spine_refuses_is_kept_rejected_with_the_error_it_would_hav
     assert read["state"] == "rejected"
     assert read["error"] == {
         "code": "unknown_stage",
-        "message": "This journey has no stage 'no-such-stage'.",
-        "fields": {"stage": ["Unknown stage 'no-such-stage'."]},
+        "message": "Your code 'GONE' is mapped to the stage 'no-such-stage', which this "
+        "journey does not have.",
+        "fields": {"code": ["Mapped to a stage this journey lacks: 'no-such-stage'."]},
     }
     # The other event of the unit is applied; the refused one wrote nothing.
     assert current_stage(journey) == "stage-2"
