@@ -145,6 +145,8 @@ def _split(url: str) -> tuple[Any, str, int]:
         )
     try:
         port = parts.port
+        if port == 0:  # urlsplit reads ":0" as a port; it is none (it was sent to 80)
+            raise ValueError(port)
     except ValueError:
         raise ApplicationError(
             "The webhook URL's port is not a port (1 to 65535).",

@@ -448,3 +448,13 @@ def test_the_command_revokes_a_key_once_and_says_so_again(partner):
     assert "was revoked already, at" in out.getvalue()
     key.refresh_from_db()
     assert key.revoked_at == first
+
+
+@pytest.mark.parametrize("given", ["{prefix}", "mp_{prefix}", "{plain}"])
+def test_the_command_revokes_a_key_by_its_prefix_as_the_partner_has_it(partner, given):
+    from django.core.management import call_command
+
+    key, plain = partner_key_create(partner=partner)
+    call_command("partner_key", "revoke", given.format(prefix=key.prefix, plain=plain))
+    key.refresh_from_db()
+    assert key.revoked_at is not None

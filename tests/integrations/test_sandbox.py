@@ -69,7 +69,7 @@ def test_play_journey_plays_every_mapped_stage_through_the_api(
     sandbox = Journey.objects.get(is_sandbox=True)
     assert [m.state for m in sandbox.milestones.order_by("position")] == [MilestoneState.DONE] * 4
     assert InboundEvent.objects.filter(journey=sandbox).count() == 4
-    assert "stage-4 (S4): HTTP 201" in out.getvalue()
+    assert "stage-4 (S4): HTTP 201 (applied)" in out.getvalue()
     assert Notification.objects.count() == 0
     # The temporary key it used is revoked.
     assert PartnerAPIKey.objects.get(name="play_journey (temporary)").revoked_at is not None
@@ -87,8 +87,17 @@ def test_play_journey_on_an_existing_sandbox_journey(journey, partner):
     sandbox = Journey.objects.get(is_sandbox=True)
     call_command("play_journey", partner.slug, "--reference", sandbox.reference, stdout=out)
     # Played again, each stage is older than the state: logged, nothing moves back.
+    assert "stage-4 (S4): HTTP 201 (logged)" in out.getvalue()
     assert InboundEvent.objects.filter(journey=sandbox).count() == 8
     assert sandbox.milestones.filter(state=MilestoneState.DONE).count() == 4
+
+
+def test_play_journey_names_the_templates_when_given_an_unknown_one(journey, partner):
+    with pytest.raises(
+        CommandError, match=f"No journey template 'nope'. Templates: {journey.template.key}."
+    ):
+        call_command("play_journey", partner.slug, "--template", "nope")
+    assert not Journey.objects.filter(is_sandbox=True).exists()
 
 
 def test_play_journey_needs_a_known_partner():

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from integrations.models import Partner, PartnerAPIKey
-from integrations.services import partner_key_create, partner_key_revoke
+from integrations.services import KEY_PREFIX, partner_key_create, partner_key_revoke
 
 
 class Command(BaseCommand):
@@ -18,13 +18,17 @@ class Command(BaseCommand):
         create.add_argument("--expires-in-days", type=int, default=None)
         listing = sub.add_parser("list", help="List a partner's keys (prefixes only).")
         listing.add_argument("partner")
-        revoke = sub.add_parser("revoke", help="Revoke a key by its prefix.")
+        revoke = sub.add_parser(
+            "revoke", help="Revoke a key by its prefix (as listed, or mp_… as the key starts)."
+        )
         revoke.add_argument("prefix")
 
     def handle(self, *args: object, **options: object) -> None:
         action = options["action"]
         if action == "revoke":
-            key = PartnerAPIKey.objects.filter(prefix=options["prefix"]).first()
+            # The listed prefix, or the key's start as the partner has it (mp_<prefix>.…).
+            prefix = str(options["prefix"]).removeprefix(KEY_PREFIX).partition(".")[0]
+            key = PartnerAPIKey.objects.filter(prefix=prefix).first()
             if key is None:
                 raise CommandError(f"No key with prefix {options['prefix']!r}.")
             if key.revoked_at is not None:

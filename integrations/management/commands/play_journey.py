@@ -12,6 +12,7 @@ from integrations.api.views import JourneyEventCreate
 from integrations.models import Partner
 from integrations.sandbox import sandbox_journey_create
 from integrations.services import partner_key_create, partner_key_revoke
+from journey.errors import ApplicationError
 from journey.models import Journey, JourneyTemplate
 
 
@@ -58,7 +59,9 @@ class Command(BaseCommand):
                 )
                 response = view(request, reference=journey.reference)
                 response.render()
-                self.stdout.write(f"  {stage.key} ({code}): HTTP {response.status_code}")
+                state = response.data.get("state") if response.status_code < 400 else None
+                said = f" ({state})" if state else ""
+                self.stdout.write(f"  {stage.key} ({code}): HTTP {response.status_code}{said}")
                 if response.status_code >= 400:
                     raise CommandError(response.content.decode())
         finally:
@@ -83,6 +86,10 @@ class Command(BaseCommand):
             )
         if template is None:
             raise CommandError("There is no journey template; pass --template.")
-        journey = sandbox_journey_create(partner=partner, template=template)
+        try:
+            journey = sandbox_journey_create(partner=partner, template=template)
+        except ApplicationError as error:
+            known = ", ".join(JourneyTemplate.objects.values_list("key", flat=True))
+            raise CommandError(f"{error.message} Templates: {known}.") from error
         self.stdout.write(f"Sandbox journey {journey.reference} ({template}):")
         return journey
