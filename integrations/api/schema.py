@@ -6,6 +6,8 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
+from integrations.idempotency import MAX_KEY_LENGTH
+
 ERROR_STATUSES = {
     "400": "Bad input; `fields` names what is wrong.",
     "401": "Missing, unknown, revoked or expired API key.",
@@ -51,7 +53,14 @@ class PartnerAutoSchema(AutoSchema):
             parameters.append(
                 OpenApiParameter(
                     "Idempotency-Key",
-                    str,
+                    # As integrations.idempotency checks it: 1 to 255 printable
+                    # characters, not only spaces.
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_KEY_LENGTH,
+                        "pattern": "^[ -~]*[!-~][ -~]*$",
+                    },
                     OpenApiParameter.HEADER,
                     required=False,
                     description="Send the same key to retry safely: the first response is "

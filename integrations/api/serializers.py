@@ -6,6 +6,8 @@ from typing import Any
 from django.core.files.uploadedfile import UploadedFile
 from django.db import models
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 
@@ -50,10 +52,11 @@ class StringChoiceField(_StringOnly, serializers.ChoiceField):
 
 
 class RequestBody:
-    """For a serializer that reads a request body: the body must be a JSON object. A
-    list, a string, a number or null is refused naming ``body``, where DRF would say
-    "Invalid data. Expected a dictionary" under ``non_field_errors``. Only the body
-    itself (the serializer at the top, no parent): a nested one is a field's value."""
+    # For a serializer that reads a request body: the body must be a JSON object. A
+    # list, a string, a number or null is refused naming ``body``, where DRF would say
+    # "Invalid data. Expected a dictionary" under ``non_field_errors``. Only the body
+    # itself (the serializer at the top, no parent): a nested one is a field's value.
+    # (Comments, not a docstring: the schema would show it as each body's description.)
 
     # A model's text fields take JSON strings only, as the declared ones do: a number
     # is not silently a title, a reason or a carrier's name.
@@ -230,10 +233,19 @@ class BatchEventInSerializer(StatusEventInSerializer):
     journey = StringField(max_length=16, help_text="The journey's reference.")
 
 
+class _BatchItem(serializers.DictField):
+    """An object in the schema, and taken as it is: the view validates each item alone,
+    so an item that is not an object (``5``, ``null``) fails alone, as the single-event
+    endpoint would answer it, not the whole batch."""
+
+    def to_internal_value(self, data: object) -> object:
+        return data
+
+
 class BatchInSerializer(RequestBody, serializers.Serializer):
     # Items are validated one by one in the view, so one bad item fails alone.
     events = serializers.ListField(
-        child=serializers.DictField(),
+        child=_BatchItem(allow_null=True),
         min_length=1,
         max_length=MAX_BATCH,
         help_text=f"Up to {MAX_BATCH} events, each like a single event plus `journey`.",
@@ -339,11 +351,17 @@ class AppointmentSerializer(RequestBody, serializers.ModelSerializer):
         return super().to_representation(instance)
 
 
-class PhotoInSerializer(serializers.Serializer):
-    """A multipart form: each of its fields once (DRF would keep one of two ``file``
-    parts and say nothing of the other)."""
+@extend_schema_field(OpenApiTypes.BINARY)
+class _UploadField(serializers.FileField):
+    """A file part of a multipart form: binary in the schema, not a URL."""
 
-    file = serializers.FileField(help_text="JPEG, PNG or WebP; at most 20 MB and 50 megapixels.")
+
+class PhotoInSerializer(serializers.Serializer):
+    """A multipart form with one photo: each part once, and no other part."""
+
+    # Each part once: DRF would keep one of two ``file`` parts and say nothing of the
+    # other.
+    file = _UploadField(help_text="JPEG, PNG or WebP; at most 20 MB and 50 megapixels.")
     milestone = serializers.CharField(
         max_length=50, required=False, help_text="The stage key of the milestone it shows."
     )

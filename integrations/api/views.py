@@ -1,4 +1,5 @@
 import threading
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -410,7 +411,9 @@ class EventBatchCreate(APIView):
             .order_by()
             .filter(
                 partners=request.user,
-                reference__in=[str(item.get("journey")) for item in items],
+                reference__in=[
+                    str(item.get("journey")) for item in items if isinstance(item, Mapping)
+                ],
             )
         }
         results: list[dict[str, Any]] = []

@@ -84,7 +84,7 @@ def test_500_events_are_accepted(api, journey):
     assert InboundEvent.objects.filter(unmapped=True).count() == 500
 
 
-@pytest.mark.parametrize("body", [{}, {"events": []}, {"events": "x"}, {"events": [1, 2]}])
+@pytest.mark.parametrize("body", [{}, {"events": []}, {"events": "x"}, {"events": None}])
 def test_a_malformed_batch_is_a_400(api, body):
     response = api.post(URL, body, format="json")
     assert response.status_code == 400
@@ -173,3 +173,18 @@ def test_a_batch_is_written_as_one_unit_and_queues_one_delivery_task(
     emails = Notification.objects.filter(channel="email").values_list("pk", flat=True)
     assert len(emails) == 3
     assert [sorted(ids) for ids in queued] == [sorted(emails)]
+
+
+@pytest.mark.parametrize("bad", ["x", None, 5, [1], True])
+def test_an_item_that_is_not_an_object_fails_alone(api, journey, bad):
+    good = item(journey, "good", "S2")
+    response = api.post(URL, {"events": [bad, good]}, format="json")
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [400, 201]
+    assert results[0]["error"] == {
+        "code": "invalid",
+        "message": "Invalid input: body.",
+        "fields": {"body": ["Expected a JSON object."]},
+    }
+    assert list(InboundEvent.objects.values_list("event_id", flat=True)) == ["good"]

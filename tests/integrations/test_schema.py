@@ -86,3 +86,19 @@ def test_the_read_backs_and_their_pages_are_described():
     assert leg["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/LegOut"
     }
+
+
+def test_the_schema_describes_uploads_keys_and_bodies_as_clients_send_them():
+    """A generated client sent a URL for the photo (``format: uri``), the key had no
+    bounds, and each body's description was our internal note on parsing."""
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    components = schema["components"]["schemas"]
+    assert components["PhotoIn"]["properties"]["file"]["format"] == "binary"
+    key = next(
+        p
+        for p in schema["paths"]["/api/v1/journeys/{reference}/events/"]["post"]["parameters"]
+        if p["name"] == "Idempotency-Key"
+    )
+    assert (key["schema"]["minLength"], key["schema"]["maxLength"]) == (1, 255)
+    described = [c.get("description", "") for c in components.values()]
+    assert not any("serializer" in d or "DRF" in d for d in described)
