@@ -1,3 +1,4 @@
+import decimal
 import re
 from collections.abc import Mapping
 from datetime import datetime
@@ -263,9 +264,29 @@ class BatchOutSerializer(serializers.Serializer):
     results = BatchResultSerializer(many=True)
 
 
+class CoordinateField(serializers.DecimalField):
+    """Degrees, kept to 5 decimals (about a metre): a GPS fix's 39.469912, or a float's
+    0.30000000000000004, is rounded to them, not refused. A number too large for any
+    coordinate is still refused by its digits, then by its range."""
+
+    def validate_precision(self, value: decimal.Decimal) -> decimal.Decimal:
+        try:
+            value = self.quantize(value)
+        except decimal.InvalidOperation:
+            pass  # more whole digits than a coordinate has: refused as such below
+        else:
+            value = value.copy_abs() if value.is_zero() else value  # not "-0.00000"
+        return super().validate_precision(value)
+
+
 def _coordinate(limit: int, **kwargs: object) -> serializers.DecimalField:
-    return serializers.DecimalField(
-        max_digits=8, decimal_places=5, min_value=-limit, max_value=limit, **kwargs
+    return CoordinateField(
+        max_digits=8,
+        decimal_places=5,
+        min_value=-limit,
+        max_value=limit,
+        rounding=decimal.ROUND_HALF_EVEN,
+        **kwargs,
     )
 
 

@@ -66,9 +66,28 @@ def test_a_leg_is_created_and_updated(api, journey):
 
 
 @pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        (39.469912, "39.46991"),  # a GPS fix's six decimals
+        (0.1 + 0.2, "0.30000"),  # a float's 0.30000000000000004
+        (-89.123456, "-89.12346"),
+        ("-0.000004", "0.00000"),  # not "-0.00000"
+        (90.000004, "90.00000"),
+    ],
+)
+def test_coordinates_are_rounded_to_five_decimals_not_refused(api, journey, sent, kept):
+    response = api.post(legs_url(journey), leg(origin_lat=sent), format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["origin_lat"] == kept
+    assert ShipmentLeg.objects.get().origin_lat == Decimal(kept)
+
+
+@pytest.mark.parametrize(
     ("overrides", "field"),
     [
         ({"origin_lat": "91"}, "origin_lat"),
+        ({"origin_lat": 90.00001}, "origin_lat"),
+        ({"origin_lon": 123456.5}, "origin_lon"),
         ({"destination_lon": "-180.5"}, "destination_lon"),
         ({"mode": "rocket"}, "mode"),
         ({"arrived_at": "2026-11-19T10:00:00Z"}, "arrived_at"),
