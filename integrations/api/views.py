@@ -228,13 +228,19 @@ class JourneyEventCreate(APIView):
     )
     def post(self, request: Request, reference: str) -> Response:
         if not _prefers_async(request):
-            return self._record(request, reference)
-        response = self._queue_at_once(request, reference)
-        if response is None:
-            response = self._queue(request, reference)
+            response = self._record(request, reference)
+        else:
+            response = self._queue_at_once(request, reference)
+            if response is None:
+                response = self._queue(request, reference)
         body = response.data
-        if response.status_code == 202 and body["state"] == "queued" and not body["duplicate"]:
-            # Here, not in the answer stored: a replay (Idempotent-Replayed) has them too.
+        if (
+            response.status_code == 202
+            and body.get("state") == "queued"
+            and body.get("duplicate") is False
+        ):
+            # Here, not in the answer stored: a replay (Idempotent-Replayed) has them too,
+            # the retry of a queued event that leaves Prefer out included.
             response["Preference-Applied"] = "respond-async"
             response["Location"] = reverse(
                 "api:journey-event",

@@ -285,6 +285,14 @@ def test_the_same_idempotency_key_replays_the_202(api, journey):
     # A client retrying after a timeout needs these as much as the first answer did.
     assert again["Location"] == first["Location"] == event_url(journey, "evt-1")
     assert again["Preference-Applied"] == "respond-async"
+    # A retry that leaves Prefer out is the same request (the same key and body): the
+    # same answer, with its headers.
+    plain = api.post(
+        events_url(journey), body(occurred_at=SENT), format="json", HTTP_IDEMPOTENCY_KEY="k-1"
+    )
+    assert (plain.status_code, plain["Idempotent-Replayed"]) == (202, "true")
+    assert plain["Location"] == first["Location"]
+    assert plain["Preference-Applied"] == "respond-async"
     assert InboundEvent.objects.count() == 1
 
 
