@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from accounts.models import User
+from accounts.models import CustomerProfile, User
 from journey import events
 from journey.compiled import CompiledRead
 from journey.errors import ApplicationError
@@ -590,12 +590,26 @@ def journey_checkpoint_add(
     )
 
 
+TASK_DUE_HORIZON = timedelta(days=2 * 365)
+
+
 def journey_task_create(
     *, journey: Journey, title: str, description: str = "", due_date: date | None = None
 ) -> CustomerTask:
-    """Something the customer must do, shown on their journey page."""
+    """Something the customer must do, shown on their journey page. A due date is today
+    or later (a task due yesterday is late from the start), and within two years."""
     if not title.strip():
         raise ApplicationError("A task needs a title.", fields={"title": ["Empty."]})
+    today = timezone.localdate()
+    if due_date is not None and due_date < today:
+        raise ApplicationError(
+            "A task cannot be due before today.", fields={"due_date": ["Before today."]}
+        )
+    if due_date is not None and due_date > today + TASK_DUE_HORIZON:
+        raise ApplicationError(
+            "A task cannot be due more than two years ahead.",
+            fields={"due_date": ["More than two years ahead."]},
+        )
     jargon_check(title=title, description=description)
     with transaction.atomic():
         task = CustomerTask.objects.create(
@@ -604,6 +618,11 @@ def journey_task_create(
         if not journey.is_sandbox:
             notify_task_assigned(task)
     return task
+
+
+# Arriving early (for a handover's paperwork, a check-in) is an hour or so; a day's
+# difference is a mistyped date.
+ARRIVE_AHEAD_AT_MOST = timedelta(hours=12)
 
 
 def journey_appointment_create(
@@ -615,11 +634,19 @@ def journey_appointment_create(
     duration: timedelta = timedelta(hours=1),
     place_name: str,
     address: str = "",
-    time_zone: str = "Europe/London",
+    time_zone: str | None = None,
     what_to_bring: str = "",
 ) -> Appointment:
-    """An appointment the customer attends; ``arrive_at`` defaults to ``starts_at``."""
+    """An appointment the customer attends; ``arrive_at`` defaults to ``starts_at`` and
+    lies within ``ARRIVE_AHEAD_AT_MOST`` before it; ``time_zone`` (the place's) defaults
+    to the customer's own, where most appointments are (a visit, a showroom near home)."""
     arrive_at = arrive_at or starts_at
+    if time_zone is None:
+        time_zone = (
+            CustomerProfile.objects.filter(user=journey.owner_id)
+            .values_list("time_zone", flat=True)
+            .first()
+        ) or "Europe/London"
     errors: dict[str, list[str]] = {}
     if timezone.is_naive(starts_at):
         errors["starts_at"] = ["No time zone."]
@@ -627,6 +654,8 @@ def journey_appointment_create(
         errors["arrive_at"] = ["No time zone."]
     if not errors and arrive_at > starts_at:
         errors["arrive_at"] = ["After starts_at."]
+    elif not errors and starts_at - arrive_at > ARRIVE_AHEAD_AT_MOST:
+        errors["arrive_at"] = ["More than 12 hours before starts_at."]
     errors.update(
         {
             name: [str(problem) for problem in problems]

@@ -344,13 +344,19 @@ class TaskSerializer(RequestBody, serializers.ModelSerializer):
         model = CustomerTask
         fields = ["id", "title", "description", "due_date", "done_at", "created_at"]
         read_only_fields = ["id", "done_at", "created_at"]
+        # A few sentences on the customer's page, as a message is at most 4,000.
+        extra_kwargs = {"description": {"max_length": 2000}}
 
 
 class AppointmentSerializer(RequestBody, serializers.ModelSerializer):
     starts_at = AwareDateTimeField()
     arrive_at = AwareDateTimeField(required=False, help_text="Defaults to starts_at.")
     duration_minutes = serializers.IntegerField(min_value=1, max_value=24 * 60, default=60)
-    time_zone = StringField(max_length=64, default="Europe/London")
+    time_zone = StringField(
+        max_length=64,
+        required=False,
+        help_text="The place's time zone (IANA); defaults to the customer's own.",
+    )
 
     class Meta:
         model = Appointment

@@ -102,9 +102,13 @@ def test_photos_are_read_back_in_pages_in_the_order_posted(api, journey):
 
 
 def test_tasks_are_read_back_in_the_order_posted(api, journey):
+    today = timezone.localdate()
     posted = [
-        post(api, url("journey-tasks", journey), {"title": title, "due_date": due})
-        for title, due in (("Insurance", "2026-12-20"), ("Finance papers", "2026-12-01"))
+        post(api, url("journey-tasks", journey), {"title": title, "due_date": str(due)})
+        for title, due in (
+            ("Insurance", today + timedelta(days=15)),
+            ("Finance papers", today + timedelta(days=2)),  # sooner, posted later
+        )
     ]
     response = api.get(url("journey-tasks", journey))
     assert response.status_code == 200

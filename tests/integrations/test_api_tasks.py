@@ -34,7 +34,7 @@ def appointment(**overrides: object) -> dict[str, object]:
 def test_a_task_is_created(api, journey):
     response = api.post(
         url("tasks", journey),
-        {"title": "Send your insurance certificate", "due_date": "2026-12-10"},
+        {"title": "Send your insurance certificate", "due_date": DAY},
         format="json",
     )
     assert response.status_code == 201
@@ -42,14 +42,24 @@ def test_a_task_is_created(api, journey):
     assert (task.journey, task.title, str(task.due_date)) == (
         journey,
         "Send your insurance certificate",
-        "2026-12-10",
+        DAY,
     )
     assert response.json()["id"] == task.pk
 
 
+YESTERDAY = (timezone.localdate() - timedelta(days=1)).isoformat()
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({}, "title"), ({"title": "   "}, "title"), ({"title": "X", "due_date": "soon"}, "due_date")],
+    [
+        ({}, "title"),
+        ({"title": "   "}, "title"),
+        ({"title": "X", "due_date": "soon"}, "due_date"),
+        ({"title": "X", "due_date": YESTERDAY}, "due_date"),
+        ({"title": "X", "due_date": "9999-12-31"}, "due_date"),
+        ({"title": "X", "description": "x" * 2001}, "description"),
+    ],
 )
 def test_a_bad_task_is_refused(api, journey, body, field):
     response = api.post(url("tasks", journey), body, format="json")
@@ -81,6 +91,8 @@ def test_arrive_at_defaults_to_the_start(api, journey):
     ("overrides", "field"),
     [
         ({"arrive_at": f"{DAY}T10:15:00Z"}, "arrive_at"),
+        ({"arrive_at": "2020-01-01T00:00:00Z"}, "arrive_at"),  # a mistyped date
+        ({"arrive_at": f"{DAY}T00:00:00Z", "starts_at": f"{DAY}T23:00:00Z"}, "arrive_at"),
         ({"time_zone": "Mars/Olympus"}, "time_zone"),
         ({"starts_at": f"{DAY}T10:00:00"}, "starts_at"),
         ({"starts_at": "9999-12-31T20:00:00Z", "arrive_at": "9999-12-31T20:00:00Z"}, "starts_at"),
@@ -94,6 +106,18 @@ def test_a_bad_appointment_is_refused(api, journey, overrides, field):
     assert response.status_code == 400
     assert field in response.json()["error"]["fields"]
     assert Appointment.objects.count() == 0
+
+
+def test_an_appointments_time_zone_defaults_to_the_customers(api, journey, customer):
+    """Not to London whatever the customer's: a visit is where the customer lives."""
+    customer.profile.time_zone = "Europe/Madrid"
+    customer.profile.save()
+    body = appointment()
+    del body["time_zone"]
+    response = api.post(url("appointments", journey), body, format="json")
+    assert response.status_code == 201
+    assert response.json()["time_zone"] == "Europe/Madrid"
+    assert Appointment.objects.get().time_zone == "Europe/Madrid"
 
 
 def test_partner_b_cannot_add_to_partner_a_journey(other_api, journey):
