@@ -67,12 +67,26 @@ class RequestBody:
         models.TextField: StringField,
     }
     serializer_choice_field = StringChoiceField
+    # A key the body has no field for, or one it only reads back (a leg's sequence on
+    # PATCH, a task's done_at), is refused by name: DRF would drop it, and the client
+    # would believe it was set. An event keeps any other keys as sent (for audit).
+    unknown_keys_kept = False
 
     def run_validation(self, data: Any = empty) -> Any:
         if self.parent is None and not isinstance(data, Mapping):
             raise serializers.ValidationError(
                 {"body": ["Expected a JSON object."]}, code="not_an_object"
             )
+        if self.parent is None and not self.unknown_keys_kept:
+            unknown = {
+                key: ["Read back only: it cannot be set."]
+                if key in self.fields
+                else ["Not a field of this request."]
+                for key in data
+                if key not in self.fields or self.fields[key].read_only
+            }
+            if unknown:
+                raise serializers.ValidationError(unknown, code="unknown_field")
         return super().run_validation(data)
 
 
@@ -147,6 +161,7 @@ def _readable_back(event_id: str) -> None:
 
 
 class StatusEventInSerializer(RequestBody, serializers.Serializer):
+    unknown_keys_kept = True
     event_id = StringField(
         max_length=128,
         trim_whitespace=False,

@@ -288,3 +288,53 @@ def test_a_choice_given_as_a_string_is_still_checked_against_the_choices(api, jo
     )
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {"field": ['"shoe_size" is not a valid choice.']}
+
+
+@pytest.mark.parametrize(
+    ("method", "name", "kwargs", "body", "said"),
+    [
+        ("PATCH", "api:journey-leg", {"sequence": 1}, {"sequence": 6}, "Not a field"),
+        ("POST", "api:journey-tasks", {}, {"title": "Sign", "done_at": when()}, "Read back only"),
+        ("POST", "api:journey-tasks", {}, {"title": "Sign", "id": 9}, "Read back only"),
+        ("POST", "api:journey-tasks", {}, {"title": "Sign", "due": "2027-01-01"}, "Not a field"),
+        (
+            "POST",
+            "api:journey-profile-changes",
+            {},
+            {"field": "phone", "value": "+44 7911 123456", "reason": "r", "notify": False},
+            "Not a field",
+        ),
+        (
+            "POST",
+            "api:webhook-list",
+            None,
+            {"url": "https://p.example/h", "event_types": ["task.completed"], "active": False},
+            "Not a field",
+        ),
+    ],
+)
+def test_a_key_the_request_cannot_set_is_refused_by_name(
+    api, journey_with_leg, method, name, kwargs, body, said
+):
+    """DRF drops them: the leg's sequence stayed 1 and the client believed it was 6."""
+    journey = journey_with_leg
+    path = reverse(
+        name, kwargs=None if kwargs is None else {"reference": journey.reference, **kwargs}
+    )
+    before = state()
+    response = api.generic(method, path, json.dumps(body), content_type="application/json")
+    assert response.status_code == 400
+    fields = response.json()["error"]["fields"]
+    [(key, [problem])] = fields.items()
+    assert key in body and problem.startswith(said)
+    assert state() == before
+
+
+def test_an_event_keeps_its_other_keys_as_sent(api, journey):
+    response = api.post(
+        reverse("api:journey-events", kwargs={"reference": journey.reference}),
+        event(plant="VLC"),
+        format="json",
+    )
+    assert response.status_code == 201
+    assert InboundEvent.objects.get().payload["plant"] == "VLC"
