@@ -24,6 +24,7 @@ from accounts.models import (
     User,
 )
 from journey.errors import ApplicationError
+from journey.jargon import jargon_check
 from notifications.services import notification_enqueue
 
 if TYPE_CHECKING:
@@ -174,6 +175,8 @@ def profile_propose_change(
         raise ApplicationError("Customers edit their profile directly.")
     if not reason.strip():
         raise ApplicationError("Give a reason for the change.", fields={"reason": ["Required."]})
+    # The customer reads the reason (the proposal, the change's history): our words only.
+    jargon_check(reason=reason)
     if not user.is_active and not _is_sandbox_owner(user):
         # A deleted account's data stays erased: nobody fills it in again. (A partner's
         # sandbox owner is inactive by design: it never logs in, and is never told.)

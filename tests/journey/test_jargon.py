@@ -45,6 +45,28 @@ def test_services_used_by_the_api_refuse_jargon(journey, customer, settings):
     assert journey.messages.count() == 0
 
 
+def test_a_proposed_changes_reason_is_checked_as_the_customer_reads_it(
+    api, journey, customer, settings
+):
+    """The reason is shown on the customer's page and in their history."""
+    from django.urls import reverse
+
+    from accounts.models import ChangeProposal, ProfileChange
+
+    settings.JARGON_TERMS = ["WMS"]
+    response = api.post(
+        reverse("api:journey-profile-changes", kwargs={"reference": journey.reference}),
+        {"field": "phone", "value": "+44 7911 123456", "reason": "From the WMS record"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "jargon"
+    assert list(response.json()["error"]["fields"]) == ["reason"]
+    assert ChangeProposal.objects.count() == ProfileChange.objects.count() == 0
+    customer.profile.refresh_from_db()
+    assert customer.profile.phone == ""
+
+
 def test_a_partner_event_whose_mapping_text_is_jargon_is_a_400_and_nothing_is_written(
     api, journey, partner, settings
 ):
