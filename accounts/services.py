@@ -13,6 +13,7 @@ from django.utils.translation import gettext as _
 
 from accounts.forms import PROPOSABLE_FIELDS, ProfileForm
 from accounts.models import (
+    ACCEPTED_NOTE,
     Address,
     ChangeProposal,
     CustomerProfile,
@@ -106,8 +107,11 @@ def profile_update(
 ) -> list[str]:
     """Apply validated values; audit each real change. Returns the fields that changed.
 
-    A field the customer sets loses any "filled in by" mark, since it is now theirs.
+    A field the customer sets loses any "filled in by" mark, since it is now theirs. New
+    quiet hours, time zone or channels apply to the messages still waiting, too.
     """
+    from notifications.services import notifications_reschedule
+
     changed = []
     with transaction.atomic():
         profile = CustomerProfile.objects.select_for_update().get(pk=profile.pk)
@@ -132,6 +136,7 @@ def profile_update(
         if changed:
             profile.full_clean()
             profile.save()
+            notifications_reschedule(recipient=profile.user, changed=changed)
     return changed
 
 
@@ -266,7 +271,7 @@ def proposal_decide(*, proposal: ChangeProposal, user: User, accept: bool) -> Ch
                 changes={proposal.field: value},
                 actor=user,
                 source=Source.CUSTOMER,
-                note=f"Accepted a proposal from {by}: {proposal.reason}"[:300],
+                note=ACCEPTED_NOTE.format(by=by, reason=proposal.reason)[:300],
             )
     return proposal
 

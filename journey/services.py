@@ -726,9 +726,11 @@ def appointment_request_reschedule(
     second_choice: datetime | None = None,
     note: str = "",
 ) -> RescheduleRequest:
-    """The owner asks for another time; staff answer. Times must be in the future, and
-    within ``RESCHEDULE_HORIZON`` (a year). The same times asked for again while the
-    first request is open give that request, not a second one."""
+    """The owner asks for another time; staff are alerted and answer. Times must be in
+    the future, and within ``RESCHEDULE_HORIZON`` (a year). The same times asked for
+    again while the first request is open give that request, not a second one."""
+    from notifications.triggers import notify_staff_of_reschedule_request
+
     if appointment.journey.owner_id != user.pk:
         raise ApplicationError(
             _("Only the journey's owner can ask to move its appointments."),
@@ -768,6 +770,7 @@ def appointment_request_reschedule(
             second_choice=second_choice,
             note=note.strip(),
         )
+        notify_staff_of_reschedule_request(request)
         _tell_partners(
             "appointment.reschedule_requested",
             appointment.journey,

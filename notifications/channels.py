@@ -20,7 +20,8 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, mailers
 from django.core.mail.backends.base import BaseEmailBackend
-from django.template.loader import render_to_string
+from django.template import Context
+from django.template.loader import get_template, render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.dateparse import parse_date, parse_datetime
@@ -28,7 +29,7 @@ from django.utils.module_loading import import_string
 from django.utils.translation import ngettext
 
 from accounts.models import field_label
-from journey.models import stage_translated
+from journey.models import Journey, stage_translated
 from notifications.models import Channel, Notification
 
 logger = logging.getLogger(__name__)
@@ -64,10 +65,18 @@ def message_context(notification: Notification) -> dict[str, object]:
     return context
 
 
+# Alerts to the team (STAFF_ALERT_EMAIL), not to a customer: they lead to the admin.
+STAFF_ALERTS = frozenset({"staff_customer_message", "staff_reschedule_request"})
+
+
 def _portal_path(notification: Notification) -> str:
     """Where the message takes its reader on the site: the journey (at the part it is
-    about), the admin's page of it for staff, the profile for a change to check."""
+    about), for staff the admin's page where they act on it, the profile for a change to
+    check."""
     journey = notification.journey
+    if notification.kind == "staff_reschedule_request":
+        request_id = notification.context.get("request_id")
+        return reverse("admin:journey_reschedulerequest_change", args=[request_id])
     if journey is not None and notification.kind == "staff_customer_message":
         return reverse("admin:journey_journey_change", args=[journey.pk])
     if journey is not None:
@@ -95,14 +104,22 @@ def _locale(notification: Notification) -> tuple[str, zoneinfo.ZoneInfo]:
     return language, zone
 
 
+def render_text(template_name: str, context: dict[str, object]) -> str:
+    """A plain-text template (a subject, a text body) rendered without HTML escaping,
+    whatever the template says: "Engineer's visit" stays so, not "Engineer&#x27;s
+    visit", in a subject line or a text part."""
+    template = get_template(template_name).template  # the engine's own Template
+    return template.render(Context(context, autoescape=False))
+
+
 def render(notification: Notification) -> Rendered:
     """The message in the recipient's language and time zone."""
     language, zone = _locale(notification)
     base = f"notifications/email/{notification.kind}"
     with translation.override(language), timezone.override(zone):
         context = message_context(notification)
-        subject = " ".join(render_to_string(f"{base}_subject.txt", context).split())
-        text = render_to_string(f"{base}.txt", context)
+        subject = " ".join(render_text(f"{base}_subject.txt", context).split())
+        text = render_text(f"{base}.txt", context)
         html = render_to_string(f"{base}.html", context)
     return Rendered(
         subject=subject,
@@ -165,7 +182,7 @@ def _attachments(notification: Notification) -> list[tuple[str, bytes, str]]:
 
 def _headers(notification: Notification) -> dict[str, str]:
     headers = {"X-Milepost-Notification": str(notification.pk)}
-    if notification.kind != "staff_customer_message":
+    if notification.kind not in STAFF_ALERTS:
         headers["Auto-Submitted"] = "auto-generated"
     return headers
 
@@ -240,13 +257,27 @@ def _hand_over(message: EmailMultiAlternatives, session: MailSession | None) -> 
         session.send(message)
 
 
+def reply_journey(rows: Sequence[Notification]) -> Journey | None:
+    """The journey whose conversation a reply to these rows' email joins: the one it is
+    about; for a digest about several, that of its newest item (the news a reply most
+    likely answers; the email names it). None when the email is about no journey, or
+    is not to a customer (a staff alert): nothing a reply could join."""
+    if rows[0].recipient_id is None:
+        return None
+    about = [row for row in rows if row.journey_id is not None]
+    if not about:
+        return None
+    return max(about, key=lambda row: (row.created_at, row.pk)).journey
+
+
 def send_email(rows: Sequence[Notification], session: MailSession | None = None) -> None:
     first = rows[0]
     recipient = first.recipient
     to = first.to_email or recipient.email
+    replies_to = reply_journey(rows)
     reply_to = []
-    if recipient is not None and first.journey_id is not None:
-        reply_to = [reply_address(journey_id=first.journey_id, user_id=recipient.pk)]
+    if replies_to is not None:
+        reply_to = [reply_address(journey_id=replies_to.pk, user_id=recipient.pk)]
     if len(rows) == 1:
         rendered = render(first)
         message = EmailMultiAlternatives(
@@ -271,6 +302,9 @@ def send_email(rows: Sequence[Notification], session: MailSession | None = None)
             "recipient": recipient,
             "company_name": settings.COMPANY_NAME,
             "site_url": settings.SITE_URL,
+            # Where a reply goes, said in the email when it covers several journeys.
+            "reply_journey": replies_to,
+            "several_journeys": len(journeys - {None}) > 1,
         }
         subject = ngettext(
             "%(count)d update about your journey",
@@ -281,14 +315,14 @@ def send_email(rows: Sequence[Notification], session: MailSession | None = None)
             subject = f"{first.journey.title}: " + ngettext(
                 "%(count)d update", "%(count)d updates", len(items)
             ) % {"count": len(items)}
-        text = render_to_string("notifications/email/digest.txt", context)
+        text = render_text("notifications/email/digest.txt", context)
         html = render_to_string("notifications/email/digest.html", context)
     message = EmailMultiAlternatives(
         subject=subject,
         body=text,
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[to],
-        reply_to=reply_to if len(journeys) == 1 else [],
+        reply_to=reply_to,
         headers=_headers(first),
     )
     message.attach_alternative(html, "text/html")

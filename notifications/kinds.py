@@ -25,12 +25,16 @@ KINDS: dict[str, Kind] = {
     "appointment_reminder": Kind(_("Your appointment is tomorrow")),
     "appointment_changed": Kind(_("An appointment changed"), may_be_anytime=True),
     "promised_item_overdue": Kind(_("Something we promised is late")),
-    "staff_reply": Kind(_("We answered your message"), may_be_anytime=True),
+    # The company writes in the journey's conversation: an answer, or first.
+    "staff_reply": Kind(_("A message from us, or our answer to yours"), may_be_anytime=True),
     "agreement_ending": Kind(_("A contract, warranty or finance agreement ends soon")),
     "profile_change_proposed": Kind(_("A change to your details to check"), journey=False),
     # Sent to people without an account, or to staff: not customer preferences.
     "journey_invitation": Kind(_("An invitation to follow a journey"), journey=False),
     "staff_customer_message": Kind(_("A customer wrote"), journey=False),
+    "staff_reschedule_request": Kind(
+        _("A customer asked for another appointment time"), journey=False
+    ),
 }
 
 JOURNEY_KINDS = [key for key, kind in KINDS.items() if kind.journey]

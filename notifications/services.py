@@ -14,6 +14,7 @@ the row claimed until its lease runs out.
 
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -135,11 +136,22 @@ class _DigestSlots:
         self, *, recipient: int, channel: str, not_before: datetime, now: datetime
     ) -> datetime:
         """After a recent message on this channel, hold the next one so a burst goes as one
-        digest; join a digest that is already waiting. Records the new row."""
+        digest; join a digest that is already waiting. Records the new row.
+
+        The digest holds a message for one window at most: a waiting row due later than
+        that is held for another reason (the end of quiet hours, a retry's backoff) and
+        is no digest to join, or a message that may go now (a kind allowed at any hour,
+        quiet hours since switched off) would wait behind it for hours."""
         window = settings.NOTIFICATION_DIGEST_WINDOW
         rows = self.rows[(recipient, channel)]
+        latest = not_before + window
         recent = max(
-            (row for row in rows if row[0] >= not_before - window),
+            (
+                row
+                for row in rows
+                if row[0] >= not_before - window
+                and not (row[1] == NotificationState.PENDING and row[2] > latest)
+            ),
             key=lambda row: row[2],
             default=None,
         )
@@ -353,6 +365,72 @@ def notification_enqueue(
     """
     outbox = Outbox()
     outbox.add(recipient=recipient, kind=kind, dedup_key=dedup_key, context=context, **details)
+    return outbox.flush()
+
+
+# The profile's fields that decide when and where a message goes (``recipient_channels``,
+# ``quiet_hours_end``).
+DELIVERY_SETTINGS = frozenset(
+    {
+        "quiet_hours_start",
+        "quiet_hours_end",
+        "anytime_kinds",
+        "time_zone",
+        "channel_email",
+        "channel_sms",
+        "channel_push",
+        "phone",
+    }
+)
+
+
+def notifications_reschedule(*, recipient: User, changed: Iterable[str]) -> list[Notification]:
+    """The customer changed the profile fields ``changed``: if one of them decides when or
+    where a message goes (quiet hours, time zone, channels), the messages still waiting
+    for them go as the new settings say. In the caller's transaction; returns the rows
+    written again.
+
+    Waiting: pending, never tried, and due later (held to the end of quiet hours, or for
+    a digest). Their causes are written again as the outbox writes a cause now: at once
+    (as one digest) when nothing holds them any more, at the new end of quiet hours
+    otherwise, and on the channels chosen now (a channel switched off loses its row, one
+    switched on gets one). A retry keeps its backoff, and a row due now goes as it is.
+    """
+    if not DELIVERY_SETTINGS.intersection(changed):
+        return []
+    now = timezone.now()
+    waiting = list(
+        Notification.objects.select_for_update(of=("self",))
+        .filter(
+            recipient=recipient,
+            state=NotificationState.PENDING,
+            attempts=0,
+            scheduled_at__gt=now,
+        )
+        .exclude(channel=Channel.INAPP)
+        .select_related("journey__template")
+        .order_by("created_at", "id")
+    )
+    if not waiting:
+        return []
+    # The settings as they were just saved (the caller's instance may predate them).
+    recipient = User.objects.select_related("profile").get(pk=recipient.pk)
+    # Never sent, so never seen: the row goes, and its cause is written as new. The
+    # centre's row (sent at once) stays, so the cause keeps its place there.
+    Notification.objects.filter(pk__in=[row.pk for row in waiting]).delete()
+    outbox = Outbox()
+    causes: dict[str, Notification] = {}
+    for row in waiting:
+        causes.setdefault(row.dedup_key, row)
+    for row in causes.values():
+        outbox.add(
+            recipient=recipient,
+            kind=row.kind,
+            dedup_key=row.dedup_key,
+            context=row.context,
+            journey=row.journey,
+            occurred_at=row.occurred_at,
+        )
     return outbox.flush()
 
 

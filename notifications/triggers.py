@@ -2,9 +2,10 @@
 service that makes the change, inside its transaction."""
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
-from journey.models import Appointment, CustomerTask, Message, Photo
+from journey.models import Appointment, CustomerTask, Message, Photo, RescheduleRequest
 from notifications.reminders import appointment_context, task_context
 from notifications.services import notification_enqueue
 
@@ -56,14 +57,30 @@ def notify_photos_added(photo: Photo) -> None:
 
 
 def notify_staff_reply(message: Message) -> None:
+    """The company wrote in the journey's conversation: an answer to the customer, or a
+    message of its own (the words say which)."""
     notification_enqueue(
         recipient=message.journey.owner,
         journey=message.journey,
         kind="staff_reply",
         dedup_key=f"staff-reply:{message.pk}",
-        context={"body": message.body, "anchor": "conversation"},
+        context={
+            "body": message.body,
+            "anchor": "conversation",
+            "answers_customer": _answers_customer(message),
+        },
         occurred_at=message.created_at,
     )
+
+
+def _answers_customer(message: Message) -> bool:
+    """Whether a staff message answers the customer: the conversation's last message
+    before it is theirs (they wrote since the company last did)."""
+    earlier = Message.objects.filter(journey_id=message.journey_id).filter(
+        Q(created_at__lt=message.created_at) | Q(created_at=message.created_at, pk__lt=message.pk)
+    )
+    last = earlier.order_by("-created_at", "-pk").values_list("from_staff", flat=True).first()
+    return last is False
 
 
 def notify_staff_of_customer_message(message: Message, *, via: str) -> None:
@@ -78,4 +95,33 @@ def notify_staff_of_customer_message(message: Message, *, via: str) -> None:
         dedup_key=f"customer-message:{message.pk}",
         context={"body": message.body, "via": via, "author": str(message.author or "")},
         occurred_at=message.created_at,
+    )
+
+
+def notify_staff_of_reschedule_request(request: RescheduleRequest) -> None:
+    """Staff hear at once when a customer asks to move an appointment, as when they write:
+    which appointment, the times asked for and the note, with the admin's page of the
+    request."""
+    if not settings.STAFF_ALERT_EMAIL:
+        return
+    appointment = request.appointment
+    customer = request.requested_by
+    name = customer.get_full_name()
+    notification_enqueue(
+        recipient=None,
+        to_email=settings.STAFF_ALERT_EMAIL,
+        journey=appointment.journey,
+        kind="staff_reschedule_request",
+        dedup_key=f"reschedule-request:{request.pk}",
+        context={
+            **appointment_context(appointment),
+            "request_id": request.pk,
+            "author": name if name == customer.email else f"{name} ({customer.email})",
+            "first_choice_at": request.first_choice.isoformat(),
+            "second_choice_at": (
+                request.second_choice.isoformat() if request.second_choice else None
+            ),
+            "note": request.note,
+        },
+        occurred_at=request.created_at,
     )

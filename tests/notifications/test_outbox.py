@@ -241,11 +241,11 @@ def test_causes_written_together_join_one_digest_as_they_would_one_at_a_time(set
 
 
 def test_a_cause_joins_the_digest_an_earlier_cause_of_the_same_outbox_waits_for():
-    """The outbox keeps what it has added in mind: a message held for later makes the next
-    one for the same person wait and go with it, as the database would have said had the
-    first been written on its own."""
+    """The outbox keeps what it has added in mind: a message held for later (within the
+    digest window) makes the next one for the same person wait and go with it, as the
+    database would have said had the first been written on its own."""
     owner = UserFactory()
-    later = timezone.now() + timedelta(minutes=10)
+    later = timezone.now() + timedelta(minutes=2)
     outbox = services.Outbox()
     outbox.add(
         recipient=owner, kind="task_assigned", dedup_key="one", context={}, scheduled_at=later

@@ -144,7 +144,8 @@ def test_a_staff_reply_saved_in_the_admin_tells_the_customer(
 
     with django_capture_on_commit_callbacks(execute=True):
         _notify_inline_changes(None, SavedInlines(), journey)
-    assert mail.outbox[-1].subject.endswith("we answered your message")
+    # The customer had not written: the company writes first, it answers nothing.
+    assert mail.outbox[-1].subject.endswith("a message from us")
     assert "Your mats are fine." in mail.outbox[-1].body
 
 
