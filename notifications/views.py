@@ -2,7 +2,7 @@ import json
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -81,9 +81,37 @@ def _centre(request: HttpRequest) -> HttpResponse:
         .select_related("journey", "journey__template", "recipient__profile")
         .order_by("-created_at", "-id")[:100]
     )
-    items = [(row, render_message(row)) for row in rows]
+    messages = [render_message(row) for row in rows]
+    items = [(row, m, _preview(m.text)) for row, m in zip(rows, messages, strict=True)]
     template = "notifications/centre.html#list" if request.htmx else "notifications/centre.html"
     return render(request, template, {"items": items})
+
+
+PREVIEW_LENGTH = 160
+
+
+def _preview(text: str) -> str:
+    """The message's first line after its greeting, as the email says it: the subject
+    alone ("Your car: new photos", four times over) does not say which."""
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    body = paragraphs[1:] if len(paragraphs) > 1 else paragraphs
+    first = body[0].splitlines()[0] if body else ""
+    return first if len(first) <= PREVIEW_LENGTH else first[: PREVIEW_LENGTH - 1] + "…"
+
+
+@login_required
+@require_GET
+def open_notification(request: HttpRequest, notification_id: int) -> HttpResponse:
+    """Follow an update to what it is about, and it is read: the badge counted it still
+    after the customer had gone and looked."""
+    row = get_object_or_404(
+        Notification.objects.select_related("journey", "journey__template", "recipient__profile"),
+        pk=notification_id,
+        recipient=request.user,
+        channel=Channel.INAPP,
+    )
+    services.notification_mark_read(user=request.user, notification_id=row.pk)
+    return redirect(render_message(row).path)
 
 
 @login_required

@@ -108,6 +108,9 @@ RULES: dict[str, dict[str, str]] = {
     # Marks only the user's own rows (someone else's id changes nothing: checked below).
     "notifications:read": OWN,
     "notifications:read-all": OWN,
+    # Marks and follows only the user's own rows: another's id is a 404 (the walk checks
+    # that nothing changed).
+    "notifications:open": PORTAL,
     # Signed server-to-server callbacks: nobody gets in without the signature.
     "notifications:inbound-email": DENY,
     "notifications:inbound-bounce": DENY,

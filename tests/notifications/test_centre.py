@@ -53,6 +53,7 @@ def test_the_centres_links_stay_on_this_site(client, customer, settings):
         source=Source.STAFF,
     )
     client.force_login(customer)
+    client.post(reverse("notifications:read-all"))  # read: they link straight to their pages
     page = client.get(reverse("notifications:centre")).content.decode()
     journey_path = reverse("journey:detail", args=[row.journey.reference])
     assert f'href="{journey_path}"' in page
@@ -62,3 +63,35 @@ def test_the_centres_links_stay_on_this_site(client, customer, settings):
     from notifications.channels import render
 
     assert render(email).url == "https://portal.example" + journey_path
+
+
+def test_following_an_update_marks_it_read_and_each_says_what_it_is(client, customer):
+    """Four rows read 'Test journey: new photos' alike, and the badge kept counting one
+    after the customer had followed it (a customer's review)."""
+    enqueue(customer, "photos", kind="photos_added", stage_label="Assembly")
+    client.force_login(customer)
+    row = Notification.objects.get(dedup_key="photos", channel="inapp")
+    page = client.get(reverse("notifications:centre")).content.decode()
+    opened = reverse("notifications:open", args=[row.pk])
+    assert f'href="{opened}"' in page
+    line = page.split(opened)[1].split("</li>")[0]  # the row's own
+    assert "Test journey: new photos" in line
+    assert "New photos of Assembly are on your journey page." in line
+
+    response = client.get(opened)
+    assert response.status_code == 302
+    assert response["Location"] == reverse("journey:detail", args=[row.journey.reference])
+    row.refresh_from_db()
+    assert row.read_at is not None
+    # Read, it links straight to what it is about.
+    page = client.get(reverse("notifications:centre")).content.decode()
+    assert opened not in page
+
+
+def test_nobody_opens_another_customers_update(client, customer):
+    enqueue(customer, "mine")
+    row = Notification.objects.get(dedup_key="mine", channel="inapp")
+    client.force_login(UserFactory())
+    assert client.get(reverse("notifications:open", args=[row.pk])).status_code == 404
+    row.refresh_from_db()
+    assert row.read_at is None
