@@ -1,5 +1,6 @@
 import unicodedata
 import zoneinfo
+from importlib.resources import files
 
 import phonenumbers
 from django import forms
@@ -45,13 +46,38 @@ def normalise_phone(value: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def _zone_choices() -> list[tuple[str, list[tuple[str, str]]] | tuple[str, str]]:
+    """The time zones a customer picks from: the IANA database's own (zone.tab, one per
+    place: about 400), grouped by region, "Madrid" under "Europe"; not its 200 old names
+    and aliases ("Africa/Asmera", "GB", "US/Eastern"), which any stored value may still
+    be (``ProfileForm`` offers a customer's own)."""
+    table = files("tzdata.zoneinfo").joinpath("zone.tab").read_text(encoding="utf-8")
+    zones = sorted(
+        line.split("\t")[2] for line in table.splitlines() if line and not line.startswith("#")
+    )
+    regions: dict[str, list[tuple[str, str]]] = {}
+    for zone in zones:
+        region, _sep, place = zone.partition("/")
+        regions.setdefault(region, []).append((zone, place.replace("_", " ").replace("/", ", ")))
+    return [("UTC", "UTC"), *regions.items()]
+
+
+ZONE_CHOICES = _zone_choices()
+LISTED_ZONES = {"UTC"} | {zone for _r, group in ZONE_CHOICES[1:] for zone, _p in group}
+
+
+class ZoneField(forms.ChoiceField):
+    """Offers the listed zones; takes any the database knows (a partner's proposal of
+    "US/Eastern", a value stored before the list was cut)."""
+
+    def valid_value(self, value: object) -> bool:
+        return isinstance(value, str) and value in zoneinfo.available_timezones()
+
+
 class ProfileForm(forms.ModelForm):
     """Every editable profile field, validated in one place (also for proposals)."""
 
-    time_zone = forms.ChoiceField(
-        label=_("Time zone"),
-        choices=[(zone, zone.replace("_", " ")) for zone in sorted(zoneinfo.available_timezones())],
-    )
+    time_zone = ZoneField(label=_("Time zone"), choices=ZONE_CHOICES)
     # Each language in its own words: a reader of Spanish looks for "español".
     language = forms.ChoiceField(
         label=_("Language"),
@@ -73,6 +99,11 @@ class ProfileForm(forms.ModelForm):
         given_name = self.fields["given_name"]
         given_name.required = True
         given_name.error_messages["required"] = _("Tell us what to call you.")
+        # A zone not listed (an old name) is offered as it is: else the list would show,
+        # and a save would quietly store, the first zone instead.
+        current = self.initial.get("time_zone")
+        if current and current not in LISTED_ZONES:
+            self.fields["time_zone"].choices = [(current, current), *ZONE_CHOICES]
 
     def clean_given_name(self) -> str:
         value = self.cleaned_data.get("given_name", "")

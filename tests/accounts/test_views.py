@@ -266,3 +266,25 @@ def test_languages_are_offered_each_in_its_own_words():
     from accounts.forms import ProfileForm
 
     assert dict(ProfileForm().fields["language"].choices) == {"en": "English", "es": "español"}
+
+
+def test_time_zones_are_offered_by_place_without_the_old_names(logged_in, customer):
+    """About 600 raw names, "Africa/Asmera" and "GB" among them, to scroll on a phone."""
+    page = logged_in.get(reverse("accounts:profile") + "?edit=preferences").content.decode()
+    assert '<optgroup label="Europe">' in page
+    assert '<option value="Europe/Madrid">Madrid</option>' in page
+    assert 'value="Africa/Asmera"' not in page and '<option value="GB"' not in page
+
+
+def test_an_old_zone_name_is_kept_offered_and_still_taken(logged_in, customer):
+    customer.profile.time_zone = "GB"  # stored before the list was cut
+    customer.profile.save()
+    page = logged_in.get(reverse("accounts:profile") + "?edit=preferences").content.decode()
+    assert '<option value="GB" selected>GB</option>' in page
+    response = logged_in.post(
+        section_url("preferences"),
+        {"preferences-language": "en", "preferences-time_zone": "US/Eastern"},
+    )
+    assert response.status_code == 302
+    customer.profile.refresh_from_db()
+    assert customer.profile.time_zone == "US/Eastern"
