@@ -23,6 +23,7 @@ from accounts.models import (
     ShareLink,
     Source,
     User,
+    value_label,
 )
 from journey.errors import ApplicationError
 from journey.jargon import jargon_check
@@ -195,7 +196,7 @@ def profile_propose_change(
             setattr(profile, field, cleaned)
             profile.field_sources[field] = f"{source}:{actor_name}"
             profile.save()
-            audit_record(
+            change = audit_record(
                 user=user,
                 field=field,
                 old=current,
@@ -204,6 +205,18 @@ def profile_propose_change(
                 actor=actor,
                 actor_name=actor_name,
                 note=reason,
+            )
+            # Their record, filled in by someone else: they are told, and may change it.
+            notification_enqueue(
+                recipient=user,
+                kind="profile_filled_in",
+                dedup_key=f"profile-filled:{change.pk}",
+                context={
+                    "field": field,
+                    "field_label": str(ProfileForm.base_fields[field].label or field),
+                    "new_value": value_label(field, _display(cleaned)),
+                    "reason": reason.strip(),
+                },
             )
             return None
         if current == cleaned:
@@ -241,8 +254,8 @@ def profile_propose_change(
             context={
                 "field": field,
                 "field_label": str(ProfileForm.base_fields[field].label or field),
-                "old_value": _display(current),
-                "new_value": proposal.new_value,
+                "old_value": value_label(field, _display(current)),
+                "new_value": value_label(field, proposal.new_value),
                 "reason": proposal.reason,
             },
             occurred_at=now,

@@ -83,7 +83,7 @@ def _portal_path(notification: Notification) -> str:
         anchor = notification.context.get("anchor", "")
         path = reverse("journey:detail", kwargs={"reference": journey.reference})
         return path + (f"#{anchor}" if anchor else "")
-    if notification.kind == "profile_change_proposed":
+    if notification.kind in ("profile_change_proposed", "profile_filled_in"):
         return reverse("accounts:profile")
     return reverse("journey:home")
 

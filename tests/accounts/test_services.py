@@ -6,6 +6,7 @@ from django.core import mail
 from accounts.models import ChangeProposal, ProfileChange, ProposalState, Source
 from accounts.services import profile_propose_change, profile_update, proposal_decide
 from journey.errors import ApplicationError
+from notifications.channels import render
 from notifications.models import Notification
 from tests.factories import UserFactory
 
@@ -92,7 +93,14 @@ def test_an_empty_field_is_filled_directly_and_marked_with_its_source(customer):
     assert customer.profile.field_sources == {"phone": "partner:Iberia Motor Works"}
     change = ProfileChange.objects.get()
     assert change.source == Source.PARTNER and change.actor_name == "Iberia Motor Works"
-    assert Notification.objects.count() == 0
+    # Their record, filled in by someone else: they are told (it was silent before).
+    told = Notification.objects.filter(recipient=customer, kind="profile_filled_in")
+    assert {row.channel for row in told} == {"email", "inapp"}
+    assert told.first().context["new_value"] == "+34612345678"
+    email = render(told.get(channel="email"))
+    assert email.subject == "We filled in your details: phone"
+    assert "Your phone was empty, so we filled it in: +34612345678" in email.text
+    assert "Why: From the order form" in email.text
 
     # Once the customer edits it, it is theirs: the mark goes.
     profile_update(
