@@ -1,16 +1,44 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from journey.errors import ApplicationError
+from notifications.channels import render
+from notifications.kinds import KINDS
 from notifications.models import Notification
 from notifications.services import notification_resend
 
 
+class KindFilter(admin.SimpleListFilter):
+    """Kinds by what they are ("A customer wrote"), not their code."""
+
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request: HttpRequest, model_admin: object) -> list[tuple[str, str]]:
+        return sorted(((key, str(kind.label)) for key, kind in KINDS.items()), key=lambda p: p[1])
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(kind=self.value()) if self.value() else queryset
+
+
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "kind", "recipient", "channel", "state", "attempts", "sent_at"]
-    list_filter = ["state", "channel", "kind"]
+    """The outbox, to read and to send again: a row is what was (or will be) sent, so
+    nothing of it is edited here (a changed address on a copy misled: the message still
+    went to the customer's)."""
+
+    list_display = [
+        "created_at",
+        "what",
+        "recipient",
+        "channel",
+        "state",
+        "attempts",
+        "sent_at",
+    ]
+    list_filter = ["state", "channel", KindFilter]
     search_fields = [
         "recipient__email",
         "recipient__profile__family_name",
@@ -38,6 +66,26 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: object) -> bool:
         return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
+        return ["message", *(field.name for field in Notification._meta.fields)]
+
+    def get_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
+        return ["message", *(f.name for f in Notification._meta.fields if f.name != "id")]
+
+    @admin.display(description="kind", ordering="kind")
+    def what(self, notification: Notification) -> str:
+        kind = KINDS.get(notification.kind)
+        return str(kind.label) if kind else notification.kind
+
+    @admin.display(description="the message, as it reads (in the recipient's language)")
+    def message(self, notification: Notification) -> str:
+        rendered = render(notification)
+        return format_html(
+            '<strong>{}</strong><pre style="white-space:pre-wrap;max-width:60em">{}</pre>',
+            rendered.subject,
+            rendered.text,
+        )
 
     @admin.action(description="Send again (through the outbox)", permissions=["change"])
     def resend(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
