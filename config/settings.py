@@ -372,7 +372,8 @@ LOGGING = {
 }
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 # Without django.contrib.sites allauth would prefix subjects with the request's host.
-ACCOUNT_EMAIL_SUBJECT_PREFIX = f"[{COMPANY_NAME}] "
+# "Milepost Motors: please confirm your email address" (templates/account/email/*_subject).
+ACCOUNT_EMAIL_SUBJECT_PREFIX = f"{COMPANY_NAME}: "
 
 # --- ETA (journey/eta.py, docs/eta.md) ---------------------------------------------------
 

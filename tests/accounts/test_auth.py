@@ -27,7 +27,11 @@ def test_sign_up_needs_email_verification_and_creates_the_profile(client):
     user = User.objects.get(email="new@example.com")
     assert CustomerProfile.objects.filter(user=user).exists()
     assert EmailAddress.objects.get(user=user).verified is False
-    assert "verify" in mail.outbox[0].subject.lower() or "confirm" in mail.outbox[0].subject.lower()
+    # In the company's words, not the library's ("[Milepost Motors] Please Confirm Your
+    # Email Address", "user new@example.com has given your email address to register").
+    assert mail.outbox[0].subject == "Milepost Motors: please confirm your email address"
+    assert "Please confirm that this is your email address" in mail.outbox[0].body
+    assert "has given your email address" not in mail.outbox[0].body
     # Unverified: not logged in to the portal yet.
     assert client.get(reverse("journey:home")).status_code == 302
 
@@ -63,6 +67,8 @@ def test_password_reset_sends_a_link(client, customer):
     EmailAddress.objects.create(user=customer, email=customer.email, verified=True, primary=True)
     client.post(reverse("account_reset_password"), {"email": customer.email})
     assert "/accounts/password/reset/key/" in mail.outbox[-1].body
+    assert mail.outbox[-1].subject == "Milepost Motors: reset your password"
+    assert "If it was not you, ignore this email" in mail.outbox[-1].body
 
 
 def test_staff_without_totp_are_sent_to_set_it_up(client):
