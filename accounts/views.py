@@ -3,6 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -22,6 +23,7 @@ from accounts.forms import (
 )
 from accounts.models import Address, ChangeProposal, JourneyShare, ProposalState, ShareLink, Source
 from journey.errors import ApplicationError
+from journey.models import Health
 from journey.selectors import journeys_owned_by
 
 
@@ -275,4 +277,18 @@ def delete(request: HttpRequest) -> HttpResponse:
         logout(request)
         return render(request, "accounts/deleted.html")
     status = 422 if request.method == "POST" else 200
-    return render(request, "accounts/delete.html", {"form": form}, status=status)
+    # What the customer would stop hearing about: their journeys still under way, and
+    # the appointments still ahead of them.
+    under_way = (
+        journeys_owned_by(user=request.user)
+        .exclude(health__in=[Health.DONE, Health.CANCELLED])
+        .annotate(
+            appointments_ahead=Count(
+                "appointments", filter=Q(appointments__starts_at__gte=timezone.now())
+            )
+        )
+        .order_by("created_at")
+    )
+    return render(
+        request, "accounts/delete.html", {"form": form, "under_way": under_way}, status=status
+    )

@@ -177,6 +177,30 @@ def test_deletion_needs_confirmation_and_explains_what_is_kept(client, customer)
     assert client.get(reverse("journey:home")).status_code == 302  # logged out
 
 
+def test_deletion_names_what_the_customer_would_stop_hearing_about(client, customer):
+    """A customer deleted the account with an install and an engineer's visit still to
+    come, and nothing said those updates would stop (a customer's review)."""
+    from journey.models import Appointment, Health
+
+    under_way = make_journey(owner=customer, title="Full-fibre broadband")
+    visit = timezone.now() + timedelta(days=4)
+    Appointment.objects.create(
+        journey=under_way,
+        title="Engineer's visit",
+        starts_at=visit,
+        arrive_at=visit,
+        place_name="Home",
+    )
+    finished = make_journey(owner=customer, title="An old kitchen")
+    Journey.objects.filter(pk=finished.pk).update(health=Health.DONE)
+    client.force_login(customer)
+    page = client.get(reverse("accounts:delete")).content.decode()
+    assert "You would stop hearing about what is still under way" in page
+    assert "Full-fibre broadband</a> (1 appointment still ahead)" in page
+    assert "An old kitchen" not in page
+    assert 'class="button button--danger"' in page
+
+
 def test_after_deletion_nothing_refills_or_writes_to_the_account(rich_customer, journey, api):
     from django.urls import reverse
 
