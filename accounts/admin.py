@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -35,11 +36,12 @@ class ReadOnlyInline(admin.TabularInline):
 
 
 class ProfileInline(admin.StackedInline):
-    """Read-only: staff never overwrite what the customer entered; they propose a change."""
+    """Read-only, for superusers too: staff never overwrite what the customer entered;
+    they propose a change ("Propose a change…"), the customer decides."""
 
     model = CustomerProfile
     can_delete = False
-    readonly_fields = [
+    fields = [
         "given_name",
         "family_name",
         "phone",
@@ -50,12 +52,24 @@ class ProfileInline(admin.StackedInline):
         "channel_push",
         "quiet_hours_start",
         "quiet_hours_end",
+        "allowed_at_any_hour",
         "field_sources",
     ]
-    exclude = ["timeline_newest_first"]
+    readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Not a field list to keep in step with the model: nothing here is a form field.
+        return False
+
+    @admin.display(description="Allowed at any hour")
+    def allowed_at_any_hour(self, profile: CustomerProfile) -> str:
+        from notifications.kinds import KINDS
+
+        kinds = profile.anytime_kinds or []
+        return ", ".join(str(KINDS[k].label) if k in KINDS else k for k in kinds) or "—"
 
 
 class AddressInline(ReadOnlyInline):
@@ -85,9 +99,13 @@ class UserCreateForm(AdminUserCreationForm):
 
 
 class UserEditForm(UserChangeForm):
+    """What a superuser may change on an account (UserAdmin narrows it further): never the
+    email address, which the customer changes in the portal (allauth keeps its own record
+    of it, confirmed), nor the dates."""
+
     class Meta:
         model = User
-        fields = "__all__"
+        fields = ["is_active", "is_staff", "is_superuser", "groups"]
 
 
 @admin.register(User)
@@ -103,6 +121,10 @@ class UserAdmin(BaseUserAdmin):
         ("Permissions", {"fields": ["is_active", "is_staff", "is_superuser", "groups"]}),
         ("Dates", {"fields": ["last_login", "date_joined"]}),
     ]
+    staff_fieldsets = [
+        (None, {"fields": ["email", "is_active"]}),
+        ("Dates", {"fields": ["last_login", "date_joined"]}),
+    ]
     add_fieldsets = [
         (
             None,
@@ -110,6 +132,48 @@ class UserAdmin(BaseUserAdmin):
         )
     ]
     inlines = [ProfileInline, ProposalInline, ProfileChangeInline]
+
+    def get_fieldsets(self, request: HttpRequest, obj: User | None = None) -> list:
+        if obj is None:
+            return super().get_fieldsets(request, obj)
+        # Rights (staff, superuser, groups) are not even shown to other staff.
+        fieldsets = self.fieldsets if request.user.is_superuser else self.staff_fieldsets
+        if obj.is_staff or obj.is_superuser:
+            return fieldsets
+        (name, options), *rest = fieldsets
+        return [(name, {**options, "fields": [*options["fields"], "propose"]}), *rest]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: User | None = None) -> list[str]:
+        if obj is None:
+            return []  # the add form (superusers: nobody else may add users)
+        if not request.user.is_superuser:
+            return ["email", "is_active", "last_login", "date_joined", "propose"]
+        return ["email", "last_login", "date_joined", "propose"]
+
+    def get_list_display(self, request: HttpRequest) -> list[str]:
+        if request.user.is_superuser:
+            return self.list_display
+        return [name for name in self.list_display if name != "is_staff"]
+
+    def get_list_filter(self, request: HttpRequest) -> list[str]:
+        if request.user.is_superuser:
+            return ["is_staff", "is_superuser", "is_active", "groups"]
+        return ["is_active"]
+
+    def has_change_permission(self, request: HttpRequest, obj: User | None = None) -> bool:
+        """Only a superuser changes an account (its rights, status or password). Others
+        with accounts.change_user (Agents, Managers: for "Propose a change…") see an
+        account read-only, whatever they post."""
+        if not super().has_change_permission(request, obj):
+            return False
+        return obj is None or request.user.is_superuser
+
+    def may_propose(self, request: HttpRequest, user: User) -> bool:
+        """Staff propose changes to a customer's details; another staff member's or a
+        superuser's account is a superuser's business."""
+        if not super().has_change_permission(request, user):
+            return False
+        return request.user.is_superuser or not (user.is_staff or user.is_superuser)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[User], search_term: str
@@ -126,8 +190,10 @@ class UserAdmin(BaseUserAdmin):
         profile = getattr(user, "profile", None)
         return profile.full_name if profile else ""
 
-    @admin.display(description="")
+    @admin.display(description="Customer's details")
     def propose(self, user: User) -> str:
+        if user.is_staff or user.is_superuser:
+            return ""  # customers' details only
         url = reverse("admin:accounts_user_propose", args=[user.pk])
         return format_html('<a href="{}">Propose a change…</a>', url)
 
@@ -143,9 +209,9 @@ class UserAdmin(BaseUserAdmin):
 
     def propose_view(self, request: HttpRequest, user_id: int) -> HttpResponse:
         """Staff propose a change to a customer's details; the customer decides."""
-        if not self.has_change_permission(request):
-            return redirect("admin:index")
         customer = get_object_or_404(User, pk=user_id)
+        if not self.may_propose(request, customer):
+            raise PermissionDenied
         form = ProposalForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:

@@ -3,9 +3,11 @@
 Agents do the daily work: read everything about a journey, record milestones, add tasks,
 appointments, legs and photos, reply to customers, resend messages and propose changes to
 a customer's details. Managers also shape the product: journey templates and their stages,
-the jargon list, partners, their status mappings, keys and webhooks. Neither role deletes
-a customer or a journey (that is the customer's own deletion, or a superuser's). Every
-staff user also needs two-factor authentication (accounts.middleware).
+the jargon list, partners, their status mappings, keys and webhooks, and apply a partner's
+events once they have mapped its codes. Neither role deletes a customer or a journey (that
+is the customer's own deletion, or a superuser's), nor changes an account: that, staff
+status and groups included, is a superuser's (accounts.admin.UserAdmin). Every staff user
+also needs two-factor authentication (accounts.middleware).
 """
 
 from django.contrib.auth.models import Group, Permission
@@ -16,10 +18,13 @@ MANAGERS = "Managers"
 
 _AGENT_PERMISSIONS = [
     "accounts.view_user",
-    # Needed for "Propose a change…" (the profile itself is read-only in the admin).
+    # Needed for "Propose a change…" alone: the profile is read-only in the admin, and only
+    # a superuser changes an account (UserAdmin.has_change_permission).
     "accounts.change_user",
     "accounts.view_customerprofile",
     "accounts.view_profilechange",
+    # The proposals they made, and whether the customer answered (on the customer's page).
+    "accounts.view_changeproposal",
     "accounts.view_journeyshare",
     "journey.view_journey",
     "journey.change_journey",
@@ -67,7 +72,10 @@ _MANAGER_EXTRA = [
         for model in ("partner", "statusmapping", "partnerapikey", "webhookendpoint")
         for action in ("view", "add", "change")
     ],
+    # For "Send again" and for "Apply the events whose codes are mapped now" (they map the
+    # codes): both admins keep every field of these records read-only.
     "integrations.change_webhookdelivery",
+    "integrations.change_inboundevent",
     "integrations.delete_statusmapping",
 ]
 

@@ -4,6 +4,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
+from integrations import egress
 from integrations.forms import PartnerAPIKeyForm, WebhookEndpointForm
 from integrations.models import (
     InboundEvent,
@@ -13,6 +14,7 @@ from integrations.models import (
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
+    WebhookEventType,
 )
 from integrations.services import (
     REFUSED_FOR_ITS_MAPPING,
@@ -26,6 +28,8 @@ from integrations.webhooks import (
     webhook_endpoint_rotate_secret,
     webhook_redeliver,
 )
+from journey.admin import RefusalRollsBack, ServiceRefused
+from journey.errors import ApplicationError
 from journey.jargon import validate_no_jargon
 
 
@@ -88,7 +92,7 @@ class PartnerAPIKeyAdmin(admin.ModelAdmin):
         obj.prefix = key.prefix
         messages.warning(request, f"The new key (shown only now, copy it): {plain}")
 
-    @admin.action(description="Revoke the selected keys")
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: object) -> None:
         for key in queryset:
             partner_key_revoke(key=key)
@@ -114,6 +118,11 @@ class InboundEventAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        """integrations.change_inboundevent (Managers) is for the action below: an event
+        itself is kept as the partner sent it, so its page is read-only for everyone."""
+        return obj is None and super().has_change_permission(request)
 
     @admin.action(
         description=_(
@@ -171,11 +180,37 @@ class InboundEventAdmin(admin.ModelAdmin):
         return obj.rejection is not None
 
 
+class WebhookEndpointAdminForm(WebhookEndpointForm):
+    """The event types chosen from those that exist (as the API's, and
+    ``webhook_endpoint_create``, ask), on a new endpoint and an existing one alike; the
+    URL checked as the API checks it, with the whole reason when it is refused."""
+
+    event_types = forms.MultipleChoiceField(
+        choices=WebhookEventType.choices,
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={
+            "required": "Choose at least one event type.",
+            "invalid_choice": "%(value)s is not an event type.",
+        },
+    )
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"]
+        try:
+            egress.check_url(url)
+        except ApplicationError as error:
+            raise forms.ValidationError(error.message) from error
+        return url
+
+    def clean_event_types(self) -> list[str]:
+        return sorted(set(self.cleaned_data["event_types"]))
+
+
 @admin.register(WebhookEndpoint)
-class WebhookEndpointAdmin(admin.ModelAdmin):
+class WebhookEndpointAdmin(RefusalRollsBack, admin.ModelAdmin):
     """A secret is shown once, in the message after it is created or rotated."""
 
-    form = WebhookEndpointForm
+    form = WebhookEndpointAdminForm
     list_display = ["url", "partner", "event_types", "is_active", "created_at"]
     list_filter = ["partner", "is_active"]
     readonly_fields = ["previous_secret_expires_at", "created_at"]
@@ -187,13 +222,20 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         if change:
             obj.save()
             return
-        endpoint = webhook_endpoint_create(
-            partner=obj.partner, url=obj.url, event_types=list(obj.event_types)
-        )
+        try:
+            endpoint = webhook_endpoint_create(
+                partner=obj.partner, url=obj.url, event_types=list(obj.event_types)
+            )
+        except ApplicationError as error:
+            # The form checked the same (the URL's host may resolve elsewhere since).
+            raise ServiceRefused(error) from error
         obj.pk = endpoint.pk
         messages.warning(request, f"The signing secret (shown only now): {endpoint.secret}")
 
-    @admin.action(description="Rotate the signing secret (the old one signs for 24 h more)")
+    @admin.action(
+        description="Rotate the signing secret (the old one signs for 24 h more)",
+        permissions=["change"],
+    )
     def rotate_secret(self, request: HttpRequest, queryset: object) -> None:
         for endpoint in queryset:
             endpoint = webhook_endpoint_rotate_secret(endpoint=endpoint)
@@ -231,7 +273,12 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.action(description="Send again")
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        """integrations.change_webhookdelivery (Managers) is for "Send again": a delivery
+        is a log, read-only for everyone."""
+        return obj is None and super().has_change_permission(request)
+
+    @admin.action(description="Send again", permissions=["change"])
     def send_again(self, request: HttpRequest, queryset: object) -> None:
         count = 0
         for delivery in queryset:

@@ -18,6 +18,8 @@ from journey import eta
 from journey.dashboard import unanswered_journey_ids
 from journey.errors import ApplicationError
 from journey.forms import (
+    AppointmentAdminForm,
+    AppointmentFormSet,
     JourneyAdminForm,
     JourneyCreateForm,
     JourneyTemplateForm,
@@ -54,6 +56,34 @@ from journey.models import (
 from journey.photos import photo_add
 from journey.services import journey_create, journey_record_milestone, staff_reply_post
 from notifications.models import Notification, NotificationState
+
+
+class ServiceRefused(Exception):
+    """Raised from ``save_model`` when a service refuses what the form accepted (the data
+    changed in between): ``RefusalRollsBack`` undoes the whole save."""
+
+    def __init__(self, error: ApplicationError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class RefusalRollsBack:
+    """For a ModelAdmin whose save calls services: a refusal raised as ServiceRefused
+    leaves the admin's transaction, so nothing of the save is kept (not the form's own
+    fields, not the admin log), and the page says so instead of "changed successfully"."""
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ServiceRefused as refused:
+            messages.error(request, f"Nothing was saved: {refused.error.message}")
+            return redirect(request.get_full_path())
 
 
 class StageInline(admin.StackedInline):
@@ -131,7 +161,9 @@ class JourneyTemplateAdmin(admin.ModelAdmin):
             return "not computed yet"
         return f"{stats.journey_count} completed journeys ({stats.computed_at:%Y-%m-%d %H:%M})"
 
-    @admin.action(description="Relearn ETA statistics and recompute open journeys")
+    @admin.action(
+        description="Relearn ETA statistics and recompute open journeys", permissions=["change"]
+    )
     def recompute_eta(self, request: HttpRequest, queryset: QuerySet[JourneyTemplate]) -> None:
         journeys = 0
         for template in queryset:
@@ -220,6 +252,8 @@ class PromisedItemInline(admin.TabularInline):
 
 class AppointmentInline(admin.StackedInline):
     model = Appointment
+    form = AppointmentAdminForm
+    formset = AppointmentFormSet
     extra = 0
 
 
@@ -352,6 +386,12 @@ class JourneyAdmin(admin.ModelAdmin):
     ) -> None:
         super().save_formset(request, form, formset, change)
         _notify_inline_changes(request, formset, form.instance)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Journey | None = None) -> list[str]:
+        if obj is None:
+            return self.readonly_fields
+        # Fixed once the journey exists (JourneyAdminForm says why).
+        return [*JourneyAdminForm.FIXED, *self.readonly_fields]
 
     def save_model(self, request: HttpRequest, obj: Journey, form: object, change: bool) -> None:
         if not change:
@@ -557,7 +597,7 @@ def _notify_inline_changes(request: HttpRequest, formset: object, journey: Journ
 
 
 @admin.register(Milestone)
-class MilestoneAdmin(admin.ModelAdmin):
+class MilestoneAdmin(RefusalRollsBack, admin.ModelAdmin):
     """Staff record milestones here; saving goes through the same service as the API."""
 
     form = StaffRecordMilestoneForm
@@ -585,13 +625,17 @@ class MilestoneAdmin(admin.ModelAdmin):
     def save_model(
         self, request: HttpRequest, obj: Milestone, form: StaffRecordMilestoneForm, change: bool
     ) -> None:
-        if "planned_date" in form.changed_data:
-            obj.save(update_fields=["planned_date"])
+        """The form checked what the services check (and refuses a message or a caption
+        it would drop), so they refuse only when the journey changed meanwhile: then
+        nothing is saved, the planned date included (RefusalRollsBack)."""
         reached_at = form.cleaned_data.get("record_reached_at")
         photos = form.cleaned_data.get("record_photos") or []
+        recorded = None
         try:
-            # One transaction: the milestone and its photos are saved together or not at all.
+            # One transaction (the admin's own is around it too): all or nothing.
             with transaction.atomic():
+                if "planned_date" in form.changed_data:
+                    obj.save(update_fields=["planned_date"])
                 if reached_at is not None:
                     recorded = journey_record_milestone(
                         journey=obj.journey,
@@ -602,12 +646,6 @@ class MilestoneAdmin(admin.ModelAdmin):
                         source_name=request.user.get_username(),
                         message=form.cleaned_data.get("record_message", ""),
                     )
-                    if not recorded.applied:
-                        messages.warning(
-                            request,
-                            "Recorded in the timeline, but the journey is already past this "
-                            "stage, so it did not move.",
-                        )
                 for upload in photos:
                     photo_add(
                         journey=obj.journey,
@@ -616,8 +654,13 @@ class MilestoneAdmin(admin.ModelAdmin):
                         caption=form.cleaned_data.get("record_photo_caption", ""),
                     )
         except ApplicationError as error:
-            # The form checked the same rules; this is a race (the journey changed since).
-            messages.error(request, error.message)
+            raise ServiceRefused(error) from error
+        if recorded is not None and not recorded.applied:
+            messages.warning(
+                request,
+                "Recorded in the timeline, but the journey is already past this stage, so it "
+                "did not move.",
+            )
 
 
 @admin.register(JargonTerm)

@@ -12,6 +12,7 @@ from accounts.models import User
 from journey.jargon import validate_no_jargon
 from journey.models import (
     BEFORE_START_GRACE,
+    Appointment,
     CustomerTask,
     Journey,
     JourneyTemplate,
@@ -165,6 +166,23 @@ class StaffRecordMilestoneForm(RecordMilestoneForm):
         self.fields["record_message"].validators.append(validate_no_jargon)
         self.fields["record_photo_caption"].validators.append(validate_no_jargon)
 
+    def clean(self) -> dict[str, object]:
+        """Nothing entered is dropped: a message goes with the stage being reached, a
+        caption with its photos. Either alone is a form error, and nothing is saved
+        (the photos would otherwise be saved, and the customer told, without them)."""
+        data = super().clean()
+        # A field already refused is not blamed twice.
+        reached = data.get("record_reached_at") or "record_reached_at" in self.errors
+        if data.get("record_message") and not reached:
+            self.add_error(
+                "record_reached_at",
+                _("Enter when the stage was reached: the message is sent with it."),
+            )
+        photos = data.get("record_photos") or "record_photos" in self.errors
+        if data.get("record_photo_caption") and not photos:
+            self.add_error("record_photos", _("Choose the photos this caption is for."))
+        return data
+
     def clean_record_photos(self) -> list:
         from journey.errors import ApplicationError
         from journey.photos import photo_validate
@@ -254,10 +272,26 @@ StageForm = type(_StageForm)(
 )
 
 
+def _mappings_using(key: str) -> str:
+    """The partners' status mappings that point at stage ``key`` ("Partner: CODE, …"),
+    or "" when none does."""
+    from integrations.models import StatusMapping
+
+    mappings = (
+        StatusMapping.objects.filter(stage_key=key)
+        .select_related("partner")
+        .order_by("partner__name", "code")
+    )
+    return ", ".join(f"{m.partner.name}: {m.code}" for m in mappings)
+
+
 class StageFormSet(forms.BaseInlineFormSet):
-    """Duplicate keys or positions within a template are form errors, not IntegrityErrors."""
+    """Duplicate keys or positions within a template are form errors, not IntegrityErrors.
+    A key that partners' status mappings use is neither renamed nor deleted: their events
+    would be refused (unknown_stage) from then on."""
 
     def clean(self) -> None:
+        refused_deletions = self._clean_keys_in_use()
         # Before the formset's own unique check, so the error names the field and value.
         seen: dict[str, dict[object, forms.Form]] = {"key": {}, "position": {}}
         for form in self.forms:
@@ -276,7 +310,49 @@ class StageFormSet(forms.BaseInlineFormSet):
                     form.add_error(name, message % {"value": value})
                 else:
                     seen[name][value] = form
-        super().clean()
+        # A deleted form's own errors are not shown: these are the formset's, with those
+        # of the formset's own checks (the admin's refusal to delete a stage that
+        # milestones use is raised from there).
+        try:
+            super().clean()
+        except forms.ValidationError as error:
+            raise forms.ValidationError([*refused_deletions, *error.error_list]) from error
+        if refused_deletions:
+            raise forms.ValidationError(refused_deletions)
+
+    def _clean_keys_in_use(self) -> list[str]:
+        """A renamed key in use is an error on its form; the refused deletions are
+        returned, for the formset's own errors."""
+        deleted = []
+        for form in self.initial_forms:
+            old = form.initial.get("key")
+            if not old:
+                continue
+            if self.can_delete and self._should_delete_form(form):
+                used = _mappings_using(old)
+                if used:
+                    deleted.append(
+                        _(
+                            "The stage %(key)s cannot be deleted: partners' status mappings "
+                            "use it (%(mappings)s). Change those mappings first."
+                        )
+                        % {"key": old, "mappings": used}
+                    )
+                continue
+            if not hasattr(form, "cleaned_data") or "key" not in form.cleaned_data:
+                continue
+            if form.cleaned_data["key"] != old:
+                used = _mappings_using(old)
+                if used:
+                    form.add_error(
+                        "key",
+                        _(
+                            "Partners' status mappings use the key %(key)s (%(mappings)s): "
+                            "change those mappings first."
+                        )
+                        % {"key": old, "mappings": used},
+                    )
+        return deleted
 
 
 class JourneyTemplateForm(forms.ModelForm):
@@ -309,6 +385,12 @@ def _promise_after_start(form: forms.Form, started_at: datetime | None) -> None:
 
 
 class JourneyAdminForm(forms.ModelForm):
+    """A journey's page. Its template and owner are fixed once it exists: another
+    template would leave the old one's milestones, another owner would move the whole
+    journey to someone else without a word (the admin shows both read-only)."""
+
+    FIXED = ("template", "owner")
+
     class Meta:
         model = Journey
         fields = ["title", "template", "owner", "started_at", "promised_date", "delay_reason"]
@@ -317,6 +399,11 @@ class JourneyAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if "delay_reason" in self.fields:
             self.fields["delay_reason"].validators.append(validate_no_jargon)
+        if self.instance.pk:
+            for name in self.FIXED:
+                if name in self.fields:
+                    # Whatever is posted, the saved value stays.
+                    self.fields[name].disabled = True
 
     def clean(self) -> dict[str, object]:
         """The dates judged only when changed here: a journey saved for its title or an
@@ -349,6 +436,58 @@ class TaskForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.fields["title"].validators.append(validate_no_jargon)
         self.fields["description"].validators.append(validate_no_jargon)
+
+
+class AppointmentAdminForm(forms.ModelForm):
+    """An appointment on a journey's page. Moving its start moves the time the customer
+    is asked to arrive with it (the same time before the start), unless that time was
+    edited too; an arrival after the start is an error on that field."""
+
+    class Meta:
+        model = Appointment
+        fields = [
+            "title",
+            "starts_at",
+            "arrive_at",
+            "duration",
+            "place_name",
+            "address",
+            "time_zone",
+            "what_to_bring",
+        ]
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean()
+        starts_at, arrive_at = data.get("starts_at"), data.get("arrive_at")
+        if starts_at is None:
+            return data
+        moved = "starts_at" in self.changed_data and "arrive_at" not in self.changed_data
+        old_start, old_arrival = self.instance.starts_at, self.instance.arrive_at
+        if self.instance.pk and moved and old_start and old_arrival:
+            # Still the instance as saved: the form's values are put on it after clean().
+            arrive_at = data["arrive_at"] = starts_at - (old_start - old_arrival)
+        if arrive_at is not None and arrive_at > starts_at:
+            self.add_error(
+                "arrive_at",
+                _(
+                    "The customer would arrive after the start: make it the start "
+                    "or earlier (empty: at the start)."
+                ),
+            )
+        return data
+
+
+class AppointmentFormSet(forms.BaseInlineFormSet):
+    """A new appointment is on the customer's clock by default (their profile's time
+    zone), not the model's Europe/London."""
+
+    def get_form_kwargs(self, index: int | None) -> dict[str, object]:
+        kwargs = super().get_form_kwargs(index)
+        if index is None or index >= self.initial_form_count():
+            profile = getattr(getattr(self.instance, "owner", None), "profile", None)
+            if profile is not None and profile.time_zone:
+                kwargs["initial"] = {"time_zone": profile.time_zone, **kwargs.get("initial", {})}
+        return kwargs
 
 
 class JourneyCreateForm(forms.Form):

@@ -1,0 +1,433 @@
+"""A staff review of the journey admin: an appointment moved later keeps its lead time, a
+milestone page saves all it was given or nothing, a journey keeps its template and owner,
+and a stage key partners' mappings use is neither renamed nor deleted."""
+
+import io
+import zoneinfo
+from datetime import datetime, timedelta
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Group
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+from PIL import Image
+
+from accounts.mfa import totp_activate
+from accounts.roles import AGENTS
+from journey.errors import ApplicationError
+from journey.forms import JourneyAdminForm
+from journey.models import (
+    Appointment,
+    JourneyEvent,
+    Message,
+    Photo,
+    StageDefinition,
+    TemplateEtaStats,
+)
+from notifications.models import Notification
+from tests.admin_pages import page_data
+from tests.factories import MappingFactory, PartnerFactory, TemplateFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+LONDON = zoneinfo.ZoneInfo("Europe/London")
+
+
+@pytest.fixture
+def staff(client):
+    """A superuser with TOTP, whose admin pages are on London's clock (their profile)."""
+    user = UserFactory(is_staff=True, is_superuser=True)
+    totp_activate(user=user)
+    client.force_login(user)
+    return user
+
+
+def split(value: datetime) -> tuple[str, str]:
+    """The admin's date and time inputs for ``value``, on the staff member's clock."""
+    local = timezone.localtime(value, LONDON)
+    return local.strftime("%Y-%m-%d"), local.strftime("%H:%M:%S")
+
+
+def jpeg_upload(name: str = "car.jpg") -> SimpleUploadedFile:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(out, format="JPEG")
+    return SimpleUploadedFile(name, out.getvalue(), content_type="image/jpeg")
+
+
+def inline_formset(response, model):
+    return next(
+        inline.formset
+        for inline in response.context["inline_admin_formsets"]
+        if inline.formset.model is model
+    )
+
+
+# --- Appointments (AppointmentInline) ----------------------------------------------------
+
+
+@pytest.fixture
+def appointment(journey) -> Appointment:
+    starts = (timezone.now() + timedelta(days=5)).replace(second=0, microsecond=0)
+    return Appointment.objects.create(
+        journey=journey,
+        title="Handover",
+        starts_at=starts,
+        arrive_at=starts - timedelta(minutes=15),
+        place_name="Showroom",
+    )
+
+
+def test_moving_an_appointment_later_moves_the_arrival_with_it(
+    client, staff, journey, appointment, django_capture_on_commit_callbacks
+):
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    later = appointment.starts_at + timedelta(hours=2)
+    data["appointments-0-starts_at_0"], data["appointments-0-starts_at_1"] = split(later)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url, data)
+
+    assert response.status_code == 302
+    appointment.refresh_from_db()
+    assert (appointment.starts_at, appointment.arrive_at) == (
+        later,
+        later - timedelta(minutes=15),
+    )
+    told = Notification.objects.get(kind="appointment_changed", channel="email")
+    assert told.context["arrive_at"] == (later - timedelta(minutes=15)).isoformat()
+
+
+def test_an_arrival_edited_with_the_start_is_kept(client, staff, journey, appointment):
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    later = appointment.starts_at + timedelta(hours=2)
+    data["appointments-0-starts_at_0"], data["appointments-0-starts_at_1"] = split(later)
+    arrival = later - timedelta(minutes=30)
+    data["appointments-0-arrive_at_0"], data["appointments-0-arrive_at_1"] = split(arrival)
+
+    assert client.post(url, data).status_code == 302
+
+    appointment.refresh_from_db()
+    assert (appointment.starts_at, appointment.arrive_at) == (later, arrival)
+
+
+def test_an_arrival_after_the_start_is_an_error_on_that_field(client, staff, journey, appointment):
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    late = appointment.starts_at + timedelta(minutes=10)
+    data["appointments-0-arrive_at_0"], data["appointments-0-arrive_at_1"] = split(late)
+    before = (appointment.starts_at, appointment.arrive_at)
+
+    response = client.post(url, data)
+
+    assert response.status_code == 200
+    form = inline_formset(response, Appointment).forms[0]
+    assert form.errors == {
+        "arrive_at": [
+            "The customer would arrive after the start: make it the start or earlier "
+            "(empty: at the start)."
+        ]
+    }
+    appointment.refresh_from_db()
+    assert (appointment.starts_at, appointment.arrive_at) == before
+    assert Notification.objects.filter(kind="appointment_changed").count() == 0
+
+
+def test_a_new_appointment_is_on_the_customers_clock(client, staff, journey, customer):
+    customer.profile.time_zone = "Europe/Madrid"
+    customer.profile.save()
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    page = client.get(url)
+    formset = inline_formset(page, Appointment)
+    assert formset.empty_form["time_zone"].value() == "Europe/Madrid"
+    html = page.content.decode()
+    assert 'name="appointments-__prefix__-time_zone" value="Europe/Madrid"' in html
+    # An untouched extra form is still nothing to save.
+    data = page_data(page)
+    starts = (timezone.now() + timedelta(days=3)).replace(second=0, microsecond=0)
+    new = {
+        "title": "Fitting",
+        "duration": "01:00:00",
+        "place_name": "Your home",
+        "time_zone": formset.empty_form["time_zone"].value(),
+    }
+    data.update({f"appointments-0-{name}": value for name, value in new.items()})
+    data["appointments-0-starts_at_0"], data["appointments-0-starts_at_1"] = split(starts)
+    data["appointments-TOTAL_FORMS"] = "1"
+
+    assert client.post(url, data).status_code == 302
+
+    created = Appointment.objects.get()
+    assert (created.time_zone, created.starts_at, created.arrive_at) == (
+        "Europe/Madrid",
+        starts,
+        starts,
+    )
+
+
+# --- The milestone page: all it was given, or nothing ------------------------------------
+
+
+def milestone_url(milestone) -> str:
+    return reverse("admin:journey_milestone_change", args=[milestone.pk])
+
+
+def test_a_message_and_photos_without_a_time_are_a_form_error_and_nothing_is_saved(
+    client, staff, journey, django_capture_on_commit_callbacks
+):
+    milestone = journey.milestones.get(stage__key="stage-2")
+    planned = milestone.planned_date
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            milestone_url(milestone),
+            {
+                "planned_date": (planned + timedelta(days=1)).isoformat(),
+                "record_reached_at": "",
+                "record_message": "Your car is painted.",
+                "record_photos": [jpeg_upload()],
+                "record_photo_caption": "Fresh paint",
+            },
+        )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "record_reached_at": ["Enter when the stage was reached: the message is sent with it."]
+    }
+    milestone.refresh_from_db()
+    assert (milestone.planned_date, milestone.state, milestone.reached_at) == (
+        planned,
+        "upcoming",
+        None,
+    )
+    assert (
+        Photo.objects.count(),
+        JourneyEvent.objects.count(),
+        Message.objects.count(),
+        Notification.objects.count(),
+        LogEntry.objects.count(),
+    ) == (0, 0, 0, 0, 0)
+
+
+def test_a_caption_without_photos_is_a_form_error(client, staff, journey):
+    milestone = journey.milestones.get(stage__key="stage-2")
+    response = client.post(
+        milestone_url(milestone),
+        {
+            "planned_date": milestone.planned_date.isoformat(),
+            "record_reached_at": timezone.localtime(timezone.now(), LONDON).strftime(
+                "%Y-%m-%d %H:%M:%S"
+            ),
+            "record_photo_caption": "Fresh paint",
+        },
+    )
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "record_photos": ["Choose the photos this caption is for."]
+    }
+    assert (JourneyEvent.objects.count(), Notification.objects.count()) == (0, 0)
+
+
+def test_photos_alone_are_added_to_a_stage_without_recording_it(client, staff, journey):
+    milestone = journey.milestones.get(stage__key="stage-2")
+    response = client.post(
+        milestone_url(milestone),
+        {
+            "planned_date": milestone.planned_date.isoformat(),
+            "record_photos": [jpeg_upload()],
+            "record_photo_caption": "In the paint shop",
+        },
+    )
+    assert response.status_code == 302
+    assert list(Photo.objects.values_list("milestone", "caption")) == [
+        (milestone.pk, "In the paint shop")
+    ]
+    assert JourneyEvent.objects.count() == 0
+
+
+def test_a_refusal_while_saving_keeps_nothing_and_says_so(
+    client, staff, journey, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The journey changed between the form's checks and the save (a race): the stage,
+    the photos and the planned date are all kept back, and the page does not say
+    "changed successfully"."""
+
+    def refused(**kwargs: object) -> None:
+        raise ApplicationError("The file is not a whole JPEG, PNG or WebP image.")
+
+    monkeypatch.setattr("journey.admin.photo_add", refused)
+    milestone = journey.milestones.get(stage__key="stage-2")
+    planned = milestone.planned_date
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            milestone_url(milestone),
+            {
+                "planned_date": (planned + timedelta(days=1)).isoformat(),
+                "record_reached_at": timezone.localtime(timezone.now(), LONDON).strftime(
+                    "%Y-%m-%d %H:%M:%S"
+                ),
+                "record_message": "Painted.",
+                "record_photos": [jpeg_upload()],
+            },
+            follow=True,
+        )
+
+    texts = [str(m) for m in response.context["messages"]]
+    assert texts == ["Nothing was saved: The file is not a whole JPEG, PNG or WebP image."]
+    milestone.refresh_from_db()
+    assert (milestone.planned_date, milestone.state) == (planned, "upcoming")
+    assert (
+        JourneyEvent.objects.count(),
+        Photo.objects.count(),
+        Notification.objects.count(),
+        LogEntry.objects.count(),
+    ) == (0, 0, 0, 0)
+
+
+# --- A journey's template and owner ------------------------------------------------------
+
+
+def test_a_journeys_template_and_owner_are_fixed_once_it_exists(client, staff, journey):
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    page = client.get(url)
+    html = page.content.decode()
+    assert 'name="owner"' not in html and 'name="template"' not in html
+    assert journey.owner.email in html and journey.template.name in html
+    other_owner, other_template = UserFactory(), TemplateFactory(stages=2)
+    data = {
+        **page_data(page),
+        "title": "Renamed",
+        "owner": str(other_owner.pk),
+        "template": str(other_template.pk),
+    }
+
+    assert client.post(url, data).status_code == 302
+
+    journey.refresh_from_db()
+    assert (journey.title, journey.owner, journey.template) == (
+        "Renamed",
+        journey.owner,
+        journey.template,
+    )
+    assert journey.owner != other_owner and journey.template != other_template
+    assert journey.milestones.count() == 4
+
+
+def test_the_journey_form_ignores_another_template_or_owner_posted(journey):
+    """JourneyAdminForm on its own (not only the admin's read-only fields)."""
+    other_owner, other_template = UserFactory(), TemplateFactory(stages=2)
+    form = JourneyAdminForm(
+        instance=journey,
+        data={
+            "title": journey.title,
+            "owner": other_owner.pk,
+            "template": other_template.pk,
+            "started_at": timezone.localtime(journey.started_at).replace(microsecond=0),
+            "promised_date": journey.promised_date,
+            "delay_reason": "",
+        },
+    )
+    assert form.is_valid(), form.errors
+    assert (form.cleaned_data["owner"], form.cleaned_data["template"]) == (
+        journey.owner,
+        journey.template,
+    )
+    assert {"owner", "template"}.isdisjoint(form.changed_data)
+
+
+# --- Stage keys that partners' mappings use ----------------------------------------------
+
+
+@pytest.fixture
+def mapped_template():
+    template = TemplateFactory(stages=2)
+    StageDefinition.objects.filter(template=template, key="stage-1").update(key="built")
+    MappingFactory(
+        partner=PartnerFactory(name="Iberia Motor Works"), code="OK-9", stage_key="built"
+    )
+    MappingFactory(partner=PartnerFactory(name="Atlas Freight"), code="B1", stage_key="built")
+    return template
+
+
+def test_renaming_a_stage_key_that_mappings_use_is_a_form_error(client, staff, mapped_template):
+    url = reverse("admin:journey_journeytemplate_change", args=[mapped_template.pk])
+    data = page_data(client.get(url))
+    assert data["stages-0-key"] == "built"
+    data["stages-0-key"] = "assembled"
+
+    response = client.post(url, data)
+
+    assert response.status_code == 200
+    assert inline_formset(response, StageDefinition).forms[0].errors == {
+        "key": [
+            "Partners' status mappings use the key built (Atlas Freight: B1, Iberia Motor "
+            "Works: OK-9): change those mappings first."
+        ]
+    }
+    assert sorted(mapped_template.stages.values_list("key", flat=True)) == ["built", "stage-2"]
+
+
+def test_deleting_a_stage_that_mappings_use_is_refused(client, staff, mapped_template):
+    url = reverse("admin:journey_journeytemplate_change", args=[mapped_template.pk])
+    data = {**page_data(client.get(url)), "stages-0-DELETE": "on"}
+
+    response = client.post(url, data)
+
+    assert response.status_code == 200
+    assert list(inline_formset(response, StageDefinition).non_form_errors()) == [
+        "The stage built cannot be deleted: partners' status mappings use it (Atlas Freight: "
+        "B1, Iberia Motor Works: OK-9). Change those mappings first."
+    ]
+    assert "Change those mappings first." in response.content.decode()
+    assert mapped_template.stages.count() == 2
+
+
+def test_a_stage_milestones_and_mappings_use_names_both_reasons(client, staff, journey, partner):
+    """The admin refuses on its own to delete a stage a journey's milestone uses; the
+    mappings are named as well, so staff know all there is to change."""
+    url = reverse("admin:journey_journeytemplate_change", args=[journey.template_id])
+    data = {**page_data(client.get(url)), "stages-0-DELETE": "on"}
+
+    response = client.post(url, data)
+
+    errors = list(inline_formset(response, StageDefinition).non_form_errors())
+    assert errors[0] == (
+        "The stage stage-1 cannot be deleted: partners' status mappings use it "
+        f"({partner.name}: S1). Change those mappings first."
+    )
+    assert len(errors) == 2 and "protected related objects" in errors[1]
+    assert journey.template.stages.count() == 4
+
+
+def test_a_stage_key_no_mapping_uses_is_renamed(client, staff, mapped_template):
+    url = reverse("admin:journey_journeytemplate_change", args=[mapped_template.pk])
+    data = {**page_data(client.get(url)), "stages-1-key": "fitted"}
+
+    assert client.post(url, data).status_code == 302
+
+    assert sorted(mapped_template.stages.values_list("key", flat=True)) == ["built", "fitted"]
+
+
+# --- Actions need the change permission ---------------------------------------------------
+
+
+def test_an_agent_cannot_relearn_a_templates_eta(client, journey):
+    call_command("setup_roles", stdout=io.StringIO())
+    agent = UserFactory(is_staff=True)
+    agent.groups.add(Group.objects.get(name=AGENTS))
+    totp_activate(user=agent)
+    client.force_login(agent)
+    changelist = reverse("admin:journey_journeytemplate_changelist")
+    page = client.get(changelist)
+    assert page.status_code == 200  # Agents view templates
+    assert "recompute_eta" not in page.content.decode()
+    before = list(TemplateEtaStats.objects.values_list("template", "computed_at"))
+
+    client.post(
+        changelist, {"action": "recompute_eta", "_selected_action": [str(journey.template_id)]}
+    )
+
+    assert list(TemplateEtaStats.objects.values_list("template", "computed_at")) == before
