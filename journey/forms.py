@@ -439,9 +439,25 @@ class TaskForm(forms.ModelForm):
 
 
 class AppointmentAdminForm(forms.ModelForm):
-    """An appointment on a journey's page. Moving its start moves the time the customer
+    """An appointment on a journey's page. Its times are on the place's clock (its time
+    zone), as the customer is told them and as a staff member reads them off a booking,
+    whatever the staff member's own zone. Moving its start moves the time the customer
     is asked to arrive with it (the same time before the start), unless that time was
     edited too; an arrival after the start is an error on that field."""
+
+    TIMES = ("starts_at", "arrive_at")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        for name in self.TIMES:
+            self.fields[name].help_text = _("On the place's clock (its time zone, below).")
+        if self.instance.pk:
+            zone = _zone(self.instance.time_zone)
+            for name in self.TIMES:
+                value = getattr(self.instance, name)
+                if value is not None and zone is not None:
+                    # Shown as the place's wall clock (a naive time is shown as it is).
+                    self.initial[name] = timezone.localtime(value, zone).replace(tzinfo=None)
 
     class Meta:
         model = Appointment
@@ -458,6 +474,12 @@ class AppointmentAdminForm(forms.ModelForm):
 
     def clean(self) -> dict[str, object]:
         data = super().clean()
+        zone = _zone(data.get("time_zone") or "")
+        for name in self.TIMES:
+            if data.get(name) is not None and zone is not None:
+                # Read on the current clock (the admin's); meant on the place's.
+                wall = timezone.make_naive(data[name])
+                data[name] = timezone.make_aware(wall, zone)
         starts_at, arrive_at = data.get("starts_at"), data.get("arrive_at")
         if starts_at is None:
             return data
@@ -475,6 +497,13 @@ class AppointmentAdminForm(forms.ModelForm):
                 ),
             )
         return data
+
+
+def _zone(name: str) -> zoneinfo.ZoneInfo | None:
+    try:
+        return zoneinfo.ZoneInfo(name) if name else None
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None  # the field's own validation says so
 
 
 class AppointmentFormSet(forms.BaseInlineFormSet):

@@ -45,9 +45,10 @@ def staff(client):
     return user
 
 
-def split(value: datetime) -> tuple[str, str]:
-    """The admin's date and time inputs for ``value``, on the staff member's clock."""
-    local = timezone.localtime(value, LONDON)
+def split(value: datetime, zone: zoneinfo.ZoneInfo = LONDON) -> tuple[str, str]:
+    """The admin's date and time inputs for ``value``, on ``zone``'s clock (an
+    appointment's are on its place's: London, the model's default, unless said)."""
+    local = timezone.localtime(value, zone)
     return local.strftime("%Y-%m-%d"), local.strftime("%H:%M:%S")
 
 
@@ -156,7 +157,9 @@ def test_a_new_appointment_is_on_the_customers_clock(client, staff, journey, cus
         "time_zone": formset.empty_form["time_zone"].value(),
     }
     data.update({f"appointments-0-{name}": value for name, value in new.items()})
-    data["appointments-0-starts_at_0"], data["appointments-0-starts_at_1"] = split(starts)
+    # Typed on the place's clock, Madrid's, whatever the staff member's.
+    madrid = zoneinfo.ZoneInfo("Europe/Madrid")
+    data["appointments-0-starts_at_0"], data["appointments-0-starts_at_1"] = split(starts, madrid)
     data["appointments-TOTAL_FORMS"] = "1"
 
     assert client.post(url, data).status_code == 302
@@ -167,6 +170,29 @@ def test_a_new_appointment_is_on_the_customers_clock(client, staff, journey, cus
         starts,
         starts,
     )
+
+
+def test_an_appointments_times_are_read_and_shown_on_its_places_clock(
+    client, staff, journey, appointment
+):
+    """A staff review typed 10:00 for a Madrid appointment and the customer was told
+    11:00: the admin read it on its own clock (UTC). It is the place's clock now."""
+    madrid = zoneinfo.ZoneInfo("Europe/Madrid")
+    Appointment.objects.filter(pk=appointment.pk).update(time_zone="Europe/Madrid")
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    page = client.get(url)
+    shown = timezone.localtime(appointment.starts_at, madrid)
+    assert f'value="{shown:%H:%M:%S}"' in page.content.decode()  # Madrid's wall clock
+    data = page_data(page)
+    ten = (shown + timedelta(days=1)).replace(hour=10, minute=0)
+    data["appointments-0-starts_at_0"], data["appointments-0-starts_at_1"] = (
+        f"{ten:%Y-%m-%d}",
+        "10:00:00",
+    )
+    assert client.post(url, data).status_code == 302
+    appointment.refresh_from_db()
+    assert timezone.localtime(appointment.starts_at, madrid).strftime("%H:%M") == "10:00"
+    assert appointment.starts_at - appointment.arrive_at == timedelta(minutes=15)
 
 
 # --- The milestone page: all it was given, or nothing ------------------------------------
