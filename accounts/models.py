@@ -7,6 +7,7 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.text import capfirst
+from django.utils.translation import get_language_info
 from django.utils.translation import gettext_lazy as _
 
 
@@ -156,6 +157,36 @@ class Address(models.Model):
         return ", ".join(p for p in (self.line1, self.line2, self.city, self.postcode) if p)
 
 
+# Notes the audit trail writes itself, in the site's language; shown in the reader's.
+ACCEPTED_NOTE = "Accepted a proposal from {by}: {reason}"
+ERASED_NOTE = "Personal data erased at the customer's request."
+
+
+def value_label(field: str, value: str) -> str:
+    """A stored value as the customer reads it: a language by its own name ("español",
+    not "es"), a channel's switch as yes or no in their language; others as stored."""
+    if field == "language" and value:
+        try:
+            return capfirst(get_language_info(value)["name_local"])
+        except KeyError:
+            return value
+    if value in ("yes", "no") and field.startswith("channel_"):
+        return str(_("Yes") if value == "yes" else _("No"))
+    return value
+
+
+def note_label(note: str) -> str:
+    """A note the audit trail wrote (``ACCEPTED_NOTE``, ``ERASED_NOTE``) in the reader's
+    language; a staff member's or partner's own note as written."""
+    prefix, _sep, _rest = ACCEPTED_NOTE.partition("{by}")
+    if note.startswith(prefix) and ": " in note:
+        by, reason = note.removeprefix(prefix).split(": ", 1)
+        return _("Accepted a proposal from %(by)s: %(reason)s") % {"by": by, "reason": reason}
+    if note == ERASED_NOTE:
+        return str(_("Personal data erased at the customer's request."))
+    return note
+
+
 def field_label(name: str) -> str:
     """A record's field as the customer reads it ("Given name", not "given_name")."""
     others = {"address": _("address"), "account": _("account"), "email": _("email address")}
@@ -197,6 +228,18 @@ class ProfileChange(models.Model):
     @property
     def field_label(self) -> str:
         return field_label(self.field)
+
+    @property
+    def shown_old_value(self) -> str:
+        return value_label(self.field, self.old_value)
+
+    @property
+    def shown_new_value(self) -> str:
+        return value_label(self.field, self.new_value)
+
+    @property
+    def shown_note(self) -> str:
+        return note_label(self.note)
 
 
 class ProposalState(models.TextChoices):
@@ -251,6 +294,10 @@ class ChangeProposal(models.Model):
     @property
     def field_label(self) -> str:
         return field_label(self.field)
+
+    @property
+    def shown_new_value(self) -> str:
+        return value_label(self.field, self.new_value)
 
 
 class JourneyShare(models.Model):

@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import (
+    ERASED_NOTE,
     Address,
     ChangeProposal,
     CustomerProfile,
@@ -203,5 +204,5 @@ def account_delete(*, user: User) -> None:
             old_value="",
             new_value="deleted",
             source=Source.CUSTOMER,
-            note="Personal data erased at the customer's request.",
+            note=ERASED_NOTE,
         )

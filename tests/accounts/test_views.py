@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from accounts.models import Address, ChangeProposal, ProfileChange, Source
-from accounts.services import profile_propose_change
+from accounts.services import profile_propose_change, proposal_decide
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -260,6 +260,23 @@ def test_fields_are_named_in_words_in_proposals_and_the_history(logged_in, custo
     # The proposed value is quoted as Spanish quotes it.
     profile = logged_in.get(reverse("accounts:profile")).content.decode()
     assert "<strong>Nombre</strong>: «Alexandra»" in profile
+
+
+def test_the_history_shows_values_and_its_own_notes_in_the_readers_words(logged_in, customer):
+    """A customer's review read "Idioma: en → es", "no → yes" and an English note in a
+    Spanish history."""
+    profile_propose_change(
+        user=customer, field="language", value="es", reason="The order form", source=Source.STAFF
+    )
+    proposal_decide(proposal=ChangeProposal.objects.get(), user=customer, accept=True)
+    ProfileChange.objects.create(
+        user=customer, field="channel_sms", old_value="no", new_value="yes", source="customer"
+    )
+    history = logged_in.get(reverse("accounts:history")).content.decode()
+    assert ">English</td>" in history and ">Español</td>" in history
+    assert ">No</td>" in history and ">Sí</td>" in history
+    assert "Aceptó una propuesta de Our staff: The order form" in history
+    assert ">en</td>" not in history and ">yes</td>" not in history
 
 
 def test_languages_are_offered_each_in_its_own_words():
