@@ -7,7 +7,7 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.text import capfirst
-from django.utils.translation import get_language_info
+from django.utils.translation import get_language_info, override
 from django.utils.translation import gettext_lazy as _
 
 
@@ -181,6 +181,10 @@ def note_label(note: str) -> str:
     prefix, _sep, _rest = ACCEPTED_NOTE.partition("{by}")
     if note.startswith(prefix) and ": " in note:
         by, reason = note.removeprefix(prefix).split(": ", 1)
+        # "Our staff" was written in the site's language; a partner's name is a name.
+        with override(settings.LANGUAGE_CODE):
+            sources = {str(label): label for _value, label in Source.choices}
+        by = str(sources.get(by, by))
         return _("Accepted a proposal from %(by)s: %(reason)s") % {"by": by, "reason": reason}
     if note == ERASED_NOTE:
         return str(_("Personal data erased at the customer's request."))

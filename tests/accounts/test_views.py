@@ -275,7 +275,7 @@ def test_the_history_shows_values_and_its_own_notes_in_the_readers_words(logged_
     history = logged_in.get(reverse("accounts:history")).content.decode()
     assert ">English</td>" in history and ">Español</td>" in history
     assert ">No</td>" in history and ">Sí</td>" in history
-    assert "Aceptó una propuesta de Our staff: The order form" in history
+    assert "Aceptó una propuesta de Nuestro equipo: The order form" in history
     assert ">en</td>" not in history and ">yes</td>" not in history
 
 
