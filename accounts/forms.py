@@ -15,10 +15,12 @@ SECTIONS: dict[str, list[str]] = {
     "personal": ["given_name", "family_name"],
     "contact": ["phone"],
     "preferences": ["language", "time_zone", "timeline_newest_first"],
+    # Web push (`channel_push`) is not offered: the portal does not register browsers for
+    # it yet (docs/notifications.md), so choosing it would reach no one. The field and
+    # what customers chose before are kept for when it is built.
     "notifications": [
         "channel_email",
         "channel_sms",
-        "channel_push",
         "quiet_hours_start",
         "quiet_hours_end",
     ],

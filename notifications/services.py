@@ -57,12 +57,14 @@ def recipient_channels(*, recipient: User | None) -> list[Channel]:
         )
         if wanted and usable
     ]
-    if not chosen:
+    if not any(channel != Channel.PUSH for channel in chosen):
         # Fallback: the chosen channel bounced (or has no number); reach them another way.
+        # Push alone is no way to reach them: the portal does not register browsers for it
+        # yet (docs/notifications.md), so it is kept, and email or a text goes too.
         if profile.phone:
-            chosen = [Channel.SMS]
+            chosen = [*chosen, Channel.SMS]
         elif email_ok:
-            chosen = [Channel.EMAIL]
+            chosen = [*chosen, Channel.EMAIL]
     return [Channel.INAPP, *chosen]
 
 

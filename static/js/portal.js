@@ -7,12 +7,16 @@
   if (navigator.clipboard && window.isSecureContext) {
     Array.prototype.forEach.call(document.querySelectorAll("button[data-copy-from]"), function (button) {
       button.hidden = false;
+      /* The label's nodes, not its text: it holds a visually hidden part (which link).
+         Kept once, so a second click while "Copied" shows does not keep "Copied". */
+      var label = Array.prototype.slice.call(button.childNodes);
+      var timer = null;
       button.addEventListener("click", function () {
         var field = document.getElementById(button.dataset.copyFrom);
         navigator.clipboard.writeText(field.value).then(function () {
-          var label = button.textContent;
           button.textContent = button.dataset.copied;
-          setTimeout(function () { button.textContent = label; }, 2000);
+          clearTimeout(timer);
+          timer = setTimeout(function () { button.replaceChildren.apply(button, label); }, 2000);
         });
       });
     });
@@ -72,7 +76,9 @@
   }
 
   /* Auto-refresh: polled parts send their last ETag and keep the DOM on 304; a part
-     holding a form the customer is typing in is not replaced. */
+     holding a form the customer is typing in is not replaced. A part that is replaced
+     keeps what the customer did to it: each <details> (matched by its id) stays open or
+     closed as they left it, and the focus stays on the same control. */
   if (window.htmx) {
     var etags = {};
     htmx.config.responseHandling.unshift({ code: "304", swap: false });
@@ -89,6 +95,40 @@
         event.detail.headers["If-None-Match"] = etags[elt.id];
       }
     });
+    var FOCUSABLE = "a[href], button, input, select, textarea, summary, [tabindex]";
+    var kept = new WeakMap(); /* old part -> what its swap must give back to the new one */
+    var remember = function (part) {
+      var open = {};
+      Array.prototype.forEach.call(part.querySelectorAll("details[id]"), function (details) {
+        open[details.id] = details.open;
+      });
+      /* htmx gives the focus back itself when the focused element has an id; anything
+         else (a summary, a rating button, a link) is found again by its place among the
+         focusable elements of its nearest ancestor with an id. */
+      var focus = null;
+      var active = document.activeElement;
+      if (active && active !== part && part.contains(active) && !active.id) {
+        var holder = active.parentElement.closest("[id]");
+        if (holder && part.contains(holder)) {
+          focus = {
+            holder: holder.id,
+            index: Array.prototype.indexOf.call(holder.querySelectorAll(FOCUSABLE), active)
+          };
+        }
+      }
+      return { open: open, focus: focus };
+    };
+    var restore = function (state) {
+      Object.keys(state.open).forEach(function (id) {
+        var details = document.getElementById(id);
+        if (details && details.tagName === "DETAILS") details.open = state.open[id];
+      });
+      if (state.focus && state.focus.index >= 0) {
+        var holder = document.getElementById(state.focus.holder);
+        var target = holder && holder.querySelectorAll(FOCUSABLE)[state.focus.index];
+        if (target) target.focus({ preventScroll: true });
+      }
+    };
     document.body.addEventListener("htmx:beforeSwap", function (event) {
       var detail = event.detail;
       if (!isPoll(detail)) return;
@@ -100,9 +140,19 @@
         }
       );
       if (detail.xhr.status === 304 || busy) detail.shouldSwap = false;
+      if (detail.shouldSwap) kept.set(detail.target, remember(detail.target));
       /* Remember the version only when it is the one shown. */
       var etag = detail.xhr.getResponseHeader("ETag");
       if (etag && detail.shouldSwap) etags[detail.elt.id] = etag;
+    });
+    /* Fired on the new part, in the same task as the swap: nothing is drawn in between.
+       Its detail still names the part it replaced. */
+    document.body.addEventListener("htmx:afterSwap", function (event) {
+      var old = event.detail.target;
+      var state = old && kept.get(old);
+      if (!state) return;
+      kept.delete(old);
+      restore(state);
     });
   }
 })();

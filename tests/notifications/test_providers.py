@@ -73,3 +73,22 @@ def test_a_provider_error_is_retried_later(settings, provider):
     assert services.notification_deliver(notification_id=sms.pk) == NotificationState.PENDING
     sms.refresh_from_db()
     assert "500" in sms.last_error
+
+
+def test_push_alone_is_no_way_to_reach_a_customer():
+    """The portal registers no browser for push yet: a customer who had chosen only push
+    heard nothing outside the portal. Email goes too (or a text, with a number)."""
+    from notifications.models import Channel
+
+    user = UserFactory(profile__channel_push=True, profile__channel_email=False)
+    assert services.recipient_channels(recipient=user) == [
+        Channel.INAPP,
+        Channel.PUSH,
+        Channel.EMAIL,
+    ]
+    user.profile.phone = "+447911123456"
+    assert services.recipient_channels(recipient=user) == [
+        Channel.INAPP,
+        Channel.PUSH,
+        Channel.SMS,
+    ]

@@ -1,0 +1,123 @@
+"""What a screen reader and a keyboard get, as Chromium computes it (a user review): the
+reading order is the order on the screen, and no two controls share a name without context."""
+
+import re
+
+import pytest
+from django.core.management import call_command
+
+from accounts.models import Source, User
+from accounts.services import journey_share_invite, profile_propose_change, share_link_create
+from journey.management.commands import demo
+from journey.models import Journey
+from tests.e2e.test_portal import log_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def shown(control) -> str:
+    """The words a control shows: its text less what is only for assistive technology."""
+    return control.evaluate(
+        """c => { const copy = c.cloneNode(true);
+                  copy.querySelectorAll('.visually-hidden').forEach(s => s.remove());
+                  const hidden = c.querySelector('.visually-hidden');
+                  const box = hidden && hidden.getBoundingClientRect();
+                  return box && box.width <= 1 && box.height <= 1 ? copy.textContent : null; }"""
+    )
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 900), (390, 844)])
+def test_the_reading_order_is_the_order_on_the_screen(browser, live_server, width, height):
+    call_command("demo")
+    base = live_server.url
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    log_in(page, base)
+    page.goto(f"{base}/journeys/{demo.CAR_REFERENCE}/")
+
+    box = {part: page.locator(f"#{part}").bounding_box() for part in ("todo", "timeline")}
+    if width < 800:
+        # A phone shows what the customer must do first...
+        assert box["todo"]["y"] + box["todo"]["height"] <= box["timeline"]["y"]
+    else:
+        # ...a wide screen shows the timeline on the left and the side column beside it.
+        assert box["timeline"]["x"] + box["timeline"]["width"] <= box["todo"]["x"]
+        assert box["todo"]["y"] == pytest.approx(box["timeline"]["y"], abs=1)
+        assert box["timeline"]["width"] > 1.5 * box["todo"]["width"]
+    # The HTML (what a screen reader reads) has "For you to do" first too.
+    assert page.evaluate(
+        "() => Boolean(document.getElementById('todo').compareDocumentPosition("
+        "document.getElementById('timeline')) & Node.DOCUMENT_POSITION_FOLLOWING)"
+    )
+    # And so has the keyboard: the next stop after the header is the first task's button.
+    page.locator("#now details.eta-history summary").focus()
+    page.keyboard.press("Tab")
+    focused = page.evaluate(
+        "() => [document.activeElement.closest('section').id, document.activeElement.textContent]"
+    )
+    assert focused == ["todo", "Mark as done"]
+    context.close()
+
+
+def test_repeated_controls_say_what_they_act_on(browser, live_server):
+    call_command("demo")
+    customer = User.objects.get(email=demo.CUSTOMER)
+    journey = Journey.objects.get(reference=demo.CAR_REFERENCE)
+    for field, value in (("given_name", "Alexandra"), ("family_name", "Morgan-Smith")):
+        profile_propose_change(
+            user=customer,
+            field=field,
+            value=value,
+            reason="As on the licence.",
+            source=Source.STAFF,
+        )
+    for email in ("friend@example.com", "granny@example.com"):
+        journey_share_invite(journey=journey, owner=customer, email=email)
+    for days in (1, 30):
+        share_link_create(journey=journey, owner=customer, days=days)
+    base = live_server.url
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    page = context.new_page()
+    log_in(page, base)
+
+    page.goto(f"{base}/account/")
+    for section in ("Name", "Phone", "Language and time", "How we reach you"):
+        assert page.get_by_role("link", name=f"Edit: {section}", exact=True).count() == 1
+    assert page.get_by_role("link", name="Edit", exact=True).count() == 0
+    for word in ("Accept", "Decline"):
+        assert page.get_by_role("button", name=word, exact=True).count() == 0
+        for proposal in ("Given name “Alexandra”", "Family name “Morgan-Smith”"):
+            button = page.get_by_role("button", name=f"{word}: {proposal}", exact=True)
+            assert button.count() == 1
+            assert shown(button) == word  # the context is for the ear, not the eye
+
+    page.goto(f"{base}/journeys/{demo.CAR_REFERENCE}/sharing/")
+    assert page.get_by_role("button", name="Revoke", exact=True).count() == 0
+    for email in ("friend@example.com", "granny@example.com"):
+        assert page.get_by_role("button", name=f"Revoke: {email}", exact=True).count() == 1
+    for word, name in (("Revoke", "Revoke the link"), ("Copy the link", "Copy the link")):
+        assert page.get_by_role("button", name=word, exact=True).count() == 0
+        names = page.get_by_role("button", name=re.compile(f"^{name} valid until ")).evaluate_all(
+            "buttons => buttons.map(b => b.textContent)"
+        )
+        assert len(names) == len(set(names)) == 2
+
+    # "Copied" is shown for a moment; then the label comes back with its hidden context.
+    copy = page.get_by_role("button", name=re.compile("^Copy the link valid until ")).first
+    copy.evaluate(
+        """b => { window.labels = [];
+                  new MutationObserver(() => window.labels.push(b.textContent))
+                    .observe(b, {childList: true, characterData: true, subtree: true}); }"""
+    )
+    page.bring_to_front()  # the clipboard is written only from a focused page
+    copy.click()
+    page.wait_for_function(
+        "() => window.labels.includes('Copied') &&"
+        " document.querySelector('button[data-copy-from] .visually-hidden') !== null"
+        " && !window.labels.at(-1).startsWith('Copied')",
+        timeout=15_000,
+    )
+    assert page.get_by_role("button", name=re.compile("^Copy the link valid until ")).count() == 2
+    assert shown(copy) == "Copy the link"
+    context.close()
