@@ -259,15 +259,17 @@ def _hand_over(message: EmailMultiAlternatives, session: MailSession | None) -> 
 
 def reply_journey(rows: Sequence[Notification]) -> Journey | None:
     """The journey whose conversation a reply to these rows' email joins: the one it is
-    about; for a digest about several, that of its newest item (the news a reply most
-    likely answers; the email names it). None when the email is about no journey, or
-    is not to a customer (a staff alert): nothing a reply could join."""
+    about (a digest's items about no journey aside). None when the email is about no
+    journey, or not to a customer (a staff alert), or a digest about several: a reply
+    there could answer any of them, and one journey's conversation is seen by its own
+    viewers and partners (message.posted), so it would carry words about another
+    journey to them. The email then asks the customer to write from the journey's page."""
     if rows[0].recipient_id is None:
         return None
-    about = [row for row in rows if row.journey_id is not None]
-    if not about:
+    about = {row.journey_id for row in rows if row.journey_id is not None}
+    if len(about) != 1:
         return None
-    return max(about, key=lambda row: (row.created_at, row.pk)).journey
+    return next(row.journey for row in rows if row.journey_id is not None)
 
 
 def send_email(rows: Sequence[Notification], session: MailSession | None = None) -> None:
@@ -304,7 +306,6 @@ def send_email(rows: Sequence[Notification], session: MailSession | None = None)
             "site_url": settings.SITE_URL,
             # Where a reply goes, said in the email when it covers several journeys.
             "reply_journey": replies_to,
-            "several_journeys": len(journeys - {None}) > 1,
         }
         subject = ngettext(
             "%(count)d update about your journey",
