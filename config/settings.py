@@ -92,7 +92,8 @@ MIDDLEWARE = [
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.locale.LocaleMiddleware",
+    # Django's, in English for the partner API (integrations/api/middleware.py).
+    "integrations.api.middleware.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -423,7 +424,6 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_6
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # larger uploads are streamed to a temporary file
 API_MAX_UPLOAD_BYTES = 21 * 1024 * 1024
 MIDDLEWARE.append("integrations.api.middleware.APIBodyLimitMiddleware")
-MIDDLEWARE.append("integrations.api.middleware.APILanguageMiddleware")
 API_IDEMPOTENCY_TTL = timedelta(hours=24)
 # A request that claimed an Idempotency-Key and never answered (killed, or the database
 # went away) blocks the key for this long, then a retry may take it over. Keep it longer

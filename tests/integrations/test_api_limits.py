@@ -155,5 +155,6 @@ def test_the_api_answers_in_english_whatever_the_client_asks(api, journey):
         "occurred_at": ["Give a UTC offset, e.g. 2026-11-26T09:30:00Z."],
     }
     assert response["Content-Language"] == "en"
+    assert "Accept-Language" not in response.get("Vary", "")
     missing = api.get("/api/v1/journeys/MP-NOPE/", HTTP_ACCEPT_LANGUAGE="es")
     assert missing.json()["error"]["message"] == "Not found."
