@@ -5,6 +5,7 @@ from django import forms
 from django.conf import settings
 from django.contrib.admin.widgets import AdminDateWidget, AdminSplitDateTime
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
@@ -20,6 +21,7 @@ from journey.models import (
     StageDefinition,
     validate_stage_translations,
 )
+from journey.services import ARRIVE_AHEAD_AT_MOST
 
 
 class RecordMilestoneForm(forms.ModelForm):
@@ -472,6 +474,15 @@ class AppointmentAdminForm(forms.ModelForm):
             "what_to_bring",
         ]
 
+    @cached_property
+    def changed_data(self) -> list[str]:
+        changed = super().changed_data
+        if self.instance.pk and "time_zone" in changed:
+            # The same wall clock in another zone is another moment: the times changed
+            # (the customer is told), and the arrival keeps its typed time.
+            changed = [*changed, *(name for name in self.TIMES if name not in changed)]
+        return changed
+
     def clean(self) -> dict[str, object]:
         data = super().clean()
         zone = _zone(data.get("time_zone") or "")
@@ -496,6 +507,9 @@ class AppointmentAdminForm(forms.ModelForm):
                     "or earlier (empty: at the start)."
                 ),
             )
+        elif arrive_at is not None and starts_at - arrive_at > ARRIVE_AHEAD_AT_MOST:
+            # As the partner API refuses it (journey_appointment_create).
+            self.add_error("arrive_at", _("More than 12 hours before the start: a mistyped date?"))
         return data
 
 

@@ -195,6 +195,38 @@ def test_an_appointments_times_are_read_and_shown_on_its_places_clock(
     assert appointment.starts_at - appointment.arrive_at == timedelta(minutes=15)
 
 
+def test_another_time_zone_is_another_moment_and_the_customer_is_told(
+    client, staff, journey, appointment, django_capture_on_commit_callbacks
+):
+    """A code review: changing only the zone moved the appointment by the zones'
+    difference, and nobody was told (only the times' fields counted as a change)."""
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    data["appointments-0-time_zone"] = "Europe/Madrid"
+    wall = timezone.localtime(appointment.starts_at, LONDON).strftime("%H:%M")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(url, data).status_code == 302
+    appointment.refresh_from_db()
+    madrid = zoneinfo.ZoneInfo("Europe/Madrid")
+    assert timezone.localtime(appointment.starts_at, madrid).strftime("%H:%M") == wall
+    assert appointment.starts_at - appointment.arrive_at == timedelta(minutes=15)
+    told = Notification.objects.get(kind="appointment_changed", channel="email")
+    assert told.context["place_time_zone"] == "Europe/Madrid"
+
+
+def test_an_arrival_more_than_12_hours_early_is_refused_as_the_api_refuses_it(
+    client, staff, journey, appointment
+):
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    early = appointment.starts_at - timedelta(days=3)
+    data["appointments-0-arrive_at_0"], data["appointments-0-arrive_at_1"] = split(early)
+    response = client.post(url, data)
+    assert response.status_code == 200
+    form = inline_formset(response, Appointment).forms[0]
+    assert form.errors == {"arrive_at": ["More than 12 hours before the start: a mistyped date?"]}
+
+
 # --- The milestone page: all it was given, or nothing ------------------------------------
 
 
