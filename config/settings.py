@@ -462,8 +462,8 @@ CELERY_BEAT_SCHEDULE["idempotency-purge"] = {
     "task": "integrations.tasks.purge_idempotency_records",
     "schedule": timedelta(hours=1),
 }
-# A partner's sandbox journeys, and their owners, go once unused this long (made and sent
-# no event since): integration tests make a new one each run.
+# A partner's sandbox journeys, and their owners, go this long after they were made:
+# integration tests make a new one each run (docs/partner-api.md).
 SANDBOX_RETENTION = timedelta(days=env.int("SANDBOX_RETENTION_DAYS", default=30))
 CELERY_BEAT_SCHEDULE["sandbox-purge"] = {
     "task": "integrations.tasks.purge_sandbox_journeys",

@@ -9,7 +9,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import User
-from integrations.models import InboundEvent, Partner
+from integrations.models import Partner
 from journey.errors import ApplicationError
 from journey.models import Journey, JourneyTemplate, Photo
 from journey.services import journey_create
@@ -52,22 +52,29 @@ PURGE_CHUNK = 100
 
 
 def sandbox_purge(*, now: datetime | None = None) -> int:
-    """Delete the sandbox journeys nobody has used for ``SANDBOX_RETENTION`` (made,
-    changed and sent no event since), their photos' files, and the sandbox owners left with no
-    journey. Real journeys and customers are never touched: a journey must be a sandbox
-    one, and an owner inactive, at the sandbox's address and owning nothing else.
-    Returns the journeys deleted. A chunk at a time, each in its own transaction."""
+    """Delete the sandbox journeys made more than ``SANDBOX_RETENTION`` ago, their photos'
+    files, and the sandbox owners left with no journey. Real journeys and customers are
+    never touched: a journey must be a sandbox one, and an owner inactive, at the
+    sandbox's address and owning nothing else. Returns the journeys deleted.
+
+    By age alone, whatever was done to them lately: "unused" would need every write of
+    every kind (legs, checkpoints, appointments carry no time of their own) to mark the
+    journey, and partners' tests make a new journey each run (partner-api.md says so). A
+    chunk at a time, each in its own transaction, locked first: a journey a request is
+    writing to (its row locked, as every write locks it) is left for the next night."""
     cutoff = (now or timezone.now()) - settings.SANDBOX_RETENTION
-    stale = Journey.objects.filter(
-        ~Exists(InboundEvent.objects.filter(journey=OuterRef("pk"), received_at__gte=cutoff)),
-        is_sandbox=True,
-        created_at__lt=cutoff,
-        updated_at__lt=cutoff,
-    ).exclude(last_event_at__gte=cutoff)
+    stale = Journey.objects.filter(is_sandbox=True, created_at__lt=cutoff)
     deleted = 0
-    while chunk := list(stale.values_list("pk", "owner_id")[:PURGE_CHUNK]):
-        pks, owners = [pk for pk, _ in chunk], {owner for _, owner in chunk}
+    while True:
         with transaction.atomic():
+            chunk = list(
+                stale.select_for_update(skip_locked=True)
+                .order_by("pk")
+                .values_list("pk", "owner_id")[:PURGE_CHUNK]
+            )
+            if not chunk:
+                break
+            pks, owners = [pk for pk, _ in chunk], {owner for _, owner in chunk}
             files = [
                 name
                 for pair in Photo.objects.filter(journey__in=pks).values_list("image", "thumbnail")
