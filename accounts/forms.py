@@ -1,5 +1,4 @@
 import unicodedata
-import zoneinfo
 from importlib.resources import files
 
 import phonenumbers
@@ -8,7 +7,7 @@ from django.conf import settings
 from django.utils.translation import get_language_info
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import Address, CustomerProfile
+from accounts.models import Address, CustomerProfile, known_time_zones
 
 # The profile's sections, each edited in place on its own.
 SECTIONS: dict[str, list[str]] = {
@@ -73,7 +72,7 @@ class ZoneField(forms.ChoiceField):
     "US/Eastern", a value stored before the list was cut)."""
 
     def valid_value(self, value: object) -> bool:
-        return isinstance(value, str) and value in zoneinfo.available_timezones()
+        return isinstance(value, str) and value in known_time_zones()
 
 
 class ProfileForm(forms.ModelForm):

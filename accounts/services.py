@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core import signing
 from django.db import transaction
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.forms import PROPOSABLE_FIELDS, ProfileForm
@@ -27,7 +27,7 @@ from accounts.models import (
 )
 from journey.errors import ApplicationError
 from journey.jargon import jargon_check
-from notifications.services import notification_enqueue
+from notifications.services import notification_enqueue, notifications_reschedule
 
 if TYPE_CHECKING:
     from integrations.models import Partner
@@ -111,8 +111,6 @@ def profile_update(
     A field the customer sets loses any "filled in by" mark, since it is now theirs. New
     quiet hours, time zone or channels apply to the messages still waiting, too.
     """
-    from notifications.services import notifications_reschedule
-
     changed = []
     with transaction.atomic():
         profile = CustomerProfile.objects.select_for_update().get(pk=profile.pk)
@@ -206,6 +204,9 @@ def profile_propose_change(
                 actor_name=actor_name,
                 note=reason,
             )
+            # A phone or a zone filled in decides where and when waiting messages go, as a
+            # change of the customer's own does (profile_update).
+            notifications_reschedule(recipient=user, changed={field})
             # Their record, filled in by someone else: they are told, and may change it.
             notification_enqueue(
                 recipient=user,
@@ -278,7 +279,8 @@ def proposal_decide(*, proposal: ChangeProposal, user: User, accept: bool) -> Ch
         if accept:
             profile = profile_ensure(user=user)
             value = _validated(profile, proposal.field, proposal.new_value)
-            by = proposal.proposed_by_name or proposal.get_source_display()
+            with translation.override(settings.LANGUAGE_CODE):  # note_label reads it so
+                by = proposal.proposed_by_name or str(proposal.get_source_display())
             profile_update(
                 profile=profile,
                 changes={proposal.field: value},

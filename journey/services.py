@@ -600,7 +600,9 @@ def journey_task_create(
     or later (a task due yesterday is late from the start), and within two years."""
     if not title.strip():
         raise ApplicationError("A task needs a title.", fields={"title": ["Empty."]})
-    today = timezone.localdate()
+    # Today where it is earliest (UTC-12): a partner in New York at 20:00 posting a task
+    # due today is not refused because it is tomorrow in UTC.
+    today = (timezone.now() - timedelta(hours=12)).date()
     if due_date is not None and due_date < today:
         raise ApplicationError(
             "A task cannot be due before today.", fields={"due_date": ["Before today."]}

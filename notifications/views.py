@@ -110,7 +110,12 @@ def open_notification(request: HttpRequest, notification_id: int) -> HttpRespons
         recipient=request.user,
         channel=Channel.INAPP,
     )
-    services.notification_mark_read(user=request.user, notification_id=row.pk)
+    # Followed by the customer, not fetched for them: a browser's prefetch (Sec-Purpose)
+    # or another site's <img> (Sec-Fetch-Site) goes on without marking it read.
+    prefetched = "prefetch" in request.headers.get("Sec-Purpose", "")
+    elsewhere = request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
+    if not (prefetched or elsewhere):
+        services.notification_mark_read(user=request.user, notification_id=row.pk)
     return redirect(render_message(row).path)
 
 

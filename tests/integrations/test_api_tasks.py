@@ -68,6 +68,25 @@ def test_a_bad_task_is_refused(api, journey, body, field):
     assert CustomerTask.objects.count() == 0
 
 
+def test_a_task_due_today_somewhere_is_taken(api, journey):
+    """At 01:00 UTC it is still yesterday in New York: a task due "today" there is
+    taken (a code review); two days back is late anywhere."""
+    from datetime import UTC, datetime
+
+    import time_machine
+
+    with time_machine.travel(datetime(2026, 12, 6, 1, 0, tzinfo=UTC), tick=False):
+        late_here = api.post(
+            url("tasks", journey), {"title": "Sign", "due_date": "2026-12-05"}, format="json"
+        )
+        late_anywhere = api.post(
+            url("tasks", journey), {"title": "Sign", "due_date": "2026-12-04"}, format="json"
+        )
+    assert late_here.status_code == 201
+    assert late_anywhere.status_code == 400
+    assert late_anywhere.json()["error"]["fields"] == {"due_date": ["Before today."]}
+
+
 def test_an_appointment_is_created(api, journey):
     response = api.post(url("appointments", journey), appointment(), format="json")
     assert response.status_code == 201

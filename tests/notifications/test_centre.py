@@ -88,6 +88,18 @@ def test_following_an_update_marks_it_read_and_each_says_what_it_is(client, cust
     assert opened not in page
 
 
+@pytest.mark.parametrize("headers", [{"Sec-Purpose": "prefetch"}, {"Sec-Fetch-Site": "cross-site"}])
+def test_a_prefetch_or_another_site_does_not_mark_an_update_read(client, customer, headers):
+    """A GET that marks read (a code review): only the customer following it does."""
+    enqueue(customer, "mine")
+    row = Notification.objects.get(dedup_key="mine", channel="inapp")
+    client.force_login(customer)
+    response = client.get(reverse("notifications:open", args=[row.pk]), headers=headers)
+    assert response.status_code == 302
+    row.refresh_from_db()
+    assert row.read_at is None
+
+
 def test_nobody_opens_another_customers_update(client, customer):
     enqueue(customer, "mine")
     row = Notification.objects.get(dedup_key="mine", channel="inapp")

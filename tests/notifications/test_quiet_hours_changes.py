@@ -136,6 +136,34 @@ def test_channels_switched_off_and_on_apply_to_the_waiting_messages(customer):
     assert Notification.objects.get(kind="task_assigned", channel="inapp").pk == centre.pk
 
 
+def test_a_phone_filled_in_by_a_partner_reaches_the_waiting_messages_too():
+    """Only the customer's own edits rescheduled (a code review): a phone a partner
+    fills in is a new way to reach them for what still waits, as one they type is."""
+    from accounts.services import profile_propose_change
+
+    customer = UserFactory(
+        profile__time_zone="Europe/London",
+        profile__channel_sms=True,
+        profile__quiet_hours_start=time(22, 0),
+        profile__quiet_hours_end=time(7, 30),
+    )
+    journey = make_journey(owner=customer)
+    with time_machine.travel(EVENING, tick=False):
+        post_task(journey)
+        assert set(outside(kind="task_assigned")) == {"email"}  # no number: no text yet
+        profile_propose_change(
+            user=customer,
+            field="phone",
+            value="+44 7911 123456",
+            reason="The order form",
+            source=Source.PARTNER,
+            actor_name="Iberia Motor Works",
+        )
+    rows = outside(kind="task_assigned")
+    assert set(rows) == {"email", "sms"}
+    assert {row.scheduled_at for row in rows.values()} == {MORNING}
+
+
 def test_other_changes_and_retries_keep_their_times(customer):
     journey = make_journey(owner=customer)
     with time_machine.travel(EVENING, tick=False):
