@@ -730,7 +730,9 @@ def appointment_request_reschedule(
 ) -> RescheduleRequest:
     """The owner asks for another time; staff are alerted and answer. Times must be in
     the future, and within ``RESCHEDULE_HORIZON`` (a year). The same times asked for
-    again while the first request is open give that request, not a second one."""
+    again while the first request is open give that request, not a second one; other
+    times while it is open are refused (the page offers no second request: the
+    conversation is where a request changes, staff answering one at a time)."""
     from notifications.triggers import notify_staff_of_reschedule_request
 
     if appointment.journey.owner_id != user.pk:
@@ -765,6 +767,17 @@ def appointment_request_reschedule(
         ).first()
         if asked is not None:
             return asked  # sent twice (a double click, a reload): the request stands
+        if appointment.reschedule_requests.filter(state=RescheduleState.OPEN).exists():
+            # Another while one waits (a stale tab, a post without the page's script).
+            raise ApplicationError(
+                _(
+                    "You already asked for another time. To change that request, write "
+                    "to us in the conversation."
+                ),
+                code="conflict",
+                fields={"first_choice": [_("A request is already waiting for an answer.")]},
+                status=409,
+            )
         request = RescheduleRequest.objects.create(
             appointment=appointment,
             requested_by=user,

@@ -394,17 +394,24 @@ def test_reschedule_within_a_year_and_once(client, journey, customer):
     owner_client = client
     owner_client.force_login(customer)
     appointment = make_appointment(journey)
-    response = _reschedule(owner_client, journey, appointment, "2028-01-10T10:00")
+    day = timezone.localdate()
+    later = f"{day + timedelta(days=400):%Y-%m-%d}T10:00"
+    response = _reschedule(owner_client, journey, appointment, later)
     assert response.status_code == 400
     assert "Choose a time within the next year." in response.content.decode()
     assert RescheduleRequest.objects.count() == 0
     # The same request sent twice (a double click, a reload) is one request.
+    soon = f"{day + timedelta(days=60):%Y-%m-%d}T10:00"
     for _ in range(2):
-        response = _reschedule(owner_client, journey, appointment, "2027-02-10T10:00", note="Am")
+        response = _reschedule(owner_client, journey, appointment, soon, note="Am")
         assert response.status_code == 302
     assert RescheduleRequest.objects.count() == 1
-    _reschedule(owner_client, journey, appointment, "2027-02-11T10:00", note="Am")
-    assert RescheduleRequest.objects.count() == 2
+    # Other times while it waits (a stale tab): refused, saying where to change it.
+    other = f"{day + timedelta(days=61):%Y-%m-%d}T10:00"
+    response = _reschedule(owner_client, journey, appointment, other, note="Am")
+    assert response.status_code == 400
+    assert "A request is already waiting for an answer." in response.content.decode()
+    assert RescheduleRequest.objects.count() == 1
 
 
 def test_reschedule_in_the_past_shows_the_error_and_saves_nothing(owner_client, journey):
