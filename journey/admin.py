@@ -1,4 +1,4 @@
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django import forms
 from django.contrib import admin, messages
@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from journey import eta
+from journey import eta, services
 from journey.dashboard import unanswered_journey_ids
 from journey.errors import ApplicationError
 from journey.forms import (
@@ -49,6 +49,7 @@ from journey.models import (
     Photo,
     PromisedItem,
     RescheduleRequest,
+    RescheduleState,
     ShipmentLeg,
     StageDefinition,
     TemplateEtaStats,
@@ -594,6 +595,11 @@ def _notify_inline_changes(request: HttpRequest, formset: object, journey: Journ
     for obj, changed in formset.changed_objects:
         if isinstance(obj, Appointment) and {"arrive_at", "place_name", "starts_at"} & set(changed):
             notify_appointment(obj, changed=True)
+            if "starts_at" in changed:
+                # A new time is the answer to any request for one still waiting.
+                obj.reschedule_requests.filter(state=RescheduleState.OPEN).update(
+                    state=RescheduleState.HANDLED
+                )
 
 
 @admin.register(Milestone)
@@ -690,16 +696,83 @@ class ShipmentLegAdmin(admin.ModelAdmin):
 
 @admin.register(RescheduleRequest)
 class RescheduleRequestAdmin(admin.ModelAdmin):
-    """Customers' requests for another appointment time; staff mark them answered."""
+    """Customers' requests for another appointment time. Staff answer one by moving the
+    appointment to a time asked for (the actions; the customer is told), or by moving
+    it on the journey's page, or mark it answered after settling it in the conversation.
+    Times are shown on the place's clock, as the customer asked on it."""
 
-    list_display = ["appointment", "first_choice", "second_choice", "state", "created_at"]
+    list_display = ["appointment", "journey", "now_booked", "first", "second", "state"]
     list_filter = ["state"]
-    list_select_related = ["appointment"]
-    fields = ["appointment", "requested_by", "first_choice", "second_choice", "note", "state"]
-    readonly_fields = ["appointment", "requested_by", "first_choice", "second_choice", "note"]
+    list_select_related = ["appointment__journey"]
+    fields = [
+        "journey",
+        "appointment",
+        "requested_by",
+        "now_booked",
+        "first",
+        "second",
+        "note",
+        "state",
+    ]
+    readonly_fields = [
+        "journey",
+        "appointment",
+        "requested_by",
+        "now_booked",
+        "first",
+        "second",
+        "note",
+    ]
+    actions = ["move_to_first", "move_to_second"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def _on_place_clock(self, request_row: RescheduleRequest, value: datetime | None) -> str:
+        if value is None:
+            return "—"
+        zone = request_row.appointment.zone
+        return f"{timezone.localtime(value, zone):%a %d %b %Y, %H:%M} ({zone.key})"
+
+    @admin.display(description="journey")
+    def journey(self, row: RescheduleRequest) -> str:
+        journey = row.appointment.journey
+        url = reverse("admin:journey_journey_change", args=[journey.pk])
+        return format_html('<a href="{}">{}</a>', url, journey.reference)
+
+    @admin.display(description="booked now")
+    def now_booked(self, row: RescheduleRequest) -> str:
+        return self._on_place_clock(row, row.appointment.starts_at)
+
+    @admin.display(description="first choice", ordering="first_choice")
+    def first(self, row: RescheduleRequest) -> str:
+        return self._on_place_clock(row, row.first_choice)
+
+    @admin.display(description="second choice")
+    def second(self, row: RescheduleRequest) -> str:
+        return self._on_place_clock(row, row.second_choice)
+
+    def _move(self, request: HttpRequest, queryset: QuerySet, choice: str) -> None:
+        moved, refused = 0, []
+        for row in queryset.select_related("appointment"):
+            try:
+                services.reschedule_request_answer(request=row, choice=choice)
+            except ApplicationError as error:
+                refused.append(f"{row.appointment}: {error.message}")
+            else:
+                moved += 1
+        if moved:
+            messages.success(request, f"{moved} appointment(s) moved; the customer is told.")
+        for line in refused:
+            messages.warning(request, line)
+
+    @admin.action(description="Move the appointment to the first choice", permissions=["change"])
+    def move_to_first(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._move(request, queryset, "first")
+
+    @admin.action(description="Move the appointment to the second choice", permissions=["change"])
+    def move_to_second(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._move(request, queryset, "second")
 
 
 @admin.register(Feedback)

@@ -11,7 +11,15 @@ from datetime import datetime, timedelta
 from django.db.models import Avg, Count, Exists, OuterRef, QuerySet
 from django.utils import timezone
 
-from journey.models import Feedback, Health, Journey, JourneyEvent, Message
+from journey.models import (
+    Feedback,
+    Health,
+    Journey,
+    JourneyEvent,
+    Message,
+    RescheduleRequest,
+    RescheduleState,
+)
 from notifications.models import Channel, Notification, NotificationState
 
 WINDOW = timedelta(days=30)
@@ -217,11 +225,22 @@ def feedback_by_stage() -> list[Bar]:
     ]
 
 
+def open_reschedule_requests() -> dict:
+    """Customers waiting to hear whether their appointment moves, oldest first."""
+    rows = list(
+        RescheduleRequest.objects.filter(state=RescheduleState.OPEN)
+        .select_related("appointment__journey")
+        .order_by("created_at", "pk")[:21]
+    )
+    return {"requests": rows[:20], "more": len(rows) > 20}
+
+
 def dashboard(*, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     return {
         "at_risk": at_risk_journeys(),
         "unanswered": unanswered_messages(now=now),
+        "reschedules": open_reschedule_requests(),
         "time_to_know": time_to_know(now=now),
         "contact": contact_rate(now=now),
         "feedback": feedback_by_stage(),

@@ -720,6 +720,43 @@ def task_complete(*, task: CustomerTask, user: User) -> CustomerTask:
 RESCHEDULE_HORIZON = timedelta(days=366)
 
 
+def reschedule_request_answer(*, request: RescheduleRequest, choice: str) -> Appointment:
+    """Staff answer a customer's request by moving the appointment to the time the
+    customer asked for first (``choice="first"``) or second (``"second"``): the arrival
+    moves with it (the same time before the start), the request is answered, and the
+    customer is told the new time as of any moved appointment. Refused (nothing
+    changed) when the request is answered already, there is no second choice, or the
+    time is no longer one an appointment can have (past, say)."""
+    if choice not in ("first", "second"):
+        raise ValueError(f"choice must be 'first' or 'second', not {choice!r}")
+    with transaction.atomic():
+        request = (
+            RescheduleRequest.objects.select_for_update()
+            .select_related("appointment__journey__owner")
+            .get(pk=request.pk)
+        )
+        appointment = Appointment.objects.select_for_update().get(pk=request.appointment_id)
+        if request.state != RescheduleState.OPEN:
+            raise ApplicationError("This request was answered already.", code="conflict")
+        start = request.first_choice if choice == "first" else request.second_choice
+        if start is None:
+            raise ApplicationError("The customer gave no second time.", code="invalid")
+        problems = appointment_time_problems(
+            starts_at=start, duration=appointment.duration, new=True
+        )
+        if problems:
+            words = " ".join(str(p) for ps in problems.values() for p in ps)
+            raise ApplicationError(f"That time cannot be used: {words}", fields=problems)
+        lead = appointment.starts_at - appointment.arrive_at
+        appointment.starts_at, appointment.arrive_at = start, start - lead
+        appointment.save(update_fields=["starts_at", "arrive_at"])
+        RescheduleRequest.objects.filter(
+            appointment=appointment, state=RescheduleState.OPEN
+        ).update(state=RescheduleState.HANDLED)
+        notify_appointment(appointment, changed=True)
+    return appointment
+
+
 def appointment_request_reschedule(
     *,
     appointment: Appointment,
