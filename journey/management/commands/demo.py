@@ -33,6 +33,7 @@ from journey.models import (
     Checkpoint,
     CustomerTask,
     EtaCause,
+    EtaEstimate,
     EventSource,
     Journey,
     JourneyTemplate,
@@ -254,15 +255,33 @@ def _staff_driven(
     )
     Journey.objects.filter(pk=journey.pk).update(reference=reference)
     journey.refresh_from_db()
+    _eta_history_from(journey, journey.started_at)
     for stage_key, days_ago in reached:
-        journey_record_milestone(
-            journey=journey,
-            stage_key=stage_key,
-            occurred_at=now - timedelta(days=days_ago),
+        _record(
+            journey,
+            stage_key,
+            now - timedelta(days=days_ago),
             source=EventSource.STAFF,
             source_name="Demo",
         )
     return journey
+
+
+def _eta_history_from(journey: Journey, when: datetime) -> None:
+    """The prediction made when the journey was created, dated then (the demo builds its
+    journeys in one go: undated, "How this date has moved" listed every change today)."""
+    EtaEstimate.objects.filter(journey=journey).update(computed_at=when)
+
+
+def _record(journey: Journey, stage_key: str, occurred_at: datetime, **kwargs: object) -> None:
+    """A stage reached in the past, and the predictions it changed dated when it was."""
+    before = list(EtaEstimate.objects.filter(journey=journey).values_list("pk", flat=True))
+    journey_record_milestone(
+        journey=journey, stage_key=stage_key, occurred_at=occurred_at, **kwargs
+    )
+    EtaEstimate.objects.filter(journey=journey).exclude(pk__in=before).update(
+        computed_at=occurred_at
+    )
 
 
 def _user(email: str, **profile: str) -> User:
@@ -433,11 +452,12 @@ class Command(BaseCommand):
             ("ready_to_ship", 7, EventSource.PARTNER, ""),
             ("in_transit", 5, EventSource.PARTNER, ""),
         ]
+        _eta_history_from(journey, started)
         for stage_key, days_ago, source, message in history:
-            journey_record_milestone(
-                journey=journey,
-                stage_key=stage_key,
-                occurred_at=(now - timedelta(days=days_ago)).replace(hour=9, minute=40),
+            _record(
+                journey,
+                stage_key,
+                (now - timedelta(days=days_ago)).replace(hour=9, minute=40),
                 source=source,
                 source_name="Iberia Motor Works" if source == EventSource.PARTNER else "Demo",
                 message=message,
@@ -558,9 +578,9 @@ class Command(BaseCommand):
                 ),
                 CustomerTask(
                     journey=journey,
-                    title="Book the handover",
-                    description="Choose a time that suits you at the Bristol showroom.",
-                    due_date=(now + timedelta(days=7)).date(),
+                    title="Send us your driving licence details",
+                    description="We register the car in your name before the handover.",
+                    due_date=(now + timedelta(days=3)).date(),
                 ),
                 CustomerTask(
                     journey=journey,
@@ -581,7 +601,9 @@ class Command(BaseCommand):
             "for you, or extend the lease month by month from your account with them.",
         )
         london = ZoneInfo("Europe/London")
-        day = timezone.localdate(now + timedelta(days=9), london)
+        # On the day the handover is expected (the carriers' ETAs decide it), not another.
+        journey.refresh_from_db()
+        day = journey.eta or timezone.localdate(now + timedelta(days=9), london)
         starts = datetime.combine(day, time(10, 30), tzinfo=london)
         Appointment.objects.create(
             journey=journey,
