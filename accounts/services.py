@@ -226,11 +226,10 @@ def profile_propose_change(
             )
         now = timezone.now()
         waiting = ChangeProposal.objects.filter(user=user, field=field, state=ProposalState.PENDING)
-        same = waiting.filter(
-            new_value=_display(cleaned), reason=reason.strip(), source=source, partner=partner
-        ).first()
+        same = waiting.filter(new_value=_display(cleaned), source=source, partner=partner).first()
         if same is not None:
-            # Proposed again as it stands (a partner's retry): the customer was told once.
+            # Proposed again (a partner's retry, its reason reworded or not): the customer
+            # was told once, and the proposer hears of that one proposal.
             return same
         # A newer proposal for the same field replaces the one still waiting; a partner
         # whose proposal it was hears that it was withdrawn.

@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -108,6 +108,17 @@ def _signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> list[str]:
     return result
 
 
+class _WebhookJSONEncoder(DjangoJSONEncoder):
+    """Every time in a delivery as the docs promise: UTC, with milliseconds, "…02.511Z"
+    (DjangoJSONEncoder keeps a time's own offset, "+01:00" for a Madrid choice, and drops
+    the milliseconds when they are zero)."""
+
+    def default(self, o: object) -> object:
+        if isinstance(o, datetime) and o.tzinfo is not None:
+            return o.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return super().default(o)
+
+
 def webhook_emit(
     *, event_type: str, journey: Journey, data: dict[str, Any], partner: Partner | None = None
 ) -> list[WebhookDelivery]:
@@ -124,11 +135,10 @@ def webhook_emit(
         json.dumps(
             {
                 "type": event_type,
-                # As every time in it: milliseconds, UTC as "Z" (DjangoJSONEncoder).
-                "timestamp": now,
+                "timestamp": now,  # as every time in it (_WebhookJSONEncoder)
                 "data": {"journey": journey.reference, **data},
             },
-            cls=DjangoJSONEncoder,
+            cls=_WebhookJSONEncoder,
         )
     )
     deliveries = [

@@ -590,7 +590,7 @@ def journey_checkpoint_add(
     )
 
 
-TASK_DUE_HORIZON = timedelta(days=2 * 365)
+TASK_DUE_HORIZON = timedelta(days=2 * 366)  # as an appointment's (APPOINTMENT_HORIZON)
 
 
 def journey_task_create(
@@ -607,7 +607,7 @@ def journey_task_create(
         raise ApplicationError(
             "A task cannot be due before today.", fields={"due_date": ["Before today."]}
         )
-    if due_date is not None and due_date > today + TASK_DUE_HORIZON:
+    if due_date is not None and due_date > (timezone.now() + TASK_DUE_HORIZON).date():
         raise ApplicationError(
             "A task cannot be due more than two years ahead.",
             fields={"due_date": ["More than two years ahead."]},

@@ -137,7 +137,9 @@ class AwareDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control characters, and the invisible ones an id could hide: zero-width spaces and
+# joiners, directional marks, line and paragraph separators, the byte order mark.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
 
 
 def _exact(value: str) -> None:
@@ -145,7 +147,8 @@ def _exact(value: str) -> None:
     unseen: no control character (a newline, a tab) and no space at either end."""
     if _CONTROL.search(value):
         raise serializers.ValidationError(
-            "No control characters (a newline, a tab).", code="control_character"
+            "No control or invisible characters (a newline, a tab, a zero-width space).",
+            code="control_character",
         )
     if value != value.strip():
         raise serializers.ValidationError("No spaces at either end.", code="surrounding_space")
@@ -246,7 +249,13 @@ MAX_BATCH = 500
 
 
 class BatchEventInSerializer(StatusEventInSerializer):
-    journey = StringField(max_length=16, help_text="The journey's reference.")
+    # Taken exactly, as the id and the code: the view looks journeys up by it as sent.
+    journey = StringField(
+        max_length=16,
+        trim_whitespace=False,
+        validators=[_exact],
+        help_text="The journey's reference.",
+    )
 
 
 class _BatchItem(serializers.DictField):
@@ -279,6 +288,12 @@ class BatchOutSerializer(serializers.Serializer):
     results = BatchResultSerializer(many=True)
 
 
+@extend_schema_field(
+    {
+        "oneOf": [{"type": "number"}, {"type": "string", "format": "decimal"}],
+        "description": "Degrees; more than 5 decimals are rounded to 5.",
+    }
+)
 class CoordinateField(serializers.DecimalField):
     """Degrees, kept to 5 decimals (about a metre): a GPS fix's 39.469912, or a float's
     0.30000000000000004, is rounded to them, not refused. A number too large for any

@@ -188,3 +188,15 @@ def test_an_item_that_is_not_an_object_fails_alone(api, journey, bad):
         "fields": {"body": ["Expected a JSON object."]},
     }
     assert list(InboundEvent.objects.values_list("event_id", flat=True)) == ["good"]
+
+
+def test_an_items_journey_is_taken_exactly_whatever_the_other_items_name(api, journey):
+    """A padded reference was refused alone, but taken beside an exact one (the lookup
+    used it as sent, the item its trimmed self): each item now stands on its own."""
+    exact = item(journey, "exact", "S2")
+    padded = {**item(journey, "padded", "S3"), "journey": f"{journey.reference} "}
+    response = api.post(URL, {"events": [exact, padded]}, format="json")
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [201, 400]
+    assert results[1]["error"]["fields"] == {"journey": ["No spaces at either end."]}
+    assert list(InboundEvent.objects.values_list("event_id", flat=True)) == ["exact"]

@@ -308,9 +308,31 @@ def test_an_event_id_that_cannot_be_read_back_is_refused(api, journey, event_id)
 @pytest.mark.parametrize(
     ("field", "value", "problem"),
     [
-        ("event_id", "nl\nid", "No control characters (a newline, a tab)."),
-        ("event_id", "tab\tid", "No control characters (a newline, a tab)."),
-        ("code", "S2\r", "No control characters (a newline, a tab)."),
+        (
+            "event_id",
+            "nl\nid",
+            "No control or invisible characters (a newline, a tab, a zero-width space).",
+        ),
+        (
+            "event_id",
+            "tab\tid",
+            "No control or invisible characters (a newline, a tab, a zero-width space).",
+        ),
+        (
+            "code",
+            "S2\r",
+            "No control or invisible characters (a newline, a tab, a zero-width space).",
+        ),
+        (
+            "event_id",
+            "ls\u2028x",
+            "No control or invisible characters (a newline, a tab, a zero-width space).",
+        ),
+        (
+            "event_id",
+            "zw\u200bx",
+            "No control or invisible characters (a newline, a tab, a zero-width space).",
+        ),
         ("event_id", " sp-1 ", "No spaces at either end."),
         ("code", "S2 ", "No spaces at either end."),
     ],

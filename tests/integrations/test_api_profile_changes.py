@@ -132,3 +132,21 @@ def test_a_replaced_proposal_is_told_withdrawn_and_staffs_are_told_to_nobody(
         proposal=ChangeProposal.objects.get(state="pending"), user=customer, accept=True
     )
     assert len(answers(partner)) == 1 and len(answers(other_partner)) == 1
+
+
+def test_the_same_value_with_its_reason_reworded_is_the_same_proposal(
+    api, journey, customer, partner
+):
+    """A partner heard 'withdrawn' for the value still waiting, and the customer was told
+    twice, when a retry reworded its reason."""
+    customer.profile.family_name = "Morgan"
+    customer.profile.save()
+    webhook_endpoint_create(
+        partner=partner, url="https://hooks.example/x", event_types=["profile_change.answered"]
+    )
+    body = {"field": "family_name", "value": "Morgan-Lee", "reason": "Order form"}
+    api.post(url(journey), body, format="json")
+    again = api.post(url(journey), {**body, "reason": "Order form, page 2"}, format="json")
+    assert again.json() == {"field": "family_name", "state": "pending"}
+    assert ChangeProposal.objects.count() == 1
+    assert answers(partner) == []

@@ -47,7 +47,8 @@ def test_a_task_is_created(api, journey):
     assert response.json()["id"] == task.pk
 
 
-YESTERDAY = (timezone.localdate() - timedelta(days=1)).isoformat()
+# Late anywhere: before today where it is earliest (UTC-12).
+TWO_DAYS_AGO = (timezone.localdate() - timedelta(days=2)).isoformat()
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,7 @@ YESTERDAY = (timezone.localdate() - timedelta(days=1)).isoformat()
         ({}, "title"),
         ({"title": "   "}, "title"),
         ({"title": "X", "due_date": "soon"}, "due_date"),
-        ({"title": "X", "due_date": YESTERDAY}, "due_date"),
+        ({"title": "X", "due_date": TWO_DAYS_AGO}, "due_date"),
         ({"title": "X", "due_date": "9999-12-31"}, "due_date"),
         ({"title": "X", "description": "x" * 2001}, "description"),
     ],

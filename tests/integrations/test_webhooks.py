@@ -11,7 +11,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -137,8 +137,20 @@ def test_emit_writes_one_delivery_per_subscribed_endpoint_in_the_callers_transac
     assert delivery.payload["type"] == "task.completed"
     assert delivery.payload["data"] == {"journey": journey.reference, "task": {"id": 7}}
     # As documented: "2026-11-26T10:31:02.511Z", as every time inside it.
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", delivery.payload["timestamp"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", delivery.payload["timestamp"])
     assert delivery.state == DeliveryState.PENDING
+
+
+def test_every_time_in_a_delivery_is_utc_with_milliseconds(journey, endpoint):
+    """A reschedule request's choices went as the place's "2027-01-20T11:00:00+01:00"."""
+    from zoneinfo import ZoneInfo
+
+    madrid = datetime(2027, 1, 20, 11, 0, tzinfo=ZoneInfo("Europe/Madrid"))
+    [delivery] = webhook_emit(
+        event_type="task.completed", journey=journey, data={"at": madrid, "none": None}
+    )
+    assert delivery.payload["data"]["at"] == "2027-01-20T10:00:00.000Z"
+    assert delivery.payload["data"]["none"] is None
 
 
 def test_emit_is_undone_with_the_callers_transaction(journey, endpoint):
