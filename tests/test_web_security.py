@@ -108,6 +108,19 @@ def test_no_template_has_inline_code_or_style() -> None:
     assert problems == []
 
 
+def test_no_template_comment_spans_lines() -> None:
+    """Django's {# #} ends at the line's end: one over two lines is printed on the page
+    (the profile's proposals and every error page showed theirs). {% comment %} spans."""
+    problems = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "templates").rglob("*"))
+        if path.is_file()
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if "{#" in line and "#}" not in line.split("{#", 1)[1]
+    ]
+    assert problems == []
+
+
 def test_pages_carry_a_strict_csp_and_every_script_its_nonce(world) -> None:
     client = Client()
     client.force_login(world["owner"])
