@@ -27,7 +27,11 @@ from accounts.models import (
 )
 from journey.errors import ApplicationError
 from journey.jargon import jargon_check
-from notifications.services import notification_enqueue, notifications_reschedule
+from notifications.services import (
+    notification_enqueue,
+    notification_settle,
+    notifications_reschedule,
+)
 
 if TYPE_CHECKING:
     from integrations.models import Partner
@@ -233,9 +237,11 @@ def profile_propose_change(
             return same
         # A newer proposal for the same field replaces the one still waiting; a partner
         # whose proposal it was hears that it was withdrawn.
-        for replaced in waiting.filter(partner__isnull=False).select_related("partner"):
+        for replaced in waiting.select_related("partner"):
             replaced.state, replaced.decided_at = ProposalState.WITHDRAWN, now
             _tell_partner_of_answer(replaced)
+            # Its message, if it has not gone yet, would ask about a value nobody proposes.
+            notification_settle(recipient=user, dedup_key=f"proposal:{replaced.pk}")
         waiting.update(state=ProposalState.WITHDRAWN, decided_at=now)
         proposal = ChangeProposal.objects.create(
             user=user,
@@ -274,6 +280,8 @@ def proposal_decide(*, proposal: ChangeProposal, user: User, accept: bool) -> Ch
         proposal.state = ProposalState.ACCEPTED if accept else ProposalState.DECLINED
         proposal.decided_at = timezone.now()
         proposal.save(update_fields=["state", "decided_at"])
+        # Answered: an email or text still waiting to ask about it would ask again.
+        notification_settle(recipient=user, dedup_key=f"proposal:{proposal.pk}")
         _tell_partner_of_answer(proposal)
         if accept:
             profile = profile_ensure(user=user)

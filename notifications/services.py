@@ -682,6 +682,21 @@ def outbox_sweep(*, now: datetime | None = None) -> int:
     return sent
 
 
+def notification_settle(*, recipient: User, dedup_key: str) -> int:
+    """The cause of a message is settled before it went out (a proposal the customer
+    answered, one replaced): what still waits to be sent of it is dropped, so no email or
+    text asks about it any more, and its row in the centre is read. Rows already being
+    sent, sent or failed stay as the record of what was. Returns the rows dropped."""
+    rows = Notification.objects.filter(recipient=recipient, dedup_key=dedup_key)
+    dropped, _ = (
+        rows.exclude(channel=Channel.INAPP)
+        .filter(state=NotificationState.PENDING, attempts=0)
+        .delete()
+    )
+    rows.filter(channel=Channel.INAPP, read_at=None).update(read_at=timezone.now())
+    return dropped
+
+
 def notification_mark_read(*, user: User, notification_id: int | None = None) -> int:
     """Mark one (or, with no id, every) notification in the user's centre as read."""
     rows = Notification.objects.filter(recipient=user, channel=Channel.INAPP, read_at=None)

@@ -223,3 +223,49 @@ def test_a_proposal_tells_a_spanish_customer_in_spanish_whoever_proposed_it(cust
     assert "teléfono" in rendered.subject.lower() and "phone" not in rendered.subject.lower()
     assert "cambiar su teléfono" in rendered.text  # as a sentence has it, not "su Teléfono"
     assert '<html lang="es">' in rendered.html
+
+
+@pytest.fixture
+def noon():
+    from datetime import UTC, datetime
+
+    import time_machine
+
+    with time_machine.travel(datetime(2026, 11, 20, 12, 0, tzinfo=UTC), tick=False):
+        yield
+
+
+def test_an_answered_proposal_is_no_longer_asked_about_by_what_still_waits(customer, noon):
+    """A user's review: a digest sent minutes after the customer had declined still said
+    "Please check a change to your details". What had not gone yet is dropped."""
+    from datetime import time as clock
+
+    from django.utils import timezone
+
+    customer.profile.given_name = "Alex"
+    customer.profile.quiet_hours_start, customer.profile.quiet_hours_end = clock(0), clock(23, 59)
+    customer.profile.save()
+    for field, value in (("given_name", "Alexandra"), ("family_name", "Morgan")):
+        if field == "family_name":
+            customer.profile.family_name = "Smith"
+            customer.profile.save()
+        profile_propose_change(
+            user=customer, field=field, value=value, reason="r", source=Source.STAFF
+        )
+    given, family = ChangeProposal.objects.order_by("pk")
+    held = Notification.objects.filter(kind="profile_change_proposed", channel="email")
+    assert held.count() == 2 and all(row.scheduled_at > timezone.now() for row in held)
+
+    proposal_decide(proposal=given, user=customer, accept=False)
+
+    left = Notification.objects.filter(kind="profile_change_proposed")
+    assert set(left.filter(channel="email").values_list("dedup_key", flat=True)) == {
+        f"proposal:{family.pk}"
+    }
+    centre = left.get(channel="inapp", dedup_key=f"proposal:{given.pk}")
+    assert centre.read_at is not None
+    # A proposal replaced by a newer one is settled the same way.
+    profile_propose_change(
+        user=customer, field="family_name", value="Lee", reason="r", source=Source.STAFF
+    )
+    assert not left.filter(channel="email", dedup_key=f"proposal:{family.pk}").exists()
