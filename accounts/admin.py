@@ -222,7 +222,9 @@ class UserAdmin(BaseUserAdmin):
                     reason=form.cleaned_data["reason"],
                     source=Source.STAFF,
                     actor=request.user,
-                    actor_name=request.user.get_username(),
+                    # The customer reads "Our staff", not a staff member's address: who
+                    # proposed it is kept for staff (actor) in the audit trail.
+                    actor_name="",
                 )
             except ApplicationError as error:
                 form.add_error("value" if "value" in error.fields else None, error.message)

@@ -177,9 +177,16 @@ def value_label(field: str, value: str) -> str:
             return capfirst(get_language_info(value)["name_local"])
         except KeyError:
             return value
-    if value in ("yes", "no") and field.startswith("channel_"):
+    if value in ("yes", "no") and _is_switch(field):
         return str(_("Yes") if value == "yes" else _("No"))
     return value
+
+
+def _is_switch(field: str) -> bool:
+    try:
+        return isinstance(CustomerProfile._meta.get_field(field), models.BooleanField)
+    except FieldDoesNotExist:
+        return False
 
 
 def note_label(note: str) -> str:

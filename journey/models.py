@@ -633,7 +633,9 @@ class RescheduleRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.appointment} → {self.first_choice:%Y-%m-%d %H:%M}"
+        # On the place's clock, as the customer asked and staff book it.
+        first = self.first_choice.astimezone(self.appointment.zone)
+        return f"{self.appointment} → {first:%Y-%m-%d %H:%M} ({self.appointment.time_zone})"
 
 
 class Feedback(models.Model):

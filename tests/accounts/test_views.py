@@ -272,11 +272,18 @@ def test_the_history_shows_values_and_its_own_notes_in_the_readers_words(logged_
     ProfileChange.objects.create(
         user=customer, field="channel_sms", old_value="no", new_value="yes", source="customer"
     )
+    ProfileChange.objects.create(
+        user=customer,
+        field="timeline_newest_first",
+        old_value="yes",
+        new_value="no",
+        source="customer",
+    )
     history = logged_in.get(reverse("accounts:history")).content.decode()
     assert ">English</td>" in history and ">Español</td>" in history
     assert ">No</td>" in history and ">Sí</td>" in history
     assert "Aceptó una propuesta de Nuestro equipo: The order form" in history
-    assert ">en</td>" not in history and ">yes</td>" not in history
+    assert ">en</td>" not in history and ">yes</td>" not in history and ">no</td>" not in history
 
 
 def test_languages_are_offered_each_in_its_own_words():
