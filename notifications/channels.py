@@ -258,18 +258,18 @@ def _hand_over(message: EmailMultiAlternatives, session: MailSession | None) -> 
 
 
 def reply_journey(rows: Sequence[Notification]) -> Journey | None:
-    """The journey whose conversation a reply to these rows' email joins: the one it is
-    about (a digest's items about no journey aside). None when the email is about no
-    journey, or not to a customer (a staff alert), or a digest about several: a reply
-    there could answer any of them, and one journey's conversation is seen by its own
-    viewers and partners (message.posted), so it would carry words about another
-    journey to them. The email then asks the customer to write from the journey's page."""
+    """The journey whose conversation a reply to these rows' email joins: the one every
+    row is about. None when the email is not to a customer (a staff alert), or any row is
+    about no journey (a change to their details) or about another one: a reply there
+    could answer any of them, and a journey's conversation is seen by its viewers and
+    partners (message.posted), so it would carry words about something else to them.
+    The email then asks the customer to write from the journey's page."""
     if rows[0].recipient_id is None:
         return None
-    about = {row.journey_id for row in rows if row.journey_id is not None}
-    if len(about) != 1:
+    about = {row.journey_id for row in rows}
+    if len(about) != 1 or None in about:
         return None
-    return next(row.journey for row in rows if row.journey_id is not None)
+    return rows[0].journey
 
 
 def send_email(rows: Sequence[Notification], session: MailSession | None = None) -> None:

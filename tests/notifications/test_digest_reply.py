@@ -103,7 +103,9 @@ def test_a_digest_of_several_journeys_asks_to_write_from_the_journeys_page():
     assert Message.objects.filter(journey__in=[car, kitchen], from_staff=False).count() == 0
 
 
-def test_a_digest_whose_first_item_is_about_no_journey_still_has_a_reply_to():
+def test_a_digest_with_an_item_about_no_journey_invites_no_reply():
+    """A reply about the phone number would land in the car's conversation, which its
+    viewers read and its partners receive (a user's review)."""
     user = UserFactory()
     car = make_journey(owner=user, title="Aurora GT")
     digest = digest_of(
@@ -111,8 +113,9 @@ def test_a_digest_whose_first_item_is_about_no_journey_still_has_a_reply_to():
         lambda: change_proposed(user, "change-1"),
         lambda: staff_reply(user, car, "car-2"),
     )
-    assert digest.reply_to == [reply_address(journey_id=car.pk, user_id=user.pk)]
-    assert "your answer reaches us in your journey's conversation" in digest.body
+    assert digest.reply_to == []
+    assert "reply to this email" not in digest.body
+    assert "Questions? Write to us from your journey's page." in digest.body
 
 
 def test_a_digest_about_no_journey_promises_no_reply():
