@@ -8,6 +8,7 @@ from django.utils.translation import get_language_info
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Address, CustomerProfile, known_time_zones
+from notifications.kinds import KINDS
 
 # The profile's sections, each edited in place on its own.
 SECTIONS: dict[str, list[str]] = {
@@ -22,6 +23,7 @@ SECTIONS: dict[str, list[str]] = {
         "channel_sms",
         "quiet_hours_start",
         "quiet_hours_end",
+        "anytime_kinds",
     ],
 }
 # Fields staff and partners may propose a change to (the customer confirms it).
@@ -79,6 +81,14 @@ class ProfileForm(forms.ModelForm):
     """Every editable profile field, validated in one place (also for proposals)."""
 
     time_zone = ZoneField(label=_("Time zone"), choices=ZONE_CHOICES)
+    # The urgent kinds (notifications.kinds: may_be_anytime), in their order there.
+    anytime_kinds = forms.MultipleChoiceField(
+        label=_("Allowed during quiet hours"),
+        choices=[(key, kind.label) for key, kind in KINDS.items() if kind.may_be_anytime],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        help_text=_("These still reach you at once when your quiet hours have begun."),
+    )
     # Each language in its own words: a reader of Spanish looks for "español".
     language = forms.ChoiceField(
         label=_("Language"),
@@ -105,6 +115,10 @@ class ProfileForm(forms.ModelForm):
         current = self.initial.get("time_zone")
         if current and current not in LISTED_ZONES:
             self.fields["time_zone"].choices = [(current, current), *ZONE_CHOICES]
+
+    def clean_anytime_kinds(self) -> list[str]:
+        chosen = set(self.cleaned_data.get("anytime_kinds") or [])
+        return [key for key in KINDS if key in chosen]
 
     def clean_given_name(self) -> str:
         value = self.cleaned_data.get("given_name", "")

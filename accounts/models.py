@@ -129,6 +129,13 @@ class CustomerProfile(models.Model):
         return self.full_name or str(self.user)
 
     @property
+    def anytime_labels(self) -> list[str]:
+        """The kinds allowed during quiet hours, as the customer reads them."""
+        from notifications.kinds import KINDS
+
+        return [str(KINDS[key].label) for key in self.anytime_kinds or [] if key in KINDS]
+
+    @property
     def full_name(self) -> str:
         return f"{self.given_name} {self.family_name}".strip()
 
@@ -179,6 +186,12 @@ def value_label(field: str, value: str) -> str:
             return value
     if value in ("yes", "no") and _is_switch(field):
         return str(_("Yes") if value == "yes" else _("No"))
+    if field == "anytime_kinds" and value:
+        from notifications.kinds import KINDS
+
+        return ", ".join(
+            str(KINDS[key].label) if key in KINDS else key for key in value.split(", ")
+        )
     return value
 
 

@@ -72,6 +72,8 @@ def customer_create(
 def _display(value: object) -> str:
     if value is None:
         return ""
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, time):

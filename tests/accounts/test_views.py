@@ -312,3 +312,35 @@ def test_an_old_zone_name_is_kept_offered_and_still_taken(logged_in, customer):
     assert response.status_code == 302
     customer.profile.refresh_from_db()
     assert customer.profile.time_zone == "US/Eastern"
+
+
+def test_the_customer_chooses_what_may_reach_them_during_quiet_hours(logged_in, customer):
+    """The docs offered it; no form did (a user's review)."""
+    page = logged_in.get(reverse("accounts:profile") + "?edit=notifications").content.decode()
+    assert "Allowed during quiet hours" in page
+    assert 'value="journey_delayed"' in page and 'value="milestone_reached"' not in page
+    response = logged_in.post(
+        section_url("notifications"),
+        {
+            "notifications-channel_email": "on",
+            "notifications-quiet_hours_start": "22:00",
+            "notifications-quiet_hours_end": "07:00",
+            "notifications-anytime_kinds": ["staff_reply", "journey_delayed"],
+        },
+    )
+    assert response.status_code == 302
+    customer.profile.refresh_from_db()
+    assert customer.profile.anytime_kinds == ["journey_delayed", "staff_reply"]
+    change = ProfileChange.objects.get(field="anytime_kinds")
+    assert change.shown_new_value == "Your journey is late, with the new date, " + (
+        "A message from us, or our answer to yours"
+    )
+    shown = logged_in.get(reverse("accounts:profile")).content.decode()
+    assert "Your journey is late, with the new date, A message from us" in shown
+    refused = logged_in.post(
+        section_url("notifications"),
+        {"notifications-channel_email": "on", "notifications-anytime_kinds": ["milestone_reached"]},
+    )
+    assert refused.status_code in (200, 400, 422)
+    customer.profile.refresh_from_db()
+    assert customer.profile.anytime_kinds == ["journey_delayed", "staff_reply"]
