@@ -714,15 +714,7 @@ class RescheduleRequestAdmin(admin.ModelAdmin):
         "note",
         "state",
     ]
-    readonly_fields = [
-        "journey",
-        "appointment",
-        "requested_by",
-        "now_booked",
-        "first",
-        "second",
-        "note",
-    ]
+    readonly_fields = [name for name in fields if name != "state"]
     actions = ["move_to_first", "move_to_second"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
