@@ -1,6 +1,7 @@
 from datetime import datetime, timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.widgets import AutocompleteSelect
@@ -13,6 +14,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import get_language_info
 
 from journey import eta, services
 from journey.dashboard import unanswered_journey_ids
@@ -516,7 +519,7 @@ class JourneyAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/journey/journey/create.html", context)
 
     def reply_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        journey = get_object_or_404(Journey.objects.select_related("owner"), pk=object_id)
+        journey = get_object_or_404(Journey.objects.select_related("owner__profile"), pk=object_id)
         if not self.has_change_permission(request, journey):
             raise PermissionDenied
         form = StaffReplyForm(request.POST or None)
@@ -532,13 +535,25 @@ class JourneyAdmin(admin.ModelAdmin):
                 _form_errors(form, error)
             else:
                 messages.success(request, "Your answer is sent to the customer.")
+                # Back where the staff member came from (the dashboard's list), if ours.
+                back = request.GET.get("next", "")
+                if url_has_allowed_host_and_scheme(
+                    back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+                ):
+                    return redirect(back)
                 return redirect("admin:journey_journey_change", journey.pk)
+        profile = getattr(journey.owner, "profile", None)
+        language = get_language_info(profile.language if profile else settings.LANGUAGE_CODE)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "original": journey,
             "title": f"Reply to the customer on {journey.reference}",
             "form": form,
+            # Who reads it: messages go as written, untranslated.
+            "customer_name": (profile.full_name if profile else "") or journey.owner.email,
+            "customer_language": language,
+            "customer_zone": profile.time_zone if profile else settings.TIME_ZONE,
             "conversation": list(journey.messages.select_related("author").order_by("created_at")),
         }
         return TemplateResponse(request, "admin/journey/journey/reply.html", context)
