@@ -219,8 +219,7 @@ def profile_propose_change(
                 kind="profile_filled_in",
                 dedup_key=f"profile-filled:{change.pk}",
                 context={
-                    "field": field,
-                    "field_label": str(ProfileForm.base_fields[field].label or field),
+                    **_about_field(field),
                     "new_value": value_label(field, _display(cleaned)),
                     "reason": reason.strip(),
                 },
@@ -260,8 +259,7 @@ def profile_propose_change(
             kind="profile_change_proposed",
             dedup_key=f"proposal:{proposal.pk}",
             context={
-                "field": field,
-                "field_label": str(ProfileForm.base_fields[field].label or field),
+                **_about_field(field),
                 "old_value": value_label(field, _display(current)),
                 "new_value": value_label(field, proposal.new_value),
                 "reason": proposal.reason,
@@ -269,6 +267,11 @@ def profile_propose_change(
             occurred_at=now,
         )
     return proposal
+
+
+def _about_field(field: str) -> dict[str, str]:
+    """A message's words for the field it is about (its label, as the form names it)."""
+    return {"field": field, "field_label": str(ProfileForm.base_fields[field].label or field)}
 
 
 def proposal_decide(*, proposal: ChangeProposal, user: User, accept: bool) -> ChangeProposal:
