@@ -83,7 +83,7 @@ def test_the_day_before_reminder_carries_the_calendar_file(journey):
 
         notification_deliver(notification_id=emails("appointment_reminder")[0].pk)
     (message,) = mail.outbox
-    assert message.subject == "Tomorrow: Handover"
+    assert message.subject == "Tomorrow at 09:50: Handover"  # the place's clock
     (name, content, mimetype) = message.attachments[0]
     assert (name, mimetype) == ("appointment.ics", "text/calendar")
     assert "DTSTART;TZID=Europe/London:20261121T095000" in content
