@@ -162,16 +162,20 @@ class InboundEventAdmin(admin.ModelAdmin):
         self.message_user(
             request,
             _(
-                "%(applied)d applied; %(refused)d refused (see their rejection); %(left)d "
-                "left as they were (applied already, still unmapped, refused for another "
-                "reason, or of a journey the partner no longer serves)."
+                "%(applied)d applied; %(logged)d logged as older than their journey's "
+                "state (on its timeline, moving nothing); %(refused)d refused (see their "
+                "rejection); %(left)d left as they were (applied already, still unmapped, "
+                "refused for another reason, or of a journey the partner no longer serves)."
             )
             % {
                 "applied": done.applied,
+                "logged": done.logged,
                 "refused": done.refused,
-                "left": chosen - done.applied - done.refused,
+                "left": chosen - done.applied - done.logged - done.refused,
             },
-            messages.SUCCESS if done.applied and not done.refused else messages.WARNING,
+            messages.SUCCESS
+            if (done.applied or done.logged) and not done.refused
+            else messages.WARNING,
         )
 
     @admin.display(boolean=True, description=_("rejected"))

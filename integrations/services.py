@@ -22,7 +22,7 @@ from django.db import (
     router,
     transaction,
 )
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from integrations.cache import flag_set
@@ -665,7 +665,8 @@ def partner_queued_events_apply(
 class UnmappedApplied:
     """What ``partner_unmapped_events_apply`` did with the events it was given."""
 
-    applied: int = 0  # moved their journeys, or logged as older than their state
+    applied: int = 0  # moved their journeys
+    logged: int = 0  # older than their journey's state: on its timeline, moving nothing
     refused: int = 0  # the spine refused them: rejected, with why (readable back)
     left: int = 0  # applied already, still unmapped, or of a journey no longer served
     busy: bool = False  # another applier held the lock: nothing was done
@@ -727,9 +728,16 @@ def partner_unmapped_events_apply(*, pks: list[int]) -> UnmappedApplied:
                 return UnmappedApplied(left=len(pks), busy=True)
             if taken != len(partner_pks):  # one partner's rows, locked here: all are taken
                 raise RuntimeError(f"The applier took {taken} of {len(partner_pks)} events.")
-        refused = InboundEvent.objects.filter(pk__in=ready, rejection__isnull=False).count()
+        outcomes = InboundEvent.objects.filter(pk__in=ready).aggregate(
+            refused=Count("pk", filter=Q(rejection__isnull=False)),
+            logged=Count("pk", filter=Q(journey_event__applied=False)),
+        )
+    refused, logged = outcomes["refused"], outcomes["logged"]
     return UnmappedApplied(
-        applied=len(ready) - refused, refused=refused, left=len(pks) - len(ready)
+        applied=len(ready) - refused - logged,
+        logged=logged,
+        refused=refused,
+        left=len(pks) - len(ready),
     )
 
 

@@ -70,9 +70,10 @@ def test_unmapped_events_apply_once_staff_map_their_code(
         # From the list filtered to unmapped events, as staff reach them: the event applied
         # leaves the filter, and is still counted as chosen.
         response = admin_client.post(changelist + "?unmapped__exact=1", action, follow=True)
-    assert "1 applied; 0 refused (see their rejection); 1 left as they were" in (
-        response.content.decode()
-    )
+    assert (
+        "1 applied; 0 logged as older than their journey&#x27;s state (on its timeline, "
+        "moving nothing); 0 refused (see their rejection); 1 left as they were"
+    ) in response.content.decode()
     mapped, unknown = InboundEvent.objects.order_by("event_id")
     assert (mapped.state, unknown.state) == ("applied", "unmapped")
     assert journey.milestones.get(stage__key="stage-3").state == MilestoneState.CURRENT
@@ -84,9 +85,10 @@ def test_unmapped_events_apply_once_staff_map_their_code(
     )
     assert read.json()["state"] == "applied"
     response = admin_client.post(changelist, action, follow=True)
-    assert "0 applied; 0 refused (see their rejection); 2 left as they were" in (
-        response.content.decode()
-    )
+    assert (
+        "0 applied; 0 logged as older than their journey&#x27;s state (on its timeline, "
+        "moving nothing); 0 refused (see their rejection); 2 left as they were"
+    ) in response.content.decode()
     assert told.count() == 1
 
 
@@ -98,14 +100,14 @@ def test_unmapped_events_refused_not_served_or_busy_are_said_so(api, journey, pa
 
     url = reverse("api:journey-events", kwargs={"reference": journey.reference})
     occurred = (timezone.now() - timedelta(minutes=2)).isoformat()
-    for event_id in ("a", "b"):
+    for event_id in ("a", "b", "c"):
         body = {"event_id": event_id, "code": "ELSEWHERE", "occurred_at": occurred}
         api.post(url, body, format="json")
     # A stage some template has, but not this journey's: the spine refuses it.
     other = TemplateFactory(stages=1)
     StageDefinition.objects.filter(template=other).update(key="only-elsewhere")
     StatusMapping.objects.create(partner=partner, code="ELSEWHERE", stage_key="only-elsewhere")
-    first, second = InboundEvent.objects.order_by("event_id")
+    first, second, third = InboundEvent.objects.order_by("event_id")
 
     # The applier's lock held elsewhere (the applier then takes nothing: None): nothing
     # happens, the event is not left queued.
@@ -136,6 +138,12 @@ def test_unmapped_events_refused_not_served_or_busy_are_said_so(api, journey, pa
     assert services.partner_unmapped_events_apply(pks=[first.pk]) == (
         services.UnmappedApplied(left=1)
     )
+    # The same stage again, now that the journey is there: logged, not counted applied.
+    assert services.partner_unmapped_events_apply(pks=[third.pk]) == (
+        services.UnmappedApplied(logged=1)
+    )
+    third.refresh_from_db()
+    assert third.state == "logged"
 
     # The partner no longer serves the journey: left as it was.
     journey.partners.remove(partner)

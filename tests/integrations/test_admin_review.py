@@ -232,7 +232,8 @@ def test_a_manager_applies_the_events_whose_codes_they_mapped(
     with django_capture_on_commit_callbacks(execute=True):
         response = apply_mapped(client, unmapped_event)
     assert [str(m) for m in response.context["messages"]] == [
-        "1 applied; 0 refused (see their rejection); 0 left as they were (applied already, "
+        "1 applied; 0 logged as older than their journey's state (on its timeline, moving "
+        "nothing); 0 refused (see their rejection); 0 left as they were (applied already, "
         "still unmapped, refused for another reason, or of a journey the partner no longer "
         "serves)."
     ]
