@@ -66,7 +66,17 @@ class PartnerAdmin(admin.ModelAdmin):
             .distinct()
             .order_by("code")
         )
-        return ", ".join(codes) or "-"
+        if not codes:
+            return "-"
+        # A code mapped in other capitals is the likeliest slip: codes match exactly.
+        mapped = {code.casefold(): code for code in obj.mappings.values_list("code", flat=True)}
+        return ", ".join(
+            _("%(code)s (mapped as %(mapped)s: capitals count)")
+            % {"code": code, "mapped": mapped[code.casefold()]}
+            if code.casefold() in mapped
+            else code
+            for code in codes
+        )
 
 
 @admin.register(PartnerAPIKey)

@@ -64,7 +64,13 @@ class StatusMapping(models.Model):
     """A partner's own status code, turned into one of our stages."""
 
     partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="mappings")
-    code = models.CharField(max_length=64)
+    code = models.CharField(
+        max_length=64,
+        help_text=_(
+            "The partner's code exactly as it sends it: capitals and punctuation count "
+            "(BUILT and built are two codes)."
+        ),
+    )
     stage_key = models.SlugField(help_text=_("The stage this code means (its internal key)."))
     customer_text = models.CharField(
         max_length=300,

@@ -29,6 +29,26 @@ def test_unmapped_codes_are_flagged_for_staff_and_never_reach_the_customer(
     assert "WEIRD-42" not in page.content.decode()
 
 
+def test_an_unmapped_code_mapped_in_other_capitals_is_pointed_out(
+    api, journey, partner, admin_client
+):
+    """Codes match exactly; the partner list says which mapping a slip was meant for, and
+    the mapping's code says that capitals count (from a staff review)."""
+    from integrations.models import StatusMapping
+
+    StatusMapping.objects.create(partner=partner, code="BODY-DONE", stage_key="stage-2")
+    url = reverse("api:journey-events", kwargs={"reference": journey.reference})
+    occurred = (timezone.now() - timedelta(minutes=2)).isoformat()
+    for event_id, code in (("c1", "body-done"), ("c2", "WEIRD-42")):
+        body = {"event_id": event_id, "code": code, "occurred_at": occurred}
+        assert api.post(url, body, format="json").json()["state"] == "unmapped"
+
+    partners = admin_client.get(reverse("admin:integrations_partner_changelist")).content.decode()
+    assert "WEIRD-42, body-done (mapped as BODY-DONE: capitals count)" in partners
+    page = admin_client.get(reverse("admin:integrations_partner_change", args=[partner.pk]))
+    assert "capitals and punctuation count" in page.content.decode()
+
+
 def test_the_partner_page_edits_the_mapping_inline(admin_client, partner):
     page = admin_client.get(reverse("admin:integrations_partner_change", args=[partner.pk]))
     assert page.status_code == 200
