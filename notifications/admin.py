@@ -1,12 +1,12 @@
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
 from journey.errors import ApplicationError
-from notifications.channels import render
+from notifications.channels import render, sms_text
 from notifications.kinds import KINDS
-from notifications.models import Notification
+from notifications.models import Channel, Notification
 from notifications.services import notification_resend
 
 
@@ -78,14 +78,38 @@ class NotificationAdmin(admin.ModelAdmin):
         kind = KINDS.get(notification.kind)
         return str(kind.label) if kind else notification.kind
 
-    @admin.display(description="the message, as it reads (in the recipient's language)")
+    @admin.display(
+        description="the message, as it reads now (the recipient's language and clock today)"
+    )
     def message(self, notification: Notification) -> str:
-        rendered = render(notification)
+        if notification.channel == Channel.SMS:
+            # The text message itself, not the email's words.
+            heading, text = "", sms_text([notification])
+        else:
+            rendered = render(notification)
+            heading, text = rendered.subject, rendered.text
         return format_html(
             '<strong>{}</strong><pre style="white-space:pre-wrap;max-width:60em">{}</pre>',
-            rendered.subject,
-            rendered.text,
+            heading,
+            text,
         )
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, object] | None = None,
+    ) -> HttpResponse:
+        # Nothing on the page is editable: no Save buttons (the change permission stays,
+        # for the send-again action).
+        context = {
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra_context=context)
 
     @admin.action(description="Send again (through the outbox)", permissions=["change"])
     def resend(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:

@@ -389,10 +389,15 @@ def _short(rows: Sequence[Notification]) -> tuple[str, str]:
     return " · ".join(r.subject for r in rendered), rendered[0].url
 
 
-def send_sms(rows: Sequence[Notification], session: Any = None) -> None:
+def sms_text(rows: Sequence[Notification]) -> str:
+    """What an SMS of these rows says: the company, the subjects, the link."""
     text, url = _short(rows)
+    return f"{settings.COMPANY_NAME}: {text} {url}"
+
+
+def send_sms(rows: Sequence[Notification], session: Any = None) -> None:
     backend = import_string(settings.SMS_BACKEND)()
-    backend.send(to=rows[0].recipient.profile.phone, text=f"{settings.COMPANY_NAME}: {text} {url}")
+    backend.send(to=rows[0].recipient.profile.phone, text=sms_text(rows))
 
 
 def send_push(rows: Sequence[Notification], session: Any = None) -> None:

@@ -23,6 +23,24 @@ def test_a_row_reads_as_sent_and_nothing_of_it_can_be_changed(admin_client, cust
     admin_client.post(url, {"to_email": "someone.else@example.com", "digest_size": 9})
     row.refresh_from_db()
     assert (row.to_email, row.digest_size) == ("", 1)
+    # No Save buttons for a page with nothing to save; sending again stays (an action).
+    assert 'name="_save"' not in page and 'name="_continue"' not in page
+    listing = admin_client.get(reverse("admin:notifications_notification_changelist"))
+    assert 'value="resend"' in listing.content.decode()
+
+
+def test_an_sms_row_reads_as_the_text_message(admin_client, customer):
+    """It showed the email's words, which no SMS said (from a staff review)."""
+    customer.profile.phone = "+447911123456"
+    customer.profile.channel_sms = True
+    customer.profile.save()
+    enqueue(customer, "paint", kind="photos_added", stage_label="Paint")
+    row = Notification.objects.get(dedup_key="paint", channel="sms")
+    page = admin_client.get(
+        reverse("admin:notifications_notification_change", args=[row.pk])
+    ).content.decode()
+    assert "Milepost Motors: Test journey: new photos http" in page
+    assert "New photos of Paint are on your journey page." not in page
 
 
 def test_kinds_are_listed_and_filtered_by_what_they_are(admin_client, customer):
