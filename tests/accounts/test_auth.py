@@ -71,6 +71,30 @@ def test_password_reset_sends_a_link(client, customer):
     assert "If it was not you, ignore this email" in mail.outbox[-1].body
 
 
+@pytest.mark.parametrize(
+    ("language", "browser", "reset", "code"),
+    [
+        ("es", "en", "restablezca su contraseña", "su código para entrar"),
+        ("en", "es", "reset your password", "your sign-in code"),
+    ],
+)
+def test_account_emails_speak_the_accounts_language_not_the_browsers(
+    client, language, browser, reset, code
+):
+    """A reset asked for from a browser in another language read in that one (from a
+    customer's review): the account's own language decides."""
+    user = UserFactory(profile__language=language)
+    EmailAddress.objects.create(user=user, email=user.email, verified=True, primary=True)
+    client.post(
+        reverse("account_reset_password"), {"email": user.email}, HTTP_ACCEPT_LANGUAGE=browser
+    )
+    assert mail.outbox[-1].subject == f"Milepost Motors: {reset}"
+    client.post(
+        reverse("account_request_login_code"), {"email": user.email}, HTTP_ACCEPT_LANGUAGE=browser
+    )
+    assert mail.outbox[-1].subject == f"Milepost Motors: {code}"
+
+
 def test_staff_without_totp_are_sent_to_set_it_up(client):
     staff = UserFactory(is_staff=True, is_superuser=True)
     client.force_login(staff)
