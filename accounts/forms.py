@@ -49,7 +49,23 @@ def normalise_phone(value: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def _zone_choices() -> list[tuple[str, list[tuple[str, str]]] | tuple[str, str]]:
+# zone.tab's regions, in the reader's words (the places under them keep the database's
+# English names: "Mexico City", as a zone is usually written).
+REGION_NAMES = {
+    "Africa": _("Africa"),
+    "America": _("America"),
+    "Antarctica": _("Antarctica"),
+    "Arctic": _("Arctic"),
+    "Asia": _("Asia"),
+    "Atlantic": _("Atlantic Ocean"),
+    "Australia": _("Australia"),
+    "Europe": _("Europe"),
+    "Indian": _("Indian Ocean"),
+    "Pacific": _("Pacific Ocean"),
+}
+
+
+def _zone_choices() -> list[tuple[object, list[tuple[str, str]]] | tuple[str, str]]:
     """The time zones a customer picks from: the IANA database's own (zone.tab, one per
     place: about 400), grouped by region, "Madrid" under "Europe"; not its 200 old names
     and aliases ("Africa/Asmera", "GB", "US/Eastern"), which any stored value may still
@@ -62,7 +78,10 @@ def _zone_choices() -> list[tuple[str, list[tuple[str, str]]] | tuple[str, str]]
     for zone in zones:
         region, _sep, place = zone.partition("/")
         regions.setdefault(region, []).append((zone, place.replace("_", " ").replace("/", ", ")))
-    return [("UTC", "UTC"), *regions.items()]
+    return [
+        ("UTC", "UTC"),
+        *((REGION_NAMES.get(region, region), places) for region, places in regions.items()),
+    ]
 
 
 ZONE_CHOICES = _zone_choices()

@@ -300,6 +300,16 @@ def test_time_zones_are_offered_by_place_without_the_old_names(logged_in, custom
     assert 'value="Africa/Asmera"' not in page and '<option value="GB"' not in page
 
 
+def test_time_zone_regions_are_in_the_readers_language(logged_in, customer):
+    customer.profile.language = "es"
+    customer.profile.save()
+    page = logged_in.get(reverse("accounts:profile") + "?edit=preferences").content.decode()
+    assert '<optgroup label="Europa">' in page
+    assert '<optgroup label="Océano Atlántico">' in page
+    assert '<optgroup label="Atlantic">' not in page
+    assert '<option value="Atlantic/Canary">Canary</option>' in page
+
+
 def test_an_old_zone_name_is_kept_offered_and_still_taken(logged_in, customer):
     customer.profile.time_zone = "GB"  # stored before the list was cut
     customer.profile.save()
