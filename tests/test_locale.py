@@ -70,3 +70,26 @@ def test_the_committed_mo_matches_the_po():
         if found != expected:
             stale.append(msgid)
     assert stale == []
+
+
+def _house_style():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "locale" / "en" / "house_style.py"
+    spec = importlib.util.spec_from_file_location("house_style", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_english_house_style_catalogue_is_current_and_compiled():
+    """Written from the installed django-allauth's strings: after an upgrade, run
+    locale/en/house_style.py again (its docstring says how)."""
+    house_style = _house_style()
+    assert house_style.PO.read_text() == house_style.catalogue()
+    with (house_style.PO.parent / "django.mo").open("rb") as compiled:
+        translations = gettext.GNUTranslations(compiled)
+    assert translations.gettext("Remember Me") == "Remember me"
+    assert translations.gettext("Sign In") == "Log in"
+    assert house_style.sentence_case("Enter Sign-In Code") == "Enter sign-in code"
+    assert house_style.sentence_case("Provider ID") == "Provider ID"

@@ -119,3 +119,18 @@ def test_the_admin_login_goes_through_allauth(client):
     response = client.get(reverse("admin:login"))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("account_login"))
+
+
+def test_allauths_pages_speak_in_the_portals_sentence_case(client):
+    """allauth titles its pages and buttons in Title Case ("Sign In", "Remember Me") where
+    the portal's menu says "Log out" (from a customer's review): locale/en rewords them."""
+    page = client.get(reverse("account_login"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    login = " ".join(page.split())
+    assert "Sign In" not in login and "Remember Me" not in login
+    assert "<h1> Log in </h1>" in login
+    assert "Remember me" in login
+    signup = client.get(reverse("account_signup"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "Sign Up" not in signup and "Sign up" in signup
+    # Spanish is allauth's own, already in sentence case.
+    spanish = client.get(reverse("account_login"), HTTP_ACCEPT_LANGUAGE="es").content.decode()
+    assert "Iniciar sesión" in spanish
