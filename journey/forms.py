@@ -1,5 +1,5 @@
 import zoneinfo
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django import forms
 from django.conf import settings
@@ -52,6 +52,12 @@ class RecordMilestoneForm(forms.ModelForm):
         return value
 
 
+CLOCK_CHANGE = _(
+    "The clocks change at that time in %(zone)s, so it does not exist or happens twice "
+    "there: choose another time."
+)
+
+
 class PlaceDateTimeField(forms.DateTimeField):
     """A date and time entered on a place's clock (``zone``, set by the form), whoever
     enters it: Django reads a naive time in the active zone, the customer's, which
@@ -70,10 +76,7 @@ class PlaceDateTimeField(forms.DateTimeField):
                 if error.code != "ambiguous_timezone":
                     raise
                 raise forms.ValidationError(
-                    _(
-                        "The clocks change at that time in %(zone)s, so it does not "
-                        "exist or happens twice there: choose another time."
-                    ),
+                    CLOCK_CHANGE,
                     code="clock_change",
                     params={"zone": self.zone.key},
                 ) from error
@@ -440,6 +443,33 @@ class TaskForm(forms.ModelForm):
         self.fields["description"].validators.append(validate_no_jargon)
 
 
+class WallClockSplitDateTimeField(forms.SplitDateTimeField):
+    """The admin's date and time boxes read as a wall clock, with no zone: the form puts
+    it on the place's clock. Django reads them on the active zone, the staff member's,
+    and refused a time that zone skips (its clocks going forward) before the form could
+    read it on the place's, where it exists (from a staff review)."""
+
+    def compress(self, data_list: list[object]) -> datetime | None:
+        with timezone.override(UTC):  # no gaps, no repeats: the wall clock as typed
+            value = super().compress(data_list)
+        return value.replace(tzinfo=None) if value is not None else None
+
+
+def _on_the_place_clock(wall: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
+    """A wall-clock time at a place; refused if the place's clocks skip it or repeat it."""
+    # Skipped or repeated, the two readings PEP 495 allows differ in offset.
+    if (
+        wall.replace(tzinfo=zone, fold=0).utcoffset()
+        != wall.replace(tzinfo=zone, fold=1).utcoffset()
+    ):
+        raise forms.ValidationError(
+            CLOCK_CHANGE,
+            code="clock_change",
+            params={"zone": zone.key},
+        )
+    return timezone.make_aware(wall, zone)
+
+
 class AppointmentAdminForm(forms.ModelForm):
     """An appointment on a journey's page. Its times are on the place's clock (its time
     zone), as the customer is told them and as a staff member reads them off a booking,
@@ -473,6 +503,7 @@ class AppointmentAdminForm(forms.ModelForm):
             "time_zone",
             "what_to_bring",
         ]
+        field_classes = {name: WallClockSplitDateTimeField for name in ("starts_at", "arrive_at")}
 
     @cached_property
     def changed_data(self) -> list[str]:
@@ -487,10 +518,14 @@ class AppointmentAdminForm(forms.ModelForm):
         data = super().clean()
         zone = _zone(data.get("time_zone") or "")
         for name in self.TIMES:
-            if data.get(name) is not None and zone is not None:
-                # Read on the current clock (the admin's); meant on the place's.
-                wall = timezone.make_naive(data[name])
-                data[name] = timezone.make_aware(wall, zone)
+            wall = data.get(name)
+            if wall is not None and zone is None:
+                del data[name]  # no clock to read it on: the zone's own error says why
+            elif wall is not None and timezone.is_naive(wall):
+                try:
+                    data[name] = _on_the_place_clock(wall, zone)
+                except forms.ValidationError as error:
+                    self.add_error(name, error)
         starts_at, arrive_at = data.get("starts_at"), data.get("arrive_at")
         if starts_at is None:
             return data
