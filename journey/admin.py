@@ -1,3 +1,4 @@
+import contextlib
 from datetime import datetime, timedelta
 
 from django import forms
@@ -254,10 +255,31 @@ class PromisedItemInline(admin.TabularInline):
     extra = 0
 
 
+def _appointment_delete(appointment: Appointment) -> None:
+    """Staff delete an appointment. One still to come is cancelled as a partner cancels
+    it (``journey_appointment_cancel``: the customer is told, with the calendar file that
+    removes it); one that has started is only deleted: nobody is told about the past."""
+    if appointment.starts_at > timezone.now():
+        # Refused only if it started meanwhile (or is gone already): deleted below, untold.
+        with contextlib.suppress(ApplicationError):
+            services.journey_appointment_cancel(appointment=appointment)
+            return
+    appointment.delete()
+
+
+class AppointmentInlineFormSet(AppointmentFormSet):
+    """The journey page's appointments: a deleted one goes through
+    ``_appointment_delete``, so the customer hears that it is off."""
+
+    def delete_existing(self, obj: Appointment, commit: bool = True) -> None:
+        if commit:
+            _appointment_delete(obj)
+
+
 class AppointmentInline(admin.StackedInline):
     model = Appointment
     form = AppointmentAdminForm
-    formset = AppointmentFormSet
+    formset = AppointmentInlineFormSet
     extra = 0
 
 

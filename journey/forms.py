@@ -21,7 +21,7 @@ from journey.models import (
     StageDefinition,
     validate_stage_translations,
 )
-from journey.services import ARRIVE_AHEAD_AT_MOST
+from journey.services import APPOINTMENT_FIELDS, ARRIVE_AHEAD_AT_MOST
 
 
 class RecordMilestoneForm(forms.ModelForm):
@@ -493,16 +493,7 @@ class AppointmentAdminForm(forms.ModelForm):
 
     class Meta:
         model = Appointment
-        fields = [
-            "title",
-            "starts_at",
-            "arrive_at",
-            "duration",
-            "place_name",
-            "address",
-            "time_zone",
-            "what_to_bring",
-        ]
+        fields = list(APPOINTMENT_FIELDS)
         field_classes = {name: WallClockSplitDateTimeField for name in ("starts_at", "arrive_at")}
 
     @cached_property

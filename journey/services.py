@@ -1,7 +1,7 @@
 """Writes to journeys. The spine: every change to a journey goes through here."""
 
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -43,6 +43,7 @@ from journey.models import (
 from journey.unit import Writes
 from notifications.triggers import (
     notify_appointment,
+    notify_appointment_cancelled,
     notify_staff_of_customer_message,
     notify_staff_reply,
     notify_task_assigned,
@@ -591,15 +592,17 @@ def journey_checkpoint_add(
 
 
 TASK_DUE_HORIZON = timedelta(days=2 * 366)  # as an appointment's (APPOINTMENT_HORIZON)
+TASK_FIELDS = frozenset({"title", "description", "due_date"})
 
 
-def journey_task_create(
-    *, journey: Journey, title: str, description: str = "", due_date: date | None = None
-) -> CustomerTask:
-    """Something the customer must do, shown on their journey page. A due date is today
-    or later (a task due yesterday is late from the start), and within two years."""
-    if not title.strip():
+def _task_problems(fields: Mapping[str, Any]) -> None:
+    """Refuse what is wrong with a task's ``fields`` (those given: an update judges what
+    it changes, not what is stored, so a task gone overdue can still be retitled). A
+    title is not empty; a due date is today or later (a task due yesterday is late from
+    the start), and within two years; the words are the company's, not its jargon."""
+    if "title" in fields and not (fields["title"] or "").strip():
         raise ApplicationError("A task needs a title.", fields={"title": ["Empty."]})
+    due_date = fields.get("due_date")
     # Today where it is earliest (UTC-12): a partner in New York at 20:00 posting a task
     # due today is not refused because it is tomorrow in UTC.
     today = (timezone.now() - timedelta(hours=12)).date()
@@ -612,7 +615,15 @@ def journey_task_create(
             "A task cannot be due more than two years ahead.",
             fields={"due_date": ["More than two years ahead."]},
         )
-    jargon_check(title=title, description=description)
+    jargon_check(**{name: fields[name] for name in ("title", "description") if name in fields})
+
+
+def journey_task_create(
+    *, journey: Journey, title: str, description: str = "", due_date: date | None = None
+) -> CustomerTask:
+    """Something the customer must do, shown on their journey page. A due date is today
+    or later (a task due yesterday is late from the start), and within two years."""
+    _task_problems({"title": title, "description": description, "due_date": due_date})
     with transaction.atomic():
         task = CustomerTask.objects.create(
             journey=journey, title=title.strip(), description=description, due_date=due_date
@@ -622,9 +633,122 @@ def journey_task_create(
     return task
 
 
+def _open_task_locked(task: CustomerTask) -> CustomerTask:
+    """The task, locked for a partner's write (the customer ticking it off waits for it,
+    and sees what it left), refused once the customer has done it: what they did stands."""
+    locked = CustomerTask.objects.select_for_update().filter(pk=task.pk).first()
+    if locked is None:
+        raise ApplicationError("No such task.", code="not_found", status=404)
+    if locked.done_at is not None:
+        raise ApplicationError(
+            "The customer has done this task: it can no longer be changed or withdrawn.",
+            code="conflict",
+            fields={"done_at": ["Done already."]},
+            status=409,
+        )
+    return locked
+
+
+def journey_task_update(*, task: CustomerTask, **changes: Any) -> CustomerTask:
+    """Change a task the customer has not done yet: its title, description or due date,
+    judged as ``journey_task_create`` judges them (only what changes). A done task is
+    refused (409 ``conflict``): what the customer did stands.
+
+    The customer is sent no message, whatever changes, the due date included. The
+    message a new task sends (``task_assigned``) announces something new to do, and it
+    is sent once per task (its dedup key is the task's): sent again it would be
+    swallowed, and "there is something for you to do" would be wrong about a task they
+    know. The due date needs none of its own: the page shows the new date at once, and
+    the reminders are keyed by the due date (``notifications.reminders``), so the
+    customer is reminded of the new date two days before it, and told on the day after
+    it that the task is overdue, as of any task."""
+    unknown = set(changes) - TASK_FIELDS
+    if unknown:
+        raise ApplicationError(f"Unknown task fields: {', '.join(sorted(unknown))}.")
+    with transaction.atomic():
+        task = _open_task_locked(task)
+        if "title" in changes and changes["title"] is not None:
+            changes["title"] = changes["title"].strip()
+        # Judged: what changes (a partner sending the whole task back sends what is stored).
+        changed = {name: value for name, value in changes.items() if getattr(task, name) != value}
+        _task_problems(changed)
+        for name, value in changed.items():
+            setattr(task, name, value)
+        if changed:
+            task.save(update_fields=sorted(changed))
+    return task
+
+
+def journey_task_withdraw(*, task: CustomerTask) -> None:
+    """Take back a task the customer has not done yet (it is not needed any more): it is
+    deleted, and simply leaves the customer's page. No message tells them: there is
+    nothing for them to do about it, and a message about what they need not do is noise
+    (their reminders stop with it). A done task is refused (409 ``conflict``): what the
+    customer did stands."""
+    with transaction.atomic():
+        _open_task_locked(task).delete()
+
+
 # Arriving early (for a handover's paperwork, a check-in) is an hour or so; a day's
 # difference is a mistyped date.
 ARRIVE_AHEAD_AT_MOST = timedelta(hours=12)
+# What a partner (and staff, in the admin's form, in this order) may set.
+APPOINTMENT_FIELDS = (
+    "title",
+    "starts_at",
+    "arrive_at",
+    "duration",
+    "place_name",
+    "address",
+    "time_zone",
+    "what_to_bring",
+)
+# What the customer is told again when it changes: when and where to be.
+APPOINTMENT_TOLD = frozenset({"starts_at", "arrive_at", "place_name", "address", "time_zone"})
+
+
+def _appointment_problems(
+    *,
+    starts_at: datetime,
+    arrive_at: datetime,
+    duration: timedelta,
+    time_zone: str,
+    judged: Collection[str] = APPOINTMENT_FIELDS,
+) -> None:
+    """Refuse what is wrong with an appointment's times and zone, naming each field: times
+    with their offsets; the arrival not after the start, nor more than
+    ``ARRIVE_AHEAD_AT_MOST`` before it; the start and duration as
+    ``appointment_time_problems`` has them for a new appointment (not in the past, within
+    two years, a minute to a day); a known IANA zone. ``judged``: the fields an update
+    changes; the others, stored already, are not judged again (an appointment under way
+    can still have its place corrected)."""
+    errors: dict[str, list[str]] = {}
+    if "starts_at" in judged and timezone.is_naive(starts_at):
+        errors["starts_at"] = ["No time zone."]
+    if "arrive_at" in judged and timezone.is_naive(arrive_at):
+        errors["arrive_at"] = ["No time zone."]
+    if not errors and {"starts_at", "arrive_at"} & set(judged):
+        if arrive_at > starts_at:
+            errors["arrive_at"] = ["After starts_at."]
+        elif starts_at - arrive_at > ARRIVE_AHEAD_AT_MOST:
+            errors["arrive_at"] = ["More than 12 hours before starts_at."]
+    errors.update(
+        {
+            name: [str(problem) for problem in problems]
+            for name, problems in appointment_time_problems(
+                starts_at=starts_at if "starts_at" in judged else None,
+                duration=duration if "duration" in judged else None,
+                new=True,
+            ).items()
+        }
+    )
+    if "time_zone" in judged:
+        try:
+            zoneinfo.ZoneInfo(time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+            errors["time_zone"] = [f"Unknown time zone {time_zone!r}."]
+    if errors:
+        raise ApplicationError(f"Invalid appointment: {', '.join(errors)}.", fields=errors)
 
 
 def journey_appointment_create(
@@ -649,29 +773,9 @@ def journey_appointment_create(
             .values_list("time_zone", flat=True)
             .first()
         ) or "Europe/London"
-    errors: dict[str, list[str]] = {}
-    if timezone.is_naive(starts_at):
-        errors["starts_at"] = ["No time zone."]
-    if timezone.is_naive(arrive_at):
-        errors["arrive_at"] = ["No time zone."]
-    if not errors and arrive_at > starts_at:
-        errors["arrive_at"] = ["After starts_at."]
-    elif not errors and starts_at - arrive_at > ARRIVE_AHEAD_AT_MOST:
-        errors["arrive_at"] = ["More than 12 hours before starts_at."]
-    errors.update(
-        {
-            name: [str(problem) for problem in problems]
-            for name, problems in appointment_time_problems(
-                starts_at=starts_at, duration=duration, new=True
-            ).items()
-        }
+    _appointment_problems(
+        starts_at=starts_at, arrive_at=arrive_at, duration=duration, time_zone=time_zone
     )
-    try:
-        zoneinfo.ZoneInfo(time_zone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        errors["time_zone"] = [f"Unknown time zone {time_zone!r}."]
-    if errors:
-        raise ApplicationError(f"Invalid appointment: {', '.join(errors)}.", fields=errors)
     with transaction.atomic():
         appointment = Appointment.objects.create(
             journey=journey,
@@ -687,6 +791,94 @@ def journey_appointment_create(
         if not journey.is_sandbox:
             notify_appointment(appointment, changed=False)
     return appointment
+
+
+def _appointment_locked(appointment: Appointment) -> Appointment:
+    """The appointment, locked for writing, with what telling its customer reads (the
+    journey, its owner and profile, its template); the lock is on its row only."""
+    locked = (
+        Appointment.objects.select_for_update(of=("self",))
+        .select_related("journey__owner__profile", "journey__template")
+        .filter(pk=appointment.pk)
+        .first()
+    )
+    if locked is None:
+        raise ApplicationError("No such appointment.", code="not_found", status=404)
+    return locked
+
+
+def journey_appointment_update(*, appointment: Appointment, **changes: Any) -> Appointment:
+    """Change some of an appointment's fields, judged as ``journey_appointment_create``
+    judges them (only what changes: an appointment under way can still have its title
+    corrected; a new start is not in the past).
+
+    A new start alone moves the arrival with it (the same time before the start, as when
+    staff answer a request for another time, or move it in the admin); a new arrival
+    sent with it is kept. When the customer's when or where changes (the start, the
+    arrival, the place's name or address, its time zone), they are told once, with the
+    calendar file that replaces the old entry (``appointment_changed``; not for a
+    sandbox journey), and a new start answers their requests for another time still
+    waiting (as staff moving it in the admin does). A new title, duration or what to
+    bring shows on their page without a message. Nothing changed (the appointment sent
+    back as it is): nothing is written, and nobody is told."""
+    unknown = set(changes).difference(APPOINTMENT_FIELDS)
+    if unknown:
+        raise ApplicationError(f"Unknown appointment fields: {', '.join(sorted(unknown))}.")
+    with transaction.atomic():
+        appointment = _appointment_locked(appointment)
+        # Judged: what changes (a partner sending the whole appointment back sends what
+        # is stored).
+        changed = {
+            name: value for name, value in changes.items() if getattr(appointment, name) != value
+        }
+        if "starts_at" in changed and "arrive_at" not in changed:
+            # The start alone moved (its arrival left out, or sent back as it was): the
+            # arrival moves with it, as the admin's form moves it.
+            lead = appointment.starts_at - appointment.arrive_at
+            if not timezone.is_naive(changed["starts_at"]):
+                changed["arrive_at"] = changed["starts_at"] - lead
+        _appointment_problems(
+            **{
+                name: changed.get(name, getattr(appointment, name))
+                for name in ("starts_at", "arrive_at", "duration", "time_zone")
+            },
+            judged=set(changed),
+        )
+        if not changed:
+            return appointment
+        for name, value in changed.items():
+            setattr(appointment, name, value)
+        appointment.save(update_fields=sorted(changed))
+        if "starts_at" in changed:
+            # A new time is the answer to any request for one still waiting.
+            RescheduleRequest.objects.filter(
+                appointment=appointment, state=RescheduleState.OPEN
+            ).update(state=RescheduleState.HANDLED)
+        if APPOINTMENT_TOLD & set(changed) and not appointment.journey.is_sandbox:
+            notify_appointment(appointment, changed=True)
+    return appointment
+
+
+def journey_appointment_cancel(*, appointment: Appointment) -> None:
+    """Call an appointment off: the customer is told (``appointment_cancelled``, with a
+    calendar file that removes it from their calendar; not for a sandbox journey), and
+    the appointment is deleted, with any request of theirs for another time. The
+    message is written first, from what it needs to say (it never reads the row again).
+
+    Refused (409 ``conflict``) once the appointment has started: what happened
+    happened."""
+    with transaction.atomic():
+        appointment = _appointment_locked(appointment)
+        if appointment.starts_at <= timezone.now():
+            raise ApplicationError(
+                "This appointment has started: it can no longer be cancelled.",
+                code="conflict",
+                fields={"starts_at": ["Started already."]},
+                status=409,
+            )
+        if not appointment.journey.is_sandbox:
+            notify_appointment_cancelled(appointment)
+        appointment.delete()
 
 
 # The customer's own writes from the portal. Each is one function, so whatever must

@@ -164,15 +164,34 @@ def parse_reply_address(address: str) -> tuple[int, int] | None:
 
 
 def _attachments(notification: Notification) -> list[tuple[str, bytes, str]]:
-    appointment_id = notification.context.get("appointment_id")
+    from journey.calendar import appointment_cancel_ics, appointment_ics
+    from journey.models import Appointment
+
+    context = notification.context
+    appointment_id = context.get("appointment_id")
+    if appointment_id and notification.kind == "appointment_cancelled":
+        # The row is gone: the file is made from what the message kept.
+        arrive_at = parse_datetime(str(context.get("arrive_at") or ""))
+        if arrive_at is None:
+            return []
+        ics = appointment_cancel_ics(
+            appointment_id=appointment_id,
+            title=str(context.get("title", "")),
+            arrive_at=arrive_at,
+            ends_at=parse_datetime(str(context.get("ends_at") or "")),
+            time_zone=str(context.get("place_time_zone", "")),
+            place_name=str(context.get("place", "")),
+            address=str(context.get("address", "")),
+            company=settings.COMPANY_NAME,
+        )
+        return [("appointment.ics", ics, "text/calendar; method=CANCEL")]
     if appointment_id and notification.kind in {
         "appointment_set",
         "appointment_reminder",
         "appointment_changed",
     }:
-        from journey.calendar import appointment_ics
-        from journey.models import Appointment
-
+        # The appointment as it is now (a message held for quiet hours says the latest
+        # time); none once it is cancelled, whose own message removes it.
         appointment = Appointment.objects.filter(pk=appointment_id).first()
         if appointment is not None:
             ics = appointment_ics(appointment, company=settings.COMPANY_NAME)

@@ -24,6 +24,7 @@ KINDS: dict[str, Kind] = {
     "appointment_set": Kind(_("An appointment is set"), may_be_anytime=True),
     "appointment_reminder": Kind(_("Your appointment is tomorrow")),
     "appointment_changed": Kind(_("An appointment changed"), may_be_anytime=True),
+    "appointment_cancelled": Kind(_("An appointment is cancelled"), may_be_anytime=True),
     "promised_item_overdue": Kind(_("Something we promised is late")),
     # The company writes in the journey's conversation: an answer, or first.
     "staff_reply": Kind(_("A message from us, or our answer to yours"), may_be_anytime=True),

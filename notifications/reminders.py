@@ -176,10 +176,13 @@ def task_context(task: CustomerTask) -> dict[str, object]:
 
 
 def appointment_context(appointment: Appointment) -> dict[str, object]:
+    """What an appointment's messages say; whole enough to make its calendar file from
+    (a cancellation's, once the row is gone: ``journey.calendar.appointment_cancel_ics``)."""
     return {
         "appointment_id": appointment.pk,
         "title": appointment.title,
         "arrive_at": appointment.arrive_at.isoformat(),
+        "ends_at": (appointment.starts_at + appointment.duration).isoformat(),
         "place_time_zone": appointment.time_zone,
         "place": appointment.place_name,
         "address": appointment.address,

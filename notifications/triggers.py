@@ -6,8 +6,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from journey.models import Appointment, CustomerTask, Message, Photo, RescheduleRequest
+from notifications.models import Notification
 from notifications.reminders import appointment_context, task_context
-from notifications.services import notification_enqueue
+from notifications.services import notification_enqueue, notification_settle
 
 PHOTO_BATCH_MINUTES = 60
 
@@ -24,14 +25,58 @@ def notify_task_assigned(task: CustomerTask) -> None:
 
 
 def notify_appointment(appointment: Appointment, *, changed: bool) -> None:
-    """A new appointment, or a new time or place for one (once per version of it)."""
+    """A new appointment (once per version of it: saving it again unchanged tells
+    nothing), or a new time or place for one (once per change: its callers call it once
+    for each change they make, and a change back to an earlier time or place is news
+    too, which a key of the version would have swallowed)."""
     kind = "appointment_changed" if changed else "appointment_set"
+    now = timezone.now()
+    # The place cut short: the key is at most 200 characters, a place's name as long.
+    place = appointment.place_name[:100]
+    dedup_key = f"{kind}:{appointment.pk}:{appointment.arrive_at.isoformat()}:{place}"
+    if changed:
+        dedup_key += f":{now.isoformat()}"
     notification_enqueue(
         recipient=appointment.journey.owner,
         journey=appointment.journey,
         kind=kind,
-        dedup_key=f"{kind}:{appointment.pk}:{appointment.arrive_at.isoformat()}:"
-        f"{appointment.place_name}",
+        dedup_key=dedup_key,
+        context=appointment_context(appointment),
+        occurred_at=now,
+    )
+
+
+APPOINTMENT_KINDS = ("appointment_set", "appointment_changed", "appointment_reminder")
+
+
+def notify_appointment_cancelled(appointment: Appointment) -> None:
+    """The appointment is off. Written before its row is deleted; the message says
+    everything from its context (the calendar file that removes it included), never from
+    the row.
+
+    What still waits to be sent about it (held for the customer's quiet hours, or for a
+    digest) is dropped first, as a settled proposal's is (``notification_settle``): a
+    reminder of an appointment that is off, sent after the news that it is, would tell
+    them to come."""
+    owner = appointment.journey.owner
+    earlier = (
+        Notification.objects.filter(
+            recipient=owner,
+            journey_id=appointment.journey_id,
+            kind__in=APPOINTMENT_KINDS,
+            context__appointment_id=appointment.pk,
+        )
+        .order_by()
+        .values_list("dedup_key", flat=True)
+        .distinct()
+    )
+    for dedup_key in earlier:
+        notification_settle(recipient=owner, dedup_key=dedup_key)
+    notification_enqueue(
+        recipient=appointment.journey.owner,
+        journey=appointment.journey,
+        kind="appointment_cancelled",
+        dedup_key=f"appointment_cancelled:{appointment.pk}",
         context=appointment_context(appointment),
         occurred_at=timezone.now(),
     )

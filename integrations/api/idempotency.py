@@ -1,4 +1,5 @@
-"""The ``Idempotency-Key`` header on every POST of the API (see integrations.idempotency)."""
+"""The ``Idempotency-Key`` header on every POST of the API, and on the PATCH and DELETE of
+a task or an appointment (see integrations.idempotency)."""
 
 import functools
 import hashlib
@@ -95,6 +96,8 @@ def idempotent(handler: Handler) -> Handler:
             _release(record)
         return response
 
+    # The schema documents the header on the handlers that take it.
+    wrapper.idempotent = True
     return wrapper
 
 

@@ -49,7 +49,10 @@ class PartnerAutoSchema(AutoSchema):
 
     def get_override_parameters(self) -> list[Any]:
         parameters = list(super().get_override_parameters())
-        if self.method == "POST":
+        handler = getattr(self.view, self.method.lower(), None)
+        # Every POST (an event's hands it on to a decorated handler), and whatever else
+        # ``idempotent`` wraps (a task's or an appointment's PATCH and DELETE).
+        if self.method == "POST" or getattr(handler, "idempotent", False):
             parameters.append(
                 OpenApiParameter(
                     "Idempotency-Key",

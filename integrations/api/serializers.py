@@ -408,6 +408,19 @@ class AppointmentSerializer(RequestBody, serializers.ModelSerializer):
         return super().to_representation(instance)
 
 
+class AppointmentUpdateSerializer(AppointmentSerializer):
+    # A PATCH sets what it sends; nothing it leaves out takes a default.
+    arrive_at = AwareDateTimeField(
+        required=False,
+        help_text="Left out while starts_at changes: it moves with the start (as long before "
+        "it as it was).",
+    )
+    duration_minutes = serializers.IntegerField(min_value=1, max_value=24 * 60, required=False)
+    time_zone = StringField(
+        max_length=64, required=False, help_text="The place's time zone (IANA)."
+    )
+
+
 @extend_schema_field(OpenApiTypes.BINARY)
 class _UploadField(serializers.FileField):
     """A file part of a multipart form: binary in the schema, not a URL."""

@@ -39,9 +39,19 @@ urlpatterns = [
     ),
     path("journeys/<str:reference>/tasks/", views.TaskListCreate.as_view(), name="journey-tasks"),
     path(
+        "journeys/<str:reference>/tasks/<int:pk>/",
+        views.TaskDetail.as_view(),
+        name="journey-task",
+    ),
+    path(
         "journeys/<str:reference>/appointments/",
         views.AppointmentListCreate.as_view(),
         name="journey-appointments",
+    ),
+    path(
+        "journeys/<str:reference>/appointments/<int:pk>/",
+        views.AppointmentDetail.as_view(),
+        name="journey-appointment",
     ),
     path("webhooks/", views.WebhookEndpointList.as_view(), name="webhook-list"),
     path("webhooks/<int:pk>/", views.WebhookEndpointDetail.as_view(), name="webhook-detail"),

@@ -20,8 +20,10 @@ from accounts.services import profile_propose_change
 from integrations.api.errors import exception_handler
 from integrations.api.idempotency import idempotent, request_fingerprint, rolled_back_whole
 from integrations.api.pagination import CursorPage, OldestFirstCursorPage
+from integrations.api.schema import ErrorSerializer
 from integrations.api.serializers import (
     AppointmentSerializer,
+    AppointmentUpdateSerializer,
     BatchEventInSerializer,
     BatchInSerializer,
     BatchOutSerializer,
@@ -68,7 +70,7 @@ from integrations.webhooks import webhook_endpoint_create, webhook_endpoint_rota
 from journey import services as journey_services
 from journey.compiled import CompiledRead
 from journey.errors import ApplicationError
-from journey.models import Journey, ShipmentLeg
+from journey.models import Appointment, CustomerTask, Journey, ShipmentLeg
 from journey.photos import photo_add
 
 
@@ -615,6 +617,69 @@ class TaskListCreate(APIView):
         return Response(TaskSerializer(task).data, status=status.HTTP_201_CREATED)
 
 
+def _conflict(why: str) -> OpenApiResponse:
+    return OpenApiResponse(
+        ErrorSerializer,
+        description=f"conflict: {why}. Or the Idempotency-Key was used for another "
+        "request, or is in flight.",
+    )
+
+
+def _task(request: Request, reference: str, pk: int) -> CustomerTask:
+    """A task of a journey this partner serves; any other (another journey's, one of a
+    journey not served) answers 404."""
+    return get_object_or_404(CustomerTask, journey=_journey(request, reference), pk=pk)
+
+
+class TaskDetail(APIView):
+    """One task: read it; change it (title, description, due date) until the customer has
+    done it; withdraw it (it leaves the customer's page; they are sent no message)."""
+
+    @extend_schema(responses={200: TaskSerializer})
+    def get(self, request: Request, reference: str, pk: int) -> Response:
+        return Response(TaskSerializer(_task(request, reference, pk)).data)
+
+    @extend_schema(
+        request=TaskSerializer,
+        responses={
+            200: TaskSerializer,
+            409: _conflict("the customer has done it"),
+        },
+    )
+    @idempotent
+    def patch(self, request: Request, reference: str, pk: int) -> Response:
+        task = _task(request, reference, pk)
+        serializer = TaskSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        task = journey_services.journey_task_update(task=task, **serializer.validated_data)
+        return Response(TaskSerializer(task).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            204: None,
+            409: _conflict("the customer has done it"),
+        },
+    )
+    @idempotent
+    def delete(self, request: Request, reference: str, pk: int) -> Response:
+        journey_services.journey_task_withdraw(task=_task(request, reference, pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _appointment(request: Request, reference: str, pk: int) -> Appointment:
+    """An appointment of a journey this partner serves; any other answers 404."""
+    return get_object_or_404(Appointment, journey=_journey(request, reference), pk=pk)
+
+
+def _appointment_changes(serializer: AppointmentSerializer) -> dict[str, Any]:
+    """The serializer's fields as the services take them (a duration, not minutes)."""
+    data = dict(serializer.validated_data)
+    if "duration_minutes" in data:
+        data["duration"] = timedelta(minutes=data.pop("duration_minutes"))
+    return data
+
+
 class AppointmentListCreate(APIView):
     """The appointments the customer attends: read them (all at once, as tasks); book
     one."""
@@ -630,10 +695,44 @@ class AppointmentListCreate(APIView):
         journey = _journey(request, reference)
         serializer = AppointmentSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = dict(serializer.validated_data)
-        data["duration"] = timedelta(minutes=data.pop("duration_minutes"))
-        appointment = journey_services.journey_appointment_create(journey=journey, **data)
+        appointment = journey_services.journey_appointment_create(
+            journey=journey, **_appointment_changes(serializer)
+        )
         return Response(AppointmentSerializer(appointment).data, status=status.HTTP_201_CREATED)
+
+
+class AppointmentDetail(APIView):
+    """One appointment: read it; change it (the customer is told a new time or place,
+    with a calendar file that replaces the old entry); cancel it (the customer is told,
+    with a calendar file that removes it) until it starts."""
+
+    @extend_schema(responses={200: AppointmentSerializer})
+    def get(self, request: Request, reference: str, pk: int) -> Response:
+        return Response(AppointmentSerializer(_appointment(request, reference, pk)).data)
+
+    @extend_schema(request=AppointmentUpdateSerializer, responses={200: AppointmentSerializer})
+    @idempotent
+    def patch(self, request: Request, reference: str, pk: int) -> Response:
+        appointment = _appointment(request, reference, pk)
+        serializer = AppointmentUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        appointment = journey_services.journey_appointment_update(
+            appointment=appointment, **_appointment_changes(serializer)
+        )
+        return Response(AppointmentSerializer(appointment).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            204: None,
+            409: _conflict("the appointment has started"),
+        },
+    )
+    @idempotent
+    def delete(self, request: Request, reference: str, pk: int) -> Response:
+        appointment = _appointment(request, reference, pk)
+        journey_services.journey_appointment_cancel(appointment=appointment)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class WebhookEndpointList(APIView):

@@ -28,20 +28,29 @@ def test_the_docs_are_served_with_no_external_assets(client):
     assert client.get(reverse("api-schema")).status_code == 200
 
 
-def test_every_operation_documents_the_error_shape_and_posts_take_an_idempotency_key():
+# Besides every POST: the PATCH and DELETE of a task or an appointment.
+DETAILS = [
+    "/api/v1/journeys/{reference}/tasks/{id}/",
+    "/api/v1/journeys/{reference}/appointments/{id}/",
+]
+KEYED = {(path, method) for path in DETAILS for method in ("patch", "delete")}
+
+
+def test_every_operation_documents_the_error_shape_and_writes_take_an_idempotency_key():
     schema = SchemaGenerator().get_schema(request=None, public=True)
     operations = [
         (path, method, operation)
         for path, item in schema["paths"].items()
         for method, operation in item.items()
     ]
-    assert len(operations) == 23
+    assert len(operations) == 29
     for path, method, operation in operations:
-        for code in ("400", "401", "404", "405", "406", "429"):
+        for code in ("400", "401", "404", "405", "406", "409", "429"):
             content = operation["responses"][code]["content"]["application/json"]
             assert content["schema"] == {"$ref": "#/components/schemas/Error"}, (path, method)
         headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
-        expected = {"Idempotency-Key"} if method == "post" else set()
+        keyed = method == "post" or (path, method) in KEYED
+        expected = {"Idempotency-Key"} if keyed else set()
         if (path, method) == ("/api/v1/journeys/{reference}/events/", "post"):
             expected.add("Prefer")  # respond-async: queued, applied by a worker
         assert headers == expected, (path, method)
@@ -86,6 +95,24 @@ def test_the_read_backs_and_their_pages_are_described():
     assert leg["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/LegOut"
     }
+    for path, name in zip(DETAILS, ("Task", "Appointment"), strict=True):
+        one = {"$ref": f"#/components/schemas/{name}"}
+        for method in ("get", "patch"):
+            ok = paths[path][method]["responses"]["200"]["content"]["application/json"]
+            assert ok["schema"] == one, (path, method)
+        assert set(paths[path]["delete"]["responses"]["204"]) == {"description"}  # no body
+
+
+def test_a_patch_body_has_no_defaults_and_reads_back_nothing():
+    """A PATCH sets what it sends: no field of its body is required or has a default
+    (an arrival left out moves with the start; a duration left out stays), and what is
+    only read back is marked so."""
+    components = SchemaGenerator().get_schema(request=None, public=True)["components"]
+    for name in ("PatchedTask", "PatchedAppointmentUpdate"):
+        body = components["schemas"][name]
+        assert "required" not in body, name
+        assert not [f for f, spec in body["properties"].items() if "default" in spec], name
+        assert body["properties"]["id"]["readOnly"] is True
 
 
 def test_the_schema_describes_uploads_keys_and_bodies_as_clients_send_them():

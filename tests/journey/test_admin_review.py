@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Group
+from django.core import mail
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.urls import reverse
@@ -225,6 +226,42 @@ def test_an_arrival_more_than_12_hours_early_is_refused_as_the_api_refuses_it(
     assert response.status_code == 200
     form = inline_formset(response, Appointment).forms[0]
     assert form.errors == {"arrive_at": ["More than 12 hours before the start: a mistyped date?"]}
+
+
+def test_deleting_an_appointment_to_come_tells_the_customer_it_is_off(
+    client, staff, journey, appointment, django_capture_on_commit_callbacks
+):
+    """As a partner's cancellation (journey_appointment_cancel): the customer is told, with
+    the calendar file that removes it."""
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    data["appointments-0-DELETE"] = "on"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(url, data).status_code == 302
+
+    assert Appointment.objects.count() == 0
+    told = Notification.objects.get(kind="appointment_cancelled", channel="email")
+    assert told.context["appointment_id"] == appointment.pk
+    (message,) = [m for m in mail.outbox if m.to == [journey.owner.email]]
+    assert message.subject.startswith("Cancelled: Handover, ")
+    (_name, content, _mimetype) = message.attachments[0]
+    assert "METHOD:CANCEL" in content
+    assert f"UID:appointment-{appointment.pk}@milepost" in content
+    assert LogEntry.objects.get().get_change_message() == "Deleted appointment “Handover”."
+
+
+def test_deleting_a_past_appointment_tells_nobody(client, staff, journey, appointment):
+    past = timezone.now() - timedelta(days=2)
+    Appointment.objects.filter(pk=appointment.pk).update(starts_at=past, arrive_at=past)
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    data["appointments-0-DELETE"] = "on"
+
+    assert client.post(url, data).status_code == 302
+
+    assert Appointment.objects.count() == 0
+    assert Notification.objects.count() == 0
 
 
 # --- The milestone page: all it was given, or nothing ------------------------------------

@@ -31,6 +31,7 @@ from journey.models import (
     ShipmentLeg,
     StageDefinition,
 )
+from journey.services import journey_appointment_cancel
 from journey.views import detail
 from tests.factories import PASSWORD, UserFactory, make_journey
 
@@ -285,6 +286,21 @@ def test_a_change_made_anywhere_shows_at_once(owner_client, journey):
     html = owner_client.get(detail_url(journey)).content.decode()
     assert "Upload your passport" in html
     assert "Upload your licence" not in html
+
+
+def test_a_cancelled_appointment_leaves_the_page_at_once(owner_client, journey):
+    """A partner's cancellation deletes the row: the delete moves the journey's version
+    (the triggers), so the cached page is not served again."""
+    booked = appointment(journey)
+    assert "Bristol" in owner_client.get(detail_url(journey)).content.decode()
+    before = version(journey)
+
+    journey_appointment_cancel(appointment=booked)
+
+    assert version(journey) > before
+    response = owner_client.get(detail_url(journey))
+    assert response.status_code == 200
+    assert "Bristol" not in response.content.decode()
 
 
 def _csrf_tokens(html: str) -> set[str]:

@@ -513,3 +513,61 @@ def test_a_journey_read_without_what_the_spine_reads_is_read_again(django_assert
     with django_assert_num_queries(0):
         assert locked[journey.pk].journey.owner.profile is not None
         assert locked[journey.pk].journey.template.name
+
+
+# --- A partner's changes to the tasks and appointments it set -----------------------------
+
+
+def test_a_change_names_only_the_fields_a_task_or_appointment_has(journey):
+    from journey.services import journey_appointment_update, journey_task_update
+
+    task, appointment = make_task(journey), make_appointment(journey)
+    with pytest.raises(ApplicationError, match=r"Unknown task fields: done_at, journey\."):
+        journey_task_update(task=task, done_at=timezone.now(), journey=make_journey())
+    with pytest.raises(ApplicationError, match=r"Unknown appointment fields: journey\."):
+        journey_appointment_update(appointment=appointment, journey=make_journey())
+    assert CustomerTask.objects.get().done_at is None
+    assert Appointment.objects.get().journey == journey
+
+
+@pytest.mark.parametrize("change", ["task_update", "task_withdraw", "update", "cancel"])
+def test_a_change_to_what_is_gone_meanwhile_is_a_404(journey, change):
+    """Deleted between the partner's read and the change (staff, another request)."""
+    from journey import services
+
+    task, appointment = make_task(journey), make_appointment(journey)
+    CustomerTask.objects.all().delete()
+    Appointment.objects.all().delete()
+    calls = {
+        "task_update": lambda: services.journey_task_update(task=task, title="X"),
+        "task_withdraw": lambda: services.journey_task_withdraw(task=task),
+        "update": lambda: services.journey_appointment_update(appointment=appointment, title="X"),
+        "cancel": lambda: services.journey_appointment_cancel(appointment=appointment),
+    }
+    with pytest.raises(ApplicationError) as refused:
+        calls[change]()
+    assert (refused.value.code, refused.value.status) == ("not_found", 404)
+    assert Notification.objects.count() == 0
+
+
+def test_creating_an_appointment_judges_as_before(journey):
+    """The checks create and update share: every field at fault named at once."""
+    from journey.services import journey_appointment_create
+
+    start = timezone.now() + timedelta(days=3)
+    with pytest.raises(ApplicationError) as refused:
+        journey_appointment_create(
+            journey=journey,
+            title="Visit",
+            starts_at=start,
+            arrive_at=start + timedelta(minutes=5),
+            duration=timedelta(0),
+            place_name="Home",
+            time_zone="Nowhere/Town",
+        )
+    assert refused.value.fields == {
+        "arrive_at": ["After starts_at."],
+        "duration": ["An appointment lasts between 1 minute and 24 hours."],
+        "time_zone": ["Unknown time zone 'Nowhere/Town'."],
+    }
+    assert Appointment.objects.count() == 0
