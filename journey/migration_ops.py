@@ -16,6 +16,7 @@ changes to that table. A migration that does so to a table 0008 watches wraps it
 """
 
 import importlib
+from types import ModuleType
 
 from django.db import migrations
 from django.db.migrations.operations.base import Operation
@@ -49,20 +50,32 @@ def drop_covered_indexes(
 
 
 def keep_version_triggers(operation: Operation, *tables: str) -> list[Operation]:
-    """``operation``, with the journey version's triggers on ``tables`` made again after it
-    both ways (on SQLite; elsewhere a table keeps its triggers through such changes)."""
+    """``operation``, with the journey version's triggers on ``tables`` dropped before it
+    and made again after it, both ways (on SQLite; elsewhere a table keeps its triggers
+    through such changes). ``tables``: the table made again, and any whose triggers read
+    it (a reschedule request's find their journey through its appointment): SQLite
+    refuses to rename the copy into place while a trigger names a table that is, for that
+    moment, missing."""
+
+    def version() -> ModuleType:  # migration 0008, imported by its name
+        return importlib.import_module("journey.migrations.0008_journey_version")
+
+    def drop(apps, schema_editor) -> None:
+        if schema_editor.connection.vendor != "sqlite":
+            return
+        for table in tables:
+            for event in version().EVENTS:
+                schema_editor.execute(f"DROP TRIGGER IF EXISTS mp_version_{table}_{event.lower()};")
 
     def restore(apps, schema_editor) -> None:
         if schema_editor.connection.vendor != "sqlite":
             return
-        version = importlib.import_module("journey.migrations.0008_journey_version")
         for table in tables:
-            for statement in version._sqlite(table):
+            for statement in version()._sqlite(table):
                 schema_editor.execute(statement)
 
-    noop = migrations.RunPython.noop
     return [
-        migrations.RunPython(noop, restore, elidable=False),  # after it, going back
+        migrations.RunPython(drop, restore, elidable=False),
         operation,
-        migrations.RunPython(restore, noop, elidable=False),
+        migrations.RunPython(restore, drop, elidable=False),
     ]

@@ -471,6 +471,14 @@ class Appointment(models.Model):
         max_length=64, default="Europe/London", validators=[validate_time_zone]
     )
     what_to_bring = models.TextField(blank=True)
+    visit = models.BooleanField(
+        _("we come to the customer"),
+        default=False,
+        help_text=_(
+            "A visit (an engineer, a delivery): the customer is told when we will be with "
+            "them, and what to have ready, not when to arrive and what to bring."
+        ),
+    )
 
     class Meta:
         ordering = ["starts_at"]

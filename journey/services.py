@@ -702,9 +702,12 @@ APPOINTMENT_FIELDS = (
     "address",
     "time_zone",
     "what_to_bring",
+    "visit",
 )
 # What the customer is told again when it changes: when and where to be.
-APPOINTMENT_TOLD = frozenset({"starts_at", "arrive_at", "place_name", "address", "time_zone"})
+APPOINTMENT_TOLD = frozenset(
+    {"starts_at", "arrive_at", "place_name", "address", "time_zone", "visit"}
+)
 
 
 def _appointment_problems(
@@ -762,8 +765,10 @@ def journey_appointment_create(
     address: str = "",
     time_zone: str | None = None,
     what_to_bring: str = "",
+    visit: bool = False,
 ) -> Appointment:
-    """An appointment the customer attends; ``arrive_at`` defaults to ``starts_at`` and
+    """An appointment the customer attends, or a visit we make to them (``visit``: they
+    are told when we will be with them); ``arrive_at`` defaults to ``starts_at`` and
     lies within ``ARRIVE_AHEAD_AT_MOST`` before it; ``time_zone`` (the place's) defaults
     to the customer's own, where most appointments are (a visit, a showroom near home)."""
     arrive_at = arrive_at or starts_at
@@ -787,6 +792,7 @@ def journey_appointment_create(
             address=address,
             time_zone=time_zone,
             what_to_bring=what_to_bring,
+            visit=visit,
         )
         if not journey.is_sandbox:
             notify_appointment(appointment, changed=False)

@@ -187,5 +187,6 @@ def appointment_context(appointment: Appointment) -> dict[str, object]:
         "place": appointment.place_name,
         "address": appointment.address,
         "what_to_bring": appointment.what_to_bring,
+        "visit": appointment.visit,
         "anchor": "appointments",
     }

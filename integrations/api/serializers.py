@@ -52,6 +52,17 @@ class StringChoiceField(_StringOnly, serializers.ChoiceField):
     "Must be a string.", as every other text field says, not "not a valid choice"."""
 
 
+class JSONBooleanField(serializers.BooleanField):
+    """true or false, as JSON has them: DRF's BooleanField also takes "yes", "0" and 1."""
+
+    default_error_messages = {"not_a_boolean": "Must be true or false."}
+
+    def to_internal_value(self, data: object) -> bool:
+        if not isinstance(data, bool):
+            self.fail("not_a_boolean")
+        return data
+
+
 class RequestBody:
     # For a serializer that reads a request body: the body must be a JSON object. A
     # list, a string, a number or null is refused naming ``body``, where DRF would say
@@ -387,6 +398,12 @@ class AppointmentSerializer(RequestBody, serializers.ModelSerializer):
         required=False,
         help_text="The place's time zone (IANA); defaults to the customer's own.",
     )
+    visit = JSONBooleanField(
+        default=False,
+        help_text="true when we go to the customer (an engineer, a delivery): they are "
+        "told when we will be with them and what to have ready, not when to arrive and "
+        "what to bring.",
+    )
 
     class Meta:
         model = Appointment
@@ -400,6 +417,7 @@ class AppointmentSerializer(RequestBody, serializers.ModelSerializer):
             "address",
             "time_zone",
             "what_to_bring",
+            "visit",
         ]
         read_only_fields = ["id"]
 
@@ -419,6 +437,7 @@ class AppointmentUpdateSerializer(AppointmentSerializer):
     time_zone = StringField(
         max_length=64, required=False, help_text="The place's time zone (IANA)."
     )
+    visit = JSONBooleanField(required=False, help_text="See the appointment's visit.")
 
 
 @extend_schema_field(OpenApiTypes.BINARY)

@@ -665,6 +665,7 @@ class Command(BaseCommand):
             time_zone="Europe/London",
             what_to_bring="An adult at home for the whole morning, and a clear path to "
             "where the line comes in.",
+            visit=True,
         )
         CustomerTask.objects.create(
             journey=journey,
