@@ -38,7 +38,7 @@ from django.utils import timezone
 from PIL import Image, ImageDraw
 
 from accounts.models import CustomerProfile, User
-from integrations.models import Partner
+from integrations.models import IdempotencyRecord, InboundEvent, Partner, StatusMapping
 from journey.eta import eta_stats_recompute
 from journey.models import (
     Agreement,
@@ -211,6 +211,51 @@ def _settle(
         if low <= counts[i] + step <= high:
             counts[i] += step
             shortfall -= step
+
+
+def _partner_traffic(now: datetime) -> tuple[int, int]:
+    """What partners' events leave besides the timeline, written from it in two statements:
+    the inbound row of every stage a partner's code reached (its code from the partner's
+    status mapping), and the Idempotency-Key of each received in the last day (keys live a
+    day). Without them the two tables are empty when analyzed, and a statement prepared on
+    a table analyzed empty keeps the plan made for an empty table (a scan of every row)
+    for its connection's life, however much the table grows (docs/performance.md,
+    nineteenth pass): no database that holds a year of partner events has that."""
+    inbound = InboundEvent._meta.db_table
+    served = Partner.journeys.through._meta.db_table
+    with connection.cursor() as cursor:
+        # Table names from the models (no input reaches this SQL).
+        cursor.execute(
+            f"""
+            INSERT INTO "{inbound}" (partner_id, journey_id, event_id, code, occurred_at,
+                received_at, payload, unmapped, queued, journey_event_id)
+            SELECT DISTINCT ON (e.id) mapping.partner_id, e.journey_id, 'loaded-' || e.id,
+                mapping.code, e.occurred_at, e.received_at, '{{}}'::jsonb, false, false, e.id
+            FROM "{JourneyEvent._meta.db_table}" e
+            JOIN "{Milestone._meta.db_table}" m ON m.id = e.milestone_id
+            JOIN "{StageDefinition._meta.db_table}" stage ON stage.id = m.stage_id
+            JOIN "{StatusMapping._meta.db_table}" mapping ON mapping.stage_key = stage.key
+            JOIN "{served}" served ON served.partner_id = mapping.partner_id
+                AND served.journey_id = e.journey_id
+            WHERE e.kind = 'milestone_reached'
+            ORDER BY e.id, mapping.partner_id, mapping.code
+            """  # noqa: S608
+        )
+        inbound_rows = cursor.rowcount
+        cursor.execute(
+            f"""
+            INSERT INTO "{IdempotencyRecord._meta.db_table}" (partner_id, key, method, path,
+                fingerprint, status_code, response_body, created_at, expires_at, locked_at)
+            SELECT i.partner_id, 'loaded-' || i.id, 'POST',
+                '/api/v1/journeys/' || j.reference || '/events/', md5(i.event_id) || md5(i.code),
+                201, jsonb_build_object('event_id', i.event_id, 'state', 'applied'),
+                i.received_at, i.received_at + %s, i.received_at
+            FROM "{inbound}" i JOIN "{Journey._meta.db_table}" j ON j.id = i.journey_id
+            WHERE i.received_at > %s
+            """,  # noqa: S608
+            [timedelta(days=1), now - timedelta(days=1)],
+        )
+        return inbound_rows, cursor.rowcount
 
 
 def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
@@ -465,6 +510,10 @@ def load(*, scale: float = 1.0, seed: int = 1, log=print) -> Manifest:
 
         manifest.events = copier.copy(JourneyEvent, events())
         log_step(f"{manifest.events} events")
+        inbound, keys = _partner_traffic(now)
+        copier.counts[InboundEvent._meta.db_table] = inbound
+        copier.counts[IdempotencyRecord._meta.db_table] = keys
+        log_step(f"{inbound} inbound partner events, {keys} idempotency keys")
 
         # --- photos -----------------------------------------------------------------------
         photo_counts = [0] * n_journeys
