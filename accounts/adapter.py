@@ -16,7 +16,9 @@ class AccountAdapter(DefaultAccountAdapter):
     def save_user(self, request: HttpRequest, user: User, form: Form, commit: bool = True) -> User:
         user = super().save_user(request, user, form, commit=commit)
         if commit:
-            profile_ensure(user=user)
+            # In the language they signed up in: the confirmation email that follows,
+            # and every message after it, speak it until they choose another.
+            profile_ensure(user=user, language=translation.get_language())
         return user
 
     def send_mail(self, template_prefix: str, email: str, context: dict[str, Any]) -> None:

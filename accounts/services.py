@@ -37,8 +37,12 @@ if TYPE_CHECKING:
     from integrations.models import Partner
 
 
-def profile_ensure(*, user: User) -> CustomerProfile:
-    profile, _created = CustomerProfile.objects.get_or_create(user=user)
+def profile_ensure(*, user: User, language: str | None = None) -> CustomerProfile:
+    """The user's profile, made if missing; a new one in ``language`` when the site
+    offers it (the language the customer signed up in), else the default."""
+    offered = {code for code, _name in settings.LANGUAGES}
+    defaults = {"language": language} if language in offered else {}
+    profile, _created = CustomerProfile.objects.get_or_create(user=user, defaults=defaults)
     return profile
 
 
@@ -385,7 +389,7 @@ def journey_share_accept(*, share: JourneyShare, user: User) -> JourneyShare:
         raise ApplicationError(_("This invitation was withdrawn."), status=404, code="not_found")
     if user.email != share.email:
         raise ApplicationError(
-            _("This invitation was sent to another email address. Log in with that one."),
+            _("This invitation was sent to another email address. Sign in with that one."),
             status=403,
             code="wrong_account",
         )

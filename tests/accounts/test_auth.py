@@ -123,14 +123,31 @@ def test_the_admin_login_goes_through_allauth(client):
 
 def test_allauths_pages_speak_in_the_portals_sentence_case(client):
     """allauth titles its pages and buttons in Title Case ("Sign In", "Remember Me") where
-    the portal's menu says "Log out" (from a customer's review): locale/en rewords them."""
+    the portal writes sentences (from a customer's review): locale/en rewords them."""
     page = client.get(reverse("account_login"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
     login = " ".join(page.split())
     assert "Sign In" not in login and "Remember Me" not in login
-    assert "<h1> Log in </h1>" in login
+    assert "<h1> Sign in </h1>" in login
     assert "Remember me" in login
     signup = client.get(reverse("account_signup"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "Sign Up" not in signup and "Sign up" in signup
     # Spanish is allauth's own, already in sentence case.
     spanish = client.get(reverse("account_login"), HTTP_ACCEPT_LANGUAGE="es").content.decode()
     assert "Iniciar sesión" in spanish
+
+
+def test_a_customer_who_signs_up_in_spanish_is_written_to_in_spanish(client):
+    """The profile is new at sign-up: it takes the language the form was filled in, and
+    the confirmation email that follows speaks it (from a code review)."""
+    client.post(
+        reverse("account_signup"),
+        {
+            "email": "nueva@example.com",
+            "password1": "una-clave-larga-7",
+            "password2": "una-clave-larga-7",
+        },
+        HTTP_ACCEPT_LANGUAGE="es",
+    )
+    user = User.objects.get(email="nueva@example.com")
+    assert user.profile.language == "es"
+    assert mail.outbox[-1].subject == "Milepost Motors: confirme su dirección de correo"

@@ -17,7 +17,7 @@ def log_in(page, base: str) -> None:
     page.goto(f"{base}/accounts/login/")
     page.get_by_label("Email").fill(demo.CUSTOMER)
     page.get_by_label("Password").fill(demo.PASSWORD)
-    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{base}/")
 
 
