@@ -57,6 +57,10 @@ class PartnerAdmin(admin.ModelAdmin):
     filter_horizontal = ["journeys"]
     inlines = [StatusMappingInline]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Partner]:
+        # The list's unmapped codes compare with each partner's mappings.
+        return super().get_queryset(request).prefetch_related("mappings")
+
     @admin.display(description="Unmapped codes received")
     def unmapped_codes(self, obj: Partner) -> str:
         # Flagged for staff: map these codes (below) so their events reach customers.
@@ -69,7 +73,7 @@ class PartnerAdmin(admin.ModelAdmin):
         if not codes:
             return "-"
         # A code mapped in other capitals is the likeliest slip: codes match exactly.
-        mapped = {code.casefold(): code for code in obj.mappings.values_list("code", flat=True)}
+        mapped = {mapping.code.casefold(): mapping.code for mapping in obj.mappings.all()}
         return ", ".join(
             _("%(code)s (mapped as %(mapped)s: capitals count)")
             % {"code": code, "mapped": mapped[code.casefold()]}

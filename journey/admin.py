@@ -630,7 +630,11 @@ def _notify_inline_changes(request: HttpRequest, formset: object, journey: Journ
         elif isinstance(obj, Message) and obj.from_staff:
             notify_staff_reply(obj)
     for obj, changed in formset.changed_objects:
-        if isinstance(obj, Appointment) and {"arrive_at", "place_name", "starts_at"} & set(changed):
+        if (
+            isinstance(obj, Appointment)
+            and services.APPOINTMENT_TOLD & set(changed)
+            and not journey.is_sandbox
+        ):
             notify_appointment(obj, changed=True)
             if "starts_at" in changed:
                 # A new time is the answer to any request for one still waiting.

@@ -40,6 +40,15 @@ def _calendar(company: str, *, method: str | None = None) -> Calendar:
     return calendar
 
 
+def _organizer(company: str) -> vCalAddress:
+    """The company's sending address, on every file of an appointment: a calendar applies
+    a cancellation only from the organizer the event already had (RFC 5546 needs one in
+    a CANCEL)."""
+    organizer = vCalAddress(f"mailto:{parseaddr(settings.DEFAULT_FROM_EMAIL)[1]}")
+    organizer.params["cn"] = company
+    return organizer
+
+
 def _location(place_name: str, address: str) -> str:
     return ", ".join(part for part in [place_name, *address.splitlines()] if part)
 
@@ -56,6 +65,7 @@ def appointment_ics(
     event.add("uid", appointment_uid(appointment.pk))
     event.add("dtstamp", now.astimezone(UTC))
     event.add("sequence", ics_sequence(now))
+    event.add("organizer", _organizer(company))
     event.add("dtstart", appointment.arrive_at.astimezone(zone))
     event.add("dtend", (appointment.starts_at + appointment.duration).astimezone(zone))
     event.add("summary", appointment.title)
@@ -85,8 +95,8 @@ def appointment_cancel_ics(
 
     Made from what the cancellation's message kept (its context), not from the row,
     which is deleted by the time the message goes. Its SEQUENCE is one higher than a
-    file made in the same second, so it outranks every file sent before it. The
-    ORGANIZER (the company's sending address) is one a CANCEL must name (RFC 5546)."""
+    file made in the same second, so it outranks every file sent before it; its
+    ORGANIZER is the one every file of the appointment names."""
     now = now or timezone.now()
     try:
         zone = zoneinfo.ZoneInfo(time_zone)
@@ -98,9 +108,7 @@ def appointment_cancel_ics(
     event.add("dtstamp", now.astimezone(UTC))
     event.add("sequence", ics_sequence(now) + 1)
     event.add("status", "CANCELLED")
-    organizer = vCalAddress(f"mailto:{parseaddr(settings.DEFAULT_FROM_EMAIL)[1]}")
-    organizer.params["cn"] = company
-    event.add("organizer", organizer)
+    event.add("organizer", _organizer(company))
     event.add("dtstart", arrive_at.astimezone(zone))
     if ends_at is not None:
         event.add("dtend", ends_at.astimezone(zone))

@@ -47,6 +47,7 @@ from notifications.triggers import (
     notify_staff_of_customer_message,
     notify_staff_reply,
     notify_task_assigned,
+    settle_task_messages,
 )
 
 # Partners' and staff clocks drift: an event a few minutes "in the future" is accepted.
@@ -661,7 +662,8 @@ def journey_task_update(*, task: CustomerTask, **changes: Any) -> CustomerTask:
     know. The due date needs none of its own: the page shows the new date at once, and
     the reminders are keyed by the due date (``notifications.reminders``), so the
     customer is reminded of the new date two days before it, and told on the day after
-    it that the task is overdue, as of any task."""
+    it that the task is overdue, as of any task; a reminder of the old date still waiting
+    to go out (held for quiet hours or a digest) is dropped."""
     unknown = set(changes) - TASK_FIELDS
     if unknown:
         raise ApplicationError(f"Unknown task fields: {', '.join(sorted(unknown))}.")
@@ -676,6 +678,8 @@ def journey_task_update(*, task: CustomerTask, **changes: Any) -> CustomerTask:
             setattr(task, name, value)
         if changed:
             task.save(update_fields=sorted(changed))
+        if "due_date" in changed:
+            settle_task_messages(task, assigned=False)
     return task
 
 
@@ -683,10 +687,13 @@ def journey_task_withdraw(*, task: CustomerTask) -> None:
     """Take back a task the customer has not done yet (it is not needed any more): it is
     deleted, and simply leaves the customer's page. No message tells them: there is
     nothing for them to do about it, and a message about what they need not do is noise
-    (their reminders stop with it). A done task is refused (409 ``conflict``): what the
+    (their reminders stop with it, and its messages still waiting to go out are
+    dropped). A done task is refused (409 ``conflict``): what the
     customer did stands."""
     with transaction.atomic():
-        _open_task_locked(task).delete()
+        task = _open_task_locked(task)
+        settle_task_messages(task, assigned=True)
+        task.delete()
 
 
 # Arriving early (for a handover's paperwork, a check-in) is an hour or so; a day's
@@ -904,7 +911,13 @@ def task_complete(*, task: CustomerTask, user: User) -> CustomerTask:
         ticked = CustomerTask.objects.filter(pk=task.pk, done_at__isnull=True).update(
             done_at=timezone.now()
         )
-        task.refresh_from_db(fields=["done_at"])
+        try:
+            task.refresh_from_db(fields=["done_at"])
+        except CustomerTask.DoesNotExist:
+            # Withdrawn meanwhile (the partner no longer needs it): nothing to tick off.
+            raise ApplicationError(
+                _("This task is no longer needed."), code="not_found", status=404
+            ) from None
         if ticked:
             _tell_partners(
                 "task.completed",
@@ -928,12 +941,15 @@ def reschedule_request_answer(*, request: RescheduleRequest, choice: str) -> App
     if choice not in ("first", "second"):
         raise ValueError(f"choice must be 'first' or 'second', not {choice!r}")
     with transaction.atomic():
+        # The appointment first, then its request: the order a partner's change or
+        # cancellation takes them in (the appointment, then its requests), so the two
+        # wait for each other instead of deadlocking.
+        appointment = Appointment.objects.select_for_update().get(pk=request.appointment_id)
         request = (
             RescheduleRequest.objects.select_for_update()
             .select_related("appointment__journey__owner")
             .get(pk=request.pk)
         )
-        appointment = Appointment.objects.select_for_update().get(pk=request.appointment_id)
         if request.state != RescheduleState.OPEN:
             raise ApplicationError("This request was answered already.", code="conflict")
         start = request.first_choice if choice == "first" else request.second_choice
@@ -993,7 +1009,11 @@ def appointment_request_reschedule(
         raise ApplicationError(_("Please check the times you asked for."), fields=errors)
     with transaction.atomic():
         # The appointment locked: two clicks sent at once make one request, not two.
-        list(Appointment.objects.select_for_update().filter(pk=appointment.pk).values("pk"))
+        if not list(Appointment.objects.select_for_update().filter(pk=appointment.pk).values("pk")):
+            # Cancelled meanwhile (a partner, staff): nothing to move.
+            raise ApplicationError(
+                _("This appointment has been cancelled."), code="not_found", status=404
+            )
         asked = appointment.reschedule_requests.filter(
             state=RescheduleState.OPEN,
             first_choice=first_choice,

@@ -194,6 +194,8 @@ def task_done(request: HttpRequest, reference: str, task_id: int) -> HttpRespons
     try:
         services.task_complete(task=task, user=request.user)
     except ApplicationError as error:
+        if error.status == 404:  # withdrawn meanwhile
+            raise Http404(error.message) from error
         raise PermissionDenied(error.message) from error
     return _after_write(request, reference, "todo", "todo")
 
@@ -218,6 +220,8 @@ def reschedule(request: HttpRequest, reference: str, appointment_id: int) -> Htt
         except ApplicationError as error:
             if error.status == 403:
                 raise PermissionDenied(error.message) from error
+            if error.status == 404:  # cancelled meanwhile
+                raise Http404(error.message) from error
             _apply_error(form, error)
     if form.errors:
         return _form_error(

@@ -2,11 +2,11 @@
 service that makes the change, inside its transaction."""
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from journey.models import Appointment, CustomerTask, Message, Photo, RescheduleRequest
-from notifications.models import Notification
+from notifications.models import Channel, Notification, NotificationState
 from notifications.reminders import appointment_context, task_context
 from notifications.services import notification_enqueue, notification_settle
 
@@ -24,11 +24,62 @@ def notify_task_assigned(task: CustomerTask) -> None:
     )
 
 
+def _drop_waiting(recipient: object, rows: QuerySet[Notification]) -> None:
+    """Settle each message of ``rows`` (by its key): what still waits to go out of it is
+    dropped, as a settled proposal's is (``notification_settle``)."""
+    for dedup_key in rows.order_by().values_list("dedup_key", flat=True).distinct():
+        notification_settle(recipient=recipient, dedup_key=dedup_key)
+
+
+TASK_REMINDER_KINDS = ("task_due_soon", "task_overdue")
+
+
+def settle_task_messages(task: CustomerTask, *, assigned: bool) -> None:
+    """A task changed its due date, or was withdrawn (``assigned``: its own message too):
+    its reminders still waiting (held for quiet hours or a digest) would name the old
+    date, or ask for what is no longer needed. The reminder job writes the new date's
+    when it is due."""
+    reminders = Q()
+    for kind in TASK_REMINDER_KINDS:
+        # Keyed "{kind}:{pk}:{due date}" (notifications.reminders).
+        reminders |= Q(kind=kind, dedup_key__startswith=f"{kind}:{task.pk}:")
+    if assigned:
+        reminders |= Q(kind="task_assigned", dedup_key=f"task-assigned:{task.pk}")
+    owner = task.journey.owner
+    _drop_waiting(owner, Notification.objects.filter(reminders, recipient=owner))
+
+
+APPOINTMENT_KINDS = ("appointment_set", "appointment_changed", "appointment_reminder")
+
+
+def _about_appointment(appointment: Appointment) -> QuerySet[Notification]:
+    return Notification.objects.filter(
+        recipient=appointment.journey.owner,
+        journey_id=appointment.journey_id,
+        kind__in=APPOINTMENT_KINDS,
+        context__appointment_id=appointment.pk,
+    )
+
+
 def notify_appointment(appointment: Appointment, *, changed: bool) -> None:
     """A new appointment (once per version of it: saving it again unchanged tells
     nothing), or a new time or place for one (once per change: its callers call it once
     for each change they make, and a change back to an earlier time or place is news
-    too, which a key of the version would have swallowed)."""
+    too, which a key of the version would have swallowed).
+
+    A change drops what still waits to go out about the appointment (a reminder held for
+    quiet hours, the last change held for a digest): it says the old time or place. If
+    that was the news of the appointment itself, the customer has not heard of it yet:
+    they are told of a new appointment, at its new time, not of a change."""
+    if changed:
+        about = _about_appointment(appointment)
+        unheard = (
+            about.filter(kind="appointment_set", state=NotificationState.PENDING, attempts=0)
+            .exclude(channel=Channel.INAPP)
+            .exists()
+        )
+        _drop_waiting(appointment.journey.owner, about)
+        changed = not unheard
     kind = "appointment_changed" if changed else "appointment_set"
     now = timezone.now()
     # The place cut short: the key is at most 200 characters, a place's name as long.
@@ -46,9 +97,6 @@ def notify_appointment(appointment: Appointment, *, changed: bool) -> None:
     )
 
 
-APPOINTMENT_KINDS = ("appointment_set", "appointment_changed", "appointment_reminder")
-
-
 def notify_appointment_cancelled(appointment: Appointment) -> None:
     """The appointment is off. Written before its row is deleted; the message says
     everything from its context (the calendar file that removes it included), never from
@@ -58,20 +106,7 @@ def notify_appointment_cancelled(appointment: Appointment) -> None:
     digest) is dropped first, as a settled proposal's is (``notification_settle``): a
     reminder of an appointment that is off, sent after the news that it is, would tell
     them to come."""
-    owner = appointment.journey.owner
-    earlier = (
-        Notification.objects.filter(
-            recipient=owner,
-            journey_id=appointment.journey_id,
-            kind__in=APPOINTMENT_KINDS,
-            context__appointment_id=appointment.pk,
-        )
-        .order_by()
-        .values_list("dedup_key", flat=True)
-        .distinct()
-    )
-    for dedup_key in earlier:
-        notification_settle(recipient=owner, dedup_key=dedup_key)
+    _drop_waiting(appointment.journey.owner, _about_appointment(appointment))
     notification_enqueue(
         recipient=appointment.journey.owner,
         journey=appointment.journey,

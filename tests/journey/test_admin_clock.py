@@ -82,3 +82,28 @@ def test_a_time_the_places_clock_skips_or_repeats_is_refused_and_nothing_changes
     assert formset.forms[0].errors == {"starts_at": [message], "arrive_at": [message]}
     appointment.refresh_from_db()
     assert (appointment.starts_at, appointment.arrive_at) == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("address", "1 New Street\nLeeds"), ("visit", "on"), ("time_zone", "Europe/Madrid")],
+)
+def test_staff_changing_where_or_who_comes_tell_the_customer_as_a_partner_does(
+    client,
+    staff_in_new_york,
+    journey,
+    appointment,
+    field,
+    value,
+    django_capture_on_commit_callbacks,
+):
+    """The admin had its own list of what is told (the times and the place's name): a new
+    address or a visit told nobody, where the partner API's PATCH tells the customer."""
+    from notifications.models import Notification
+
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    data[f"appointments-0-{field}"] = value
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(url, data).status_code == 302
+    assert Notification.objects.filter(kind="appointment_changed", channel="email").count() == 1

@@ -195,11 +195,11 @@ def test_plain_text_is_not_html_escaped_and_html_is(kind):
     ("kind", "language", "subject"),
     [
         ("appointment_set", "en", "Appointment: Handover, Sunday 20 December at 13:50"),
-        ("appointment_changed", "en", "New time: Handover, Sunday 20 December at 13:50"),
+        ("appointment_changed", "en", "Changed: Handover, Sunday 20 December at 13:50"),
         ("appointment_reminder", "en", "Tomorrow at 13:50: Handover"),
         ("appointment_cancelled", "en", "Cancelled: Handover, Sunday 20 December at 13:50"),
         ("appointment_set", "es", "Cita: Handover, domingo 20 de diciembre a las 13:50"),
-        ("appointment_changed", "es", "Nueva hora: Handover, domingo 20 de diciembre a las 13:50"),
+        ("appointment_changed", "es", "Cambio: Handover, domingo 20 de diciembre a las 13:50"),
         ("appointment_reminder", "es", "Mañana a las 13:50: Handover"),
     ],
 )
@@ -273,8 +273,8 @@ def test_an_sms_and_a_digest_carry_the_appointments_time():
     with time_machine.travel(start + timedelta(minutes=10), tick=False):
         outbox_sweep()
     (digest,) = (m for m in mail.outbox if m.to == [customer.email])
-    assert "New time: Engineer's visit, Sunday 20 December at 09:00" in digest.body
-    assert "New time: Engineer's visit, Sunday 20 December at 10:00" in digest.body
+    assert "Changed: Engineer's visit, Sunday 20 December at 09:00" in digest.body
+    assert "Changed: Engineer's visit, Sunday 20 December at 10:00" in digest.body
 
 
 def test_a_cancellation_drops_what_still_waits_to_be_sent_about_the_appointment():
