@@ -483,6 +483,8 @@ class AppointmentAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         for name in self.TIMES:
             self.fields[name].help_text = _("On the place's clock (its time zone, below).")
+        for name in ("title", "what_to_bring"):  # the customer reads them
+            self.fields[name].validators.append(validate_no_jargon)
         if self.instance.pk:
             zone = _zone(self.instance.time_zone)
             for name in self.TIMES:

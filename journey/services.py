@@ -788,6 +788,8 @@ def journey_appointment_create(
     _appointment_problems(
         starts_at=starts_at, arrive_at=arrive_at, duration=duration, time_zone=time_zone
     )
+    # The words the customer reads, as a task's are: the company's, not its jargon.
+    jargon_check(title=title, what_to_bring=what_to_bring)
     with transaction.atomic():
         appointment = Appointment.objects.create(
             journey=journey,
@@ -856,6 +858,9 @@ def journey_appointment_update(*, appointment: Appointment, **changes: Any) -> A
                 for name in ("starts_at", "arrive_at", "duration", "time_zone")
             },
             judged=set(changed),
+        )
+        jargon_check(
+            **{name: changed[name] for name in ("title", "what_to_bring") if name in changed}
         )
         if not changed:
             return appointment

@@ -171,6 +171,25 @@ def test_internal_words_in_a_task_are_refused(api, journey, task, settings):
     assert state() == before
 
 
+def test_internal_words_in_an_appointment_are_refused_as_in_a_task(api, journey, booked, settings):
+    settings.JARGON_TERMS = ["WMS"]
+    words = "“WMS” is an internal term: customers would not understand it."
+    before = state()
+    changed = api.patch(
+        url("appointment", journey, booked.pk),
+        {"what_to_bring": "Your WMS slip"},
+        format="json",
+    )
+    assert changed.status_code == 400
+    assert changed.json()["error"]["fields"] == {"what_to_bring": [words]}
+    listing = reverse("api:journey-appointments", kwargs={"reference": journey.reference})
+    body = {"title": "WMS handover", "starts_at": START.isoformat(), "place_name": "Madrid"}
+    booked_too = api.post(listing, body, format="json")
+    assert booked_too.status_code == 400
+    assert booked_too.json()["error"]["fields"] == {"title": [words]}
+    assert state() == before
+
+
 DONE = {
     "error": {
         "code": "conflict",

@@ -107,3 +107,24 @@ def test_staff_changing_where_or_who_comes_tell_the_customer_as_a_partner_does(
     with django_capture_on_commit_callbacks(execute=True):
         assert client.post(url, data).status_code == 302
     assert Notification.objects.filter(kind="appointment_changed", channel="email").count() == 1
+
+
+def test_internal_words_in_an_appointment_are_a_form_error(
+    client, staff_in_new_york, journey, appointment, settings
+):
+    settings.JARGON_TERMS = ["WMS"]
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    data["appointments-0-what_to_bring"] = "Your WMS slip"
+    response = client.post(url, data)
+    assert response.status_code == 200
+    formset = next(
+        inline.formset
+        for inline in response.context["inline_admin_formsets"]
+        if inline.formset.model is Appointment
+    )
+    assert formset.forms[0].errors == {
+        "what_to_bring": ["“WMS” is an internal term: customers would not understand it."]
+    }
+    appointment.refresh_from_db()
+    assert appointment.what_to_bring == ""
