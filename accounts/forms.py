@@ -88,6 +88,20 @@ ZONE_CHOICES = _zone_choices()
 LISTED_ZONES = {"UTC"} | {zone for _r, group in ZONE_CHOICES[1:] for zone, _p in group}
 
 
+def _unaccented(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def zone_choices() -> list[tuple[object, object]]:
+    """The zones' regions in the reader's alphabetical order ("Océano Atlántico" among the
+    O's in Spanish, "Atlantic Ocean" among the A's in English), UTC first: made as the
+    form is drawn, in the active language."""
+    return [
+        ZONE_CHOICES[0],
+        *sorted(ZONE_CHOICES[1:], key=lambda group: _unaccented(str(group[0])).casefold()),
+    ]
+
+
 class ZoneField(forms.ChoiceField):
     """Offers the listed zones; takes any the database knows (a partner's proposal of
     "US/Eastern", a value stored before the list was cut)."""
@@ -99,7 +113,7 @@ class ZoneField(forms.ChoiceField):
 class ProfileForm(forms.ModelForm):
     """Every editable profile field, validated in one place (also for proposals)."""
 
-    time_zone = ZoneField(label=_("Time zone"), choices=ZONE_CHOICES)
+    time_zone = ZoneField(label=_("Time zone"), choices=zone_choices)
     # The urgent kinds (notifications.kinds: may_be_anytime), in their order there.
     anytime_kinds = forms.MultipleChoiceField(
         label=_("Allowed during quiet hours"),
@@ -133,7 +147,7 @@ class ProfileForm(forms.ModelForm):
         # and a save would quietly store, the first zone instead.
         current = self.initial.get("time_zone")
         if current and current not in LISTED_ZONES:
-            self.fields["time_zone"].choices = [(current, current), *ZONE_CHOICES]
+            self.fields["time_zone"].choices = [(current, current), *zone_choices()]
 
     def clean_anytime_kinds(self) -> list[str]:
         chosen = set(self.cleaned_data.get("anytime_kinds") or [])
