@@ -448,7 +448,7 @@ def appointment_time_problems(
         if starts_at > now + APPOINTMENT_HORIZON:
             errors["starts_at"] = [_("Set an appointment within two years from now.")]
         elif new and starts_at < now - timedelta(hours=1):
-            errors["starts_at"] = [_("A new appointment cannot start in the past.")]
+            errors["starts_at"] = [_("An appointment cannot start in the past.")]
     if duration is not None and not timedelta(minutes=1) <= duration <= APPOINTMENT_LONGEST:
         errors["duration"] = [_("An appointment lasts between 1 minute and 24 hours.")]
     return errors

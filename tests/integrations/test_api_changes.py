@@ -344,7 +344,7 @@ def test_moving_it_back_is_told_too(api, journey, booked):
     [
         (
             {"starts_at": (timezone.now() - timedelta(days=1)).isoformat()},
-            {"starts_at": ["A new appointment cannot start in the past."]},
+            {"starts_at": ["An appointment cannot start in the past."]},
         ),
         (
             {"starts_at": "9999-12-31T20:00:00Z", "arrive_at": "9999-12-31T20:00:00Z"},

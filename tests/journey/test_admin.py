@@ -249,7 +249,7 @@ def test_a_leg_arriving_before_it_departs_is_said_in_words(client, staff, journe
     ("changes", "field", "message"),
     [
         ({"starts_at": "9999"}, "starts_at", "Set an appointment within two years from now."),
-        ({"starts_at": "past"}, "starts_at", "A new appointment cannot start in the past."),
+        ({"starts_at": "past"}, "starts_at", "An appointment cannot start in the past."),
         ({"duration": timedelta(hours=-1)}, "duration", "between 1 minute and 24 hours"),
         ({"duration": timedelta(0)}, "duration", "between 1 minute and 24 hours"),
         ({"duration": timedelta(days=30)}, "duration", "between 1 minute and 24 hours"),
