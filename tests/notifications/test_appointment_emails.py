@@ -20,6 +20,37 @@ from tests.factories import UserFactory, make_journey
 pytestmark = pytest.mark.django_db
 
 KINDS = ["appointment_set", "appointment_reminder", "appointment_changed"]
+MADRID = ZoneInfo("Europe/Madrid")
+# Arriving at 13:50 on Sunday 20 December, Madrid's clock, ten minutes before the start.
+ARRIVE = datetime(2026, 12, 20, 13, 50, tzinfo=MADRID)
+WRITTEN = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+
+
+def handover(journey, **fields) -> Appointment:
+    return Appointment.objects.create(
+        **{
+            "journey": journey,
+            "title": "Handover",
+            "starts_at": ARRIVE + timedelta(minutes=10),
+            "arrive_at": ARRIVE,
+            "place_name": "Showroom",
+            "time_zone": "Europe/Madrid",
+            **fields,
+        }
+    )
+
+
+def email_about(customer, journey, appointment, kind):
+    """The email of a message of ``kind`` about the appointment, as the customer reads it."""
+    with time_machine.travel(WRITTEN, tick=False):
+        rows = notification_enqueue(
+            recipient=customer,
+            journey=journey,
+            kind=kind,
+            dedup_key=f"{kind}:{appointment.pk}",
+            context=appointment_context(appointment),
+        )
+    return render(next(row for row in rows if row.channel == "email"))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -43,25 +74,7 @@ def test_the_arrival_reads_time_then_day_with_the_places_time_zone(
 ):
     customer = UserFactory(profile__language=language, profile__time_zone=time_zone)
     journey = make_journey(owner=customer)
-    arrive = datetime(2026, 12, 20, 13, 50, tzinfo=ZoneInfo("Europe/Madrid"))
-    appointment = Appointment.objects.create(
-        journey=journey,
-        title="Handover",
-        starts_at=arrive + timedelta(minutes=10),
-        arrive_at=arrive,
-        place_name="Showroom",
-        time_zone="Europe/Madrid",
-    )
-    with time_machine.travel(datetime(2026, 12, 1, 10, 0, tzinfo=UTC), tick=False):
-        rows = notification_enqueue(
-            recipient=customer,
-            journey=journey,
-            kind=kind,
-            dedup_key=f"{kind}:test",
-            context=appointment_context(appointment),
-        )
-    email = next(row for row in rows if row.channel == "email")
-    rendered = render(email)
+    rendered = email_about(customer, journey, handover(journey), kind)
     assert sentence in rendered.text
     assert sentence in rendered.html
 
@@ -75,25 +88,8 @@ CANCELLED = (
 def test_a_cancellation_says_which_arrival_is_off_on_the_places_clock():
     customer = UserFactory(profile__time_zone="Europe/London")
     journey = make_journey(owner=customer)
-    arrive = datetime(2026, 12, 20, 13, 50, tzinfo=ZoneInfo("Europe/Madrid"))
-    appointment = Appointment.objects.create(
-        journey=journey,
-        title="Handover",
-        starts_at=arrive + timedelta(minutes=10),
-        arrive_at=arrive,
-        place_name="Showroom",
-        address="Calle Mayor 1\nMadrid",
-        time_zone="Europe/Madrid",
-    )
-    with time_machine.travel(datetime(2026, 12, 1, 10, 0, tzinfo=UTC), tick=False):
-        rows = notification_enqueue(
-            recipient=customer,
-            journey=journey,
-            kind="appointment_cancelled",
-            dedup_key="appointment_cancelled:test",
-            context=appointment_context(appointment),
-        )
-    rendered = render(next(row for row in rows if row.channel == "email"))
+    appointment = handover(journey, address="Calle Mayor 1\nMadrid")
+    rendered = email_about(customer, journey, appointment, "appointment_cancelled")
     assert CANCELLED in rendered.text
     assert CANCELLED in rendered.html
     assert "Showroom, Calle Mayor 1\nMadrid" in rendered.text
@@ -107,18 +103,9 @@ def test_a_cancellations_calendar_file_is_made_from_the_message_once_the_row_is_
     sent before and a SEQUENCE above theirs."""
     customer = UserFactory()
     journey = make_journey(owner=customer)
-    arrive = datetime(2026, 12, 20, 13, 50, tzinfo=ZoneInfo("Europe/Madrid"))
-    appointment = Appointment.objects.create(
-        journey=journey,
-        title="Handover",
-        starts_at=arrive + timedelta(minutes=10),
-        arrive_at=arrive,
-        duration=timedelta(minutes=45),
-        place_name="Showroom",
-        time_zone="Europe/Madrid",
-    )
-    sent = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
-    with time_machine.travel(sent, tick=False):
+    arrive = ARRIVE
+    appointment = handover(journey, duration=timedelta(minutes=45))
+    with time_machine.travel(WRITTEN, tick=False):
         earlier = icalendar.Calendar.from_ical(appointment_ics(appointment, company="M"))
         rows = notification_enqueue(
             recipient=customer,
@@ -176,15 +163,7 @@ def test_plain_text_is_not_html_escaped_and_html_is(kind):
     appointment = Appointment.objects.create(
         journey=journey, title=title, starts_at=starts, arrive_at=starts, place_name=place
     )
-    with time_machine.travel(datetime(2026, 12, 1, 10, 0, tzinfo=UTC), tick=False):
-        rows = notification_enqueue(
-            recipient=customer,
-            journey=journey,
-            kind=kind,
-            dedup_key=f"{kind}:escape",
-            context=appointment_context(appointment),
-        )
-    rendered = render(next(row for row in rows if row.channel == "email"))
+    rendered = email_about(customer, journey, appointment, kind)
     assert title in rendered.subject
     assert place in rendered.text
     assert "&#x27;" not in rendered.subject + rendered.text
@@ -209,24 +188,7 @@ def test_the_subject_says_when_on_the_places_clock(kind, language, subject):
     review). The place's clock, as the body's, not the reader's (London here)."""
     customer = UserFactory(profile__language=language, profile__time_zone="Europe/London")
     journey = make_journey(owner=customer)
-    arrive = datetime(2026, 12, 20, 13, 50, tzinfo=ZoneInfo("Europe/Madrid"))
-    appointment = Appointment.objects.create(
-        journey=journey,
-        title="Handover",
-        starts_at=arrive + timedelta(minutes=10),
-        arrive_at=arrive,
-        place_name="Showroom",
-        time_zone="Europe/Madrid",
-    )
-    with time_machine.travel(datetime(2026, 12, 1, 10, 0, tzinfo=UTC), tick=False):
-        rows = notification_enqueue(
-            recipient=customer,
-            journey=journey,
-            kind=kind,
-            dedup_key=f"{kind}:subject",
-            context=appointment_context(appointment),
-        )
-    assert render(next(row for row in rows if row.channel == "email")).subject == subject
+    assert email_about(customer, journey, handover(journey), kind).subject == subject
 
 
 def test_an_sms_and_a_digest_carry_the_appointments_time():

@@ -11,9 +11,8 @@ from django.urls import reverse
 
 from journey.models import Appointment
 from notifications.channels import render
-from notifications.reminders import appointment_context
-from notifications.services import notification_enqueue
 from tests.factories import UserFactory, make_journey
+from tests.notifications.test_appointment_emails import email_about
 
 pytestmark = pytest.mark.django_db
 
@@ -37,16 +36,7 @@ def engineer(journey, *, visit: bool = True) -> Appointment:
     )
 
 
-def rendered(customer, journey, appointment, kind):
-    with time_machine.travel(NOW, tick=False):
-        rows = notification_enqueue(
-            recipient=customer,
-            journey=journey,
-            kind=kind,
-            dedup_key=f"{kind}:visit",
-            context=appointment_context(appointment),
-        )
-    return render(next(row for row in rows if row.channel == "email"))
+rendered = email_about  # the email of a message about the appointment, as it reads
 
 
 @pytest.mark.parametrize("kind", ["appointment_set", "appointment_changed", "appointment_reminder"])
