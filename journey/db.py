@@ -159,11 +159,15 @@ def _column_plan(fields: Sequence[models.Field], connection: Any) -> tuple[list[
 
 
 def _json_rows(
-    objs: Sequence[models.Model], fields: Sequence[models.Field], connection: Any
+    objs: Sequence[models.Model],
+    fields: Sequence[models.Field],
+    connection: Any,
+    extra: Sequence[int | None] | None = None,
 ) -> tuple[str, list[str]]:
     """The objects' values as one JSON document, and ``json_to_recordset``'s names for
-    them (c0, c1... : short keys are less to write and to read). Raises _NotJson for a
-    value JSON cannot carry."""
+    them (c0, c1... : short keys are less to write and to read). ``extra``, a number per
+    object, goes as one more key, the last. Raises _NotJson for a value JSON cannot
+    carry."""
     converters = _json_plan(fields, connection)[1]
     keys = [f"c{n}" for n in range(len(fields))]
     values = attrgetter(*(field.attname for field in fields))
@@ -175,6 +179,10 @@ def _json_rows(
             {key: convert(value) for (key, convert), value in zip(pairs, values(obj), strict=True)}
             for obj in objs
         ]
+    if extra is not None:
+        keys.append(f"c{len(fields)}")
+        for row, value in zip(rows, extra, strict=True):
+            row[keys[-1]] = value
     try:
         document = json.dumps(rows, default=_json_value, allow_nan=False, separators=(",", ":"))
     except ValueError as error:  # NaN or infinity, which Django writes as such
@@ -360,6 +368,20 @@ def _saved_in_order(objs: Sequence[models.Model], rows: list[tuple]) -> None:
 _RETURNABLE = (*_INTEGERS, *_TEXT)
 
 
+# Stands in a write's statement for the name of the write it reads (``Together.update``'s
+# ``linked``), which is known once the statement is put together.
+_SOURCE = "__together_source__"
+
+
+@dataclass
+class _Link:
+    """A foreign key an update sets to the keys another write inserts: each object's
+    position (from 1) among the rows inserted, or None."""
+
+    field: models.ForeignKey
+    positions: list[int | None]
+
+
 @dataclass
 class _Write:
     """One write of a ``Together``: its function's call, and its statement when it may go
@@ -369,8 +391,13 @@ class _Write:
     statement: tuple[str, list[Any]] | None
     alias: str
     table: str
+    objs: Sequence[models.Model]
     returning: list[str] = dataclasses.field(default_factory=list)
     then: Callable[[list[tuple]], None] | None = None
+    # The write whose returned rows this one reads (its statement names it _SOURCE).
+    source: "_Write | None" = None
+    # Called once the statement has run (not when the writes go alone).
+    after: Callable[[], None] | None = None
 
 
 class Together:
@@ -383,8 +410,9 @@ class Together:
     and ``update_rows`` write), ``send()`` sends them as one statement, each a
     data-modifying ``WITH`` query, and gives each its rows. Such queries run with the
     same snapshot and do not see one another's rows: queue only writes that do not
-    depend on one another (other tables, rows that already exist). Triggers fire as for
-    separate statements, after the statement (the journey's version, migration 0008).
+    depend on one another (other tables, rows that already exist), except through the
+    keys an insert returns (``update``'s ``linked``). Triggers fire as for separate
+    statements, after the statement (the journey's version, migration 0008).
     An insert's keys come back in the order of its rows, as ``insert_rows`` relies on
     for its own statement (``json_agg`` ordered by the key, which its sequence gave the
     rows in their order). Two writes to the same table are sent one by one.
@@ -432,18 +460,78 @@ class Together:
             then=lambda rows: then(_created(objs, rows, fields, key)),
         )
 
-    def update(self, objs: Sequence[models.Model], fields: list[str]) -> None:
-        """``update_rows(objs, fields)``, when sent."""
+    def update(
+        self, objs: Sequence[models.Model], fields: list[str], *, linked: str | None = None
+    ) -> None:
+        """``update_rows(objs, fields)``, when sent.
+
+        ``linked``, one of ``fields``, is a foreign key whose related objects (as
+        assigned) may be new ones, which this Together inserts (``insert``, queued
+        before this): each object is saved with the key its related object gets (or
+        has; None with none). Sent with the insert on PostgreSQL, the UPDATE reads the
+        keys the INSERT returns, in the same statement; sent one by one, the insert
+        goes first and gives them."""
         if not objs:
             return
         model = type(objs[0])
         connection = connections[router.db_for_write(model)]
+        if linked is None:
+            targets = [model._meta.get_field(name) for name in fields]
+            self._queue(
+                objs,
+                alone=lambda: update_rows(objs, fields),
+                statement=_update_json_sql(objs, targets, connection),
+            )
+            return
+        field = cast(models.ForeignKey, model._meta.get_field(linked))
+        related = [field.get_cached_value(obj, None) for obj in objs]
+
+        def link() -> None:  # the keys of the related objects (their insert gave them)
+            for obj, other in zip(objs, related, strict=True):
+                if other is not None:
+                    # Assigned again, to set its key and keep it cached (setting the key
+                    # alone would drop it).
+                    setattr(obj, field.name, other)
+
+        new = [other for other in related if other is not None and other.pk is None]
+        if not new:  # nothing to wait for: the keys are known
+            link()
+            self.update(objs, fields)
+            return
+        source = self._inserting(new, field)
+        positions = {id(obj): n for n, obj in enumerate(source.objs, 1)}
+
+        def alone() -> None:
+            link()
+            update_rows(objs, fields)
+
         targets = [model._meta.get_field(name) for name in fields]
         self._queue(
             objs,
-            alone=lambda: update_rows(objs, fields),
-            statement=_update_json_sql(objs, targets, connection),
+            alone=alone,
+            statement=None
+            if source.statement is None
+            else _update_json_sql(
+                objs,
+                targets,
+                connection,
+                _Link(field, [positions.get(id(other)) for other in related]),
+            ),
+            source=source,
+            after=link,
         )
+
+    def _inserting(self, new: list[models.Model], field: models.ForeignKey) -> _Write:
+        """The queued insert of these new objects."""
+        wanted = {id(obj) for obj in new}
+        for write in self._writes:
+            if (
+                write.returning
+                and write.table == field.related_model._meta.db_table
+                and wanted <= {id(obj) for obj in write.objs}
+            ):
+                return write
+        raise ValueError(f"{field.name}: its new objects are not inserted by this Together.")
 
     def _queue(
         self,
@@ -453,6 +541,8 @@ class Together:
         statement: tuple[str, list[Any]] | None,
         returning: list[models.Field] | None = None,
         then: Callable[[list[tuple]], None] | None = None,
+        source: _Write | None = None,
+        after: Callable[[], None] | None = None,
     ) -> None:
         if returning and not all(
             type(f.target_field if f.is_relation else f) in _RETURNABLE for f in returning
@@ -464,8 +554,11 @@ class Together:
                 statement=statement,
                 alias=router.db_for_write(type(objs[0])),
                 table=type(objs[0])._meta.db_table,
+                objs=objs,
                 returning=[f.column for f in returning or []],
                 then=then,
+                source=source,
+                after=after,
             )
         )
 
@@ -489,6 +582,10 @@ class Together:
         queries, params, results = [], [], []
         for n, write in enumerate(writes):
             sql, values = cast(tuple[str, list[Any]], write.statement)
+            if write.source is not None:
+                sql = sql.replace(
+                    _SOURCE, next(f"w{k}" for k, w in enumerate(writes) if w is write.source)
+                )
             queries.append(f"w{n} AS ({sql})")
             params += values
             if write.returning:
@@ -509,6 +606,9 @@ class Together:
             rows = json.loads(value) if isinstance(value, str) else value or []
             if write.then is not None:
                 write.then([tuple(values) for values in rows])
+        for write in writes:
+            if write.after is not None:
+                write.after()
 
 
 # SQLite's default SQLITE_MAX_COMPOUND_SELECT: the most SELECTs one UNION ALL may join.
@@ -557,20 +657,28 @@ def update_rows(objs: Sequence[models.Model], fields: list[str]) -> int:
 
 
 def _update_json_sql(
-    objs: Sequence[models.Model], targets: list[models.Field], connection: Any
+    objs: Sequence[models.Model],
+    targets: list[models.Field],
+    connection: Any,
+    link: _Link | None = None,
 ) -> tuple[str, list[Any]] | None:
     """``update_rows``'s statement on PostgreSQL, with the values as one JSON document;
     None elsewhere, or for a value JSON cannot carry (NaN, say: then as a row of
-    values)."""
+    values). ``link``: one more foreign key to set, to the keys another write of the
+    same statement inserts (``Together.update``)."""
     opts = objs[0]._meta
     columns = [opts.pk, *targets]
     types = _json_types(columns, connection)
     if types is None:
         return None
     try:
-        document, keys = _json_rows(objs, columns, connection)
+        document, keys = _json_rows(
+            objs, columns, connection, None if link is None else link.positions
+        )
     except _NotJson:
         return None
+    if link is not None:
+        types = [*types, "bigint"]
     definitions = ", ".join(f"{key} {t}" for key, t in zip(keys, types, strict=True))
     # The keys again, as an array: the planner takes json_to_recordset for 100 rows
     # whatever it holds, and for a table of a few thousand rows then reads it whole to
@@ -579,15 +687,30 @@ def _update_json_sql(
     # in the generic one a prepared statement settles on. The keys as the document
     # carries them (its converter), so that they are of one type.
     convert = _json_plan(columns, connection)[1][0]
-    table, pk = connection.ops.quote_name(opts.db_table), connection.ops.quote_name(opts.pk.column)
+    qn = connection.ops.quote_name
+    table, pk = qn(opts.db_table), qn(opts.pk.column)
+    pairs = f"json_to_recordset(%s) AS pairs ({definitions})"
+    values = [f"pairs.{key}" for key in keys[1 : len(columns)]]
+    if link is not None:
+        # The inserted rows numbered in the order of their keys, which is the order
+        # they were given in (one sequence): the nth is the nth object inserted. An
+        # object with no position keeps the key it holds.
+        inserted = qn(link.field.target_field.column)
+        pairs += (
+            f" LEFT JOIN (SELECT {inserted}, row_number() OVER (ORDER BY {inserted}) AS n "  # noqa: S608  # nosec B608: names from the models
+            f"FROM {_SOURCE}) AS inserted ON inserted.n = pairs.{keys[-1]}"
+        )
+        at = targets.index(link.field)
+        values[at] = f"COALESCE(inserted.{inserted}, {values[at]})"
     return _update_sql(
         opts,
         targets,
         keys,
-        f"json_to_recordset(%s) AS pairs ({definitions})",
+        pairs,
         [document, [convert(obj.pk) for obj in objs]],
         f" AND {table}.{pk} = ANY(CAST(%s AS {types[0]}[]))",
         connection,
+        values,
     )
 
 
@@ -599,11 +722,16 @@ def _update_sql(
     params: list[Any],
     only: str,
     connection: Any,
+    values: list[str] | None = None,
 ) -> tuple[str, list[Any]]:
+    """``keys``: the names in ``pairs`` of the primary key and of each target's value;
+    ``values``, the targets' values as expressions instead (over ``pairs``)."""
     qn = connection.ops.quote_name
     table, pk = qn(opts.db_table), qn(opts.pk.column)
+    if values is None:
+        values = [f"pairs.{key}" for key in keys[1:]]
     assignments = ", ".join(
-        f"{qn(f.column)} = pairs.{key}" for f, key in zip(targets, keys[1:], strict=True)
+        f"{qn(f.column)} = {value}" for f, value in zip(targets, values, strict=True)
     )
     sql = (
         f"UPDATE {table} SET {assignments} FROM {pairs} "  # noqa: S608  # nosec B608: names from the model, values as parameters

@@ -15,13 +15,13 @@ database would say.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 from journey.compiled import CompiledRead
@@ -125,14 +125,27 @@ class Writes:
         for milestone in milestones:
             self.milestones[milestone.pk] = milestone
 
-    def flush(self) -> None:
+    def flush(
+        self,
+        together: Together | None = None,
+        *,
+        linked: tuple[Sequence[Model], list[str], str] | None = None,
+    ) -> None:
         """Write what the unit holds: one write per table, sent together as one statement
         on PostgreSQL (``journey.db.Together``), after the one read of the outbox. The
         events get their primary keys; the customer's notifications are queued after
-        commit."""
-        together = Together()
+        commit.
+
+        ``together`` may hold writes of the caller's own (to other tables), sent with
+        the unit's. ``linked`` is ``(objs, fields, field)``: rows of another table whose
+        ``field`` is one of this unit's events (or None), saved with ``fields``
+        (``Together.update``'s ``linked``), in the same statement."""
+        together = Together() if together is None else together
         events, self.events = self.events, []
         together.insert(events)
+        if linked is not None:
+            objs, fields, field = linked
+            together.update(objs, fields, linked=field)
         milestones, self.milestones = list(self.milestones.values()), {}
         together.update(milestones, MILESTONE_FIELDS)
         estimates, self.estimates = self.estimates, []

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -268,3 +268,137 @@ def test_a_stored_response_is_the_one_the_orm_would_store(partner, journey):
     with pytest.raises(ApplicationError):
         idempotency_finish(record=records[0], status_code=200, body={})
     assert IdempotencyRecord.objects.get(pk=records[0].pk).response_body == body
+
+
+# --- An event applied at once under a key ----------------------------------------------
+#
+# On PostgreSQL the key's record is written with the event's work, in its last statement
+# (views.JourneyEventCreate._at_once); elsewhere, or when that way finds anything
+# unusual, the key is claimed first. Either way a partner sees the same answers.
+
+
+def test_an_events_answer_is_stored_with_its_work_and_replayed(api, journey):
+    body = event()
+    first = api.post(events_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    again = api.post(events_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    record = IdempotencyRecord.objects.get()
+    assert (record.key, record.status_code, record.response_body) == ("e-1", 201, first.json())
+    assert (record.method, record.path) == ("POST", events_url(journey))
+    inbound, made = InboundEvent.objects.get(), JourneyEvent.objects.get()
+    assert inbound.journey_event_id == made.pk
+    assert made.applied
+
+
+def test_an_events_key_used_for_another_event_is_409_and_that_event_is_not_kept(api, journey):
+    api.post(events_url(journey), event(), format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    other = event(event_id="evt-2", code="S3")
+    response = api.post(events_url(journey), other, format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_key_reused"
+    assert list(InboundEvent.objects.values_list("event_id", flat=True)) == ["evt-1"]
+    assert JourneyEvent.objects.count() == 1
+    assert journey.milestones.get(stage__key="stage-3").state == "upcoming"
+
+
+def test_an_event_id_received_before_under_a_new_key_stores_the_duplicates_answer(api, journey):
+    body = event()
+    api.post(events_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    response = api.post(events_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="e-2")
+
+    assert response.status_code == 200
+    assert response.json()["duplicate"] is True
+    record = IdempotencyRecord.objects.get(key="e-2")
+    assert (record.status_code, record.response_body) == (200, response.json())
+    assert JourneyEvent.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"occurred_at": "2099-01-01T00:00:00Z"}, "occurred_at"),  # refused by the spine
+        ({"code": ""}, "code"),  # refused by the serializer
+    ],
+)
+def test_a_refused_event_keeps_nothing_and_its_key_takes_the_corrected_one(
+    api, journey, overrides, field
+):
+    bad = api.post(
+        events_url(journey), event(**overrides), format="json", HTTP_IDEMPOTENCY_KEY="e-1"
+    )
+    assert bad.status_code == 400
+    assert field in bad.json()["error"]["fields"]
+    assert not IdempotencyRecord.objects.exists()
+    assert not InboundEvent.objects.exists()
+
+    good = api.post(events_url(journey), event(), format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    assert good.status_code == 201
+    assert IdempotencyRecord.objects.get().status_code == 201
+
+
+def test_an_events_key_in_flight_is_409_and_nothing_is_written(api, journey, partner):
+    idempotency_begin(
+        partner=partner, key="e-1", method="POST", path=events_url(journey), fingerprint="0" * 64
+    )
+    response = api.post(events_url(journey), event(), format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_in_progress"
+    assert not InboundEvent.objects.exists()
+    assert not JourneyEvent.objects.exists()
+
+
+def test_an_events_key_is_looked_at_before_its_body_and_journey(api, journey, partner):
+    body = event()
+    assert (
+        api.post(events_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="e-1").status_code
+        == 201
+    )
+    reused = api.post(
+        events_url(journey), event(code=""), format="json", HTTP_IDEMPOTENCY_KEY="e-1"
+    )
+    assert (reused.status_code, reused.json()["error"]["code"]) == (409, "idempotency_key_reused")
+    # The partner no longer serves the journey: the retry still gets its first answer.
+    partner.journeys.remove(journey)
+    retry = api.post(events_url(journey), body, format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    assert (retry.status_code, retry["Idempotent-Replayed"]) == (201, "true")
+
+
+def test_a_crash_applying_an_event_keeps_nothing_and_frees_its_key(api, journey, monkeypatch):
+    from integrations import services
+
+    def crash(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(services, "journey_record_milestone", crash)
+    api.raise_request_exception = False
+    crashed = api.post(events_url(journey), event(), format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    assert crashed.status_code == 500
+    assert not InboundEvent.objects.exists()
+    assert not IdempotencyRecord.objects.exists()
+
+    monkeypatch.undo()
+    retry = api.post(events_url(journey), event(), format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+    assert retry.status_code == 201
+    assert InboundEvent.objects.get().journey_event_id == JourneyEvent.objects.get().pk
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the event's work and its key in one statement"
+)
+def test_when_the_one_statement_deadlocks_the_usual_way_answers(api, journey, monkeypatch):
+    from integrations.api import views
+
+    def deadlocked(**kwargs):
+        raise OperationalError("deadlock detected")
+
+    monkeypatch.setattr(views, "partner_record_status_event_at_once", deadlocked)
+    response = api.post(events_url(journey), event(), format="json", HTTP_IDEMPOTENCY_KEY="e-1")
+
+    assert response.status_code == 201
+    assert IdempotencyRecord.objects.get(key="e-1").status_code == 201
+    assert InboundEvent.objects.get().journey_event_id == JourneyEvent.objects.get().pk

@@ -114,6 +114,30 @@ def test_two_identical_events_at_once_change_the_journey_once(journey, api_key):
     assert Notification.objects.filter(channel="email").count() == 1
 
 
+def test_two_identical_requests_under_one_key_at_once_apply_once_and_answer_alike(journey, api_key):
+    """On PostgreSQL each writes its key's record with its work, last: the second waits
+    on the first's event_id, finds the key taken, and answers the first's response."""
+    url = reverse("api:journey-events", kwargs={"reference": journey.reference})
+    body = {
+        "event_id": "evt-keyed",
+        "code": "S2",
+        "occurred_at": (timezone.now() - timedelta(minutes=1)).isoformat(),
+    }
+    requests = [
+        lambda: _client(api_key).post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    ] * 2
+    responses, errors = _at_once(requests)
+
+    assert errors == []
+    assert [r.status_code for r in responses] == [201, 201]
+    assert sorted(r.get("Idempotent-Replayed", "") for r in responses) == ["", "true"]
+    assert responses[0].json() == responses[1].json()
+    assert JourneyEvent.objects.count() == 1
+    assert InboundEvent.objects.get().journey_event_id == JourneyEvent.objects.get().pk
+    assert IdempotencyRecord.objects.get().status_code == 201
+    assert Notification.objects.filter(channel="email").count() == 1
+
+
 def test_two_retries_taking_over_a_dead_claim_at_once_make_one_winner(
     partner, journey, settings, monkeypatch
 ):

@@ -571,3 +571,93 @@ def test_two_writes_to_one_table_are_sent_one_by_one(django_assert_num_queries):
         .values_list("message", flat=True)
     ) == ["first", "second"]
     assert Milestone.objects.get(pk=milestone.pk).state == MilestoneState.DONE
+
+
+def inbound_rows(journey, count: int) -> list[InboundEvent]:
+    partner = PartnerFactory()
+    rows = [
+        InboundEvent(
+            partner=partner,
+            journey=journey,
+            event_id=f"in-{n}",
+            code="C",
+            occurred_at=timezone.now(),
+        )
+        for n in range(count)
+    ]
+    bulk_create_unless_taken(rows, key="event_id")
+    return rows
+
+
+def test_rows_linked_to_new_rows_get_their_keys_in_the_inserts_statement(
+    django_assert_num_queries,
+):
+    journey = make_journey()
+    earlier = timeline_event(journey, message="saved before")
+    insert_rows([earlier])
+    events = [timeline_event(journey, message=m) for m in ("a", "b", "c")]
+    rows = inbound_rows(journey, 5)
+    # Linked out of order, one to an event saved already, one to none.
+    for row, linked in zip(rows, [events[2], None, events[0], earlier, events[1]], strict=True):
+        row.journey_event = linked
+        row.code = "changed"
+
+    together = Together()
+    together.insert(events)
+    together.update(rows, ["code", "journey_event"], linked="journey_event")
+    with django_assert_num_queries(unit_writes(2)):
+        together.send()
+
+    stored = dict(InboundEvent.objects.values_list("event_id", "journey_event_id"))
+    assert stored == {
+        "in-0": events[2].pk,
+        "in-1": None,
+        "in-2": events[0].pk,
+        "in-3": earlier.pk,
+        "in-4": events[1].pk,
+    }
+    assert set(InboundEvent.objects.values_list("code", flat=True)) == {"changed"}
+    # The objects hold their keys too, their events still cached (not read again).
+    with django_assert_num_queries(0):
+        assert [row.journey_event_id for row in rows] == [stored[r.event_id] for r in rows]
+        assert rows[0].journey_event.message == "c"
+
+
+def test_rows_linked_only_to_saved_rows_are_a_plain_update(django_assert_num_queries):
+    journey = make_journey()
+    event = timeline_event(journey)
+    insert_rows([event])
+    (row,) = inbound_rows(journey, 1)
+    row.journey_event = event
+
+    together = Together()
+    together.update([row], ["journey_event"], linked="journey_event")
+    with django_assert_num_queries(1):
+        together.send()
+    assert InboundEvent.objects.get().journey_event_id == event.pk
+
+
+def test_rows_linked_to_new_rows_no_insert_of_this_together_writes_are_refused():
+    journey = make_journey()
+    (row,) = inbound_rows(journey, 1)
+    row.journey_event = timeline_event(journey)
+    together = Together()
+    together.insert([timeline_event(journey)])
+    with pytest.raises(ValueError, match="journey_event: its new objects are not inserted"):
+        together.update([row], ["journey_event"], linked="journey_event")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="one statement on PostgreSQL")
+def test_linked_rows_go_one_by_one_after_their_insert_when_it_cannot_go_as_json(
+    django_assert_num_queries,
+):
+    journey = make_journey()
+    event = timeline_event(journey, occurred_at=Now())  # an expression: Django's path
+    (row,) = inbound_rows(journey, 1)
+    row.journey_event = event
+    together = Together()
+    together.insert([event])
+    together.update([row], ["journey_event"], linked="journey_event")
+    with django_assert_num_queries(2):
+        together.send()
+    assert InboundEvent.objects.get().journey_event_id == event.pk
