@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import Resolver404, resolve, reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, parsers, serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -293,10 +293,10 @@ class JourneyEventCreate(APIView):
             event = (
                 self._queued_event(request, reference) if queue else self._event(request, reference)
             )
-        except (ApplicationError, Http404, serializers.ValidationError):
+        except (ApplicationError, Http404, APIException):
             # The usual way answers, after the key: a retry of a request answered
             # before is replayed, and a key used for another request is 409, whatever
-            # this body or journey is now.
+            # this body (invalid, unreadable, of another media type) or journey is now.
             return None
         fingerprint = request_fingerprint(request)
 

@@ -594,12 +594,14 @@ def test_rows_linked_to_new_rows_get_their_keys_in_the_inserts_statement(
 ):
     journey = make_journey()
     earlier = timeline_event(journey, message="saved before")
+    rows = inbound_rows(journey, 5)
+    rows[3].journey_event = earlier  # assigned before it was saved: its key is still None
     insert_rows([earlier])
     events = [timeline_event(journey, message=m) for m in ("a", "b", "c")]
-    rows = inbound_rows(journey, 5)
     # Linked out of order, one to an event saved already, one to none.
     for row, linked in zip(rows, [events[2], None, events[0], earlier, events[1]], strict=True):
-        row.journey_event = linked
+        if linked is not earlier:
+            row.journey_event = linked
         row.code = "changed"
 
     together = Together()
@@ -644,6 +646,21 @@ def test_rows_linked_to_new_rows_no_insert_of_this_together_writes_are_refused()
     together = Together()
     together.insert([timeline_event(journey)])
     with pytest.raises(ValueError, match="journey_event: its new objects are not inserted"):
+        together.update([row], ["journey_event"], linked="journey_event")
+
+
+def test_rows_are_linked_only_to_an_insert_of_every_row_in_order():
+    """An insert that skips rows already there returns fewer keys than it was given:
+    their order says nothing of which object each belongs to."""
+    journey = make_journey()
+    (row,) = inbound_rows(journey, 1)
+    new = InboundEvent(
+        partner=row.partner, journey=journey, event_id="new", code="C", occurred_at=row.occurred_at
+    )
+    row.journey_event = timeline_event(journey)
+    together = Together()
+    together.insert_unless_taken([new], key="event_id", then=lambda rows: None)
+    with pytest.raises(ValueError, match="not inserted by this Together"):
         together.update([row], ["journey_event"], linked="journey_event")
 
 
