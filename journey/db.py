@@ -486,6 +486,8 @@ class Together:
                 statement=_update_json_sql(objs, targets, connection),
             )
             return
+        if linked not in fields:
+            raise ValueError(f"{linked!r} is linked but not among the fields saved.")
         field = cast(models.ForeignKey, model._meta.get_field(linked))
         related = [field.get_cached_value(obj, None) for obj in objs]
 

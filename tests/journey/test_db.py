@@ -647,6 +647,8 @@ def test_rows_linked_to_new_rows_no_insert_of_this_together_writes_are_refused()
     together.insert([timeline_event(journey)])
     with pytest.raises(ValueError, match="journey_event: its new objects are not inserted"):
         together.update([row], ["journey_event"], linked="journey_event")
+    with pytest.raises(ValueError, match="'journey_event' is linked but not among the fields"):
+        together.update([row], ["code"], linked="journey_event")
 
 
 def test_rows_are_linked_only_to_an_insert_of_every_row_in_order():
