@@ -311,6 +311,13 @@ def partner_record_status_event(
     return result
 
 
+def _needs_transaction(name: str) -> None:
+    """The one-statement ways write in their caller's transaction and set it to roll
+    back when they cannot finish: they refuse to run without one."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError(f"{name} needs a transaction.")
+
+
 def partner_record_status_event_at_once(
     *,
     partner: Partner,
@@ -330,9 +337,7 @@ def partner_record_status_event_at_once(
     the caller then answers as without this, which knows what to say. An event_id
     received already is answered as a duplicate, as without this. A refusal
     (ApplicationError) is raised with nothing written."""
-    connection = transaction.get_connection()
-    if not connection.in_atomic_block:
-        raise RuntimeError("partner_record_status_event_at_once needs a transaction.")
+    _needs_transaction("partner_record_status_event_at_once")
     event = StatusEventIn(
         journey=journey,
         event_id=event_id,
@@ -566,9 +571,7 @@ def partner_queue_status_event_at_once(
     request instead of seven. Both or neither: None, with the transaction set to roll
     back, when the event_id or the key was taken already (a retry, a duplicate): the
     caller then answers as without this, which knows what to say."""
-    connection = transaction.get_connection()
-    if not connection.in_atomic_block:
-        raise RuntimeError("partner_queue_status_event_at_once needs a transaction.")
+    _needs_transaction("partner_queue_status_event_at_once")
     row = _queued_row(partner, journey, event_id, code, occurred_at, payload)
     rows: list[InboundEvent] = []
     records: list[IdempotencyRecord] = []

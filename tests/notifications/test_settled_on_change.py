@@ -45,6 +45,14 @@ def remind(customer, journey, kind, key, context) -> None:
     assert waiting(kind)
 
 
+def move(api, journey, appointment, starts_at):
+    """The partner moves the appointment (the API's PATCH)."""
+    one = reverse(
+        "api:journey-appointment", kwargs={"reference": journey.reference, "pk": appointment.pk}
+    )
+    return api.patch(one, {"starts_at": starts_at.isoformat()}, format="json")
+
+
 def test_moving_an_appointment_drops_the_reminder_that_names_the_old_time(
     api, journey, customer, appointment
 ):
@@ -56,10 +64,7 @@ def test_moving_an_appointment_drops_the_reminder_that_names_the_old_time(
         appointment_context(appointment),
     )
     later = appointment.starts_at + timedelta(days=7)
-    one = reverse(
-        "api:journey-appointment", kwargs={"reference": journey.reference, "pk": appointment.pk}
-    )
-    assert api.patch(one, {"starts_at": later.isoformat()}, format="json").status_code == 200
+    assert move(api, journey, appointment, later).status_code == 200
     assert waiting("appointment_reminder") == []
     (changed,) = waiting("appointment_changed")
     assert changed.context["arrive_at"] == later.isoformat()
@@ -130,10 +135,7 @@ def test_an_appointment_moved_before_its_news_went_out_is_told_as_new(
 
     notify_appointment(appointment, changed=False)
     later = appointment.starts_at + timedelta(days=2)
-    one = reverse(
-        "api:journey-appointment", kwargs={"reference": journey.reference, "pk": appointment.pk}
-    )
-    assert api.patch(one, {"starts_at": later.isoformat()}, format="json").status_code == 200
+    assert move(api, journey, appointment, later).status_code == 200
     assert waiting("appointment_changed") == []
     (news,) = waiting("appointment_set")
     assert news.context["arrive_at"] == later.isoformat()
