@@ -128,22 +128,46 @@ def _json_types(fields: Sequence[models.Field], connection: Any) -> list[str] | 
     long fails on assignment, it is not cut), or None if a field's values cannot go as
     JSON, or its column has a default of the database's. Worked out once per list of
     fields and database."""
-    return _json_plan(fields, connection)[0]
+    return _json_plan(fields, connection).types
 
 
-def _json_plan(fields: Sequence[models.Field], connection: Any) -> tuple[list[str] | None, list]:
-    key = (tuple(fields), connection.alias)
-    if key not in _PLANS:
-        _PLANS[key] = _column_plan(fields, connection)
-    return _PLANS[key]
+@dataclass
+class _Plan:
+    """What a write with its values as JSON needs of its columns, worked out once per
+    list of fields and database: ``types`` (None: not as JSON), each value's converter,
+    the document's names (c0, c1...: short keys are less to write and to read), a
+    getter of the values, and the statements made from them (``statements``, by what
+    else each depends on)."""
+
+    fields: tuple[models.Field, ...]  # kept alive: their ids are the plan's key
+    types: list[str] | None
+    converters: list
+    keys: list[str]
+    values: Callable[[models.Model], Any]
+    statements: dict[Any, str] = dataclasses.field(default_factory=dict)
 
 
-_PLANS: dict[tuple[tuple[models.Field, ...], str], tuple[list[str] | None, list]] = {}
+def _json_plan(fields: Sequence[models.Field], connection: Any) -> _Plan:
+    # By the fields' ids, not the fields: a Field hashes three of its attributes, and a
+    # single event looks up some twenty plans (300 hashes, 3% of its Python). The plan
+    # holds the fields, so no id is reused while it is kept.
+    key = (*map(id, fields), connection.alias)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = _column_plan(tuple(fields), connection)
+    return plan
 
 
-def _column_plan(fields: Sequence[models.Field], connection: Any) -> tuple[list[str] | None, list]:
+_PLANS: dict[tuple[Any, ...], _Plan] = {}
+
+
+def _column_plan(fields: tuple[models.Field, ...], connection: Any) -> _Plan:
+    keys = [f"c{n}" for n in range(len(fields))]
+    names = [field.attname for field in fields]
+    values = attrgetter(*names) if names else lambda obj: ()
+    plan = _Plan(fields, None, [], keys, values)
     if connection.vendor != "postgresql":
-        return None, []
+        return plan
     types, converters = [], []
     for field in fields:
         converter = _converter(field)
@@ -152,10 +176,11 @@ def _column_plan(fields: Sequence[models.Field], connection: Any) -> tuple[list[
             or field.db_default is not NOT_PROVIDED
             or hasattr(field, "get_placeholder_sql")
         ):
-            return None, []
+            return plan
         types.append(field.db_type(connection).split("(")[0])
         converters.append(converter)
-    return types, converters
+    plan.types, plan.converters = types, converters
+    return plan
 
 
 def _json_rows(
@@ -165,22 +190,21 @@ def _json_rows(
     extra: Sequence[int | None] | None = None,
 ) -> tuple[str, list[str]]:
     """The objects' values as one JSON document, and ``json_to_recordset``'s names for
-    them (c0, c1... : short keys are less to write and to read). ``extra``, a number per
-    object, goes as one more key, the last. Raises _NotJson for a value JSON cannot
-    carry."""
-    converters = _json_plan(fields, connection)[1]
-    keys = [f"c{n}" for n in range(len(fields))]
-    values = attrgetter(*(field.attname for field in fields))
-    pairs = list(zip(keys, converters, strict=True))
+    them. ``extra``, a number per object, goes as one more key, the last. Raises
+    _NotJson for a value JSON cannot carry."""
+    plan = _json_plan(fields, connection)
+    converters, keys, values = plan.converters, plan.keys, plan.values
     if len(fields) == 1:
-        rows = [{keys[0]: converters[0](values(obj))} for obj in objs]
+        key, convert = keys[0], converters[0]
+        rows = [{key: convert(values(obj))} for obj in objs]
     else:
+        pairs = list(zip(keys, converters, strict=True))
         rows = [
             {key: convert(value) for (key, convert), value in zip(pairs, values(obj), strict=True)}
             for obj in objs
         ]
     if extra is not None:
-        keys.append(f"c{len(fields)}")
+        keys = [*keys, f"c{len(fields)}"]
         for row, value in zip(rows, extra, strict=True):
             row[keys[-1]] = value
     try:
@@ -192,7 +216,7 @@ def _json_rows(
 
 def _insert_json_sql(
     objs: Sequence[models.Model],
-    fields: list[models.Field],
+    fields: Sequence[models.Field],
     types: list[str],
     returning: list[models.Field],
     ignore_conflicts: bool,
@@ -200,30 +224,32 @@ def _insert_json_sql(
 ) -> tuple[str, list[Any]]:
     """PostgreSQL: ``INSERT ... SELECT ... FROM json_to_recordset(%s)``, one statement
     whatever the number of rows, which come back in the order given."""
-    opts = objs[0]._meta
+    table = objs[0]._meta.db_table
     document, keys = _json_rows(objs, fields, connection)
-    qn = connection.ops.quote_name
-    columns = ", ".join(qn(field.column) for field in fields)
-    definitions = ", ".join(f"{key} {db_type}" for key, db_type in zip(keys, types, strict=True))
-    sql = (
-        f"INSERT INTO {qn(opts.db_table)} ({columns}) SELECT {', '.join(keys)} "  # noqa: S608  # nosec B608: names from the model, values as a parameter
-        f"FROM json_to_recordset(%s) AS r ({definitions})"
-    )
-    if ignore_conflicts:
-        sql += " ON CONFLICT DO NOTHING"
-    sql += " RETURNING " + ", ".join(qn(field.column) for field in returning)
+    statements = _json_plan(fields, connection).statements
+    shape = ("insert", table, *(field.column for field in returning), ignore_conflicts)
+    sql = statements.get(shape)
+    if sql is None:
+        qn = connection.ops.quote_name
+        columns = ", ".join(qn(field.column) for field in fields)
+        definitions = ", ".join(
+            f"{key} {db_type}" for key, db_type in zip(keys, types, strict=True)
+        )
+        sql = (
+            f"INSERT INTO {qn(table)} ({columns}) SELECT {', '.join(keys)} "  # noqa: S608  # nosec B608: names from the model, values as a parameter
+            f"FROM json_to_recordset(%s) AS r ({definitions})"
+        )
+        if ignore_conflicts:
+            sql += " ON CONFLICT DO NOTHING"
+        sql += " RETURNING " + ", ".join(qn(field.column) for field in returning)
+        statements[shape] = sql
     return sql, [document]
 
 
-def _prepare(objs: Sequence[models.Model], fields: list[models.Field]) -> None:
+def _prepare(objs: Sequence[models.Model]) -> None:
     """What Model.save() does to an object before its insert: the related objects saved
     since they were set give their keys; auto_now(_add) fields get their time."""
-    relations = [field for field in fields if field.is_relation]
-    stamped = [
-        field
-        for field in fields
-        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
-    ]
+    relations, stamped = _save_plan(type(objs[0]))
     for obj in objs:
         for field in relations:
             if getattr(obj, field.attname) is None and field.is_cached(obj):
@@ -236,12 +262,29 @@ def _prepare(objs: Sequence[models.Model], fields: list[models.Field]) -> None:
             field.pre_save(obj, add=True)
 
 
-def _insert_fields(model: type[models.Model]) -> list[models.Field]:
-    return [
+@functools.cache  # per model, for the life of the process
+def _save_plan(
+    model: type[models.Model],
+) -> tuple[tuple[models.Field, ...], tuple[models.Field, ...]]:
+    """The inserted fields ``_prepare`` looks at: the relations, and those stamped with
+    the time (auto_now, auto_now_add)."""
+    fields = _insert_fields(model)
+    relations = tuple(field for field in fields if field.is_relation)
+    stamped = tuple(
+        field
+        for field in fields
+        if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
+    )
+    return relations, stamped
+
+
+@functools.cache  # per model, for the life of the process
+def _insert_fields(model: type[models.Model]) -> tuple[models.Field, ...]:
+    return tuple(
         f
         for f in model._meta.local_concrete_fields
         if not f.generated and not (f.primary_key and isinstance(f, AutoFieldMixin))
-    ]
+    )
 
 
 def _insert_sql(
@@ -254,7 +297,7 @@ def _insert_sql(
     types = _json_types(fields, connection)
     if types is None:
         return None
-    _prepare(objs, fields)
+    _prepare(objs)
     try:
         return _insert_json_sql(objs, fields, types, returning, ignore_conflicts, connection)
     except _NotJson:
@@ -272,8 +315,8 @@ def _insert[M: models.Model](
             cursor.execute(*statement)
             return cursor.fetchall()
     # Not PostgreSQL, or an expression, NaN: as Django writes them.
-    fields = _insert_fields(model)
-    _prepare(objs, fields)
+    fields = list(_insert_fields(model))
+    _prepare(objs)
     size = connection.ops.bulk_batch_size(fields, objs)
     rows: list[tuple] = []
     # Model.save()'s own low-level insert; in chunks
@@ -690,6 +733,27 @@ def _update_json_sql(
         )
     except _NotJson:
         return None
+    plan = _json_plan(columns, connection)
+    shape = ("update", opts.db_table, None if link is None else link.field.column)
+    sql = plan.statements.get(shape)
+    if sql is None:
+        sql = plan.statements[shape] = _update_json_statement(
+            opts, targets, types, keys, connection, link
+        )
+    # The keys as the document carries them (their converter), so that they are of one
+    # type.
+    convert = plan.converters[0]
+    return sql, [document, [convert(obj.pk) for obj in objs]]
+
+
+def _update_json_statement(
+    opts: Any,
+    targets: list[models.Field],
+    types: list[str],
+    keys: list[str],
+    connection: Any,
+    link: _Link | None,
+) -> str:
     if link is not None:
         types = [*types, "bigint"]
     definitions = ", ".join(f"{key} {t}" for key, t in zip(keys, types, strict=True))
@@ -697,13 +761,11 @@ def _update_json_sql(
     # whatever it holds, and for a table of a few thousand rows then reads it whole to
     # hash-join them (1.4-1.8 ms for one row of 8,500, where the index takes 0.3). With
     # the keys beside it, it looks the rows up by the primary key, in a custom plan and
-    # in the generic one a prepared statement settles on. The keys as the document
-    # carries them (its converter), so that they are of one type.
-    convert = _json_plan(columns, connection)[1][0]
+    # in the generic one a prepared statement settles on.
     qn = connection.ops.quote_name
     table, pk = qn(opts.db_table), qn(opts.pk.column)
     pairs = f"json_to_recordset(%s) AS pairs ({definitions})"
-    values = [f"pairs.{key}" for key in keys[1 : len(columns)]]
+    values = [f"pairs.{key}" for key in keys[1 : len(targets) + 1]]
     if link is not None:
         # The inserted rows' keys in their order, which is the order the rows were given
         # in (one sequence): the nth is the nth object's. One array, made once (an
@@ -721,11 +783,11 @@ def _update_json_sql(
         targets,
         keys,
         pairs,
-        [document, [convert(obj.pk) for obj in objs]],
+        [],
         f" AND {table}.{pk} = ANY(CAST(%s AS {types[0]}[]))",
         connection,
         values,
-    )
+    )[0]
 
 
 def _update_sql(

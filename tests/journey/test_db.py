@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import time_machine
-from django.db import DataError, connection, models, transaction
+from django.db import DataError, IntegrityError, connection, models, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -664,6 +664,46 @@ def test_rows_are_linked_only_to_an_insert_of_every_row_in_order():
     together.insert_unless_taken([new], key="event_id", then=lambda rows: None)
     with pytest.raises(ValueError, match="not inserted by this Together"):
         together.update([row], ["journey_event"], linked="journey_event")
+
+
+def test_statements_kept_for_the_same_columns_stay_apart_by_what_else_they_say(monkeypatch):
+    """Each list of columns keeps the statements made from it (journey.db._Plan): an
+    insert that skips a taken key and one that fails on it, an update that reads
+    another write's keys and one that does not, are each their own."""
+    from journey import db
+
+    monkeypatch.setattr(db, "_PLANS", {})  # made afresh, in this order
+    journey = make_journey()
+    partner = PartnerFactory()
+
+    def inbound(event_id: str) -> InboundEvent:
+        return InboundEvent(
+            partner=partner,
+            journey=journey,
+            event_id=event_id,
+            code="C",
+            occurred_at=timezone.now(),
+        )
+
+    assert len(bulk_create_unless_taken([inbound("a")], key="event_id")) == 1
+    assert bulk_create_unless_taken([inbound("a")], key="event_id") == []
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert_rows([inbound("a")])
+    insert_rows([inbound("b")])
+    assert bulk_create_unless_taken([inbound("b")], key="event_id") == []
+
+    first, second = (timeline_event(journey, message=m) for m in ("first", "second"))
+    insert_rows([second])
+    row = InboundEvent.objects.get(event_id="a")
+    row.journey_event = first
+    together = Together()
+    together.insert([first])
+    together.update([row], ["journey_event"], linked="journey_event")
+    together.send()
+    assert InboundEvent.objects.get(event_id="a").journey_event_id == first.pk
+    row.journey_event = second
+    update_rows([row], ["journey_event"])
+    assert InboundEvent.objects.get(event_id="a").journey_event_id == second.pk
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="one statement on PostgreSQL")
