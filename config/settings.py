@@ -381,6 +381,9 @@ ACCOUNT_EMAIL_SUBJECT_PREFIX = f"{COMPANY_NAME}: "
 # A template's ETA learns from its history once it has this many completed journeys;
 # below that, the planned durations are used (and the basis says so).
 ETA_MIN_HISTORY = env.int("ETA_MIN_HISTORY", default=20)
+# How long a process uses a template's learned statistics before it reads whether they
+# were recomputed (by the nightly job or a finished journey, in another process).
+ETA_STATS_RECHECK_SECONDS = env.float("ETA_STATS_RECHECK_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE["journey-eta-nightly"] = {
     "task": "journey.tasks.eta_recompute_nightly",
     "schedule": crontab(hour=2, minute=30),

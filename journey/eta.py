@@ -14,6 +14,7 @@ See docs/eta.md for the method and its measured accuracy.
 
 import itertools
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -479,11 +480,15 @@ def health_for(*, expected: date, high: date, promised: date | None) -> Health:
 
 
 # What each template learned, as last read in this process, by the stats row's identity
-# (pk, computed_at, journey_count): the spine reads those three columns on each event, and
-# the history itself (up to MAX_HISTORY journeys of JSON, parsed and cleaned, then made into
-# arrays by the first forecast: ``Learned.history``) only when it was recomputed since.
-# Recomputing in this process also forgets it.
-_LEARNED: dict[int, tuple[tuple[int, datetime, int], Learned | None]] = {}
+# (pk, computed_at, journey_count), with when that identity was last read (the monotonic
+# clock). The spine reads those three columns for an event that moves a journey at most
+# once every ETA_STATS_RECHECK_SECONDS per template and process, and the history itself
+# (up to MAX_HISTORY journeys of JSON, parsed and cleaned, then made into arrays by the
+# first forecast: ``Learned.history``) only when it was recomputed since. The statistics
+# change nightly and when a journey finishes, in a worker as a rule: a forecast from
+# those of a minute ago is as good, for one statement fewer per event. Recomputing in
+# this process forgets them at once.
+_LEARNED: dict[int, tuple[tuple[int, datetime, int], Learned | None, float]] = {}
 
 
 def _stats_stamp(template: int) -> QuerySet[TemplateEtaStats]:
@@ -494,14 +499,18 @@ def _stats_stamp(template: int) -> QuerySet[TemplateEtaStats]:
     )
 
 
-# Read for every event that moves a journey: compiled once (journey.compiled).
+# Read for an event that moves a journey (once a recheck): compiled once (journey.compiled).
 _STATS_STAMP = CompiledRead(_stats_stamp)
 
 
 def _learned_for(template_id: int) -> Learned | None:
-    stamp = _STATS_STAMP.first(template=template_id)
     cached = _LEARNED.get(template_id)
+    now = time.monotonic()
+    if cached is not None and now - cached[2] < settings.ETA_STATS_RECHECK_SECONDS:
+        return cached[1]
+    stamp = _STATS_STAMP.first(template=template_id)
     if stamp is not None and cached is not None and cached[0] == stamp:
+        _LEARNED[template_id] = (stamp, cached[1], now)
         return cached[1]
     stats = TemplateEtaStats.objects.filter(template_id=template_id).first()
     if stats is None:
@@ -509,7 +518,7 @@ def _learned_for(template_id: int) -> Learned | None:
         # journeys keep the cache fresh.
         stats = eta_stats_recompute(template=JourneyTemplate.objects.get(pk=template_id))
     learned = learn(stats.data["journeys"], stats.data["keys"]) if stats.journey_count else None
-    _LEARNED[template_id] = ((stats.pk, stats.computed_at, stats.journey_count), learned)
+    _LEARNED[template_id] = ((stats.pk, stats.computed_at, stats.journey_count), learned, now)
     return learned
 
 

@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
 from integrations.services import partner_key_create
+from journey import eta
 from tests.factories import MappingFactory, PartnerFactory, UserFactory, make_journey
 
 
@@ -35,6 +36,14 @@ def _own_cache_keys(settings) -> None:
     for cache in caches.values():
         cache["KEY_PREFIX"] = f"test-{uuid.uuid4().hex[:12]}"
     settings.CACHES = caches
+
+
+@pytest.fixture(autouse=True)
+def _learned_afresh() -> None:
+    """Each test reads the ETA statistics it made: a process keeps what it learned for a
+    minute (``journey.eta._LEARNED``), and a rolled-back test's template id may be the
+    next test's on SQLite."""
+    eta._LEARNED.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -67,8 +67,9 @@ def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_
     # (404 otherwise); then the request's transaction (2), in which the event has no
     # savepoint of its own (a refusal rolls the request back whole): the mapping, the
     # inbound event (claiming its event_id), the journey's milestones, its lock (which
-    # reads its version: the journey is read again only if it moved), the ETA
-    # statistics' identity, the read of what the outbox holds for the customer; last,
+    # reads its version: the journey is read again only if it moved), the read of what
+    # the outbox holds for the customer (the ETA statistics' identity is read at most
+    # once a minute, tests/journey/test_eta.py; here when the journey was made); last,
     # one statement of all the writes: the timeline event, the milestones, the new ETA
     # row (the journey's fields are the last one's: it is not read), the journey, the
     # customer's message, the inbound event's link to the timeline event, and the
@@ -77,7 +78,7 @@ def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_
     # Elsewhere the key is claimed first, on its own, and the journey read in the
     # transaction; each of those seven writes is a statement, the record's an UPDATE of
     # the claim.
-    with django_assert_num_queries(11 if connection.vendor == "postgresql" else 18):
+    with django_assert_num_queries(10 if connection.vendor == "postgresql" else 17):
         response = post_event(warm, journey, "e1", "S2")
     assert response.status_code == 201
     assert response.json()["applied"] is True
@@ -138,14 +139,13 @@ def test_a_batch_costs_the_same_whatever_its_size(
     # templates (read once), the mappings, one insert claiming every event_id; their
     # milestones and stages (one object each, shared by the journeys of a template), read
     # before the lock; the lock, which reads their versions (only journeys changed
-    # meanwhile are read again); the template's ETA statistics' identity (once per
-    # template); then the unit of work's writes, one statement per table for all the
+    # meanwhile are read again); then the unit of work's writes, one statement per table for all the
     # events (journey.unit): the timeline events, the milestones, the new ETA rows, the
     # journeys, the messages' one read (what the outbox holds) and insert, one update linking
     # the inbound events to the timeline; the stored response, and the request's and the
     # batch's transactions (4). The last ETA rows are not read: each journey's fields are
     # what its last row says. The unit's six writes are one statement on PostgreSQL.
-    with django_assert_num_queries(15 + unit_writes(6)):
+    with django_assert_num_queries(14 + unit_writes(6)):
         response = warm.post(
             BATCH_URL, batch_of(journeys, "b"), format="json", HTTP_IDEMPOTENCY_KEY="batch-1"
         )
@@ -182,7 +182,7 @@ def test_a_queued_event_is_accepted_in_a_few_statements(warm, journey, django_as
     # (2) with the inbound row (claiming its event_id, queued) and the Idempotency-Key's
     # record with its answer, one statement on PostgreSQL. Elsewhere the usual way: the
     # key claimed before the transaction, the row, the answer stored in it. Against a
-    # moving event's 11: nothing of the spine, which the queue's applier does.
+    # moving event's 10: nothing of the spine, which the queue's applier does.
     with django_assert_num_queries(5 if connection.vendor == "postgresql" else 7):
         response = warm.post(
             reverse("api:journey-events", kwargs={"reference": journey.reference}),
@@ -215,10 +215,10 @@ def test_the_queue_applies_a_unit_of_events_in_the_same_statements_whatever_its_
     # partner, locked; the journeys with
     # owners, profiles and templates; the mappings; as a batch from there: the
     # milestones, their stages (a read of its own for several journeys), the lock, the
-    # ETA statistics' identity, the outbox's read, the unit's writes, with one update of
+    # outbox's read, the unit's writes, with one update of
     # the inbound rows (taken off the queue, linked).
     lock = 1 if connection.vendor == "postgresql" else 0
-    with django_assert_num_queries(10 + lock + unit_writes(6)):
+    with django_assert_num_queries(9 + lock + unit_writes(6)):
         assert partner_queued_events_apply() == size
     assert JourneyEvent.objects.filter(applied=True).count() == size
     assert Notification.objects.filter(channel="email").count() == size

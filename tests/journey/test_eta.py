@@ -863,8 +863,9 @@ def test_beat_runs_the_nightly_recompute_and_the_stall_check(settings):
 
 
 def test_the_spine_reads_cached_statistics_without_rescanning_history(
-    template, django_assert_num_queries
+    template, django_assert_num_queries, settings
 ):
+    settings.ETA_STATS_RECHECK_SECONDS = 0  # the identity read for every event
     with time_machine.travel(T0, tick=False):
         journey = new_journey(template)
         # Its transaction (a savepoint in the test's), journey lock, milestones, event,
@@ -879,6 +880,43 @@ def test_the_spine_reads_cached_statistics_without_rescanning_history(
     sql = " ".join(q["sql"] for q in queries.captured_queries)
     assert "journey_templateetastats" in sql
     assert sql.count('FROM "journey_milestone"') == 1
+
+
+def test_within_a_minute_of_reading_them_the_spine_reads_nothing_of_the_statistics(
+    template, django_assert_num_queries
+):
+    with time_machine.travel(T0, tick=False):
+        journey = new_journey(template)  # learned, or found nothing to learn, just now
+        with django_assert_num_queries(5 + unit_writes(4)) as queries:
+            reach(journey, 1, 0)
+    assert "journey_templateetastats" not in " ".join(q["sql"] for q in queries.captured_queries)
+
+
+def test_statistics_recomputed_by_another_process_are_used_once_it_reads_them_again(
+    template, settings
+):
+    settings.ETA_MIN_HISTORY = 3
+    settings.ETA_STATS_RECHECK_SECONDS = 3600
+    for days in (3, 4, 5):
+        completed(template, stage_days=days)
+    with time_machine.travel(at(30), tick=False):
+        journey = new_journey(template, started=30)
+    # Relearned elsewhere (the nightly job, in a worker): this process keeps what it
+    # had, the plan (no history was learned yet).
+    kept = eta._LEARNED[template.pk]
+    eta.eta_stats_recompute(template=template)
+    eta._LEARNED[template.pk] = kept
+
+    with time_machine.travel(at(30), tick=False):
+        reach(journey, 1, 30)
+    journey.refresh_from_db()
+    assert journey.eta_basis == EtaBasis.PLANNED
+
+    settings.ETA_STATS_RECHECK_SECONDS = 0  # the minute has passed
+    with time_machine.travel(at(31), tick=False):
+        reach(journey, 2, 31)
+    journey.refresh_from_db()
+    assert journey.eta_basis == EtaBasis.HISTORY
 
 
 def test_the_recompute_command_relearns_and_recomputes(template, settings):
