@@ -10,7 +10,7 @@ from operator import attrgetter
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -157,6 +157,18 @@ def _milestones_with_stages(journeys: list[int]) -> QuerySet[Milestone]:
     return _milestones(journeys).select_related("stage")
 
 
+def _milestones_version_locked(journey: int) -> QuerySet[Milestone]:
+    """One journey's milestones with their stages, and its row locked (FOR NO KEY
+    UPDATE) by the same statement, its version read with them (``journey_version``: the
+    row's latest, as the lock reads it; None if it was deleted meanwhile)."""
+    version = (
+        Journey.objects.filter(pk=OuterRef("journey_id"))
+        .select_for_update(no_key=True)
+        .values("version")
+    )
+    return _milestones_with_stages([journey]).annotate(journey_version=Subquery(version))
+
+
 # What every event the spine records reads: compiled once (journey.compiled). Lists of
 # a few journeys (a single event's one) use them; a batch's longer lists, Django's path.
 _FOR_SPINE = CompiledRead(_for_spine)
@@ -164,6 +176,7 @@ _FOR_SPINE_LOCKED = CompiledRead(_for_spine_locked)
 _VERSIONS_LOCKED = CompiledRead(_versions_locked)
 _MILESTONES = CompiledRead(_milestones)
 _MILESTONES_WITH_STAGES = CompiledRead(_milestones_with_stages)
+_MILESTONES_VERSION_LOCKED = CompiledRead(_milestones_version_locked)
 
 
 def journeys_lock(
@@ -187,7 +200,9 @@ def journeys_lock(
     (database triggers), so what is kept is what a read under the lock would have
     returned (at READ COMMITTED, the project's isolation level, where each statement
     sees the latest commits), and a batch holds the locks that other batches wait for
-    only while it writes. One journey not read yet is read under its lock at once.
+    only while it writes. One journey not read yet is read under its lock at once; one
+    the caller read (a single event's) has its milestones read by the statement that
+    locks it, which reads its latest version too (``_milestones_version_locked``).
 
     The journeys share one unit of work (``unit``, or a new one): the caller flushes it.
     """
@@ -202,6 +217,8 @@ def journeys_lock(
     }
     if len(pks) == 1 and not given:
         locked = _journeys_load(pks, unit=unit, lock=True)
+    elif len(pks) == 1 and (locked := _given_locked(given, unit=unit)) is not None:
+        pass
     else:
         locked = _journeys_load(pks, unit=unit, lock=False, given=given)
         versions = dict(_VERSIONS_LOCKED.list(pks=sorted(pks)))
@@ -216,6 +233,31 @@ def journeys_lock(
             locked.update(_journeys_load(moved, unit=unit, lock=False))
     unit.lock(locked)
     return locked
+
+
+def _given_locked(given: Mapping[int, Journey], *, unit: Writes) -> dict[int, LockedJourney] | None:
+    """The one journey the caller read, locked, with its milestones, in one statement;
+    read again under the lock if its version moved since the caller read it. The
+    milestones come from the statement's snapshot and the version from the row as
+    locked (the latest): equal to the caller's, nothing changed between the two. None
+    when no milestone came back (a journey without any, or deleted before the
+    statement): the caller locks it on its own."""
+    ((pk, journey),) = given.items()
+    milestones = _MILESTONES_VERSION_LOCKED.list(journey=pk)
+    if not milestones:
+        return None
+    version = milestones[0].journey_version
+    if version is None:  # deleted while the statement waited for its lock
+        return {}
+    if version != journey.version:
+        return _journeys_load({pk}, unit=unit, lock=False)
+    state = LockedJourney(journey=journey, milestones=milestones, unit=unit)
+    journey_field = Milestone.journey.field
+    for milestone in milestones:
+        del milestone.journey_version
+        journey_field.set_cached_value(milestone, journey)
+    milestones.sort(key=attrgetter("position"))
+    return {pk: state}
 
 
 def _journeys_load(

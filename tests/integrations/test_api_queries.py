@@ -66,8 +66,9 @@ def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_
     # On PostgreSQL: the key; the journey with its owner, profile and template, read once
     # (404 otherwise); then the request's transaction (2), in which the event has no
     # savepoint of its own (a refusal rolls the request back whole): the mapping, the
-    # inbound event (claiming its event_id), the journey's milestones, its lock (which
-    # reads its version: the journey is read again only if it moved), the read of what
+    # inbound event (claiming its event_id), the journey's milestones read by the
+    # statement that locks it and reads its version (the journey is read again only if
+    # it moved), the read of what
     # the outbox holds for the customer (the ETA statistics' identity is read at most
     # once a minute, tests/journey/test_eta.py; here when the journey was made); last,
     # one statement of all the writes: the timeline event, the milestones, the new ETA
@@ -78,7 +79,7 @@ def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_
     # Elsewhere the key is claimed first, on its own, and the journey read in the
     # transaction; each of those seven writes is a statement, the record's an UPDATE of
     # the claim.
-    with django_assert_num_queries(10 if connection.vendor == "postgresql" else 17):
+    with django_assert_num_queries(9 if connection.vendor == "postgresql" else 16):
         response = post_event(warm, journey, "e1", "S2")
     assert response.status_code == 201
     assert response.json()["applied"] is True
@@ -91,7 +92,7 @@ def test_a_single_event_older_than_the_journey_state(warm, journey, django_asser
     # No milestone moves: the timeline event and the inbound event are the only writes
     # (with the key's record, one statement on PostgreSQL; elsewhere the key's claim and
     # its answer are two more).
-    with django_assert_num_queries(9 if connection.vendor == "postgresql" else 12):
+    with django_assert_num_queries(8 if connection.vendor == "postgresql" else 11):
         response = post_event(warm, journey, "e2", "S3", minutes=2)
     assert response.status_code == 201
     assert response.json()["applied"] is False
@@ -169,7 +170,7 @@ def test_a_batch_of_events_that_do_not_move_the_journey(
     ]
     # The timeline events are one insert, whatever their number, the inbound events
     # linked to them one update (one statement on PostgreSQL); nothing else is written.
-    with django_assert_num_queries(12 + unit_writes(2)):
+    with django_assert_num_queries(11 + unit_writes(2)):
         response = warm.post(
             BATCH_URL, {"events": events}, format="json", HTTP_IDEMPOTENCY_KEY="batch-2"
         )
@@ -182,7 +183,7 @@ def test_a_queued_event_is_accepted_in_a_few_statements(warm, journey, django_as
     # (2) with the inbound row (claiming its event_id, queued) and the Idempotency-Key's
     # record with its answer, one statement on PostgreSQL. Elsewhere the usual way: the
     # key claimed before the transaction, the row, the answer stored in it. Against a
-    # moving event's 10: nothing of the spine, which the queue's applier does.
+    # moving event's 9: nothing of the spine, which the queue's applier does.
     with django_assert_num_queries(5 if connection.vendor == "postgresql" else 7):
         response = warm.post(
             reverse("api:journey-events", kwargs={"reference": journey.reference}),

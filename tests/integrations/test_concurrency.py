@@ -7,12 +7,13 @@ after the other, and the test still checks the same outcome.
 """
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import connection
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -22,7 +23,7 @@ from integrations.idempotency import idempotency_begin, idempotency_finish
 from integrations.models import IdempotencyRecord, InboundEvent
 from journey import services as journey_services
 from journey.errors import ApplicationError
-from journey.models import CustomerTask, JourneyEvent, MilestoneState
+from journey.models import CustomerTask, EventSource, Journey, JourneyEvent, MilestoneState
 from notifications.models import Notification
 from tests.factories import make_journey
 
@@ -294,6 +295,72 @@ def test_different_events_for_one_journey_at_once_are_applied_in_turn(journey, a
     assert InboundEvent.objects.count() == len(codes)
     assert JourneyEvent.objects.count() == len(codes)
     assert journey.milestones.get(stage__key="stage-3").state == MilestoneState.CURRENT
+
+
+@pytest.mark.skipif(not CONCURRENT, reason="a writer waiting for a lock is PostgreSQL's")
+def test_an_event_waiting_for_its_journeys_lock_works_from_what_the_holder_wrote(journey, api_key):
+    """A single event's journey is read before its transaction, and its milestones by
+    the statement that locks it. Another writer holds the lock and moves the journey
+    meanwhile: the event waits, finds the version moved, reads the journey again and
+    applies to what the other wrote (its stage keeps the other's time)."""
+    url = reverse("api:journey-events", kwargs={"reference": journey.reference})
+    reached = timezone.now() - timedelta(minutes=5)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock_and_move_the_journey() -> None:
+        with transaction.atomic():
+            journey_services.journey_record_milestone(
+                journey=Journey.objects.get(pk=journey.pk),
+                stage_key="stage-2",
+                occurred_at=reached,
+                source=EventSource.STAFF,
+            )
+            holding.set()
+            assert release.wait(timeout=10)
+
+    def waiting_for_a_lock() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return cursor.fetchone()[0] > 0
+
+    holder = threading.Thread(
+        target=lambda: in_threads(hold_the_lock_and_move_the_journey, count=1)
+    )
+    holder.start()
+    assert holding.wait(timeout=10)
+    event: list = []
+    poster = threading.Thread(
+        target=lambda: event.extend(
+            in_threads(
+                lambda: _client(api_key).post(
+                    url,
+                    {"event_id": "waits", "code": "S3", "occurred_at": timezone.now().isoformat()},
+                    format="json",
+                    HTTP_IDEMPOTENCY_KEY="waits",
+                ),
+                count=1,
+            )
+        )
+    )
+    poster.start()
+    deadline = time.monotonic() + 10
+    while not waiting_for_a_lock():
+        assert time.monotonic() < deadline, "the event never waited for the journey's lock"
+        time.sleep(0.02)
+    release.set()
+    holder.join()
+    poster.join()
+
+    (response,) = event
+    assert response.status_code == 201
+    assert response.json()["applied"] is True
+    second, third = (journey.milestones.get(stage__key=f"stage-{n}") for n in (2, 3))
+    assert (second.state, second.reached_at) == (MilestoneState.DONE, reached)
+    assert third.state == MilestoneState.CURRENT
+    assert JourneyEvent.objects.filter(applied=True).count() == 2
 
 
 @pytest.mark.skipif(not CONCURRENT, reason="the one-statement claim is PostgreSQL's")
