@@ -28,6 +28,7 @@ and ``QuerySet._query`` (set without the ``query`` property, whose setter would 
 connection, and compiles again if that connection object is replaced.
 """
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from django.db.models import Model, QuerySet
 from django.db.transaction import TransactionManagementError
 
 MAX_LIST = 4
+
+_LOCKING = re.compile(r"\bFOR (?:NO KEY UPDATE|UPDATE|KEY SHARE|SHARE)\b")
 
 # Stand-ins, far from any real key or code, each recognisable by value and type.
 _INT_BASE = -(2**62)
@@ -201,8 +204,10 @@ class CompiledRead[M: Model]:
             places=tuple(places),
             converters=compiler.get_converters(fields),
             connection=connection,
+            # A lock in a subquery too (``FOR UPDATE`` or its kin in the SQL: names are
+            # quoted, so only Django's clause reads so).
             locks=bool(
-                queryset.query.select_for_update
+                (queryset.query.select_for_update or _LOCKING.search(sql))
                 and connection.features.has_select_for_update
                 and connection.features.supports_transactions
             ),

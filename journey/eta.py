@@ -530,6 +530,10 @@ def recomputed(count: int) -> str:
 def eta_stats_recompute(*, template: JourneyTemplate) -> TemplateEtaStats:
     """Learn a template's segment durations from its most recent completed journeys."""
     _LEARNED.pop(template.pk, None)
+    # And again once the new row is committed: another thread of this process may have
+    # read the old one meanwhile and kept it, for a minute (at once outside a
+    # transaction).
+    transaction.on_commit(lambda: _LEARNED.pop(template.pk, None))
     stages = list(template.stages.order_by("position").values_list("key", flat=True))
     keys = [START, *stages[:-1]]
     journeys = list(

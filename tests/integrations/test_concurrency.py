@@ -318,14 +318,6 @@ def test_an_event_waiting_for_its_journeys_lock_works_from_what_the_holder_wrote
             holding.set()
             assert release.wait(timeout=10)
 
-    def waiting_for_a_lock() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            return cursor.fetchone()[0] > 0
-
     holder = threading.Thread(
         target=lambda: in_threads(hold_the_lock_and_move_the_journey, count=1)
     )
@@ -346,10 +338,7 @@ def test_an_event_waiting_for_its_journeys_lock_works_from_what_the_holder_wrote
         )
     )
     poster.start()
-    deadline = time.monotonic() + 10
-    while not waiting_for_a_lock():
-        assert time.monotonic() < deadline, "the event never waited for the journey's lock"
-        time.sleep(0.02)
+    _until_one_waits_for_a_lock()
     release.set()
     holder.join()
     poster.join()
@@ -361,6 +350,50 @@ def test_an_event_waiting_for_its_journeys_lock_works_from_what_the_holder_wrote
     assert (second.state, second.reached_at) == (MilestoneState.DONE, reached)
     assert third.state == MilestoneState.CURRENT
     assert JourneyEvent.objects.filter(applied=True).count() == 2
+
+
+@pytest.mark.skipif(not CONCURRENT, reason="a writer waiting for a lock is PostgreSQL's")
+def test_a_journey_deleted_while_its_lock_is_awaited_is_not_locked(journey):
+    """The milestones are read from the statement's snapshot, where they still are; the
+    lock, once the deleting transaction commits, finds no journey: none is locked."""
+    read = journey_services.journeys_for_spine().get(pk=journey.pk)
+    holding, release = threading.Event(), threading.Event()
+
+    def delete_and_hold() -> None:
+        with transaction.atomic():
+            Journey.objects.filter(pk=journey.pk).delete()
+            holding.set()
+            assert release.wait(timeout=10)
+
+    def lock() -> dict:
+        with transaction.atomic():
+            return journey_services.journeys_lock(pks=[journey.pk], journeys={journey.pk: read})
+
+    holder = threading.Thread(target=lambda: in_threads(delete_and_hold, count=1))
+    holder.start()
+    assert holding.wait(timeout=10)
+    outcome: list = []
+    locker = threading.Thread(target=lambda: outcome.extend(in_threads(lock, count=1)))
+    locker.start()
+    _until_one_waits_for_a_lock()
+    release.set()
+    holder.join()
+    locker.join()
+    assert outcome == [{}]
+
+
+def _until_one_waits_for_a_lock() -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                return
+        assert time.monotonic() < deadline, "nothing waited for a lock"
+        time.sleep(0.02)
 
 
 @pytest.mark.skipif(not CONCURRENT, reason="the one-statement claim is PostgreSQL's")

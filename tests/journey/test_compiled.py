@@ -7,6 +7,7 @@ from unittest import mock
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
+from django.db.models import OuterRef, Subquery
 from django.db.models.sql.compiler import SQLCompiler
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
@@ -158,6 +159,27 @@ def test_a_locking_read_needs_a_transaction_every_time():
         assert read.list(pks=[journey.pk]) == [(journey.pk,)]
     with pytest.raises(TransactionManagementError):
         read.list(pks=[journey.pk])  # compiled already: still refused
+
+
+@pytest.mark.skipif(
+    not connections["default"].features.has_select_for_update, reason="no FOR UPDATE (SQLite)"
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_read_that_locks_in_a_subquery_needs_a_transaction_every_time():
+    journey = make_journey()
+    locked = Journey.objects.filter(pk=OuterRef("journey_id")).select_for_update()
+    read = CompiledRead(
+        lambda journeys: (
+            Milestone.objects.filter(journey__in=journeys)
+            .annotate(version=Subquery(locked.values("version")))
+            .values_list("version", flat=True)
+        )
+    )
+    version = Journey.objects.values_list("version", flat=True).get(pk=journey.pk)
+    with transaction.atomic():
+        assert set(read.list(journeys=[journey.pk])) == {version}
+    with pytest.raises(TransactionManagementError):
+        read.list(journeys=[journey.pk])  # compiled already: still refused
 
 
 @pytest.mark.django_db(transaction=True)

@@ -4,6 +4,7 @@ import collections
 import io
 import itertools
 import math
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -917,6 +918,16 @@ def test_statistics_recomputed_by_another_process_are_used_once_it_reads_them_ag
         reach(journey, 2, 31)
     journey.refresh_from_db()
     assert journey.eta_basis == EtaBasis.HISTORY
+
+
+def test_a_recompute_forgets_what_another_thread_kept_meanwhile_once_it_commits(
+    template, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        eta.eta_stats_recompute(template=template)
+        # Another thread of this process read the old row before the new one committed.
+        eta._LEARNED[template.pk] = ((0, T0, 0), None, time.monotonic())
+    assert template.pk not in eta._LEARNED
 
 
 def test_the_recompute_command_relearns_and_recomputes(template, settings):

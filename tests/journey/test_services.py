@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from journey.errors import ApplicationError
@@ -476,8 +476,10 @@ def test_a_journey_the_caller_read_for_the_spine_is_locked_not_read_again(
 
     journey = make_journey()
     read = services.journeys_for_spine().get(pk=journey.pk)
-    with transaction.atomic(), django_assert_num_queries(1):  # milestones, lock, version
+    with transaction.atomic(), django_assert_num_queries(1) as queries:  # milestones, lock
         locked = services.journeys_lock(pks=[journey.pk], journeys={journey.pk: read})
+        if connection.features.has_select_for_update:
+            assert "FOR NO KEY UPDATE" in queries.captured_queries[0]["sql"]
         assert locked[journey.pk].journey is read
         # What the spine reads with it costs nothing more.
         assert read.owner.profile is not None
