@@ -89,6 +89,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The partner API (/api/v1/) leaves here for API_MIDDLEWARE, below.
+    "integrations.api.middleware.APIMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -427,6 +429,15 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_6
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # larger uploads are streamed to a temporary file
 API_MAX_UPLOAD_BYTES = 21 * 1024 * 1024
 MIDDLEWARE.append("integrations.api.middleware.APIBodyLimitMiddleware")
+# What /api/v1/ runs instead of the rest of MIDDLEWARE (integrations.api.middleware.
+# APIMiddleware): no static files, session, CSRF, login or messages, which a key-
+# authenticated JSON API does not use. SecurityMiddleware, before it, applies to both.
+API_MIDDLEWARE = [
+    "integrations.api.middleware.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "integrations.api.middleware.APIBodyLimitMiddleware",
+]
 API_IDEMPOTENCY_TTL = timedelta(hours=24)
 # A request that claimed an Idempotency-Key and never answered (killed, or the database
 # went away) blocks the key for this long, then a retry may take it over. Keep it longer
