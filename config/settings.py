@@ -428,6 +428,8 @@ REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "integrations.api.schema.PartnerAutoSch
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_621_440)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # larger uploads are streamed to a temporary file
 API_MAX_UPLOAD_BYTES = 21 * 1024 * 1024
+# In both stacks: the site's still meets /api/ outside v1 (the schema, the docs, unknown
+# /api/ URLs, which answer in the API's error shape).
 MIDDLEWARE.append("integrations.api.middleware.APIBodyLimitMiddleware")
 # What /api/v1/ runs instead of the rest of MIDDLEWARE (integrations.api.middleware.
 # APIMiddleware): no static files, session, CSRF, login or messages, which a key-

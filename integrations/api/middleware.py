@@ -28,16 +28,18 @@ class APIMiddleware:
     The site's stack is for people in browsers: static files, the session, CSRF, the
     login and its language and clock, messages, allauth's and htmx's state, and a CSP
     made for HTML. The API authenticates by key (DRF), keeps no session and answers JSON
-    in English: none of it applies there, and running it cost some 0.7 M instructions of
-    every request (5% of a single event that moves its journey; callgrind,
-    docs/performance.md). Put this right after ``SecurityMiddleware``, whose headers
+    in English: none of it applies there, and running it cost 0.4–0.6 M instructions of
+    every request, 4–9% of gunicorn's CPU per single event (docs/performance.md, the
+    twenty-second pass). Put this right after ``SecurityMiddleware``, whose headers
     both kinds of answer keep; the API's answers get a CSP of their own (``API_CSP``).
 
     Below the API's stack the view is resolved, called and rendered by Django's own
-    handler code (``BaseHandler._get_response``), as the site's is. The API's middleware
+    handler code (``BaseHandler._get_response``, a private method: the tests in
+    tests/integrations/test_api_middleware.py fail first if an upgrade changes it), and
+    each layer's exceptions become responses there, as on the site. The API's middleware
     may not hook the view (``process_view``, ``process_exception``,
-    ``process_template_response``): the stack has no place for them, so such a
-    middleware is refused at startup rather than silently not run."""
+    ``process_template_response``) nor be async only: the stack has no place for them,
+    so such a middleware is refused at startup rather than silently not run."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -47,10 +49,17 @@ class APIMiddleware:
         views._exception_middleware = []
         handler = convert_exception_to_response(views._get_response)
         for path in reversed(settings.API_MIDDLEWARE):
+            middleware = import_string(path)
+            if not getattr(middleware, "sync_capable", True):
+                raise ImproperlyConfigured(
+                    f"{path} in API_MIDDLEWARE is async only; the API's stack is synchronous."
+                )
             try:
-                instance = import_string(path)(handler)
+                instance = middleware(handler)
             except MiddlewareNotUsed:
                 continue
+            if instance is None:
+                raise ImproperlyConfigured(f"Middleware factory {path} returned None.")
             hooks = ("process_view", "process_exception", "process_template_response")
             hooked = [hook for hook in hooks if hasattr(instance, hook)]
             if hooked:
@@ -77,7 +86,7 @@ class APIBodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith("/api/"):
+        if request.path_info.startswith("/api/"):
             # A WSGI application reads CONTENT_LENGTH bytes, so a chunked body (no
             # Content-Length) reads as empty: an upload would be "no file", an event
             # "field required". Say what is wrong instead.
@@ -117,14 +126,14 @@ class LocaleMiddleware(DjangoLocaleMiddleware):
     its work (about 15 µs a request on the ingest path) and adds no Vary."""
 
     def process_request(self, request: HttpRequest) -> None:
-        if request.path.startswith("/api/"):
+        if request.path_info.startswith("/api/"):
             translation.activate(settings.LANGUAGE_CODE)
             request.LANGUAGE_CODE = settings.LANGUAGE_CODE
             return
         super().process_request(request)
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        if request.path.startswith("/api/"):
+        if request.path_info.startswith("/api/"):
             response.headers.setdefault("Content-Language", settings.LANGUAGE_CODE)
             return response
         return super().process_response(request, response)

@@ -8,7 +8,8 @@ from django.http import HttpResponse
 from django.test import Client
 from django.urls import reverse
 
-from integrations.api.middleware import APIMiddleware
+from integrations.api.middleware import API_CSP, APIMiddleware
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -39,9 +40,18 @@ class Unused:
         raise MiddlewareNotUsed
 
 
-class Hooked(_Recorder):
-    def process_view(self, request, view, args, kwargs):
-        return None
+class Raising(_Recorder):
+    def __call__(self, request):
+        raise RuntimeError("a middleware's bug")
+
+
+class AsyncOnly(_Recorder):
+    sync_capable = False
+    async_capable = True
+
+
+def _hooked(hook: str) -> type:
+    return type("Hooked", (_Recorder,), {hook: lambda self, *args: None})
 
 
 @pytest.fixture
@@ -56,10 +66,10 @@ def recorded(settings):
 
 def test_the_api_runs_its_own_stack_and_the_site_the_rest(recorded, api_key, journey):
     client = Client(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
+    # A middleware that says it is not used (Unused) is left out, as Django's stack does.
     answer = client.get(reverse("api:journey-detail", kwargs={"reference": journey.reference}))
     assert answer.status_code == 200
     assert recorded == ["api"]
-    # A middleware that says it is not used is left out, as Django's stack does.
     recorded.clear()
     assert Client().get(reverse("account_login")).status_code == 200
     assert recorded == ["site"]
@@ -78,9 +88,8 @@ def test_an_api_answer_has_security_headers_and_nothing_of_the_site_s(api, journ
     assert answer["Content-Language"] == "en"
     assert answer["X-Frame-Options"] == "DENY"
     assert answer["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
-    # The session and CSRF are the site's: no cookie, nothing varies by one.
+    # The session and CSRF are the site's: nothing varies by a cookie.
     assert "Vary" not in answer
-    assert not answer.cookies
     page = Client().get(reverse("account_login"))
     assert page["X-Frame-Options"] == "DENY"
     assert "script-src 'self' 'nonce-" in page["Content-Security-Policy"]
@@ -112,13 +121,50 @@ def test_a_crash_in_an_api_view_is_the_site_s_500(api, journey, monkeypatch):
     api.raise_request_exception = False
     answer = api.get(reverse("api:journey-detail", kwargs={"reference": journey.reference}))
     assert answer.status_code == 500
+    # Answered inside the API's stack: its headers are all there.
     assert answer["X-Content-Type-Options"] == "nosniff"
+    assert answer["Content-Security-Policy"] == API_CSP
+    assert answer["X-Frame-Options"] == "DENY"
+    assert answer["Content-Language"] == "en"
     with pytest.raises(RuntimeError, match="boom"):
         api.raise_request_exception = True
         api.get(reverse("api:journey-detail", kwargs={"reference": journey.reference}))
 
 
-def test_a_middleware_hooking_the_view_is_refused_at_startup(settings):
+def test_a_crash_in_the_api_s_middleware_is_answered_there(api, journey, settings):
+    settings.API_MIDDLEWARE = [*settings.API_MIDDLEWARE, f"{__name__}.Raising"]
+    api.raise_request_exception = False
+    answer = api.get(reverse("api:journey-detail", kwargs={"reference": journey.reference}))
+    assert answer.status_code == 500
+    assert answer["Content-Security-Policy"] == API_CSP
+    assert answer["Content-Language"] == "en"
+
+
+def test_a_customer_s_language_and_clock_stay_out_of_the_api(client, api_key, journey):
+    """A site request switches to the customer's language and time zone; the API, even
+    with that customer's session cookie (as the docs page's "Try it out" sends it),
+    answers in English with times in UTC, as partner-api.md says."""
+    customer = UserFactory(profile__language="es", profile__time_zone="America/New_York")
+    client.force_login(customer)
+    assert client.get(reverse("account_login"))["Content-Language"] == "es"
+    answer = client.get(
+        reverse("api:journey-detail", kwargs={"reference": journey.reference}),
+        HTTP_AUTHORIZATION=f"Api-Key {api_key}",
+    )
+    assert answer.status_code == 200
+    assert answer["Content-Language"] == "en"
+    assert answer.json()["started_at"].endswith("Z")
+
+
+@pytest.mark.parametrize("hook", ["process_view", "process_exception", "process_template_response"])
+def test_a_middleware_hooking_the_view_is_refused_at_startup(settings, monkeypatch, hook):
+    monkeypatch.setattr(f"{__name__}.Hooked", _hooked(hook), raising=False)
     settings.API_MIDDLEWARE = [f"{__name__}.Hooked"]
-    with pytest.raises(ImproperlyConfigured, match="Hooked in API_MIDDLEWARE has process_view"):
+    with pytest.raises(ImproperlyConfigured, match=f"Hooked in API_MIDDLEWARE has {hook}"):
+        APIMiddleware(lambda request: HttpResponse())
+
+
+def test_an_async_only_middleware_is_refused_at_startup(settings):
+    settings.API_MIDDLEWARE = [f"{__name__}.AsyncOnly"]
+    with pytest.raises(ImproperlyConfigured, match="AsyncOnly in API_MIDDLEWARE is async only"):
         APIMiddleware(lambda request: HttpResponse())
