@@ -28,8 +28,8 @@ class APIMiddleware:
     The site's stack is for people in browsers: static files, the session, CSRF, the
     login and its language and clock, messages, allauth's and htmx's state, and a CSP
     made for HTML. The API authenticates by key (DRF), keeps no session and answers JSON
-    in English: none of it applies there, and running it cost 0.4–0.6 M instructions of
-    every request, 4–9% of gunicorn's CPU per single event (docs/performance.md, the
+    in English: none of it applies there, and running it cost 0.4-0.6 M instructions of
+    every request, 4-9% of gunicorn's CPU per single event (docs/performance.md, the
     twenty-second pass). Put this right after ``SecurityMiddleware``, whose headers
     both kinds of answer keep; the API's answers get a CSP of their own (``API_CSP``).
 
