@@ -20,12 +20,10 @@ import argparse
 import http.client
 import json
 import os
-import random
 import secrets
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -40,30 +38,12 @@ def main() -> None:
     parser.add_argument("--random", action="store_true", help="random codes to random cars")
     args = parser.parse_args()
 
-    from bench.run import bench_env
+    from bench.profile import factory_cars
 
-    os.environ.update(bench_env())
-    import django
-
-    django.setup()
-    from django.utils import timezone
-
+    plain, rng, cars, now = factory_cars(name="bench-interleave", seed=7)
     from bench.measure import FACTORY_CODES, _moving_queues
-    from integrations.models import Partner
-    from integrations.services import partner_key_create
-    from journey.models import Journey
 
-    partner = Partner.objects.get(slug="iberia-motor-works")
-    _key, plain = partner_key_create(partner=partner, name="bench-interleave")
-    rng = random.Random(7)
-    refs = list(
-        Journey.objects.filter(template__key="car-built-to-order", reference__startswith="MP-B")
-        .order_by("pk")
-        .values_list("reference", flat=True)
-    )
-    cars = rng.sample(refs, min(6000, len(refs)))
     queue = iter(_moving_queues(cars, threads=1)[0])
-    now = (timezone.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def post(port: int) -> None:
         if args.random:

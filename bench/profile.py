@@ -83,30 +83,11 @@ def main() -> None:
     if args.size is None:
         args.size = 25 if args.kind == "deliver" else 100
 
-    from bench.run import bench_env
-
-    os.environ.update(bench_env())
-    import django
-
-    django.setup()
+    plain, rng, cars, now = factory_cars(name="bench-profile", seed=args.seed)
     from django.test import Client
-    from django.utils import timezone
 
     from bench.measure import FACTORY_CODES, _moving_queues
-    from integrations.models import Partner
-    from integrations.services import partner_key_create
-    from journey.models import Journey
 
-    partner = Partner.objects.get(slug="iberia-motor-works")
-    _key, plain = partner_key_create(partner=partner, name="bench-profile")
-    rng = random.Random(args.seed)
-    refs = list(
-        Journey.objects.filter(template__key="car-built-to-order", reference__startswith="MP-B")
-        .order_by("pk")
-        .values_list("reference", flat=True)
-    )
-    cars = rng.sample(refs, min(6000, len(refs)))
-    now = (timezone.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     client = Client(HTTP_HOST="127.0.0.1")
     run = secrets.token_hex(4)
     headers = {"HTTP_AUTHORIZATION": f"Api-Key {plain}"}
@@ -167,6 +148,36 @@ def main() -> None:
             from integrations.services import partner_queued_events_drain
 
             partner_queued_events_drain(later=False)
+
+
+def factory_cars(*, name: str, seed: int | None) -> tuple[str, random.Random, list[str], str]:
+    """Django set up with the bench's settings, and what a stream of the factory
+    partner's events needs: a new API key of theirs (``name``), the random generator
+    (``seed``: the same cars and codes on every run), up to 6,000 of the loaded cars
+    in random order, and a minute ago as the events' time."""
+    from bench.run import bench_env
+
+    os.environ.update(bench_env())
+    import django
+
+    django.setup()
+    from django.utils import timezone
+
+    from integrations.models import Partner
+    from integrations.services import partner_key_create
+    from journey.models import Journey
+
+    partner = Partner.objects.get(slug="iberia-motor-works")
+    _key, plain = partner_key_create(partner=partner, name=name)
+    rng = random.Random(seed)
+    refs = list(
+        Journey.objects.filter(template__key="car-built-to-order", reference__startswith="MP-B")
+        .order_by("pk")
+        .values_list("reference", flat=True)
+    )
+    cars = rng.sample(refs, min(6000, len(refs)))
+    now = (timezone.now() - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return plain, rng, cars, now
 
 
 def _due_lists(size: int, lists: int) -> list[list[int]]:
