@@ -25,7 +25,6 @@ from django.db import (
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
-from integrations.cache import flag_set
 from integrations.models import (
     IdempotencyRecord,
     InboundEvent,
@@ -33,6 +32,7 @@ from integrations.models import (
     PartnerAPIKey,
     StatusMapping,
 )
+from journey.cache import flag_set
 from journey.compiled import CompiledRead
 from journey.db import Together, bulk_create_unless_taken, create_unless_taken
 from journey.errors import ApplicationError

@@ -20,11 +20,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from django.db import IntegrityError, close_old_connections, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import CustomerProfile, User
+from journey.cache import redis_client
 from journey.compiled import CompiledRead
 from journey.db import Together, bulk_create_unless_taken
 from notifications import channels
@@ -441,23 +444,89 @@ def notifications_reschedule(*, recipient: User, changed: Iterable[str]) -> list
 # workers, so the last customer of a large batch is not told minutes after the first.
 DELIVERY_CHUNK = 25
 
+# On Redis, the rows due now wait in a list (their ids), and a broker message wakes a
+# worker to take them: one message per wake-up, not one per transaction, however many
+# rows come meanwhile (a publish is most of a millisecond of the request's CPU; pushing an
+# id and setting the flag, one round trip, a tenth of that). A worker deletes the flag as
+# it takes a chunk of the list, and wakes another if rows are left, so a large list is
+# spread over the workers as the chunks of one transaction always were.
+_DUE = "notifications:due"
+_WAKE = "notifications:due:wake"
+# A wake-up whose message was lost (a worker killed before it took its chunk) expires:
+# the next row due wakes a worker again; the sweep delivers the rows meanwhile.
+_WAKE_SECONDS = 30
+# The list keeps its newest ids only (workers stopped for hours): the rows it drops stay
+# pending, and the sweep delivers them.
+_DUE_KEEP = 100_000
+
 
 def _queue_delivery(notification_ids: list[int]) -> None:
-    """Queue the rows a transaction made due: one task for one row, a list task for each
-    chunk of several."""
-    from notifications.tasks import deliver_notification, deliver_notifications
+    """Queue the rows a transaction made due for delivery. On Redis (not when tasks run
+    in-process), onto the list of due rows, waking a worker unless one is woken already;
+    otherwise one task for one row, a list task for each chunk of several."""
+    from notifications.tasks import deliver_due, deliver_notification, deliver_notifications
 
+    cache = caches["default"]
     try:
+        if isinstance(cache, RedisCache) and not deliver_due.app.conf.task_always_eager:
+            due = cache.make_and_validate_key(_DUE)
+            wake = cache.make_and_validate_key(_WAKE)
+            client = redis_client(cache)
+            pipe = client.pipeline(transaction=False)
+            pipe.rpush(due, *notification_ids)
+            pipe.ltrim(due, -_DUE_KEEP, -1)
+            pipe.set(wake, 1, nx=True, ex=_WAKE_SECONDS)
+            if pipe.execute()[-1]:
+                _wake(client, due, wake)
+            return
         if len(notification_ids) == 1:
             deliver_notification.delay(notification_ids[0])
             return
         for start in range(0, len(notification_ids), DELIVERY_CHUNK):
             deliver_notifications.delay(notification_ids[start : start + DELIVERY_CHUNK])
     except Exception:
-        # The broker is down: the rows stay pending and the sweep delivers them later.
+        # Redis is down: the rows stay pending and the sweep delivers them later.
         logger.warning(
             "Could not queue notifications %s; the sweep will deliver them.", notification_ids
         )
+
+
+def _wake(client: Any, due: str, wake: str) -> None:
+    """Send the message that wakes a worker to take the list ``due``, whose flag ``wake``
+    the caller set. The message names both keys: the worker takes what the request's
+    cache (its key prefix) wrote."""
+    from notifications.tasks import deliver_due
+
+    try:
+        deliver_due.delay(due, wake)
+    except Exception:
+        # No worker is coming: let the next row due wake one.
+        client.delete(wake)
+        raise
+
+
+def notifications_deliver_due(*, due: str, wake: str) -> list["Delivery"]:
+    """Take a chunk of the rows due now from the list ``due`` (``_queue_delivery``) and
+    deliver them as ``notifications_deliver`` does, waking another worker first if rows
+    are left. The flag ``wake`` is deleted in the transaction (``MULTI``) that takes the
+    chunk, so a row pushed after it wakes a worker of its own, and a row pushed before it
+    is in this chunk or in what is left.
+
+    A worker that dies after taking its chunk loses those ids, not the rows: they stay
+    pending and the sweep delivers them (a redelivered task would come only after Redis's
+    visibility timeout, an hour)."""
+    client = redis_client(caches["default"])
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(wake)
+    pipe.lpop(due, DELIVERY_CHUNK)
+    pipe.llen(due)
+    _, taken, left = pipe.execute()
+    if left and client.set(wake, 1, nx=True, ex=_WAKE_SECONDS):
+        try:
+            _wake(client, due, wake)
+        except Exception:
+            logger.warning("Could not wake another worker; the sweep delivers the rest.")
+    return notifications_deliver(notification_ids=[int(pk) for pk in taken or ()])
 
 
 def _claimable(now: datetime, stale: datetime) -> Q:

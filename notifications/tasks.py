@@ -32,6 +32,19 @@ def deliver_notifications(notification_ids: list[int]) -> None:
             close_old_connections()
 
 
+@shared_task(acks_late=True, ignore_result=True)
+def deliver_due(due: str, wake: str) -> None:
+    """Deliver a chunk of the rows waiting in the Redis list ``due``, woken by ``wake``
+    (``services._queue_delivery``). Not retried: a failure leaves the rows pending, and
+    the sweep delivers them."""
+    try:
+        services.notifications_deliver_due(due=due, wake=wake)
+    except Exception:
+        logger.exception("Delivering the rows due from %s failed; the sweep retries them.", due)
+        if not connection.in_atomic_block:
+            close_old_connections()
+
+
 @shared_task(ignore_result=True)
 def sweep_outbox() -> int:
     """Deliver rows whose task was lost (broker down) or whose worker died; and retries."""

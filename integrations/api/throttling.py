@@ -16,8 +16,8 @@ from django.core.cache.backends.redis import RedisCache
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
-from integrations.cache import redis_client
 from integrations.models import PartnerAPIKey
+from journey.cache import redis_client
 
 DURATIONS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from config.celery import app as celery_app
 from notifications.models import Notification, NotificationState
+from tests.factories import make_journey
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = os.environ.get("MILEPOST_REQUIRE_WORKER_TESTS") == "1"
@@ -115,3 +116,28 @@ def test_a_real_worker_delivers_the_email_after_commit(worker, api, journey, cus
     message = files[0].read_text()
     assert f"To: {customer.email}" in message
     assert "Subject: Test journey: Stage 1" in message
+
+
+def test_a_burst_of_events_reaches_every_customer_once(worker, api, partner):
+    """The rows due wait in Redis's list, under this test's key prefix, and the message
+    that wakes the worker names that list: every customer's email goes, once."""
+    journeys = [make_journey() for _ in range(6)]
+    partner.journeys.add(*journeys)
+    for n, journey in enumerate(journeys):
+        response = api.post(
+            reverse("api:journey-events", kwargs={"reference": journey.reference}),
+            {"event_id": f"burst-{n}", "code": "S1", "occurred_at": timezone.now().isoformat()},
+            format="json",
+        )
+        assert response.status_code == 201, response.content
+
+    emails = Notification.objects.filter(channel="email", journey__in=journeys)
+    deadline = time.monotonic() + 60
+    while emails.exclude(state=NotificationState.SENT).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    assert emails.count() == 6
+    assert set(emails.values_list("state", flat=True)) == {NotificationState.SENT}
+    messages = [path.read_text() for path in worker.iterdir()]
+    for journey in journeys:
+        assert sum(f"To: {journey.owner.email}" in text for text in messages) == 1

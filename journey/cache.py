@@ -1,4 +1,5 @@
-"""The cache's Redis, one round trip at a time, for what runs on every API request.
+"""The cache's Redis, one round trip at a time, for what runs on every request of a kind
+(the API's rate limit, the queued events' nudge, the outbox's wake-up).
 
 Django's Redis cache makes a new Redis client at each call, and a client builds its table
 of reply parsers (some 170 entries) when it is made: about a tenth of a millisecond, as
