@@ -170,6 +170,10 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "milepost",
+            # A Redis that stops answering fails a request in seconds instead of holding
+            # it (the rate limit, the page cache and the outbox's list of rows due all
+            # use it); as the broker's transport options below.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
         }
     }
 else:

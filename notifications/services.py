@@ -448,13 +448,19 @@ DELIVERY_CHUNK = 25
 # worker to take them: one message per wake-up, not one per transaction, however many
 # rows come meanwhile (a publish is most of a millisecond of the request's CPU; pushing an
 # id and setting the flag, one round trip, a tenth of that). A worker deletes the flag as
-# it takes a chunk of the list, and wakes another if rows are left, so a large list is
-# spread over the workers as the chunks of one transaction always were.
+# it takes a chunk of the list and, if rows are left, wakes the next before it delivers
+# its own, so that every free worker process has a chunk to take.
 _DUE = "notifications:due"
 _WAKE = "notifications:due:wake"
-# A wake-up whose message was lost (a worker killed before it took its chunk) expires:
-# the next row due wakes a worker again; the sweep delivers the rows meanwhile.
+# A wake-up whose message was lost (a web process killed between setting the flag and
+# publishing, a worker older than deliver_due that drops the message) expires: the next
+# row due wakes a worker again; the sweep delivers the rows meanwhile.
 _WAKE_SECONDS = 30
+# A commit that finds the list long (a partner's batch of a hundred) wakes a worker per
+# chunk, up to this many at once, as its chunks were queued at once before: each goes on
+# to wake the next, so they take the list side by side, not one hop through the queue
+# after another.
+_WAKE_AT_ONCE = 4
 # The list keeps its newest ids only (workers stopped for hours): the rows it drops stay
 # pending, and the sweep delivers them.
 _DUE_KEEP = 100_000
@@ -462,7 +468,7 @@ _DUE_KEEP = 100_000
 
 def _queue_delivery(notification_ids: list[int]) -> None:
     """Queue the rows a transaction made due for delivery. On Redis (not when tasks run
-    in-process), onto the list of due rows, waking a worker unless one is woken already;
+    in-process), onto the list of due rows, waking workers unless one is woken already;
     otherwise one task for one row, a list task for each chunk of several."""
     from notifications.tasks import deliver_due, deliver_notification, deliver_notifications
 
@@ -476,8 +482,10 @@ def _queue_delivery(notification_ids: list[int]) -> None:
             pipe.rpush(due, *notification_ids)
             pipe.ltrim(due, -_DUE_KEEP, -1)
             pipe.set(wake, 1, nx=True, ex=_WAKE_SECONDS)
-            if pipe.execute()[-1]:
-                _wake(client, due, wake)
+            length, _, woken = pipe.execute()
+            if woken:
+                chunks = -(-min(length, _DUE_KEEP) // DELIVERY_CHUNK)
+                _wake(client, due, wake, min(chunks, _WAKE_AT_ONCE))
             return
         if len(notification_ids) == 1:
             deliver_notification.delay(notification_ids[0])
@@ -485,36 +493,39 @@ def _queue_delivery(notification_ids: list[int]) -> None:
         for start in range(0, len(notification_ids), DELIVERY_CHUNK):
             deliver_notifications.delay(notification_ids[start : start + DELIVERY_CHUNK])
     except Exception:
-        # Redis is down: the rows stay pending and the sweep delivers them later.
+        # Redis or the broker is down: the rows stay pending and the sweep delivers them.
         logger.warning(
-            "Could not queue notifications %s; the sweep will deliver them.", notification_ids
+            "Could not queue notifications %s; the sweep will deliver them.",
+            notification_ids,
+            exc_info=True,
         )
 
 
-def _wake(client: Any, due: str, wake: str) -> None:
-    """Send the message that wakes a worker to take the list ``due``, whose flag ``wake``
-    the caller set. The message names both keys: the worker takes what the request's
-    cache (its key prefix) wrote."""
+def _wake(client: Any, due: str, wake: str, workers: int = 1) -> None:
+    """Send the messages that wake ``workers`` workers to take the list ``due``, whose
+    flag ``wake`` the caller set. The message names both keys: the worker takes what the
+    request's cache (its key prefix) wrote."""
     from notifications.tasks import deliver_due
 
     try:
-        deliver_due.delay(due, wake)
+        for _ in range(workers):
+            deliver_due.delay(due, wake)
     except Exception:
-        # No worker is coming: let the next row due wake one.
+        # No worker is coming (or fewer): let the next row due wake one.
         client.delete(wake)
         raise
 
 
 def notifications_deliver_due(*, due: str, wake: str) -> list["Delivery"]:
     """Take a chunk of the rows due now from the list ``due`` (``_queue_delivery``) and
-    deliver them as ``notifications_deliver`` does, waking another worker first if rows
+    deliver them as ``notifications_deliver`` does, waking the next worker first if rows
     are left. The flag ``wake`` is deleted in the transaction (``MULTI``) that takes the
     chunk, so a row pushed after it wakes a worker of its own, and a row pushed before it
     is in this chunk or in what is left.
 
     A worker that dies after taking its chunk loses those ids, not the rows: they stay
-    pending and the sweep delivers them (a redelivered task would come only after Redis's
-    visibility timeout, an hour)."""
+    pending and the sweep delivers them (the task, back after the worker is lost, finds
+    other ids or none)."""
     client = redis_client(caches["default"])
     pipe = client.pipeline(transaction=True)
     pipe.delete(wake)
@@ -525,7 +536,9 @@ def notifications_deliver_due(*, due: str, wake: str) -> list["Delivery"]:
         try:
             _wake(client, due, wake)
         except Exception:
-            logger.warning("Could not wake another worker; the sweep delivers the rest.")
+            logger.warning(
+                "Could not wake another worker; the sweep delivers the rest.", exc_info=True
+            )
     return notifications_deliver(notification_ids=[int(pk) for pk in taken or ()])
 
 

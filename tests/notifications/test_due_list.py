@@ -7,6 +7,7 @@ the task as the woken worker would. ``test_worker.py`` runs the same path with a
 worker.
 """
 
+import contextlib
 import logging
 import os
 import socket
@@ -14,9 +15,11 @@ import uuid
 from datetime import timedelta
 
 import pytest
+import redis
 import time_machine
 from django.core import mail
 from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
 
 from config.celery import app as celery_app
@@ -54,8 +57,20 @@ def redis_cache(settings, location: str = REDIS_URL) -> None:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": location,
             "KEY_PREFIX": f"test-{uuid.uuid4().hex[:12]}",
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
         }
     }
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_list():
+    """The list and the flag a test left go with it (the Redis is shared)."""
+    yield
+    cache = caches["default"]
+    if isinstance(cache, RedisCache):
+        keys = [cache.make_and_validate_key(key) for key in (services._DUE, services._WAKE)]
+        with contextlib.suppress(redis.RedisError):  # a test's Redis down on purpose
+            redis_client(cache).delete(*keys)
 
 
 @pytest.fixture
@@ -83,8 +98,13 @@ def due_list() -> list[int]:
 
 
 def wake_set() -> bool:
+    return wake_ttl() != -2
+
+
+def wake_ttl() -> int:
+    """The flag's seconds to live: -2 if it is not set, -1 if it never expires."""
     cache = caches["default"]
-    return bool(redis_client(cache).exists(cache.make_and_validate_key(services._WAKE)))
+    return redis_client(cache).ttl(cache.make_and_validate_key(services._WAKE))
 
 
 def message_due(capture, user=None) -> Notification:
@@ -108,7 +128,9 @@ def test_rows_due_wake_one_worker_however_many_transactions_come(
 
     assert len(woken) == 1  # one message for the three transactions
     assert due_list() == [row.pk for row in rows]
-    assert wake_set()
+    # The flag expires, so that a wake-up whose message was lost does not hold the
+    # next rows' for good.
+    assert 0 < wake_ttl() <= services._WAKE_SECONDS
 
     tasks.deliver_due(*woken[0])  # the woken worker
 
@@ -250,3 +272,47 @@ def test_tasks_in_process_deliver_at_once_without_the_list(
     assert row.state == NotificationState.SENT
     assert due_list() == []
     assert not wake_set()
+
+
+def test_a_long_list_wakes_several_workers_at_once(
+    woken, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A partner's batch: a worker per chunk (at most _WAKE_AT_ONCE), as its chunks were
+    queued at once; each wakes the next, so they take the list side by side."""
+    monkeypatch.setattr(services, "DELIVERY_CHUNK", 2)
+    monkeypatch.setattr(services, "_WAKE_AT_ONCE", 2)
+    users = [UserFactory() for _ in range(7)]
+    outbox = services.Outbox()
+    for n, user in enumerate(users):
+        outbox.add(recipient=user, kind="task_assigned", dedup_key=f"batch-{n}", context={})
+    with django_capture_on_commit_callbacks(execute=True):
+        rows = [row for row in outbox.flush() if row.channel == "email"]
+
+    assert len(woken) == 2  # four chunks, two workers woken at once
+    while woken:
+        tasks.deliver_due(*woken.pop(0))
+    assert due_list() == []
+    for row in rows:
+        row.refresh_from_db()
+        assert row.state == NotificationState.SENT
+        assert emails_to(row) == 1
+
+
+def test_a_worker_that_cannot_wake_the_next_still_delivers_its_chunk(
+    woken, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(services, "DELIVERY_CHUNK", 2)
+    rows = [message_due(django_capture_on_commit_callbacks) for _ in range(3)]
+
+    def broker_down(*args: str) -> None:
+        raise ConnectionError("broker down")
+
+    message = woken.pop()
+    monkeypatch.setattr(tasks.deliver_due, "delay", broker_down)
+    with caplog.at_level(logging.WARNING, logger="notifications.services"):
+        tasks.deliver_due(*message)
+    assert "Could not wake another worker" in caplog.text
+    assert not wake_set()  # the next row due wakes a worker
+    states = [Notification.objects.get(pk=row.pk).state for row in rows]
+    assert states == [NotificationState.SENT, NotificationState.SENT, NotificationState.PENDING]
+    assert due_list() == [rows[2].pk]
