@@ -107,18 +107,36 @@ def wake_ttl() -> int:
     return redis_client(cache).ttl(cache.make_and_validate_key(services._WAKE))
 
 
-def message_due(capture, user=None) -> Notification:
-    """One transaction that makes an email due now to ``user`` (a new customer)."""
-    user = user or UserFactory()
+def messages_due(capture, customers: int) -> list[Notification]:
+    """One transaction that makes an email due now to each of ``customers`` new ones."""
     outbox = services.Outbox()
-    outbox.add(recipient=user, kind="task_assigned", dedup_key=uuid.uuid4().hex, context={})
+    for _ in range(customers):
+        outbox.add(
+            recipient=UserFactory(), kind="task_assigned", dedup_key=uuid.uuid4().hex, context={}
+        )
     with capture(execute=True):
-        rows = outbox.flush()
-    return next(row for row in rows if row.channel == "email")
+        return [row for row in outbox.flush() if row.channel == "email"]
+
+
+def message_due(capture) -> Notification:
+    """One transaction that makes an email due now to a new customer."""
+    [row] = messages_due(capture, 1)
+    return row
+
+
+def broker_down(*args: str) -> None:
+    raise ConnectionError("broker down")
 
 
 def emails_to(row: Notification) -> int:
     return sum(row.recipient.email in message.to for message in mail.outbox)
+
+
+def assert_sent_once(rows: list[Notification]) -> None:
+    for row in rows:
+        row.refresh_from_db()
+        assert row.state == NotificationState.SENT
+        assert emails_to(row) == 1
 
 
 def test_rows_due_wake_one_worker_however_many_transactions_come(
@@ -136,10 +154,7 @@ def test_rows_due_wake_one_worker_however_many_transactions_come(
 
     assert due_list() == []
     assert not wake_set()
-    for row in rows:
-        row.refresh_from_db()
-        assert row.state == NotificationState.SENT
-        assert emails_to(row) == 1
+    assert_sent_once(rows)
     # Once the worker has taken the list, the next row due wakes one again.
     later = message_due(django_capture_on_commit_callbacks)
     assert len(woken) == 2
@@ -161,10 +176,7 @@ def test_a_worker_takes_a_chunk_and_wakes_another_for_the_rest(
 
     assert taken == [2, 2, 1]  # three workers woken in turn, each for a chunk
     assert not wake_set()
-    for row in rows:
-        row.refresh_from_db()
-        assert row.state == NotificationState.SENT
-        assert emails_to(row) == 1
+    assert_sent_once(rows)
 
 
 def test_rows_pushed_while_a_worker_delivers_wake_another(
@@ -195,9 +207,6 @@ def test_rows_pushed_while_a_worker_delivers_wake_another(
 def test_a_wake_up_the_broker_refuses_leaves_the_flag_to_the_next_row(
     woken, monkeypatch, caplog, django_capture_on_commit_callbacks
 ):
-    def broker_down(*args: str) -> None:
-        raise ConnectionError("broker down")
-
     monkeypatch.setattr(tasks.deliver_due, "delay", broker_down)
     with caplog.at_level(logging.WARNING, logger="notifications.services"):
         first = message_due(django_capture_on_commit_callbacks)
@@ -210,10 +219,7 @@ def test_a_wake_up_the_broker_refuses_leaves_the_flag_to_the_next_row(
     second = message_due(django_capture_on_commit_callbacks)
     assert len(woken) == 1
     tasks.deliver_due(*woken[0])  # takes both: the first was pushed before it failed
-    for row in (first, second):
-        row.refresh_from_db()
-        assert row.state == NotificationState.SENT
-        assert emails_to(row) == 1
+    assert_sent_once([first, second])
 
 
 def test_with_redis_down_rows_wait_for_the_sweep(
@@ -245,10 +251,7 @@ def test_the_list_keeps_its_newest_rows_and_the_sweep_sends_the_others(
     tasks.deliver_due(*woken[0])
     with time_machine.travel(timezone.now() + timedelta(minutes=2)):
         assert services.outbox_sweep() == 2
-    for row in rows:
-        row.refresh_from_db()
-        assert row.state == NotificationState.SENT
-        assert emails_to(row) == 1
+    assert_sent_once(rows)
 
 
 def test_a_row_the_sweep_sent_first_is_not_sent_again_from_the_list(
@@ -281,21 +284,13 @@ def test_a_long_list_wakes_several_workers_at_once(
     queued at once; each wakes the next, so they take the list side by side."""
     monkeypatch.setattr(services, "DELIVERY_CHUNK", 2)
     monkeypatch.setattr(services, "_WAKE_AT_ONCE", 2)
-    users = [UserFactory() for _ in range(7)]
-    outbox = services.Outbox()
-    for n, user in enumerate(users):
-        outbox.add(recipient=user, kind="task_assigned", dedup_key=f"batch-{n}", context={})
-    with django_capture_on_commit_callbacks(execute=True):
-        rows = [row for row in outbox.flush() if row.channel == "email"]
+    rows = messages_due(django_capture_on_commit_callbacks, 7)
 
     assert len(woken) == 2  # four chunks, two workers woken at once
     while woken:
         tasks.deliver_due(*woken.pop(0))
     assert due_list() == []
-    for row in rows:
-        row.refresh_from_db()
-        assert row.state == NotificationState.SENT
-        assert emails_to(row) == 1
+    assert_sent_once(rows)
 
 
 def test_a_worker_that_cannot_wake_the_next_still_delivers_its_chunk(
@@ -303,9 +298,6 @@ def test_a_worker_that_cannot_wake_the_next_still_delivers_its_chunk(
 ):
     monkeypatch.setattr(services, "DELIVERY_CHUNK", 2)
     rows = [message_due(django_capture_on_commit_callbacks) for _ in range(3)]
-
-    def broker_down(*args: str) -> None:
-        raise ConnectionError("broker down")
 
     message = woken.pop()
     monkeypatch.setattr(tasks.deliver_due, "delay", broker_down)
