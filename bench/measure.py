@@ -213,11 +213,12 @@ def wrk(
     return figures
 
 
-def cpu_seconds() -> dict[int, tuple[str, float]]:
-    """CPU time (user + system) used so far by every process, by pid with its command name
-    (gunicorn, postgres, wrk...), from /proc; {} where there is no /proc."""
+def cpu_seconds() -> dict[tuple[int, int], tuple[str, float]]:
+    """CPU time (user + system) used so far by every process, by pid and start time (a
+    pid reused meanwhile is another process) with its command name (gunicorn, postgres,
+    wrk...), from /proc; {} where there is no /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    used: dict[int, tuple[str, float]] = {}
+    used: dict[tuple[int, int], tuple[str, float]] = {}
     for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not pid.isdigit():
             continue
@@ -227,21 +228,35 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
             continue  # ended meanwhile
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        used[int(pid)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+        # Fields 14, 15 and 22 of proc_pid_stat(5): utime, stime, starttime.
+        used[(int(pid), int(fields[19]))] = (name, (int(fields[11]) + int(fields[12])) / tick)
     return used
 
 
+def _command(name: str) -> str:
+    """The name a process's CPU is counted under: the kernel's worker threads as one
+    (``kworker/u8:1-writeback``: a kworker's name carries the work it is doing, and
+    changes with it)."""
+    return "kworker" if name.startswith("kworker/") else name
+
+
 def cpu_split(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], events: int
+    before: dict[tuple[int, int], tuple[str, float]],
+    after: dict[tuple[int, int], tuple[str, float]],
+    events: int,
 ) -> dict[str, float]:
     """Milliseconds of CPU per event, by the commands that used the most between two
     ``cpu_seconds()`` readings. Counted per process, so one that ended meanwhile (an
-    autovacuum worker) takes nothing away; what it used is lost, which is little."""
+    autovacuum worker) takes nothing away; what it used is lost, which is little. A
+    process is matched by pid and start time, not by name: a kworker renamed between
+    the readings was counted with all the CPU of its life until the twenty-fourth pass
+    (docs/performance.md)."""
     spent: dict[str, float] = {}
-    for pid, (name, seconds) in after.items():
-        earlier = before.get(pid)
-        base = earlier[1] if earlier and earlier[0] == name else 0.0
-        spent[name] = spent.get(name, 0.0) + seconds - base
+    for process, (name, seconds) in after.items():
+        earlier = before.get(process)
+        base = earlier[1] if earlier else 0.0
+        command = _command(name)
+        spent[command] = spent.get(command, 0.0) + seconds - base
     top = sorted(spent.items(), key=lambda item: -item[1])[:4]
     return {name: round(seconds * 1000 / max(events, 1), 2) for name, seconds in top if seconds}
 

@@ -1,0 +1,43 @@
+"""The benchmark's own arithmetic (bench/): what it reports is only as true as this."""
+
+import os
+
+from bench.measure import cpu_seconds, cpu_split
+
+
+def test_a_process_renamed_between_readings_counts_only_what_it_spent_meanwhile():
+    # A kworker's name carries the work it is doing: the same thread, renamed.
+    before = {(7, 100): ("kworker/u8:0-writeback", 40.0), (9, 50): ("postgres", 2.0)}
+    after = {(7, 100): ("kworker/u8:0-events_unbound", 40.5), (9, 50): ("postgres", 3.0)}
+
+    assert cpu_split(before, after, events=1000) == {"postgres": 1.0, "kworker": 0.5}
+
+
+def test_the_kernels_workers_are_counted_as_one():
+    before = {(7, 100): ("kworker/u8:0-writeback", 1.0), (8, 100): ("kworker/1:3-events", 1.0)}
+    after = {(7, 100): ("kworker/u8:0-flush-254:0", 1.2), (8, 100): ("kworker/1:3-mm", 1.3)}
+
+    assert cpu_split(before, after, events=100) == {"kworker": 5.0}
+
+
+def test_a_reused_pid_is_another_process():
+    # Pid 7 ended and was given to a new process, started later: all of its CPU counts.
+    before = {(7, 100): ("gunicorn", 30.0)}
+    after = {(7, 900): ("postgres", 0.25)}
+
+    assert cpu_split(before, after, events=50) == {"postgres": 5.0}
+
+
+def test_only_the_four_largest_are_given():
+    before: dict = {}
+    after = {(pid, 1): (f"p{pid}", pid / 10) for pid in range(1, 7)}
+
+    assert list(cpu_split(before, after, events=1000)) == ["p6", "p5", "p4", "p3"]
+
+
+def test_this_process_is_read_from_proc():
+    mine = [
+        seconds for (pid, _start), (_name, seconds) in cpu_seconds().items() if pid == os.getpid()
+    ]
+
+    assert len(mine) == 1 and mine[0] > 0
