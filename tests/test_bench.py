@@ -1,6 +1,8 @@
 """The benchmark's own arithmetic (bench/): what it reports is only as true as this."""
 
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +25,8 @@ def test_the_kernels_workers_are_counted_as_one():
 
 
 def test_a_reused_pid_is_another_process():
-    # Pid 7 ended and was given to a new process, started later: all of its CPU counts.
+    # Pid 7 ended and was given to a new process, started later: all of its CPU counts
+    # (matched by pid alone, it would have spent -29.75 s).
     before = {(7, 100): ("gunicorn", 30.0)}
     after = {(7, 900): ("postgres", 0.25)}
 
@@ -38,9 +41,19 @@ def test_only_the_four_largest_are_given():
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads Linux's /proc")
-def test_this_process_is_read_from_proc():
-    mine = [
-        seconds for (pid, _start), (_name, seconds) in cpu_seconds().items() if pid == os.getpid()
-    ]
+def test_processes_are_read_from_proc_with_their_start_time():
+    tick = os.sysconf("SC_CLK_TCK")
+    child = subprocess.Popen(["sleep", "10"])
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        first, second = cpu_seconds(), cpu_seconds()
+    finally:
+        child.kill()
+        child.wait()
 
-    assert len(mine) == 1 and mine[0] > 0
+    mine = [key for key in first if key[0] == os.getpid()]
+    (started,) = [start for pid, start in first if pid == child.pid]
+    # The same key in two readings, with this process's CPU so far; the child's start
+    # (in clock ticks since boot) is the moment it was spawned.
+    assert len(mine) == 1 and mine[0] in second and first[mine[0]][1] > 0
+    assert abs(started - uptime * tick) <= 0.5 * tick
