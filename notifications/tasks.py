@@ -25,11 +25,7 @@ def deliver_notifications(notification_ids: list[int]) -> None:
     except Exception:
         # Reading them failed (the database went away): nothing was claimed, and the
         # sweep delivers them.
-        logger.exception(
-            "Delivering notifications %s failed; the sweep retries them.", notification_ids
-        )
-        if not connection.in_atomic_block:
-            close_old_connections()
+        _left_to_the_sweep("Delivering notifications %s failed", notification_ids)
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -40,9 +36,15 @@ def deliver_due(due: str, wake: str) -> None:
     try:
         services.notifications_deliver_due(due=due, wake=wake)
     except Exception:
-        logger.exception("Delivering the rows due from %s failed; the sweep retries them.", due)
-        if not connection.in_atomic_block:
-            close_old_connections()
+        _left_to_the_sweep("Delivering the rows due from %s failed", due)
+
+
+def _left_to_the_sweep(what: str, *args: object) -> None:
+    """A delivery task that failed as a whole: logged, and its connection let go if it
+    broke (the worker process keeps it for the next task); the rows stay pending."""
+    logger.exception(what + "; the sweep retries them.", *args)
+    if not connection.in_atomic_block:
+        close_old_connections()
 
 
 @shared_task(ignore_result=True)
