@@ -213,12 +213,16 @@ def wrk(
     return figures
 
 
-def cpu_seconds() -> dict[tuple[int, int], tuple[str, float]]:
+Processes = dict[tuple[int, int], tuple[str, float, float, int]]
+
+
+def cpu_seconds() -> Processes:
     """CPU time (user + system) used so far by every process, by pid and start time (a
-    pid reused meanwhile is another process) with its command name (gunicorn, postgres,
-    wrk...), from /proc; {} where there is no /proc."""
+    pid reused meanwhile is another process): its command name (gunicorn, postgres,
+    wrk...), its own CPU, that of its children it has reaped (a database backend that
+    ended, in the postmaster's), and its parent's pid; from /proc, {} where there is none."""
     tick = os.sysconf("SC_CLK_TCK")
-    used: dict[tuple[int, int], tuple[str, float]] = {}
+    used: Processes = {}
     for pid in os.listdir("/proc") if os.path.isdir("/proc") else []:
         if not pid.isdigit():
             continue
@@ -228,9 +232,25 @@ def cpu_seconds() -> dict[tuple[int, int], tuple[str, float]]:
             continue  # ended meanwhile
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        # Fields 14, 15 and 22 of proc_pid_stat(5): utime, stime, starttime.
-        used[(int(pid), int(fields[19]))] = (name, (int(fields[11]) + int(fields[12])) / tick)
+        # Fields 4, 14 to 17 and 22 of proc_pid_stat(5): ppid, utime, stime, cutime,
+        # cstime, starttime.
+        own = (int(fields[11]) + int(fields[12])) / tick
+        reaped = (int(fields[13]) + int(fields[14])) / tick
+        used[(int(pid), int(fields[19]))] = (name, own, reaped, int(fields[1]))
     return used
+
+
+def cpu_busy() -> float | None:
+    """Seconds the CPUs have been busy so far, all of them together (``/proc/stat``:
+    everything but idle and waiting for I/O, interrupts and the kernel's threads
+    included); None where there is no /proc."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal (guest time is in user's).
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _command(name: str) -> str:
@@ -241,22 +261,36 @@ def _command(name: str) -> str:
 
 
 def cpu_split(
-    before: dict[tuple[int, int], tuple[str, float]],
-    after: dict[tuple[int, int], tuple[str, float]],
-    events: int,
+    before: Processes, after: Processes, events: int, *, children: dict[int, str] | None = None
 ) -> dict[str, float]:
     """Milliseconds of CPU per event, by the commands that used the most between two
-    ``cpu_seconds()`` readings. Counted per process, so one that ended meanwhile (an
-    autovacuum worker) takes nothing away; what it used is lost, which is little. A
-    process is matched by pid and start time, not by name: a kworker renamed between
-    the readings was counted with all the CPU of its life until the twenty-fourth pass
-    (docs/performance.md)."""
+    ``cpu_seconds()`` readings.
+
+    A process is matched by pid and start time, not by name: a kworker renamed between
+    the readings was counted with all the CPU of its life until the twenty-fourth pass.
+    One that ended meanwhile is counted under its parent's name, from what the parent
+    reaped less what the process had used by the first reading: until the twenty-fifth
+    pass it was lost, and with it a database backend's work whenever Django closed a
+    connection at its ``CONN_MAX_AGE`` during a run (docs/performance.md). ``children``
+    names the reaped children of some parents by pid instead (this process's: wrk)."""
     spent: dict[str, float] = {}
-    for process, (name, seconds) in after.items():
+
+    def add(name: str, seconds: float) -> None:
+        spent[_command(name)] = spent.get(_command(name), 0.0) + seconds
+
+    for process, (name, own, reaped, _parent) in after.items():
         earlier = before.get(process)
-        base = earlier[1] if earlier else 0.0
-        command = _command(name)
-        spent[command] = spent.get(command, 0.0) + seconds - base
+        if earlier is None:  # started meanwhile: all of its life, and its children's
+            add(name, own + reaped)
+            continue
+        gone = [
+            used
+            for key, (_name, *used, parent) in before.items()
+            if parent == process[0] and key not in after
+        ]
+        add(name, own - earlier[1])
+        offspring = (children or {}).get(process[0], name)
+        add(offspring, reaped - earlier[2] - sum(o + r for o, r in gone))
     top = sorted(spent.items(), key=lambda item: -item[1])[:4]
     return {name: round(seconds * 1000 / max(events, 1), 2) for name, seconds in top if seconds}
 
@@ -498,10 +532,10 @@ def _ingest_run(
 
     from integrations.models import InboundEvent
 
-    before = cpu_seconds()
+    before, busy = cpu_seconds(), cpu_busy()
     started = time.monotonic()
     result = wrk(f"{base}/api/v1/", seconds=seconds, script=script, script_args=[run_id])
-    sent = time.monotonic()
+    sent, busy_sent = time.monotonic(), cpu_busy()
     received = InboundEvent.objects.filter(partner=partner, event_id__startswith=f"{run_id}-")
 
     def drain() -> float | None:
@@ -523,6 +557,10 @@ def _ingest_run(
     if queued and received.filter(queued=True).exists():
         drained = drain()  # requests that committed after the queue first ran empty
     after = cpu_seconds()  # with the requests that were still running
+    # All the CPUs' busy time, the kernel's included: over the whole reading, per event;
+    # over wrk's run, as cores (the requests still running at its end are a few per cent).
+    load = (busy_sent - busy) / (sent - started) if busy is not None else None
+    busy = cpu_busy() - busy if busy is not None else None
     # Events that move a journey cost about twice those that do not (the ETA, the
     # messages): how many did says how far earlier runs had pushed the data.
     counts = received.aggregate(
@@ -539,7 +577,15 @@ def _ingest_run(
         "events_stored": stored,
         "events_applied": applied,
         "events_sent": result["requests"] * per_request,
-        "cpu_ms_per_event": cpu_split(before, after, stored),
+        "cpu_ms_per_event": cpu_split(before, after, stored, children={os.getpid(): "wrk"}),
+        **(
+            {
+                "cpu_ms_per_event_all": round(busy * 1000 / max(stored, 1), 2),
+                "cores_busy": round(load, 2),
+            }
+            if busy is not None
+            else {}
+        ),
         **(
             {
                 # Accepted by wrk's count; applied from the first request to the last

@@ -397,9 +397,17 @@ def render(results: dict[str, Any]) -> str:
         for name in STREAMS:
             if split := ingest.get(name, {}).get("cpu_ms_per_event"):
                 spent = ", ".join(f"{command} {ms}" for command, ms in split.items())
+                run = ingest[name]
+                all_ = (
+                    f"; all the CPUs together {run['cpu_ms_per_event_all']} "
+                    f"({run['cores_busy']} cores busy)"
+                    if "cpu_ms_per_event_all" in run
+                    else ""
+                )
                 lines += [
                     "",
-                    f"CPU per stored event, {STREAMS[name]} (ms, by process, from /proc): {spent}.",
+                    f"CPU per stored event, {STREAMS[name]} (ms, by process, from /proc): "
+                    f"{spent}{all_}.",
                 ]
     if know := results.get("know"):
         lines += [

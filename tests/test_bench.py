@@ -2,24 +2,34 @@
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bench.measure import cpu_seconds, cpu_split
+from bench.measure import cpu_busy, cpu_seconds, cpu_split
 
 
 def test_a_process_renamed_between_readings_counts_only_what_it_spent_meanwhile():
     # A kworker's name carries the work it is doing: the same thread, renamed.
-    before = {(7, 100): ("kworker/u8:0-writeback", 40.0), (9, 50): ("postgres", 2.0)}
-    after = {(7, 100): ("kworker/u8:0-events_unbound", 40.5), (9, 50): ("postgres", 3.0)}
+    before = {(7, 100): ("kworker/u8:0-writeback", 40.0, 0, 2), (9, 50): ("postgres", 2.0, 0, 1)}
+    after = {
+        (7, 100): ("kworker/u8:0-events_unbound", 40.5, 0, 2),
+        (9, 50): ("postgres", 3.0, 0, 1),
+    }
 
     assert cpu_split(before, after, events=1000) == {"postgres": 1.0, "kworker": 0.5}
 
 
 def test_the_kernels_workers_are_counted_as_one():
-    before = {(7, 100): ("kworker/u8:0-writeback", 1.0), (8, 100): ("kworker/1:3-events", 1.0)}
-    after = {(7, 100): ("kworker/u8:0-flush-254:0", 1.2), (8, 100): ("kworker/1:3-mm", 1.3)}
+    before = {
+        (7, 100): ("kworker/u8:0-writeback", 1.0, 0, 2),
+        (8, 100): ("kworker/1:3-events", 1.0, 0, 2),
+    }
+    after = {
+        (7, 100): ("kworker/u8:0-flush-254:0", 1.2, 0, 2),
+        (8, 100): ("kworker/1:3-mm", 1.3, 0, 2),
+    }
 
     assert cpu_split(before, after, events=100) == {"kworker": 5.0}
 
@@ -27,15 +37,44 @@ def test_the_kernels_workers_are_counted_as_one():
 def test_a_reused_pid_is_another_process():
     # Pid 7 ended and was given to a new process, started later: all of its CPU counts
     # (matched by pid alone, it would have spent -29.75 s).
-    before = {(7, 100): ("gunicorn", 30.0)}
-    after = {(7, 900): ("postgres", 0.25)}
+    before = {(7, 100): ("gunicorn", 30.0, 0, 1)}
+    after = {(7, 900): ("postgres", 0.25, 0, 1)}
 
     assert cpu_split(before, after, events=50) == {"postgres": 5.0}
 
 
+def test_a_process_that_ended_meanwhile_counts_what_it_spent_until_then():
+    # A database backend (pid 9) had used 2 s at the first reading, and ended with 3.5 s,
+    # which its parent, the postmaster (pid 5), then reaped; another (pid 11) started
+    # and ended between the readings with 0.25 s. Before the twenty-fifth pass both
+    # were lost: postgres 0.2 ms per event instead of 1.95.
+    before = {
+        (5, 10): ("postgres", 1.0, 40.0, 1),
+        (9, 50): ("postgres", 2.0, 0.0, 5),
+        (12, 60): ("postgres", 0.5, 0.0, 5),
+    }
+    after = {
+        (5, 10): ("postgres", 1.0, 40.0 + 3.5 + 0.25, 1),
+        (12, 60): ("postgres", 0.7, 0.0, 5),
+    }
+
+    assert cpu_split(before, after, events=1000) == {"postgres": 1.95}
+
+
+def test_what_a_process_reaped_is_named_for_it_where_told():
+    # The bench's own process (pid 3) ran wrk, which started and ended between the
+    # readings with 0.4 s.
+    before = {(3, 10): ("python3.13", 5.0, 0.0, 1)}
+    after = {(3, 10): ("python3.13", 5.1, 0.4, 1)}
+
+    split = cpu_split(before, after, events=100, children={3: "wrk"})
+
+    assert split == {"wrk": 4.0, "python3.13": 1.0}
+
+
 def test_only_the_four_largest_are_given():
     before: dict = {}
-    after = {(pid, 1): (f"p{pid}", pid / 10) for pid in range(1, 7)}
+    after = {(pid, 1): (f"p{pid}", pid / 10, 0, 1) for pid in range(1, 7)}
 
     assert list(cpu_split(before, after, events=1000)) == ["p6", "p5", "p4", "p3"]
 
@@ -57,3 +96,19 @@ def test_processes_are_read_from_proc_with_their_start_time():
     # (in clock ticks since boot) is the moment it was spawned.
     assert len(mine) == 1 and mine[0] in second and first[mine[0]][1] > 0
     assert abs(started - uptime * tick) <= 0.5 * tick
+    # The child's parent is this process, which has reaped none of its children yet.
+    assert first[(child.pid, started)][3] == os.getpid()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads Linux's /proc")
+def test_a_reaped_childs_cpu_is_read_in_its_parents_line():
+    def reaped() -> float:
+        return next(v[2] for key, v in cpu_seconds().items() if key[0] == os.getpid())
+
+    busy, before = cpu_busy(), reaped()
+    # A child that spins for 0.3 s of CPU, then ends and is reaped.
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    subprocess.run([sys.executable, "-c", spin], check=True)
+
+    assert reaped() - before >= 0.25
+    assert cpu_busy() - busy >= 0.25
