@@ -112,3 +112,14 @@ def test_a_reaped_childs_cpu_is_read_in_its_parents_line():
 
     assert reaped() - before >= 0.25
     assert cpu_busy() - busy >= 0.25
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pins processes (Linux)")
+def test_a_round_trip_is_echoed_and_its_cpu_counted_on_both_sides():
+    from bench.roundtrip import measure
+
+    figures = measure("the scheduler's", count=300)
+
+    # Both processes worked: at least the system calls of 300 sends and receives each.
+    assert figures["cpu_us"] > 0 and figures["wall_us"] > 0
+    assert 0 < figures["system_share"] <= 1
