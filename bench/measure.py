@@ -241,16 +241,21 @@ def cpu_seconds() -> Processes:
 
 
 def cpu_busy() -> float | None:
-    """Seconds the CPUs have been busy so far, all of them together (``/proc/stat``:
-    everything but idle and waiting for I/O, interrupts and the kernel's threads
-    included); None where there is no /proc."""
+    """Seconds the CPUs have been busy so far, all of them together (``/proc/stat``);
+    None where there is no /proc."""
     try:
-        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        return busy_seconds(Path("/proc/stat").read_text(), os.sysconf("SC_CLK_TCK"))
     except OSError:
         return None
-    # cpu user nice system idle iowait irq softirq steal (guest time is in user's).
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds(stat: str, tick: int) -> float:
+    """The busy time of ``/proc/stat``'s first line: user (guest time is counted in it
+    and nice's), nice, system, interrupts; not idle, waiting for I/O, or stolen by the
+    hypervisor (time these CPUs did not run at all)."""
+    first = stat.split("\n", 1)[0].split()
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in first[1:8])
+    return (user + nice + system + irq + softirq) / tick
 
 
 def _command(name: str) -> str:
@@ -272,7 +277,8 @@ def cpu_split(
     reaped less what the process had used by the first reading: until the twenty-fifth
     pass it was lost, and with it a database backend's work whenever Django closed a
     connection at its ``CONN_MAX_AGE`` during a run (docs/performance.md). ``children``
-    names the reaped children of some parents by pid instead (this process's: wrk)."""
+    names the reaped children of some parents by pid instead (this process's: wrk; the
+    servers it also started live through every run)."""
     spent: dict[str, float] = {}
 
     def add(name: str, seconds: float) -> None:
@@ -289,8 +295,10 @@ def cpu_split(
             if parent == process[0] and key not in after
         ]
         add(name, own - earlier[1])
+        # A parent that does not wait for its children (kthreadd, whose children are the
+        # kworkers) reaps nothing: what those spent after the first reading is lost.
         offspring = (children or {}).get(process[0], name)
-        add(offspring, reaped - earlier[2] - sum(o + r for o, r in gone))
+        add(offspring, max(reaped - earlier[2] - sum(o + r for o, r in gone), 0.0))
     top = sorted(spent.items(), key=lambda item: -item[1])[:4]
     return {name: round(seconds * 1000 / max(events, 1), 2) for name, seconds in top if seconds}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.measure import cpu_busy, cpu_seconds, cpu_split
+from bench.measure import busy_seconds, cpu_busy, cpu_seconds, cpu_split
 
 
 def test_a_process_renamed_between_readings_counts_only_what_it_spent_meanwhile():
@@ -44,21 +44,39 @@ def test_a_reused_pid_is_another_process():
 
 
 def test_a_process_that_ended_meanwhile_counts_what_it_spent_until_then():
-    # A database backend (pid 9) had used 2 s at the first reading, and ended with 3.5 s,
-    # which its parent, the postmaster (pid 5), then reaped; another (pid 11) started
-    # and ended between the readings with 0.25 s. Before the twenty-fifth pass both
-    # were lost: postgres 0.2 ms per event instead of 1.95.
+    # A database backend (pid 9) had used 2 s itself and 0.5 s in a child it had reaped
+    # at the first reading, and ended with 3.5 and 0.5 s, which its parent, the
+    # postmaster (pid 5), then reaped; another (pid 11) started and ended between the
+    # readings with 0.25 s. Before the twenty-fifth pass both were lost: postgres 0.2 ms
+    # per event instead of 1.95.
     before = {
         (5, 10): ("postgres", 1.0, 40.0, 1),
-        (9, 50): ("postgres", 2.0, 0.0, 5),
+        (9, 50): ("postgres", 2.0, 0.5, 5),
         (12, 60): ("postgres", 0.5, 0.0, 5),
     }
     after = {
-        (5, 10): ("postgres", 1.0, 40.0 + 3.5 + 0.25, 1),
+        (5, 10): ("postgres", 1.0, 40.0 + 4.0 + 0.25, 1),
         (12, 60): ("postgres", 0.7, 0.0, 5),
     }
 
     assert cpu_split(before, after, events=1000) == {"postgres": 1.95}
+
+
+def test_a_process_started_meanwhile_counts_its_reaped_children_too():
+    before: dict = {}
+    after = {(20, 70): ("celery", 0.3, 0.2, 1)}
+
+    assert cpu_split(before, after, events=100) == {"celery": 5.0}
+
+
+def test_children_their_parent_never_reaps_are_not_taken_from_it():
+    # kthreadd (pid 2) does not wait for its kworkers: one that ended takes nothing
+    # from its parent's line, which would otherwise go negative (and what it spent
+    # after the first reading is lost).
+    before = {(2, 1): ("kthreadd", 0.1, 0.0, 0), (30, 5): ("kworker/0:1-events", 4.0, 0.0, 2)}
+    after = {(2, 1): ("kthreadd", 0.1, 0.0, 0), (31, 9): ("kworker/0:2-mm", 0.1, 0.0, 2)}
+
+    assert cpu_split(before, after, events=100) == {"kworker": 1.0}
 
 
 def test_what_a_process_reaped_is_named_for_it_where_told():
@@ -96,8 +114,15 @@ def test_processes_are_read_from_proc_with_their_start_time():
     # (in clock ticks since boot) is the moment it was spawned.
     assert len(mine) == 1 and mine[0] in second and first[mine[0]][1] > 0
     assert abs(started - uptime * tick) <= 0.5 * tick
-    # The child's parent is this process, which has reaped none of its children yet.
+    # The child's parent is this process.
     assert first[(child.pid, started)][3] == os.getpid()
+
+
+def test_busy_time_is_everything_but_idle_waiting_and_stolen():
+    # cpu user nice system idle iowait irq softirq steal guest guest_nice, in ticks.
+    stat = "cpu  1 2 4 8 16 32 64 128 256 512\ncpu0 1 1 1 1 1 1 1 1 1 1\nintr 5"
+
+    assert busy_seconds(stat, tick=100) == (1 + 2 + 4 + 32 + 64) / 100
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads Linux's /proc")
