@@ -1,11 +1,12 @@
-"""Two checkouts' servers compared on the same host at the same moments: gunicorn's CPU
-per single event, interleaved.
+"""Two checkouts' servers compared on the same host at the same moments: gunicorn's and
+PostgreSQL's CPU per single event, interleaved.
 
 On a host whose speed drifts by a fifth within minutes (the AMD EPYC hosts,
 docs/performance.md), runs of two checkouts one after the other compare the host's
 moments as much as the code. This starts one gunicorn worker for each checkout, side by
 side on the loaded data, and sends blocks of single events to each in turn (alternating
-which goes first), reading each worker's CPU from ``/proc`` around its own blocks::
+which goes first), reading each worker's CPU from ``/proc`` around its own blocks, and
+PostgreSQL's (all its processes: one server runs at a time)::
 
     git worktree add /tmp/old <commit>
     .venv-bench/bin/python -m bench.interleave /tmp/old .          # next stages (moving)
@@ -41,7 +42,7 @@ def main() -> None:
     from bench.profile import factory_cars
 
     plain, rng, cars, now = factory_cars(name="bench-interleave", seed=7)
-    from bench.measure import FACTORY_CODES, _moving_queues
+    from bench.measure import FACTORY_CODES, _moving_queues, cpu_seconds, cpu_spent
 
     queue = iter(_moving_queues(cars, threads=1)[0])
 
@@ -82,15 +83,19 @@ def main() -> None:
             for _ in range(20):  # warm: imports, caches, prepared statements
                 post(port)
         spent = {name: [] for name in servers}
+        database = {name: 0.0 for name in servers}
         walls = {name: 0.0 for name in servers}
         for round_ in range(args.rounds):
             for name in ("old", "new") if round_ % 2 == 0 else ("new", "old"):
                 process, port = servers[name]
                 before, started = _cpu(process.pid), time.perf_counter()
+                everyone = cpu_seconds()
                 for _ in range(args.block):
                     post(port)
                 walls[name] += time.perf_counter() - started
                 spent[name].append((_cpu(process.pid) - before) * 1000 / TICK / args.block)
+                # One server at a time: PostgreSQL's CPU meanwhile is this one's.
+                database[name] += cpu_spent(everyone, cpu_seconds()).get("postgres", 0.0)
     finally:
         for process, _port in servers.values():
             process.terminate()
@@ -98,8 +103,9 @@ def main() -> None:
     events = args.rounds * args.block
     for name, blocks in spent.items():
         print(
-            f"{name}: gunicorn CPU {sum(blocks) / len(blocks):.2f} ms per event, wall "
-            f"{walls[name] * 1000 / events:.2f} ms; blocks: {' '.join(f'{b:.1f}' for b in blocks)}"
+            f"{name}: gunicorn CPU {sum(blocks) / len(blocks):.2f} ms per event, PostgreSQL "
+            f"{database[name] * 1000 / events:.2f}, wall {walls[name] * 1000 / events:.2f} ms; "
+            f"gunicorn's blocks: {' '.join(f'{b:.1f}' for b in blocks)}"
         )
 
 

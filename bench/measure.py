@@ -268,8 +268,17 @@ def _command(name: str) -> str:
 def cpu_split(
     before: Processes, after: Processes, events: int, *, children: dict[int, str] | None = None
 ) -> dict[str, float]:
-    """Milliseconds of CPU per event, by the commands that used the most between two
-    ``cpu_seconds()`` readings.
+    """Milliseconds of CPU per event, by the four commands that used the most between two
+    ``cpu_seconds()`` readings (``cpu_spent``)."""
+    spent = cpu_spent(before, after, children=children)
+    top = sorted(spent.items(), key=lambda item: -item[1])[:4]
+    return {name: round(seconds * 1000 / max(events, 1), 2) for name, seconds in top if seconds}
+
+
+def cpu_spent(
+    before: Processes, after: Processes, *, children: dict[int, str] | None = None
+) -> dict[str, float]:
+    """Seconds of CPU by command between two ``cpu_seconds()`` readings.
 
     A process is matched by pid and start time, not by name: a kworker renamed between
     the readings was counted with all the CPU of its life until the twenty-fourth pass.
@@ -299,8 +308,7 @@ def cpu_split(
         # kworkers) reaps nothing: what those spent after the first reading is lost.
         offspring = (children or {}).get(process[0], name)
         add(offspring, max(reaped - earlier[2] - sum(o + r for o, r in gone), 0.0))
-    top = sorted(spent.items(), key=lambda item: -item[1])[:4]
-    return {name: round(seconds * 1000 / max(events, 1), 2) for name, seconds in top if seconds}
+    return spent
 
 
 def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
