@@ -491,6 +491,7 @@ def _plan_cost(sql: str, params: list, mode: str) -> float:
             plan = raw.execute(f"EXPLAIN (FORMAT JSON) EXECUTE cost_of({values})").fetchone()[0]
         finally:
             raw.execute("DEALLOCATE cost_of")
+            raw.execute("RESET plan_cache_mode")
     return plan[0]["Plan"]["Total Cost"]
 
 
