@@ -765,9 +765,10 @@ def _update_json_statement(
     # (made with the values) would see an array of one key, the generic plan one of ten,
     # and, estimated three times dearer (all this statement's updates together), the
     # generic plan was never chosen: PostgreSQL planned a single event's writes afresh
-    # each time, 0.4-0.5 ms of its CPU. Through the subquery both plans cost the same, and
-    # a prepared statement keeps the generic one after its fifth run (docs/performance.md,
-    # twenty-sixth pass).
+    # each time, 0.4-0.5 ms of its CPU. Through the subquery both plans cost the same (to
+    # within unnest()'s few rows), and a prepared statement keeps the generic one after
+    # its fifth run. On a table of a few pages both now read it whole, as the generic plan
+    # always did there: that costs nothing (docs/performance.md, twenty-sixth pass).
     qn = connection.ops.quote_name
     table, pk = qn(opts.db_table), qn(opts.pk.column)
     pairs = f"json_to_recordset(%s) AS pairs ({definitions})"
