@@ -271,6 +271,14 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="milepost")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes a worker's database connections before and after every
+# task unless this is set, so each task opened a new PostgreSQL connection (a backend
+# forked, its catalog caches filled again) and planned every statement afresh, since
+# nothing stayed prepared. A worker keeps its connection as a web process does instead:
+# config/celery.py closes it between tasks only when Django would between requests
+# (older than CONN_MAX_AGE, or left unusable by an error). The fixup still closes it
+# after this many tasks (two signals a task), which then costs nothing much.
+CELERY_DB_REUSE_MAX = 10_000
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publishing must not hang a request when Redis is down: the outbox sweep delivers
 # whatever could not be queued.
