@@ -19,10 +19,6 @@ class _Task:
         self.request = SimpleNamespace(is_eager=eager)
 
 
-def _task(*, eager: bool) -> _Task:
-    return _Task(eager=eager)
-
-
 def _between_tasks(task: _Task) -> None:
     """What a worker sends after one task and before the next."""
     task_postrun.send(sender=task, task=task, task_id="one")
@@ -46,11 +42,11 @@ def test_a_worker_keeps_its_connection_between_tasks_until_django_would_close_it
     connection.ensure_connection()
     kept = connection.connection
     connection.close_at = None  # as with CONN_MAX_AGE = None: never too old
-    _between_tasks(_task(eager=False))
+    _between_tasks(_Task(eager=False))
     assert connection.connection is kept
 
     connection.close_at = time.monotonic() - 1  # older than CONN_MAX_AGE
-    _between_tasks(_task(eager=False))
+    _between_tasks(_Task(eager=False))
     assert connection.connection is not kept
 
 
@@ -64,7 +60,7 @@ def test_a_connection_left_unusable_by_a_task_is_not_given_to_the_next():
     connection.close_at = None
     connection.errors_occurred = True
     kept.close()  # as a server gone away mid-task would leave it
-    _between_tasks(_task(eager=False))
+    _between_tasks(_Task(eager=False))
     assert connection.connection is not kept
     with connection.cursor() as cursor:  # the next task connects afresh
         cursor.execute("SELECT 1")
@@ -76,6 +72,6 @@ def test_a_task_run_eagerly_leaves_its_callers_connection_and_transaction_alone(
     with transaction.atomic():
         connection.ensure_connection()
         kept = connection.connection
-        _between_tasks(_task(eager=True))
+        _between_tasks(_Task(eager=True))
         assert connection.connection is kept
         assert connection.in_atomic_block
