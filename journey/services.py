@@ -10,7 +10,7 @@ from operator import attrgetter
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import QuerySet, Subquery
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -161,9 +161,12 @@ def _milestones_version_locked(journey: int) -> QuerySet[Milestone]:
     """One journey's milestones with their stages, and its row locked (FOR NO KEY
     UPDATE) by the same statement, its version read with them (``journey_version``: the
     row's latest, as the lock reads it; None if it was deleted meanwhile)."""
+    # By the key given, not the row's journey_id: PostgreSQL runs an uncorrelated
+    # subquery once (an InitPlan), where a correlated one locks again for every row.
     version = (
-        Journey.objects.filter(pk=OuterRef("journey_id"))
+        Journey.objects.filter(pk=journey)
         .select_for_update(no_key=True)
+        .order_by()
         .values("version")
     )
     return _milestones_with_stages([journey]).annotate(journey_version=Subquery(version))

@@ -488,6 +488,51 @@ def test_a_journey_the_caller_read_for_the_spine_is_locked_not_read_again(
         assert all(m.stage.position == m.position for m in locked[journey.pk].milestones)
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="another connection's row lock")
+@pytest.mark.django_db(transaction=True)
+def test_a_journey_the_caller_read_is_locked_by_the_read_of_its_milestones():
+    """The statement that reads the milestones locks the journey's row: another writer
+    (here another connection, which will not wait) cannot lock it until the spine's
+    transaction ends."""
+    import threading
+
+    from django.db import DatabaseError
+    from django.db import connection as this_connection
+
+    from journey import services
+
+    journey = make_journey()
+    read = services.journeys_for_spine().get(pk=journey.pk)
+    outcomes: list[object] = []
+
+    def another_writer() -> None:
+        from django.db import connection as its_connection
+
+        try:
+            with transaction.atomic():
+                locked = Journey.objects.select_for_update(no_key=True, nowait=True)
+                outcomes.append(list(locked.filter(pk=journey.pk).values_list("pk", flat=True)))
+        except DatabaseError as error:
+            outcomes.append(error)
+        finally:
+            its_connection.close()
+
+    def in_a_thread() -> None:
+        thread = threading.Thread(target=another_writer)
+        thread.start()
+        thread.join()
+
+    with transaction.atomic():
+        services.journeys_lock(pks=[journey.pk], journeys={journey.pk: read})
+        assert this_connection.in_atomic_block
+        in_a_thread()
+    in_a_thread()
+
+    assert isinstance(outcomes[0], DatabaseError)
+    assert "could not obtain lock" in str(outcomes[0])
+    assert outcomes[1] == [journey.pk]
+
+
 def test_a_journey_the_caller_read_is_read_again_if_it_moved_before_the_lock():
     from journey import services
 
