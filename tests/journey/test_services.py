@@ -491,7 +491,9 @@ def test_a_journey_the_caller_read_for_the_spine_is_locked_not_read_again(
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="another connection's row lock")
 @pytest.mark.django_db(transaction=True)
-def test_a_journey_the_caller_read_is_locked_by_the_read_of_its_milestones():
+def test_a_journey_the_caller_read_is_locked_by_the_read_of_its_milestones(
+    django_assert_num_queries,
+):
     """The statement that reads the milestones locks the journey's row: another writer
     (here another connection, which will not wait) cannot lock it until the spine's
     transaction ends."""
@@ -502,8 +504,6 @@ def test_a_journey_the_caller_read_is_locked_by_the_read_of_its_milestones():
     outcomes: list[object] = []
 
     def another_writer() -> None:
-        from django.db import connection as its_connection
-
         try:
             with transaction.atomic():
                 locked = Journey.objects.select_for_update(no_key=True, nowait=True)
@@ -511,7 +511,7 @@ def test_a_journey_the_caller_read_is_locked_by_the_read_of_its_milestones():
         except DatabaseError as error:
             outcomes.append(error)
         finally:
-            its_connection.close()
+            connection.close()  # this thread's own
 
     def in_a_thread() -> None:
         thread = threading.Thread(target=another_writer)
@@ -519,7 +519,8 @@ def test_a_journey_the_caller_read_is_locked_by_the_read_of_its_milestones():
         thread.join()
 
     with transaction.atomic():
-        services.journeys_lock(pks=[journey.pk], journeys={journey.pk: read})
+        with django_assert_num_queries(1):  # the milestones' read, the lock with it
+            services.journeys_lock(pks=[journey.pk], journeys={journey.pk: read})
         in_a_thread()
     in_a_thread()
 
