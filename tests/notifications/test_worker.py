@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -18,9 +19,7 @@ from tests.factories import make_journey
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIRED = os.environ.get("MILEPOST_REQUIRE_WORKER_TESTS") == "1"
-AVAILABLE = bool(os.environ.get("REDIS_URL")) and (
-    settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-)
+AVAILABLE = bool(os.environ.get("REDIS_URL")) and connection.vendor == "postgresql"
 if not AVAILABLE and REQUIRED:
     raise RuntimeError("MILEPOST_REQUIRE_WORKER_TESTS=1 but REDIS_URL/PostgreSQL are not set.")
 
