@@ -22,6 +22,10 @@ class Partner(models.Model):
         help_text=_("The journeys this partner serves; its keys reach only these."),
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Moved on by database triggers at every change to the partner's mappings (and to
+    # the row itself: a save of a stale copy cannot move it back), migration 0007: what
+    # a process read of the mappings is kept under (partner_mappings).
+    mappings_version = models.PositiveBigIntegerField(default=0, editable=False)
 
     # A partner authenticated by its API key is the API request's principal.
     is_authenticated = True

@@ -152,11 +152,28 @@ class StatusEventsPrepared:
     withdraw_refused: bool = True
 
 
-def _mappings(partner: int, codes: list[str]) -> QuerySet[StatusMapping]:
-    return StatusMapping.objects.filter(partner=partner, code__in=codes)
+def _mappings(partner: int) -> QuerySet[StatusMapping]:
+    return StatusMapping.objects.filter(partner=partner).order_by()
 
 
 _MAPPINGS = CompiledRead(_mappings)
+
+# Each partner's mappings by code, as this process last read them, with the partner's
+# created_at and mappings_version then (a deleted partner's id reused on SQLite).
+_MAPPINGS_READ: dict[int, tuple[datetime, int, dict[str, StatusMapping]]] = {}
+
+
+def partner_mappings(partner: Partner) -> dict[str, StatusMapping]:
+    """The partner's mappings by code, as of ``partner``'s read of its row: read once per
+    process for each ``mappings_version``, which triggers move at every change to them
+    (migration 0007), and kept. Every event reads them, and the API key's read brings the
+    partner's row with the version: a statement fewer for each event. Shared: read only."""
+    read = _MAPPINGS_READ.get(partner.pk)
+    if read is not None and read[:2] == (partner.created_at, partner.mappings_version):
+        return read[2]
+    mappings = {m.code: m for m in _MAPPINGS.list(partner=partner.pk)}
+    _MAPPINGS_READ[partner.pk] = (partner.created_at, partner.mappings_version, mappings)
+    return mappings
 
 
 def _received(partner: int, ids: list[str]) -> QuerySet[InboundEvent]:
@@ -173,10 +190,11 @@ def partner_status_events_prepare(
     *, partner: Partner, events: list[StatusEventIn]
 ) -> StatusEventsPrepared:
     """Claim the new events' ids and lock the journeys they may move, in the caller's
-    transaction (the claims and locks are held until it ends), in four to six statements
+    transaction (the claims and locks are held until it ends), in two to six statements
     whatever the number of events:
 
-    * the partner's mappings for their codes;
+    * the partner's mappings, unless this process holds them as of the partner's read
+      (``partner_mappings``);
     * one INSERT ... ON CONFLICT DO NOTHING of an inbound row per new event_id, in
       event_id order: the unique (partner, event_id) makes a concurrent sender of the same
       id wait for this transaction, and then find it received;
@@ -188,8 +206,7 @@ def partner_status_events_prepare(
     batches that share event ids or journeys queue behind each other instead of
     deadlocking. Finish with ``partner_status_events_finish`` before the transaction ends.
     """
-    codes = sorted({event.code for event in events})
-    mappings = {m.code: m for m in _MAPPINGS.list(partner=partner.pk, codes=codes)} if codes else {}
+    mappings = partner_mappings(partner)
     rows: dict[str, InboundEvent] = {}
     for event in sorted(events, key=lambda e: e.event_id):
         # An id sent twice in one batch: the first item claims it.
@@ -671,8 +688,7 @@ def partner_queued_events_apply(
             j.pk: j
             for j in journeys_for_spine().order_by().filter(pk__in={r.journey_id for r in rows})
         }
-        codes = sorted({row.code for row in rows})
-        mappings = {m.code: m for m in _MAPPINGS.list(partner=partner.pk, codes=codes)}
+        mappings = partner_mappings(partner)
         for row in rows:
             row.journey = journeys[row.journey_id]
             row.unmapped = row.code not in mappings

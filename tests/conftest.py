@@ -8,6 +8,7 @@ from django.utils import translation
 from rest_framework.test import APIClient
 
 from config.celery import app as celery_app
+from integrations import services as integrations_services
 from integrations.services import partner_key_create
 from journey import eta
 from tests.factories import MappingFactory, PartnerFactory, UserFactory, make_journey
@@ -44,6 +45,15 @@ def _learned_afresh() -> None:
     minute (``journey.eta._LEARNED``), and a rolled-back test's template id may be the
     next test's on SQLite."""
     eta._LEARNED.clear()
+
+
+@pytest.fixture(autouse=True)
+def _mappings_afresh() -> None:
+    """Each test reads its partners' mappings: a process keeps them under the partner's
+    ``mappings_version`` (``integrations.services.partner_mappings``), and a rolled-back
+    test's partner id, and its creation time under a frozen clock, may be the next
+    test's on SQLite."""
+    integrations_services._MAPPINGS_READ.clear()
 
 
 @pytest.fixture(autouse=True)

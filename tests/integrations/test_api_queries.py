@@ -65,7 +65,8 @@ def post_event(api, journey, event_id: str, code: str, minutes: int = 1):
 def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_queries):
     # On PostgreSQL: the key; the journey with its owner, profile and template, read once
     # (404 otherwise); then the request's transaction (2), in which the event has no
-    # savepoint of its own (a refusal rolls the request back whole): the mapping, the
+    # savepoint of its own (a refusal rolls the request back whole): the partner's
+    # mappings (the first event's only: test_the_mappings_are_read_once_per_version), the
     # inbound event (claiming its event_id), the journey's milestones read by the
     # statement that locks it and reads its version (the journey is read again only if
     # it moved), the read of what
@@ -91,8 +92,8 @@ def test_a_single_event_older_than_the_journey_state(warm, journey, django_asser
     assert post_event(warm, journey, "e1", "S3").status_code == 201
     # No milestone moves: the timeline event and the inbound event are the only writes
     # (with the key's record, one statement on PostgreSQL; elsewhere the key's claim and
-    # its answer are two more).
-    with django_assert_num_queries(8 if connection.vendor == "postgresql" else 11):
+    # its answer are two more). The mappings were read for the first event.
+    with django_assert_num_queries(7 if connection.vendor == "postgresql" else 10):
         response = post_event(warm, journey, "e2", "S3", minutes=2)
     assert response.status_code == 201
     assert response.json()["applied"] is False
@@ -106,7 +107,7 @@ def test_a_repeated_event_id_is_answered_from_its_first_receipt(
     # A retry with a new Idempotency-Key: the event_id's claim finds its receipt, which
     # answers; nothing is locked. On PostgreSQL the key's record is written with its
     # answer at the end, where elsewhere it is claimed first and its answer stored.
-    with django_assert_num_queries(8 if connection.vendor == "postgresql" else 9):
+    with django_assert_num_queries(7 if connection.vendor == "postgresql" else 8):
         response = warm.post(
             reverse("api:journey-events", kwargs={"reference": journey.reference}),
             {"event_id": "e1", "code": "S2", "occurred_at": first.occurred_at.isoformat()},
@@ -115,6 +116,28 @@ def test_a_repeated_event_id_is_answered_from_its_first_receipt(
         )
     assert response.status_code == 200
     assert response.json()["duplicate"] is True
+
+
+def test_the_mappings_are_read_once_per_version(warm, partner, customer, django_assert_num_queries):
+    """A process keeps a partner's mappings under the version triggers move at every
+    change to them (``partner_mappings``): later events do not read them, and the first
+    after a change reads it and goes by it."""
+    first, second, third = cars(partner, customer, 3)
+    moving = 9 if connection.vendor == "postgresql" else 16
+    with django_assert_num_queries(moving):
+        assert post_event(warm, first, "m-1", "S2").status_code == 201
+    with django_assert_num_queries(moving - 1):
+        assert post_event(warm, second, "m-2", "S2").status_code == 201
+    mapping = partner.mappings.get(code="S2")
+    mapping.stage_key = "stage-3"
+    mapping.save()  # as the admin saves it
+
+    with django_assert_num_queries(moving):
+        response = post_event(warm, third, "m-3", "S2")
+
+    assert response.status_code == 201
+    assert third.milestones.get(stage__key="stage-3").state == MilestoneState.CURRENT
+    assert second.milestones.get(stage__key="stage-2").state == MilestoneState.CURRENT
 
 
 def batch_of(journeys: list, prefix: str) -> dict:
@@ -170,7 +193,8 @@ def test_a_batch_of_events_that_do_not_move_the_journey(
     ]
     # The timeline events are one insert, whatever their number, the inbound events
     # linked to them one update (one statement on PostgreSQL); nothing else is written.
-    with django_assert_num_queries(11 + unit_writes(2)):
+    # The mappings were read for the first event.
+    with django_assert_num_queries(10 + unit_writes(2)):
         response = warm.post(
             BATCH_URL, {"events": events}, format="json", HTTP_IDEMPOTENCY_KEY="batch-2"
         )

@@ -34,6 +34,7 @@ from journey.models import (
 from journey.services import journey_appointment_cancel
 from journey.views import detail
 from tests.factories import PASSWORD, UserFactory, make_journey
+from tests.sql import triggers
 
 pytestmark = pytest.mark.django_db
 
@@ -195,19 +196,7 @@ def test_every_watched_table_keeps_its_version_triggers_after_all_migrations():
         for table in version.CHILDREN
         for event in version.EVENTS
     } | {("mp_version_journey_self", version.JOURNEY)}
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "SELECT tgname, tgrelid::regclass::text FROM pg_trigger "
-                "WHERE tgname LIKE 'mp_version_%'"
-            )
-        else:
-            cursor.execute(
-                "SELECT name, tbl_name FROM sqlite_master "
-                "WHERE type = 'trigger' AND name LIKE 'mp_version_%'"
-            )
-        found = set(cursor.fetchall())
-    assert found == expected
+    assert triggers("mp_version_%") == expected
 
 
 @pytest.mark.skipif(
