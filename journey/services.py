@@ -40,7 +40,7 @@ from journey.models import (
     StageDefinition,
     appointment_time_problems,
 )
-from journey.unit import Writes
+from journey.unit import Writes, open_leg_end
 from notifications.triggers import (
     notify_appointment,
     notify_appointment_cancelled,
@@ -160,7 +160,8 @@ def _milestones_with_stages(journeys: list[int]) -> QuerySet[Milestone]:
 def _milestones_version_locked(journey: int) -> QuerySet[Milestone]:
     """One journey's milestones with their stages, and its row locked (FOR NO KEY
     UPDATE) by the same statement, its version read with them (``journey_version``: the
-    row's latest, as the lock reads it; None if it was deleted meanwhile)."""
+    row's latest, as the lock reads it; None if it was deleted meanwhile), and what the
+    ETA reads of its open legs (``journey_leg_end``: ``journey.unit.open_leg_end``)."""
     # By the key given, not the row's journey_id: PostgreSQL runs an uncorrelated
     # subquery once (an InitPlan), where a correlated one locks again for every row.
     version = (
@@ -169,7 +170,9 @@ def _milestones_version_locked(journey: int) -> QuerySet[Milestone]:
         .order_by()
         .values("version")
     )
-    return _milestones_with_stages([journey]).annotate(journey_version=Subquery(version))
+    return _milestones_with_stages([journey]).annotate(
+        journey_version=Subquery(version), journey_leg_end=open_leg_end(journey)
+    )
 
 
 # What every event the spine records reads: compiled once (journey.compiled). Lists of
@@ -254,10 +257,13 @@ def _given_locked(given: Mapping[int, Journey], *, unit: Writes) -> dict[int, Lo
         return {}
     if version != journey.version:
         return _journeys_load({pk}, unit=unit, lock=False)
+    # The legs as of the statement's snapshot, as the milestones: what the lock's latest
+    # version says nothing changed since.
+    unit.leg_end_read(pk, milestones[0].journey_leg_end)
     state = LockedJourney(journey=journey, milestones=milestones, unit=unit)
     journey_field = Milestone.journey.field
     for milestone in milestones:
-        del milestone.journey_version
+        del milestone.journey_version, milestone.journey_leg_end
         journey_field.set_cached_value(milestone, journey)
     milestones.sort(key=attrgetter("position"))
     return {pk: state}

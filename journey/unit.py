@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import transaction
-from django.db.models import Model, QuerySet
+from django.db.models import F, Model, QuerySet, Subquery
 from django.utils import timezone
 
 from journey.compiled import CompiledRead
@@ -53,6 +53,22 @@ def _open_leg_etas(journeys: list[int]) -> QuerySet[ShipmentLeg]:
 
 # Read for every event that moves a journey: compiled once (journey.compiled).
 _OPEN_LEG_ETAS = CompiledRead(_open_leg_etas)
+
+
+def open_leg_end(journey: int) -> Subquery:
+    """What ``Writes.leg_end`` reads for one journey (the carrier's ETA for its last open
+    leg, none before the journey started), as a subquery for a statement that reads the
+    journey's other rows: by the key given, so PostgreSQL runs it once (an InitPlan)."""
+    return Subquery(
+        ShipmentLeg.objects.filter(
+            journey_id=journey,
+            arrived_at__isnull=True,
+            eta__isnull=False,
+            eta__gte=F("journey__started_at"),
+        )
+        .order_by("-eta")
+        .values("eta")[:1]
+    )
 
 
 @dataclass
@@ -103,6 +119,11 @@ class Writes:
             )
 
     # --- what the ETA reads ------------------------------------------------------------
+
+    def leg_end_read(self, journey: int, end: datetime | None) -> None:
+        """``leg_end`` for the journey, read with its other rows (``open_leg_end``), in
+        the statement that locked it or after."""
+        self._leg_ends.setdefault(journey, end)
 
     def leg_end(self, journey: Journey) -> datetime | None:
         """The carrier's ETA for the journey's last open leg; ETAs before the journey

@@ -1,13 +1,14 @@
 """Test objects. Journeys are made through the service, as in production."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 import factory
 from django.utils import timezone
 
 from accounts.models import CustomerProfile, User
 from integrations.models import Partner, StatusMapping
-from journey.models import JourneyTemplate, StageDefinition
+from journey.models import JourneyTemplate, ShipmentLeg, StageDefinition
 from journey.services import journey_create
 
 PASSWORD = "a-long-test-password"
@@ -82,3 +83,19 @@ class MappingFactory(factory.django.DjangoModelFactory):
     partner = factory.SubFactory(PartnerFactory)
     code = factory.Sequence(lambda n: f"CODE-{n}")
     stage_key = "stage-1"
+
+
+class LegFactory(factory.django.DjangoModelFactory):
+    """A ship leg from Santander to Portbury, not yet departed."""
+
+    class Meta:
+        model = ShipmentLeg
+
+    sequence = factory.LazyAttribute(lambda leg: leg.journey.legs.count() + 1)
+    mode = "ship"
+    origin_name = "Santander"
+    origin_lat = Decimal("43.46")
+    origin_lon = Decimal("-3.80")
+    destination_name = "Portbury"
+    destination_lat = Decimal("51.49")
+    destination_lon = Decimal("-2.72")

@@ -14,10 +14,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from integrations.models import InboundEvent
-from journey.models import JourneyEvent, MilestoneState
+from journey.models import (
+    EtaBasis,
+    JourneyEvent,
+    MilestoneState,
+    StageDefinition,
+)
 from journey.services import journey_create
 from notifications.models import Notification
-from tests.factories import TemplateFactory
+from tests.factories import LegFactory, TemplateFactory
 from tests.sql import unit_writes
 
 pytestmark = pytest.mark.django_db
@@ -68,8 +73,8 @@ def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_
     # savepoint of its own (a refusal rolls the request back whole): the partner's
     # mappings (the first event's only: test_the_mappings_are_read_once_per_version), the
     # inbound event (claiming its event_id), the journey's milestones read by the
-    # statement that locks it and reads its version (the journey is read again only if
-    # it moved), the read of what
+    # statement that locks it and reads its version and its open legs' ETAs (the journey
+    # is read again only if it moved), the read of what
     # the outbox holds for the customer (the ETA statistics' identity is read at most
     # once a minute, tests/journey/test_eta.py; here when the journey was made); last,
     # one statement of all the writes: the timeline event, the milestones, the new ETA
@@ -138,6 +143,27 @@ def test_the_mappings_are_read_once_per_version(warm, partner, customer, django_
     assert response.status_code == 201
     assert third.milestones.get(stage__key="stage-3").state == MilestoneState.CURRENT
     assert second.milestones.get(stage__key="stage-2").state == MilestoneState.CURRENT
+
+
+def test_a_single_event_reads_the_open_legs_with_the_milestones(
+    warm, partner, customer, django_assert_num_queries
+):
+    """With a shipping stage ahead the ETA reads the carrier's ETA of the open legs: in
+    the statement that locks the journey and reads its milestones, not one of its own."""
+    (car,) = cars(partner, customer, 1)
+    StageDefinition.objects.filter(template=car.template, key="stage-3").update(shipping=True)
+    car.refresh_from_db()  # the template's change moved its version
+    carrier_eta = timezone.now() + timedelta(days=60)
+    LegFactory(journey=car, eta=carrier_eta)
+
+    with django_assert_num_queries(9 if connection.vendor == "postgresql" else 16):
+        assert post_event(warm, car, "e1", "S2").status_code == 201
+
+    car.refresh_from_db()
+    assert car.eta_basis == EtaBasis.PLANNED_PARTNER
+    # The stage after the shipping one is reached when the carrier expects its leg to end.
+    expected = car.milestones.get(stage__key="stage-4").expected_date
+    assert expected == timezone.localdate(carrier_eta)
 
 
 def batch_of(journeys: list, prefix: str) -> dict:

@@ -39,7 +39,7 @@ from journey.services import journey_create, journey_record_milestone
 from journey.tasks import eta_check_stalled, eta_recompute_nightly
 from notifications.models import Notification
 from notifications.services import notification_deliver
-from tests.factories import TemplateFactory, UserFactory
+from tests.factories import LegFactory, TemplateFactory, UserFactory
 from tests.sql import unit_writes
 
 pytestmark = pytest.mark.django_db
@@ -464,19 +464,8 @@ def ship_template() -> JourneyTemplate:
 
 
 def leg(journey: Journey, *, eta_at: datetime | None, arrived: bool = False) -> ShipmentLeg:
-    return ShipmentLeg.objects.create(
-        journey=journey,
-        sequence=journey.legs.count() + 1,
-        mode="ship",
-        origin_name="Santander",
-        origin_lat=Decimal("43.46"),
-        origin_lon=Decimal("-3.80"),
-        destination_name="Portbury",
-        destination_lat=Decimal("51.49"),
-        destination_lon=Decimal("-2.72"),
-        departed_at=at(1),
-        arrived_at=at(2) if arrived else None,
-        eta=eta_at,
+    return LegFactory(
+        journey=journey, departed_at=at(1), arrived_at=at(2) if arrived else None, eta=eta_at
     )
 
 
