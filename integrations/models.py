@@ -22,9 +22,9 @@ class Partner(models.Model):
         help_text=_("The journeys this partner serves; its keys reach only these."),
     )
     created_at = models.DateTimeField(auto_now_add=True)
-    # Moved on by database triggers at every change to the partner's mappings (and to
-    # the row itself: a save of a stale copy cannot move it back), migration 0007: what
-    # a process read of the mappings is kept under (partner_mappings).
+    # A new value, never one used before, at every change to the partner's mappings and
+    # every update of the row itself (database triggers, migration 0007): what a
+    # process's read of the mappings is kept under (partner_mappings).
     mappings_version = models.PositiveBigIntegerField(default=0, editable=False)
 
     # A partner authenticated by its API key is the API request's principal.

@@ -135,9 +135,9 @@ class StatusEventIn:
 @dataclass
 class StatusEventsPrepared:
     """What recording a partner's events reads and claims once, for one event or a batch,
-    in the caller's transaction: the mappings of their codes, the events already received
-    with their ids, the inbound rows claimed for the new ones, and the journeys to move,
-    locked (``journeys_lock``)."""
+    in the caller's transaction: the partner's mappings (as of its read of the partner:
+    ``partner_mappings``), the events already received with their ids, the inbound rows
+    claimed for the new ones, and the journeys to move, locked (``journeys_lock``)."""
 
     partner: Partner
     mappings: dict[str, StatusMapping]
@@ -165,9 +165,10 @@ _MAPPINGS_READ: dict[int, tuple[datetime, int, dict[str, StatusMapping]]] = {}
 
 def partner_mappings(partner: Partner) -> dict[str, StatusMapping]:
     """The partner's mappings by code, as of ``partner``'s read of its row: read once per
-    process for each ``mappings_version``, which triggers move at every change to them
-    (migration 0007), and kept. Every event reads them, and the API key's read brings the
-    partner's row with the version: a statement fewer for each event. Shared: read only."""
+    process for each ``mappings_version``, which triggers give a value never used before
+    at every change to them (migration 0007), and kept. Every event reads them, and the
+    API key's read brings the partner's row with the version: a statement fewer for each
+    event. Shared: read only."""
     read = _MAPPINGS_READ.get(partner.pk)
     if read is not None and read[:2] == (partner.created_at, partner.mappings_version):
         return read[2]
@@ -669,7 +670,7 @@ def partner_queued_events_apply(
 ) -> int | None:
     """Apply the oldest queued events (at most ``limit``, as far as the first of another
     partner; or those of ``pks``) in one transaction, as the batch endpoint applies its
-    items: their codes' mappings read once, their journeys locked in one statement,
+    items: the partner's mappings (``partner_mappings``), their journeys locked in one statement,
     their writes flushed together. An event the spine refuses is kept with its
     ``rejection``; one whose code is not mapped is flagged unmapped, as if it had been
     sent without the queue. Returns how many events it took off the queue, or None if

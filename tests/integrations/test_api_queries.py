@@ -149,21 +149,46 @@ def test_a_single_event_reads_the_open_legs_with_the_milestones(
     warm, partner, customer, django_assert_num_queries
 ):
     """With a shipping stage ahead the ETA reads the carrier's ETA of the open legs: in
-    the statement that locks the journey and reads its milestones, not one of its own."""
+    the statement that locks the journey and reads its milestones, not one of its own,
+    and to the same end as ``Writes.leg_end``: the latest ETA of a leg not arrived, none
+    before the journey started."""
     (car,) = cars(partner, customer, 1)
     StageDefinition.objects.filter(template=car.template, key="stage-3").update(shipping=True)
     car.refresh_from_db()  # the template's change moved its version
-    carrier_eta = timezone.now() + timedelta(days=60)
+    now = timezone.now()
+    carrier_eta = now + timedelta(days=60)
+    LegFactory(  # arrived
+        journey=car,
+        eta=now + timedelta(days=90),
+        departed_at=now - timedelta(days=2),
+        arrived_at=now,
+    )
+    LegFactory(journey=car, eta=car.started_at - timedelta(days=1))  # a typo: ignored
     LegFactory(journey=car, eta=carrier_eta)
+    LegFactory(journey=car, eta=now + timedelta(days=40))
+    LegFactory(journey=car, eta=None)
 
     with django_assert_num_queries(9 if connection.vendor == "postgresql" else 16):
         assert post_event(warm, car, "e1", "S2").status_code == 201
 
     car.refresh_from_db()
     assert car.eta_basis == EtaBasis.PLANNED_PARTNER
-    # The stage after the shipping one is reached when the carrier expects its leg to end.
+    # The stage after the shipping one is reached when the carrier expects its last open
+    # leg to end.
     expected = car.milestones.get(stage__key="stage-4").expected_date
     assert expected == timezone.localdate(carrier_eta)
+
+
+def test_a_single_event_ignores_an_open_leg_eta_before_the_journey_started(warm, partner, customer):
+    (car,) = cars(partner, customer, 1)
+    StageDefinition.objects.filter(template=car.template, key="stage-3").update(shipping=True)
+    car.refresh_from_db()
+    LegFactory(journey=car, eta=car.started_at - timedelta(days=1))  # a typo, saved raw
+
+    assert post_event(warm, car, "e1", "S2").status_code == 201
+
+    car.refresh_from_db()
+    assert car.eta_basis == EtaBasis.PLANNED
 
 
 def batch_of(journeys: list, prefix: str) -> dict:
