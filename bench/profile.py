@@ -252,7 +252,19 @@ _PHASES = [
         "partner_status_events_prepare",
         "prepared: the mappings, the claims, the journeys",
     ),
+    (
+        "integrations.services",
+        None,
+        "_prepare_one",
+        "prepared: the mappings, the claims, the journeys",
+    ),
     ("integrations.services", None, "journeys_lock", "  the journeys locked and loaded"),
+    (
+        "integrations.services",
+        None,
+        "journey_lock_claiming",
+        "  the journeys locked and loaded",
+    ),
     ("integrations.services", None, "journey_record_milestone", "the spine, per event"),
     (
         "integrations.api.views",

@@ -34,12 +34,21 @@ from integrations.models import (
 )
 from journey.cache import flag_set
 from journey.compiled import CompiledRead
-from journey.db import Together, bulk_create_unless_taken, create_unless_taken
+from journey.db import (
+    Together,
+    bulk_create_unless_taken,
+    create_unless_taken,
+    insert_unless_taken_statement,
+    key_drawn,
+    mark_saved,
+)
 from journey.errors import ApplicationError
 from journey.models import EventSource, Journey
 from journey.services import (
     LockedJourney,
     journey_check_occurred_at,
+    journey_lock_claiming,
+    journey_read_for_spine,
     journey_record_milestone,
     journeys_for_spine,
     journeys_lock,
@@ -185,6 +194,15 @@ def _received(partner: int, ids: list[str]) -> QuerySet[InboundEvent]:
 
 # Read for every event sent again (a partner's retry): compiled once (journey.compiled).
 _RECEIVED = CompiledRead(_received)
+
+
+def _received_drawn(partner: int, ids: list[str]) -> QuerySet[InboundEvent]:
+    """``_received``, each row with the key this session last drew for an inbound row
+    (``drawn``: PostgreSQL only, after a claim)."""
+    return _received(partner, ids).annotate(drawn=key_drawn(InboundEvent))
+
+
+_RECEIVED_DRAWN = CompiledRead(_received_drawn)
 
 
 def partner_status_events_prepare(
@@ -363,7 +381,7 @@ def partner_record_status_event_at_once(
         occurred_at=occurred_at,
         payload=payload,
     )
-    prepared = partner_status_events_prepare(partner=partner, events=[event])
+    prepared = _prepare_one(partner, event)
     record = answer(_record(prepared, event))
     records: list[IdempotencyRecord] = []
     together = Together()
@@ -373,6 +391,43 @@ def partner_record_status_event_at_once(
         transaction.set_rollback(True)
         return None
     return record
+
+
+def _prepare_one(partner: Partner, event: StatusEventIn) -> StatusEventsPrepared:
+    """``partner_status_events_prepare`` for one event, its id claimed by the statement
+    that locks its journey (``journey_lock_claiming``) where that can be: a mapped code,
+    on PostgreSQL, for a journey read for the spine. A round trip fewer; the claim still
+    comes before the lock, as everyone takes them."""
+    mappings = partner_mappings(partner)
+    inbound = _inbound(partner, event, mappings)
+    claim = (
+        None
+        if inbound.unmapped or not journey_read_for_spine(event.journey)
+        else insert_unless_taken_statement(inbound)
+    )
+    if claim is None:
+        return partner_status_events_prepare(partner=partner, events=[event])
+    unit = Writes()
+    made = journey_lock_claiming(journey=event.journey, claim=claim, unit=unit)
+    if made is not None:
+        key, locked = made
+        mark_saved(inbound, key)
+        return StatusEventsPrepared(
+            partner=partner,
+            mappings=mappings,
+            received={},
+            claimed={event.event_id: inbound},
+            locked=locked,
+            unit=unit,
+        )
+    # Nothing came back: the id was received already, or this claim was made for a
+    # journey without milestones (or deleted meanwhile), which is locked the usual way.
+    row = _RECEIVED_DRAWN.first(partner=partner.pk, ids=[event.event_id])
+    if row is not None and row.pk == row.drawn:
+        mark_saved(inbound, row.pk)
+        return _prepared(partner, mappings, {}, {event.event_id: inbound})
+    # (Received and then withdrawn meanwhile, it is claimed again by ``_record``.)
+    return _prepared(partner, mappings, {event.event_id: row} if row else {}, {})
 
 
 def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResult:

@@ -30,7 +30,7 @@ connection, and compiles again if that connection object is replaced.
 
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from inspect import signature
@@ -92,7 +92,26 @@ class CompiledRead[M: Model]:
             queryset = self._build(**params)
             self._model = queryset.model
             return list(queryset)
+        return self._rows(self._plan(shape), params)
+
+    def list_with(
+        self, name: str, statement: tuple[str, Sequence[Any]], **params: Any
+    ) -> "list[Any]":
+        """``list``, the read preceded in its statement by ``statement`` (its SQL and
+        parameters) as the WITH query ``name``, which the built read refers to: a
+        data-modifying one (``INSERT ... RETURNING``) runs once, whether or not the read
+        gets to it. Compiled only: the read's SQL means nothing without the WITH query."""
+        shape = self._shape(params)
+        if shape is None:
+            raise ValueError(f"{self._build.__qualname__}: lists of 1 to {MAX_LIST} items only.")
         plan = self._plan(shape)
+        sql, values = statement
+        name = plan.connection.ops.quote_name(name)
+        return self._rows(plan, params, (f"WITH {name} AS ({sql}) ", list(values)))
+
+    def _rows(
+        self, plan: _Plan, params: dict[str, Any], before: tuple[str, "list[Any]"] | None = None
+    ) -> "list[Any]":
         if plan.locks and plan.connection.get_autocommit():  # as Django's compiler checks
             raise TransactionManagementError(
                 "select_for_update cannot be used outside of a transaction."
@@ -103,7 +122,10 @@ class CompiledRead[M: Model]:
             value = params[name] if index is None else params[name][index]
             values[place] = adapt(value) if moment else value
         compiler = _copy(plan.compiler)
-        compiler.as_sql = lambda *args, **kwargs: (plan.sql, values)
+        sql = plan.sql
+        if before is not None:
+            sql, values = before[0] + sql, [*before[1], *values]
+        compiler.as_sql = lambda *args, **kwargs: (sql, values)
         compiler.get_converters = lambda expressions: plan.converters
         query = _copy(plan.queryset.query)
         query.get_compiler = lambda *args, **kwargs: compiler

@@ -29,6 +29,7 @@ from uuid import UUID
 from django.db import connections, models, router
 from django.db.models.base import ModelState
 from django.db.models.constants import OnConflict
+from django.db.models.expressions import RawSQL
 from django.db.models.fields import NOT_PROVIDED, AutoFieldMixin
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 from django.db.models.query_utils import DeferredAttribute
@@ -380,6 +381,28 @@ def _created[M: models.Model](
         mark_saved(obj, pk)
         created.append(obj)
     return created
+
+
+def insert_unless_taken_statement(obj: models.Model) -> tuple[str, list[Any]] | None:
+    """The statement ``create_unless_taken(obj)`` runs, for another to run it as its WITH
+    query (``journey.services.journey_lock_claiming``): its SQL and parameters, on
+    PostgreSQL; None elsewhere, or for a value that cannot go as JSON. It returns the
+    key inserted, or no row. Whoever runs it marks ``obj`` saved (``mark_saved``)."""
+    return _insert_sql([obj], [type(obj)._meta.pk], ignore_conflicts=True)
+
+
+def key_drawn(model: type[models.Model]) -> RawSQL:
+    """An expression (PostgreSQL): the key this session last drew for a row of
+    ``model``, as its primary key's default does (its sequence's ``currval``), whether or
+    not the row was inserted: an ``INSERT ... ON CONFLICT DO NOTHING`` draws one before it
+    finds the key taken. A row whose key equals it is the one this session inserted.
+    Read it only after such an insert, in the same transaction."""
+    pk = model._meta.pk
+    return RawSQL(
+        "currval(pg_get_serial_sequence(%s, %s))",
+        (model._meta.db_table, pk.column),
+        models.BigIntegerField(),
+    )
 
 
 def insert_rows[M: models.Model](objs: Sequence[M]) -> None:

@@ -1,7 +1,7 @@
 """Writes to journeys. The spine: every change to a journey goes through here."""
 
 import zoneinfo
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -10,7 +10,8 @@ from operator import attrgetter
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet, Subquery
+from django.db.models import BigIntegerField, QuerySet, Subquery
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -175,6 +176,24 @@ def _milestones_version_locked(journey: int) -> QuerySet[Milestone]:
     )
 
 
+# The WITH query ``_milestones_claiming_version_locked`` reads (quoted there): a
+# claim's INSERT.
+_CLAIM = "claim"
+
+
+def _milestones_claiming_version_locked(journey: int) -> QuerySet[Milestone]:
+    """``_milestones_version_locked`` after the WITH query ``claim`` (an ``INSERT ...
+    RETURNING`` the key of the one row it may insert: ``journey_lock_claiming``): no rows
+    unless it inserted one, whose key each row brings (``claimed``). That condition names
+    no column of the rows, so PostgreSQL checks it once, before it reads any (a one-time
+    filter): the claim is made, or found taken, before the journey is locked, the order
+    every writer takes them in (``partner_status_events_prepare``)."""
+    claimed = RawSQL('SELECT * FROM "claim"', (), BigIntegerField())
+    return (
+        _milestones_version_locked(journey).annotate(claimed=claimed).filter(claimed__isnull=False)
+    )
+
+
 # What every event the spine records reads: compiled once (journey.compiled). Lists of
 # a few journeys (a single event's one) use them; a batch's longer lists, Django's path.
 _FOR_SPINE = CompiledRead(_for_spine)
@@ -183,6 +202,7 @@ _VERSIONS_LOCKED = CompiledRead(_versions_locked)
 _MILESTONES = CompiledRead(_milestones)
 _MILESTONES_WITH_STAGES = CompiledRead(_milestones_with_stages)
 _MILESTONES_VERSION_LOCKED = CompiledRead(_milestones_version_locked)
+_MILESTONES_CLAIMING_VERSION_LOCKED = CompiledRead(_milestones_claiming_version_locked)
 
 
 def journeys_lock(
@@ -219,7 +239,7 @@ def journeys_lock(
     given = {
         pk: journey
         for pk, journey in (journeys or {}).items()
-        if pk in pks and _read_for_spine(journey)
+        if pk in pks and journey_read_for_spine(journey)
     }
     if len(pks) == 1 and not given:
         locked = _journeys_load(pks, unit=unit, lock=True)
@@ -241,6 +261,36 @@ def journeys_lock(
     return locked
 
 
+def journey_lock_claiming(
+    *, journey: Journey, claim: tuple[str, Sequence[Any]], unit: Writes
+) -> tuple[int, dict[int, LockedJourney]] | None:
+    """``journeys_lock`` for one journey the caller read (``journeys_for_spine``), with
+    ``claim`` (SQL and parameters: an ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the
+    key of the one row it may insert, on PostgreSQL) made by the statement that locks the
+    journey and reads its milestones, before the lock: one round trip for both, in the
+    order every writer takes them (claims, then journeys), so that a claim another
+    transaction holds is waited for with nothing locked.
+
+    Returns the key the claim inserted and the journey locked (``journeys_lock``'s
+    dict), or None when nothing came back: either the claim was taken already, and
+    nothing is locked, or the claim was made and the journey has no milestones (or was
+    deleted), and is not locked yet. The caller tells those apart (``journey.db.key_drawn``
+    names the key this session's claim drew) and locks it the usual way."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("journey_lock_claiming() needs a transaction.")
+    if not journey_read_for_spine(journey):
+        raise ValueError("journey_lock_claiming() takes a journey read by journeys_for_spine.")
+    milestones = _MILESTONES_CLAIMING_VERSION_LOCKED.list_with(_CLAIM, claim, journey=journey.pk)
+    if not milestones:
+        return None
+    key = milestones[0].claimed
+    for milestone in milestones:
+        del milestone.claimed
+    locked = _locked_as_read(journey, milestones, unit=unit)
+    unit.lock(locked)
+    return key, locked
+
+
 def _given_locked(given: Mapping[int, Journey], *, unit: Writes) -> dict[int, LockedJourney] | None:
     """The one journey the caller read, locked, with its milestones, in one statement;
     read again under the lock if its version moved since the caller read it. The
@@ -252,6 +302,14 @@ def _given_locked(given: Mapping[int, Journey], *, unit: Writes) -> dict[int, Lo
     milestones = _MILESTONES_VERSION_LOCKED.list(journey=pk)
     if not milestones:
         return None
+    return _locked_as_read(journey, milestones, unit=unit)
+
+
+def _locked_as_read(
+    journey: Journey, milestones: list[Milestone], *, unit: Writes
+) -> dict[int, LockedJourney]:
+    """``_given_locked``'s journey from the rows of ``_milestones_version_locked``."""
+    pk = journey.pk
     version = milestones[0].journey_version
     if version is None:  # deleted while the statement waited for its lock
         return {}
@@ -313,7 +371,7 @@ def _journeys_load(
     return loaded
 
 
-def _read_for_spine(journey: Journey) -> bool:
+def journey_read_for_spine(journey: Journey) -> bool:
     """Whether the journey was read with what the spine reads (``journeys_for_spine``):
     any other is read again rather than have its owner, profile and template read one
     query at a time."""

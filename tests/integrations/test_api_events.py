@@ -157,6 +157,23 @@ def test_a_mapping_to_a_stage_the_journey_lacks_is_refused(api, journey, partner
     assert nothing_written()
 
 
+def test_an_event_for_a_journey_without_milestones_is_refused_and_its_id_stays_free(
+    api, journey, partner
+):
+    """Its journey's milestones gone, the statement that claims an event's id and locks
+    its journey returns nothing (PostgreSQL), as for an id received already: the key the
+    claim drew tells this request's own claim from a receipt. Refused, its claim is
+    withdrawn, so the same id sent again is refused again, not answered as received."""
+    journey.milestones.all().delete()
+    for attempt in range(2):
+        response = api.post(
+            events_url(journey), body(), format="json", HTTP_IDEMPOTENCY_KEY=f"key-{attempt}"
+        )
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "unknown_stage"
+    assert nothing_written()
+
+
 def test_malformed_json_is_a_400(api, journey):
     response = api.generic(
         "POST", events_url(journey), "{not json", content_type="application/json"

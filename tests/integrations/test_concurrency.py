@@ -57,6 +57,15 @@ def in_threads[T](work: Callable[[], T], *, count: int = 2) -> list[T | BaseExce
     return outcomes
 
 
+def _started(work: Callable[[], object]) -> tuple[threading.Thread, list]:
+    """``work`` begun in a thread (and database connection) of its own, not waited for:
+    the thread, and the list its outcome goes into once it ends (``in_threads``)."""
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.extend(in_threads(work, count=1)))
+    thread.start()
+    return thread, outcome
+
+
 URL_BATCH = "/api/v1/events/batch/"
 
 
@@ -318,26 +327,16 @@ def test_an_event_waiting_for_its_journeys_lock_works_from_what_the_holder_wrote
             holding.set()
             assert release.wait(timeout=10)
 
-    holder = threading.Thread(
-        target=lambda: in_threads(hold_the_lock_and_move_the_journey, count=1)
-    )
-    holder.start()
+    holder, _ = _started(hold_the_lock_and_move_the_journey)
     assert holding.wait(timeout=10)
-    event: list = []
-    poster = threading.Thread(
-        target=lambda: event.extend(
-            in_threads(
-                lambda: _client(api_key).post(
-                    url,
-                    {"event_id": "waits", "code": "S3", "occurred_at": timezone.now().isoformat()},
-                    format="json",
-                    HTTP_IDEMPOTENCY_KEY="waits",
-                ),
-                count=1,
-            )
+    poster, event = _started(
+        lambda: _client(api_key).post(
+            url,
+            {"event_id": "waits", "code": "S3", "occurred_at": timezone.now().isoformat()},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="waits",
         )
     )
-    poster.start()
     _until_one_waits_for_a_lock()
     release.set()
     holder.join()
@@ -369,17 +368,70 @@ def test_a_journey_deleted_while_its_lock_is_awaited_is_not_locked(journey):
         with transaction.atomic():
             return journey_services.journeys_lock(pks=[journey.pk], journeys={journey.pk: read})
 
-    holder = threading.Thread(target=lambda: in_threads(delete_and_hold, count=1))
-    holder.start()
+    holder, _ = _started(delete_and_hold)
     assert holding.wait(timeout=10)
-    outcome: list = []
-    locker = threading.Thread(target=lambda: outcome.extend(in_threads(lock, count=1)))
-    locker.start()
+    locker, outcome = _started(lock)
     _until_one_waits_for_a_lock()
     release.set()
     holder.join()
     locker.join()
     assert outcome == [{}]
+
+
+@pytest.mark.skipif(not CONCURRENT, reason="a writer waiting for a lock is PostgreSQL's")
+@pytest.mark.parametrize("holder", ["commits", "rolls back"])
+def test_an_event_whose_id_another_holds_waits_for_it_with_its_journey_unlocked(
+    journey, partner, api_key, holder
+):
+    """A single event's id is claimed by the statement that locks its journey, but before
+    the lock: while another transaction holds the same id claimed (a batch, which claims
+    first and then locks), the event waits for it holding no lock on the journey, so the
+    two cannot deadlock; then it answers as the holder left the id."""
+    url = reverse("api:journey-events", kwargs={"reference": journey.reference})
+    occurred_at = timezone.now() - timedelta(minutes=2)
+    holding, release = threading.Event(), threading.Event()
+
+    def claim_and_hold() -> None:
+        with transaction.atomic():
+            InboundEvent.objects.create(
+                partner=partner,
+                journey=journey,
+                event_id="held",
+                code="S2",
+                occurred_at=occurred_at,
+            )
+            holding.set()
+            assert release.wait(timeout=10)
+            transaction.set_rollback(holder == "rolls back")
+
+    holder_thread, _ = _started(claim_and_hold)
+    assert holding.wait(timeout=10)
+    poster, event = _started(
+        lambda: _client(api_key).post(
+            url,
+            {"event_id": "held", "code": "S2", "occurred_at": occurred_at.isoformat()},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="held",
+        )
+    )
+    _until_one_waits_for_a_lock()
+    try:
+        with transaction.atomic():  # raises if the waiting event holds the journey's lock
+            assert list(Journey.objects.select_for_update(nowait=True).filter(pk=journey.pk))
+    finally:
+        release.set()
+        holder_thread.join()
+        poster.join()
+
+    (response,) = event
+    inbound = InboundEvent.objects.get()
+    if holder == "commits":
+        assert (response.status_code, response.json()["duplicate"]) == (200, True)
+        assert not JourneyEvent.objects.exists()
+    else:
+        assert (response.status_code, response.json()["applied"]) == (201, True)
+        assert inbound.journey_event == JourneyEvent.objects.get()
+        assert journey.milestones.get(stage__key="stage-2").state == MilestoneState.CURRENT
 
 
 def _until_one_waits_for_a_lock() -> None:

@@ -7,7 +7,8 @@ from unittest import mock
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import IntegerField, OuterRef, Subquery
+from django.db.models.expressions import RawSQL
 from django.db.models.sql.compiler import SQLCompiler
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
@@ -203,3 +204,28 @@ def test_each_thread_compiles_for_its_own_connection():
     assert there == {"rows": here, "own": True}
     (plan,) = read._local.plans.values()
     assert plan.connection is connections["default"]
+
+
+def _milestones_numbered(journeys: list[int]):
+    """Milestones, each with the number the WITH query "w" gives (``list_with``)."""
+    number = RawSQL('SELECT "n" FROM "w"', (), IntegerField())
+    return _milestones(journeys).annotate(number=number).filter(number__gt=0)
+
+
+def test_a_read_runs_after_the_with_query_it_names(django_assert_num_queries):
+    journey = make_journey()
+    read = CompiledRead(_milestones_numbered)
+    expected = [m.pk for m in _milestones([journey.pk])]
+
+    for number in (7, 8):  # compiled, then from what was compiled
+        with django_assert_num_queries(1):
+            rows = read.list_with("w", ("SELECT %s AS n", [number]), journeys=[journey.pk])
+        assert [(m.pk, m.number) for m in rows] == [(pk, number) for pk in expected]
+    # Its parameters go before the read's, and the read's condition on it holds.
+    assert read.list_with("w", ("SELECT %s AS n", [0]), journeys=[journey.pk]) == []
+
+
+def test_a_read_after_a_with_query_is_compiled_only():
+    read = CompiledRead(_milestones_numbered)
+    with pytest.raises(ValueError, match="lists of 1 to"):
+        read.list_with("w", ("SELECT 1 AS n", []), journeys=list(range(1, MAX_LIST + 2)))
