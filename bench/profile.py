@@ -295,12 +295,18 @@ def _phases(post, count: int) -> None:
     spent: collections.Counter[str] = collections.Counter()
     calls: collections.Counter[str] = collections.Counter()
 
+    running: set[str] = set()
+
     def timed(function, label):
         def wrapper(*args, **kwargs):
+            if label in running:  # a step within a step of the same label: counted once
+                return function(*args, **kwargs)
+            running.add(label)
             started = time.process_time()
             try:
                 return function(*args, **kwargs)
             finally:
+                running.discard(label)
                 spent[label] += time.process_time() - started
                 calls[label] += 1
 

@@ -33,7 +33,7 @@ from integrations.models import (
     StatusMapping,
 )
 from journey.cache import flag_set
-from journey.compiled import CompiledRead
+from journey.compiled import CompiledRead, read_side_by_side
 from journey.db import (
     Together,
     bulk_create_unless_taken,
@@ -98,13 +98,57 @@ _KEY_BY_PREFIX = CompiledRead(_key_by_prefix)
 
 def partner_key_authenticate(raw: str) -> PartnerAPIKey | None:
     """The usable key matching ``raw``, or None."""
-    if not raw.startswith(KEY_PREFIX) or "." not in raw:
+    parts = _key_parts(raw)
+    if parts is None:
         return None
-    prefix, _, secret = raw[len(KEY_PREFIX) :].partition(".")
+    prefix, secret = parts
     try:
         key = _KEY_BY_PREFIX.get(prefix=prefix)  # the prefix is unique
     except PartnerAPIKey.DoesNotExist:
         return None
+    return _usable(key, secret)
+
+
+def _served_for_spine_by_key(prefix: str, reference: str) -> QuerySet[Journey]:
+    return journeys_for_spine().filter(partners__api_keys__prefix=prefix, reference=reference)
+
+
+# Read with the key for every event posted: compiled once (journey.compiled).
+_SERVED_FOR_SPINE_BY_KEY = CompiledRead(_served_for_spine_by_key)
+
+
+def partner_key_authenticate_serving(
+    raw: str, reference: str
+) -> tuple[PartnerAPIKey | None, Journey | None]:
+    """``partner_key_authenticate``, and the journey named ``reference`` if the key's
+    partner serves it, read for the spine (``journeys_for_spine``), by the same
+    statement: a round trip fewer for a partner's event. No journey without a usable
+    key."""
+    parts = _key_parts(raw)
+    if parts is None:
+        return None, None
+    prefix, secret = parts
+    keys, journeys = read_side_by_side(
+        (_KEY_BY_PREFIX, {"prefix": prefix}),
+        (_SERVED_FOR_SPINE_BY_KEY, {"prefix": prefix, "reference": reference}),
+    )
+    key = _usable(keys[0], secret) if keys else None
+    if key is None:
+        return None, None
+    return key, journeys[0] if journeys else None
+
+
+def _key_parts(raw: str) -> tuple[str, str] | None:
+    """A key's prefix and secret, or None if ``raw`` is not shaped as a key."""
+    if not raw.startswith(KEY_PREFIX) or "." not in raw:
+        return None
+    prefix, _, secret = raw[len(KEY_PREFIX) :].partition(".")
+    return prefix, secret
+
+
+def _usable(key: PartnerAPIKey, secret: str) -> PartnerAPIKey | None:
+    """``key`` if ``secret`` is its secret and it may be used now (its last use noted
+    once a minute), else None."""
     if not hmac.compare_digest(key.hashed_secret, _hash(secret)):
         return None
     now = timezone.now()

@@ -107,6 +107,8 @@ class CompiledRead[M: Model]:
         plan = self._plan(shape)
         sql, values = statement
         name = plan.connection.ops.quote_name(name)
+        if name not in plan.sql:
+            raise ImproperlyConfigured(f"{self._build.__qualname__} does not read {name}.")
         return self._rows(plan, params, (f"WITH {name} AS ({sql}) ", list(values)))
 
     def _rows(
@@ -116,22 +118,10 @@ class CompiledRead[M: Model]:
             raise TransactionManagementError(
                 "select_for_update cannot be used outside of a transaction."
             )
-        values = list(plan.params)
-        adapt = plan.connection.ops.adapt_datetimefield_value
-        for place, name, index, moment in plan.places:
-            value = params[name] if index is None else params[name][index]
-            values[place] = adapt(value) if moment else value
-        compiler = _copy(plan.compiler)
-        sql = plan.sql
+        sql, values = plan.sql, _values(plan, params)
         if before is not None:
             sql, values = before[0] + sql, [*before[1], *values]
-        compiler.as_sql = lambda *args, **kwargs: (sql, values)
-        compiler.get_converters = lambda expressions: plan.converters
-        query = _copy(plan.queryset.query)
-        query.get_compiler = lambda *args, **kwargs: compiler
-        queryset = _copy(plan.queryset)
-        queryset._query = query  # not the property's setter: it resets the row type
-        return list(queryset)
+        return _run(plan, sql, values)
 
     def get(self, **params: Any) -> M:
         """The one row, or the model's DoesNotExist / MultipleObjectsReturned as
@@ -234,6 +224,66 @@ class CompiledRead[M: Model]:
                 and connection.features.supports_transactions
             ),
         )
+
+
+def _values(plan: _Plan, params: dict[str, Any]) -> "list[Any]":
+    """The compiled parameters with the call's values in the stand-ins' places."""
+    values = list(plan.params)
+    adapt = plan.connection.ops.adapt_datetimefield_value
+    for place, name, index, moment in plan.places:
+        value = params[name] if index is None else params[name][index]
+        values[place] = adapt(value) if moment else value
+    return values
+
+
+def _run(
+    plan: _Plan, sql: str, values: "list[Any]", rows: "list[tuple] | None" = None
+) -> "list[Any]":
+    """The plan's queryset run with this SQL, through Django's own iterables; or, given
+    ``rows`` (read already), the objects Django makes of them."""
+    compiler = _copy(plan.compiler)
+    compiler.as_sql = lambda *args, **kwargs: (sql, values)
+    compiler.get_converters = lambda expressions: plan.converters
+    if rows is not None:
+        # The iterables take the rows in chunks, from here instead of a cursor.
+        compiler.execute_sql = lambda *args, **kwargs: [rows]
+    query = _copy(plan.queryset.query)
+    query.get_compiler = lambda *args, **kwargs: compiler
+    queryset = _copy(plan.queryset)
+    queryset._query = query  # not the property's setter: it resets the row type
+    return list(queryset)
+
+
+def read_side_by_side(
+    first: "tuple[CompiledRead, dict[str, Any]]", second: "tuple[CompiledRead, dict[str, Any]]"
+) -> "tuple[list[Any], list[Any]]":
+    """Two reads of one row at most each (lookups by unique keys), as ``list`` gives
+    them, in one statement: the second's row beside the first's (``LEFT JOIN ... ON
+    true``), so the second comes back only with a row of the first. Each read (a read,
+    its parameters) is compiled as ``list`` compiles it; neither may lock."""
+    plans = []
+    for read, params in (first, second):
+        shape = read._shape(params)
+        if shape is None:
+            raise ValueError(f"{read._build.__qualname__}: lists of 1 to {MAX_LIST} items only.")
+        plan = read._plan(shape)
+        if plan.locks:
+            raise ValueError(f"{read._build.__qualname__}: a read side by side may not lock.")
+        plans.append((plan, params))
+    (one, one_params), (two, two_params) = plans
+    if one.connection is not two.connection:
+        raise ValueError("Reads side by side read one database.")
+    sql = f"SELECT * FROM ({one.sql}) AS r0 LEFT JOIN ({two.sql}) AS r1 ON true"  # noqa: S608  # nosec B608: compiled SQL, values as parameters
+    with one.connection.cursor() as cursor:
+        cursor.execute(sql, [*_values(one, one_params), *_values(two, two_params)])
+        rows = cursor.fetchall()
+    width = len(one.compiler.select)
+    if len(rows) > 1 or any(len(row) != width + len(two.compiler.select) for row in rows):
+        raise ValueError("Reads side by side give one row at most each, as compiled.")
+    firsts = [row[:width] for row in rows]
+    # The second read's row, unless the join found none (a row has its primary key).
+    seconds = [row[width:] for row in rows if any(v is not None for v in row[width:])]
+    return _run(one, one.sql, [], firsts), _run(two, two.sql, [], seconds)
 
 
 def _kind(name: str, value: Any) -> type:

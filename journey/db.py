@@ -395,8 +395,10 @@ def key_drawn(model: type[models.Model]) -> RawSQL:
     """An expression (PostgreSQL): the key this session last drew for a row of
     ``model``, as its primary key's default does (its sequence's ``currval``), whether or
     not the row was inserted: an ``INSERT ... ON CONFLICT DO NOTHING`` draws one before it
-    finds the key taken. A row whose key equals it is the one this session inserted.
-    Read it only after such an insert, in the same transaction."""
+    finds the key taken. A row whose key equals it is the one this session inserted, as
+    long as every key comes from the sequence (rows copied in with keys of their own
+    need the sequence set past them, as ``manage.py sqlsequencereset`` does). Read it
+    only after such an insert, in the same transaction."""
     pk = model._meta.pk
     return RawSQL(
         "currval(pg_get_serial_sequence(%s, %s))",

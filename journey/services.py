@@ -272,7 +272,8 @@ def journey_lock_claiming(
     transaction holds is waited for with nothing locked.
 
     Returns the key the claim inserted and the journey locked (``journeys_lock``'s
-    dict), or None when nothing came back: either the claim was taken already, and
+    dict: empty if the journey was deleted while the lock was awaited), or None when
+    nothing came back: either the claim was taken already, and
     nothing is locked, or the claim was made and the journey has no milestones (or was
     deleted), and is not locked yet. The caller tells those apart (``journey.db.key_drawn``
     names the key this session's claim drew) and locks it the usual way."""

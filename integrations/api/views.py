@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Source
 from accounts.services import profile_propose_change
+from integrations.api.auth import journey_read_with_key
 from integrations.api.errors import exception_handler
 from integrations.api.idempotency import idempotent, request_fingerprint, rolled_back_whole
 from integrations.api.pagination import CursorPage, OldestFirstCursorPage
@@ -90,6 +91,9 @@ def _journey(request: Request, reference: str, *, for_spine: bool = False) -> Jo
     spine, with what it reads (``journeys_for_spine``), which it then only locks."""
     if not for_spine:
         return get_object_or_404(Journey, partners=request.user, reference=reference)
+    journey = journey_read_with_key(request, reference)
+    if journey is not None:
+        return journey
     try:
         return _SERVED_FOR_SPINE.get(partner=request.user.pk, reference=reference)
     except Journey.DoesNotExist:
@@ -208,6 +212,13 @@ class JourneyEventCreate(APIView):
     With ``Prefer: respond-async`` the event is checked and stored, answered 202 with
     state ``queued``, and applied by a worker within moments; read its outcome at
     ``journeys/{reference}/events/{event_id}/``."""
+
+    def journey_for_spine(self, request: Request) -> str | None:
+        """The journey this request reads for the spine, for the key's read to bring
+        (``PartnerKeyAuthentication``): an event to apply now, not one to queue."""
+        if request.method != "POST" or _prefers_async(request):
+            return None
+        return self.kwargs["reference"]
 
     @extend_schema(
         request=StatusEventInSerializer,

@@ -5,10 +5,13 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.request import Request
 from rest_framework.test import APIClient
 
+from integrations.api.auth import journey_read_with_key
 from integrations.models import InboundEvent
 from integrations.services import partner_key_create, partner_key_revoke
 from journey.models import JourneyEvent, MilestoneState
@@ -213,6 +216,30 @@ def test_missing_or_wrong_keys_get_401(journey, partner, header):
     assert response["WWW-Authenticate"] == "Api-Key"
     assert "error" in response.json()
     assert nothing_written()
+
+
+def test_a_keys_prefix_with_a_wrong_secret_gets_401_though_its_journey_is_read_with_it(
+    journey, partner, api_key
+):
+    """The key's read brings the journey its partner serves (one statement): the secret
+    is still checked, and nothing is done with the journey."""
+    prefix = api_key.partition(".")[0]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {prefix}.not-its-secret")
+    response = client.post(events_url(journey), body(), format="json")
+    assert response.status_code == 401
+    assert nothing_written()
+
+
+def test_the_journey_read_with_the_key_serves_one_read_only(journey):
+    """After an attempt that may have written to it in memory (refused, rolled back),
+    the journey is read again from the database."""
+    request = Request(HttpRequest())
+    request.journey_read_with_key = journey
+    assert journey_read_with_key(request, "MP-OTHER1") is None  # another journey's
+    request.journey_read_with_key = journey
+    assert journey_read_with_key(request, journey.reference) is journey
+    assert journey_read_with_key(request, journey.reference) is None
 
 
 def test_a_revoked_or_expired_key_is_refused(journey, partner):

@@ -68,8 +68,9 @@ def post_event(api, journey, event_id: str, code: str, minutes: int = 1):
 
 
 def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_queries):
-    # On PostgreSQL: the key; the journey with its owner, profile and template, read once
-    # (404 otherwise); then the request's transaction (2), in which the event has no
+    # On PostgreSQL: the key, and beside it in the same statement the journey with its
+    # owner, profile and template, read once (404 otherwise); then the request's
+    # transaction (2), in which the event has no
     # savepoint of its own (a refusal rolls the request back whole): the partner's
     # mappings (the first event's only: test_the_mappings_are_read_once_per_version), the
     # statement that inserts the inbound event (claiming its event_id), then locks the
@@ -82,10 +83,10 @@ def test_a_single_event_that_moves_the_journey(warm, journey, django_assert_num_
     # customer's message, the inbound event's link to the timeline event, and the
     # Idempotency-Key's record with the answer. (Transactions show as SAVEPOINT and
     # RELEASE here.)
-    # Elsewhere the key is claimed first, on its own, and the journey read in the
-    # transaction; the inbound event is claimed by a statement of its own, and each of
-    # those seven writes is a statement, the record's an UPDATE of the claim.
-    with django_assert_num_queries(8 if connection.vendor == "postgresql" else 16):
+    # Elsewhere the Idempotency-Key is claimed first, on its own, and its answer stored
+    # last; the inbound event is claimed by a statement of its own, and each of those
+    # seven writes is a statement, the record's an UPDATE of the claim.
+    with django_assert_num_queries(7 if connection.vendor == "postgresql" else 15):
         response = post_event(warm, journey, "e1", "S2")
     assert response.status_code == 201
     assert response.json()["applied"] is True
@@ -98,7 +99,7 @@ def test_a_single_event_older_than_the_journey_state(warm, journey, django_asser
     # No milestone moves: the timeline event and the inbound event are the only writes
     # (with the key's record, one statement on PostgreSQL; elsewhere the key's claim and
     # its answer are two more). The mappings were read for the first event.
-    with django_assert_num_queries(6 if connection.vendor == "postgresql" else 10):
+    with django_assert_num_queries(5 if connection.vendor == "postgresql" else 9):
         response = post_event(warm, journey, "e2", "S3", minutes=2)
     assert response.status_code == 201
     assert response.json()["applied"] is False
@@ -110,12 +111,12 @@ def test_a_repeated_event_id_is_answered_from_its_first_receipt(
     assert post_event(warm, journey, "e1", "S2").status_code == 201
     first = InboundEvent.objects.get()
     # A retry with a new Idempotency-Key: the event_id's claim finds its receipt, which
-    # answers; nothing is locked. On PostgreSQL the claim's statement, which would have
-    # locked the journey, returns nothing (test_concurrency: nothing is locked), and the
+    # answers; nothing is locked. On PostgreSQL the claim's statement returns nothing (its
+    # condition on the claim, checked first, keeps it from locking the journey), and the
     # receipt is read with the key the claim drew, to tell it from this request's own;
     # the key's record is written with its answer at the end, where elsewhere it is
     # claimed first and its answer stored.
-    with django_assert_num_queries(7 if connection.vendor == "postgresql" else 8):
+    with django_assert_num_queries(6 if connection.vendor == "postgresql" else 7):
         response = warm.post(
             reverse("api:journey-events", kwargs={"reference": journey.reference}),
             {"event_id": "e1", "code": "S2", "occurred_at": first.occurred_at.isoformat()},
@@ -131,7 +132,7 @@ def test_the_mappings_are_read_once_per_version(warm, partner, customer, django_
     change to them (``partner_mappings``): later events do not read them, and the first
     after a change reads it and goes by it."""
     first, second, third = cars(partner, customer, 3)
-    moving = 8 if connection.vendor == "postgresql" else 16
+    moving = 7 if connection.vendor == "postgresql" else 15
     with django_assert_num_queries(moving):
         assert post_event(warm, first, "m-1", "S2").status_code == 201
     with django_assert_num_queries(moving - 1):
@@ -171,7 +172,7 @@ def test_a_single_event_reads_the_open_legs_with_the_milestones(
     LegFactory(journey=car, eta=now + timedelta(days=40))
     LegFactory(journey=car, eta=None)
 
-    with django_assert_num_queries(8 if connection.vendor == "postgresql" else 16):
+    with django_assert_num_queries(7 if connection.vendor == "postgresql" else 15):
         assert post_event(warm, car, "e1", "S2").status_code == 201
 
     car.refresh_from_db()

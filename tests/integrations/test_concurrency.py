@@ -404,7 +404,7 @@ def test_an_event_whose_id_another_holds_waits_for_it_with_its_journey_unlocked(
             assert release.wait(timeout=10)
             transaction.set_rollback(holder == "rolls back")
 
-    holder_thread, _ = _started(claim_and_hold)
+    holder_thread, held = _started(claim_and_hold)
     assert holding.wait(timeout=10)
     poster, event = _started(
         lambda: _client(api_key).post(
@@ -417,12 +417,14 @@ def test_an_event_whose_id_another_holds_waits_for_it_with_its_journey_unlocked(
     _until_one_waits_for_a_lock()
     try:
         with transaction.atomic():  # raises if the waiting event holds the journey's lock
-            assert list(Journey.objects.select_for_update(nowait=True).filter(pk=journey.pk))
+            locking = Journey.objects.select_for_update(nowait=True, no_key=True)
+            assert list(locking.filter(pk=journey.pk))
     finally:
         release.set()
         holder_thread.join()
         poster.join()
 
+    assert held == [None]
     (response,) = event
     inbound = InboundEvent.objects.get()
     if holder == "commits":

@@ -13,8 +13,8 @@ from django.db.models.sql.compiler import SQLCompiler
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from journey.compiled import MAX_LIST, CompiledRead
-from journey.models import Journey, Milestone
+from journey.compiled import MAX_LIST, CompiledRead, read_side_by_side
+from journey.models import Journey, JourneyTemplate, Milestone
 from journey.services import journeys_for_spine
 from tests.factories import make_journey
 
@@ -229,3 +229,63 @@ def test_a_read_after_a_with_query_is_compiled_only():
     read = CompiledRead(_milestones_numbered)
     with pytest.raises(ValueError, match="lists of 1 to"):
         read.list_with("w", ("SELECT 1 AS n", []), journeys=list(range(1, MAX_LIST + 2)))
+    with pytest.raises(ImproperlyConfigured, match="does not read"):
+        read.list_with("v", ("SELECT 1 AS n", []), journeys=[1])
+
+
+def _journey_by_reference(reference: str):
+    return journeys_for_spine().filter(reference=reference)
+
+
+def _template_by_key(key: str):
+    return JourneyTemplate.objects.filter(key=key)
+
+
+def test_two_reads_side_by_side_give_what_each_gives_in_one_statement(
+    django_assert_num_queries,
+):
+    journey = make_journey()
+    journeys, templates = CompiledRead(_journey_by_reference), CompiledRead(_template_by_key)
+    for _ in range(2):  # compiled, then from what was compiled
+        with django_assert_num_queries(1):
+            (got,), (template,) = read_side_by_side(
+                (journeys, {"reference": journey.reference}),
+                (templates, {"key": journey.template.key}),
+            )
+            assert got.owner.profile.pk == journey.owner.profile.pk  # select_related
+        assert _fields(got) == _fields(_journey_by_reference(journey.reference).get())
+        assert _fields(template) == _fields(journey.template)
+        assert template._state.adding is False
+
+
+def test_the_second_read_comes_back_only_beside_a_row_of_the_first():
+    journey = make_journey()
+    journeys, templates = CompiledRead(_journey_by_reference), CompiledRead(_template_by_key)
+    key = journey.template.key
+    assert read_side_by_side(
+        (journeys, {"reference": journey.reference}), (templates, {"key": "no-such-key"})
+    ) == ([journey], [])
+    assert read_side_by_side(
+        (journeys, {"reference": "no-such-reference"}), (templates, {"key": key})
+    ) == ([], [])
+
+
+def test_reads_side_by_side_give_one_row_at_most_each():
+    journey = make_journey()
+    with pytest.raises(ValueError, match="one row at most"):
+        read_side_by_side(
+            (CompiledRead(_template_by_key), {"key": journey.template.key}),
+            (CompiledRead(_milestones), {"journeys": [journey.pk]}),  # four
+        )
+
+
+@pytest.mark.skipif(
+    not connections["default"].features.has_select_for_update, reason="no FOR UPDATE (SQLite)"
+)
+def test_reads_side_by_side_may_not_lock():
+    journey = make_journey()
+    locking = CompiledRead(lambda pk: Journey.objects.select_for_update().filter(pk=pk))
+    with transaction.atomic(), pytest.raises(ValueError, match="may not lock"):
+        read_side_by_side(
+            (CompiledRead(_template_by_key), {"key": "k"}), (locking, {"pk": journey.pk})
+        )

@@ -1,0 +1,94 @@
+"""``partner_record_status_event_at_once`` itself, not through the API: the view falls
+back to the usual way on a refusal or a database error, which would hide this path's
+own failures behind the same answer."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from integrations.idempotency import idempotency_record
+from integrations.models import IdempotencyRecord, InboundEvent
+from integrations.services import (
+    partner_record_status_event,
+    partner_record_status_event_at_once,
+)
+from journey.errors import ApplicationError
+from journey.models import JourneyEvent, MilestoneState
+from journey.services import journeys_for_spine
+
+pytestmark = pytest.mark.django_db
+
+POSTGRESQL = connection.vendor == "postgresql"
+
+
+def _answer(partner, key: str):
+    def answer(result) -> IdempotencyRecord:
+        return idempotency_record(
+            partner=partner,
+            key=key,
+            method="POST",
+            path="/api/v1/",
+            fingerprint="f",
+            status_code=200 if result.duplicate else 201,
+            body={"duplicate": result.duplicate, "applied": result.applied},
+        )
+
+    return answer
+
+
+def _at_once(partner, journey, event_id: str, key: str, occurred_at):
+    """The event for ``journey``, read as the view reads it (``journeys_for_spine``)."""
+    return partner_record_status_event_at_once(
+        partner=partner,
+        journey=journey,
+        event_id=event_id,
+        code="S2",
+        occurred_at=occurred_at,
+        payload={},
+        answer=_answer(partner, key),
+    )
+
+
+def test_an_event_is_applied_with_its_claim_and_key_in_one_transaction(partner, journey):
+    occurred_at = timezone.now() - timedelta(minutes=1)
+    read = journeys_for_spine().get(pk=journey.pk)
+    with transaction.atomic():
+        record = _at_once(partner, read, "e1", "k1", occurred_at)
+    assert record.status_code == 201
+    inbound = InboundEvent.objects.get()
+    assert inbound.journey_event == JourneyEvent.objects.get()
+    assert journey.milestones.get(stage__key="stage-2").state == MilestoneState.CURRENT
+    assert IdempotencyRecord.objects.get().key == "k1"
+
+
+def test_an_id_received_before_is_answered_as_received(partner, journey, django_assert_num_queries):
+    """On PostgreSQL the statement that claims the id and would lock the journey returns
+    nothing, and the receipt, read with the key this claim drew, is not taken for this
+    request's own."""
+    occurred_at = timezone.now() - timedelta(minutes=1)
+    partner_record_status_event(
+        partner=partner, journey=journey, event_id="e1", code="S2", occurred_at=occurred_at
+    )
+    # The claim with the lock, the receipt; the key's record (SQLite: the claim, the
+    # receipt, the record).
+    read = journeys_for_spine().get(pk=journey.pk)
+    with transaction.atomic(), django_assert_num_queries(3):
+        record = _at_once(partner, read, "e1", "k2", occurred_at)
+    assert record.response_body == {"duplicate": True, "applied": True}
+    assert InboundEvent.objects.count() == JourneyEvent.objects.count() == 1
+
+
+def test_an_event_for_a_journey_without_milestones_is_refused_its_claim_withdrawn(partner, journey):
+    """Nothing back from the claim's statement, and the receipt read then is this
+    request's own claim (the key it drew): the journey is locked the usual way and the
+    spine refuses the stage it lacks; the claim is withdrawn in the transaction."""
+    journey.milestones.all().delete()
+    read = journeys_for_spine().get(pk=journey.pk)
+    with transaction.atomic():
+        with pytest.raises(ApplicationError) as refused:
+            _at_once(partner, read, "e1", "k1", timezone.now() - timedelta(minutes=1))
+        assert refused.value.code == "unknown_stage"
+        assert not InboundEvent.objects.exists()
+        assert not JourneyEvent.objects.exists()
