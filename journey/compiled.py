@@ -24,7 +24,9 @@ and its cached SQL would silently ignore that. Django internals used (tested aga
 Django's own results in ``tests/journey/test_compiled.py``): the compiler's
 ``as_sql``, ``get_converters``, ``select``/``klass_info`` state, ``Query.get_compiler``,
 and ``QuerySet._query`` (set without the ``query`` property, whose setter would reset a
-``values_list`` read's row type). Each thread keeps its own plans, for its own
+``values_list`` read's row type); for rows read already (``read_side_by_side``), the
+compiler's ``execute_sql``, which the iterables call for the rows in chunks (a list of
+lists of rows). Each thread keeps its own plans, for its own
 connection, and compiles again if that connection object is replaced.
 """
 
@@ -273,16 +275,19 @@ def read_side_by_side(
     (one, one_params), (two, two_params) = plans
     if one.connection is not two.connection:
         raise ValueError("Reads side by side read one database.")
-    sql = f"SELECT * FROM ({one.sql}) AS r0 LEFT JOIN ({two.sql}) AS r1 ON true"  # noqa: S608  # nosec B608: compiled SQL, values as parameters
+    # The second read's row begins with a mark: NULL when the join found none.
+    sql = (
+        f"SELECT * FROM ({one.sql}) AS r0 "  # noqa: S608  # nosec B608: compiled SQL, values as parameters
+        f"LEFT JOIN (SELECT 1 AS found, r.* FROM ({two.sql}) AS r) AS r1 ON true"
+    )
     with one.connection.cursor() as cursor:
         cursor.execute(sql, [*_values(one, one_params), *_values(two, two_params)])
         rows = cursor.fetchall()
     width = len(one.compiler.select)
-    if len(rows) > 1 or any(len(row) != width + len(two.compiler.select) for row in rows):
+    if len(rows) > 1 or any(len(row) != width + 1 + len(two.compiler.select) for row in rows):
         raise ValueError("Reads side by side give one row at most each, as compiled.")
     firsts = [row[:width] for row in rows]
-    # The second read's row, unless the join found none (a row has its primary key).
-    seconds = [row[width:] for row in rows if any(v is not None for v in row[width:])]
+    seconds = [row[width + 1 :] for row in rows if row[width] is not None]
     return _run(one, one.sql, [], firsts), _run(two, two.sql, [], seconds)
 
 

@@ -1,6 +1,6 @@
 """The partner API's middleware: its own stack (``APIMiddleware``), its language, and
-bodies it cannot read refused up front, with its JSON error shape: too large (413), or
-sent chunked, without their length (411)."""
+requests it cannot read refused up front, with its JSON error shape: bodies too large
+(413), or sent chunked, without their length (411); a URL with a NUL (404)."""
 
 from collections.abc import Callable
 
@@ -87,6 +87,13 @@ class APIBodyLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path_info.startswith("/api/"):
+            if "\x00" in request.path_info:
+                # No journey, event or key has one, and PostgreSQL refuses it in a
+                # parameter: the lookup of what the URL names would answer 500.
+                return JsonResponse(
+                    error_body("not_found", "No such URL: it has a NUL character."),
+                    status=404,
+                )
             # A WSGI application reads CONTENT_LENGTH bytes, so a chunked body (no
             # Content-Length) reads as empty: an upload would be "no file", an event
             # "field required". Say what is wrong instead.

@@ -84,11 +84,21 @@ def _served_for_spine(partner: int, reference: str) -> QuerySet[Journey]:
 _SERVED_FOR_SPINE = CompiledRead(_served_for_spine)
 
 
+_REFERENCE_LENGTH = Journey._meta.get_field("reference").max_length
+
+
+def _may_be(reference: str) -> bool:
+    """Whether ``reference`` may name a journey: short enough (a NUL, which PostgreSQL
+    refuses, is answered 404 before: ``APIBodyLimitMiddleware``)."""
+    return len(reference) <= _REFERENCE_LENGTH
+
+
 def _journey(request: Request, reference: str, *, for_spine: bool = False) -> Journey:
     """A journey this partner serves; any other answers 404, before anything is read.
 
     The row alone (one query): what writes to it locks and loads it again; or, for the
-    spine, with what it reads (``journeys_for_spine``), which it then only locks."""
+    spine, with what it reads (``journeys_for_spine``), which it then only locks: the
+    one the key's read brought (``journey_read_with_key``: no query), else read here."""
     if not for_spine:
         return get_object_or_404(Journey, partners=request.user, reference=reference)
     journey = journey_read_with_key(request, reference)
@@ -215,10 +225,12 @@ class JourneyEventCreate(APIView):
 
     def journey_for_spine(self, request: Request) -> str | None:
         """The journey this request reads for the spine, for the key's read to bring
-        (``PartnerKeyAuthentication``): an event to apply now, not one to queue."""
-        if request.method != "POST" or _prefers_async(request):
+        (``PartnerKeyAuthentication``): an event to apply now, not one to queue, for a
+        reference that may be one."""
+        reference = self.kwargs["reference"]
+        if request.method != "POST" or _prefers_async(request) or not _may_be(reference):
             return None
-        return self.kwargs["reference"]
+        return reference
 
     @extend_schema(
         request=StatusEventInSerializer,

@@ -13,7 +13,11 @@ from rest_framework.test import APIClient
 
 from integrations.api.auth import journey_read_with_key
 from integrations.models import InboundEvent
-from integrations.services import partner_key_create, partner_key_revoke
+from integrations.services import (
+    partner_key_authenticate_serving,
+    partner_key_create,
+    partner_key_revoke,
+)
 from journey.models import JourneyEvent, MilestoneState
 from notifications.models import Notification, NotificationState
 from tests.factories import PASSWORD, PartnerFactory, make_journey
@@ -228,6 +232,51 @@ def test_a_keys_prefix_with_a_wrong_secret_gets_401_though_its_journey_is_read_w
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {prefix}.not-its-secret")
     response = client.post(events_url(journey), body(), format="json")
     assert response.status_code == 401
+    assert nothing_written()
+
+
+def test_the_key_brings_the_journey_only_when_usable_and_its_partner_serves_it(
+    journey, partner, api_key, customer
+):
+    other = make_journey(owner=customer)
+    PartnerFactory().journeys.add(other)
+    key, journey_read = partner_key_authenticate_serving(api_key, journey.reference)
+    assert (key.partner, journey_read) == (partner, journey)
+    assert journey_read.owner.profile == journey.owner.profile  # read for the spine
+    assert partner_key_authenticate_serving(api_key, other.reference) == (key, None)
+    assert partner_key_authenticate_serving(api_key, "MP-NOPE99") == (key, None)
+    prefix = api_key.partition(".")[0]
+    wrong = partner_key_authenticate_serving(f"{prefix}.not-its-secret", journey.reference)
+    assert wrong == (None, None)
+    partner_key_revoke(key=key)
+    assert partner_key_authenticate_serving(api_key, journey.reference) == (None, None)
+    expired, expired_plain = partner_key_create(
+        partner=partner, expires_at=timezone.now() + timedelta(seconds=30)
+    )
+    type(expired).objects.filter(pk=expired.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert partner_key_authenticate_serving(expired_plain, journey.reference) == (None, None)
+
+
+@pytest.mark.parametrize("authorization", ["Api-Key mp_nope.nope", None])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/api/v1/journeys/MP-%00X/events/"),
+        ("get", "/api/v1/journeys/MP-%00X/"),
+        ("get", "/api/v1/journeys/MP-X/events/e%001/"),
+    ],
+)
+def test_a_url_with_a_nul_answers_404_with_any_key(api_key, authorization, method, path):
+    """Nothing has one, and PostgreSQL refuses it in a parameter: a lookup of what the
+    URL names (the journey, read with the key before the key is checked, among them)
+    would answer 500."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=authorization or f"Api-Key {api_key}")
+    response = getattr(client, method)(path, body(), format="json")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
     assert nothing_written()
 
 
