@@ -1,6 +1,7 @@
 """The partner API's middleware: its own stack (``APIMiddleware``), its language, and
 requests it cannot read refused up front, with its JSON error shape: bodies too large
-(413), or sent chunked, without their length (411); a URL with a NUL (404)."""
+(413), or sent chunked, without their length (411); a URL with a NUL (404, the site's
+page elsewhere)."""
 
 from collections.abc import Callable
 
@@ -8,7 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, MiddlewareNotUsed
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.exception import convert_exception_to_response
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.middleware.locale import LocaleMiddleware as DjangoLocaleMiddleware
 from django.utils import translation
 from django.utils.module_loading import import_string
@@ -86,10 +87,13 @@ class APIBodyLimitMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        nul = "\x00" in request.path_info
+        # No journey, event, photo or key has one, and PostgreSQL refuses it in a
+        # parameter: the lookup of what the URL names would answer 500.
+        if nul and not request.path_info.startswith("/api/"):
+            raise Http404("No such URL: it has a NUL character.")  # the site's 404 page
         if request.path_info.startswith("/api/"):
-            if "\x00" in request.path_info:
-                # No journey, event or key has one, and PostgreSQL refuses it in a
-                # parameter: the lookup of what the URL names would answer 500.
+            if nul:
                 return JsonResponse(
                     error_body("not_found", "No such URL: it has a NUL character."),
                     status=404,

@@ -236,13 +236,15 @@ def test_a_keys_prefix_with_a_wrong_secret_gets_401_though_its_journey_is_read_w
 
 
 def test_the_key_brings_the_journey_only_when_usable_and_its_partner_serves_it(
-    journey, partner, api_key, customer
+    journey, partner, api_key, customer, django_assert_num_queries
 ):
     other = make_journey(owner=customer)
     PartnerFactory().journeys.add(other)
     key, journey_read = partner_key_authenticate_serving(api_key, journey.reference)
     assert (key.partner, journey_read) == (partner, journey)
-    assert journey_read.owner.profile == journey.owner.profile  # read for the spine
+    with django_assert_num_queries(0):  # read for the spine, with the journey
+        assert journey_read.owner.profile == journey.owner.profile
+        assert journey_read.template == journey.template
     assert partner_key_authenticate_serving(api_key, other.reference) == (key, None)
     assert partner_key_authenticate_serving(api_key, "MP-NOPE99") == (key, None)
     prefix = api_key.partition(".")[0]

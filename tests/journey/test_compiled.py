@@ -270,6 +270,19 @@ def test_the_second_read_comes_back_only_beside_a_row_of_the_first():
     ) == ([], [])
 
 
+def _stalled_since(reference: str):
+    return Journey.objects.filter(reference=reference).values_list("stalled_since")
+
+
+def test_a_second_row_of_nulls_is_a_row():
+    journey = make_journey()
+    assert journey.stalled_since is None
+    assert read_side_by_side(
+        (CompiledRead(_template_by_key), {"key": journey.template.key}),
+        (CompiledRead(_stalled_since), {"reference": journey.reference}),
+    ) == ([journey.template], [(None,)])
+
+
 def test_reads_side_by_side_give_one_row_at_most_each():
     journey = make_journey()
     with pytest.raises(ValueError, match="one row at most"):

@@ -244,6 +244,14 @@ def reach(journey, key: str) -> None:
     )
 
 
+def test_a_url_with_a_nul_answers_the_sites_404(client, customer, journey):
+    """PostgreSQL refuses a NUL in a parameter: looked up, it would answer 500."""
+    client.login(email=customer.email, password=PASSWORD)
+    missing = client.get(f"/journeys/{journey.reference}%00/")
+    assert missing.status_code == 404
+    assert "<h1>Not found</h1>" in missing.content.decode()
+
+
 @pytest.fixture
 def owner_client(client, customer):
     client.login(email=customer.email, password=PASSWORD)
