@@ -470,8 +470,25 @@ def _prepare_one(partner: Partner, event: StatusEventIn) -> StatusEventsPrepared
     if row is not None and row.pk == row.drawn:
         mark_saved(inbound, row.pk)
         return _prepared(partner, mappings, {}, {event.event_id: inbound})
+    if row is None and not Journey.objects.filter(pk=event.journey.pk).exists():
+        # The receipt is read with its journey (an inner join): this claim's journey
+        # was deleted since the request read it.
+        raise _journey_gone(partner, event)
     # (Received and then withdrawn meanwhile, it is claimed again by ``_record``.)
     return _prepared(partner, mappings, {event.event_id: row} if row else {}, {})
+
+
+def _journey_gone(partner: Partner, event: StatusEventIn) -> ApplicationError:
+    """The refusal of an event whose journey was deleted after the caller read it (the
+    customer erased their record), its claim withdrawn: it names the journey, and left
+    it would break the foreign key when the transaction commits (Django's are checked
+    then), a 500 for the whole request or batch."""
+    InboundEvent.objects.filter(
+        partner=partner, event_id=event.event_id, journey=event.journey.pk
+    ).delete()
+    return ApplicationError(
+        f"The journey {event.journey.reference} no longer exists.", code="not_found", status=404
+    )
 
 
 def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResult:
@@ -498,12 +515,15 @@ def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResu
             warnings=[_unmapped_warning(event.code)],
         )
     locked = prepared.locked.get(event.journey.pk)
-    if locked is None:  # claimed after preparing (above)
-        locked = prepared.locked[event.journey.pk] = journeys_lock(
+    if locked is None:  # claimed after preparing (above), or deleted since it was read
+        locked = journeys_lock(
             pks=[event.journey.pk],
             unit=prepared.unit,
             journeys={event.journey.pk: event.journey},
-        )[event.journey.pk]
+        ).get(event.journey.pk)
+    if locked is None:
+        raise _journey_gone(partner, event)
+    prepared.locked[event.journey.pk] = locked
     writes = locked.writes
     try:
         recorded = journey_record_milestone(

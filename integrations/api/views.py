@@ -1,9 +1,10 @@
+import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
-from django.db import OperationalError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
@@ -107,6 +108,20 @@ def _journey(request: Request, reference: str, *, for_spine: bool = False) -> Jo
     try:
         return _SERVED_FOR_SPINE.get(partner=request.user.pk, reference=reference)
     except Journey.DoesNotExist:
+        raise Http404("No Journey matches the given query.") from None
+
+
+@contextlib.contextmanager
+def _gone_as_404(request: Request, reference: str) -> Iterator[None]:
+    """A queued event's row names its journey, whose foreign key is checked when the
+    transaction commits: if the customer erased the journey after the request read it,
+    the commit fails. That answers 404, as the request would have a moment before, not
+    500; nothing was written."""
+    try:
+        yield
+    except IntegrityError:
+        if Journey.objects.filter(partners=request.user, reference=reference).exists():
+            raise
         raise Http404("No Journey matches the given query.") from None
 
 
@@ -258,9 +273,10 @@ class JourneyEventCreate(APIView):
             if response is None:
                 response = self._record(request, reference)
         else:
-            response = self._at_once(request, reference, queue=True)
-            if response is None:
-                response = self._queue(request, reference)
+            with _gone_as_404(request, reference):
+                response = self._at_once(request, reference, queue=True)
+                if response is None:
+                    response = self._queue(request, reference)
         body = response.data
         if (
             response.status_code == 202

@@ -18,7 +18,7 @@ from integrations.services import (
     partner_key_create,
     partner_key_revoke,
 )
-from journey.models import JourneyEvent, MilestoneState
+from journey.models import Journey, JourneyEvent, MilestoneState
 from notifications.models import Notification, NotificationState
 from tests.factories import PASSWORD, PartnerFactory, make_journey
 
@@ -201,6 +201,33 @@ def test_another_partners_journey_answers_404(api, customer):
     PartnerFactory().journeys.add(other)
     response = api.post(events_url(other), body(), format="json")
     assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert nothing_written()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("idempotency_key", [None, "k-1"])
+def test_a_journey_deleted_while_its_event_is_recorded_answers_404(
+    api, journey, monkeypatch, idempotency_key
+):
+    """The customer erased the journey after the request read it (with the key), before
+    its lock: 404 in the API's shape, not a 500 (a KeyError, a receipt not found, or the
+    claim's foreign key at commit), and nothing written. With an Idempotency-Key on
+    PostgreSQL the event goes the at-once way first, whose refusal the usual way then
+    answers."""
+    from integrations.api import auth
+
+    serving = auth.partner_key_authenticate_serving
+
+    def then_deleted(raw, reference):
+        read = serving(raw, reference)
+        Journey.objects.filter(pk=journey.pk).delete()
+        return read
+
+    monkeypatch.setattr(auth, "partner_key_authenticate_serving", then_deleted)
+    headers = {"HTTP_IDEMPOTENCY_KEY": idempotency_key} if idempotency_key else {}
+    response = api.post(events_url(journey), body(), format="json", **headers)
+    assert response.status_code == 404, response.content
     assert response.json()["error"]["code"] == "not_found"
     assert nothing_written()
 

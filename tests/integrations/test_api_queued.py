@@ -23,7 +23,7 @@ from integrations import services, tasks
 from integrations.api import views
 from integrations.models import IdempotencyRecord, InboundEvent
 from integrations.services import partner_queued_events_drain
-from journey.models import JourneyEvent, MilestoneState
+from journey.models import Journey, JourneyEvent, MilestoneState
 from notifications.models import Notification
 from tests.factories import MappingFactory
 from tests.integrations.test_api_events import body, events_url, nothing_written
@@ -547,3 +547,37 @@ def test_when_the_next_look_cannot_be_queued_the_applier_looks_at_once(
     assert partner_queued_events_drain() == 4
     assert cache.get(services._NUDGE) is None and cache.get(services._LATER) is None
     assert "Could not queue the applier's next look" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "key",
+    [
+        None,
+        pytest.param(
+            "k-1",
+            marks=pytest.mark.skipif(
+                connection.vendor != "postgresql",
+                reason="elsewhere the journey is read in the key's transaction, which the "
+                "deletion would join",
+            ),
+        ),
+    ],
+)
+def test_a_journey_deleted_before_its_event_is_queued_answers_404(api, journey, monkeypatch, key):
+    """The customer erased the journey after the request read it (committed, as another
+    request would): 404, not its row's foreign key failing at commit (a 500), and
+    nothing written. With a key on PostgreSQL it is the at-once way's commit that
+    fails."""
+    served = views.partner_journey_served
+
+    def then_deleted(**kwargs):
+        read = served(**kwargs)
+        Journey.objects.filter(pk=journey.pk).delete()
+        return read
+
+    monkeypatch.setattr(views, "partner_journey_served", then_deleted)
+    response = queue(api, journey, key=key)
+    assert response.status_code == 404, response.content
+    assert response.json()["error"]["code"] == "not_found"
+    assert nothing_written()

@@ -7,18 +7,23 @@ to the same end."""
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from integrations.idempotency import idempotency_record
 from integrations.models import IdempotencyRecord, InboundEvent
 from integrations.services import (
+    StatusEventIn,
+    _record,
     partner_record_status_event,
     partner_record_status_event_at_once,
+    partner_status_events_finish,
+    partner_status_events_prepare,
 )
 from journey.errors import ApplicationError
 from journey.models import JourneyEvent, MilestoneState
 from journey.services import journeys_for_spine
+from tests.factories import make_journey
 
 pytestmark = pytest.mark.django_db
 
@@ -92,3 +97,60 @@ def test_an_event_for_a_journey_without_milestones_is_refused_its_claim_withdraw
         assert refused.value.code == "unknown_stage"
         assert not InboundEvent.objects.exists()
         assert not JourneyEvent.objects.exists()
+
+
+def test_an_event_for_a_journey_deleted_after_it_was_read_is_not_found(partner, journey):
+    """The customer erased the journey between the request's read and its lock: 404,
+    and the claim, which names the journey, withdrawn (left, it would break the foreign
+    key at commit)."""
+    read = journeys_for_spine().get(pk=journey.pk)
+    journey.delete()
+    with transaction.atomic():
+        with pytest.raises(ApplicationError) as refused:
+            _at_once(partner, read, "e1", "k1", timezone.now() - timedelta(minutes=1))
+        assert (refused.value.code, refused.value.status) == ("not_found", 404)
+        assert refused.value.message == f"The journey {journey.reference} no longer exists."
+        assert not InboundEvent.objects.exists()
+        assert not IdempotencyRecord.objects.exists()
+
+
+def test_an_event_the_usual_way_for_a_journey_deleted_after_it_was_read_is_not_found(
+    partner, journey
+):
+    read = journeys_for_spine().get(pk=journey.pk)
+    journey.delete()
+    with pytest.raises(ApplicationError) as refused:
+        partner_record_status_event(
+            partner=partner,
+            journey=read,
+            event_id="e1",
+            code="S2",
+            occurred_at=timezone.now() - timedelta(minutes=1),
+        )
+    assert (refused.value.code, refused.value.status) == ("not_found", 404)
+    assert not InboundEvent.objects.exists()
+    assert not JourneyEvent.objects.exists()
+
+
+def test_a_batch_goes_on_past_a_journey_deleted_after_it_was_read(partner, journey):
+    """Its item is refused alone; the other journey's event is applied, and the
+    transaction commits (the deferred foreign keys checked, as at a real commit)."""
+    other = make_journey(owner=journey.owner)
+    partner.journeys.add(other)
+    gone, kept = journeys_for_spine().get(pk=journey.pk), journeys_for_spine().get(pk=other.pk)
+    journey.delete()
+    occurred_at = timezone.now() - timedelta(minutes=1)
+    events = [
+        StatusEventIn(journey=read, event_id=f"e{n}", code="S2", occurred_at=occurred_at)
+        for n, read in enumerate((gone, kept))
+    ]
+    with transaction.atomic():
+        prepared = partner_status_events_prepare(partner=partner, events=events)
+        with pytest.raises(ApplicationError) as refused:
+            _record(prepared, events[0])
+        assert refused.value.status == 404
+        assert _record(prepared, events[1]).applied
+        partner_status_events_finish(prepared=prepared)
+        connection.check_constraints()
+    assert list(InboundEvent.objects.values_list("event_id", flat=True)) == ["e1"]
+    assert other.milestones.get(stage__key="stage-2").state == MilestoneState.CURRENT
