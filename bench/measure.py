@@ -15,6 +15,7 @@ import shutil
 import statistics
 import subprocess
 import time
+import timeit
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +51,15 @@ NEXT_CODE = {
     8: ("northsea-roro", "DELIVERED-DLR"),
     9: ("northsea-roro", "HANDED-OVER"),
 }
+
+
+def python_speed() -> str:
+    """Milliseconds for ``sum(range(10**6))``, the best of five: how fast this host runs
+    Python, so runs on different hosts can be compared (the shared hosts here have
+    differed threefold from one session to the next), and the moments of one run: the
+    same host has run it from 16 to 26 ms within half an hour (a neighbour's load), so
+    each step, and each ingest stream, is probed as it starts."""
+    return f"{min(timeit.repeat('sum(range(10**6))', number=1, repeat=5)) * 1000:.1f}"
 
 
 @dataclass
@@ -704,6 +714,7 @@ def step_ingest(context: Context) -> dict[str, Any]:
                 }
             )
             per_request = max(batch, 1)
+            speed = python_speed()
             # Three runs, the median kept, as for the page: on two shared cores one run
             # alone moves by a fifth from one minute to the next.
             runs = [
@@ -718,7 +729,7 @@ def step_ingest(context: Context) -> dict[str, Any]:
                 )
                 for n in range(3)
             ]
-            figures[name] = _median_run(runs)
+            figures[name] = {**_median_run(runs), "speed": speed}
         # The same endpoints with every event its car's next stage at the factory, as a
         # factory posting its cars' progress would: each moves its journey (the ETA, the
         # customer's messages), which the random events above mostly do not once earlier
@@ -763,6 +774,7 @@ def step_ingest(context: Context) -> dict[str, Any]:
                     "auth": f"Api-Key {plain}",
                 }
             )
+            speed = python_speed()
             run = _ingest_run(
                 base,
                 script,
@@ -772,7 +784,13 @@ def step_ingest(context: Context) -> dict[str, Any]:
                 partner,
                 queued=bool(prefer),
             )
-            figures[name] = {**run, "cars": len(cars), "queued": queued, "seconds": seconds}
+            figures[name] = {
+                **run,
+                "cars": len(cars),
+                "queued": queued,
+                "seconds": seconds,
+                "speed": speed,
+            }
     # The deliveries these events queued are not the subject here: their tasks are
     # dropped, and their rows marked sent, so that the sweep measured later meets only
     # the messages it is given.

@@ -229,7 +229,16 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 
 def _how(figures: dict[str, Any]) -> str:
-    return f"`{figures['command']}` — {figures['when']}, {figures['took_seconds']:.0f} s in all."
+    speed = (
+        f"; `sum(range(10**6))` in {figures['speed'][0]} ms as it began, "
+        f"{figures['speed'][1]} as it ended"
+        if "speed" in figures
+        else ""
+    )
+    return (
+        f"`{figures['command']}` — {figures['when']}, {figures['took_seconds']:.0f} s in all"
+        f"{speed}."
+    )
 
 
 def _python_build(machine: dict[str, str]) -> str:
@@ -251,7 +260,9 @@ def render(results: dict[str, Any]) -> str:
         f"PostgreSQL {m['postgresql']}. Last run: {m['date']}, scale {results.get('scale')}.",
         "",
         f"This host runs `sum(range(10**6))` in {m.get('speed', '?')} ms (the best of five; "
-        "less is faster): the figures of two runs compare only at like speeds.",
+        "less is faster): the figures of two runs compare only at like speeds. The same "
+        "host's speed moves within a run (a neighbour's load), so each step below says it "
+        "as the step began and ended, and each ingest stream as it began.",
         "",
         "### Summary",
         "",
@@ -404,6 +415,8 @@ def render(results: dict[str, Any]) -> str:
                     if "cpu_ms_per_event_all" in run
                     else ""
                 )
+                if "speed" in run:
+                    all_ += f"; `sum(range(10**6))` in {run['speed']} ms as the stream began"
                 lines += [
                     "",
                     f"CPU per stored event, {STREAMS[name]} (ms, by process, from /proc): "

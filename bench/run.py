@@ -23,7 +23,6 @@ import subprocess
 import sys
 import sysconfig
 import time
-import timeit
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,13 +66,6 @@ def bench_env() -> dict[str, str]:
     return env
 
 
-def _python_speed() -> str:
-    """Milliseconds for ``sum(range(10**6))``, the best of five: how fast this host runs
-    Python, so runs on different hosts can be compared (the shared hosts here have
-    differed threefold from one session to the next)."""
-    return f"{min(timeit.repeat('sum(range(10**6))', number=1, repeat=5)) * 1000:.1f}"
-
-
 def _python_build() -> str:
     """What the interpreter was built with, of the two optimisations the production image's
     (python:3.13-slim) has: profile-guided (PGO) and link-time (LTO). pyenv's default
@@ -88,6 +80,8 @@ def _python_build() -> str:
 
 
 def _machine() -> dict[str, str]:
+    from bench.measure import python_speed  # after django.setup(), as measure needs
+
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -116,7 +110,7 @@ def _machine() -> dict[str, str]:
         "python_build": _python_build(),
         "postgresql": pg,
         "os": platform.platform(terse=True),
-        "speed": _python_speed(),
+        "speed": python_speed(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -161,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     context = measure.Context(env=env, seconds=args.seconds, artifacts=ARTIFACTS, bin=BIN)
     for step in steps:
         print(f"== {step}", flush=True)
+        speed = measure.python_speed()
         started = time.perf_counter()
         if step == "load":
             figures = measure.step_load(context, scale=args.scale, manifest_path=MANIFEST)
@@ -172,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             f" --scale {args.scale}" if step == "load" else " --reuse"
         )
         figures["took_seconds"] = round(time.perf_counter() - started, 1)
+        figures["speed"] = [speed, measure.python_speed()]
         results[step] = figures
         RESULTS.write_text(json.dumps(results, indent=1, default=str))
         print(json.dumps(figures, indent=1, default=str)[:3000], flush=True)

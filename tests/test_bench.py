@@ -148,3 +148,16 @@ def test_a_round_trip_is_echoed_and_its_cpu_counted_on_both_sides():
     # Both processes worked: at least the system calls of 300 sends and receives each.
     assert figures["cpu_us"] > 0 and figures["wall_us"] > 0
     assert 0 < figures["system_share"] <= 1
+
+
+def test_a_steps_line_gives_the_hosts_speed_as_it_began_and_ended_where_measured():
+    from bench.report import _how
+
+    figures = {"command": "python -m bench.run --only page --reuse", "when": "now"}
+    assert _how({**figures, "took_seconds": 196.6}) == (
+        "`python -m bench.run --only page --reuse` — now, 197 s in all."
+    )
+    assert _how({**figures, "took_seconds": 3, "speed": ["16.4", "26.3"]}) == (
+        "`python -m bench.run --only page --reuse` — now, 3 s in all; "
+        "`sum(range(10**6))` in 16.4 ms as it began, 26.3 as it ended."
+    )
