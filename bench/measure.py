@@ -15,7 +15,6 @@ import shutil
 import statistics
 import subprocess
 import time
-import timeit
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from bench.host import python_speed
 from bench.load import Manifest, load, manifest_read, manifest_write
 
 SERVERS = ["gunicorn", "granian"]
@@ -51,15 +51,6 @@ NEXT_CODE = {
     8: ("northsea-roro", "DELIVERED-DLR"),
     9: ("northsea-roro", "HANDED-OVER"),
 }
-
-
-def python_speed() -> str:
-    """Milliseconds for ``sum(range(10**6))``, the best of five: how fast this host runs
-    Python, so runs on different hosts can be compared (the shared hosts here have
-    differed threefold from one session to the next), and the moments of one run: the
-    same host has run it from 16 to 26 ms within half an hour (a neighbour's load), so
-    each step, and each ingest stream, is probed as it starts."""
-    return f"{min(timeit.repeat('sum(range(10**6))', number=1, repeat=5)) * 1000:.1f}"
 
 
 @dataclass
@@ -714,22 +705,25 @@ def step_ingest(context: Context) -> dict[str, Any]:
                 }
             )
             per_request = max(batch, 1)
-            speed = python_speed()
             # Three runs, the median kept, as for the page: on two shared cores one run
-            # alone moves by a fifth from one minute to the next.
+            # alone moves by a fifth from one minute to the next. Each with the host's
+            # speed as it began: the median run's is kept with it.
             runs = [
-                _ingest_run(
-                    base,
-                    script,
-                    f"{name}-{int(time.time())}-{n}",
-                    context.seconds,
-                    per_request,
-                    partner,
-                    queued=bool(prefer),
-                )
+                {
+                    "speed": python_speed(),
+                    **_ingest_run(
+                        base,
+                        script,
+                        f"{name}-{int(time.time())}-{n}",
+                        context.seconds,
+                        per_request,
+                        partner,
+                        queued=bool(prefer),
+                    ),
+                }
                 for n in range(3)
             ]
-            figures[name] = {**_median_run(runs), "speed": speed}
+            figures[name] = _median_run(runs)
         # The same endpoints with every event its car's next stage at the factory, as a
         # factory posting its cars' progress would: each moves its journey (the ETA, the
         # customer's messages), which the random events above mostly do not once earlier

@@ -262,7 +262,8 @@ def render(results: dict[str, Any]) -> str:
         f"This host runs `sum(range(10**6))` in {m.get('speed', '?')} ms (the best of five; "
         "less is faster): the figures of two runs compare only at like speeds. The same "
         "host's speed moves within a run (a neighbour's load), so each step below says it "
-        "as the step began and ended, and each ingest stream as it began.",
+        "as the step began and ended, and each ingest stream's CPU line as its run (the "
+        "median one, of three) began.",
         "",
         "### Summary",
         "",
@@ -416,7 +417,7 @@ def render(results: dict[str, Any]) -> str:
                     else ""
                 )
                 if "speed" in run:
-                    all_ += f"; `sum(range(10**6))` in {run['speed']} ms as the stream began"
+                    all_ += f"; `sum(range(10**6))` in {run['speed']} ms as its run began"
                 lines += [
                     "",
                     f"CPU per stored event, {STREAMS[name]} (ms, by process, from /proc): "

@@ -26,6 +26,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.host import python_speed
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts" / "bench"
 RESULTS = ARTIFACTS / "results.json"
@@ -80,8 +82,6 @@ def _python_build() -> str:
 
 
 def _machine() -> dict[str, str]:
-    from bench.measure import python_speed  # after django.setup(), as measure needs
-
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     context = measure.Context(env=env, seconds=args.seconds, artifacts=ARTIFACTS, bin=BIN)
     for step in steps:
         print(f"== {step}", flush=True)
-        speed = measure.python_speed()
+        speed = python_speed()
         started = time.perf_counter()
         if step == "load":
             figures = measure.step_load(context, scale=args.scale, manifest_path=MANIFEST)
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             f" --scale {args.scale}" if step == "load" else " --reuse"
         )
         figures["took_seconds"] = round(time.perf_counter() - started, 1)
-        figures["speed"] = [speed, measure.python_speed()]
+        figures["speed"] = [speed, python_speed()]
         results[step] = figures
         RESULTS.write_text(json.dumps(results, indent=1, default=str))
         print(json.dumps(figures, indent=1, default=str)[:3000], flush=True)

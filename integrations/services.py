@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.core.cache import cache
@@ -252,7 +252,7 @@ _RECEIVED_DRAWN = CompiledRead(_received_drawn)
 def partner_status_events_prepare(
     *, partner: Partner, events: list[StatusEventIn]
 ) -> StatusEventsPrepared:
-    """Claim the new events' ids and lock the journeys they may move, in the caller's
+    """Claim the new events' ids and lock their journeys, in the caller's
     transaction (the claims and locks are held until it ends), in two to six statements
     whatever the number of events:
 
@@ -262,8 +262,10 @@ def partner_status_events_prepare(
       event_id order: the unique (partner, event_id) makes a concurrent sender of the same
       id wait for this transaction, and then find it received;
     * the rows of the ids that were already there (only if any), to answer as duplicates;
-    * the journeys the mapped new events may move, locked in one statement in primary-key
-      order, their milestones and (for several journeys) their stages.
+    * the new events' journeys (those the mapped events may move, and those the claims
+      of unmapped ones name, so that none is deleted before the claims commit), locked
+      in one statement in primary-key order, their milestones and (for several
+      journeys) their stages.
 
     Everyone takes these in that order (claims, then journeys, each sorted), so two
     batches that share event ids or journeys queue behind each other instead of
@@ -294,9 +296,11 @@ def _prepared(
     *,
     withdraw_refused: bool = True,
 ) -> StatusEventsPrepared:
-    """The journeys the claimed mapped events may move, locked (in one statement, in
-    primary-key order) for a unit of work of their own."""
-    to_move = {row.journey.pk for row in claimed.values() if not row.unmapped}
+    """The journeys of the claimed events, locked (in one statement, in primary-key
+    order) for a unit of work of their own: those the mapped events may move, and those
+    of unmapped ones, which move nothing but whose claims name them (locked, they cannot
+    be deleted before the claims commit; one deleted already is refused by ``_record``)."""
+    to_move = {row.journey.pk for row in claimed.values()}
     unit = Writes()
     return StatusEventsPrepared(
         partner=partner,
@@ -465,7 +469,8 @@ def _prepare_one(partner: Partner, event: StatusEventIn) -> StatusEventsPrepared
             unit=unit,
         )
     # Nothing came back: the id was received already, or this claim was made for a
-    # journey without milestones (or deleted meanwhile), which is locked the usual way.
+    # journey without milestones, which is locked the usual way, or for one deleted
+    # since the request read it, which is refused.
     row = _RECEIVED_DRAWN.first(partner=partner.pk, ids=[event.event_id])
     if row is not None and row.pk == row.drawn:
         mark_saved(inbound, row.pk)
@@ -473,21 +478,26 @@ def _prepare_one(partner: Partner, event: StatusEventIn) -> StatusEventsPrepared
     if row is None and not Journey.objects.filter(pk=event.journey.pk).exists():
         # The receipt is read with its journey (an inner join): this claim's journey
         # was deleted since the request read it.
-        raise _journey_gone(partner, event)
+        _refuse_for_a_deleted_journey(partner, event)
     # (Received and then withdrawn meanwhile, it is claimed again by ``_record``.)
     return _prepared(partner, mappings, {event.event_id: row} if row else {}, {})
 
 
-def _journey_gone(partner: Partner, event: StatusEventIn) -> ApplicationError:
-    """The refusal of an event whose journey was deleted after the caller read it (the
-    customer erased their record), its claim withdrawn: it names the journey, and left
-    it would break the foreign key when the transaction commits (Django's are checked
-    then), a 500 for the whole request or batch."""
+def _refuse_for_a_deleted_journey(partner: Partner, event: StatusEventIn) -> NoReturn:
+    """Refuse (404) an event whose journey was deleted after the caller read it (by
+    staff, or a partner's sandbox journey purged), its claim withdrawn: the claim names
+    the journey, and left it would break the foreign key when the transaction commits
+    (Django's are checked then), a 500 for the whole request or batch. Withdrawn even
+    for the queued applier, which keeps a refused event's row: the journey's deletion
+    removes its rows."""
     InboundEvent.objects.filter(
         partner=partner, event_id=event.event_id, journey=event.journey.pk
     ).delete()
-    return ApplicationError(
-        f"The journey {event.journey.reference} no longer exists.", code="not_found", status=404
+    raise ApplicationError(
+        f"The journey {event.journey.reference} no longer exists.",
+        code="not_found",
+        fields={"journey": ["Deleted."]},
+        status=404,
     )
 
 
@@ -505,6 +515,16 @@ def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResu
                 partner=partner, event_id=event_id
             )
             return _replayed(first, event)
+    locked = prepared.locked.get(event.journey.pk)
+    if locked is None:  # claimed after preparing (above), or deleted since it was read
+        locked = journeys_lock(
+            pks=[event.journey.pk],
+            unit=prepared.unit,
+            journeys={event.journey.pk: event.journey},
+        ).get(event.journey.pk)
+    if locked is None:
+        _refuse_for_a_deleted_journey(partner, event)
+    prepared.locked[event.journey.pk] = locked
     mapping = prepared.mappings.get(event.code)
     if mapping is None:
         prepared.received[event_id] = inbound
@@ -514,16 +534,6 @@ def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResu
             duplicate=False,
             warnings=[_unmapped_warning(event.code)],
         )
-    locked = prepared.locked.get(event.journey.pk)
-    if locked is None:  # claimed after preparing (above), or deleted since it was read
-        locked = journeys_lock(
-            pks=[event.journey.pk],
-            unit=prepared.unit,
-            journeys={event.journey.pk: event.journey},
-        ).get(event.journey.pk)
-    if locked is None:
-        raise _journey_gone(partner, event)
-    prepared.locked[event.journey.pk] = locked
     writes = locked.writes
     try:
         recorded = journey_record_milestone(

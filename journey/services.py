@@ -276,7 +276,8 @@ def journey_lock_claiming(
     nothing came back: either the claim was taken already, and
     nothing is locked, or the claim was made and the journey has no milestones (or was
     deleted), and is not locked yet. The caller tells those apart (``journey.db.key_drawn``
-    names the key this session's claim drew) and locks it the usual way."""
+    names the key this session's claim drew) and locks it the usual way, or refuses the
+    event for a journey deleted."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("journey_lock_claiming() needs a transaction.")
     if not journey_read_for_spine(journey):

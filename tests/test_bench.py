@@ -157,7 +157,27 @@ def test_a_steps_line_gives_the_hosts_speed_as_it_began_and_ended_where_measured
     assert _how({**figures, "took_seconds": 196.6}) == (
         "`python -m bench.run --only page --reuse` — now, 197 s in all."
     )
-    assert _how({**figures, "took_seconds": 3, "speed": ["16.4", "26.3"]}) == (
+    assert _how({**figures, "took_seconds": 3, "speed": [16.4, 26.3]}) == (
         "`python -m bench.run --only page --reuse` — now, 3 s in all; "
         "`sum(range(10**6))` in 16.4 ms as it began, 26.3 as it ended."
     )
+
+
+def test_the_median_run_keeps_the_hosts_speed_as_it_began():
+    from bench.measure import _median_run
+
+    runs = [
+        {"rps": 300.0, "events_per_second": 300.0, "speed": 25.8},
+        {"rps": 436.0, "events_per_second": 436.0, "speed": 16.9},
+        {"rps": 390.0, "events_per_second": 390.0, "speed": 18.2},
+    ]
+    median = _median_run(runs)
+    assert (median["events_per_second"], median["speed"]) == (390.0, 18.2)
+    assert median["events_runs"] == [300.0, 436.0, 390.0]
+
+
+def test_the_hosts_speed_is_milliseconds_to_a_tenth():
+    from bench.host import python_speed
+
+    speed = python_speed()
+    assert isinstance(speed, float) and speed > 0 and round(speed, 1) == speed

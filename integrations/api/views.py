@@ -112,15 +112,21 @@ def _journey(request: Request, reference: str, *, for_spine: bool = False) -> Jo
 
 
 @contextlib.contextmanager
-def _gone_as_404(request: Request, reference: str) -> Iterator[None]:
-    """A queued event's row names its journey, whose foreign key is checked when the
-    transaction commits: if the customer erased the journey after the request read it,
-    the commit fails. That answers 404, as the request would have a moment before, not
-    500; nothing was written."""
+def _gone_as_404(reference: str) -> Iterator[None]:
+    """An event's row names its journey, whose foreign key is checked when the
+    transaction commits: a journey deleted after the request read it (by staff, or a
+    sandbox journey purged) fails the commit of a queued event, which locks nothing.
+    That answers 404, as the request would have a moment later, not 500; nothing was
+    written. Any other failure (the journey is still there) is raised as it was. The
+    commit is the request's own: inside an outer transaction (``ATOMIC_REQUESTS``) it
+    would come later, and the read here would fail in the aborted transaction."""
     try:
         yield
     except IntegrityError:
-        if Journey.objects.filter(partners=request.user, reference=reference).exists():
+        if (
+            transaction.get_connection().in_atomic_block
+            or Journey.objects.filter(reference=reference).exists()
+        ):
             raise
         raise Http404("No Journey matches the given query.") from None
 
@@ -268,12 +274,12 @@ class JourneyEventCreate(APIView):
         },
     )
     def post(self, request: Request, reference: str) -> Response:
-        if not _prefers_async(request):
-            response = self._at_once(request, reference, queue=False)
-            if response is None:
-                response = self._record(request, reference)
-        else:
-            with _gone_as_404(request, reference):
+        with _gone_as_404(reference):
+            if not _prefers_async(request):
+                response = self._at_once(request, reference, queue=False)
+                if response is None:
+                    response = self._record(request, reference)
+            else:
                 response = self._at_once(request, reference, queue=True)
                 if response is None:
                     response = self._queue(request, reference)

@@ -200,3 +200,33 @@ def test_an_items_journey_is_taken_exactly_whatever_the_other_items_name(api, jo
     assert [r["status"] for r in results] == [201, 400]
     assert results[1]["error"]["fields"] == {"journey": ["No spaces at either end."]}
     assert list(InboundEvent.objects.values_list("event_id", flat=True)) == ["exact"]
+
+
+def test_an_item_whose_journey_was_deleted_after_the_batch_read_it_fails_alone(
+    api, journey, partner, monkeypatch
+):
+    """Deleted (by staff, or a sandbox purge) between the batch's read of its journeys
+    and their lock: its items, mapped or not, answer 404 and keep nothing; the others
+    are applied."""
+    from integrations.api import views
+    from journey.models import Journey
+    from tests.factories import make_journey
+
+    other = make_journey(owner=journey.owner)
+    partner.journeys.add(other)
+    prepare = views.partner_status_events_prepare
+
+    def deleting_first(**kwargs):
+        Journey.objects.filter(pk=journey.pk).delete()
+        return prepare(**kwargs)
+
+    monkeypatch.setattr(views, "partner_status_events_prepare", deleting_first)
+    events = [item(journey, "a"), item(journey, "b", "NOT-MAPPED"), item(other, "c")]
+    response = api.post(URL, {"events": events}, format="json")
+
+    assert response.status_code == 200, response.content
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [404, 404, 201]
+    assert results[0]["error"]["code"] == "not_found"
+    assert results[0]["error"]["fields"] == {"journey": ["Deleted."]}
+    assert list(InboundEvent.objects.values_list("event_id", flat=True)) == ["c"]

@@ -207,14 +207,15 @@ def test_another_partners_journey_answers_404(api, customer):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("idempotency_key", [None, "k-1"])
+@pytest.mark.parametrize("code", ["S2", "NOT-MAPPED"])
 def test_a_journey_deleted_while_its_event_is_recorded_answers_404(
-    api, journey, monkeypatch, idempotency_key
+    api, journey, monkeypatch, idempotency_key, code
 ):
-    """The customer erased the journey after the request read it (with the key), before
-    its lock: 404 in the API's shape, not a 500 (a KeyError, a receipt not found, or the
-    claim's foreign key at commit), and nothing written. With an Idempotency-Key on
-    PostgreSQL the event goes the at-once way first, whose refusal the usual way then
-    answers."""
+    """The journey was deleted (by staff, or a sandbox purge) after the request read it
+    with the key, before its lock, and committed: 404 in the API's shape, not a 500 (a
+    KeyError, a receipt not found, or the claim's foreign key at commit), and nothing
+    written; an unmapped code too, whose claim names the journey as well. With an
+    Idempotency-Key on PostgreSQL the event goes the at-once way first."""
     from integrations.api import auth
 
     serving = auth.partner_key_authenticate_serving
@@ -226,7 +227,7 @@ def test_a_journey_deleted_while_its_event_is_recorded_answers_404(
 
     monkeypatch.setattr(auth, "partner_key_authenticate_serving", then_deleted)
     headers = {"HTTP_IDEMPOTENCY_KEY": idempotency_key} if idempotency_key else {}
-    response = api.post(events_url(journey), body(), format="json", **headers)
+    response = api.post(events_url(journey), body(code=code), format="json", **headers)
     assert response.status_code == 404, response.content
     assert response.json()["error"]["code"] == "not_found"
     assert nothing_written()

@@ -565,8 +565,8 @@ def test_when_the_next_look_cannot_be_queued_the_applier_looks_at_once(
     ],
 )
 def test_a_journey_deleted_before_its_event_is_queued_answers_404(api, journey, monkeypatch, key):
-    """The customer erased the journey after the request read it (committed, as another
-    request would): 404, not its row's foreign key failing at commit (a 500), and
+    """The journey was deleted (by staff, or a sandbox purge) after the request read it,
+    and committed: 404, not its row's foreign key failing at commit (a 500), and
     nothing written. With a key on PostgreSQL it is the at-once way's commit that
     fails."""
     served = views.partner_journey_served

@@ -100,7 +100,8 @@ def test_an_event_for_a_journey_without_milestones_is_refused_its_claim_withdraw
 
 
 def test_an_event_for_a_journey_deleted_after_it_was_read_is_not_found(partner, journey):
-    """The customer erased the journey between the request's read and its lock: 404,
+    """The journey was deleted (by staff, or a sandbox purge) between the request's read
+    and its lock: 404,
     and the claim, which names the journey, withdrawn (left, it would break the foreign
     key at commit)."""
     read = journeys_for_spine().get(pk=journey.pk)
@@ -133,24 +134,26 @@ def test_an_event_the_usual_way_for_a_journey_deleted_after_it_was_read_is_not_f
 
 
 def test_a_batch_goes_on_past_a_journey_deleted_after_it_was_read(partner, journey):
-    """Its item is refused alone; the other journey's event is applied, and the
-    transaction commits (the deferred foreign keys checked, as at a real commit)."""
+    """Its items, mapped or not, are refused alone; the other journey's event is
+    applied, and the transaction commits (the deferred foreign keys checked, as at a
+    real commit)."""
     other = make_journey(owner=journey.owner)
     partner.journeys.add(other)
     gone, kept = journeys_for_spine().get(pk=journey.pk), journeys_for_spine().get(pk=other.pk)
     journey.delete()
     occurred_at = timezone.now() - timedelta(minutes=1)
     events = [
-        StatusEventIn(journey=read, event_id=f"e{n}", code="S2", occurred_at=occurred_at)
-        for n, read in enumerate((gone, kept))
+        StatusEventIn(journey=read, event_id=f"e{n}", code=code, occurred_at=occurred_at)
+        for n, (read, code) in enumerate(((gone, "S2"), (gone, "NOT-MAPPED"), (kept, "S2")))
     ]
     with transaction.atomic():
         prepared = partner_status_events_prepare(partner=partner, events=events)
-        with pytest.raises(ApplicationError) as refused:
-            _record(prepared, events[0])
-        assert refused.value.status == 404
-        assert _record(prepared, events[1]).applied
+        for event in events[:2]:
+            with pytest.raises(ApplicationError) as refused:
+                _record(prepared, event)
+            assert refused.value.status == 404
+        assert _record(prepared, events[2]).applied
         partner_status_events_finish(prepared=prepared)
         connection.check_constraints()
-    assert list(InboundEvent.objects.values_list("event_id", flat=True)) == ["e1"]
+    assert list(InboundEvent.objects.values_list("event_id", flat=True)) == ["e2"]
     assert other.milestones.get(stage__key="stage-2").state == MilestoneState.CURRENT

@@ -312,37 +312,17 @@ def test_an_event_waiting_for_its_journeys_lock_works_from_what_the_holder_wrote
     the statement that locks it. Another writer holds the lock and moves the journey
     meanwhile: the event waits, finds the version moved, reads the journey again and
     applies to what the other wrote (its stage keeps the other's time)."""
-    url = reverse("api:journey-events", kwargs={"reference": journey.reference})
     reached = timezone.now() - timedelta(minutes=5)
-    holding, release = threading.Event(), threading.Event()
 
-    def hold_the_lock_and_move_the_journey() -> None:
-        with transaction.atomic():
-            journey_services.journey_record_milestone(
-                journey=Journey.objects.get(pk=journey.pk),
-                stage_key="stage-2",
-                occurred_at=reached,
-                source=EventSource.STAFF,
-            )
-            holding.set()
-            assert release.wait(timeout=10)
-
-    holder, _ = _started(hold_the_lock_and_move_the_journey)
-    assert holding.wait(timeout=10)
-    poster, event = _started(
-        lambda: _client(api_key).post(
-            url,
-            {"event_id": "waits", "code": "S3", "occurred_at": timezone.now().isoformat()},
-            format="json",
-            HTTP_IDEMPOTENCY_KEY="waits",
+    def move_the_journey() -> None:
+        journey_services.journey_record_milestone(
+            journey=Journey.objects.get(pk=journey.pk),
+            stage_key="stage-2",
+            occurred_at=reached,
+            source=EventSource.STAFF,
         )
-    )
-    _until_one_waits_for_a_lock()
-    release.set()
-    holder.join()
-    poster.join()
 
-    (response,) = event
+    response = _posted_while_held(move_the_journey, api_key, journey, "waits", "S3")
     assert response.status_code == 201
     assert response.json()["applied"] is True
     second, third = (journey.milestones.get(stage__key=f"stage-{n}") for n in (2, 3))
@@ -434,6 +414,51 @@ def test_an_event_whose_id_another_holds_waits_for_it_with_its_journey_unlocked(
         assert (response.status_code, response.json()["applied"]) == (201, True)
         assert inbound.journey_event == JourneyEvent.objects.get()
         assert journey.milestones.get(stage__key="stage-2").state == MilestoneState.CURRENT
+
+
+@pytest.mark.skipif(not CONCURRENT, reason="a writer waiting for a lock is PostgreSQL's")
+def test_an_event_whose_journey_is_deleted_while_its_lock_is_awaited_answers_404(journey, api_key):
+    """The event read the journey before the deletion committed; its claim and lock
+    wait on the deleting transaction, then find no journey: 404, and its claim (which
+    names the journey) is not left to fail the commit."""
+    response = _posted_while_held(
+        lambda: Journey.objects.filter(pk=journey.pk).delete(), api_key, journey, "gone", "S2"
+    )
+    assert response.status_code == 404, response.content
+    assert response.json()["error"]["code"] == "not_found"
+    assert not InboundEvent.objects.exists()
+    assert not JourneyEvent.objects.exists()
+
+
+def _posted_while_held(work: Callable[[], object], api_key: str, journey, event_id, code):
+    """``work`` done in a transaction of another thread, held open while an event for
+    ``journey`` (under an Idempotency-Key, its id) is posted and waits for a lock; then
+    committed: the event's response."""
+    url = reverse("api:journey-events", kwargs={"reference": journey.reference})
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with transaction.atomic():
+            work()
+            holding.set()
+            assert release.wait(timeout=10)
+
+    holder, _ = _started(hold)
+    assert holding.wait(timeout=10)
+    poster, event = _started(
+        lambda: _client(api_key).post(
+            url,
+            {"event_id": event_id, "code": code, "occurred_at": timezone.now().isoformat()},
+            format="json",
+            HTTP_IDEMPOTENCY_KEY=event_id,
+        )
+    )
+    _until_one_waits_for_a_lock()
+    release.set()
+    holder.join()
+    poster.join()
+    (response,) = event
+    return response
 
 
 def _until_one_waits_for_a_lock() -> None:
