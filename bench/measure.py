@@ -321,6 +321,8 @@ def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
         **best,
         "rps_runs": [round(r["rps"], 1) for r in runs],
         **({"events_runs": [r["events_per_second"] for r in runs]} if key != "rps" else {}),
+        # The host's speed as each run began (bench.host), in the runs' order.
+        **({"speed_runs": [r["speed"] for r in runs]} if "speed" in best else {}),
     }
 
 

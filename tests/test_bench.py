@@ -174,6 +174,7 @@ def test_the_median_run_keeps_the_hosts_speed_as_it_began():
     median = _median_run(runs)
     assert (median["events_per_second"], median["speed"]) == (390.0, 18.2)
     assert median["events_runs"] == [300.0, 436.0, 390.0]
+    assert median["speed_runs"] == [25.8, 16.9, 18.2]
 
 
 def test_the_hosts_speed_is_milliseconds_to_a_tenth():
