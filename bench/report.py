@@ -262,8 +262,7 @@ def render(results: dict[str, Any]) -> str:
         f"This host runs `sum(range(10**6))` in {m.get('speed', '?')} ms (the best of five; "
         "less is faster): the figures of two runs compare only at like speeds. The same "
         "host's speed moves within a run (a neighbour's load), so each step below says it "
-        "as the step began and ended, and each ingest stream's CPU line as its run (the "
-        "median one, of three) began.",
+        "as the step began and ended, and each ingest stream's CPU line as its runs began.",
         "",
         "### Summary",
         "",
@@ -416,7 +415,10 @@ def render(results: dict[str, Any]) -> str:
                     if "cpu_ms_per_event_all" in run
                     else ""
                 )
-                if "speed" in run:
+                if "speed_runs" in run:
+                    speeds = ", ".join(str(speed) for speed in run["speed_runs"])
+                    all_ += f"; `sum(range(10**6))` in {speeds} ms as its three runs began"
+                elif "speed" in run:
                     all_ += f"; `sum(range(10**6))` in {run['speed']} ms as its run began"
                 lines += [
                     "",

@@ -203,6 +203,9 @@ class StatusEventsPrepared:
     # A refused event's row is deleted, so that its id may be sent again corrected; a
     # queued event's is kept with its rejection instead, for the partner to read.
     withdraw_refused: bool = True
+    # Journeys the claims name that were deleted before they could be locked: their
+    # events are refused (``_refuse_for_a_deleted_journey``) without locking again.
+    gone: set[int] = field(default_factory=set)
 
 
 def _mappings(partner: int) -> QuerySet[StatusMapping]:
@@ -300,24 +303,26 @@ def _prepared(
     order) for a unit of work of their own: those the mapped events may move, and those
     of unmapped ones, which move nothing but whose claims name them (locked, they cannot
     be deleted before the claims commit; one deleted already is refused by ``_record``)."""
-    to_move = {row.journey.pk for row in claimed.values()}
+    to_lock = {row.journey.pk for row in claimed.values()}
     unit = Writes()
+    locked = (
+        journeys_lock(
+            pks=to_lock,
+            unit=unit,
+            journeys={row.journey.pk: row.journey for row in claimed.values()},
+        )
+        if to_lock
+        else {}
+    )
     return StatusEventsPrepared(
         partner=partner,
         mappings=mappings,
         received=received,
         claimed=claimed,
-        locked=(
-            journeys_lock(
-                pks=to_move,
-                unit=unit,
-                journeys={row.journey.pk: row.journey for row in claimed.values()},
-            )
-            if to_move
-            else {}
-        ),
+        locked=locked,
         unit=unit,
         withdraw_refused=withdraw_refused,
+        gone=to_lock - set(locked),
     )
 
 
@@ -443,15 +448,15 @@ def partner_record_status_event_at_once(
 
 def _prepare_one(partner: Partner, event: StatusEventIn) -> StatusEventsPrepared:
     """``partner_status_events_prepare`` for one event, its id claimed by the statement
-    that locks its journey (``journey_lock_claiming``) where that can be: a mapped code,
-    on PostgreSQL, for a journey read for the spine. A round trip fewer; the claim still
-    comes before the lock, as everyone takes them."""
+    that locks its journey (``journey_lock_claiming``) where that can be: on PostgreSQL,
+    for a journey read for the spine, whether its code is mapped or not. A round trip
+    fewer; the claim still comes before the lock, as everyone takes them."""
     mappings = partner_mappings(partner)
     inbound = _inbound(partner, event, mappings)
+    # An unmapped code's claim too: it names the journey, which the lock keeps from
+    # being deleted before the claim commits.
     claim = (
-        None
-        if inbound.unmapped or not journey_read_for_spine(event.journey)
-        else insert_unless_taken_statement(inbound)
+        insert_unless_taken_statement(inbound) if journey_read_for_spine(event.journey) else None
     )
     if claim is None:
         return partner_status_events_prepare(partner=partner, events=[event])
@@ -467,6 +472,7 @@ def _prepare_one(partner: Partner, event: StatusEventIn) -> StatusEventsPrepared
             claimed={event.event_id: inbound},
             locked=locked,
             unit=unit,
+            gone=set() if locked else {event.journey.pk},
         )
     # Nothing came back: the id was received already, or this claim was made for a
     # journey without milestones, which is locked the usual way, or for one deleted
@@ -516,7 +522,8 @@ def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResu
             )
             return _replayed(first, event)
     locked = prepared.locked.get(event.journey.pk)
-    if locked is None:  # claimed after preparing (above), or deleted since it was read
+    if locked is None and event.journey.pk not in prepared.gone:
+        # Claimed after preparing (above): locked now, or found deleted.
         locked = journeys_lock(
             pks=[event.journey.pk],
             unit=prepared.unit,

@@ -177,8 +177,8 @@ def test_the_median_run_keeps_the_hosts_speed_as_it_began():
     assert median["speed_runs"] == [25.8, 16.9, 18.2]
 
 
-def test_the_hosts_speed_is_milliseconds_to_a_tenth():
+def test_the_hosts_speed_is_a_number_of_milliseconds():
     from bench.host import python_speed
 
     speed = python_speed()
-    assert isinstance(speed, float) and speed > 0 and round(speed, 1) == speed
+    assert isinstance(speed, float) and speed > 0

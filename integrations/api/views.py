@@ -1,4 +1,5 @@
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
@@ -111,6 +112,9 @@ def _journey(request: Request, reference: str, *, for_spine: bool = False) -> Jo
         raise Http404("No Journey matches the given query.") from None
 
 
+logger = logging.getLogger(__name__)
+
+
 @contextlib.contextmanager
 def _gone_as_404(reference: str) -> Iterator[None]:
     """An event's row names its journey, whose foreign key is checked when the
@@ -119,7 +123,11 @@ def _gone_as_404(reference: str) -> Iterator[None]:
     That answers 404, as the request would have a moment later, not 500; nothing was
     written. Any other failure (the journey is still there) is raised as it was. The
     commit is the request's own: inside an outer transaction (``ATOMIC_REQUESTS``) it
-    would come later, and the read here would fail in the aborted transaction."""
+    would come later, and the read here would fail in the aborted transaction.
+
+    An event applied at once refuses such a journey itself, before its commit
+    (``_refuse_for_a_deleted_journey``, a 404 naming the field); this catches what that
+    misses, and says so in the log."""
     try:
         yield
     except IntegrityError:
@@ -128,6 +136,11 @@ def _gone_as_404(reference: str) -> Iterator[None]:
             or Journey.objects.filter(reference=reference).exists()
         ):
             raise
+        logger.warning(
+            "Journey %s was deleted while an event for it was recorded: answered 404.",
+            reference,
+            exc_info=True,
+        )
         raise Http404("No Journey matches the given query.") from None
 
 

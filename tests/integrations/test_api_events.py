@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.db import connection
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -12,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.test import APIClient
 
 from integrations.api.auth import journey_read_with_key
-from integrations.models import InboundEvent
+from integrations.models import IdempotencyRecord, InboundEvent
 from integrations.services import (
     partner_key_authenticate_serving,
     partner_key_create,
@@ -209,13 +210,15 @@ def test_another_partners_journey_answers_404(api, customer):
 @pytest.mark.parametrize("idempotency_key", [None, "k-1"])
 @pytest.mark.parametrize("code", ["S2", "NOT-MAPPED"])
 def test_a_journey_deleted_while_its_event_is_recorded_answers_404(
-    api, journey, monkeypatch, idempotency_key, code
+    api, journey, monkeypatch, caplog, idempotency_key, code
 ):
     """The journey was deleted (by staff, or a sandbox purge) after the request read it
     with the key, before its lock, and committed: 404 in the API's shape, not a 500 (a
     KeyError, a receipt not found, or the claim's foreign key at commit), and nothing
-    written; an unmapped code too, whose claim names the journey as well. With an
-    Idempotency-Key on PostgreSQL the event goes the at-once way first."""
+    written; an unmapped code too, whose claim names the journey as well. Refused by
+    the service (its field names the journey), not caught at commit by the view. With
+    an Idempotency-Key on PostgreSQL the event goes the at-once way first, whose
+    refusal the usual way answers after reading the journey again (no field)."""
     from integrations.api import auth
 
     serving = auth.partner_key_authenticate_serving
@@ -229,8 +232,13 @@ def test_a_journey_deleted_while_its_event_is_recorded_answers_404(
     headers = {"HTTP_IDEMPOTENCY_KEY": idempotency_key} if idempotency_key else {}
     response = api.post(events_url(journey), body(code=code), format="json", **headers)
     assert response.status_code == 404, response.content
-    assert response.json()["error"]["code"] == "not_found"
+    error = response.json()["error"]
+    assert error["code"] == "not_found"
+    if idempotency_key is None or connection.vendor != "postgresql":
+        assert error["fields"] == {"journey": ["Deleted."]}
+    assert "was deleted while an event for it was recorded" not in caplog.text
     assert nothing_written()
+    assert not IdempotencyRecord.objects.exists()
 
 
 def test_an_unknown_journey_answers_404(api):

@@ -105,6 +105,18 @@ def test_a_single_event_older_than_the_journey_state(warm, journey, django_asser
     assert response.json()["applied"] is False
 
 
+def test_a_single_event_with_an_unmapped_code(warm, journey, django_assert_num_queries):
+    assert post_event(warm, journey, "e1", "S2").status_code == 201
+    # Nothing moves, and the code's event is kept for staff. Its claim names the journey,
+    # which is locked so that it cannot be deleted before the claim commits: on
+    # PostgreSQL by the claim's own statement, as a mapped code's (the journey is not
+    # read again); elsewhere by a statement of its own.
+    with django_assert_num_queries(5 if connection.vendor == "postgresql" else 7):
+        response = post_event(warm, journey, "e2", "NOT-MAPPED")
+    assert response.status_code == 202
+    assert response.json()["state"] == "unmapped"
+
+
 def test_a_repeated_event_id_is_answered_from_its_first_receipt(
     warm, journey, django_assert_num_queries
 ):

@@ -564,7 +564,9 @@ def test_when_the_next_look_cannot_be_queued_the_applier_looks_at_once(
         ),
     ],
 )
-def test_a_journey_deleted_before_its_event_is_queued_answers_404(api, journey, monkeypatch, key):
+def test_a_journey_deleted_before_its_event_is_queued_answers_404(
+    api, journey, monkeypatch, caplog, key
+):
     """The journey was deleted (by staff, or a sandbox purge) after the request read it,
     and committed: 404, not its row's foreign key failing at commit (a 500), and
     nothing written. With a key on PostgreSQL it is the at-once way's commit that
@@ -581,3 +583,5 @@ def test_a_journey_deleted_before_its_event_is_queued_answers_404(api, journey, 
     assert response.status_code == 404, response.content
     assert response.json()["error"]["code"] == "not_found"
     assert nothing_written()
+    # A queued event locks nothing: the view's fallback caught it at commit, and said so.
+    assert "was deleted while an event for it was recorded" in caplog.text
