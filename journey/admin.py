@@ -419,6 +419,12 @@ class JourneyAdmin(admin.ModelAdmin):
         # Fixed once the journey exists (JourneyAdminForm says why).
         return [*JourneyAdminForm.FIXED, *self.readonly_fields]
 
+    def delete_model(self, request: HttpRequest, obj: Journey) -> None:
+        services.journeys_delete(pks=[obj.pk])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Journey]) -> None:
+        services.journeys_delete(pks=queryset.values_list("pk", flat=True))
+
     def save_model(self, request: HttpRequest, obj: Journey, form: object, change: bool) -> None:
         if not change:
             super().save_model(request, obj, form, change)

@@ -205,6 +205,30 @@ _MILESTONES_VERSION_LOCKED = CompiledRead(_milestones_version_locked)
 _MILESTONES_CLAIMING_VERSION_LOCKED = CompiledRead(_milestones_claiming_version_locked)
 
 
+def journeys_delete(*, pks: Iterable[int]) -> int:
+    """Delete the journeys of ``pks`` with everything of theirs, in one transaction,
+    each locked first (FOR UPDATE, in primary-key order, as every writer locks them);
+    returns how many journeys were deleted.
+
+    A partner's event names its journey from the start (its inbound row, whose foreign
+    key is checked when it commits) and locks it later. Locked first, the deletion
+    waits for an event that holds the lock, then deletes its row with the rest; an
+    event that comes later waits for the deletion and finds the journey gone (404).
+    Django's own delete locks the journey last, after reading what refers to it: an
+    event committed meanwhile would make the deletion fail at its commit."""
+    with transaction.atomic():
+        locked = list(
+            Journey.objects.filter(pk__in=list(pks))
+            .order_by("pk")
+            .select_for_update()
+            .values_list("pk", flat=True)
+        )
+        if not locked:
+            return 0
+        Journey.objects.filter(pk__in=locked).delete()
+    return len(locked)
+
+
 def journeys_lock(
     *,
     pks: Iterable[int],

@@ -23,7 +23,14 @@ from integrations.idempotency import idempotency_begin, idempotency_finish
 from integrations.models import IdempotencyRecord, InboundEvent
 from journey import services as journey_services
 from journey.errors import ApplicationError
-from journey.models import CustomerTask, EventSource, Journey, JourneyEvent, MilestoneState
+from journey.models import (
+    CustomerTask,
+    EtaEstimate,
+    EventSource,
+    Journey,
+    JourneyEvent,
+    MilestoneState,
+)
 from notifications.models import Notification
 from tests.factories import make_journey
 
@@ -431,6 +438,44 @@ def test_an_event_whose_journey_is_deleted_while_its_lock_is_awaited_answers_404
     assert response.status_code == 404, response.content
     assert response.json()["error"]["code"] == "not_found"
     assert "was deleted while an event for it was recorded" not in caplog.text
+
+
+@pytest.mark.skipif(not CONCURRENT, reason="a writer waiting for a lock is PostgreSQL's")
+def test_a_journey_deleted_while_an_event_holds_it_is_deleted_after_the_event(journey, partner):
+    """An event has claimed its id (its inbound row names the journey) and holds the
+    journey's lock when staff delete the journey: the deletion waits for the event to
+    commit, then deletes its row with the rest. (Django's own delete reads what refers
+    to the journey before it locks it, and failed at commit on the event's row. It
+    locks it early only when a row it deletes first moves the journey's version, by
+    trigger: an ETA estimate, say. This journey has none.)"""
+    EtaEstimate.objects.filter(journey=journey).delete()
+    holding, release = threading.Event(), threading.Event()
+
+    def event_holding_the_lock() -> None:
+        with transaction.atomic():
+            read = journey_services.journeys_for_spine().get(pk=journey.pk)
+            InboundEvent.objects.create(
+                partner=partner,
+                journey=read,
+                event_id="holds",
+                code="S2",
+                occurred_at=timezone.now(),
+            )
+            journey_services.journeys_lock(pks=[journey.pk], journeys={journey.pk: read})
+            holding.set()
+            assert release.wait(timeout=10)
+
+    holder, held = _started(event_holding_the_lock)
+    assert holding.wait(timeout=10)
+    deleter, deleted = _started(lambda: journey_services.journeys_delete(pks=[journey.pk]))
+    _until_one_waits_for_a_lock()
+    release.set()
+    holder.join()
+    deleter.join()
+    assert held == [None]
+    assert deleted == [1]
+    assert not Journey.objects.filter(pk=journey.pk).exists()
+    assert not InboundEvent.objects.exists()
 
 
 def _posted_while_held(work: Callable[[], object], api_key: str, journey, event_id, code):

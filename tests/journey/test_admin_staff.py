@@ -603,3 +603,17 @@ def test_the_create_page_is_an_admin_form_with_the_templates_at_a_glance(admin_c
     assert re.search(r'<script src="[^"]*jsi18n/" nonce="[^"]+">', page)
     stages = " → ".join(f"{s.label} (2 d)" for s in template.stages.order_by("position"))
     assert "Fitted kitchen" in page and stages in page
+
+
+def test_staff_delete_a_journey_and_a_selection_of_journeys_with_what_is_theirs(admin_client):
+    """Through journeys_delete, which locks them first (test_concurrency has why)."""
+    one, two, three = (make_journey() for _ in range(3))
+    url = reverse("admin:journey_journey_delete", args=[one.pk])
+    assert admin_client.post(url, {"post": "yes"}).status_code == 302
+    response = admin_client.post(
+        reverse("admin:journey_journey_changelist"),
+        {"action": "delete_selected", "_selected_action": [two.pk], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert list(Journey.objects.values_list("pk", flat=True)) == [three.pk]
+    assert not Milestone.objects.filter(journey__in=[one.pk, two.pk]).exists()
