@@ -103,10 +103,7 @@ class CompiledRead[M: Model]:
         parameters) as the WITH query ``name``, which the built read refers to: a
         data-modifying one (``INSERT ... RETURNING``) runs once, whether or not the read
         gets to it. Compiled only: the read's SQL means nothing without the WITH query."""
-        shape = self._shape(params)
-        if shape is None:
-            raise ValueError(f"{self._build.__qualname__}: lists of 1 to {MAX_LIST} items only.")
-        plan = self._plan(shape)
+        plan = self._compiled_plan(params)
         sql, values = statement
         name = plan.connection.ops.quote_name(name)
         if name not in plan.sql:
@@ -162,6 +159,14 @@ class CompiledRead[M: Model]:
             else:
                 shape.append((name, _kind(name, value), None))
         return tuple(shape)
+
+    def _compiled_plan(self, params: dict[str, Any]) -> _Plan:
+        """The plan for these parameters, for the ways that run compiled only (a read
+        that ``list`` would run uncompiled is refused)."""
+        shape = self._shape(params)
+        if shape is None:
+            raise ValueError(f"{self._build.__qualname__}: lists of 1 to {MAX_LIST} items only.")
+        return self._plan(shape)
 
     def _plan(self, shape: Shape) -> _Plan:
         plans = getattr(self._local, "plans", None)
@@ -265,10 +270,7 @@ def read_side_by_side(
     its parameters) is compiled as ``list`` compiles it; neither may lock."""
     plans = []
     for read, params in (first, second):
-        shape = read._shape(params)
-        if shape is None:
-            raise ValueError(f"{read._build.__qualname__}: lists of 1 to {MAX_LIST} items only.")
-        plan = read._plan(shape)
+        plan = read._compiled_plan(params)
         if plan.locks:
             raise ValueError(f"{read._build.__qualname__}: a read side by side may not lock.")
         plans.append((plan, params))

@@ -77,6 +77,8 @@ from journey.errors import ApplicationError
 from journey.models import Appointment, CustomerTask, Journey, ShipmentLeg
 from journey.photos import photo_add
 
+logger = logging.getLogger(__name__)
+
 
 def _served_for_spine(partner: int, reference: str) -> QuerySet[Journey]:
     return journey_services.journeys_for_spine().filter(partners=partner, reference=reference)
@@ -110,9 +112,6 @@ def _journey(request: Request, reference: str, *, for_spine: bool = False) -> Jo
         return _SERVED_FOR_SPINE.get(partner=request.user.pk, reference=reference)
     except Journey.DoesNotExist:
         raise Http404("No Journey matches the given query.") from None
-
-
-logger = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
