@@ -507,6 +507,20 @@ def _refuse_for_a_deleted_journey(partner: Partner, event: StatusEventIn) -> NoR
     )
 
 
+def _claimed_or_holder(row: InboundEvent) -> InboundEvent | None:
+    """Claim the row's event_id (insert the row): None once claimed, else the inbound row
+    that holds the id, read with its journey and timeline event (to answer as a
+    duplicate). The holder can be gone by the time it is read (its journey deleted, or
+    its claim withdrawn when its event was refused): the id is free again, and claimed
+    for this row. Each turn round waits for another transaction to claim the id and then
+    lose it, so the loop ends."""
+    while not create_unless_taken(row):
+        holder = _RECEIVED.first(partner=row.partner_id, ids=[row.event_id])
+        if holder is not None:
+            return holder
+    return None
+
+
 def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResult:
     partner, event_id = prepared.partner, event.event_id
     if event_id in prepared.received:
@@ -516,10 +530,8 @@ def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResu
         # The batch's earlier item with this id was refused (its claim withdrawn): claim
         # it for this one.
         inbound = _inbound(partner, event, prepared.mappings)
-        if not create_unless_taken(inbound):
-            first = InboundEvent.objects.select_related("journey", "journey_event").get(
-                partner=partner, event_id=event_id
-            )
+        first = _claimed_or_holder(inbound)
+        if first is not None:
             return _replayed(first, event)
     locked = prepared.locked.get(event.journey.pk)
     if locked is None and event.journey.pk not in prepared.gone:
@@ -699,8 +711,8 @@ def partner_queue_status_event(
     ``partner_record_status_event`` would (the first event, or 409 for another one).
     The code's mapping is looked up when the event is applied."""
     row = _queued_row(partner, journey, event_id, code, occurred_at, payload or {})
-    if not create_unless_taken(row):
-        (first,) = _RECEIVED.list(partner=partner.pk, ids=[event_id])
+    first = _claimed_or_holder(row)
+    if first is not None:
         event = StatusEventIn(
             journey=journey, event_id=event_id, code=code, occurred_at=occurred_at
         )
