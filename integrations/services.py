@@ -6,7 +6,7 @@ import itertools
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -265,10 +265,10 @@ def partner_status_events_prepare(
       event_id order: the unique (partner, event_id) makes a concurrent sender of the same
       id wait for this transaction, and then find it received;
     * the rows of the ids that were already there (only if any), to answer as duplicates;
-    * the new events' journeys (those the mapped events may move, and those the claims
-      of unmapped ones name, so that none is deleted before the claims commit), locked
-      in one statement in primary-key order, their milestones and (for several
-      journeys) their stages.
+    * the new events' journeys (those the mapped events may move, those the claims
+      of unmapped ones name, so that none is deleted before the claims commit, and those
+      of items that may claim their id later), locked in one statement in primary-key
+      order, their milestones and (for several journeys) their stages.
 
     Everyone takes these in that order (claims, then journeys, each sorted), so two
     batches that share event ids or journeys queue behind each other instead of
@@ -288,7 +288,11 @@ def partner_status_events_prepare(
         if taken
         else {}
     )
-    return _prepared(partner, mappings, received, claimed)
+    # An item whose id an earlier item claimed is claimed by ``_record`` if that one is
+    # refused, and so is one whose id's holder was gone before it could be read: their
+    # journeys are locked now with the rest, in order, not one by one later.
+    also = [event.journey for event in events if event.event_id not in received]
+    return _prepared(partner, mappings, received, claimed, also=also)
 
 
 def _prepared(
@@ -298,22 +302,19 @@ def _prepared(
     claimed: dict[str, InboundEvent],
     *,
     withdraw_refused: bool = True,
+    also: Iterable[Journey] = (),
 ) -> StatusEventsPrepared:
-    """The journeys of the claimed events, locked (in one statement, in primary-key
-    order) for a unit of work of their own: those the mapped events may move, and those
-    of unmapped ones, which move nothing but whose claims name them (locked, they cannot
-    be deleted before the claims commit; one deleted already is refused by ``_record``)."""
-    to_lock = {row.journey.pk for row in claimed.values()}
+    """The journeys of the claimed events (and ``also`` these), locked in one statement,
+    in primary-key order, for a unit of work of their own: those the mapped events may
+    move, and those of unmapped ones, which move nothing but whose claims name them
+    (locked, they cannot be deleted before the claims commit; one deleted already is
+    refused by ``_record``)."""
+    journeys = {row.journey.pk: row.journey for row in claimed.values()}
+    for journey in also:
+        journeys.setdefault(journey.pk, journey)
+    to_lock = set(journeys)
     unit = Writes()
-    locked = (
-        journeys_lock(
-            pks=to_lock,
-            unit=unit,
-            journeys={row.journey.pk: row.journey for row in claimed.values()},
-        )
-        if to_lock
-        else {}
-    )
+    locked = journeys_lock(pks=to_lock, unit=unit, journeys=journeys) if to_lock else {}
     return StatusEventsPrepared(
         partner=partner,
         mappings=mappings,
@@ -535,7 +536,8 @@ def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResu
             return _replayed(first, event)
     locked = prepared.locked.get(event.journey.pk)
     if locked is None and event.journey.pk not in prepared.gone:
-        # Claimed after preparing (above): locked now, or found deleted.
+        # Claimed after preparing one event whose receipt was gone when read
+        # (``_prepare_one``): locked now, or found deleted.
         locked = journeys_lock(
             pks=[event.journey.pk],
             unit=prepared.unit,

@@ -88,3 +88,25 @@ def test_a_batch_item_claims_an_id_whose_holder_vanished(partner, journey, holde
     assert result.applied and not result.duplicate
     assert InboundEvent.objects.get().journey_event is not None
     assert journey.milestones.get(stage__key="stage-2").state == MilestoneState.CURRENT
+
+
+def test_a_batch_locks_the_journeys_of_items_that_may_claim_an_id_later(partner, journey):
+    """Two items with one id for two journeys: the first claims it, the second claims it
+    only if the first is refused. Its journey is locked while preparing, with the rest
+    in primary-key order, not later by itself, out of order (two batches could then
+    deadlock)."""
+    other = make_journey(owner=journey.owner)
+    partner.journeys.add(other)
+    occurred_at = timezone.now() - timedelta(minutes=1)
+    events = [
+        StatusEventIn(journey=read, event_id="e1", code="S2", occurred_at=occurred_at)
+        for read in (other, journey)
+    ]
+    with transaction.atomic():
+        prepared = partner_status_events_prepare(partner=partner, events=events)
+        assert set(prepared.locked) == {journey.pk, other.pk}
+        assert _record(prepared, events[0]).applied
+        with pytest.raises(ApplicationError) as conflict:
+            _record(prepared, events[1])
+        assert conflict.value.code == "event_id_conflict"
+        partner_status_events_finish(prepared=prepared)
