@@ -203,8 +203,9 @@ class StatusEventsPrepared:
     # A refused event's row is deleted, so that its id may be sent again corrected; a
     # queued event's is kept with its rejection instead, for the partner to read.
     withdraw_refused: bool = True
-    # Journeys the claims name that were deleted before they could be locked: their
-    # events are refused (``_refuse_for_a_deleted_journey``) without locking again.
+    # Journeys the claims name (or the batch's items that may claim an id later) that
+    # were deleted before they could be locked: their events are refused
+    # (``_refuse_for_a_deleted_journey``) without locking again.
     gone: set[int] = field(default_factory=set)
 
 
@@ -288,10 +289,19 @@ def partner_status_events_prepare(
         if taken
         else {}
     )
-    # An item whose id an earlier item claimed is claimed by ``_record`` if that one is
-    # refused, and so is one whose id's holder was gone before it could be read: their
-    # journeys are locked now with the rest, in order, not one by one later.
-    also = [event.journey for event in events if event.event_id not in received]
+    for event_id in taken:
+        if event_id not in received:
+            # Its holder was gone before it could be read (its journey deleted, or its
+            # claim withdrawn): the id is free again, claimed now, before any lock.
+            holder = _claimed_or_holder(rows[event_id])
+            if holder is None:
+                claimed[event_id] = rows[event_id]
+            else:
+                received[event_id] = holder
+    # An item whose id an earlier item of the batch claimed is claimed by ``_record`` if
+    # that one is refused: its journey is locked now with the rest, in order, not by
+    # itself later (two batches could then deadlock).
+    also = [event.journey for event in events if event.event_id in claimed]
     return _prepared(partner, mappings, received, claimed, also=also)
 
 
@@ -508,18 +518,27 @@ def _refuse_for_a_deleted_journey(partner: Partner, event: StatusEventIn) -> NoR
     )
 
 
+# How often ``_claimed_or_holder`` tries an id whose holder keeps vanishing.
+_CLAIM_TURNS = 3
+
+
 def _claimed_or_holder(row: InboundEvent) -> InboundEvent | None:
     """Claim the row's event_id (insert the row): None once claimed, else the inbound row
     that holds the id, read with its journey and timeline event (to answer as a
     duplicate). The holder can be gone by the time it is read (its journey deleted, or
     its claim withdrawn when its event was refused): the id is free again, and claimed
     for this row. Each turn round waits for another transaction to claim the id and then
-    lose it, so the loop ends."""
-    while not create_unless_taken(row):
+    lose it; a few turns in a row mean the insert failed for another reason (a row the
+    database skipped), an error rather than a loop without end."""
+    for _turn in range(_CLAIM_TURNS):
+        if create_unless_taken(row):
+            return None
         holder = _RECEIVED.first(partner=row.partner_id, ids=[row.event_id])
         if holder is not None:
             return holder
-    return None
+    raise RuntimeError(
+        f"The event_id {row.event_id!r} was neither claimed nor found held in {_CLAIM_TURNS} turns."
+    )
 
 
 def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResult:
@@ -528,8 +547,8 @@ def _record(prepared: StatusEventsPrepared, event: StatusEventIn) -> InboundResu
         return _replayed(prepared.received[event_id], event)
     inbound = prepared.claimed.pop(event_id, None)
     if inbound is None:
-        # The batch's earlier item with this id was refused (its claim withdrawn): claim
-        # it for this one.
+        # The batch's earlier item with this id was refused (its claim withdrawn), or the
+        # receipt ``_prepare_one`` found the id taken by was gone when read: claim it.
         inbound = _inbound(partner, event, prepared.mappings)
         first = _claimed_or_holder(inbound)
         if first is not None:
