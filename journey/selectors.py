@@ -12,6 +12,7 @@ from journey.models import (
     Checkpoint,
     Feedback,
     Journey,
+    JourneyEvent,
     Message,
     Milestone,
     MilestoneState,
@@ -85,6 +86,16 @@ def journey_detail(*, user: User, reference: str) -> Journey:
                     "feedback",
                     queryset=Feedback.objects.filter(customer_id=user.pk),
                     to_attr="my_feedback",
+                ),
+                # The words for the customer that came with the stage (staff's, or a
+                # partner mapping's customer text), without the partner's payload.
+                Prefetch(
+                    "events",
+                    queryset=JourneyEvent.objects.filter(customer_visible=True)
+                    .exclude(message="")
+                    .only("milestone_id", "occurred_at", "message")
+                    .order_by("occurred_at", "id"),
+                    to_attr="told",
                 ),
             ),
         ),

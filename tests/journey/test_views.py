@@ -50,6 +50,7 @@ def fill(journey, *, count: int) -> None:
             stage_key=milestone.stage.key,
             occurred_at=timezone.now() - timedelta(hours=len(milestones) - milestone.position),
             source=EventSource.PARTNER,
+            message=f"Words for stage {milestone.position}",
         )
     leg = ShipmentLeg.objects.create(
         journey=journey,
@@ -170,9 +171,10 @@ def test_journey_page_queries_do_not_grow_with_its_content(
 
     # Rendered (the first view of this version): session, user, profile; the journey's
     # version; the unread badge; then the journey and owner; milestones, photos, the
-    # viewer's ratings; legs, checkpoints; tasks, promised items, appointments, their
-    # open reschedule requests; messages with the stage they answer; the ETA history.
-    with django_assert_num_queries(17) as small_queries:
+    # viewer's ratings, the stages' words for the customer; legs, checkpoints; tasks,
+    # promised items, appointments, their open reschedule requests; messages with the
+    # stage they answer; the ETA history.
+    with django_assert_num_queries(18) as small_queries:
         assert client.get(detail_url(small)).status_code == 200
     with django_assert_num_queries(len(small_queries.captured_queries)):
         response = client.get(detail_url(large))
@@ -181,6 +183,7 @@ def test_journey_page_queries_do_not_grow_with_its_content(
     assert html.count('class="step ') == 100
     assert html.count('class="message"') == 100
     assert html.count("You rated this") == 99
+    assert html.count('class="step__told"') == 100
     # Seen again, unchanged: session, user, profile, the version and the badge.
     for journey in (small, large):
         with django_assert_num_queries(5):
@@ -196,6 +199,46 @@ def test_journey_page_shows_the_route_and_the_company_name(client, customer, set
     assert '<svg class="route"' in html
     assert f"{settings.COMPANY_NAME}, with Carrier" in html
     assert "Latest: P0" in html
+
+
+def test_the_words_that_came_with_a_stage_are_shown_with_it(client, customer):
+    """Staff's message to the customer when recording a stage (or a partner mapping's
+    customer text) is shown with the stage, once however often it came; an event hidden
+    from customers is not, nor partner notes (not the company's words)."""
+    journey = make_journey(owner=customer, stages=3)
+    second = journey.milestones.get(stage__key="stage-2")
+    for _ in range(2):
+        journey_record_milestone(
+            journey=journey,
+            stage_key="stage-2",
+            occurred_at=timezone.now() - timedelta(hours=1),
+            source=EventSource.STAFF,
+            message="Your car is at the Bristol showroom.\nAsk for Sam.",
+        )
+    JourneyEvent.objects.create(
+        journey=journey,
+        milestone=second,
+        kind=EventKind.NOTE,
+        occurred_at=timezone.now(),
+        source=EventSource.PARTNER,
+        message="Internal: bay 14",
+        customer_visible=False,
+    )
+    JourneyEvent.objects.create(
+        journey=journey,
+        kind=EventKind.NOTE,
+        occurred_at=timezone.now(),
+        source=EventSource.PARTNER,
+        message="Partner note",
+    )
+    client.login(email=customer.email, password=PASSWORD)
+    html = client.get(detail_url(journey)).content.decode()
+    step = re.search(rf'<li class="step [^"]*" id="m-{second.pk}">.*?</li>', html, re.S)
+    assert step is not None
+    assert step.group(0).count('class="step__told"') == 1
+    assert "Your car is at the Bristol showroom.<br>Ask for Sam." in step.group(0)
+    assert "bay 14" not in html
+    assert "Partner note" not in html
 
 
 def test_healthz(client):
