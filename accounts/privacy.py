@@ -17,6 +17,7 @@ from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import (
@@ -133,6 +134,38 @@ def account_export_data(*, user: User) -> dict[str, Any]:
                 ),
             }
         )
+    # Journeys of others that the customer follows, or once followed, with what they
+    # wrote there: their own messages and ratings (the owner's data stays the owner's).
+    followed = (
+        Journey.objects.exclude(owner=user)
+        .filter(
+            Q(shares__viewer=user)
+            | Q(messages__author=user)
+            | Q(milestones__feedback__customer=user)
+        )
+        .distinct()
+        .order_by("reference")
+    )
+    data["followed_journeys"] = [
+        {
+            "reference": journey.reference,
+            "title": journey.title,
+            "following_since": JourneyShare.objects.filter(journey=journey, viewer=user)
+            .values_list("accepted_at", flat=True)
+            .first(),
+            "your_messages": list(
+                journey.messages.filter(author=user)
+                .order_by("created_at", "id")
+                .values("created_at", "milestone__stage__label", "body")
+            ),
+            "your_ratings": list(
+                Feedback.objects.filter(milestone__journey=journey, customer=user).values(
+                    "milestone__stage__label", "rating", "comment", "created_at"
+                )
+            ),
+        }
+        for journey in followed
+    ]
     return data
 
 

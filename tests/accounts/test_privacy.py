@@ -8,13 +8,14 @@ from datetime import timedelta
 import pytest
 from allauth.account.models import EmailAddress
 from django.apps import apps
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.mfa import totp_activate
 from accounts.models import Address, ProfileChange, Source
-from accounts.privacy import account_delete
+from accounts.privacy import account_delete, account_export_data
 from accounts.services import journey_share_invite, profile_propose_change, share_link_create
 from integrations.services import partner_record_status_event
 from journey.models import Journey, Message
@@ -115,6 +116,42 @@ def test_export_holds_profile_journeys_events_messages_audit_and_photos(
     assert [name for name in archive.namelist() if name.startswith("photos/")] == [
         f"photos/{journey.reference}/{journey.photos.get().pk}.jpg"
     ]
+
+
+def test_export_holds_what_a_viewer_wrote_on_a_journey_they_follow(rich_customer):
+    """The followed journey's own data is its owner's; the viewer's messages and ratings
+    there are theirs, and in their export (a journey they stopped following included)."""
+    from accounts.models import JourneyShare
+    from journey.models import Feedback
+
+    share = JourneyShare.objects.get(email=rich_customer.email)
+    share.viewer, share.accepted_at = rich_customer, timezone.now()
+    share.save()
+    followed = share.journey
+    Message.objects.create(journey=followed, author=followed.owner, body="The owner's words")
+    Message.objects.create(journey=followed, author=rich_customer, body="Looks great!")
+    Feedback.objects.create(
+        milestone=followed.milestones.get(position=1),
+        customer=rich_customer,
+        rating=5,
+        comment="Quick",
+    )
+    gone = make_journey(owner=UserFactory())
+    Message.objects.create(journey=gone, author=rich_customer, body="Before it was revoked")
+
+    data = json.loads(json.dumps(account_export_data(user=rich_customer), cls=DjangoJSONEncoder))
+    assert [j["reference"] for j in data["journeys"]] == [rich_customer.journeys.get().reference]
+    by_reference = {j["reference"]: j for j in data["followed_journeys"]}
+    assert set(by_reference) == {followed.reference, gone.reference}
+    mine = by_reference[followed.reference]
+    assert mine["following_since"] is not None
+    assert [m["body"] for m in mine["your_messages"]] == ["Looks great!"]
+    assert [(r["rating"], r["comment"]) for r in mine["your_ratings"]] == [(5, "Quick")]
+    assert [m["body"] for m in by_reference[gone.reference]["your_messages"]] == [
+        "Before it was revoked"
+    ]
+    assert by_reference[gone.reference]["following_since"] is None
+    assert "The owner's words" not in json.dumps(data)
 
 
 def text_values(instance: models.Model) -> str:
