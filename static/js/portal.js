@@ -129,9 +129,26 @@
         if (target) target.focus({ preventScroll: true });
       }
     };
+    /* A part the customer's own action replaced (a task ticked off, a rating, a message
+       sent) took the focused button with it, and the focus fell to the page's body: a
+       keyboard or screen reader user lost their place. It goes to what the new part
+       says of the action: a field to correct, then its status or error, then its
+       heading, then the part itself. */
+    var focusWithin = function (part) {
+      var pick = part.querySelector("[aria-invalid='true']") ||
+        part.querySelector("[role=status], [role=alert]") ||
+        part.querySelector("h2, h3") || part;
+      if (!pick.matches(FOCUSABLE)) pick.setAttribute("tabindex", "-1");
+      pick.focus();
+    };
     document.body.addEventListener("htmx:beforeSwap", function (event) {
       var detail = event.detail;
-      if (!isPoll(detail)) return;
+      if (!isPoll(detail)) {
+        if (detail.target && detail.target.id && detail.target.contains(document.activeElement)) {
+          kept.set(detail.target, { own: detail.target.id });
+        }
+        return;
+      }
       var busy = Array.prototype.some.call(
         detail.target.querySelectorAll("input, textarea, select"),
         function (field) {
@@ -152,6 +169,14 @@
       var state = old && kept.get(old);
       if (!state) return;
       kept.delete(old);
+      if (state.own) {
+        /* htmx gives the focus back itself to an element with an id. */
+        var active = document.activeElement;
+        if (active && active !== document.body) return;
+        var part = document.getElementById(state.own);
+        if (part) focusWithin(part);
+        return;
+      }
       restore(state);
     });
   }

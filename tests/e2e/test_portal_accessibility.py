@@ -121,3 +121,63 @@ def test_repeated_controls_say_what_they_act_on(browser, live_server):
     assert page.get_by_role("button", name=re.compile("^Copy the link valid until ")).count() == 2
     assert shown(copy) == "Copy the link"
     context.close()
+
+
+def _demo_customer(browser, live_server, path: str):
+    """The demo's customer, logged in at ``path`` on a wide screen."""
+    call_command("demo")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    log_in(page, live_server.url)
+    page.goto(live_server.url + path)
+    return context, page
+
+
+def test_the_focus_stays_with_the_part_an_action_replaced(browser, live_server):
+    """Ticking a task off, rating a stage and sending a message replace their part of
+    the page, and the button pressed with it: the focus goes to what the new part says
+    (the rating's thanks, the part's heading), not to the page's body (a user review)."""
+    context, page = _demo_customer(browser, live_server, f"/journeys/{demo.CAR_REFERENCE}/")
+
+    def focused() -> list[str]:
+        return page.evaluate(
+            "() => { const a = document.activeElement;"
+            " return [a.tagName, (a.closest('[id]') || a).id, a.textContent.trim()]; }"
+        )
+
+    done = page.locator("#todo button", has_text="Mark as done").first
+    done.focus()
+    with page.expect_response(lambda r: "/done/" in r.url):
+        page.keyboard.press("Enter")
+    page.wait_for_function("() => document.activeElement !== document.body", timeout=5000)
+    assert focused()[:2] == ["H2", "todo-title"]
+
+    rate = page.locator(".rating__btn").first
+    feedback = rate.evaluate("b => b.closest('.feedback').id")
+    rate.focus()
+    with page.expect_response(lambda r: "/feedback/" in r.url):
+        page.keyboard.press("Enter")
+    page.wait_for_function("() => document.activeElement !== document.body", timeout=5000)
+    tag, holder, text = focused()
+    assert (tag, holder) == ("P", feedback)
+    assert text.startswith("You rated this 1 out of 5")
+
+    page.locator("#message-form textarea").fill("Is the paint dry?")
+    page.locator("#message-form button[type=submit]").focus()
+    with page.expect_response(lambda r: r.url.endswith("/messages/")):
+        page.keyboard.press("Enter")
+    page.wait_for_function("() => document.activeElement !== document.body", timeout=5000)
+    assert focused()[:2] == ["H2", "conversation-title"]
+    context.close()
+
+
+def test_marking_updates_read_in_place_updates_the_headers_count(browser, live_server):
+    """The list is swapped in place; the header's unread count comes with it (out of
+    band), where it stayed at its old number until the page was loaded again."""
+    context, page = _demo_customer(browser, live_server, "/notifications/")
+    assert int(page.locator("#updates-link .badge").inner_text()) > 0
+    with page.expect_response(lambda r: r.url.endswith("/notifications/read-all/")):
+        page.get_by_role("button", name="Mark all as read").click()
+    page.locator("#updates-link .badge").wait_for(state="detached", timeout=5000)
+    assert page.locator("#updates-link").inner_text() == "Updates"
+    context.close()

@@ -22,7 +22,12 @@ def test_the_centre_lists_updates_with_an_unread_badge_and_marks_them_read(clien
     assert "<html" not in part.content.decode()
     one.refresh_from_db()
     assert one.read_at is not None
-    client.post(reverse("notifications:read-all"))
+    # In place, the header's count comes with the list, to be swapped out of band.
+    assert 'id="updates-link" hx-swap-oob="true"' in part.content.decode()
+    assert ">1</span>" in part.content.decode()
+    everything = client.post(reverse("notifications:read-all"), headers={"HX-Request": "true"})
+    assert 'id="updates-link" hx-swap-oob="true"' in everything.content.decode()
+    assert 'class="badge"' not in everything.content.decode()
     assert Notification.objects.filter(channel="inapp", read_at__isnull=True).count() == 0
     assert 'class="badge"' not in client.get(reverse("journey:home")).content.decode()
 
