@@ -223,8 +223,26 @@ class ProposalForm(forms.Form):
     """Staff propose a change in the admin."""
 
     field = forms.ChoiceField(choices=[(f, f.replace("_", " ")) for f in PROPOSABLE_FIELDS])
-    value = forms.CharField(max_length=200)
+    value = forms.CharField(
+        max_length=200,
+        help_text="For the language, its code or its name: "
+        + ", ".join(
+            f"{code} ({get_language_info(code)['name']})" for code, _n in settings.LANGUAGES
+        )
+        + ". For the time zone, a name such as Europe/London.",
+    )
     reason = forms.CharField(max_length=300)
+
+    def clean(self) -> dict:
+        """A language named as staff would name it ("English", "español") is its code."""
+        data = super().clean()
+        if data.get("field") == "language" and data.get("value"):
+            named = data["value"].strip().casefold()
+            for code, _name in settings.LANGUAGES:
+                info = get_language_info(code)
+                if named in {code, info["name"].casefold(), info["name_local"].casefold()}:
+                    data["value"] = code
+        return data
 
 
 class DeleteAccountForm(forms.Form):

@@ -582,6 +582,11 @@ class JourneyAdmin(admin.ModelAdmin):
             "customer_name": (profile.full_name if profile else "") or journey.owner.email,
             "customer_language": language,
             "customer_zone": profile.time_zone if profile else settings.TIME_ZONE,
+            "customer_quiet": (
+                (profile.quiet_hours_start, profile.quiet_hours_end)
+                if profile and profile.quiet_hours_start
+                else None
+            ),
             "conversation": list(journey.messages.select_related("author").order_by("created_at")),
         }
         return TemplateResponse(request, "admin/journey/journey/reply.html", context)

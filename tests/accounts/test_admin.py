@@ -53,6 +53,19 @@ def test_a_bad_proposal_is_a_form_error(staff_client, customer):
     assert ChangeProposal.objects.count() == 0
 
 
+def test_staff_may_name_a_language_and_are_told_the_codes(staff_client, customer):
+    """'English' was refused as 'not one of the available choices', the codes never
+    shown (a user's walk-through): the form names them, and takes a language's name."""
+    url = reverse("admin:accounts_user_propose", args=[customer.pk])
+    assert "en (English), es (Spanish)" in staff_client.get(url).content.decode()
+    response = staff_client.post(url, {"field": "language", "value": " Español ", "reason": "r"})
+    assert response.status_code == 302
+    assert ChangeProposal.objects.get().new_value == "es"
+    refused = staff_client.post(url, {"field": "language", "value": "Klingon", "reason": "r"})
+    assert refused.status_code == 200
+    assert "not one of the available choices" in refused.content.decode()
+
+
 def test_the_admin_index_names_each_section_once(admin_client):
     page = admin_client.get(reverse("admin:index")).content.decode()
     sections = re.findall(r"<caption>\s*<a[^>]*>([^<]+)</a>", page)
