@@ -784,15 +784,17 @@ class RescheduleRequestAdmin(admin.ModelAdmin):
         url = reverse("admin:journey_journey_change", args=[journey.pk])
         return format_html('<a href="{}">{}</a>', url, journey.reference)
 
-    @admin.display(description="booked now")
+    # The customer asks for arrival times, the only ones they see: the booking shown
+    # beside them is its arrival too, like with like.
+    @admin.display(description="arrival booked now")
     def now_booked(self, row: RescheduleRequest) -> str:
-        return self._on_place_clock(row, row.appointment.starts_at)
+        return self._on_place_clock(row, row.appointment.arrive_at)
 
-    @admin.display(description="first choice", ordering="first_choice")
+    @admin.display(description="first choice (arrival)", ordering="first_choice")
     def first(self, row: RescheduleRequest) -> str:
         return self._on_place_clock(row, row.first_choice)
 
-    @admin.display(description="second choice")
+    @admin.display(description="second choice (arrival)")
     def second(self, row: RescheduleRequest) -> str:
         return self._on_place_clock(row, row.second_choice)
 

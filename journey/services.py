@@ -1073,9 +1073,11 @@ RESCHEDULE_HORIZON = timedelta(days=366)
 
 def reschedule_request_answer(*, request: RescheduleRequest, choice: str) -> Appointment:
     """Staff answer a customer's request by moving the appointment to the time the
-    customer asked for first (``choice="first"``) or second (``"second"``): the arrival
-    moves with it (the same time before the start), the request is answered, and the
-    customer is told the new time as of any moved appointment. Refused (nothing
+    customer asked for first (``choice="first"``) or second (``"second"``). That time is
+    the arrival: the customer only ever sees arrival times ("Please arrive at 10:20"),
+    so it is the one they ask for; the start follows, as long after it as before. The
+    request is answered, and the customer is told the new time as of any moved
+    appointment. Refused (nothing
     changed) when the request is answered already, there is no second choice, or the
     time is no longer one an appointment can have (past, say)."""
     if choice not in ("first", "second"):
@@ -1092,17 +1094,17 @@ def reschedule_request_answer(*, request: RescheduleRequest, choice: str) -> App
         )
         if request.state != RescheduleState.OPEN:
             raise ApplicationError("This request was answered already.", code="conflict")
-        start = request.first_choice if choice == "first" else request.second_choice
-        if start is None:
+        arrive = request.first_choice if choice == "first" else request.second_choice
+        if arrive is None:
             raise ApplicationError("The customer gave no second time.", code="invalid")
+        start = arrive + (appointment.starts_at - appointment.arrive_at)
         problems = appointment_time_problems(
             starts_at=start, duration=appointment.duration, new=True
         )
         if problems:
             words = " ".join(str(p) for ps in problems.values() for p in ps)
             raise ApplicationError(f"That time cannot be used: {words}", fields=problems)
-        lead = appointment.starts_at - appointment.arrive_at
-        appointment.starts_at, appointment.arrive_at = start, start - lead
+        appointment.starts_at, appointment.arrive_at = start, arrive
         appointment.save(update_fields=["starts_at", "arrive_at"])
         RescheduleRequest.objects.filter(
             appointment=appointment, state=RescheduleState.OPEN

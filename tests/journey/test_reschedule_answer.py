@@ -37,15 +37,21 @@ def asked(journey, customer):
         )
 
 
-@pytest.mark.parametrize(("choice", "start"), [("first", FIRST), ("second", SECOND)])
-def test_moving_to_a_choice_answers_the_request_and_tells_the_customer(asked, choice, start):
+@pytest.mark.parametrize(("choice", "arrive"), [("first", FIRST), ("second", SECOND)])
+def test_moving_to_a_choice_answers_the_request_and_tells_the_customer(asked, choice, arrive):
+    """The time asked for is the arrival, the only time the customer sees: asked for
+    10:00, they are told to arrive at 10:00, not a quarter of an hour before it (a user's
+    walk-through); the start keeps its lead after the arrival."""
     with time_machine.travel(NOW, tick=False):
         appointment = reschedule_request_answer(request=asked, choice=choice)
-    assert (appointment.starts_at, appointment.arrive_at) == (start, start - timedelta(minutes=15))
+    assert (appointment.arrive_at, appointment.starts_at) == (
+        arrive,
+        arrive + timedelta(minutes=15),
+    )
     asked.refresh_from_db()
     assert asked.state == RescheduleState.HANDLED
     told = Notification.objects.get(kind="appointment_changed", channel="email")
-    assert datetime.fromisoformat(told.context["arrive_at"]) == start - timedelta(minutes=15)
+    assert datetime.fromisoformat(told.context["arrive_at"]) == arrive
 
 
 def test_an_answered_request_or_a_past_time_changes_nothing(asked):
@@ -67,7 +73,7 @@ def test_staff_move_it_from_the_admin_seeing_the_times_on_the_places_clock(admin
     listing = admin_client.get(reverse("admin:journey_reschedulerequest_changelist"))
     page = listing.content.decode()
     assert "Mon 21 Dec 2026, 10:00 (Europe/Madrid)" in page  # the first choice
-    assert "Sun 20 Dec 2026, 14:00 (Europe/Madrid)" in page  # booked now
+    assert "Sun 20 Dec 2026, 13:45 (Europe/Madrid)" in page  # the arrival booked now
     with time_machine.travel(NOW, tick=True):
         response = admin_client.post(
             reverse("admin:journey_reschedulerequest_changelist"),
@@ -77,7 +83,7 @@ def test_staff_move_it_from_the_admin_seeing_the_times_on_the_places_clock(admin
     assert "1 appointment(s) moved; the customer is told." in [
         str(m) for m in response.context["messages"]
     ]
-    assert Appointment.objects.get().starts_at == SECOND
+    assert Appointment.objects.get().arrive_at == SECOND
 
 
 def test_moving_the_appointment_on_the_journeys_page_answers_its_request(admin_client, asked):
