@@ -28,7 +28,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.module_loading import import_string
 from django.utils.translation import ngettext
 
-from accounts.models import field_label
+from accounts.models import User, field_label
 from journey.models import Journey, stage_translated
 from notifications.models import Channel, Notification
 
@@ -98,7 +98,14 @@ class Rendered:
 
 
 def _locale(notification: Notification) -> tuple[str, zoneinfo.ZoneInfo]:
-    profile = getattr(notification.recipient, "profile", None) if notification.recipient else None
+    reader = notification.recipient
+    if reader is None and notification.to_email:
+        # An address, not an account (an invitation): the account it belongs to, if it
+        # has one; else the journey's owner's, who wrote to them.
+        reader = User.objects.filter(email__iexact=notification.to_email).first() or (
+            notification.journey.owner if notification.journey_id else None
+        )
+    profile = getattr(reader, "profile", None) if reader else None
     language = profile.language if profile else settings.LANGUAGE_CODE
     zone = zoneinfo.ZoneInfo(profile.time_zone if profile else settings.TIME_ZONE)
     return language, zone

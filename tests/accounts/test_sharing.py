@@ -267,3 +267,23 @@ def test_the_shared_routes_numbers_keep_their_points_in_spanish(client, customer
     html = client.get(url, headers={"Accept-Language": "es"}).content.decode()
     assert '<html lang="es">' in html
     assert_svg_numbers_have_points(html)
+
+
+@pytest.mark.parametrize("has_account", [True, False])
+def test_an_invitation_is_written_in_its_readers_language(
+    journey, customer, has_account, django_capture_on_commit_callbacks
+):
+    """It went out in the site's language, though the invited account reads Spanish (a
+    user's walk-through). An address with an account gets its language; one without,
+    the language of the owner who invited them."""
+    if has_account:
+        invited = UserFactory(email="sam@example.com")
+        invited.profile.language = "es"
+        invited.profile.save()
+    else:
+        customer.profile.language = "es"
+        customer.profile.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        journey_share_invite(journey=journey, owner=customer, email="Sam@Example.com")
+    (sent,) = mail.outbox
+    assert sent.body.startswith("Hola:")
