@@ -82,11 +82,14 @@ class RequestBody:
     # PATCH, a task's done_at), is refused by name: DRF would drop it, and the client
     # would believe it was set. An event keeps any other keys as sent (for audit).
     unknown_keys_kept = False
+    # What a value that is not an object is named in the error: the body, or (a batch's
+    # item, validated alone) the item at the result's index.
+    object_name = "body"
 
     def run_validation(self, data: Any = empty) -> Any:
         if self.parent is None and not isinstance(data, Mapping):
             raise serializers.ValidationError(
-                {"body": ["Expected a JSON object."]}, code="not_an_object"
+                {self.object_name: ["Expected a JSON object."]}, code="not_an_object"
             )
         if self.parent is None and not self.unknown_keys_kept:
             unknown = {
@@ -97,6 +100,12 @@ class RequestBody:
                 if key not in self.fields or self.fields[key].read_only
             }
             if unknown:
+                # With what else is wrong ("evts" sent for "events": that it is missing).
+                try:
+                    super().run_validation(data)
+                except serializers.ValidationError as error:
+                    if isinstance(error.detail, dict):
+                        unknown = {**error.detail, **unknown}
                 raise serializers.ValidationError(unknown, code="unknown_field")
         return super().run_validation(data)
 
@@ -260,6 +269,7 @@ MAX_BATCH = 500
 
 
 class BatchEventInSerializer(StatusEventInSerializer):
+    object_name = "item"
     # Taken exactly, as the id and the code: the view looks journeys up by it as sent.
     journey = StringField(
         max_length=16,

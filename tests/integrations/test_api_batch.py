@@ -184,10 +184,21 @@ def test_an_item_that_is_not_an_object_fails_alone(api, journey, bad):
     assert [r["status"] for r in results] == [400, 201]
     assert results[0]["error"] == {
         "code": "invalid",
-        "message": "Invalid input: body.",
-        "fields": {"body": ["Expected a JSON object."]},
+        "message": "Invalid input: item.",
+        "fields": {"item": ["Expected a JSON object."]},
     }
     assert list(InboundEvent.objects.values_list("event_id", flat=True)) == ["good"]
+
+
+def test_a_misnamed_field_is_named_with_the_one_missing(api):
+    """'evts' for 'events' was answered only 'evts: Not a field of this request.'; the
+    answer now says that 'events' is missing too (a user's walk-through)."""
+    response = api.post(URL, {"evts": []}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {
+        "events": ["This field is required."],
+        "evts": ["Not a field of this request."],
+    }
 
 
 def test_an_items_journey_is_taken_exactly_whatever_the_other_items_name(api, journey):
