@@ -136,11 +136,12 @@ def account_export_data(*, user: User) -> dict[str, Any]:
         )
     # Journeys of others that the customer follows, or once followed, with what they
     # wrote there: their own messages and ratings (the owner's data stays the owner's).
+    # Not the journeys a staff member answered on: those replies are the company's.
     followed = (
         Journey.objects.exclude(owner=user)
         .filter(
             Q(shares__viewer=user)
-            | Q(messages__author=user)
+            | Q(messages__author=user, messages__from_staff=False)
             | Q(milestones__feedback__customer=user)
         )
         .distinct()
@@ -154,7 +155,7 @@ def account_export_data(*, user: User) -> dict[str, Any]:
             .values_list("accepted_at", flat=True)
             .first(),
             "your_messages": list(
-                journey.messages.filter(author=user)
+                journey.messages.filter(author=user, from_staff=False)
                 .order_by("created_at", "id")
                 .values("created_at", "milestone__stage__label", "body")
             ),

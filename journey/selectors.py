@@ -88,10 +88,12 @@ def journey_detail(*, user: User, reference: str) -> Journey:
                     to_attr="my_feedback",
                 ),
                 # The words for the customer that came with the stage (staff's, or a
-                # partner mapping's customer text), without the partner's payload.
+                # partner mapping's customer text), without the partner's payload. Only
+                # of events that moved the journey: those were told (and moved its
+                # version, which the cached page goes by); a late one's were not.
                 Prefetch(
                     "events",
-                    queryset=JourneyEvent.objects.filter(customer_visible=True)
+                    queryset=JourneyEvent.objects.filter(customer_visible=True, applied=True)
                     .exclude(message="")
                     .only("milestone_id", "occurred_at", "message")
                     .order_by("occurred_at", "id"),

@@ -1101,6 +1101,9 @@ def reschedule_request_answer(*, request: RescheduleRequest, choice: str) -> App
         problems = appointment_time_problems(
             starts_at=start, duration=appointment.duration, new=True
         )
+        if arrive <= timezone.now():
+            # The start, a lead later, may not have passed yet: the time asked for has.
+            problems.setdefault("arrive_at", []).append("The time asked for has passed.")
         if problems:
             words = " ".join(str(p) for ps in problems.values() for p in ps)
             raise ApplicationError(f"That time cannot be used: {words}", fields=problems)

@@ -99,10 +99,11 @@ class Rendered:
 
 def _locale(notification: Notification) -> tuple[str, zoneinfo.ZoneInfo]:
     reader = notification.recipient
-    if reader is None and notification.to_email:
-        # An address, not an account (an invitation): the account it belongs to, if it
-        # has one; else the journey's owner's, who wrote to them.
-        reader = User.objects.filter(email__iexact=notification.to_email).first() or (
+    if reader is None and notification.kind == "journey_invitation":
+        # An address, not an account: the account it belongs to, if it has one; else the
+        # journey's owner's, who invited them. (Staff alerts, to the team's address, keep
+        # the site's language.)
+        reader = User.objects.filter(email=notification.to_email.lower()).first() or (
             notification.journey.owner if notification.journey_id else None
         )
     profile = getattr(reader, "profile", None) if reader else None

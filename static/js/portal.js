@@ -132,20 +132,35 @@
     /* A part the customer's own action replaced (a task ticked off, a rating, a message
        sent) took the focused button with it, and the focus fell to the page's body: a
        keyboard or screen reader user lost their place. It goes to what the new part
-       says of the action: a field to correct, then its status or error, then its
-       heading, then the part itself. */
-    var focusWithin = function (part) {
-      var pick = part.querySelector("[aria-invalid='true']") ||
-        part.querySelector("[role=status], [role=alert]") ||
-        part.querySelector("h2, h3") || part;
+       says of the action: a field to correct, then its status or error, looked for
+       nearest the button first (its article, not another appointment's), then the
+       part's heading, then the part itself. */
+    var focusAfter = function (near, part) {
+      var pick = null;
+      near.concat([part.id]).some(function (id) {
+        var scope = document.getElementById(id);
+        pick = scope && (scope.querySelector("[aria-invalid='true']") ||
+          scope.querySelector("[role=status], [role=alert]"));
+        return Boolean(pick);
+      });
+      pick = pick || part.querySelector("h2, h3") || part;
       if (!pick.matches(FOCUSABLE)) pick.setAttribute("tabindex", "-1");
       pick.focus();
+    };
+    var idsUp = function (from, part) {
+      var ids = [];
+      for (var node = from.parentElement; node && node !== part; node = node.parentElement) {
+        if (node.id) ids.push(node.id);
+      }
+      return ids;
     };
     document.body.addEventListener("htmx:beforeSwap", function (event) {
       var detail = event.detail;
       if (!isPoll(detail)) {
         if (detail.target && detail.target.id && detail.target.contains(document.activeElement)) {
-          kept.set(detail.target, { own: detail.target.id });
+          kept.set(detail.target, {
+            own: detail.target.id, near: idsUp(document.activeElement, detail.target)
+          });
         }
         return;
       }
@@ -174,7 +189,7 @@
         var active = document.activeElement;
         if (active && active !== document.body) return;
         var part = document.getElementById(state.own);
-        if (part) focusWithin(part);
+        if (part) focusAfter(state.near, part);
         return;
       }
       restore(state);

@@ -138,6 +138,11 @@ def test_export_holds_what_a_viewer_wrote_on_a_journey_they_follow(rich_customer
     )
     gone = make_journey(owner=UserFactory())
     Message.objects.create(journey=gone, author=rich_customer, body="Before it was revoked")
+    # Written as staff (a customer who is also on the staff): the company's, not theirs.
+    answered = make_journey(owner=UserFactory())
+    Message.objects.create(
+        journey=answered, author=rich_customer, body="Staff answer", from_staff=True
+    )
 
     data = json.loads(json.dumps(account_export_data(user=rich_customer), cls=DjangoJSONEncoder))
     assert [j["reference"] for j in data["journeys"]] == [rich_customer.journeys.get().reference]
@@ -152,6 +157,7 @@ def test_export_holds_what_a_viewer_wrote_on_a_journey_they_follow(rich_customer
     ]
     assert by_reference[gone.reference]["following_since"] is None
     assert "The owner's words" not in json.dumps(data)
+    assert "Staff answer" not in json.dumps(data)
 
 
 def text_values(instance: models.Model) -> str:

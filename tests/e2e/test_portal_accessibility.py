@@ -162,6 +162,18 @@ def test_the_focus_stays_with_the_part_an_action_replaced(browser, live_server):
     assert (tag, holder) == ("P", feedback)
     assert text.startswith("You rated this 1 out of 5")
 
+    # Another time asked for: the focus goes to what this appointment now says.
+    article = page.locator("article.appointment").first
+    article.locator("summary").click()
+    article.locator("input[name$=first_choice]").fill("2027-03-01T10:00")
+    article.get_by_role("button", name="Send request").focus()
+    with page.expect_response(lambda r: "/reschedule/" in r.url):
+        page.keyboard.press("Enter")
+    page.wait_for_function("() => document.activeElement !== document.body", timeout=5000)
+    tag, holder, text = focused()
+    assert (tag, holder) == ("DIV", article.evaluate("a => a.id"))
+    assert text.startswith("You asked for")
+
     page.locator("#message-form textarea").fill("Is the paint dry?")
     page.locator("#message-form button[type=submit]").focus()
     with page.expect_response(lambda r: r.url.endswith("/messages/")):

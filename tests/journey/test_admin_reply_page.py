@@ -20,7 +20,7 @@ def test_the_reply_page_names_the_readers_language_and_clock(admin_client, journ
     html = page.content.decode()
     assert "who reads <strong>Spanish</strong> (español)" in html
     assert "Their clock: Europe/Madrid" in html
-    assert "the email goes at once, like any other update" in html
+    assert "is sent as they chose to be told, like any other update." in html
 
 
 def test_the_reply_page_says_the_email_waits_for_quiet_hours(admin_client, journey, customer):
@@ -29,7 +29,7 @@ def test_the_reply_page_says_the_email_waits_for_quiet_hours(admin_client, journ
     customer.profile.quiet_hours_end = datetime.time(7, 0)
     customer.profile.save()
     html = admin_client.get(reverse("admin:journey_journey_reply", args=[journey.pk]))
-    assert "except in their quiet hours (22:00\u201307:00, their clock)" in html.content.decode()
+    assert "in their quiet hours (22:00\u201307:00, their clock) it waits" in html.content.decode()
 
 
 def test_a_reply_from_the_dashboard_goes_back_to_it(admin_client, journey, customer):

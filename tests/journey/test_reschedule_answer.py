@@ -69,6 +69,17 @@ def test_an_answered_request_or_a_past_time_changes_nothing(asked):
     assert Appointment.objects.values_list("starts_at", flat=True).get() == before
 
 
+def test_a_time_asked_for_that_has_passed_is_refused_though_its_start_has_not(asked):
+    """The start comes the lead (15 minutes) after the arrival asked for: between the
+    two, the start is still ahead, but the customer would be told to arrive in the past."""
+    with (
+        time_machine.travel(FIRST + timedelta(minutes=5), tick=False),
+        pytest.raises(ApplicationError, match="The time asked for has passed"),
+    ):
+        reschedule_request_answer(request=asked, choice="first")
+    assert Appointment.objects.get().arrive_at != FIRST
+
+
 def test_staff_move_it_from_the_admin_seeing_the_times_on_the_places_clock(admin_client, asked):
     listing = admin_client.get(reverse("admin:journey_reschedulerequest_changelist"))
     page = listing.content.decode()

@@ -86,6 +86,20 @@ def test_a_reply_joins_the_conversation_without_the_quoted_part(
     assert f"/admin/journey/journey/{journey.pk}/change/" in staff_mail.body
 
 
+def test_staff_are_alerted_in_the_sites_language_whatever_the_customers(
+    client, journey, customer, django_capture_on_commit_callbacks, settings
+):
+    """The team's address has no account: its alert is not written in the language of
+    the customer it is about (as an invitation, also sent to an address, is)."""
+    customer.profile.language = "es"
+    customer.profile.save()
+    to = reply_address(journey_id=journey.pk, user_id=customer.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(client, raw_reply(f"Milepost <{to}>", "Hola")).status_code == 201
+    assert mail.outbox[-1].to == [settings.STAFF_ALERT_EMAIL]
+    assert "the customer waits for your answer" in mail.outbox[-1].body
+
+
 @pytest.mark.parametrize(
     ("tamper", "status", "code"),
     [
