@@ -8,7 +8,7 @@ from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 from django.utils import timezone
 from django.utils.text import capfirst
-from django.utils.translation import get_language_info, override
+from django.utils.translation import get_language_info, override, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 
@@ -153,6 +153,20 @@ class Source(models.TextChoices):
     SYSTEM = "system", _("The system")
 
 
+# A source in the middle of a sentence ("proposed by our staff"); its label ("Our staff")
+# begins a line of the history.
+_IN_A_SENTENCE = {
+    Source.CUSTOMER: pgettext_lazy("who, in the middle of a sentence", "you"),
+    Source.STAFF: pgettext_lazy("who, in the middle of a sentence", "our staff"),
+    Source.PARTNER: pgettext_lazy("who, in the middle of a sentence", "a partner"),
+    Source.SYSTEM: pgettext_lazy("who, in the middle of a sentence", "the system"),
+}
+
+
+def source_in_a_sentence(source: str) -> str:
+    return str(_IN_A_SENTENCE.get(source, source))
+
+
 class Address(models.Model):
     profile = models.ForeignKey(CustomerProfile, on_delete=models.CASCADE, related_name="addresses")
     label = models.CharField(_("label"), max_length=40, help_text=_("Home, work, delivery…"))
@@ -210,8 +224,8 @@ def note_label(note: str) -> str:
         by, reason = note.removeprefix(prefix).split(": ", 1)
         # "Our staff" was written in the site's language; a partner's name is a name.
         with override(settings.LANGUAGE_CODE):
-            sources = {str(label): label for _value, label in Source.choices}
-        by = str(sources.get(by, by))
+            sources = {str(label): value for value, label in Source.choices}
+        by = source_in_a_sentence(sources[by]) if by in sources else by
         return _("Accepted a proposal from %(by)s: %(reason)s") % {"by": by, "reason": reason}
     if note == ERASED_NOTE:
         return str(_("Personal data erased at the customer's request."))
@@ -329,6 +343,12 @@ class ChangeProposal(models.Model):
     @property
     def shown_new_value(self) -> str:
         return value_label(self.field, self.new_value)
+
+    @property
+    def proposed_by_text(self) -> str:
+        """ "proposed by our staff": a partner's name, else the source in a sentence."""
+        who = self.proposed_by_name or source_in_a_sentence(self.source)
+        return _("proposed by %(who)s") % {"who": who}
 
 
 class JourneyShare(models.Model):

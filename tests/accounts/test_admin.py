@@ -31,13 +31,14 @@ def test_staff_propose_a_change_and_cannot_overwrite(staff_client, customer):
     assert customer.profile.given_name == "Alex"
     proposal = ChangeProposal.objects.get()
     assert (proposal.source, proposal.new_value) == (Source.STAFF, "Alexander")
-    # The customer reads "Our staff", not the staff member's address (kept as the actor).
+    # The customer reads "our staff" (mid-sentence), not the staff member's address
+    # (kept as the actor).
     assert proposal.proposed_by_name == "" and proposal.proposed_by is not None
     staff_email = proposal.proposed_by.email
     customer_client = Client()
     customer_client.force_login(customer)
     shown = customer_client.get(reverse("accounts:profile")).content.decode()
-    assert "proposed by Our staff" in shown and staff_email not in shown
+    assert "proposed by our staff" in shown and staff_email not in shown
 
     # The profile inline is read-only: a change form post cannot overwrite the name.
     page = staff_client.get(reverse("admin:accounts_user_change", args=[customer.pk]))

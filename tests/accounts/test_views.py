@@ -250,6 +250,8 @@ def test_fields_are_named_in_words_in_proposals_and_the_history(logged_in, custo
     )
     profile = logged_in.get(reverse("accounts:profile")).content.decode()
     assert "<strong>Given name</strong>: “Alexandra”" in profile
+    # Who proposed it is the middle of a sentence: "our staff", not the label "Our staff".
+    assert "(proposed by our staff)" in profile
     history = logged_in.get(reverse("accounts:history")).content.decode()
     assert 'data-label="What">Quiet until</td>' in history
     assert "Given_name" not in profile and "Quiet_hours_end" not in history
@@ -260,6 +262,26 @@ def test_fields_are_named_in_words_in_proposals_and_the_history(logged_in, custo
     # The proposed value is quoted as Spanish quotes it.
     profile = logged_in.get(reverse("accounts:profile")).content.decode()
     assert "<strong>Nombre</strong>: «Alexandra»" in profile
+    assert "(propuesto por nuestro equipo)" in profile
+
+
+def test_a_partners_proposal_names_it_and_one_without_a_name_says_a_partner(logged_in, customer):
+    customer.profile.given_name, customer.profile.family_name = "Alex", "Morgan"
+    customer.profile.save()
+    profile_propose_change(
+        user=customer, field="family_name", value="Morgan-Lee", reason="r", source=Source.PARTNER
+    )
+    profile_propose_change(
+        user=customer,
+        field="given_name",
+        value="Alexandra",
+        reason="r",
+        source=Source.PARTNER,
+        actor_name="Iberia Motor Works",
+    )
+    profile = logged_in.get(reverse("accounts:profile")).content.decode()
+    assert "(proposed by a partner)" in profile
+    assert "(proposed by Iberia Motor Works)" in profile
 
 
 def test_the_history_shows_values_and_its_own_notes_in_the_readers_words(logged_in, customer):
@@ -282,7 +304,7 @@ def test_the_history_shows_values_and_its_own_notes_in_the_readers_words(logged_
     history = logged_in.get(reverse("accounts:history")).content.decode()
     assert ">English</td>" in history and ">Español</td>" in history
     assert ">No</td>" in history and ">Sí</td>" in history
-    assert "Aceptó una propuesta de Nuestro equipo: The order form" in history
+    assert "Aceptó una propuesta de nuestro equipo: The order form" in history
     assert ">en</td>" not in history and ">yes</td>" not in history and ">no</td>" not in history
 
 
