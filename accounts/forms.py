@@ -198,6 +198,20 @@ class AddressForm(forms.ModelForm):
         model = Address
         fields = ["label", "line1", "line2", "city", "postcode", "country"]
 
+    def __init__(self, *args: object, profile: CustomerProfile | None = None, **kwargs: object):
+        super().__init__(*args, **kwargs)
+        self.profile = profile
+
+    def clean_label(self) -> str:
+        label = self.cleaned_data["label"]
+        if self.profile and self.profile.addresses.filter(label__iexact=label).exists():
+            raise forms.ValidationError(
+                _("You have an address called “%(label)s” already: give this one another label."),
+                code="duplicate_label",
+                params={"label": label},
+            )
+        return label
+
     def clean_country(self) -> str:
         value = self.cleaned_data["country"].strip().upper()
         # ISO 3166 codes, as phonenumbers knows them (every country with a phone plan).

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.text import capfirst
 from django.utils.translation import get_language_info, override, pgettext_lazy
@@ -180,6 +181,15 @@ class Address(models.Model):
         ordering = ["id"]
         verbose_name = _("address")
         verbose_name_plural = _("addresses")
+        constraints = [
+            # "Deliver to Home" must say which: one address per label, whatever its case.
+            models.UniqueConstraint(
+                "profile",
+                Lower("label"),
+                name="one_address_per_label",
+                violation_error_message=_("You have an address with this label already."),
+            ),
+        ]
 
     def __str__(self) -> str:
         return ", ".join(p for p in (self.line1, self.line2, self.city, self.postcode) if p)

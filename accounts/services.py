@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core import signing
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -308,16 +308,26 @@ def proposal_decide(*, proposal: ChangeProposal, user: User, accept: bool) -> Ch
 
 
 def address_add(*, profile: CustomerProfile, data: dict[str, str], actor: User) -> Address:
-    with transaction.atomic():
-        address = Address.objects.create(profile=profile, **data)
-        audit_record(
-            user=profile.user,
-            field="address",
-            old="",
-            new=address,
-            source=Source.CUSTOMER,
-            actor=actor,
-        )
+    """Refuses a label the customer gave another address (the form says so first; the
+    constraint settles two tabs adding "Home" at once)."""
+    try:
+        with transaction.atomic():
+            address = Address.objects.create(profile=profile, **data)
+            audit_record(
+                user=profile.user,
+                field="address",
+                old="",
+                new=address,
+                source=Source.CUSTOMER,
+                actor=actor,
+            )
+    except IntegrityError as error:
+        if not profile.addresses.filter(label__iexact=data.get("label", "")).exists():
+            raise
+        message = _("You have an address with this label already.")
+        raise ApplicationError(
+            message, code="duplicate_label", fields={"label": [message]}
+        ) from error
     return address
 
 

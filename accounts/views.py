@@ -100,12 +100,16 @@ def profile_section(request: HttpRequest, section: str) -> HttpResponse:
 @login_required
 @require_POST
 def address_add(request: HttpRequest) -> HttpResponse:
-    form = AddressForm(request.POST)
     profile_obj = services.profile_ensure(user=request.user)
+    form = AddressForm(request.POST, profile=profile_obj)
+    if form.is_valid():
+        try:
+            services.address_add(profile=profile_obj, data=form.cleaned_data, actor=request.user)
+        except ApplicationError as error:
+            form.add_error("label" if "label" in error.fields else None, error.message)
     if not form.is_valid():
         context = _profile_context(request) | {"address_form": form}
         return render(request, "accounts/profile.html", context, status=422)
-    services.address_add(profile=profile_obj, data=form.cleaned_data, actor=request.user)
     messages.success(request, _("Address added."))
     return redirect(reverse("accounts:profile") + "#addresses")
 

@@ -1,10 +1,16 @@
 """The profile page: edited in place, with clear errors and nothing half-saved."""
 
+import importlib
+
 import pytest
+from django.apps import apps as django_apps
+from django.db import connection
 from django.urls import reverse
 
+from accounts import services
 from accounts.models import Address, ChangeProposal, ProfileChange, Source
 from accounts.services import profile_propose_change, proposal_decide
+from journey.errors import ApplicationError
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -192,6 +198,60 @@ def test_addresses_are_added_and_removed_with_an_audit(logged_in, customer):
     assert list(ProfileChange.objects.values_list("field", "new_value").order_by("id")) == [
         ("address", "1 High St, Bristol, BS1 1AA"),
         ("address", ""),
+    ]
+
+
+def test_a_label_names_one_address_whatever_its_case(logged_in, customer):
+    """ "Deliver to Home" must say which: a second "home" is a form error, nothing saved."""
+    data = {"label": "Home", "line1": "1 High St", "city": "Bristol", "country": "GB"}
+    assert logged_in.post(reverse("accounts:address-add"), data).status_code == 302
+    again = logged_in.post(reverse("accounts:address-add"), data | {"label": " home "})
+    assert again.status_code == 422
+    assert "You have an address called “home” already" in again.content.decode()
+    assert Address.objects.count() == 1 and ProfileChange.objects.count() == 1
+    # Another customer's "Home" is theirs.
+    other = UserFactory()
+    services.address_add(profile=other.profile, data=data, actor=other)
+    assert Address.objects.count() == 2
+
+
+def test_a_label_taken_between_the_check_and_the_write_is_refused_whole(customer):
+    """Two tabs adding "Home" at once: the constraint refuses the second, audit and all."""
+    data = {"label": "Home", "line1": "1 High St", "city": "Bristol", "country": "GB"}
+    services.address_add(profile=customer.profile, data=data, actor=customer)
+    with pytest.raises(ApplicationError) as refused:
+        services.address_add(
+            profile=customer.profile, data=data | {"label": "HOME"}, actor=customer
+        )
+    assert refused.value.code == "duplicate_label" and "label" in refused.value.fields
+    assert Address.objects.count() == 1 and ProfileChange.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)  # SQLite edits a schema outside a transaction
+def test_the_migration_numbers_labels_that_were_shared(customer):
+    migration = importlib.import_module("accounts.migrations.0006_address_label_unique")
+    other = UserFactory()
+    with connection.schema_editor() as editor:  # as before the constraint
+        editor.remove_constraint(Address, Address._meta.constraints[0])
+    for profile, label in [
+        (customer.profile, "Home"),
+        (customer.profile, "home"),
+        (customer.profile, "Home (2)"),
+        (customer.profile, "HOME"),
+        (customer.profile, "Work"),
+        (other.profile, "Home"),
+    ]:
+        Address.objects.create(profile=profile, label=label, line1="l", city="c")
+    migration.relabel_duplicates(django_apps, None)
+    with connection.schema_editor() as editor:
+        editor.add_constraint(Address, Address._meta.constraints[0])
+    assert list(Address.objects.order_by("id").values_list("label", flat=True)) == [
+        "Home",
+        "home (3)",
+        "Home (2)",
+        "HOME (4)",
+        "Work",
+        "Home",
     ]
 
 
