@@ -8,7 +8,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Avg, Count, Exists, OuterRef, QuerySet
+from django.db.models import Avg, Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from journey.models import (
@@ -209,20 +210,31 @@ def contact_rate(*, now: datetime) -> dict:
 
 
 def feedback_by_stage() -> list[Bar]:
-    """Average rating and count per stage label, worst first."""
+    """Average rating and count per stage label, worst first: the owners' (who bought it
+    and lived the stage), with the viewers' a journey was shared with beside them, apart
+    (a viewer may rate too, and a family of viewers must not outvote the customer). A
+    stage only viewers rated is ranked by their average."""
+    by_owner = Q(customer=F("milestone__journey__owner"))
     rows = (
         Feedback.objects.values("milestone__stage__label")
-        .annotate(average=Avg("rating"), count=Count("pk"))
-        .order_by("average", "-count", "milestone__stage__label")
-    )
-    return [
-        Bar(
-            row["milestone__stage__label"],
-            float(row["average"]),
-            f"{row['average']:.1f} ({row['count']})",
+        .annotate(
+            owners=Avg("rating", filter=by_owner),
+            owner_count=Count("pk", filter=by_owner),
+            viewers=Avg("rating", filter=~by_owner),
+            viewer_count=Count("pk", filter=~by_owner),
         )
-        for row in rows
-    ]
+        .annotate(ranked=Coalesce("owners", "viewers"))
+        .order_by("ranked", "-owner_count", "milestone__stage__label")
+    )
+    bars = []
+    for row in rows:
+        parts = []
+        if row["owner_count"]:
+            parts.append(f"{row['owners']:.1f} ({row['owner_count']})")
+        if row["viewer_count"]:
+            parts.append(f"viewers {row['viewers']:.1f} ({row['viewer_count']})")
+        bars.append(Bar(row["milestone__stage__label"], float(row["ranked"]), " · ".join(parts)))
+    return bars
 
 
 def open_reschedule_requests() -> dict:

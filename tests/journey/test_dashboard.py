@@ -119,9 +119,10 @@ def test_feedback_by_stage_worst_first(customer):
     journey = make_journey(owner=customer)
     first, second = journey.milestones.order_by("position")[:2]
     other = UserFactory()
+    others_first = make_journey(owner=other).milestones.order_by("position")[0]
     for milestone, customer_, rating in (
         (first, customer, 5),
-        (first, other, 4),
+        (others_first, other, 4),
         (second, customer, 2),
     ):
         milestone.state = MilestoneState.DONE
@@ -131,6 +132,23 @@ def test_feedback_by_stage_worst_first(customer):
     assert [(bar.label, bar.value, bar.text) for bar in bars] == [
         ("Stage 2", 2.0, "2.0 (1)"),
         ("Stage 1", 4.5, "4.5 (2)"),
+    ]
+
+
+def test_feedback_by_stage_keeps_the_owners_ratings_apart_from_viewers(customer):
+    """A viewer may rate a stage; three of them must not outvote the customer who lived it."""
+    journey = make_journey(owner=customer)
+    first, second, third = journey.milestones.order_by("position")[:3]
+    viewers = UserFactory.create_batch(3)
+    ratings = [(first, customer, 2), (second, customer, 4), (third, viewers[0], 3)]
+    ratings += [(first, viewer, 5) for viewer in viewers] + [(second, viewers[1], 1)]
+    for milestone, who, rating in ratings:
+        Feedback.objects.create(milestone=milestone, customer=who, rating=rating)
+    bars = dashboard.feedback_by_stage()
+    assert [(bar.label, bar.value, bar.text) for bar in bars] == [
+        ("Stage 1", 2.0, "2.0 (1) · viewers 5.0 (3)"),
+        ("Stage 3", 3.0, "viewers 3.0 (1)"),
+        ("Stage 2", 4.0, "4.0 (1) · viewers 1.0 (1)"),
     ]
 
 
