@@ -151,9 +151,16 @@ def account_export_data(*, user: User) -> dict[str, Any]:
         {
             "reference": journey.reference,
             "title": journey.title,
-            "following_since": JourneyShare.objects.filter(journey=journey, viewer=user)
-            .values_list("accepted_at", flat=True)
-            .first(),
+            # Each time they followed it: an invitation accepted, and revoked if it was
+            # (until: null while they still follow it).
+            "followed": [
+                {"since": since, "until": until}
+                for since, until in JourneyShare.objects.filter(
+                    journey=journey, viewer=user, accepted_at__isnull=False
+                )
+                .order_by("accepted_at", "pk")
+                .values_list("accepted_at", "revoked_at")
+            ],
             "your_messages": list(
                 journey.messages.filter(author=user, from_staff=False)
                 .order_by("created_at", "id")

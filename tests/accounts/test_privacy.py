@@ -125,9 +125,18 @@ def test_export_holds_what_a_viewer_wrote_on_a_journey_they_follow(rich_customer
     from journey.models import Feedback
 
     share = JourneyShare.objects.get(email=rich_customer.email)
-    share.viewer, share.accepted_at = rich_customer, timezone.now()
-    share.save()
     followed = share.journey
+    # Followed once, revoked, invited again and following now.
+    first = timezone.now() - timedelta(days=30)
+    share.viewer, share.accepted_at, share.revoked_at = rich_customer, first, first + timedelta(1)
+    share.save()
+    again = JourneyShare.objects.create(
+        journey=followed,
+        email=rich_customer.email,
+        invited_by=followed.owner,
+        viewer=rich_customer,
+        accepted_at=timezone.now(),
+    )
     Message.objects.create(journey=followed, author=followed.owner, body="The owner's words")
     Message.objects.create(journey=followed, author=rich_customer, body="Looks great!")
     Feedback.objects.create(
@@ -149,13 +158,17 @@ def test_export_holds_what_a_viewer_wrote_on_a_journey_they_follow(rich_customer
     by_reference = {j["reference"]: j for j in data["followed_journeys"]}
     assert set(by_reference) == {followed.reference, gone.reference}
     mine = by_reference[followed.reference]
-    assert mine["following_since"] is not None
+    stamp = DjangoJSONEncoder().default
+    assert mine["followed"] == [
+        {"since": stamp(share.accepted_at), "until": stamp(share.revoked_at)},
+        {"since": stamp(again.accepted_at), "until": None},
+    ]
     assert [m["body"] for m in mine["your_messages"]] == ["Looks great!"]
     assert [(r["rating"], r["comment"]) for r in mine["your_ratings"]] == [(5, "Quick")]
     assert [m["body"] for m in by_reference[gone.reference]["your_messages"]] == [
         "Before it was revoked"
     ]
-    assert by_reference[gone.reference]["following_since"] is None
+    assert by_reference[gone.reference]["followed"] == []
     assert "The owner's words" not in json.dumps(data)
     assert "Staff answer" not in json.dumps(data)
 
