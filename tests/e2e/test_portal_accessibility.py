@@ -2,14 +2,17 @@
 reading order is the order on the screen, and no two controls share a name without context."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from accounts.models import Source, User
 from accounts.services import journey_share_invite, profile_propose_change, share_link_create
 from journey.management.commands import demo
-from journey.models import Journey
+from journey.models import Appointment, Journey
+from journey.services import appointment_request_reschedule
 from tests.e2e.test_portal import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -162,8 +165,20 @@ def test_the_focus_stays_with_the_part_an_action_replaced(browser, live_server):
     assert (tag, holder) == ("P", feedback)
     assert text.startswith("You rated this 1 out of 5")
 
-    # Another time asked for: the focus goes to what this appointment now says.
-    article = page.locator("article.appointment").first
+    # Another time asked for: the focus goes to what this appointment now says, not to
+    # an earlier appointment's notice of its own (the nearest one to the button wins).
+    journey = Journey.objects.get(reference=demo.CAR_REFERENCE)
+    start = timezone.now() + timedelta(days=2)
+    earlier = Appointment.objects.create(
+        journey=journey, title="Paint sample", starts_at=start, arrive_at=start, place_name="Home"
+    )
+    appointment_request_reschedule(
+        appointment=earlier, user=journey.owner, first_choice=start + timedelta(days=1)
+    )
+    page.reload()
+    assert page.locator("article.appointment").first.get_by_role("status").count() == 1
+    article = page.locator("article.appointment").last
+    assert article.get_by_role("status").count() == 0
     article.locator("summary").click()
     article.locator("input[name$=first_choice]").fill("2027-03-01T10:00")
     article.get_by_role("button", name="Send request").focus()
