@@ -53,4 +53,8 @@ def journey_tasks(*, journey: Journey) -> QuerySet[CustomerTask]:
 
 def journey_appointments(*, journey: Journey) -> QuerySet[Appointment]:
     """A journey's appointments, in the order they were posted."""
-    return Appointment.objects.filter(journey=journey).order_by("id")
+    return (
+        Appointment.objects.filter(journey=journey)
+        .select_related("milestone__stage")
+        .order_by("id")
+    )

@@ -485,6 +485,14 @@ class AppointmentAdminForm(forms.ModelForm):
             self.fields[name].help_text = _("On the place's clock (its time zone, below).")
         for name in ("title", "what_to_bring"):  # the customer reads them
             self.fields[name].validators.append(validate_no_jargon)
+        if "milestone" in self.fields:
+            # The journey's own stages, in order (the inline sets its journey).
+            self.fields["milestone"].queryset = (
+                Milestone.objects.filter(journey_id=self.instance.journey_id)
+                .select_related("stage")
+                .order_by("position")
+            )
+            self.fields["milestone"].label_from_instance = lambda m: m.stage.label
         if self.instance.pk:
             zone = _zone(self.instance.time_zone)
             for name in self.TIMES:

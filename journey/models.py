@@ -479,6 +479,20 @@ class Appointment(models.Model):
             "them, and what to have ready, not when to arrive and what to bring."
         ),
     )
+    # The stage it is booked for (a handover, an installation): the customer's page says
+    # that stage is booked for this day, where it said a forecast.
+    milestone = models.ForeignKey(
+        "Milestone",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="appointments",
+        verbose_name=_("for the stage"),
+        help_text=_(
+            "The stage this appointment is for (a handover, an installation): the customer "
+            "then sees that stage booked for its day, not an expected date."
+        ),
+    )
 
     class Meta:
         ordering = ["starts_at"]

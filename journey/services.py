@@ -845,6 +845,7 @@ APPOINTMENT_FIELDS = (
     "time_zone",
     "what_to_bring",
     "visit",
+    "milestone",
 )
 # What the customer is told again when it changes: when and where to be.
 APPOINTMENT_TOLD = frozenset(
@@ -908,11 +909,14 @@ def journey_appointment_create(
     time_zone: str | None = None,
     what_to_bring: str = "",
     visit: bool = False,
+    milestone: Milestone | None = None,
 ) -> Appointment:
     """An appointment the customer attends, or a visit we make to them (``visit``: they
     are told when we will be with them); ``arrive_at`` defaults to ``starts_at`` and
     lies within ``ARRIVE_AHEAD_AT_MOST`` before it; ``time_zone`` (the place's) defaults
-    to the customer's own, where most appointments are (a visit, a showroom near home)."""
+    to the customer's own, where most appointments are (a visit, a showroom near home).
+    ``milestone``: the journey's stage it is booked for (its page then says so)."""
+    _appointment_stage_check(journey_id=journey.pk, milestone=milestone)
     arrive_at = arrive_at or starts_at
     if time_zone is None:
         time_zone = (
@@ -937,10 +941,19 @@ def journey_appointment_create(
             time_zone=time_zone,
             what_to_bring=what_to_bring,
             visit=visit,
+            milestone=milestone,
         )
         if not journey.is_sandbox:
             notify_appointment(appointment, changed=False)
     return appointment
+
+
+def _appointment_stage_check(*, journey_id: int, milestone: Milestone | None) -> None:
+    """An appointment is booked for a stage of its own journey, not another's."""
+    if milestone is not None and milestone.journey_id != journey_id:
+        raise ApplicationError(
+            "That stage is another journey's.", fields={"milestone": ["Not this journey's."]}
+        )
 
 
 def _appointment_locked(appointment: Appointment) -> Appointment:
@@ -997,6 +1010,10 @@ def journey_appointment_update(*, appointment: Appointment, **changes: Any) -> A
         jargon_check(
             **{name: changed[name] for name in ("title", "what_to_bring") if name in changed}
         )
+        if "milestone" in changed:
+            _appointment_stage_check(
+                journey_id=appointment.journey_id, milestone=changed["milestone"]
+            )
         if not changed:
             return appointment
         for name, value in changed.items():

@@ -1,4 +1,5 @@
 import sys
+from collections import defaultdict
 from datetime import timedelta
 
 from django import forms
@@ -29,7 +30,7 @@ from journey import page_cache, selectors, services
 from journey.calendar import appointment_ics
 from journey.errors import ApplicationError
 from journey.forms import FeedbackForm, MessageForm, RescheduleForm
-from journey.models import Journey
+from journey.models import Appointment, Journey, Milestone, MilestoneState
 from journey.route import map_tiles, route_schematic
 
 
@@ -37,8 +38,30 @@ from journey.route import map_tiles, route_schematic
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     journeys = selectors.journey_list(user=request.user)
-    rows = [(journey, selectors.journey_progress(journey)) for journey in journeys]
+    # The appointments booked for a stage, for every journey listed: one query.
+    booked = defaultdict(list)
+    stages_booked = Appointment.objects.filter(journey__in=journeys, milestone__isnull=False)
+    for appointment in stages_booked.order_by("starts_at", "pk") if journeys else []:
+        booked[appointment.journey_id].append(appointment)
+    rows = []
+    for journey in journeys:
+        milestones = [m for m in journey.milestones.all() if m.stage.customer_visible]
+        rows.append(
+            (
+                journey,
+                selectors.journey_progress(journey),
+                _booked_end(milestones, booked[journey.pk]),
+            )
+        )
     return render(request, "journey/home.html", {"rows": rows})
+
+
+def _booked_end(milestones: list[Milestone], appointments: list[Appointment]) -> Appointment | None:
+    """The appointment booked for the journey's last stage (its handover), while that
+    stage is to come: the customer is told its day, not a forecast."""
+    _mark_booked(milestones, appointments)
+    last = milestones[-1] if milestones else None
+    return last.booked if last and last.state == MilestoneState.UPCOMING else None
 
 
 def _detail_context(request: HttpRequest, journey: Journey, **forms: object) -> dict:
@@ -68,10 +91,13 @@ def _detail_context(request: HttpRequest, journey: Journey, **forms: object) -> 
         # A rating form that came back with errors is shown again in place.
         milestone.feedback_form = feedback_forms.get(milestone.pk)
     appointments = list(journey.appointments.all())
+    booked_end = _booked_end(milestones, appointments)
     reschedule_forms = forms.pop("reschedule_forms", {})
     return {
         "journey": journey,
         "progress": selectors.journey_progress(journey),
+        # The journey's last stage booked (its handover): its day, not a forecast.
+        "booked_end": booked_end,
         "milestones": list(reversed(milestones)) if newest_first else milestones,
         "legs": legs,
         "route": route,
@@ -92,6 +118,21 @@ def _detail_context(request: HttpRequest, journey: Journey, **forms: object) -> 
         "conversation": selectors.journey_messages(journey=journey, user=request.user),
         **forms,
     }
+
+
+def _mark_booked(milestones: list[Milestone], appointments: list[Appointment]) -> None:
+    """Each milestone's ``booked``: the appointment booked for it (the latest, if several:
+    no clock, so the cached page stays true), with ``booked_day`` on the place's clock and
+    ``forecast_later`` when the forecast for the stage is now after that day."""
+    by_stage = {a.milestone_id: a for a in appointments if a.milestone_id}  # last one wins
+    for milestone in milestones:
+        milestone.booked = booked = by_stage.get(milestone.pk)
+        if booked is not None:
+            booked.milestone = milestone  # its stage's label, with no query
+            booked.booked_day = timezone.localtime(booked.arrive_at, booked.zone).date()
+            booked.forecast_later = bool(
+                milestone.expected_date and milestone.expected_date > booked.booked_day
+            )
 
 
 @login_required

@@ -399,6 +399,15 @@ class TaskSerializer(RequestBody, serializers.ModelSerializer):
         extra_kwargs = {"description": {"max_length": 2000}}
 
 
+@extend_schema_field(OpenApiTypes.STR)
+class StageKeyField(StringField):
+    """An appointment's stage, by its key (as a photo's milestone): the view finds the
+    journey's milestone; the answer gives the key back, or null."""
+
+    def to_representation(self, value: Any) -> str | None:
+        return value.stage.key if value is not None else None
+
+
 class AppointmentSerializer(RequestBody, serializers.ModelSerializer):
     starts_at = AwareDateTimeField()
     arrive_at = AwareDateTimeField(required=False, help_text="Defaults to starts_at.")
@@ -414,6 +423,13 @@ class AppointmentSerializer(RequestBody, serializers.ModelSerializer):
         "told when we will be with them and what to have ready, not when to arrive and "
         "what to bring.",
     )
+    milestone = StageKeyField(
+        max_length=50,
+        required=False,
+        allow_null=True,
+        help_text="The stage key it is booked for (a handover, an installation): the "
+        "customer's page then says that stage is booked for this day. null: none.",
+    )
 
     class Meta:
         model = Appointment
@@ -428,6 +444,7 @@ class AppointmentSerializer(RequestBody, serializers.ModelSerializer):
             "time_zone",
             "what_to_bring",
             "visit",
+            "milestone",
         ]
         read_only_fields = ["id"]
 

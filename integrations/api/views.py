@@ -74,7 +74,7 @@ from integrations.webhooks import webhook_endpoint_create, webhook_endpoint_rota
 from journey import services as journey_services
 from journey.compiled import CompiledRead
 from journey.errors import ApplicationError
-from journey.models import Appointment, CustomerTask, Journey, ShipmentLeg
+from journey.models import Appointment, CustomerTask, Journey, Milestone, ShipmentLeg
 from journey.photos import photo_add
 
 logger = logging.getLogger(__name__)
@@ -656,15 +656,7 @@ class PhotoListCreate(APIView):
         serializer = PhotoInSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        milestone = None
-        if data.get("milestone"):
-            milestone = journey.milestones.filter(stage__key=data["milestone"]).first()
-            if milestone is None:
-                raise ApplicationError(
-                    f"This journey has no stage {data['milestone']!r}.",
-                    code="unknown_stage",
-                    fields={"milestone": ["Unknown stage."]},
-                )
+        milestone = _milestone_by_key(journey, data["milestone"]) if data.get("milestone") else None
         photo = photo_add(
             journey=journey,
             milestone=milestone,
@@ -748,12 +740,27 @@ def _appointment(request: Request, reference: str, pk: int) -> Appointment:
     return get_object_or_404(Appointment, journey=_journey(request, reference), pk=pk)
 
 
-def _appointment_changes(serializer: AppointmentSerializer) -> dict[str, Any]:
-    """The serializer's fields as the services take them (a duration, not minutes)."""
+def _appointment_changes(serializer: AppointmentSerializer, journey: Journey) -> dict[str, Any]:
+    """The serializer's fields as the services take them (a duration, not minutes; the
+    journey's milestone, not its stage key: 400 naming the field if it has none)."""
     data = dict(serializer.validated_data)
     if "duration_minutes" in data:
         data["duration"] = timedelta(minutes=data.pop("duration_minutes"))
+    if data.get("milestone") is not None:
+        data["milestone"] = _milestone_by_key(journey, data["milestone"])
     return data
+
+
+def _milestone_by_key(journey: Journey, key: str) -> Milestone:
+    """The journey's milestone of this stage key; 400 naming ``milestone`` if none."""
+    milestone = journey.milestones.filter(stage__key=key).select_related("stage").first()
+    if milestone is None:
+        raise ApplicationError(
+            f"This journey has no stage {key!r}.",
+            code="unknown_stage",
+            fields={"milestone": ["Unknown stage."]},
+        )
+    return milestone
 
 
 class AppointmentListCreate(APIView):
@@ -772,7 +779,7 @@ class AppointmentListCreate(APIView):
         serializer = AppointmentSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         appointment = journey_services.journey_appointment_create(
-            journey=journey, **_appointment_changes(serializer)
+            journey=journey, **_appointment_changes(serializer, journey)
         )
         return Response(AppointmentSerializer(appointment).data, status=status.HTTP_201_CREATED)
 
@@ -793,7 +800,7 @@ class AppointmentDetail(APIView):
         serializer = AppointmentUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         appointment = journey_services.journey_appointment_update(
-            appointment=appointment, **_appointment_changes(serializer)
+            appointment=appointment, **_appointment_changes(serializer, appointment.journey)
         )
         return Response(AppointmentSerializer(appointment).data)
 

@@ -615,6 +615,7 @@ class Command(BaseCommand):
             address="12 Harbourside Way\nBristol BS1 5TY",
             time_zone="Europe/London",
             what_to_bring="Your driving licence and proof of insurance.",
+            milestone=journey.milestones.get(stage__key="handover"),
         )
         Message.objects.create(
             journey=journey,
@@ -666,6 +667,7 @@ class Command(BaseCommand):
             what_to_bring="An adult at home for the whole morning, and a clear path to "
             "where the line comes in.",
             visit=True,
+            milestone=journey.milestones.get(stage__key="installation"),
         )
         CustomerTask.objects.create(
             journey=journey,

@@ -1,0 +1,176 @@
+"""An appointment booked for a stage (a handover, an installation): the customer reads
+that stage booked for the appointment's day, not a forecast of it (a user's walk-through:
+the header said "expected 15 Dec" under a handover booked for the 20th)."""
+
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from journey.errors import ApplicationError
+from journey.forms import AppointmentAdminForm
+from journey.models import Appointment, Milestone
+from journey.services import journey_appointment_create, journey_appointment_update
+from tests.factories import PASSWORD, make_journey
+from tests.journey.test_views import detail_url, reach
+
+pytestmark = pytest.mark.django_db
+
+
+def book(journey, key: str, *, days: int = 20) -> Appointment:
+    """Booked for the stage ``key``, at 10:00 in Madrid ``days`` from now."""
+    day = timezone.localdate() + timedelta(days=days)
+    starts = datetime.combine(day, time(10), tzinfo=ZoneInfo("Europe/Madrid"))
+    return journey_appointment_create(
+        journey=journey,
+        title="Handover",
+        starts_at=starts,
+        place_name="Showroom",
+        time_zone="Europe/Madrid",
+        milestone=journey.milestones.get(stage__key=key),
+    )
+
+
+def test_the_last_stage_booked_is_told_by_its_day_everywhere_on_the_page(client, customer):
+    journey = make_journey(owner=customer, stages=4)
+    for key in ("stage-1", "stage-2", "stage-3"):
+        reach(journey, key)
+    appointment = book(journey, "stage-4")
+    day = timezone.localtime(appointment.arrive_at, appointment.zone).date()
+    Milestone.objects.filter(journey=journey, stage__key="stage-4").update(
+        expected_date=day - timedelta(days=3)
+    )
+    client.login(email=customer.email, password=PASSWORD)
+    html = client.get(detail_url(journey)).content.decode()
+    weekday_day_month = f"{day:%A} {day.day} {day:%B}"
+    # The header: the next stage, the journey's date and its words.
+    assert f'<a href="#appointment-{appointment.pk}">booked for {weekday_day_month}</a>' in html
+    assert f"<dt>Booked for</dt><dd>{day.day} {day:%B %Y}</dd>" in html
+    assert f"Stage 4 is booked for {weekday_day_month}." in html
+    assert "most likely between" not in html
+    # The timeline's step.
+    assert f">Booked for {day.day} {day:%b}</a>" in html
+    assert "running late" not in html
+    # The journeys list says the same.
+    home = client.get(reverse("journey:home")).content.decode()
+    assert f"<dt>Booked for</dt><dd>{day.day} {day:%b %Y}</dd>" in home
+    assert f"Stage 4 is booked for {weekday_day_month}." in home
+    # In Spanish too.
+    customer.profile.language = "es"
+    customer.profile.save()
+    html = client.get(detail_url(journey)).content.decode()
+    assert "<dt>Reservado para</dt>" in html and "Reservado para el " in html
+
+
+def test_a_forecast_after_the_booked_day_is_said_with_it(client, customer):
+    journey = make_journey(owner=customer, stages=4)
+    appointment = book(journey, "stage-4", days=5)
+    day = timezone.localtime(appointment.arrive_at, appointment.zone).date()
+    Milestone.objects.filter(journey=journey, stage__key="stage-4").update(
+        expected_date=day + timedelta(days=4)
+    )
+    client.login(email=customer.email, password=PASSWORD)
+    html = client.get(detail_url(journey)).content.decode()
+    later = day + timedelta(days=4)
+    assert f"running late (now expected {later.day} {later:%b})" in html
+    assert "if the booking has to move, we will tell you" in html
+
+
+def test_a_stage_reached_is_told_as_reached_and_an_unbooked_one_as_expected(client, customer):
+    journey = make_journey(owner=customer, stages=4)
+    book(journey, "stage-1")
+    reach(journey, "stage-1")
+    client.login(email=customer.email, password=PASSWORD)
+    html = client.get(detail_url(journey)).content.decode()
+    assert "Booked for" not in html and "booked for" not in html
+    assert "<dt>Expected</dt>" in html
+
+
+def test_bookings_cost_the_page_no_query(client, customer, django_assert_num_queries):
+    """As many queries rendered as without: the appointments are read for the page
+    anyway, and their stages are its milestones. The journeys list reads the bookings
+    of all its journeys in one."""
+    journey = make_journey(owner=customer, stages=4)
+    drive = timezone.now() + timedelta(days=2)
+    Appointment.objects.create(  # not booked for a stage: the page reads appointments
+        journey=journey, title="Test drive", starts_at=drive, arrive_at=drive, place_name="X"
+    )
+    client.login(email=customer.email, password=PASSWORD)
+    client.get(reverse("journey:home"))  # warm the session
+    with CaptureQueriesContext(connection) as unbooked:
+        assert client.get(detail_url(journey)).status_code == 200
+    with CaptureQueriesContext(connection) as home_unbooked:
+        client.get(reverse("journey:home"))
+    book(journey, "stage-4")
+    book(journey, "stage-2", days=3)
+    make_journey(owner=customer, stages=2)  # a second journey listed, with no booking
+    with django_assert_num_queries(len(unbooked.captured_queries)):
+        html = client.get(detail_url(journey)).content.decode()
+    assert html.count("Booked for") == 3  # two steps and the journey's date
+    with django_assert_num_queries(len(home_unbooked.captured_queries)):
+        assert "Booked for" in client.get(reverse("journey:home")).content.decode()
+
+
+def test_an_appointment_is_booked_for_a_stage_of_its_own_journey_only(customer):
+    journey, other = make_journey(owner=customer), make_journey()
+    with pytest.raises(ApplicationError) as refused:
+        journey_appointment_create(
+            journey=journey,
+            title="Handover",
+            starts_at=timezone.now() + timedelta(days=3),
+            place_name="Showroom",
+            milestone=other.milestones.get(stage__key="stage-1"),
+        )
+    assert "milestone" in refused.value.fields
+    appointment = book(journey, "stage-2")
+    with pytest.raises(ApplicationError):
+        journey_appointment_update(
+            appointment=appointment, milestone=other.milestones.get(stage__key="stage-2")
+        )
+    moved = journey_appointment_update(
+        appointment=appointment, milestone=journey.milestones.get(stage__key="stage-3")
+    )
+    assert moved.milestone.stage.key == "stage-3"
+    assert journey_appointment_update(appointment=moved, milestone=None).milestone is None
+
+
+def test_the_admins_choice_of_stage_is_the_journeys_own_stages_in_order(customer):
+    journey = make_journey(owner=customer, stages=3)
+    make_journey(stages=3)  # another journey's stages are not offered
+    form = AppointmentAdminForm(instance=Appointment(journey=journey))
+    field = form.fields["milestone"]
+    assert [field.label_from_instance(m) for m in field.queryset] == [
+        "Stage 1",
+        "Stage 2",
+        "Stage 3",
+    ]
+
+
+def test_a_partner_books_an_appointment_for_a_stage_by_its_key(api, journey):
+    path = reverse("api:journey-appointments", kwargs={"reference": journey.reference})
+    starts = (timezone.now() + timedelta(days=9)).replace(microsecond=0).isoformat()
+    body = {"title": "Handover", "starts_at": starts, "place_name": "Showroom"}
+    booked = api.post(path, body | {"milestone": "stage-4"}, format="json")
+    assert booked.status_code == 201, booked.json()
+    assert booked.json()["milestone"] == "stage-4"
+    assert Appointment.objects.get().milestone.stage.key == "stage-4"
+    unknown = api.post(path, body | {"milestone": "handover"}, format="json")
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["fields"] == {"milestone": ["Unknown stage."]}
+    assert Appointment.objects.count() == 1
+    plain = api.post(path, body, format="json")
+    assert plain.status_code == 201 and plain.json()["milestone"] is None
+    one = reverse(
+        "api:journey-appointment",
+        kwargs={"reference": journey.reference, "pk": booked.json()["id"]},
+    )
+    cleared = api.patch(one, {"milestone": None}, format="json")
+    assert cleared.status_code == 200 and cleared.json()["milestone"] is None
+    moved = api.patch(one, {"milestone": "stage-3"}, format="json")
+    assert moved.json()["milestone"] == "stage-3"
+    listed = api.get(path).json()
+    assert [a["milestone"] for a in listed] == ["stage-3", None]
