@@ -7,7 +7,7 @@ from django.conf import settings
 from django.utils.translation import get_language_info
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import Address, CustomerProfile, known_time_zones
+from accounts.models import Address, CustomerProfile, known_time_zones, label_taken
 from notifications.kinds import KINDS
 
 # The profile's sections, each edited in place on its own.
@@ -204,7 +204,7 @@ class AddressForm(forms.ModelForm):
 
     def clean_label(self) -> str:
         label = self.cleaned_data["label"]
-        if self.profile and self.profile.addresses.filter(label__iexact=label).exists():
+        if self.profile and label_taken(self.profile, label):
             raise forms.ValidationError(
                 _("You have an address called “%(label)s” already: give this one another label."),
                 code="duplicate_label",

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
+from django.db.models import Value
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.text import capfirst
@@ -166,6 +167,16 @@ _IN_A_SENTENCE = {
 
 def source_in_a_sentence(source: str) -> str:
     return str(_IN_A_SENTENCE.get(source, source))
+
+
+def label_taken(profile: "CustomerProfile", label: str) -> bool:
+    """Whether the customer has an address with this label, folded as the unique index
+    folds it (``Lower`` in the database: ``iexact``'s ``UPPER`` differs on a few letters)."""
+    return (
+        profile.addresses.annotate(folded=Lower("label"))
+        .filter(folded=Lower(Value(label)))
+        .exists()
+    )
 
 
 class Address(models.Model):

@@ -23,6 +23,7 @@ from accounts.models import (
     ShareLink,
     Source,
     User,
+    label_taken,
     value_label,
 )
 from journey.errors import ApplicationError
@@ -322,7 +323,7 @@ def address_add(*, profile: CustomerProfile, data: dict[str, str], actor: User) 
                 actor=actor,
             )
     except IntegrityError as error:
-        if not profile.addresses.filter(label__iexact=data.get("label", "")).exists():
+        if not label_taken(profile, data.get("label", "")):
             raise
         message = _("You have an address with this label already.")
         raise ApplicationError(

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from django import forms
 from django.conf import settings
 from django.contrib.admin.widgets import AdminDateWidget, AdminSplitDateTime
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.text import format_lazy
@@ -486,12 +487,9 @@ class AppointmentAdminForm(forms.ModelForm):
         for name in ("title", "what_to_bring"):  # the customer reads them
             self.fields[name].validators.append(validate_no_jargon)
         if "milestone" in self.fields:
-            # The journey's own stages, in order (the inline sets its journey).
-            self.fields["milestone"].queryset = (
-                Milestone.objects.filter(journey_id=self.instance.journey_id)
-                .select_related("stage")
-                .order_by("position")
-            )
+            # The journey's own stages the customer sees, in order (AppointmentFormSet
+            # sets them again from its journey: a new inline form has none yet here).
+            self.fields["milestone"].queryset = stage_choices(self.instance.journey_id)
             self.fields["milestone"].label_from_instance = lambda m: m.stage.label
         if self.instance.pk:
             zone = _zone(self.instance.time_zone)
@@ -556,9 +554,25 @@ def _zone(name: str) -> zoneinfo.ZoneInfo | None:
         return None  # the field's own validation says so
 
 
+def stage_choices(journey_id: int | None) -> QuerySet[Milestone]:
+    """The stages an appointment may be booked for: its journey's, those its customer sees."""
+    return (
+        Milestone.objects.filter(journey_id=journey_id, stage__customer_visible=True)
+        .select_related("stage")
+        .order_by("position")
+    )
+
+
 class AppointmentFormSet(forms.BaseInlineFormSet):
     """A new appointment is on the customer's clock by default (their profile's time
-    zone), not the model's Europe/London."""
+    zone), not the model's Europe/London. Every form, the blank one behind "Add another"
+    included, offers the journey's own stages (a new form's instance has no journey
+    when it is made)."""
+
+    def add_fields(self, form: forms.Form, index: int | None) -> None:
+        super().add_fields(form, index)
+        if "milestone" in form.fields:
+            form.fields["milestone"].queryset = stage_choices(self.instance.pk)
 
     def get_form_kwargs(self, index: int | None) -> dict[str, object]:
         kwargs = super().get_form_kwargs(index)

@@ -517,6 +517,8 @@ class Appointment(models.Model):
         errors = appointment_time_problems(
             starts_at=self.starts_at, duration=self.duration, new=self._state.adding
         )
+        if self.milestone_id is not None and self.milestone.journey_id != self.journey_id:
+            errors["milestone"] = [_("Choose a stage of this journey.")]
         if errors:
             raise ValidationError(errors)
 

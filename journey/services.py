@@ -961,7 +961,7 @@ def _appointment_locked(appointment: Appointment) -> Appointment:
     journey, its owner and profile, its template); the lock is on its row only."""
     locked = (
         Appointment.objects.select_for_update(of=("self",))
-        .select_related("journey__owner__profile", "journey__template")
+        .select_related("journey__owner__profile", "journey__template", "milestone__stage")
         .filter(pk=appointment.pk)
         .first()
     )

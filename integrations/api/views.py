@@ -737,7 +737,11 @@ class TaskDetail(APIView):
 
 def _appointment(request: Request, reference: str, pk: int) -> Appointment:
     """An appointment of a journey this partner serves; any other answers 404."""
-    return get_object_or_404(Appointment, journey=_journey(request, reference), pk=pk)
+    return get_object_or_404(
+        Appointment.objects.select_related("milestone__stage"),
+        journey=_journey(request, reference),
+        pk=pk,
+    )
 
 
 def _appointment_changes(serializer: AppointmentSerializer, journey: Journey) -> dict[str, Any]:

@@ -1,6 +1,7 @@
-"""The stage an appointment is for (a handover, an installation). On SQLite the column
-is added by making the table again, which loses the journey version's triggers, its own
-and the reschedule requests' (which read it to find their journey): they are made again."""
+"""The stage an appointment is for (a handover, an installation). SQLite adds this
+column in place today; were it to make the table again (as for 0015's column with a
+default), the journey version's triggers would be lost, its own and the reschedule
+requests' (which read it to find their journey): they are made again either way."""
 
 import django.db.models.deletion
 from django.db import migrations, models

@@ -151,11 +151,16 @@ def test_a_new_appointment_is_on_the_customers_clock(client, staff, journey, cus
     # An untouched extra form is still nothing to save.
     data = page_data(page)
     starts = (timezone.now() + timedelta(days=3)).replace(second=0, microsecond=0)
+    # Booked for one of this journey's stages (the blank form offers them too).
+    offered = formset.empty_form.fields["milestone"].queryset
+    assert list(offered) == list(journey.milestones.order_by("position"))
+    fitting = journey.milestones.get(stage__key="stage-3")
     new = {
         "title": "Fitting",
         "duration": "01:00:00",
         "place_name": "Your home",
         "time_zone": formset.empty_form["time_zone"].value(),
+        "milestone": str(fitting.pk),
     }
     data.update({f"appointments-0-{name}": value for name, value in new.items()})
     # Typed on the place's clock, Madrid's, whatever the staff member's.
@@ -166,10 +171,11 @@ def test_a_new_appointment_is_on_the_customers_clock(client, staff, journey, cus
     assert client.post(url, data).status_code == 302
 
     created = Appointment.objects.get()
-    assert (created.time_zone, created.starts_at, created.arrive_at) == (
+    assert (created.time_zone, created.starts_at, created.arrive_at, created.milestone) == (
         "Europe/Madrid",
         starts,
         starts,
+        fitting,
     )
 
 

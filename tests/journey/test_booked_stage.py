@@ -6,6 +6,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -63,7 +64,7 @@ def test_the_last_stage_booked_is_told_by_its_day_everywhere_on_the_page(client,
     customer.profile.language = "es"
     customer.profile.save()
     html = client.get(detail_url(journey)).content.decode()
-    assert "<dt>Reservado para</dt>" in html and "Reservado para el " in html
+    assert "<dt>Cita</dt>" in html and "Con cita el " in html
 
 
 def test_a_forecast_after_the_booked_day_is_said_with_it(client, customer):
@@ -138,16 +139,21 @@ def test_an_appointment_is_booked_for_a_stage_of_its_own_journey_only(customer):
     assert journey_appointment_update(appointment=moved, milestone=None).milestone is None
 
 
-def test_the_admins_choice_of_stage_is_the_journeys_own_stages_in_order(customer):
+def test_the_admin_offers_the_journeys_own_stages_its_customer_sees(customer):
     journey = make_journey(owner=customer, stages=3)
     make_journey(stages=3)  # another journey's stages are not offered
+    hidden = journey.milestones.get(stage__key="stage-2").stage
+    hidden.customer_visible = False
+    hidden.save()
     form = AppointmentAdminForm(instance=Appointment(journey=journey))
     field = form.fields["milestone"]
-    assert [field.label_from_instance(m) for m in field.queryset] == [
-        "Stage 1",
-        "Stage 2",
-        "Stage 3",
-    ]
+    assert [field.label_from_instance(m) for m in field.queryset] == ["Stage 1", "Stage 3"]
+    # Whatever form saves it: another journey's stage is an error on the field.
+    other = make_journey().milestones.first()
+    appointment = Appointment(journey=journey, milestone=other, starts_at=timezone.now())
+    with pytest.raises(ValidationError) as refused:
+        appointment.clean()
+    assert "milestone" in refused.value.message_dict
 
 
 def test_a_partner_books_an_appointment_for_a_stage_by_its_key(api, journey):
