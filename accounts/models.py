@@ -209,6 +209,7 @@ class Address(models.Model):
 # Notes the audit trail writes itself, in the site's language; shown in the reader's.
 ACCEPTED_NOTE = "Accepted a proposal from {by}: {reason}"
 ERASED_NOTE = "Personal data erased at the customer's request."
+RELABELLED_NOTE = "Two of your addresses had this label: this one was numbered."
 
 
 def value_label(field: str, value: str) -> str:
@@ -250,12 +251,19 @@ def note_label(note: str) -> str:
         return _("Accepted a proposal from %(by)s: %(reason)s") % {"by": by, "reason": reason}
     if note == ERASED_NOTE:
         return str(_("Personal data erased at the customer's request."))
+    if note == RELABELLED_NOTE:
+        return str(_("Two of your addresses had this label: this one was numbered."))
     return note
 
 
 def field_label(name: str) -> str:
     """A record's field as the customer reads it ("Given name", not "given_name")."""
-    others = {"address": _("address"), "account": _("account"), "email": _("email address")}
+    others = {
+        "address": _("address"),
+        "address_label": _("address label"),
+        "account": _("account"),
+        "email": _("email address"),
+    }
     try:
         label = CustomerProfile._meta.get_field(name).verbose_name
     except FieldDoesNotExist:

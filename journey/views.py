@@ -90,6 +90,11 @@ def _detail_context(request: HttpRequest, journey: Journey, **forms: object) -> 
     for milestone in milestones:
         # A rating form that came back with errors is shown again in place.
         milestone.feedback_form = feedback_forms.get(milestone.pk)
+        # The same words sent twice (a partner's retry under another id, staff and a
+        # mapping saying the same) are shown once, wherever the repeat came.
+        told = getattr(milestone, "told", None)
+        if told:
+            milestone.told = list({event.message: event for event in told}.values())
     appointments = list(journey.appointments.all())
     booked_end = _booked_end(milestones, appointments)
     reschedule_forms = forms.pop("reschedule_forms", {})

@@ -228,7 +228,7 @@ def test_a_label_taken_between_the_check_and_the_write_is_refused_whole(customer
 
 
 @pytest.mark.django_db(transaction=True)  # SQLite edits a schema outside a transaction
-def test_the_migration_numbers_labels_that_were_shared(customer):
+def test_the_migration_numbers_labels_that_were_shared(client, customer):
     migration = importlib.import_module("accounts.migrations.0006_address_label_unique")
     other = UserFactory()
     with connection.schema_editor() as editor:  # as before the constraint
@@ -253,6 +253,17 @@ def test_the_migration_numbers_labels_that_were_shared(customer):
         "Work",
         "Home",
     ]
+    # Each renaming is in the customer's history, in their words.
+    renamed = ProfileChange.objects.filter(user=customer).order_by("id")
+    assert [(c.field, c.old_value, c.new_value, c.source) for c in renamed] == [
+        ("address_label", "home", "home (3)", "system"),
+        ("address_label", "HOME", "HOME (4)", "system"),
+    ]
+    assert not ProfileChange.objects.filter(user=other).exists()
+    client.force_login(customer)
+    history = client.get(reverse("accounts:history")).content.decode()
+    assert 'data-label="What">Address label</td>' in history
+    assert "Two of your addresses had this label: this one was numbered." in history
 
 
 def test_another_customers_address_and_proposal_answer_404(logged_in, customer):

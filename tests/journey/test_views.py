@@ -234,12 +234,27 @@ def test_the_words_that_came_with_a_stage_are_shown_with_it(client, customer):
         message="Late words",
     )
     assert not late.applied
+    # Other words, then the first ones again (a partner's retry under another id): each
+    # said once, in the order first said.
+    for minutes, words in (
+        (50, "Washed and polished."),
+        (40, "Your car is at the Bristol showroom.\nAsk for Sam."),
+    ):
+        JourneyEvent.objects.create(
+            journey=journey,
+            milestone=second,
+            kind=EventKind.NOTE,
+            occurred_at=timezone.now() - timedelta(minutes=minutes),
+            source=EventSource.PARTNER,
+            message=words,
+            applied=True,
+        )
     client.login(email=customer.email, password=PASSWORD)
     html = client.get(detail_url(journey)).content.decode()
     step = re.search(rf'<li class="step [^"]*" id="m-{second.pk}">.*?</li>', html, re.S)
     assert step is not None
-    assert step.group(0).count('class="step__told"') == 1
-    assert "Your car is at the Bristol showroom.<br>Ask for Sam." in step.group(0)
+    assert step.group(0).count('class="step__told"') == 2
+    assert step.group(0).index("Ask for Sam.") < step.group(0).index("Washed and polished.")
     assert "bay 14" not in html
     assert "Late words" not in html
 
