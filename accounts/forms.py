@@ -204,11 +204,12 @@ class AddressForm(forms.ModelForm):
 
     def clean_label(self) -> str:
         label = self.cleaned_data["label"]
-        if self.profile and label_taken(self.profile, label):
+        taken = label_taken(self.profile, label) if self.profile else None
+        if taken is not None:
             raise forms.ValidationError(
                 _("You have an address called “%(label)s” already: give this one another label."),
                 code="duplicate_label",
-                params={"label": label},
+                params={"label": taken},
             )
         return label
 

@@ -169,13 +169,15 @@ def source_in_a_sentence(source: str) -> str:
     return str(_IN_A_SENTENCE.get(source, source))
 
 
-def label_taken(profile: "CustomerProfile", label: str) -> bool:
-    """Whether the customer has an address with this label, folded as the unique index
-    folds it (``Lower`` in the database: ``iexact``'s ``UPPER`` differs on a few letters)."""
+def label_taken(profile: "CustomerProfile", label: str) -> str | None:
+    """The label of the customer's address that this one would repeat, as the customer
+    wrote it ("Home" for "HOME"), folded as the unique index folds it (``Lower`` in the
+    database: ``iexact``'s ``UPPER`` differs on a few letters); None if there is none."""
     return (
         profile.addresses.annotate(folded=Lower("label"))
         .filter(folded=Lower(Value(label)))
-        .exists()
+        .values_list("label", flat=True)
+        .first()
     )
 
 

@@ -323,7 +323,7 @@ def address_add(*, profile: CustomerProfile, data: dict[str, str], actor: User) 
                 actor=actor,
             )
     except IntegrityError as error:
-        if not label_taken(profile, data.get("label", "")):
+        if label_taken(profile, data.get("label", "")) is None:
             raise
         message = _("You have an address with this label already.")
         raise ApplicationError(

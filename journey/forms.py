@@ -20,6 +20,7 @@ from journey.models import (
     JourneyTemplate,
     Milestone,
     StageDefinition,
+    appointment_time_problems,
     validate_stage_translations,
 )
 from journey.services import APPOINTMENT_FIELDS, ARRIVE_AHEAD_AT_MOST
@@ -471,6 +472,15 @@ def _on_the_place_clock(wall: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
     return timezone.make_aware(wall, zone)
 
 
+class TextareaField(forms.CharField):
+    """A textarea's text with its line ends as stored: a browser sends them back as
+    CRLF, so an untouched address read as changed, and its customer was told of a change
+    nobody made."""
+
+    def to_python(self, value: object) -> str:
+        return super().to_python(value).replace("\r\n", "\n").replace("\r", "\n")
+
+
 class AppointmentAdminForm(forms.ModelForm):
     """An appointment on a journey's page. Its times are on the place's clock (its time
     zone), as the customer is told them and as a staff member reads them off a booking,
@@ -502,7 +512,10 @@ class AppointmentAdminForm(forms.ModelForm):
     class Meta:
         model = Appointment
         fields = list(APPOINTMENT_FIELDS)
-        field_classes = {name: WallClockSplitDateTimeField for name in ("starts_at", "arrive_at")}
+        field_classes = {
+            **{name: WallClockSplitDateTimeField for name in ("starts_at", "arrive_at")},
+            **{name: TextareaField for name in ("address", "what_to_bring")},
+        }
 
     @cached_property
     def changed_data(self) -> list[str]:
@@ -528,6 +541,13 @@ class AppointmentAdminForm(forms.ModelForm):
         starts_at, arrive_at = data.get("starts_at"), data.get("arrive_at")
         if starts_at is None:
             return data
+        if self.instance.pk and "starts_at" in self.changed_data:
+            # Moved: to a time to come, as a new one is (and as the API refuses it); one
+            # under way keeps its start as long as nobody moves it.
+            for problem in appointment_time_problems(
+                starts_at=starts_at, duration=None, new=True
+            ).get("starts_at", []):
+                self.add_error("starts_at", problem)
         moved = "starts_at" in self.changed_data and "arrive_at" not in self.changed_data
         old_start, old_arrival = self.instance.starts_at, self.instance.arrive_at
         if self.instance.pk and moved and old_start and old_arrival:

@@ -207,7 +207,8 @@ def test_a_label_names_one_address_whatever_its_case(logged_in, customer):
     assert logged_in.post(reverse("accounts:address-add"), data).status_code == 302
     again = logged_in.post(reverse("accounts:address-add"), data | {"label": " home "})
     assert again.status_code == 422
-    assert "You have an address called “home” already" in again.content.decode()
+    # Named as the customer wrote the one they have.
+    assert "You have an address called “Home” already" in again.content.decode()
     assert Address.objects.count() == 1 and ProfileChange.objects.count() == 1
     # Another customer's "Home" is theirs.
     other = UserFactory()

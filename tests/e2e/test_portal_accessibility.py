@@ -9,7 +9,12 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.models import Source, User
-from accounts.services import journey_share_invite, profile_propose_change, share_link_create
+from accounts.services import (
+    address_add,
+    journey_share_invite,
+    profile_propose_change,
+    share_link_create,
+)
 from journey.management.commands import demo
 from journey.models import Appointment, Journey
 from journey.services import appointment_request_reschedule
@@ -78,6 +83,12 @@ def test_repeated_controls_say_what_they_act_on(browser, live_server):
         journey_share_invite(journey=journey, owner=customer, email=email)
     for days in (1, 30):
         share_link_create(journey=journey, owner=customer, days=days)
+    for label in ("Home", "Work"):
+        address_add(
+            profile=customer.profile,
+            data={"label": label, "line1": "1 High St", "city": "Bristol"},
+            actor=customer,
+        )
     base = live_server.url
     context = browser.new_context(viewport={"width": 390, "height": 844})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
@@ -88,6 +99,10 @@ def test_repeated_controls_say_what_they_act_on(browser, live_server):
     for section in ("Name", "Phone", "Language and time", "How we reach you"):
         assert page.get_by_role("link", name=f"Edit: {section}", exact=True).count() == 1
     assert page.get_by_role("link", name="Edit", exact=True).count() == 0
+    assert page.get_by_role("button", name="Remove", exact=True).count() == 0
+    for label in ("Home", "Work"):
+        remove = page.get_by_role("button", name=f"Remove the address “{label}”", exact=True)
+        assert remove.count() == 1 and shown(remove) == "Remove"
     for word in ("Accept", "Decline"):
         assert page.get_by_role("button", name=word, exact=True).count() == 0
         for proposal in ("Given name “Alexandra”", "Family name “Morgan-Smith”"):

@@ -82,6 +82,42 @@ def appointment(journey) -> Appointment:
     )
 
 
+def test_saving_the_journey_untouched_tells_nobody_of_a_change(
+    client, staff, journey, appointment, django_capture_on_commit_callbacks
+):
+    """A walk-through saved a journey unchanged and its customer was emailed "Changed":
+    the browser sends an address's line ends back as CRLF, stored as LF."""
+    Appointment.objects.filter(pk=appointment.pk).update(
+        address="12 Harbourside Way\nBristol", what_to_bring="Licence\nInsurance"
+    )
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    for name in ("address", "what_to_bring"):
+        assert "\n" in data[f"appointments-0-{name}"]
+        data[f"appointments-0-{name}"] = data[f"appointments-0-{name}"].replace("\n", "\r\n")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(url, data).status_code == 302
+    appointment.refresh_from_db()
+    assert appointment.address == "12 Harbourside Way\nBristol"
+    assert Notification.objects.filter(kind="appointment_changed").count() == 0
+
+
+def test_an_appointment_is_not_moved_into_the_past(client, staff, journey, appointment):
+    """As the API refuses it: the customer was told "Changed: … Saturday 5 December",
+    two days gone."""
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    gone = timezone.now() - timedelta(days=2)
+    data["appointments-0-starts_at_0"], data["appointments-0-starts_at_1"] = split(gone)
+    response = client.post(url, data)
+    assert response.status_code == 200
+    form = inline_formset(response, Appointment).forms[0]
+    assert form.errors == {"starts_at": ["An appointment cannot start in the past."]}
+    before = appointment.starts_at
+    appointment.refresh_from_db()
+    assert appointment.starts_at == before
+
+
 def test_moving_an_appointment_later_moves_the_arrival_with_it(
     client, staff, journey, appointment, django_capture_on_commit_callbacks
 ):

@@ -2,6 +2,7 @@
 that stage booked for the appointment's day, not a forecast of it (a user's walk-through:
 the header said "expected 15 Dec" under a handover booked for the 20th)."""
 
+import re
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from journey.errors import ApplicationError
 from journey.forms import AppointmentAdminForm
-from journey.models import Appointment, Milestone
+from journey.models import Appointment, Journey, Milestone
 from journey.services import journey_appointment_create, journey_appointment_update
 from tests.factories import PASSWORD, make_journey
 from tests.journey.test_views import detail_url, reach
@@ -180,3 +181,47 @@ def test_a_partner_books_an_appointment_for_a_stage_by_its_key(api, journey):
     assert moved.json()["milestone"] == "stage-3"
     listed = api.get(path).json()
     assert [a["milestone"] for a in listed] == ["stage-3", None]
+
+
+def test_stages_after_a_booked_one_are_not_expected_before_its_day(client, customer):
+    """A walk-through moved the fibre install to the 20th: the page still said
+    "Connected, expected 12 Dec" and the journey "Expected 12 December"."""
+    journey = make_journey(owner=customer, stages=4)
+    appointment = book(journey, "stage-2", days=20)
+    day = timezone.localtime(appointment.arrive_at, appointment.zone).date()
+    early = timezone.localdate() + timedelta(days=5)
+    Milestone.objects.filter(journey=journey).update(expected_date=early)
+    Journey.objects.filter(pk=journey.pk).update(eta=early, eta_low=early, eta_high=early)
+    client.login(email=customer.email, password=PASSWORD)
+    html = client.get(detail_url(journey)).content.decode()
+    # Stages 3 and 4 come after the booked one; before it, the forecast stands.
+    steps = re.findall(r'class="step__when">\s*(.*?)\s*</p>', html, re.S)
+    assert steps[-2:] == [f"Expected {day.day} {day:%b}"] * 2
+    assert f"<dt>Expected</dt><dd>{day.day} {day:%B %Y}</dd>" in html
+    assert f"Expected {day.day} {day:%B}." in html
+    journey.refresh_from_db()
+    assert journey.eta == early  # for the page only
+
+
+def test_a_viewer_reads_that_a_new_time_is_agreed_with_the_owner(client, customer):
+    from accounts.models import JourneyShare
+    from tests.factories import UserFactory
+
+    journey = make_journey(owner=customer, stages=4)
+    appointment = book(journey, "stage-4", days=5)
+    day = timezone.localtime(appointment.arrive_at, appointment.zone).date()
+    Milestone.objects.filter(journey=journey, stage__key="stage-4").update(
+        expected_date=day + timedelta(days=2)
+    )
+    viewer = UserFactory()
+    JourneyShare.objects.create(
+        journey=journey,
+        email=viewer.email,
+        invited_by=customer,
+        viewer=viewer,
+        accepted_at=timezone.now(),
+    )
+    client.force_login(viewer)
+    html = client.get(detail_url(journey)).content.decode()
+    assert html.count("we will agree a new time with the owner") == 2
+    assert "agree a new time with you" not in html
