@@ -127,7 +127,9 @@ def account_export_data(*, user: User) -> dict[str, Any]:
                     ).values("appointment__title", "first_choice", "second_choice", "note")
                 ),
                 "appointments": list(
-                    journey.appointments.values("title", "arrive_at", "place_name", "address")
+                    journey.appointments.values(
+                        "title", "arrive_at", "place_name", "address", "milestone__stage__label"
+                    )
                 ),
                 "shared_with": list(
                     journey.shares.filter(revoked_at__isnull=True).values("email", "accepted_at")

@@ -188,7 +188,13 @@ def sharing(request: HttpRequest, reference: str) -> HttpResponse:
             elif action == "revoke-share":
                 share = get_object_or_404(JourneyShare, pk=_posted_id(request), journey=journey)
                 services.journey_share_revoke(share=share, owner=request.user)
-                messages.success(request, _("Invitation revoked."))
+                if share.accepted_at is None:
+                    messages.success(request, _("Invitation revoked."))
+                else:  # they were following it
+                    messages.success(
+                        request,
+                        _("%(email)s no longer follows this journey.") % {"email": share.email},
+                    )
                 return redirect("accounts:sharing", reference=reference)
             elif action == "revoke-link":
                 link = get_object_or_404(ShareLink, pk=_posted_id(request), journey=journey)

@@ -209,6 +209,9 @@ def contact_rate(*, now: datetime) -> dict:
     return {"total": total, "asked": asked, "rate": rate, "bars": bars}
 
 
+VIEWERS_ONLY = "#a9bcd6"
+
+
 def feedback_by_stage() -> list[Bar]:
     """Average rating and count per stage label, worst first: the owners' (who bought it
     and lived the stage), with the viewers' a journey was shared with beside them, apart
@@ -233,7 +236,11 @@ def feedback_by_stage() -> list[Bar]:
             parts.append(f"{row['owners']:.1f} ({row['owner_count']})")
         if row["viewer_count"]:
             parts.append(f"viewers {row['viewers']:.1f} ({row['viewer_count']})")
-        bars.append(Bar(row["milestone__stage__label"], float(row["ranked"]), " · ".join(parts)))
+        # A stage only viewers rated: their bar, paler, as the caption says.
+        colour = "" if row["owner_count"] else VIEWERS_ONLY
+        bars.append(
+            Bar(row["milestone__stage__label"], float(row["ranked"]), " · ".join(parts), colour)
+        )
     return bars
 
 

@@ -54,7 +54,12 @@ def rich_customer(customer, journey, partner):
     message_post(journey=journey, author=customer, body="My door code is 4711, Zelda")
     slot = timezone.now() + timedelta(days=5)
     appointment = Appointment.objects.create(
-        journey=journey, title="Handover", starts_at=slot, arrive_at=slot, place_name="Bristol"
+        journey=journey,
+        title="Handover",
+        starts_at=slot,
+        arrive_at=slot,
+        place_name="Bristol",
+        milestone=journey.milestones.get(position=4),
     )
     appointment_request_reschedule(
         appointment=appointment,
@@ -112,6 +117,10 @@ def test_export_holds_profile_journeys_events_messages_audit_and_photos(
     assert exported["reference"] == journey.reference
     assert exported["messages"][0]["body"] == "Call me on 07911 123777"
     assert [e["milestone__stage__label"] for e in exported["events"]] == ["Stage 1"]
+    # The stage an appointment is booked for.
+    assert [(a["title"], a["milestone__stage__label"]) for a in exported["appointments"]] == [
+        ("Handover", "Stage 4")
+    ]
     assert data["audit_trail"][0]["new"] == "+447911123777"
     assert [name for name in archive.namelist() if name.startswith("photos/")] == [
         f"photos/{journey.reference}/{journey.photos.get().pk}.jpg"

@@ -111,6 +111,23 @@ def test_the_owner_revokes_an_invitation(client, journey, customer, accepted):
     assert client.get(reverse("journey:detail", args=[journey.reference])).status_code == 404
 
 
+def test_revoking_says_whether_an_invitation_or_a_follower_was_stopped(
+    client, journey, customer, accepted
+):
+    """A walk-through revoked a viewer who followed the journey and read "Invitation
+    revoked"."""
+    pending = journey_share_invite(journey=journey, owner=customer, email="later@example.com")
+    client.force_login(customer)
+    url = reverse("accounts:sharing", args=[journey.reference])
+    for share, said in (
+        (pending, "Invitation revoked."),
+        (accepted, f"{accepted.email} no longer follows this journey."),
+    ):
+        page = client.post(url, {"action": "revoke-share", "id": share.pk}, follow=True)
+        assert said in page.content.decode()
+    assert not JourneyShare.objects.filter(revoked_at__isnull=True).exists()
+
+
 @pytest.mark.parametrize("email", ["not-an-address", "", "a@b"])
 def test_an_invitation_to_an_invalid_address_is_a_form_error(client, journey, customer, email):
     client.force_login(customer)

@@ -145,10 +145,10 @@ def test_feedback_by_stage_keeps_the_owners_ratings_apart_from_viewers(customer)
     for milestone, who, rating in ratings:
         Feedback.objects.create(milestone=milestone, customer=who, rating=rating)
     bars = dashboard.feedback_by_stage()
-    assert [(bar.label, bar.value, bar.text) for bar in bars] == [
-        ("Stage 1", 2.0, "2.0 (1) · viewers 5.0 (3)"),
-        ("Stage 3", 3.0, "viewers 3.0 (1)"),
-        ("Stage 2", 4.0, "4.0 (1) · viewers 1.0 (1)"),
+    assert [(bar.label, bar.value, bar.text, bar.colour) for bar in bars] == [
+        ("Stage 1", 2.0, "2.0 (1) · viewers 5.0 (3)", ""),
+        ("Stage 3", 3.0, "viewers 3.0 (1)", dashboard.VIEWERS_ONLY),
+        ("Stage 2", 4.0, "4.0 (1) · viewers 1.0 (1)", ""),
     ]
 
 
