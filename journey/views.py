@@ -29,6 +29,7 @@ from django.views.decorators.http import require_GET, require_POST
 from journey import page_cache, selectors, services
 from journey.calendar import appointment_ics
 from journey.errors import ApplicationError
+from journey.eta import health_for
 from journey.forms import FeedbackForm, MessageForm, RescheduleForm
 from journey.models import Appointment, Journey, Milestone, MilestoneState
 from journey.route import map_tiles, route_schematic
@@ -70,6 +71,10 @@ def _booked_end(
         journey.eta = floor
         journey.eta_low = max(journey.eta_low or floor, floor)
         journey.eta_high = max(journey.eta_high or floor, floor)
+        # Its status against the promise, as the ETA's own rule gives it for that date.
+        journey.health = health_for(
+            expected=journey.eta, high=journey.eta_high, promised=journey.promised_date
+        )
     last = milestones[-1] if milestones else None
     return last.booked if last and last.state == MilestoneState.UPCOMING else None
 

@@ -191,7 +191,13 @@ def test_stages_after_a_booked_one_are_not_expected_before_its_day(client, custo
     day = timezone.localtime(appointment.arrive_at, appointment.zone).date()
     early = timezone.localdate() + timedelta(days=5)
     Milestone.objects.filter(journey=journey).update(expected_date=early)
-    Journey.objects.filter(pk=journey.pk).update(eta=early, eta_low=early, eta_high=early)
+    Journey.objects.filter(pk=journey.pk).update(
+        eta=early,
+        eta_low=early,
+        eta_high=early,
+        health="on_track",
+        promised_date=early + timedelta(days=2),
+    )
     client.login(email=customer.email, password=PASSWORD)
     html = client.get(detail_url(journey)).content.decode()
     # Stages 3 and 4 come after the booked one; before it, the forecast stands.
@@ -199,8 +205,10 @@ def test_stages_after_a_booked_one_are_not_expected_before_its_day(client, custo
     assert steps[-2:] == [f"Expected {day.day} {day:%b}"] * 2
     assert f"<dt>Expected</dt><dd>{day.day} {day:%B %Y}</dd>" in html
     assert f"Expected {day.day} {day:%B}." in html
+    # Promised before the booked day: not "On track" beside it.
+    assert "health--delayed" in html and "health--on_track" not in html
     journey.refresh_from_db()
-    assert journey.eta == early  # for the page only
+    assert (journey.eta, journey.health) == (early, "on_track")  # for the page only
 
 
 def test_a_viewer_reads_that_a_new_time_is_agreed_with_the_owner(client, customer):
