@@ -949,10 +949,19 @@ def journey_appointment_create(
 
 
 def _appointment_stage_check(*, journey_id: int, milestone: Milestone | None) -> None:
-    """An appointment is booked for a stage of its own journey, not another's."""
-    if milestone is not None and milestone.journey_id != journey_id:
+    """An appointment is booked for a stage of its own journey, not another's, and one
+    its customer sees (a booking for a hidden stage would be shown nowhere)."""
+    if milestone is None:
+        return
+    if milestone.journey_id != journey_id:
         raise ApplicationError(
             "That stage is another journey's.", fields={"milestone": ["Not this journey's."]}
+        )
+    if not milestone.stage.customer_visible:
+        raise ApplicationError(
+            "That stage is hidden from the customer.",
+            code="hidden_stage",
+            fields={"milestone": ["Hidden from the customer."]},
         )
 
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from journey.errors import ApplicationError
 from journey.forms import AppointmentAdminForm
-from journey.models import Appointment, Journey, Milestone
+from journey.models import Appointment, Journey, Milestone, StageDefinition
 from journey.services import journey_appointment_create, journey_appointment_update
 from tests.factories import PASSWORD, make_journey
 from tests.journey.test_views import detail_url, reach
@@ -168,6 +168,14 @@ def test_a_partner_books_an_appointment_for_a_stage_by_its_key(api, journey):
     unknown = api.post(path, body | {"milestone": "handover"}, format="json")
     assert unknown.status_code == 400
     assert unknown.json()["error"]["fields"] == {"milestone": ["Unknown stage."]}
+    # A stage the customer does not see: the booking would be shown nowhere.
+    StageDefinition.objects.filter(template=journey.template, key="stage-2").update(
+        customer_visible=False
+    )
+    hidden = api.post(path, body | {"milestone": "stage-2"}, format="json")
+    assert hidden.status_code == 400
+    assert hidden.json()["error"]["code"] == "hidden_stage"
+    assert hidden.json()["error"]["fields"] == {"milestone": ["Hidden from the customer."]}
     assert Appointment.objects.count() == 1
     plain = api.post(path, body, format="json")
     assert plain.status_code == 201 and plain.json()["milestone"] is None
