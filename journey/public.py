@@ -43,7 +43,7 @@ def public_journey(request: HttpRequest, token: str) -> HttpResponse:
             "journey": journey,
             "token": token,
             "progress": selectors.journey_progress(journey),
-            "milestones": [m for m in journey.milestones.all() if m.stage.customer_visible],
+            "milestones": selectors.visible_milestones(journey),
             "legs": legs,
             "route": route_schematic(legs),
             "link": link,

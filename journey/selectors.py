@@ -1,5 +1,6 @@
 """Reads for the portal: each returns everything a page needs in a fixed number of queries."""
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 from django.db.models import Count, Prefetch, Q, QuerySet
@@ -208,9 +209,26 @@ class Progress:
         return round(100 * self.position / self.total) if self.total else 0
 
 
+def visible_milestones(journey: Journey) -> list[Milestone]:
+    """The (prefetched) milestones the customer sees, in order: no query of its own."""
+    return [m for m in journey.milestones.all() if m.stage.customer_visible]
+
+
+def stage_bookings(journeys: list[Journey]) -> dict[int, list[Appointment]]:
+    """The appointments booked for a stage, by journey, in order of their start: one
+    query for all the journeys (the journeys list), none for no journey."""
+    booked: dict[int, list[Appointment]] = defaultdict(list)
+    if journeys:
+        for appointment in Appointment.objects.filter(
+            journey__in=journeys, milestone__isnull=False
+        ).order_by("starts_at", "pk"):
+            booked[appointment.journey_id].append(appointment)
+    return booked
+
+
 def journey_progress(journey: Journey) -> Progress:
     """Where the journey is, from its (prefetched) milestones: no query of its own."""
-    milestones = [m for m in journey.milestones.all() if m.stage.customer_visible]
+    milestones = visible_milestones(journey)
     reached = [m for m in milestones if m.state != MilestoneState.UPCOMING]
     current = reached[-1] if reached else None
     upcoming = next((m for m in milestones if m.state == MilestoneState.UPCOMING), None)

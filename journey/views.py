@@ -1,5 +1,4 @@
 import sys
-from collections import defaultdict
 from datetime import date, timedelta
 
 from django import forms
@@ -39,14 +38,10 @@ from journey.route import map_tiles, route_schematic
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     journeys = selectors.journey_list(user=request.user)
-    # The appointments booked for a stage, for every journey listed: one query.
-    booked = defaultdict(list)
-    stages_booked = Appointment.objects.filter(journey__in=journeys, milestone__isnull=False)
-    for appointment in stages_booked.order_by("starts_at", "pk") if journeys else []:
-        booked[appointment.journey_id].append(appointment)
+    booked = selectors.stage_bookings(journeys)
     rows = []
     for journey in journeys:
-        milestones = [m for m in journey.milestones.all() if m.stage.customer_visible]
+        milestones = selectors.visible_milestones(journey)
         rows.append(
             (
                 journey,
@@ -82,7 +77,7 @@ def _booked_end(
 def _detail_context(request: HttpRequest, journey: Journey, **forms: object) -> dict:
     """Everything the journey page and its partials show, from the prefetched journey."""
     legs = list(journey.legs.all())
-    milestones = [m for m in journey.milestones.all() if m.stage.customer_visible]
+    milestones = selectors.visible_milestones(journey)
     profile = getattr(request.user, "profile", None)
     newest_first = bool(profile and profile.timeline_newest_first)
     latest_checkpoint = max(
