@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 from django import forms
 from django.conf import settings
 from django.contrib.admin.widgets import AdminDateWidget, AdminSplitDateTime
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.text import format_lazy
@@ -19,6 +19,7 @@ from journey.models import (
     Journey,
     JourneyTemplate,
     Milestone,
+    MilestoneState,
     StageDefinition,
     appointment_time_problems,
     validate_stage_translations,
@@ -499,7 +500,9 @@ class AppointmentAdminForm(forms.ModelForm):
         if "milestone" in self.fields:
             # The journey's own stages the customer sees, in order (AppointmentFormSet
             # sets them again from its journey: a new inline form has none yet here).
-            self.fields["milestone"].queryset = stage_choices(self.instance.journey_id)
+            self.fields["milestone"].queryset = stage_choices(
+                self.instance.journey_id, keep=self.instance.milestone_id
+            )
             self.fields["milestone"].label_from_instance = lambda m: m.stage.label
         if self.instance.pk:
             zone = _zone(self.instance.time_zone)
@@ -574,10 +577,13 @@ def _zone(name: str) -> zoneinfo.ZoneInfo | None:
         return None  # the field's own validation says so
 
 
-def stage_choices(journey_id: int | None) -> QuerySet[Milestone]:
-    """The stages an appointment may be booked for: its journey's, those its customer sees."""
+def stage_choices(journey_id: int | None, *, keep: int | None = None) -> QuerySet[Milestone]:
+    """The stages an appointment may be booked for: its journey's, those its customer
+    sees, still to come or under way; and ``keep``, the one it is booked for already (a
+    stage done since), so that saving it untouched keeps it."""
     return (
         Milestone.objects.filter(journey_id=journey_id, stage__customer_visible=True)
+        .filter(~Q(state=MilestoneState.DONE) | Q(pk=keep))
         .select_related("stage")
         .order_by("position")
     )
@@ -592,7 +598,9 @@ class AppointmentFormSet(forms.BaseInlineFormSet):
     def add_fields(self, form: forms.Form, index: int | None) -> None:
         super().add_fields(form, index)
         if "milestone" in form.fields:
-            form.fields["milestone"].queryset = stage_choices(self.instance.pk)
+            form.fields["milestone"].queryset = stage_choices(
+                self.instance.pk, keep=form.instance.milestone_id
+            )
 
     def get_form_kwargs(self, index: int | None) -> dict[str, object]:
         kwargs = super().get_form_kwargs(index)

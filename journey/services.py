@@ -949,8 +949,9 @@ def journey_appointment_create(
 
 
 def _appointment_stage_check(*, journey_id: int, milestone: Milestone | None) -> None:
-    """An appointment is booked for a stage of its own journey, not another's, and one
-    its customer sees (a booking for a hidden stage would be shown nowhere)."""
+    """An appointment is booked for a stage of its own journey, not another's, one its
+    customer sees (a booking for a hidden stage would be shown nowhere), and one still
+    to come or under way."""
     if milestone is None:
         return
     if milestone.journey_id != journey_id:
@@ -962,6 +963,13 @@ def _appointment_stage_check(*, journey_id: int, milestone: Milestone | None) ->
             "That stage is hidden from the customer.",
             code="hidden_stage",
             fields={"milestone": ["Hidden from the customer."]},
+        )
+    if milestone.state == MilestoneState.DONE:
+        # Its page would say nothing of it: a booking tells when a stage is to come.
+        raise ApplicationError(
+            "That stage is done already.",
+            code="stage_done",
+            fields={"milestone": ["Done already."]},
         )
 
 
