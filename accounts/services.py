@@ -355,12 +355,34 @@ def share_invitation_token(share: JourneyShare) -> str:
     return signing.dumps(share.pk, salt=INVITATION_SALT)
 
 
+class InvitationExpired(Exception):
+    """The link is ours but older than ``INVITATION_MAX_AGE``: ``share`` is what it was
+    for (None if deleted since), so that its reader can be told whom to ask again."""
+
+    def __init__(self, share: JourneyShare | None) -> None:
+        super().__init__("This invitation has expired.")
+        self.share = share
+
+
 def share_from_invitation_token(token: str) -> JourneyShare | None:
+    """The invitation a link is for; None for a link that is not ours. Raises
+    ``InvitationExpired`` for one of ours past its age."""
     try:
         share_id = signing.loads(token, salt=INVITATION_SALT, max_age=INVITATION_MAX_AGE)
+    except signing.SignatureExpired:
+        # Signed by us, so its payload can be trusted; only its age is past.
+        raise InvitationExpired(_invitation(signing.loads(token, salt=INVITATION_SALT))) from None
     except signing.BadSignature:
         return None
-    return JourneyShare.objects.select_related("journey").filter(pk=share_id).first()
+    return _invitation(share_id)
+
+
+def _invitation(share_id: object) -> JourneyShare | None:
+    return (
+        JourneyShare.objects.select_related("journey", "invited_by__profile")
+        .filter(pk=share_id)
+        .first()
+    )
 
 
 def journey_share_invite(*, journey: Any, owner: User, email: str) -> JourneyShare:

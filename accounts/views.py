@@ -241,10 +241,19 @@ def public_link_url(request: HttpRequest, link: ShareLink) -> str:
 
 @login_required
 def invitation(request: HttpRequest, token: str) -> HttpResponse:
-    """The invitee follows the link in their email; accepting needs the invited address."""
-    share = services.share_from_invitation_token(token)
+    """The invitee follows the link in their email; accepting needs the invited address.
+    A link withdrawn by the owner or past its age says so, and whom to ask (410), rather
+    than "not found"; one that is not ours is not found."""
+    try:
+        share = services.share_from_invitation_token(token)
+    except services.InvitationExpired as expired:
+        if expired.share is None:
+            raise Http404("No such invitation.") from None
+        return _invitation_gone(request, expired.share, expired=True)
     if share is None:
         raise Http404("No such invitation.")
+    if share.revoked_at is not None:
+        return _invitation_gone(request, share, expired=False)
     if request.method == "POST":
         try:
             services.journey_share_accept(share=share, user=request.user)
@@ -254,12 +263,25 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
             messages.error(request, error.message)
             return render(request, "accounts/invitation.html", {"share": share}, status=403)
         return redirect("journey:detail", reference=share.journey.reference)
-    if share.revoked_at is not None:
-        raise Http404("No such invitation.")
     if share.viewer_id is not None and share.viewer_id == request.user.pk:
         # Accepted already (the link opened again from the email): the journey itself.
         return redirect("journey:detail", reference=share.journey.reference)
     return render(request, "accounts/invitation.html", {"share": share})
+
+
+def _invitation_gone(request: HttpRequest, share: JourneyShare, *, expired: bool) -> HttpResponse:
+    if JourneyShare.objects.filter(
+        journey=share.journey_id, viewer=request.user, revoked_at__isnull=True
+    ).exists():
+        # They follow it by a newer invitation: the journey, as an accepted link opens.
+        return redirect("journey:detail", reference=share.journey.reference)
+    context = {
+        "share": share,
+        "expired": expired,
+        "max_age_days": services.INVITATION_MAX_AGE // 86400,
+        "inviter": share.invited_by.get_full_name(),
+    }
+    return render(request, "accounts/invitation_gone.html", context, status=410)
 
 
 # --- Privacy ---------------------------------------------------------------------------

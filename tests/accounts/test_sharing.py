@@ -111,6 +111,52 @@ def test_the_owner_revokes_an_invitation(client, journey, customer, accepted):
     assert client.get(reverse("journey:detail", args=[journey.reference])).status_code == 404
 
 
+def test_a_withdrawn_invitation_says_so_and_whom_to_ask(client, journey, customer, viewer):
+    """A walk-through opened a revoked invitation and read "Not found"."""
+    customer.profile.given_name, customer.profile.family_name = "Alex", "Morgan"
+    customer.profile.save()
+    share = journey_share_invite(journey=journey, owner=customer, email="friend@example.com")
+    journey_share_revoke(share=share, owner=customer)
+    client.force_login(viewer)
+    url = reverse("accounts:invitation", args=[share_invitation_token(share)])
+    for response in (client.get(url), client.post(url)):
+        assert response.status_code == 410
+        page = response.content.decode()
+        assert "This invitation was withdrawn" in page
+        assert f"Alex Morgan no longer shares “{journey.title}”" in page
+    share.refresh_from_db()
+    assert share.viewer is None
+    # Invited again, and accepted: the old link opens the journey, as an accepted one does.
+    again = journey_share_invite(journey=journey, owner=customer, email="friend@example.com")
+    client.post(reverse("accounts:invitation", args=[share_invitation_token(again)]))
+    opened = client.get(url)
+    assert opened.status_code == 302
+    assert opened["Location"] == reverse("journey:detail", args=[journey.reference])
+
+
+def test_an_expired_invitation_says_so_and_whom_to_ask(client, journey, customer, viewer):
+    share = journey_share_invite(journey=journey, owner=customer, email="friend@example.com")
+    token = share_invitation_token(share)
+    url = reverse("accounts:invitation", args=[token])
+    with time_machine.travel(timezone.now() + timedelta(days=29)):
+        client.force_login(viewer)
+        assert client.get(url).status_code == 200
+    with time_machine.travel(timezone.now() + timedelta(days=31)):
+        client.force_login(viewer)  # signed in again, a month on
+        expired = client.get(url)
+        assert expired.status_code == 410
+        page = expired.content.decode()
+        assert "This invitation has expired" in page
+        assert f"An invitation to follow “{journey.title}” lasts 30 days." in page
+        assert f"Ask {customer.get_full_name()} to invite you again" in page
+        assert client.post(url).status_code == 410
+        share.refresh_from_db()
+        assert share.viewer is None
+        # A link of ours for an invitation deleted since (its journey deleted) is not found.
+        journey.delete()
+        assert client.get(url).status_code == 404
+
+
 def test_revoking_says_whether_an_invitation_or_a_follower_was_stopped(
     client, journey, customer, accepted
 ):
