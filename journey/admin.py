@@ -825,10 +825,18 @@ class RescheduleRequestAdmin(admin.ModelAdmin):
 class FeedbackAdmin(admin.ModelAdmin):
     """Ratings of completed stages: which stages annoy customers."""
 
-    list_display = ["milestone", "rating", "comment", "created_at"]
-    list_filter = ["rating", "milestone__stage__label"]
+    list_display = ["milestone", "rating", "by_owner", "comment", "created_at"]
+    list_filter = ["rating", "by_owner", "milestone__stage__label"]
     list_select_related = ["milestone__journey", "milestone__stage"]
-    readonly_fields = ["milestone", "customer", "rating", "comment", "created_at", "updated_at"]
+    readonly_fields = [
+        "milestone",
+        "customer",
+        "by_owner",
+        "rating",
+        "comment",
+        "created_at",
+        "updated_at",
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Avg, Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Avg, Count, Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -215,9 +215,10 @@ VIEWERS_ONLY = "#a9bcd6"
 def feedback_by_stage() -> list[Bar]:
     """Average rating and count per stage label, worst first: the owners' (who bought it
     and lived the stage), with the viewers' a journey was shared with beside them, apart
-    (a viewer may rate too, and a family of viewers must not outvote the customer). A
-    stage only viewers rated is ranked by their average."""
-    by_owner = Q(customer=F("milestone__journey__owner"))
+    (a viewer may rate too, and a family of viewers must not outvote the customer);
+    whose a rating is, is as it was given (``Feedback.by_owner``). A stage only viewers
+    rated is ranked by their average."""
+    by_owner = Q(by_owner=True)
     rows = (
         Feedback.objects.values("milestone__stage__label")
         .annotate(

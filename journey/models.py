@@ -673,6 +673,10 @@ class Feedback(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(5)]
     )
     comment = models.TextField(blank=True)
+    # Given by the journey's owner as it was then, not a viewer it was shared with: the
+    # dashboard ranks stages by the owners' ratings, and staff may give the journey
+    # another owner later (the ratings given before stay their givers').
+    by_owner = models.BooleanField(_("by the owner"), default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

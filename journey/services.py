@@ -1312,7 +1312,11 @@ def feedback_give(
         feedback, _created = Feedback.objects.update_or_create(
             milestone=milestone,
             customer=customer,
-            defaults={"rating": rating, "comment": comment.strip()},
+            defaults={
+                "rating": rating,
+                "comment": comment.strip(),
+                "by_owner": customer.pk == milestone.journey.owner_id,
+            },
         )
     return feedback
 

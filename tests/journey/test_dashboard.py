@@ -1,14 +1,21 @@
 """The staff dashboard's numbers, with their exact definitions (docs/staff.md)."""
 
+import importlib
 from datetime import timedelta
 
 import pytest
+from django.apps import apps as django_apps
 from django.urls import reverse
 from django.utils import timezone
 
 from journey import dashboard
 from journey.models import EventSource, Feedback, Health, Journey, Message, MilestoneState
-from journey.services import journey_record_milestone, message_post, staff_reply_post
+from journey.services import (
+    feedback_give,
+    journey_record_milestone,
+    message_post,
+    staff_reply_post,
+)
 from notifications.models import Notification
 from tests.factories import UserFactory, make_journey
 
@@ -127,7 +134,7 @@ def test_feedback_by_stage_worst_first(customer):
     ):
         milestone.state = MilestoneState.DONE
         milestone.save()
-        Feedback.objects.create(milestone=milestone, customer=customer_, rating=rating)
+        feedback_give(milestone=milestone, customer=customer_, rating=rating)
     bars = dashboard.feedback_by_stage()
     assert [(bar.label, bar.value, bar.text) for bar in bars] == [
         ("Stage 2", 2.0, "2.0 (1)"),
@@ -142,14 +149,37 @@ def test_feedback_by_stage_keeps_the_owners_ratings_apart_from_viewers(customer)
     viewers = UserFactory.create_batch(3)
     ratings = [(first, customer, 2), (second, customer, 4), (third, viewers[0], 3)]
     ratings += [(first, viewer, 5) for viewer in viewers] + [(second, viewers[1], 1)]
+    journey.milestones.update(state=MilestoneState.DONE)
     for milestone, who, rating in ratings:
-        Feedback.objects.create(milestone=milestone, customer=who, rating=rating)
-    bars = dashboard.feedback_by_stage()
-    assert [(bar.label, bar.value, bar.text, bar.colour) for bar in bars] == [
+        milestone.state = MilestoneState.DONE
+        feedback_give(milestone=milestone, customer=who, rating=rating)
+    expected = [
         ("Stage 1", 2.0, "2.0 (1) · viewers 5.0 (3)", ""),
         ("Stage 3", 3.0, "viewers 3.0 (1)", dashboard.VIEWERS_ONLY),
         ("Stage 2", 4.0, "4.0 (1) · viewers 1.0 (1)", ""),
     ]
+    bars = dashboard.feedback_by_stage()
+    assert [(bar.label, bar.value, bar.text, bar.colour) for bar in bars] == expected
+    # Staff give the journey to one of the viewers: the ratings given stay their givers'
+    # (reading the owner as it is now made the customer's count as a viewer's).
+    Journey.objects.filter(pk=journey.pk).update(owner=viewers[2])
+    bars = dashboard.feedback_by_stage()
+    assert [(bar.label, bar.value, bar.text, bar.colour) for bar in bars] == expected
+
+
+@pytest.mark.django_db(transaction=True)  # SQLite edits a schema outside a transaction
+def test_the_migration_takes_the_ratings_so_far_as_their_journeys_owner_has_them(customer):
+    migration = importlib.import_module("journey.migrations.0017_feedback_by_owner")
+    journey = make_journey(owner=customer)
+    first = journey.milestones.order_by("position").first()
+    viewer = UserFactory()
+    for who in (customer, viewer):
+        Feedback.objects.create(milestone=first, customer=who, rating=3)
+    migration.by_the_owner_now(django_apps, None)
+    assert dict(Feedback.objects.values_list("customer", "by_owner")) == {
+        customer.pk: True,
+        viewer.pk: False,
+    }
 
 
 def test_at_risk_lists_delayed_first(customer):
