@@ -270,16 +270,25 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
 
 
 def _invitation_gone(request: HttpRequest, share: JourneyShare, *, expired: bool) -> HttpResponse:
-    if JourneyShare.objects.filter(
-        journey=share.journey_id, viewer=request.user, revoked_at__isnull=True
-    ).exists():
-        # They follow it by a newer invitation: the journey, as an accepted link opens.
-        return redirect("journey:detail", reference=share.journey.reference)
+    """410: the invitation was withdrawn or is past its age. Its invitee reads whom to
+    ask and for what (they had the email: the journey's title, the inviter's name);
+    anyone else holding the link reads only that it no longer works (never a name, nor
+    the email address ``get_full_name`` falls back to)."""
+    journey = share.journey
+    if journey.owner_id == request.user.pk or (
+        JourneyShare.objects.filter(
+            journey=journey, viewer=request.user, revoked_at__isnull=True
+        ).exists()
+    ):
+        # Its owner, or a viewer by a newer invitation: the journey, as an accepted link.
+        return redirect("journey:detail", reference=journey.reference)
+    invitee = request.user.email.casefold() == share.email.casefold()
+    profile = getattr(share.invited_by, "profile", None) if invitee else None
     context = {
-        "share": share,
+        "share": share if invitee else None,
         "expired": expired,
         "max_age_days": services.INVITATION_MAX_AGE // 86400,
-        "inviter": share.invited_by.get_full_name(),
+        "inviter": profile.full_name if profile else "",
     }
     return render(request, "accounts/invitation_gone.html", context, status=410)
 

@@ -674,8 +674,9 @@ class Feedback(models.Model):
     )
     comment = models.TextField(blank=True)
     # Given by the journey's owner as it was then, not a viewer it was shared with: the
-    # dashboard ranks stages by the owners' ratings, and staff may give the journey
-    # another owner later (the ratings given before stay their givers').
+    # dashboard ranks stages by the owners' ratings. Kept, not read off the journey's
+    # owner now: nothing in the product gives a journey another owner, but a rating's
+    # meaning should not hang on that staying so.
     by_owner = models.BooleanField(_("by the owner"), default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -1298,7 +1298,8 @@ def staff_reply_post(
 def feedback_give(
     *, milestone: Milestone, customer: User, rating: int, comment: str = ""
 ) -> Feedback:
-    """Rate a completed milestone (1 to 5). Rating again replaces the customer's earlier one."""
+    """Rate a completed milestone (1 to 5). Rating again replaces the customer's earlier
+    one, and whether it is the owner's (``Feedback.by_owner``) is as at that rating."""
     if milestone.state != MilestoneState.DONE:
         raise ApplicationError(
             _("You can rate a stage once it is done."),

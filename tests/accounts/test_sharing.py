@@ -126,6 +126,15 @@ def test_a_withdrawn_invitation_says_so_and_whom_to_ask(client, journey, custome
         assert f"Alex Morgan no longer shares “{journey.title}”" in page
     share.refresh_from_db()
     assert share.viewer is None
+    # Anyone else holding the link reads that it no longer works, and nothing more.
+    client.force_login(UserFactory(email="stranger@example.com"))
+    page = client.get(url).content.decode()
+    assert "This link no longer works." in page
+    assert "Alex Morgan" not in page and journey.title not in page
+    # Its owner is taken to the journey.
+    client.force_login(customer)
+    assert client.get(url)["Location"] == reverse("journey:detail", args=[journey.reference])
+    client.force_login(viewer)
     # Invited again, and accepted: the old link opens the journey, as an accepted one does.
     again = journey_share_invite(journey=journey, owner=customer, email="friend@example.com")
     client.post(reverse("accounts:invitation", args=[share_invitation_token(again)]))
@@ -147,7 +156,7 @@ def test_an_expired_invitation_says_so_and_whom_to_ask(client, journey, customer
         assert expired.status_code == 410
         page = expired.content.decode()
         assert "This invitation has expired" in page
-        assert f"An invitation to follow “{journey.title}” lasts 30 days." in page
+        assert f"An invitation to follow “{journey.title}” is valid for 30 days." in page
         assert f"Ask {customer.get_full_name()} to invite you again" in page
         assert client.post(url).status_code == 410
         share.refresh_from_db()
@@ -155,6 +164,21 @@ def test_an_expired_invitation_says_so_and_whom_to_ask(client, journey, customer
         # A link of ours for an invitation deleted since (its journey deleted) is not found.
         journey.delete()
         assert client.get(url).status_code == 404
+
+
+def test_an_inviter_without_a_name_is_not_named_by_their_email(client, journey, customer, viewer):
+    """``get_full_name`` falls back to the email address: the page never shows that."""
+    customer.profile.given_name = customer.profile.family_name = ""
+    customer.profile.save()
+    share = journey_share_invite(journey=journey, owner=customer, email="friend@example.com")
+    journey_share_revoke(share=share, owner=customer)
+    client.force_login(viewer)
+    page = client.get(reverse("accounts:invitation", args=[share_invitation_token(share)]))
+    assert page.status_code == 410
+    html = page.content.decode()
+    assert customer.email not in html
+    assert f"“{journey.title}” is no longer shared through this invitation." in html
+    assert "ask the person who invited you" in html
 
 
 def test_revoking_says_whether_an_invitation_or_a_follower_was_stopped(

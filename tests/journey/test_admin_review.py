@@ -22,12 +22,14 @@ from journey.errors import ApplicationError
 from journey.forms import JourneyAdminForm
 from journey.models import (
     Appointment,
+    EventSource,
     JourneyEvent,
     Message,
     Photo,
     StageDefinition,
     TemplateEtaStats,
 )
+from journey.services import journey_record_milestone
 from notifications.models import Notification
 from tests.admin_pages import page_data
 from tests.factories import MappingFactory, PartnerFactory, TemplateFactory, UserFactory
@@ -100,6 +102,33 @@ def test_saving_the_journey_untouched_tells_nobody_of_a_change(
     appointment.refresh_from_db()
     assert appointment.address == "12 Harbourside Way\nBristol"
     assert Notification.objects.filter(kind="appointment_changed").count() == 0
+
+
+def test_a_booking_for_a_stage_done_since_is_kept_by_an_untouched_save(
+    client, staff, journey, appointment
+):
+    """The admin offers the stages to come or under way, and the one an appointment was
+    booked for before it was done: without it, the journey could not be saved."""
+    booked = journey.milestones.get(stage__key="stage-2")
+    Appointment.objects.filter(pk=appointment.pk).update(milestone=booked)
+    for key in ("stage-2", "stage-3"):
+        journey_record_milestone(
+            journey=journey,
+            stage_key=key,
+            occurred_at=timezone.now() - timedelta(hours=1),
+            source=EventSource.STAFF,
+        )
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    page = client.get(url)
+    formset = inline_formset(page, Appointment)
+    offered = [m.stage.key for m in formset.forms[0].fields["milestone"].queryset]
+    blank = [m.stage.key for m in formset.empty_form.fields["milestone"].queryset]
+    assert offered[:2] == ["stage-2", "stage-3"] and "stage-1" not in offered
+    assert blank[0] == "stage-3"
+    response = client.post(url, page_data(page))
+    assert response.status_code == 302
+    appointment.refresh_from_db()
+    assert appointment.milestone == booked
 
 
 def test_an_appointment_is_not_moved_into_the_past(client, staff, journey, appointment):
