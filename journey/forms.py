@@ -579,11 +579,11 @@ def _zone(name: str) -> zoneinfo.ZoneInfo | None:
 
 def stage_choices(journey_id: int | None, *, keep: int | None = None) -> QuerySet[Milestone]:
     """The stages an appointment may be booked for: its journey's, those its customer
-    sees, still to come or under way; and ``keep``, the one it is booked for already (a
-    stage done since), so that saving it untouched keeps it."""
+    sees, not reached yet; and ``keep``, the one it is booked for already (a stage
+    reached since), so that saving it untouched keeps it."""
     return (
         Milestone.objects.filter(journey_id=journey_id, stage__customer_visible=True)
-        .filter(~Q(state=MilestoneState.DONE) | Q(pk=keep))
+        .filter(Q(state=MilestoneState.UPCOMING) | Q(pk=keep))
         .select_related("stage")
         .order_by("position")
     )

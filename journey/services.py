@@ -951,7 +951,7 @@ def journey_appointment_create(
 def _appointment_stage_check(*, journey_id: int, milestone: Milestone | None) -> None:
     """An appointment is booked for a stage of its own journey, not another's, one its
     customer sees (a booking for a hidden stage would be shown nowhere), and one still
-    to come or under way."""
+    to come (not reached yet)."""
     if milestone is None:
         return
     if milestone.journey_id != journey_id:
@@ -964,12 +964,13 @@ def _appointment_stage_check(*, journey_id: int, milestone: Milestone | None) ->
             code="hidden_stage",
             fields={"milestone": ["Hidden from the customer."]},
         )
-    if milestone.state == MilestoneState.DONE:
-        # Its page would say nothing of it: a booking tells when a stage is to come.
+    if milestone.state != MilestoneState.UPCOMING:
+        # A stage is reached when it happens (the car at the showroom, the handover
+        # done): a booking tells when one is to come, and its page shows no other.
         raise ApplicationError(
-            "That stage is done already.",
-            code="stage_done",
-            fields={"milestone": ["Done already."]},
+            "That stage is reached already.",
+            code="stage_reached",
+            fields={"milestone": ["Reached already."]},
         )
 
 

@@ -157,38 +157,38 @@ def test_the_admin_offers_the_journeys_own_stages_its_customer_sees(customer):
     assert "milestone" in refused.value.message_dict
 
 
-def test_a_stage_done_already_is_not_booked_but_a_booking_made_before_stays(api, journey):
-    """A booking says when a stage is to come: a stage done already would show it
-    nowhere (the API answered 201 for one before)."""
+def test_a_stage_reached_already_is_not_booked_but_a_booking_made_before_stays(api, journey):
+    """A booking says when a stage is to come: one reached already (done, or the
+    journey's stage now) would show it nowhere (the API answered 201 for one before)."""
     kept = book(journey, "stage-2")
     reach(journey, "stage-2")
-    reach(journey, "stage-3")  # stages 1 and 2 done, 3 under way
+    reach(journey, "stage-3")  # stages 1 and 2 done, 3 reached: the journey's now
     path = reverse("api:journey-appointments", kwargs={"reference": journey.reference})
     starts = (timezone.now() + timedelta(days=9)).replace(microsecond=0).isoformat()
     body = {"title": "Visit", "starts_at": starts, "place_name": "Home"}
-    done = api.post(path, body | {"milestone": "stage-1"}, format="json")
-    assert done.status_code == 400
-    assert done.json()["error"]["code"] == "stage_done"
-    assert done.json()["error"]["fields"] == {"milestone": ["Done already."]}
+    for key in ("stage-1", "stage-3"):
+        reached = api.post(path, body | {"milestone": key}, format="json")
+        assert reached.status_code == 400
+        assert reached.json()["error"]["code"] == "stage_reached"
+        assert reached.json()["error"]["fields"] == {"milestone": ["Reached already."]}
     assert Appointment.objects.count() == 1
-    # The stage under way may be booked (an installation that takes two visits).
-    assert api.post(path, body | {"milestone": "stage-3"}, format="json").status_code == 201
-    # The booking made before its stage was done keeps it through other changes...
+    assert api.post(path, body | {"milestone": "stage-4"}, format="json").status_code == 201
+    # The booking made before its stage was reached keeps it through other changes...
     one = reverse("api:journey-appointment", kwargs={"reference": journey.reference, "pk": kept.pk})
     renamed = api.patch(one, {"title": "Second visit", "milestone": "stage-2"}, format="json")
     assert renamed.status_code == 200, renamed.json()
     assert renamed.json()["milestone"] == "stage-2"
-    # ...but is not moved to another stage done already.
+    # ...but is not moved to another stage reached already.
     with pytest.raises(ApplicationError) as refused:
         journey_appointment_update(
             appointment=kept, milestone=journey.milestones.get(stage__key="stage-1")
         )
-    assert refused.value.code == "stage_done"
-    # The admin offers the stages to come or under way, and the one booked already.
+    assert refused.value.code == "stage_reached"
+    # The admin offers the stages to come, and the one booked already.
     choices = AppointmentAdminForm(instance=kept).fields["milestone"].queryset
-    assert [m.stage.key for m in choices] == ["stage-2", "stage-3", "stage-4"]
+    assert [m.stage.key for m in choices] == ["stage-2", "stage-4"]
     new = AppointmentAdminForm(instance=Appointment(journey=journey)).fields["milestone"]
-    assert [m.stage.key for m in new.queryset] == ["stage-3", "stage-4"]
+    assert [m.stage.key for m in new.queryset] == ["stage-4"]
 
 
 def test_a_partner_books_an_appointment_for_a_stage_by_its_key(api, journey):
