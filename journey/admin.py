@@ -605,12 +605,14 @@ class JourneyAdmin(admin.ModelAdmin):
         self, request: HttpRequest, form: object, formsets: list, change: bool
     ) -> None:
         super().save_related(request, form, formsets, change)
-        legs_changed = any(
-            formset.model is ShipmentLeg and formset.has_changed() for formset in formsets
-        )
-        if change and legs_changed:
+        changed = {formset.model for formset in formsets if formset.has_changed()}
+        if change and ShipmentLeg in changed:
             # A carrier's new ETA moves the prediction now, not at the next event.
             eta.eta_recompute(journey=form.instance, cause=EtaCause.LEG_ETA)
+        elif change and Appointment in changed:
+            # So may a stage booked, moved or freed (journey.services._booking_moved);
+            # one deleted was cancelled by the service, which recomputed already.
+            eta.eta_recompute(journey=form.instance, cause=EtaCause.BOOKING)
 
 
 def _form_errors(form: forms.Form, error: ApplicationError) -> None:

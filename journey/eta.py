@@ -42,6 +42,7 @@ from journey.models import (
     ShipmentLeg,
     StageDefinition,
     TemplateEtaStats,
+    booked_day,
 )
 from journey.unit import ETA_FIELDS, Writes
 
@@ -564,6 +565,14 @@ def eta_stats_recompute(*, template: JourneyTemplate) -> TemplateEtaStats:
     return stats
 
 
+def _booked_day(milestone: Milestone) -> date | None:
+    """The day of the appointment booked for ``milestone``, on its place's clock, as the
+    spine's read of milestones brings it (``journey.services._milestones``); None when
+    none is (or the milestone was not read so: a journey being made)."""
+    arrive_at = getattr(milestone, "booked_arrive_at", None)
+    return booked_day(arrive_at, milestone.booked_zone) if arrive_at is not None else None
+
+
 def _segments(milestones: list[Milestone]) -> tuple[list[Segment], int]:
     """The remaining segments (current first) and the index of the current milestone
     (-1 before the first stage is reached)."""
@@ -669,17 +678,29 @@ def _refresh(
     first_upcoming = current + 1
     # The day in the site's zone, looked up once (a lookup per date was 4% of a batch).
     zone = timezone.get_current_timezone()
+    # A stage booked (an appointment for its handover, its installation) is reached on
+    # its booking's day at the earliest, and every stage after it too.
+    floor = None
     for offset, milestone in enumerate(milestones[first_upcoming:]):
         expected = timezone.localdate(result.stage_expected[offset], zone)
+        booked = _booked_day(milestone)
+        if booked is not None and (floor is None or booked > floor):
+            floor = booked
+        if floor is not None and expected < floor:
+            expected = floor
         if milestone.expected_date != expected:
             milestone.expected_date = expected
             changed.append(milestone)
     if changed and changed[0].pk is not None:
         unit.save_milestones(changed)
 
-    journey.eta = timezone.localdate(result.expected, zone)
-    journey.eta_low = timezone.localdate(result.low, zone)
-    journey.eta_high = timezone.localdate(result.high, zone)
+    journey.eta, journey.eta_low, journey.eta_high = (
+        max(day, floor) if floor is not None else day
+        for day in (
+            timezone.localdate(moment, zone)
+            for moment in (result.expected, result.low, result.high)
+        )
+    )
     journey.eta_basis = result.basis
     journey.health = health_for(
         expected=journey.eta, high=journey.eta_high, promised=journey.promised_date

@@ -6,7 +6,7 @@ from events by ``journey.services.journey_record_event`` and never written elsew
 
 import secrets
 import zoneinfo
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -526,6 +526,17 @@ class Appointment(models.Model):
     def zone(self) -> zoneinfo.ZoneInfo:
         return zoneinfo.ZoneInfo(self.time_zone)
 
+    @property
+    def day(self) -> date:
+        """The day its customer is expected, on the place's clock (as they read it)."""
+        return booked_day(self.arrive_at, self.time_zone)
+
+
+def booked_day(arrive_at: datetime, time_zone: str) -> date:
+    """The day of an appointment that arrives at ``arrive_at``, on ``time_zone``'s clock:
+    the day a stage booked by it is reached at the earliest (journey.eta)."""
+    return timezone.localtime(arrive_at, zoneinfo.ZoneInfo(time_zone)).date()
+
 
 class Message(models.Model):
     """The journey's conversation."""
@@ -568,6 +579,7 @@ class EtaCause(models.TextChoices):
     LEG_ETA = "leg_eta", _("Carrier's ETA changed")
     NIGHTLY = "nightly", _("Nightly recompute")
     RECOMPUTE = "recompute", _("Recomputed on demand")
+    BOOKING = "booking", _("A stage booked")
 
 
 class EtaEstimate(QuickLoad):

@@ -10,7 +10,7 @@ from operator import attrgetter
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import BigIntegerField, QuerySet, Subquery
+from django.db.models import BigIntegerField, CharField, DateTimeField, QuerySet, Subquery
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -19,7 +19,7 @@ from accounts.models import CustomerProfile, User
 from journey import events
 from journey.compiled import CompiledRead
 from journey.errors import ApplicationError
-from journey.eta import ETA_FIELDS, eta_refresh
+from journey.eta import ETA_FIELDS, eta_recompute, eta_refresh
 from journey.jargon import jargon_check
 from journey.models import (
     BEFORE_START_GRACE,
@@ -150,8 +150,44 @@ def _versions_locked(pks: list[int]) -> QuerySet[Journey]:
     )
 
 
+# A column of the appointment booked for the milestone the statement reads (the latest),
+# on its index by stage. Raw SQL, not a ``Subquery``: a batch's read is compiled by Django
+# each time, and resolving two subqueries' querysets cost a third more of that read's
+# Python (``bench.profile batch --phases``).
+_LATEST_BOOKING = {
+    "arrive_at": RawSQL(
+        'SELECT "arrive_at" FROM "journey_appointment" '
+        'WHERE "journey_appointment"."milestone_id" = "journey_milestone"."id" '
+        'ORDER BY "journey_appointment"."starts_at" DESC, "journey_appointment"."id" DESC '
+        "LIMIT 1",
+        (),
+        output_field=DateTimeField(),
+    ),
+    "time_zone": RawSQL(
+        'SELECT "time_zone" FROM "journey_appointment" '
+        'WHERE "journey_appointment"."milestone_id" = "journey_milestone"."id" '
+        'ORDER BY "journey_appointment"."starts_at" DESC, "journey_appointment"."id" DESC '
+        "LIMIT 1",
+        (),
+        output_field=CharField(),
+    ),
+}
+
+
 def _milestones(journeys: list[int]) -> QuerySet[Milestone]:
-    return Milestone.objects.filter(journey__in=journeys).order_by()
+    """The journeys' milestones, each with the appointment booked for it, if any (the
+    latest, as the journey page shows it): its arrival and its place's time zone
+    (``booked_arrive_at``, ``booked_zone``), the day the ETA does not put the stage
+    before (``journey.eta``). Read with the milestones, by their own statement: no round
+    trip more for an event, and a booking's change moves the journey's version as any
+    appointment's does, so a batch's read before the lock is checked as the rest."""
+    return (
+        Milestone.objects.filter(journey__in=journeys)
+        .order_by()
+        .annotate(
+            booked_arrive_at=_LATEST_BOOKING["arrive_at"], booked_zone=_LATEST_BOOKING["time_zone"]
+        )
+    )
 
 
 def _milestones_with_stages(journeys: list[int]) -> QuerySet[Milestone]:
@@ -851,6 +887,9 @@ APPOINTMENT_FIELDS = (
 APPOINTMENT_TOLD = frozenset(
     {"starts_at", "arrive_at", "place_name", "address", "time_zone", "visit"}
 )
+# What a booked stage's day is read from (``journey.models.booked_day``; the arrival
+# moves with the start).
+BOOKED_DAY_FIELDS = frozenset({"starts_at", "arrive_at", "time_zone"})
 
 
 def _appointment_problems(
@@ -945,7 +984,17 @@ def journey_appointment_create(
         )
         if not journey.is_sandbox:
             notify_appointment(appointment, changed=False)
+        if milestone is not None:
+            _booking_moved(journey)
     return appointment
+
+
+def _booking_moved(journey: Journey) -> None:
+    """A stage was booked, moved or freed (an appointment for it made, moved, given
+    another stage, or cancelled): the ETA puts no booked stage before its booking's
+    day, so it is recomputed now, in the caller's transaction, with what that changes
+    (a handover booked past the promise tells the customer of the delay)."""
+    eta_recompute(journey=journey, cause=EtaCause.BOOKING)
 
 
 def _appointment_stage_check(*, journey_id: int, milestone: Milestone | None) -> None:
@@ -1044,6 +1093,10 @@ def journey_appointment_update(*, appointment: Appointment, **changes: Any) -> A
             ).update(state=RescheduleState.HANDLED)
         if APPOINTMENT_TOLD & set(changed) and not appointment.journey.is_sandbox:
             notify_appointment(appointment, changed=True)
+        if "milestone" in changed or (
+            appointment.milestone_id is not None and BOOKED_DAY_FIELDS & set(changed)
+        ):
+            _booking_moved(appointment.journey)
     return appointment
 
 
@@ -1066,7 +1119,10 @@ def journey_appointment_cancel(*, appointment: Appointment) -> None:
             )
         if not appointment.journey.is_sandbox:
             notify_appointment_cancelled(appointment)
+        booked = appointment.milestone_id is not None
         appointment.delete()
+        if booked:
+            _booking_moved(appointment.journey)
 
 
 # The customer's own writes from the portal. Each is one function, so whatever must

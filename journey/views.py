@@ -1,5 +1,5 @@
 import sys
-from datetime import date, timedelta
+from datetime import timedelta
 
 from django import forms
 from django.conf import settings
@@ -28,7 +28,6 @@ from django.views.decorators.http import require_GET, require_POST
 from journey import page_cache, selectors, services
 from journey.calendar import appointment_ics
 from journey.errors import ApplicationError
-from journey.eta import health_for
 from journey.forms import FeedbackForm, MessageForm, RescheduleForm
 from journey.models import Appointment, Journey, Milestone, MilestoneState
 from journey.route import map_tiles, route_schematic
@@ -56,20 +55,9 @@ def _booked_end(
     journey: Journey, milestones: list[Milestone], appointments: list[Appointment]
 ) -> Appointment | None:
     """The appointment booked for the journey's last stage (its handover), while that
-    stage is to come: the customer is told its day, not a forecast. A journey whose
-    forecast ends before a stage booked on its way is shown ending that day at the
-    earliest (``_mark_booked``)."""
-    floor = _mark_booked(milestones, appointments)
-    if floor is not None and journey.eta is not None and journey.eta < floor:
-        # For this page only (never saved): the forecast does not know the bookings
-        # (docs/eta.md), and the journey cannot end before a stage on its way is done.
-        journey.eta = floor
-        journey.eta_low = max(journey.eta_low or floor, floor)
-        journey.eta_high = max(journey.eta_high or floor, floor)
-        # Its status against the promise, as the ETA's own rule gives it for that date.
-        journey.health = health_for(
-            expected=journey.eta, high=journey.eta_high, promised=journey.promised_date
-        )
+    stage is to come: the customer is told its day, not a forecast. (The journey's ETA
+    puts no stage before its booking's day already: journey.eta.)"""
+    _mark_booked(milestones, appointments)
     last = milestones[-1] if milestones else None
     return last.booked if last and last.state == MilestoneState.UPCOMING else None
 
@@ -135,31 +123,23 @@ def _detail_context(request: HttpRequest, journey: Journey, **forms: object) -> 
     }
 
 
-def _mark_booked(milestones: list[Milestone], appointments: list[Appointment]) -> date | None:
-    """Each milestone's ``booked``: the appointment booked for it (the latest, if several:
-    no clock, so the cached page stays true), with ``booked_day`` on the place's clock and
-    ``forecast_later`` when the stage is now expected after that day.
-
-    The forecast does not know the bookings (docs/eta.md): a stage to come after a booked
-    one is shown expected no earlier than that booking's day (its ``expected_date``, for
-    this page only, never saved). Returns the latest booked day of the stages to come."""
+def _mark_booked(milestones: list[Milestone], appointments: list[Appointment]) -> None:
+    """Each milestone's ``booked``: the appointment booked for it (the latest, if several,
+    as the ETA reads it: no clock, so the cached page stays true), with ``booked_day`` on
+    the place's clock and ``forecast_later`` when the stage is now expected after that
+    day (the ETA expects it no earlier)."""
     by_stage = {a.milestone_id: a for a in appointments if a.milestone_id}  # last one wins
-    floor = None
     for milestone in milestones:
         milestone.booked = booked = None
         if milestone.state != MilestoneState.UPCOMING:
             continue  # reached: its time is told, not its booking
         milestone.booked = booked = by_stage.get(milestone.pk)
-        if floor is not None and (milestone.expected_date or floor) < floor:
-            milestone.expected_date = floor
         if booked is not None:
             booked.milestone = milestone  # its stage's label, with no query
-            booked.booked_day = timezone.localtime(booked.arrive_at, booked.zone).date()
+            booked.booked_day = booked.day
             booked.forecast_later = bool(
                 milestone.expected_date and milestone.expected_date > booked.booked_day
             )
-            floor = max(floor or booked.booked_day, booked.booked_day)
-    return floor
 
 
 @login_required

@@ -131,6 +131,23 @@ def test_a_booking_for_a_stage_reached_since_is_kept_by_an_untouched_save(
     assert appointment.milestone == booked
 
 
+def test_a_stage_booked_in_the_admin_moves_the_journeys_eta(client, staff, journey, appointment):
+    """As the API's booking does (journey.services._booking_moved): the ETA, the health
+    and the admin's own lists read it at once, not at the next event."""
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    later = timezone.now() + timedelta(days=60)
+    data["appointments-0-starts_at_0"], data["appointments-0-starts_at_1"] = split(later)
+    data["appointments-0-arrive_at_0"], data["appointments-0-arrive_at_1"] = split(later)
+    data["appointments-0-milestone"] = str(journey.milestones.get(stage__key="stage-4").pk)
+    assert client.post(url, data).status_code == 302
+    appointment.refresh_from_db()
+    journey.refresh_from_db()
+    assert journey.eta == appointment.day == timezone.localtime(later, LONDON).date()
+    assert journey.health == "delayed"  # promised 30 days out
+    assert journey.eta_estimates.latest("computed_at").cause == "booking"
+
+
 def test_an_appointment_is_not_moved_into_the_past(client, staff, journey, appointment):
     """As the API refuses it: the customer was told "Changed: … Saturday 5 December",
     two days gone."""

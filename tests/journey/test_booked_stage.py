@@ -14,9 +14,21 @@ from django.urls import reverse
 from django.utils import timezone
 
 from journey.errors import ApplicationError
+from journey.eta import eta_recompute_all
 from journey.forms import AppointmentAdminForm
-from journey.models import Appointment, Journey, Milestone, StageDefinition
-from journey.services import journey_appointment_create, journey_appointment_update
+from journey.models import (
+    Appointment,
+    EtaCause,
+    Health,
+    Milestone,
+    StageDefinition,
+)
+from journey.services import (
+    journey_appointment_cancel,
+    journey_appointment_create,
+    journey_appointment_update,
+)
+from notifications.models import Notification
 from tests.factories import PASSWORD, make_journey
 from tests.journey.test_views import detail_url, reach
 
@@ -227,30 +239,51 @@ def test_a_partner_books_an_appointment_for_a_stage_by_its_key(api, journey):
 
 def test_stages_after_a_booked_one_are_not_expected_before_its_day(client, customer):
     """A walk-through moved the fibre install to the 20th: the page still said
-    "Connected, expected 12 Dec" and the journey "Expected 12 December"."""
-    journey = make_journey(owner=customer, stages=4)
+    "Connected, expected 12 Dec" and the journey "Expected 12 December". The ETA itself
+    puts no booked stage, nor any after it, before the booking's day: the page, the
+    admin, the dashboard and the delay message all read it."""
+    today = timezone.localdate()
+    journey = make_journey(owner=customer, stages=4, promised_date=today + timedelta(days=10))
+    assert journey.eta < today + timedelta(days=10)  # the forecast: well before
     appointment = book(journey, "stage-2", days=20)
-    day = timezone.localtime(appointment.arrive_at, appointment.zone).date()
-    early = timezone.localdate() + timedelta(days=5)
-    Milestone.objects.filter(journey=journey).update(expected_date=early)
-    Journey.objects.filter(pk=journey.pk).update(
-        eta=early,
-        eta_low=early,
-        eta_high=early,
-        health="on_track",
-        promised_date=early + timedelta(days=2),
-    )
+    day = appointment.day
+    journey.refresh_from_db()
+    expected = dict(journey.milestones.values_list("stage__key", "expected_date"))
+    assert expected["stage-1"] < day
+    assert expected["stage-2"] == expected["stage-3"] == expected["stage-4"] == day
+    assert (journey.eta, journey.eta_low, journey.eta_high) == (day, day, day)
+    assert journey.health == Health.DELAYED
+    assert journey.eta_estimates.latest("computed_at").cause == EtaCause.BOOKING
+    # Booked past the promise: the customer is told of the delay, once, with the day.
+    delayed = Notification.objects.get(kind="journey_delayed", channel="email")
+    assert delayed.context["eta"] == day.isoformat()
+
     client.login(email=customer.email, password=PASSWORD)
     html = client.get(detail_url(journey)).content.decode()
-    # Stages 3 and 4 come after the booked one; before it, the forecast stands.
     steps = re.findall(r'class="step__when">\s*(.*?)\s*</p>', html, re.S)
     assert steps[-2:] == [f"Expected {day.day} {day:%b}"] * 2
     assert f"<dt>Expected</dt><dd>{day.day} {day:%B %Y}</dd>" in html
-    assert f"Expected {day.day} {day:%B}." in html
-    # Promised before the booked day: not "On track" beside it.
     assert "health--delayed" in html and "health--on_track" not in html
+
+    # An event that moves the journey, and the nightly recompute, keep the floor.
+    reach(journey, "stage-1")
+    eta_recompute_all()
     journey.refresh_from_db()
-    assert (journey.eta, journey.health) == (early, "on_track")  # for the page only
+    assert (journey.eta, journey.health) == (day, Health.DELAYED)
+    assert journey.milestones.get(stage__key="stage-3").expected_date == day
+    assert Notification.objects.filter(kind="journey_delayed", channel="email").count() == 1
+
+    # Moved five days sooner: so is the journey.
+    sooner = journey_appointment_update(
+        appointment=appointment, starts_at=appointment.starts_at - timedelta(days=5)
+    )
+    journey.refresh_from_db()
+    assert journey.eta == sooner.day == day - timedelta(days=5)
+    # Cancelled: the forecast alone again, back within the promise.
+    journey_appointment_cancel(appointment=sooner)
+    journey.refresh_from_db()
+    assert journey.eta < today + timedelta(days=10)
+    assert journey.health != Health.DELAYED
 
 
 def test_a_viewer_reads_that_a_new_time_is_agreed_with_the_owner(client, customer):
