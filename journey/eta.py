@@ -640,7 +640,9 @@ def _refresh(
     previous_health, before = journey.health, _promise(journey)
     unit.save_milestones(unsaved)
     if all(m.state == MilestoneState.DONE for m in milestones):
-        arrived = timezone.localdate(milestones[-1].reached_at or now)
+        arrived = timezone.localdate(
+            milestones[-1].reached_at or now, timezone.get_default_timezone()
+        )
         journey.eta = journey.eta_low = journey.eta_high = arrived
         journey.eta_basis = EtaBasis.DONE
         journey.health = Health.DONE
@@ -676,18 +678,20 @@ def _refresh(
 
     changed = []
     first_upcoming = current + 1
-    # The day in the site's zone, looked up once (a lookup per date was 4% of a batch).
-    zone = timezone.get_current_timezone()
+    # The day in the site's zone, looked up once (a lookup per date was 4% of a batch);
+    # not the zone a staff member's request activated (their profile's).
+    zone = timezone.get_default_timezone()
     # A stage booked (an appointment for its handover, its installation) is reached on
-    # its booking's day at the earliest, and every stage after it too.
-    floor = None
+    # its booking's day at the earliest: when the forecast has it sooner, it and every
+    # stage after it move later by as much (those take as long as forecast after it),
+    # and so does the journey's range.
+    shift = timedelta(0)
     for offset, milestone in enumerate(milestones[first_upcoming:]):
-        expected = timezone.localdate(result.stage_expected[offset], zone)
+        expected = timezone.localdate(result.stage_expected[offset], zone) + shift
         booked = _booked_day(milestone)
-        if booked is not None and (floor is None or booked > floor):
-            floor = booked
-        if floor is not None and expected < floor:
-            expected = floor
+        if booked is not None and expected < booked:
+            shift += booked - expected
+            expected = booked
         if milestone.expected_date != expected:
             milestone.expected_date = expected
             changed.append(milestone)
@@ -695,11 +699,8 @@ def _refresh(
         unit.save_milestones(changed)
 
     journey.eta, journey.eta_low, journey.eta_high = (
-        max(day, floor) if floor is not None else day
-        for day in (
-            timezone.localdate(moment, zone)
-            for moment in (result.expected, result.low, result.high)
-        )
+        timezone.localdate(moment, zone) + shift
+        for moment in (result.expected, result.low, result.high)
     )
     journey.eta_basis = result.basis
     journey.health = health_for(
@@ -717,7 +718,8 @@ def _refresh(
         and journey.health == Health.DELAYED
         and previous_health != Health.DELAYED
     ):
-        _notify_delay(journey=journey, now=now, unit=unit)
+        # A booking set the date: the message says so (the appointment's own said when).
+        _notify_delay(journey=journey, now=now, unit=unit, booked=bool(shift))
     return estimate
 
 
@@ -753,18 +755,22 @@ def _record(
     return estimate
 
 
-def _notify_delay(*, journey: Journey, now: datetime, unit: Writes) -> None:
-    """The proactive delay message: once per slip, i.e. per (promise, new date)."""
+def _notify_delay(*, journey: Journey, now: datetime, unit: Writes, booked: bool = False) -> None:
+    """The proactive delay message: once per slip, i.e. per (promise, new date);
+    ``booked`` when the new date is an appointment's booked for a stage (docs/eta.md)."""
+    context = {
+        "eta": journey.eta.isoformat(),
+        "promised_date": journey.promised_date.isoformat(),
+        "reason": journey.delay_reason,
+    }
+    if booked:
+        context["booked"] = True
     unit.outbox.add(
         recipient=journey.owner,
         journey=journey,
         kind="journey_delayed",
         dedup_key=f"journey-delayed:{journey.pk}:{journey.promised_date}:{journey.eta}",
-        context={
-            "eta": journey.eta.isoformat(),
-            "promised_date": journey.promised_date.isoformat(),
-            "reason": journey.delay_reason,
-        },
+        context=context,
         occurred_at=now,
     )
 

@@ -1204,6 +1204,8 @@ def reschedule_request_answer(*, request: RescheduleRequest, choice: str) -> App
             appointment=appointment, state=RescheduleState.OPEN
         ).update(state=RescheduleState.HANDLED)
         notify_appointment(appointment, changed=True)
+        if appointment.milestone_id is not None:
+            _booking_moved(request.appointment.journey)
     return appointment
 
 

@@ -128,7 +128,9 @@ def _mark_booked(milestones: list[Milestone], appointments: list[Appointment]) -
     as the ETA reads it: no clock, so the cached page stays true), with ``booked_day`` on
     the place's clock and ``forecast_later`` when the stage is now expected after that
     day (the ETA expects it no earlier)."""
-    by_stage = {a.milestone_id: a for a in appointments if a.milestone_id}  # last one wins
+    # The last one wins: the latest, ties by id, as the ETA's read takes it.
+    in_order = sorted(appointments, key=lambda a: (a.starts_at, a.pk))
+    by_stage = {a.milestone_id: a for a in in_order if a.milestone_id}
     for milestone in milestones:
         milestone.booked = booked = None
         if milestone.state != MilestoneState.UPCOMING:

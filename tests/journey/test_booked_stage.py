@@ -14,12 +14,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from journey.errors import ApplicationError
-from journey.eta import eta_recompute_all
+from journey.eta import eta_recompute_all, eta_recompute_many
 from journey.forms import AppointmentAdminForm
 from journey.models import (
     Appointment,
     EtaCause,
     Health,
+    Journey,
     Milestone,
     StageDefinition,
 )
@@ -28,6 +29,7 @@ from journey.services import (
     journey_appointment_create,
     journey_appointment_update,
 )
+from notifications.channels import render
 from notifications.models import Notification
 from tests.factories import PASSWORD, make_journey
 from tests.journey.test_views import detail_url, reach
@@ -240,50 +242,107 @@ def test_a_partner_books_an_appointment_for_a_stage_by_its_key(api, journey):
 def test_stages_after_a_booked_one_are_not_expected_before_its_day(client, customer):
     """A walk-through moved the fibre install to the 20th: the page still said
     "Connected, expected 12 Dec" and the journey "Expected 12 December". The ETA itself
-    puts no booked stage, nor any after it, before the booking's day: the page, the
+    puts a booked stage on its booking's day at the earliest, and moves the stages after
+    it, and the journey's range, later by as much (a walk-through read "Connected,
+    expected 20 Jan", the install's own day, and a range of one day): the page, the
     admin, the dashboard and the delay message all read it."""
     today = timezone.localdate()
     journey = make_journey(owner=customer, stages=4, promised_date=today + timedelta(days=10))
+    forecast = dict(journey.milestones.values_list("stage__key", "expected_date"))
+    before = (journey.eta, journey.eta_low, journey.eta_high)
     assert journey.eta < today + timedelta(days=10)  # the forecast: well before
     appointment = book(journey, "stage-2", days=20)
     day = appointment.day
+    shift = day - forecast["stage-2"]
+    assert shift > timedelta(days=5)
     journey.refresh_from_db()
     expected = dict(journey.milestones.values_list("stage__key", "expected_date"))
-    assert expected["stage-1"] < day
-    assert expected["stage-2"] == expected["stage-3"] == expected["stage-4"] == day
-    assert (journey.eta, journey.eta_low, journey.eta_high) == (day, day, day)
+    assert expected == forecast | {
+        key: forecast[key] + shift for key in ("stage-2", "stage-3", "stage-4")
+    }
+    assert expected["stage-2"] == day < expected["stage-3"] < expected["stage-4"]
+    assert (journey.eta, journey.eta_low, journey.eta_high) == tuple(d + shift for d in before)
     assert journey.health == Health.DELAYED
     assert journey.eta_estimates.latest("computed_at").cause == EtaCause.BOOKING
-    # Booked past the promise: the customer is told of the delay, once, with the day.
+    # Booked past the promise: the customer is told of the delay, once, with the date.
     delayed = Notification.objects.get(kind="journey_delayed", channel="email")
-    assert delayed.context["eta"] == day.isoformat()
+    eta = journey.eta
+    assert delayed.context["eta"] == eta.isoformat()
+    assert delayed.context["booked"] is True
+    text = render(delayed).text
+    assert f"We now expect it on {eta.day} {eta:%B %Y}, given the day of its appointment." in text
 
     client.login(email=customer.email, password=PASSWORD)
     html = client.get(detail_url(journey)).content.decode()
     steps = re.findall(r'class="step__when">\s*(.*?)\s*</p>', html, re.S)
-    assert steps[-2:] == [f"Expected {day.day} {day:%b}"] * 2
-    assert f"<dt>Expected</dt><dd>{day.day} {day:%B %Y}</dd>" in html
+    assert steps[-2:] == [f"Expected {d.day} {d:%b}" for d in (expected["stage-3"], eta)]
+    assert f"<dt>Expected</dt><dd>{eta.day} {eta:%B %Y}</dd>" in html
     assert "health--delayed" in html and "health--on_track" not in html
 
-    # An event that moves the journey, and the nightly recompute, keep the floor.
+    # An event that moves the journey, and the nightly recompute, keep the booking.
     reach(journey, "stage-1")
     eta_recompute_all()
     journey.refresh_from_db()
-    assert (journey.eta, journey.health) == (day, Health.DELAYED)
-    assert journey.milestones.get(stage__key="stage-3").expected_date == day
+    assert journey.health == Health.DELAYED
+    assert journey.milestones.get(stage__key="stage-2").expected_date == day
+    assert journey.milestones.get(stage__key="stage-3").expected_date > day
     assert Notification.objects.filter(kind="journey_delayed", channel="email").count() == 1
 
     # Moved five days sooner: so is the journey.
+    later_eta = journey.eta
     sooner = journey_appointment_update(
         appointment=appointment, starts_at=appointment.starts_at - timedelta(days=5)
     )
     journey.refresh_from_db()
-    assert journey.eta == sooner.day == day - timedelta(days=5)
+    assert journey.eta == later_eta - timedelta(days=5)
+    assert journey.milestones.get(stage__key="stage-2").expected_date == sooner.day
     # Cancelled: the forecast alone again, back within the promise.
     journey_appointment_cancel(appointment=sooner)
     journey.refresh_from_db()
     assert journey.eta < today + timedelta(days=10)
     assert journey.health != Health.DELAYED
+
+
+def test_the_booking_is_the_latest_on_its_places_clock_until_its_stage_is_reached(customer):
+    """A booking at 20:00 in Los Angeles is the next day in UTC and in London: the stage
+    is reached on the day its customer was told, the place's. Of two bookings for one
+    stage, the latest sets it; once that stage is reached, the forecast alone again."""
+    journey = make_journey(owner=customer, stages=4)
+    evening = datetime.combine(
+        timezone.localdate() + timedelta(days=15), time(20), tzinfo=ZoneInfo("America/Los_Angeles")
+    )
+    booked = journey_appointment_create(
+        journey=journey,
+        title="Handover",
+        starts_at=evening,
+        place_name="Showroom",
+        time_zone="America/Los_Angeles",
+        milestone=journey.milestones.get(stage__key="stage-3"),
+    )
+    stage_3 = journey.milestones.get(stage__key="stage-3")
+    assert booked.day == evening.date() != timezone.localtime(evening).date()
+    assert stage_3.expected_date == evening.date()
+    earlier = book(journey, "stage-3", days=10)
+    stage_3.refresh_from_db()
+    assert stage_3.expected_date == evening.date()  # the latest of the two
+    journey_appointment_cancel(appointment=booked)
+    stage_3.refresh_from_db()
+    assert stage_3.expected_date == earlier.day
+    reach(journey, "stage-3")
+    journey.refresh_from_db()
+    assert journey.eta < earlier.day
+
+
+def test_a_batch_of_journeys_reads_each_ones_bookings(customer):
+    """Journeys read together (the nightly recompute's, a batch's) bring each its own."""
+    booked, free = make_journey(owner=customer), make_journey(owner=customer)
+    appointment = book(booked, "stage-4", days=25)
+    Journey.objects.filter(pk=booked.pk).update(eta=timezone.localdate())  # forgotten
+    eta_recompute_many(pks=[booked.pk, free.pk], cause=EtaCause.NIGHTLY)
+    booked.refresh_from_db()
+    free.refresh_from_db()
+    assert booked.eta == appointment.day
+    assert free.eta < appointment.day
 
 
 def test_a_viewer_reads_that_a_new_time_is_agreed_with_the_owner(client, customer):

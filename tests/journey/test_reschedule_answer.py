@@ -108,3 +108,16 @@ def test_moving_the_appointment_on_the_journeys_page_answers_its_request(admin_c
         assert admin_client.post(url, data).status_code == 302
     asked.refresh_from_db()
     assert asked.state == RescheduleState.HANDLED
+
+
+def test_moving_a_booked_stages_appointment_moves_the_journeys_eta(journey, asked):
+    """Answering a request moves the booking, and with it the day the ETA puts the stage
+    at the earliest (journey.services._booking_moved), as staff moving it does."""
+    handover = journey.milestones.get(stage__key="stage-4")
+    Appointment.objects.filter(pk=asked.appointment_id).update(milestone=handover)
+    with time_machine.travel(NOW, tick=False):
+        reschedule_request_answer(request=asked, choice="second")
+    journey.refresh_from_db()
+    assert journey.eta == SECOND.date()  # 22 December in Madrid
+    handover.refresh_from_db()
+    assert handover.expected_date == SECOND.date()
