@@ -286,6 +286,12 @@ def _invitation_gone(request: HttpRequest, share: JourneyShare, *, expired: bool
     profile = getattr(share.invited_by, "profile", None) if invitee else None
     context = {
         "share": share if invitee else None,
+        # Invited again since: that email's link works (a walk-through was told to ask
+        # for one it had).
+        "newer": invitee
+        and JourneyShare.objects.filter(journey=journey, email=share.email, revoked_at__isnull=True)
+        .exclude(pk=share.pk)
+        .exists(),
         "expired": expired,
         "max_age_days": services.INVITATION_MAX_AGE // 86400,
         "inviter": profile.full_name if profile else "",

@@ -689,7 +689,10 @@ class Feedback(models.Model):
     # dashboard ranks stages by the owners' ratings. Kept, not read off the journey's
     # owner now: nothing in the product gives a journey another owner, but a rating's
     # meaning should not hang on that staying so.
-    by_owner = models.BooleanField(_("by the owner"), default=False)
+    # "Owner" in the admin: its column, and its filter "By owner" ("By by the owner" was).
+    by_owner = models.BooleanField(
+        _("owner"), default=False, help_text=_("Given by the journey's owner, not a viewer.")
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -25,7 +25,11 @@ class Migration(migrations.Migration):
             migrations.AddField(
                 model_name="feedback",
                 name="by_owner",
-                field=models.BooleanField(default=False, verbose_name="by the owner"),
+                field=models.BooleanField(
+                    default=False,
+                    help_text="Given by the journey's owner, not a viewer.",
+                    verbose_name="owner",
+                ),
             ),
             "journey_feedback",
         ),

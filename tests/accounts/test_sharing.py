@@ -135,8 +135,12 @@ def test_a_withdrawn_invitation_says_so_and_whom_to_ask(client, journey, custome
     client.force_login(customer)
     assert client.get(url)["Location"] == reverse("journey:detail", args=[journey.reference])
     client.force_login(viewer)
-    # Invited again, and accepted: the old link opens the journey, as an accepted one does.
+    # Invited again: the old link says the new email's link works.
     again = journey_share_invite(journey=journey, owner=customer, email="friend@example.com")
+    page = client.get(url).content.decode()
+    assert "You were invited again since: open the link in the latest invitation email." in page
+    assert "ask Alex Morgan" not in page
+    # Accepted: the old link opens the journey, as an accepted one does.
     client.post(reverse("accounts:invitation", args=[share_invitation_token(again)]))
     opened = client.get(url)
     assert opened.status_code == 302
