@@ -647,6 +647,7 @@ def _refresh(
         journey.eta_basis = EtaBasis.DONE
         journey.health = Health.DONE
         journey.stalled_since = None
+        journey.delay_told_eta = None
         if previous_health != Health.DONE and journey.pk:
             from journey.tasks import eta_recompute_template
 
@@ -713,13 +714,17 @@ def _refresh(
         journey.stalled_since = None
 
     estimate = _record(journey=journey, now=now, cause=cause, unit=unit, before=before)
-    if (
-        cause != EtaCause.CREATED
-        and journey.health == Health.DELAYED
-        and previous_health != Health.DELAYED
+    if journey.health != Health.DELAYED:
+        journey.delay_told_eta = None
+    elif cause != EtaCause.CREATED and (
+        previous_health != Health.DELAYED
+        # Delayed already, and now a week or more later than the customer was told (or,
+        # never told, than it was: a journey made delayed, or delayed before this).
+        or journey.eta >= (journey.delay_told_eta or before[0] or journey.eta) + FURTHER_SLIP
     ):
         # A booking set the date: the message says so (the appointment's own said when).
         _notify_delay(journey=journey, now=now, unit=unit, booked=bool(shift))
+        journey.delay_told_eta = journey.eta
     return estimate
 
 
@@ -753,6 +758,11 @@ def _record(
     )
     unit.estimates.append(estimate)
     return estimate
+
+
+# How much later than the customer was last told a delayed journey's date must move for
+# them to be told again: a day's drift of the forecast is not news; a week is.
+FURTHER_SLIP = timedelta(days=7)
 
 
 def _notify_delay(*, journey: Journey, now: datetime, unit: Writes, booked: bool = False) -> None:

@@ -160,6 +160,9 @@ class Journey(QuickLoad):
     # Set when the current stage has run longer than 95% of similar ones; cleared by
     # the next event. For staff, never shown to the customer.
     stalled_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # The expected date the customer was last told in a delay message, while the
+    # journey is delayed (journey.eta: a slip a week further is told again).
+    delay_told_eta = models.DateField(null=True, blank=True, editable=False)
     # A partner's test journey: driven through the API like any other, but it never
     # notifies anyone (its owner is a sandbox user, not a customer).
     is_sandbox = models.BooleanField(default=False, editable=False)

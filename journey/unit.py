@@ -35,7 +35,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # The fields of Journey the ETA sets (journey.eta); callers save them.
-ETA_FIELDS = ["eta", "eta_low", "eta_high", "eta_basis", "health", "stalled_since"]
+ETA_FIELDS = [
+    "eta",
+    "eta_low",
+    "eta_high",
+    "eta_basis",
+    "health",
+    "stalled_since",
+    "delay_told_eta",
+]
 # What the spine saves of a journey when it records an event.
 JOURNEY_FIELDS = ["last_event_at", *ETA_FIELDS, "updated_at"]
 MILESTONE_FIELDS = ["state", "reached_at", "expected_date"]

@@ -636,6 +636,35 @@ def test_a_slip_after_a_new_promise_is_told(template):
     ]
 
 
+def test_a_delayed_journey_slipping_a_week_further_is_told_again(template):
+    """A walk-through's kitchen, delayed already, was booked five weeks later and its
+    customer heard of no delay: only a change *to* delayed was told. A date a week or
+    more later than the customer was last told is told again; a day's drift is not."""
+    with time_machine.travel(T0, tick=False):
+        journey = new_journey(template, promised=date(2026, 11, 30))
+    with time_machine.travel(at(1), tick=False):
+        reach(journey, 1, 1)  # the last stage six days on: the 9th
+    Journey.objects.filter(pk=journey.pk).update(promised_date=date(2026, 11, 8))
+
+    def recomputed(days: float) -> Journey:
+        with time_machine.travel(at(days), tick=False):
+            return eta.eta_recompute(journey=journey, cause=EtaCause.NIGHTLY)
+
+    assert recomputed(1.5).delay_told_eta == date(2026, 11, 9)  # delayed: told
+    # Stage 1 overruns its two days: every day on, the end a day later.
+    assert recomputed(5).eta == date(2026, 11, 11)
+    assert recomputed(9).eta == date(2026, 11, 15)  # six days later than told
+    assert [n.context["eta"] for n in delays()] == ["2026-11-09"]
+    assert recomputed(10).eta == date(2026, 11, 16)  # a week later: told again
+    assert recomputed(11).delay_told_eta == date(2026, 11, 16)
+    assert sorted(n.context["eta"] for n in delays()) == ["2026-11-09", "2026-11-16"]
+
+    # Back within a new promise, the told date is let go: a later delay is new news.
+    Journey.objects.filter(pk=journey.pk).update(promised_date=date(2026, 12, 31))
+    back = recomputed(11.5)
+    assert back.health != Health.DELAYED and back.delay_told_eta is None
+
+
 # --- Stalled journeys -----------------------------------------------------------------
 
 
