@@ -125,9 +125,9 @@ def _detail_context(request: HttpRequest, journey: Journey, **forms: object) -> 
 
 def _mark_booked(milestones: list[Milestone], appointments: list[Appointment]) -> None:
     """Each milestone's ``booked``: the appointment booked for it (the latest, if several,
-    as the ETA reads it: no clock, so the cached page stays true), with ``booked_day`` on
-    the place's clock and ``forecast_later`` when the stage is now expected after that
-    day (the ETA expects it no earlier)."""
+    as the ETA reads it: no clock, so the cached page stays true), with ``forecast_later``
+    when the stage is now expected after its day (``Appointment.day``; the ETA expects it
+    no earlier)."""
     # The last one wins: the latest, ties by id, as the ETA's read takes it.
     in_order = sorted(appointments, key=lambda a: (a.starts_at, a.pk))
     by_stage = {a.milestone_id: a for a in in_order if a.milestone_id}
@@ -138,9 +138,8 @@ def _mark_booked(milestones: list[Milestone], appointments: list[Appointment]) -
         milestone.booked = booked = by_stage.get(milestone.pk)
         if booked is not None:
             booked.milestone = milestone  # its stage's label, with no query
-            booked.booked_day = booked.day
             booked.forecast_later = bool(
-                milestone.expected_date and milestone.expected_date > booked.booked_day
+                milestone.expected_date and milestone.expected_date > booked.day
             )
 
 
