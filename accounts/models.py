@@ -382,6 +382,10 @@ class ChangeProposal(models.Model):
         return _("proposed by %(who)s") % {"who": who}
 
 
+# How long an invitation's link lasts, and its invitation waits for them in the portal.
+INVITATION_MAX_AGE = 60 * 60 * 24 * 30
+
+
 class JourneyShare(models.Model):
     """The owner invited someone by email to follow a journey as a viewer."""
 

@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 from accounts.forms import PROPOSABLE_FIELDS, ProfileForm
 from accounts.models import (
     ACCEPTED_NOTE,
+    INVITATION_MAX_AGE,
     Address,
     ChangeProposal,
     CustomerProfile,
@@ -348,7 +349,6 @@ def address_remove(*, address: Address, actor: User) -> None:
 # --- Sharing ------------------------------------------------------------------------
 
 INVITATION_SALT = "milepost.invitation"
-INVITATION_MAX_AGE = 60 * 60 * 24 * 30
 
 
 def share_invitation_token(share: JourneyShare) -> str:
@@ -420,7 +420,7 @@ def journey_share_accept(*, share: JourneyShare, user: User) -> JourneyShare:
     """The invitee, logged in with the invited address, accepts."""
     if share.revoked_at is not None:
         raise ApplicationError(_("This invitation was withdrawn."), status=404, code="not_found")
-    if user.email != share.email:
+    if user.email.casefold() != share.email.casefold():
         raise ApplicationError(
             _("This invitation was sent to another email address. Sign in with that one."),
             status=403,

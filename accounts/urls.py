@@ -22,5 +22,10 @@ urlpatterns = [
     path("account/export/", views.export, name="export"),
     path("account/delete/", views.delete, name="delete"),
     path("journeys/<str:reference>/sharing/", views.sharing, name="sharing"),
+    path(
+        "invitations/waiting/<int:share_id>/accept/",
+        views.invitation_accept,
+        name="invitation-accept",
+    ),
     path("invitations/<str:token>/", views.invitation, name="invitation"),
 ]

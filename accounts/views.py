@@ -1,5 +1,7 @@
 """The customer's own record in the portal: profile, proposals, history, sharing, privacy."""
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
@@ -261,12 +263,48 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
             if error.status == 404:
                 raise Http404(error.message) from error
             messages.error(request, error.message)
-            return render(request, "accounts/invitation.html", {"share": share}, status=403)
+            return render(
+                request,
+                "accounts/invitation.html",
+                {"share": share, "invitee": _invitee(request, share)},
+                status=403,
+            )
         return redirect("journey:detail", reference=share.journey.reference)
     if share.viewer_id is not None and share.viewer_id == request.user.pk:
         # Accepted already (the link opened again from the email): the journey itself.
         return redirect("journey:detail", reference=share.journey.reference)
-    return render(request, "accounts/invitation.html", {"share": share})
+    return render(
+        request, "accounts/invitation.html", {"share": share, "invitee": _invitee(request, share)}
+    )
+
+
+def _invitee(request: HttpRequest, share: JourneyShare) -> bool:
+    """Signed in with the address the invitation was sent to (its case aside)."""
+    return request.user.email.casefold() == share.email.casefold()
+
+
+@login_required
+@require_POST
+def invitation_accept(request: HttpRequest, share_id: int) -> HttpResponse:
+    """Accepting an invitation the portal offers (``invitations_waiting``), without its
+    email's link: only one sent to the signed-in address, and while its link would work."""
+    share = get_object_or_404(
+        JourneyShare.objects.select_related("journey", "invited_by__profile"),
+        pk=share_id,
+        email__iexact=request.user.email,
+    )
+    if share.revoked_at is not None:
+        return _invitation_gone(request, share, expired=False)
+    if share.viewer_id is None and share.created_at <= timezone.now() - timedelta(
+        seconds=services.INVITATION_MAX_AGE
+    ):
+        return _invitation_gone(request, share, expired=True)
+    try:
+        services.journey_share_accept(share=share, user=request.user)
+    except ApplicationError as error:
+        raise Http404(error.message) from error
+    messages.success(request, _("You now follow “%(title)s”.") % {"title": share.journey.title})
+    return redirect("journey:detail", reference=share.journey.reference)
 
 
 def _invitation_gone(request: HttpRequest, share: JourneyShare, *, expired: bool) -> HttpResponse:
@@ -282,7 +320,7 @@ def _invitation_gone(request: HttpRequest, share: JourneyShare, *, expired: bool
     ):
         # Its owner, or a viewer by a newer invitation: the journey, as an accepted link.
         return redirect("journey:detail", reference=journey.reference)
-    invitee = request.user.email.casefold() == share.email.casefold()
+    invitee = _invitee(request, share)
     profile = getattr(share.invited_by, "profile", None) if invitee else None
     context = {
         "share": share if invitee else None,

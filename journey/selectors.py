@@ -2,12 +2,14 @@
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from accounts.models import JourneyShare, User
+from accounts.models import INVITATION_MAX_AGE, JourneyShare, User
 from journey.models import (
     Appointment,
     Checkpoint,
@@ -32,6 +34,25 @@ def journeys_visible_to(*, user: User) -> QuerySet[Journey]:
     # A subquery, not a join: a join would repeat rows and skew counts annotated later.
     shared = JourneyShare.objects.filter(viewer=user, revoked_at__isnull=True)
     return Journey.objects.filter(Q(owner=user) | Q(pk__in=shared.values("journey_id")))
+
+
+def invitations_waiting(*, user: User) -> list[JourneyShare]:
+    """Invitations to the user's address not yet accepted, withdrawn or past their age:
+    the portal offers them, so that an invitee who lost the email's link on the way
+    (signed up, confirmed their address in another browser) still finds them."""
+    if not user.is_authenticated:
+        return []
+    return list(
+        JourneyShare.objects.filter(
+            email__iexact=user.email,
+            viewer__isnull=True,
+            revoked_at__isnull=True,
+            created_at__gt=timezone.now() - timedelta(seconds=INVITATION_MAX_AGE),
+        )
+        .exclude(journey__owner=user)
+        .select_related("journey", "invited_by__profile")
+        .order_by("-created_at", "-pk")
+    )
 
 
 def journeys_owned_by(*, user: User) -> QuerySet[Journey]:

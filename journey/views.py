@@ -48,7 +48,11 @@ def home(request: HttpRequest) -> HttpResponse:
                 _booked_end(journey, milestones, booked[journey.pk]),
             )
         )
-    return render(request, "journey/home.html", {"rows": rows})
+    return render(
+        request,
+        "journey/home.html",
+        {"rows": rows, "invitations": selectors.invitations_waiting(user=request.user)},
+    )
 
 
 def _booked_end(

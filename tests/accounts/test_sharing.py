@@ -7,6 +7,9 @@ import pytest
 import time_machine
 from django.conf import settings
 from django.core import mail
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -168,6 +171,113 @@ def test_an_expired_invitation_says_so_and_whom_to_ask(client, journey, customer
         # A link of ours for an invitation deleted since (its journey deleted) is not found.
         journey.delete()
         assert client.get(url).status_code == 404
+
+
+def _sign_up_from(client, url: str, email: str) -> str:
+    """Follows an invitation's link signed out, signs up from the login page it leads to,
+    and returns the path of the confirmation email's link."""
+    login = client.get(url)
+    assert login.status_code == 302
+    signup = re.search(
+        r'href="([^"]*/signup/[^"]*)"', client.get(login["Location"]).content.decode()
+    )
+    signup_url = signup.group(1).replace("&amp;", "&")
+    mail.outbox.clear()
+    answer = client.post(
+        signup_url,
+        {"email": email, "password1": "a-long-new-pass-7", "password2": "a-long-new-pass-7"},
+    )
+    assert answer.status_code == 302
+    return re.search(r"https?://[^/\s]+(/accounts/confirm-email/\S+)", mail.outbox[-1].body).group(
+        1
+    )
+
+
+def test_an_invitee_who_signs_up_from_the_link_is_taken_back_to_it(
+    client, journey, customer, django_capture_on_commit_callbacks
+):
+    """A walk-through signed up from an invitation's link, confirmed its address and
+    landed on the home page, the link forgotten."""
+    share = journey_share_invite(journey=journey, owner=customer, email="new@example.com")
+    url = reverse("accounts:invitation", args=[share_invitation_token(share)])
+    with django_capture_on_commit_callbacks(execute=True):
+        confirm = _sign_up_from(client, url, "new@example.com")
+    assert client.get(confirm).status_code == 200
+    confirmed = client.post(confirm)  # in the browser that signed up: signed in, and on
+    assert confirmed.status_code == 302
+    assert confirmed["Location"] == url
+    assert "Accept the invitation" in client.get(url).content.decode()
+    assert client.post(url)["Location"] == reverse("journey:detail", args=[journey.reference])
+    share.refresh_from_db()
+    assert share.viewer.email == "new@example.com"
+
+
+def test_an_invitation_waits_in_the_portal_for_an_address_confirmed_elsewhere(
+    client, journey, customer, django_capture_on_commit_callbacks, django_assert_num_queries
+):
+    """Confirmed in another browser (a phone's mail app), nobody is signed in (allauth
+    signs in only the session that signed up); signed in, the home page offers it."""
+    customer.profile.given_name, customer.profile.family_name = "Alex", "Morgan"
+    customer.profile.save()
+    share = journey_share_invite(journey=journey, owner=customer, email="new@example.com")
+    url = reverse("accounts:invitation", args=[share_invitation_token(share)])
+    with django_capture_on_commit_callbacks(execute=True):
+        confirm = _sign_up_from(client, url, "new@example.com")
+    elsewhere = Client()
+    confirmed = elsewhere.post(confirm)
+    assert confirmed["Location"] == reverse("account_login")
+    assert elsewhere.get(reverse("journey:home")).status_code == 302  # signed in nowhere
+    elsewhere.login(email="new@example.com", password="a-long-new-pass-7")
+    home = elsewhere.get(reverse("journey:home")).content.decode()
+    assert f"Alex Morgan invited you to follow “{journey.title}”" in home
+    assert "Nothing on its way yet" not in home
+    accept = reverse("accounts:invitation-accept", args=[share.pk])
+    assert f'action="{accept}"' in home
+    accepted = elsewhere.post(accept, follow=True)
+    assert accepted.redirect_chain == [(reverse("journey:detail", args=[journey.reference]), 302)]
+    assert f"You now follow “{journey.title}”." in accepted.content.decode()
+    home = elsewhere.get(reverse("journey:home")).content.decode()
+    assert "invited you" not in home
+    assert journey.title in home
+    # Accepted already (a second tab): the journey, nothing changed.
+    assert elsewhere.post(accept)["Location"] == reverse("journey:detail", args=[journey.reference])
+    # The list costs one query, whatever it holds.
+    with CaptureQueriesContext(connection) as none_waiting:
+        elsewhere.get(reverse("journey:home"))
+    for other in (make_journey(owner=customer) for _ in range(3)):
+        journey_share_invite(journey=other, owner=customer, email="New@Example.com")
+    with django_assert_num_queries(len(none_waiting.captured_queries)):
+        home = elsewhere.get(reverse("journey:home")).content.decode()
+    assert home.count("invited you to follow") == 3
+
+
+def test_only_live_invitations_to_the_address_wait(client, journey, customer, viewer):
+    revoked = journey_share_invite(journey=journey, owner=customer, email="friend@example.com")
+    journey_share_revoke(share=revoked, owner=customer)
+    elsewhere = journey_share_invite(
+        journey=make_journey(owner=customer), owner=customer, email="someone@example.com"
+    )
+    old_journey = make_journey(owner=customer)
+    with time_machine.travel(timezone.now() - timedelta(days=31)):
+        old = journey_share_invite(journey=old_journey, owner=customer, email="friend@example.com")
+    client.force_login(viewer)
+    assert "invited you" not in client.get(reverse("journey:home")).content.decode()
+    accept = "accounts:invitation-accept"
+    # Not theirs: not found, and still waiting for its invitee.
+    assert client.post(reverse(accept, args=[elsewhere.pk])).status_code == 404
+    elsewhere.refresh_from_db()
+    assert elsewhere.viewer is None
+    # Theirs, but withdrawn or past its age: the pages a link to them gets.
+    gone = client.post(reverse(accept, args=[revoked.pk]))
+    assert gone.status_code == 410
+    assert "This invitation was withdrawn" in gone.content.decode()
+    gone = client.post(reverse(accept, args=[old.pk]))
+    assert gone.status_code == 410
+    assert "This invitation has expired" in gone.content.decode()
+    old.refresh_from_db()
+    assert old.viewer is None
+    # Accepting is a POST.
+    assert client.get(reverse(accept, args=[old.pk])).status_code == 405
 
 
 def test_an_inviter_without_a_name_is_not_named_by_their_email(client, journey, customer, viewer):
