@@ -104,6 +104,9 @@ RULES: dict[str, dict[str, str]] = {
     # and the invited address, nothing of the owner's); accepting needs the invited
     # address (tests/accounts/test_sharing.py), and the walk checks nothing changed.
     "accounts:invitation": OWN,
+    # The portal's offer of an invitation: only to the invited address (another's is a
+    # 404, and the walk checks that nothing changed).
+    "accounts:invitation-accept": PORTAL,
     "notifications:centre": OWN,
     # Marks only the user's own rows (someone else's id changes nothing: checked below).
     "notifications:read": OWN,
@@ -264,6 +267,7 @@ def world(django_capture_on_commit_callbacks) -> dict[str, Any]:
         "pk": endpoint.pk,
         "sequence": 1,
         "event_id": "evt-access",
+        "share_id": pending.pk,
     }
     return {
         "owner": owner,
