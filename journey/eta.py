@@ -715,7 +715,12 @@ def _refresh(
 
     estimate = _record(journey=journey, now=now, cause=cause, unit=unit, before=before)
     if journey.health != Health.DELAYED:
-        journey.delay_told_eta = None
+        told, journey.delay_told_eta = journey.delay_told_eta, None
+        if told is not None and journey.promised_date is not None and journey.eta < told:
+            # Told it was late, and now expected sooner, by the promise: the customer
+            # plans for the late date until told otherwise. (The promise moved later
+            # with the date unchanged, or taken away, is no news to them.)
+            _notify_on_time(journey=journey, now=now, unit=unit)
     elif cause != EtaCause.CREATED and (
         previous_health != Health.DELAYED
         # Delayed already, and now a week or more later than the customer was told (or,
@@ -781,6 +786,21 @@ def _notify_delay(*, journey: Journey, now: datetime, unit: Writes, booked: bool
         kind="journey_delayed",
         dedup_key=f"journey-delayed:{journey.pk}:{journey.promised_date}:{journey.eta}",
         context=context,
+        occurred_at=now,
+    )
+
+
+def _notify_on_time(*, journey: Journey, now: datetime, unit: Writes) -> None:
+    """A delay told, undone: once per (promise, new date), as the delay message."""
+    unit.outbox.add(
+        recipient=journey.owner,
+        journey=journey,
+        kind="journey_on_time",
+        dedup_key=f"journey-on-time:{journey.pk}:{journey.promised_date}:{journey.eta}",
+        context={
+            "eta": journey.eta.isoformat(),
+            "promised_date": journey.promised_date.isoformat(),
+        },
         occurred_at=now,
     )
 

@@ -301,6 +301,9 @@ def test_stages_after_a_booked_one_are_not_expected_before_its_day(client, custo
     journey.refresh_from_db()
     assert journey.eta < today + timedelta(days=10)
     assert journey.health != Health.DELAYED
+    # Told it was late: told it is back on time, with the date.
+    [on_time] = Notification.objects.filter(kind="journey_on_time", channel="email")
+    assert on_time.context["eta"] == journey.eta.isoformat()
 
 
 def test_the_booking_is_the_latest_on_its_places_clock_until_its_stage_is_reached(customer):

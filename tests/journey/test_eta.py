@@ -663,6 +663,42 @@ def test_a_delayed_journey_slipping_a_week_further_is_told_again(template):
     Journey.objects.filter(pk=journey.pk).update(promised_date=date(2026, 12, 31))
     back = recomputed(11.5)
     assert back.health != Health.DELAYED and back.delay_told_eta is None
+    # The promise moved, the date did not: no news to the customer.
+    assert not Notification.objects.filter(kind="journey_on_time").exists()
+
+
+def test_a_delay_undone_is_told(template):
+    """Told it was late, the customer plans for the late date: when the journey is back
+    within its promise, sooner than they were told, they hear so, once."""
+    with time_machine.travel(T0, tick=False):
+        journey = new_journey(template, promised=date(2026, 11, 30))
+    with time_machine.travel(at(1), tick=False):
+        reach(journey, 1, 1)  # the last stage six days on: the 9th
+    Journey.objects.filter(pk=journey.pk).update(promised_date=date(2026, 11, 8))
+    with time_machine.travel(at(1.5), tick=False):
+        eta.eta_recompute(journey=journey, cause=EtaCause.NIGHTLY)
+    assert [n.context["eta"] for n in delays()] == ["2026-11-09"]
+
+    with time_machine.travel(at(1.6), tick=False):
+        reach(journey, 2, 1.6)  # stage 1 done in a day and a half: the 7th
+    journey.refresh_from_db()
+    assert journey.health != Health.DELAYED
+    assert journey.eta == date(2026, 11, 7)
+    assert journey.delay_told_eta is None
+    [told] = Notification.objects.filter(kind="journey_on_time", channel="email")
+    assert told.recipient == journey.owner
+    assert told.dedup_key == f"journey-on-time:{journey.pk}:2026-11-08:2026-11-07"
+    assert told.context == {"eta": "2026-11-07", "promised_date": "2026-11-08"}
+    Notification.objects.exclude(pk=told.pk).update(state="sent", sent_at=at(1.6))
+    notification_deliver(notification_id=told.pk)
+    [email] = [m for m in mail.outbox if "back on time" in m.subject]
+    assert email.subject == "Car: back on time, expected 7 November"
+    assert "We now expect it on 7 November 2026, by 8 November 2026 as we promised" in email.body
+
+    # Recomputed again, nothing more: told once; and a new delay is news again.
+    with time_machine.travel(at(1.7), tick=False):
+        eta.eta_recompute(journey=journey, cause=EtaCause.NIGHTLY)
+    assert Notification.objects.filter(kind="journey_on_time", channel="email").count() == 1
 
 
 # --- Stalled journeys -----------------------------------------------------------------
