@@ -625,21 +625,24 @@ class Command(BaseCommand):
         )
 
     def _kitchen(self, owner: User, template: JourneyTemplate, now: datetime) -> None:
+        """Sam's, who reads Spanish: the company writes the journey's own words (its
+        title, tasks, promises) in the customer's language; the stages' come translated
+        with the template."""
         journey = _staff_driven(
             owner,
             template,
             now,
-            title="Your Lumen kitchen, Sage green",
+            title="Su cocina Lumen, verde salvia",
             reference=KITCHEN_REFERENCE,
             days=(12, 30),
             reached=[("order_confirmed", 12), ("survey", 9), ("manufacturing", 6)],
         )
         CustomerTask.objects.create(
             journey=journey,
-            title="Clear the room before delivery",
+            title="Vacíe la cocina antes de la entrega",
             due_date=(now + timedelta(days=14)).date(),
         )
-        PromisedItem.objects.create(journey=journey, name="Free cutlery insert")
+        PromisedItem.objects.create(journey=journey, name="Cubertero de regalo")
 
     def _broadband(self, owner: User, template: JourneyTemplate, now: datetime) -> None:
         """A full-fibre install: the line checked, an engineer's morning visit booked
