@@ -613,6 +613,10 @@ class JourneyAdmin(admin.ModelAdmin):
             # So may a stage booked, moved or freed (journey.services._booking_moved);
             # one deleted was cancelled by the service, which recomputed already.
             eta.eta_recompute(journey=form.instance, cause=EtaCause.BOOKING)
+        elif change and "promised_date" in form.changed_data:
+            # A new promise: the health, the lists and the delay message (or its undoing)
+            # read it now, not at the next event or the nightly recompute.
+            eta.eta_recompute(journey=form.instance, cause=EtaCause.RECOMPUTE)
 
 
 def _form_errors(form: forms.Form, error: ApplicationError) -> None:

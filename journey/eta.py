@@ -720,7 +720,7 @@ def _refresh(
             # Told it was late, and now expected sooner, by the promise: the customer
             # plans for the late date until told otherwise. (The promise moved later
             # with the date unchanged, or taken away, is no news to them.)
-            _notify_on_time(journey=journey, now=now, unit=unit)
+            _notify_on_time(journey=journey, now=now, unit=unit, told=told)
     elif cause != EtaCause.CREATED and (
         previous_health != Health.DELAYED
         # Delayed already, and now a week or more later than the customer was told (or,
@@ -784,22 +784,47 @@ def _notify_delay(*, journey: Journey, now: datetime, unit: Writes, booked: bool
         recipient=journey.owner,
         journey=journey,
         kind="journey_delayed",
-        dedup_key=f"journey-delayed:{journey.pk}:{journey.promised_date}:{journey.eta}",
+        dedup_key=_told_key("journey-delayed", journey, now),
         context=context,
         occurred_at=now,
     )
 
 
-def _notify_on_time(*, journey: Journey, now: datetime, unit: Writes) -> None:
-    """A delay told, undone: once per (promise, new date), as the delay message."""
+def _told_key(prefix: str, journey: Journey, now: datetime) -> str:
+    """A delay or its undoing, told: the journey's state (``delay_told_eta``) decides
+    what is news, so that a recompute tells nothing twice; the key is the telling's own,
+    with its moment, so that a delay told again after a recovery (a booking moved there
+    and back) is not taken for the first and dropped, leaving "back on time" the last
+    word on a journey that is late."""
+    return f"{prefix}:{journey.pk}:{journey.promised_date}:{journey.eta}:{now:%Y%m%dT%H%M%S.%f}"
+
+
+def _notify_on_time(*, journey: Journey, now: datetime, unit: Writes, told: date) -> None:
+    """A delay told, undone. Only if its message was written (a template may switch the
+    kind off: the customer heard of no delay), and within the promise it was told
+    against: "as we promised" is not said of a promise moved later to cover the delay.
+    One read, of the customer's latest delay message, on this rare path only."""
+    from notifications.models import Notification
+
+    said = (
+        Notification.objects.filter(
+            recipient_id=journey.owner_id, journey_id=journey.pk, kind="journey_delayed"
+        )
+        .order_by("-created_at", "-pk")
+        .values_list("context", flat=True)
+        .first()
+    )
+    if said is None or journey.eta > date.fromisoformat(said["promised_date"]):
+        return
     unit.outbox.add(
         recipient=journey.owner,
         journey=journey,
         kind="journey_on_time",
-        dedup_key=f"journey-on-time:{journey.pk}:{journey.promised_date}:{journey.eta}",
+        dedup_key=_told_key("journey-on-time", journey, now),
         context={
             "eta": journey.eta.isoformat(),
             "promised_date": journey.promised_date.isoformat(),
+            "told_eta": told.isoformat(),
         },
         occurred_at=now,
     )

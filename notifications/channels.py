@@ -53,7 +53,9 @@ def message_context(notification: Notification) -> dict[str, object]:
     for key, value in notification.context.items():
         if isinstance(value, str) and key.endswith("_at"):
             context[key] = parse_datetime(value)
-        elif isinstance(value, str) and (key.endswith("_date") or key in {"eta", "ends_on"}):
+        elif isinstance(value, str) and (
+            key.endswith("_date") or key in {"eta", "told_eta", "ends_on"}
+        ):
             context[key] = parse_date(value)
     journey = notification.journey
     context["journey"] = journey

@@ -614,3 +614,22 @@ def test_an_agent_cannot_relearn_a_templates_eta(client, journey):
     )
 
     assert list(TemplateEtaStats.objects.values_list("template", "computed_at")) == before
+
+
+def test_a_new_promise_in_the_admin_moves_the_journeys_health_at_once(
+    client, staff, journey, appointment
+):
+    """Staff moved a delayed journey's promise past its date: the admin still said
+    "Delayed" until the next event or the nightly recompute."""
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    data["promised_date"] = (journey.eta - timedelta(days=3)).isoformat()
+    assert client.post(url, data).status_code == 302
+    journey.refresh_from_db()
+    assert journey.health == "delayed"
+    data = page_data(client.get(url))
+    data["promised_date"] = (journey.eta + timedelta(days=30)).isoformat()
+    assert client.post(url, data).status_code == 302
+    journey.refresh_from_db()
+    assert journey.health == "on_track"
+    assert journey.eta_estimates.latest("computed_at").cause == "recompute"

@@ -306,6 +306,67 @@ def test_stages_after_a_booked_one_are_not_expected_before_its_day(client, custo
     assert on_time.context["eta"] == journey.eta.isoformat()
 
 
+def told(kind: str) -> list[str]:
+    return list(
+        Notification.objects.filter(kind=kind, channel="email")
+        .order_by("created_at", "pk")
+        .values_list("context__eta", flat=True)
+    )
+
+
+def test_a_booking_moved_there_and_back_twice_is_told_each_time(customer):
+    """A reviewer's flap: late, back on time, late again on the same date. With a key
+    per (promise, date) the second delay was taken for the first and dropped, and "back
+    on time" stayed the last word on a journey that was late."""
+    today = timezone.localdate()
+    journey = make_journey(owner=customer, stages=4, promised_date=today + timedelta(days=10))
+    for _ in range(2):
+        appointment = book(journey, "stage-2", days=20)
+        appointment.journey.refresh_from_db()
+        assert appointment.journey.health == Health.DELAYED
+        journey_appointment_cancel(appointment=appointment)
+        journey.refresh_from_db()
+        assert journey.health != Health.DELAYED
+    late, on_time = told("journey_delayed"), told("journey_on_time")
+    assert len(late) == len(on_time) == 2
+    assert late[0] == late[1] and on_time[0] == on_time[1] == journey.eta.isoformat()
+    kinds = Notification.objects.filter(channel="email", kind__startswith="journey_")
+    assert list(kinds.order_by("created_at", "pk").values_list("kind", flat=True)) == [
+        "journey_delayed",
+        "journey_on_time",
+        "journey_delayed",
+        "journey_on_time",
+    ]
+
+
+def test_no_back_on_time_for_a_delay_never_told_or_a_promise_moved_to_cover_it(customer):
+    """Only a delay whose message was written is undone in words (a template may switch
+    the kind off), and "as we promised" only within the promise the delay was told
+    against, not one staff moved later to cover it."""
+    today = timezone.localdate()
+    journey = make_journey(owner=customer, stages=4, promised_date=today + timedelta(days=10))
+    journey.template.disabled_notifications = ["journey_delayed"]
+    journey.template.save()
+    journey_appointment_cancel(appointment=book(journey, "stage-2", days=20))
+    assert told("journey_delayed") == told("journey_on_time") == []
+
+    journey.template.disabled_notifications = []
+    journey.template.save()
+    appointment = book(journey, "stage-2", days=20)
+    journey.refresh_from_db()
+    late = journey.eta
+    assert told("journey_delayed") == [late.isoformat()]
+    # Staff move the promise past the new date and the booking three days sooner (one
+    # save): sooner than told, but later than the promise the customer was told of.
+    Journey.objects.filter(pk=journey.pk).update(promised_date=late + timedelta(days=5))
+    journey_appointment_update(
+        appointment=appointment, starts_at=appointment.starts_at - timedelta(days=3)
+    )
+    journey.refresh_from_db()
+    assert journey.health != Health.DELAYED and journey.eta == late - timedelta(days=3)
+    assert told("journey_on_time") == []
+
+
 def test_the_booking_is_the_latest_on_its_places_clock_until_its_stage_is_reached(customer):
     """A booking at 20:00 in Los Angeles is the next day in UTC and in London: the stage
     is reached on the day its customer was told, the place's. Of two bookings for one

@@ -632,7 +632,7 @@ class Command(BaseCommand):
             owner,
             template,
             now,
-            title="Su cocina Lumen, verde salvia",
+            title="Cocina Lumen, verde salvia",
             reference=KITCHEN_REFERENCE,
             days=(12, 30),
             reached=[("order_confirmed", 12), ("survey", 9), ("manufacturing", 6)],
