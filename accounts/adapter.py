@@ -21,6 +21,23 @@ class AccountAdapter(DefaultAccountAdapter):
             profile_ensure(user=user, language=translation.get_language())
         return user
 
+    def add_message(
+        self,
+        request: HttpRequest,
+        level: int,
+        message_template: str | None = None,
+        message_context: dict[str, Any] | None = None,
+        extra_tags: str = "",
+        message: str | None = None,
+    ) -> None:
+        """In the language of the page that shows it: "Successfully signed in" on the
+        account's first page, in the account's; "You have signed out" on the sign-in
+        page, in the browser's (a walk-through read each in the other's language)."""
+        with translation.override(_page_language(request, message_template)):
+            super().add_message(
+                request, level, message_template, message_context, extra_tags, message
+            )
+
     def send_mail(self, template_prefix: str, email: str, context: dict[str, Any]) -> None:
         """In the language the account chose, not the browser's that asked: a password
         reset asked for from a borrowed laptop reads as the customer's other emails do.
@@ -32,3 +49,12 @@ class AccountAdapter(DefaultAccountAdapter):
         language = profile.language if profile is not None else translation.get_language()
         with translation.override(language):
             super().send_mail(template_prefix, email, context)
+
+
+def _page_language(request: HttpRequest, message_template: str | None) -> str:
+    """The language of the next page: the account's while one is signed in
+    (accounts.middleware), the browser's once signed out."""
+    if message_template == "account/messages/logged_out.txt":
+        return translation.get_language_from_request(request)
+    profile = getattr(request.user, "profile", None) if request.user.is_authenticated else None
+    return profile.language if profile is not None else translation.get_language()

@@ -84,6 +84,15 @@ def _zone_choices() -> list[tuple[object, list[tuple[str, str]]] | tuple[str, st
     ]
 
 
+def zone_label(zone: str) -> str:
+    """A zone as the picker names it, with its region: "Madrid (Europe)", "Madrid
+    (Europa)", not "Europe/Madrid"; "UTC" and names outside a region as they are."""
+    region, _sep, place = zone.partition("/")
+    if not place or region not in REGION_NAMES:
+        return zone
+    return f"{place.replace('_', ' ').replace('/', ', ')} ({REGION_NAMES[region]})"
+
+
 ZONE_CHOICES = _zone_choices()
 LISTED_ZONES = {"UTC"} | {zone for _r, group in ZONE_CHOICES[1:] for zone, _p in group}
 

@@ -414,6 +414,14 @@ class JourneyShare(models.Model):
                 name="one_open_share_per_email",
             ),
         ]
+        indexes = [
+            # The invitations waiting for an address, read by every home page.
+            models.Index(
+                fields=["email"],
+                condition=models.Q(viewer__isnull=True, revoked_at__isnull=True),
+                name="share_waiting_email_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.journey_id} → {self.email}"

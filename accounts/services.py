@@ -420,7 +420,7 @@ def journey_share_accept(*, share: JourneyShare, user: User) -> JourneyShare:
     """The invitee, logged in with the invited address, accepts."""
     if share.revoked_at is not None:
         raise ApplicationError(_("This invitation was withdrawn."), status=404, code="not_found")
-    if user.email.casefold() != share.email.casefold():
+    if user.email.lower() != share.email:  # stored lower-cased (journey_share_invite)
         raise ApplicationError(
             _("This invitation was sent to another email address. Sign in with that one."),
             status=403,

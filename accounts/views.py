@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.db.models import Count, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -241,11 +242,12 @@ def public_link_url(request: HttpRequest, link: ShareLink) -> str:
     )
 
 
-@login_required
 def invitation(request: HttpRequest, token: str) -> HttpResponse:
     """The invitee follows the link in their email; accepting needs the invited address.
     A link withdrawn by the owner or past its age says so, and whom to ask (410), rather
     than "not found"; one that is not ours is not found."""
+    if not request.user.is_authenticated:
+        return _invitation_signed_out(request, token)
     try:
         share = services.share_from_invitation_token(token)
     except services.InvitationExpired as expired:
@@ -269,6 +271,7 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
                 {"share": share, "invitee": _invitee(request, share)},
                 status=403,
             )
+        messages.success(request, _("You now follow “%(title)s”.") % {"title": share.journey.title})
         return redirect("journey:detail", reference=share.journey.reference)
     if share.viewer_id is not None and share.viewer_id == request.user.pk:
         # Accepted already (the link opened again from the email): the journey itself.
@@ -278,9 +281,27 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
     )
 
 
+def _invitation_signed_out(request: HttpRequest, token: str) -> HttpResponse:
+    """Signed out, a live invitation says what it is and how to accept it: sign in, or
+    sign up, with the invited address, the link kept as ``next`` (a walk-through landed
+    on a bare sign-in page). Nothing of the owner's: whoever holds the link reads it.
+    Anything else goes to the sign-in first, since what it says depends on who signs in."""
+    try:
+        share = services.share_from_invitation_token(token)
+    except services.InvitationExpired:
+        share = None
+    if request.method != "GET" or share is None or share.revoked_at is not None:
+        return redirect_to_login(request.get_full_path())
+    return render(
+        request,
+        "accounts/invitation.html",
+        {"share": share, "signed_out": True, "next": request.get_full_path()},
+    )
+
+
 def _invitee(request: HttpRequest, share: JourneyShare) -> bool:
     """Signed in with the address the invitation was sent to (its case aside)."""
-    return request.user.email.casefold() == share.email.casefold()
+    return request.user.email.lower() == share.email  # stored lower-cased
 
 
 @login_required
@@ -290,8 +311,10 @@ def invitation_accept(request: HttpRequest, share_id: int) -> HttpResponse:
     email's link: only one sent to the signed-in address, and while its link would work."""
     share = get_object_or_404(
         JourneyShare.objects.select_related("journey", "invited_by__profile"),
+        # Not one someone else accepted (an account that had this address before).
+        Q(viewer__isnull=True) | Q(viewer=request.user),
         pk=share_id,
-        email__iexact=request.user.email,
+        email=request.user.email.lower(),
     )
     if share.revoked_at is not None:
         return _invitation_gone(request, share, expired=False)
@@ -299,11 +322,12 @@ def invitation_accept(request: HttpRequest, share_id: int) -> HttpResponse:
         seconds=services.INVITATION_MAX_AGE
     ):
         return _invitation_gone(request, share, expired=True)
-    try:
-        services.journey_share_accept(share=share, user=request.user)
-    except ApplicationError as error:
-        raise Http404(error.message) from error
-    messages.success(request, _("You now follow “%(title)s”.") % {"title": share.journey.title})
+    if share.viewer_id is None:  # else accepted already, in another tab: the journey
+        try:
+            services.journey_share_accept(share=share, user=request.user)
+        except ApplicationError as error:
+            raise Http404(error.message) from error
+        messages.success(request, _("You now follow “%(title)s”.") % {"title": share.journey.title})
     return redirect("journey:detail", reference=share.journey.reference)
 
 

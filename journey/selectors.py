@@ -44,7 +44,7 @@ def invitations_waiting(*, user: User) -> list[JourneyShare]:
         return []
     return list(
         JourneyShare.objects.filter(
-            email__iexact=user.email,
+            email=user.email.lower(),  # stored lower-cased (journey_share_invite)
             viewer__isnull=True,
             revoked_at__isnull=True,
             created_at__gt=timezone.now() - timedelta(seconds=INVITATION_MAX_AGE),

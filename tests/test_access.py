@@ -100,10 +100,11 @@ RULES: dict[str, dict[str, str]] = {
     "accounts:export": OWN,
     "accounts:delete": OWN,
     "accounts:sharing": PORTAL,
-    # An invitation's page is shown to whoever holds its emailed token (the journey's title
-    # and the invited address, nothing of the owner's); accepting needs the invited
-    # address (tests/accounts/test_sharing.py), and the walk checks nothing changed.
-    "accounts:invitation": OWN,
+    # An invitation's page is shown to whoever holds its emailed token, signed in or not
+    # (the journey's title and the invited address, nothing of the owner's); accepting
+    # needs the invited address (tests/accounts/test_sharing.py), and the walk checks
+    # nothing changed.
+    "accounts:invitation": {**OWN, "anonymous": "own", "other_partner": "own"},
     # The portal's offer of an invitation: only to the invited address (another's is a
     # 404, and the walk checks that nothing changed).
     "accounts:invitation-accept": PORTAL,

@@ -1,6 +1,8 @@
 from django import template
 from django.conf import settings
 
+from accounts.forms import zone_label as _zone_label
+
 register = template.Library()
 
 
@@ -8,3 +10,9 @@ register = template.Library()
 def company_name() -> str:
     """The company's name, for templates rendered without the request's context."""
     return settings.COMPANY_NAME
+
+
+@register.filter
+def zone_label(zone: str) -> str:
+    """A time zone as the profile's picker names it (accounts.forms.zone_label)."""
+    return _zone_label(zone)

@@ -151,3 +151,25 @@ def test_a_customer_who_signs_up_in_spanish_is_written_to_in_spanish(client):
     user = User.objects.get(email="nueva@example.com")
     assert user.profile.language == "es"
     assert mail.outbox[-1].subject == "Milepost Motors: confirme su dirección de correo"
+
+
+def test_signing_in_and_out_is_said_in_the_language_of_the_page_after(client, customer):
+    """A walk-through signed in as a Spanish customer from an English browser and read
+    "Successfully signed in" on a Spanish page; signed out, "Ha cerrado sesión" on an
+    English one."""
+    customer.profile.language = "es"
+    customer.profile.save()
+    EmailAddress.objects.create(user=customer, email=customer.email, verified=True, primary=True)
+    home = client.post(
+        reverse("account_login"),
+        {"login": customer.email, "password": PASSWORD},
+        HTTP_ACCEPT_LANGUAGE="en",
+        follow=True,
+    )
+    [signed_in] = [str(m) for m in home.context["messages"]]
+    assert signed_in.startswith("Ha iniciado sesión")
+    assert 'lang="es"' in home.content.decode()
+    login = client.post(reverse("account_logout"), HTTP_ACCEPT_LANGUAGE="en", follow=True)
+    [signed_out] = [str(m) for m in login.context["messages"]]
+    assert signed_out == "You have signed out."
+    assert 'lang="en"' in login.content.decode()

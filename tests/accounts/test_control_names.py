@@ -69,7 +69,7 @@ def test_the_profiles_edit_links_and_proposal_buttons_name_their_subject(logged_
     found = names(logged_in.get(reverse("accounts:profile")).content.decode())
     assert [name for role, name in found if name.startswith("Edit")] == [
         "Edit: Name",
-        "Edit: Phone",
+        "Edit: Phone and email",
         "Edit: Language and time",
         "Edit: How we reach you",
     ]

@@ -2,6 +2,7 @@
 
 import re
 from datetime import timedelta
+from urllib.parse import quote
 
 import pytest
 import time_machine
@@ -174,13 +175,11 @@ def test_an_expired_invitation_says_so_and_whom_to_ask(client, journey, customer
 
 
 def _sign_up_from(client, url: str, email: str) -> str:
-    """Follows an invitation's link signed out, signs up from the login page it leads to,
-    and returns the path of the confirmation email's link."""
-    login = client.get(url)
-    assert login.status_code == 302
-    signup = re.search(
-        r'href="([^"]*/signup/[^"]*)"', client.get(login["Location"]).content.decode()
-    )
+    """Follows an invitation's link signed out, signs up from the page it shows, and
+    returns the path of the confirmation email's link."""
+    page = client.get(url)
+    assert page.status_code == 200
+    signup = re.search(r'href="([^"]*/signup/[^"]*)"', page.content.decode())
     signup_url = signup.group(1).replace("&amp;", "&")
     mail.outbox.clear()
     answer = client.post(
@@ -193,6 +192,34 @@ def _sign_up_from(client, url: str, email: str) -> str:
     )
 
 
+def test_a_link_opened_signed_out_says_what_it_is_and_how_to_accept(client, journey, customer):
+    """A walk-through opened its invitation signed out and landed on a bare sign-in page
+    that said nothing of it. It reads the journey's title and the invited address, with
+    sign-in and sign-up links that come back to it; nothing of the owner's."""
+    share = journey_share_invite(journey=journey, owner=customer, email="friend@example.com")
+    url = reverse("accounts:invitation", args=[share_invitation_token(share)])
+    page = client.get(url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert f"Follow “{journey.title}”" in html
+    assert "To accept, sign in or create an account with friend@example.com." in html
+    back = f"?next={quote(url)}"
+    for where in ("account_login", "account_signup"):
+        assert f'href="{reverse(where)}{back}"' in html
+    assert customer.email not in html and customer.profile.family_name not in html
+    assert "Accept the invitation" not in html
+    # Accepting, or a link that no longer works, goes to the sign-in first: what it says
+    # depends on who signs in.
+    forged = reverse("accounts:invitation", args=[share_invitation_token(share) + "x"])
+    for response in (client.post(url), client.get(forged)):
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("account_login"))
+    journey_share_revoke(share=share, owner=customer)
+    assert client.get(url)["Location"].startswith(reverse("account_login"))
+    share.refresh_from_db()
+    assert share.viewer is None
+
+
 def test_an_invitee_who_signs_up_from_the_link_is_taken_back_to_it(
     client, journey, customer, django_capture_on_commit_callbacks
 ):
@@ -202,12 +229,15 @@ def test_an_invitee_who_signs_up_from_the_link_is_taken_back_to_it(
     url = reverse("accounts:invitation", args=[share_invitation_token(share)])
     with django_capture_on_commit_callbacks(execute=True):
         confirm = _sign_up_from(client, url, "new@example.com")
-    assert client.get(confirm).status_code == 200
+    asked = client.get(confirm).content.decode()
+    assert "Please confirm that new@example.com is your email address." in asked
     confirmed = client.post(confirm)  # in the browser that signed up: signed in, and on
     assert confirmed.status_code == 302
     assert confirmed["Location"] == url
     assert "Accept the invitation" in client.get(url).content.decode()
-    assert client.post(url)["Location"] == reverse("journey:detail", args=[journey.reference])
+    accepted = client.post(url, follow=True)
+    assert accepted.redirect_chain == [(reverse("journey:detail", args=[journey.reference]), 302)]
+    assert f"You now follow “{journey.title}”." in accepted.content.decode()
     share.refresh_from_db()
     assert share.viewer.email == "new@example.com"
 
@@ -238,7 +268,11 @@ def test_an_invitation_waits_in_the_portal_for_an_address_confirmed_elsewhere(
     assert f"You now follow “{journey.title}”." in accepted.content.decode()
     home = elsewhere.get(reverse("journey:home")).content.decode()
     assert "invited you" not in home
-    assert journey.title in home
+    # Followed, not theirs: said so on the list and the page (a walk-through could not
+    # tell a friend's car from its own broadband).
+    assert f'{journey.title}</a> <span class="pill">Shared with you</span>' in home
+    page = elsewhere.get(reverse("journey:detail", args=[journey.reference])).content.decode()
+    assert '<span class="pill">Shared with you</span>' in page
     # Accepted already (a second tab): the journey, nothing changed.
     assert elsewhere.post(accept)["Location"] == reverse("journey:detail", args=[journey.reference])
     # The list costs one query, whatever it holds.
@@ -249,6 +283,32 @@ def test_an_invitation_waits_in_the_portal_for_an_address_confirmed_elsewhere(
     with django_assert_num_queries(len(none_waiting.captured_queries)):
         home = elsewhere.get(reverse("journey:home")).content.decode()
     assert home.count("invited you to follow") == 3
+
+
+def test_an_invitation_someone_else_accepted_is_not_offered_again(client, journey, customer):
+    """An account accepted, then changed its address; a new account with the old address
+    does not see, nor accept, the invitation the first one holds."""
+    share = journey_share_invite(journey=journey, owner=customer, email="friend@example.com")
+    first = UserFactory(email="friend@example.com")
+    client.force_login(first)
+    client.post(reverse("accounts:invitation-accept", args=[share.pk]))
+    first.email = "friend.new@example.com"
+    first.save()
+    client.force_login(UserFactory(email="friend@example.com"))
+    assert "invited you" not in client.get(reverse("journey:home")).content.decode()
+    assert client.post(reverse("accounts:invitation-accept", args=[share.pk])).status_code == 404
+    share.refresh_from_db()
+    assert share.viewer == first
+
+
+def test_a_waiting_invitation_names_its_inviter_by_name_only(client, journey, customer, viewer):
+    customer.profile.given_name = customer.profile.family_name = ""
+    customer.profile.save()
+    journey_share_invite(journey=journey, owner=customer, email="friend@example.com")
+    client.force_login(viewer)
+    home = client.get(reverse("journey:home")).content.decode()
+    assert f"You are invited to follow “{journey.title}”" in home
+    assert customer.email not in home
 
 
 def test_only_live_invitations_to_the_address_wait(client, journey, customer, viewer):

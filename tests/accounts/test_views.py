@@ -31,6 +31,19 @@ def test_the_profile_page_shows_the_customers_details(logged_in, customer):
     assert response.status_code == 200
     html = response.content.decode()
     assert customer.profile.given_name in html and customer.email in html
+    # The zone as its picker names it, and the section named for both its facts (a
+    # walk-through read "Europe/Madrid" beside a picker saying "Madrid", and its email
+    # under "Phone").
+    customer.profile.time_zone = "America/Argentina/Buenos_Aires"
+    customer.profile.save()
+    html = logged_in.get(reverse("accounts:profile")).content.decode()
+    assert "<dd>Argentina, Buenos Aires (America)</dd>" in html
+    assert ">Phone and email</h2>" in html
+    customer.profile.language = "es"
+    customer.profile.time_zone = "UTC"
+    customer.profile.save()
+    html = logged_in.get(reverse("accounts:profile")).content.decode()
+    assert "<dd>UTC</dd>" in html
 
 
 def test_a_section_is_edited_in_place_with_htmx(logged_in, customer):

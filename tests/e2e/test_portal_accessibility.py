@@ -96,7 +96,7 @@ def test_repeated_controls_say_what_they_act_on(browser, live_server):
     log_in(page, base)
 
     page.goto(f"{base}/account/")
-    for section in ("Name", "Phone", "Language and time", "How we reach you"):
+    for section in ("Name", "Phone and email", "Language and time", "How we reach you"):
         assert page.get_by_role("link", name=f"Edit: {section}", exact=True).count() == 1
     assert page.get_by_role("link", name="Edit", exact=True).count() == 0
     assert page.get_by_role("button", name="Remove", exact=True).count() == 0

@@ -79,7 +79,7 @@ def test_the_last_stage_booked_is_told_by_its_day_everywhere_on_the_page(client,
     customer.profile.language = "es"
     customer.profile.save()
     html = client.get(detail_url(journey)).content.decode()
-    assert "<dt>Cita</dt>" in html and "Con cita el " in html
+    assert "<dt>Fecha de la cita</dt>" in html and "Con cita el " in html
 
 
 def test_a_forecast_after_the_booked_day_is_said_with_it(client, customer):

@@ -656,7 +656,7 @@ def test_the_page_speaks_the_customers_language(owner_client, journey, customer)
     html = owner_client.get(detail_url(journey)).content.decode()
     assert '<html lang="es">' in html
     assert "Cronología" in html
-    assert "Para hacer" in html
+    assert "Tareas pendientes" in html
     assert "Milepost Motors, con Carrier" in html
     promised = journey.promised_date
     months = ["enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto"]
