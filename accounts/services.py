@@ -426,6 +426,11 @@ def journey_share_accept(*, share: JourneyShare, user: User) -> JourneyShare:
             status=403,
             code="wrong_account",
         )
+    if share.viewer_id not in (None, user.pk):
+        # Accepted by an account that had this address before: not this one's to take.
+        raise ApplicationError(
+            "This invitation was accepted by another account.", status=404, code="not_found"
+        )
     if share.viewer_id is None:
         share.viewer = user
         share.accepted_at = timezone.now()

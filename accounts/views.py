@@ -246,8 +246,18 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
     """The invitee follows the link in their email; accepting needs the invited address.
     A link withdrawn by the owner or past its age says so, and whom to ask (410), rather
     than "not found"; one that is not ours is not found."""
-    if not request.user.is_authenticated:
-        return _invitation_signed_out(request, token)
+    if request.user.is_authenticated:
+        response = _invitation_signed_in(request, token)
+    else:
+        response = _invitation_signed_out(request, token)
+    # Its address holds the token, its page the invited address: kept by no proxy and
+    # indexed by nobody, as a share link's page.
+    response["Cache-Control"] = "private, no-store"
+    response["X-Robots-Tag"] = "noindex"
+    return response
+
+
+def _invitation_signed_in(request: HttpRequest, token: str) -> HttpResponse:
     try:
         share = services.share_from_invitation_token(token)
     except services.InvitationExpired as expired:
@@ -258,7 +268,11 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
         raise Http404("No such invitation.")
     if share.revoked_at is not None:
         return _invitation_gone(request, share, expired=False)
+    if share.viewer_id not in (None, request.user.pk):
+        # Accepted by another account (one that had this address before).
+        raise Http404("No such invitation.")
     if request.method == "POST":
+        newly = share.viewer_id is None
         try:
             services.journey_share_accept(share=share, user=request.user)
         except ApplicationError as error:
@@ -271,9 +285,12 @@ def invitation(request: HttpRequest, token: str) -> HttpResponse:
                 {"share": share, "invitee": _invitee(request, share)},
                 status=403,
             )
-        messages.success(request, _("You now follow “%(title)s”.") % {"title": share.journey.title})
+        if newly:
+            messages.success(
+                request, _("You now follow “%(title)s”.") % {"title": share.journey.title}
+            )
         return redirect("journey:detail", reference=share.journey.reference)
-    if share.viewer_id is not None and share.viewer_id == request.user.pk:
+    if share.viewer_id == request.user.pk:
         # Accepted already (the link opened again from the email): the journey itself.
         return redirect("journey:detail", reference=share.journey.reference)
     return render(
@@ -285,12 +302,19 @@ def _invitation_signed_out(request: HttpRequest, token: str) -> HttpResponse:
     """Signed out, a live invitation says what it is and how to accept it: sign in, or
     sign up, with the invited address, the link kept as ``next`` (a walk-through landed
     on a bare sign-in page). Nothing of the owner's: whoever holds the link reads it.
-    Anything else goes to the sign-in first, since what it says depends on who signs in."""
+    The invited address is masked ("f•••@example.com": its invitee knows it; someone
+    the email was forwarded to need not). Anything else (a link gone, accepted, or not
+    ours) goes to the sign-in first, since what it says depends on who signs in."""
     try:
         share = services.share_from_invitation_token(token)
     except services.InvitationExpired:
         share = None
-    if request.method != "GET" or share is None or share.revoked_at is not None:
+    if (
+        request.method != "GET"
+        or share is None
+        or share.revoked_at is not None
+        or share.viewer_id is not None
+    ):
         return redirect_to_login(request.get_full_path())
     return render(
         request,

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cached_property, lru_cache
 from typing import NamedTuple
 
@@ -796,16 +796,21 @@ def _told_key(prefix: str, journey: Journey, now: datetime) -> str:
     with its moment, so that a delay told again after a recovery (a booking moved there
     and back) is not taken for the first and dropped, leaving "back on time" the last
     word on a journey that is late."""
-    return f"{prefix}:{journey.pk}:{journey.promised_date}:{journey.eta}:{now:%Y%m%dT%H%M%S.%f}"
+    moment = now.astimezone(UTC)
+    return f"{prefix}:{journey.pk}:{journey.promised_date}:{journey.eta}:{moment:%Y%m%dT%H%M%S.%fZ}"
 
 
 def _notify_on_time(*, journey: Journey, now: datetime, unit: Writes, told: date) -> None:
-    """A delay told, undone. Only if its message was written (a template may switch the
-    kind off: the customer heard of no delay), and within the promise it was told
-    against: "as we promised" is not said of a promise moved later to cover the delay.
-    One read, of the customer's latest delay message, on this rare path only."""
+    """A delay told, undone. Told within this unit (a batch's earlier event), its message
+    is withdrawn before anyone reads it, and nothing more is said. Else only if its
+    message was written (a template may switch the kind off: the customer heard of no
+    delay, and the latest message then is an older delay's), and within the promise it
+    was told against: "as we promised" is not said of a promise moved later to cover the
+    delay. One read, of the customer's latest delay message, on this rare path only."""
     from notifications.models import Notification
 
+    if unit.outbox.withdraw(journey=journey, kind="journey_delayed"):
+        return
     said = (
         Notification.objects.filter(
             recipient_id=journey.owner_id, journey_id=journey.pk, kind="journey_delayed"
@@ -814,7 +819,11 @@ def _notify_on_time(*, journey: Journey, now: datetime, unit: Writes, told: date
         .values_list("context", flat=True)
         .first()
     )
-    if said is None or journey.eta > date.fromisoformat(said["promised_date"]):
+    if (
+        said is None
+        or said["eta"] != told.isoformat()
+        or journey.eta > date.fromisoformat(said["promised_date"])
+    ):
         return
     unit.outbox.add(
         recipient=journey.owner,

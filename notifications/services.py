@@ -185,6 +185,18 @@ class Outbox:
         """How many causes wait for ``flush()``."""
         return len(self._causes)
 
+    def withdraw(self, *, journey: Any, kind: str) -> bool:
+        """Drop the causes of ``kind`` for ``journey`` not flushed yet (undone within the
+        unit that caused them: nobody will have heard of them); whether there were any."""
+        kept = [
+            c
+            for c in self._causes
+            if not (c.kind == kind and c.journey is not None and c.journey.pk == journey.pk)
+        ]
+        withdrawn = len(kept) != len(self._causes)
+        self._causes = kept
+        return withdrawn
+
     def add(
         self,
         *,

@@ -16,3 +16,10 @@ def company_name() -> str:
 def zone_label(zone: str) -> str:
     """A time zone as the profile's picker names it (accounts.forms.zone_label)."""
     return _zone_label(zone)
+
+
+@register.filter
+def masked_email(email: str) -> str:
+    """An address its owner recognises and a stranger cannot use: "f•••@example.com"."""
+    local, _at, domain = email.partition("@")
+    return f"{local[:1]}•••@{domain}" if domain else "•••"

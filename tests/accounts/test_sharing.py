@@ -202,7 +202,12 @@ def test_a_link_opened_signed_out_says_what_it_is_and_how_to_accept(client, jour
     assert page.status_code == 200
     html = page.content.decode()
     assert f"Follow “{journey.title}”" in html
-    assert "To accept, sign in or create an account with friend@example.com." in html
+    # The address masked: its invitee knows it, someone the email was forwarded to
+    # need not; kept by no proxy, indexed by nobody.
+    assert "To accept, sign in or create an account with f•••@example.com." in html
+    assert "friend@example.com" not in html
+    assert page["Cache-Control"] == "private, no-store"
+    assert page["X-Robots-Tag"] == "noindex"
     back = f"?next={quote(url)}"
     for where in ("account_login", "account_signup"):
         assert f'href="{reverse(where)}{back}"' in html
@@ -238,6 +243,8 @@ def test_an_invitee_who_signs_up_from_the_link_is_taken_back_to_it(
     accepted = client.post(url, follow=True)
     assert accepted.redirect_chain == [(reverse("journey:detail", args=[journey.reference]), 302)]
     assert f"You now follow “{journey.title}”." in accepted.content.decode()
+    again = client.post(url, follow=True)  # the form sent again: nothing new to say
+    assert "You now follow" not in again.content.decode()
     share.refresh_from_db()
     assert share.viewer.email == "new@example.com"
 
@@ -297,8 +304,15 @@ def test_an_invitation_someone_else_accepted_is_not_offered_again(client, journe
     client.force_login(UserFactory(email="friend@example.com"))
     assert "invited you" not in client.get(reverse("journey:home")).content.decode()
     assert client.post(reverse("accounts:invitation-accept", args=[share.pk])).status_code == 404
+    # Nor through the email's link: not found, where it offered "Accept" and opened a 404.
+    url = reverse("accounts:invitation", args=[share_invitation_token(share)])
+    assert client.get(url).status_code == 404
+    assert client.post(url).status_code == 404
     share.refresh_from_db()
     assert share.viewer == first
+    # Signed out, the accepted link shows nothing: the sign-in first.
+    client.logout()
+    assert client.get(url)["Location"].startswith(reverse("account_login"))
 
 
 def test_a_waiting_invitation_names_its_inviter_by_name_only(client, journey, customer, viewer):

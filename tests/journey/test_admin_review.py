@@ -627,9 +627,15 @@ def test_a_new_promise_in_the_admin_moves_the_journeys_health_at_once(
     assert client.post(url, data).status_code == 302
     journey.refresh_from_db()
     assert journey.health == "delayed"
+    # A promise the forecast has passed already is told to the customer now, as the
+    # next event or the nightly recompute would have told it (docs/eta.md).
+    [delay] = Notification.objects.filter(kind="journey_delayed", channel="email")
+    assert delay.context["promised_date"] == data["promised_date"]
     data = page_data(client.get(url))
     data["promised_date"] = (journey.eta + timedelta(days=30)).isoformat()
     assert client.post(url, data).status_code == 302
     journey.refresh_from_db()
     assert journey.health == "on_track"
     assert journey.eta_estimates.latest("computed_at").cause == "recompute"
+    # The promise moved past the date the customer was told: their date did not move.
+    assert not Notification.objects.filter(kind="journey_on_time").exists()

@@ -337,6 +337,12 @@ def test_a_booking_moved_there_and_back_twice_is_told_each_time(customer):
         "journey_delayed",
         "journey_on_time",
     ]
+    # The kind switched off since: a third delay goes untold, so its undoing too (the
+    # latest delay message is the second's, not this one's).
+    journey.template.disabled_notifications = ["journey_delayed"]
+    journey.template.save()
+    journey_appointment_cancel(appointment=book(journey, "stage-2", days=25))
+    assert len(told("journey_delayed")) == len(told("journey_on_time")) == 2
 
 
 def test_no_back_on_time_for_a_delay_never_told_or_a_promise_moved_to_cover_it(customer):

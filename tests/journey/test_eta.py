@@ -708,6 +708,26 @@ def test_a_delay_undone_is_told(template):
     assert Notification.objects.filter(kind="journey_on_time", channel="email").count() == 1
 
 
+def test_a_delay_undone_in_the_unit_that_told_it_is_withdrawn_unsent(template):
+    """A reviewer's batch: one event makes the journey late, a later one in the same
+    batch (one unit of work, written at its end) brings it back. The delay, never
+    written, is withdrawn, and there is nothing to say "back on time" about."""
+    from journey.unit import Writes
+
+    with time_machine.travel(T0, tick=False):
+        journey = new_journey(template, promised=date(2026, 11, 8))
+    unit = Writes()
+    eta._notify_delay(journey=journey, now=at(1), unit=unit)
+    other = new_journey(template, promised=date(2026, 11, 8))
+    eta._notify_delay(journey=other, now=at(1), unit=unit)
+    assert unit.outbox.pending() == 2
+    eta._notify_on_time(journey=journey, now=at(1), unit=unit, told=date(2026, 11, 9))
+    assert unit.outbox.pending() == 1  # the other journey's delay stays
+    unit.flush()
+    assert [n.journey_id for n in delays()] == [other.pk]
+    assert not Notification.objects.filter(kind="journey_on_time").exists()
+
+
 # --- Stalled journeys -----------------------------------------------------------------
 
 
