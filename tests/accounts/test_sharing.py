@@ -185,8 +185,13 @@ def _sign_up_from(client, url: str, email: str) -> str:
     answer = client.post(
         signup_url,
         {"email": email, "password1": "a-long-new-pass-7", "password2": "a-long-new-pass-7"},
+        follow=True,
     )
-    assert answer.status_code == 302
+    # Waiting for the confirmation, with a way on for one made on another device.
+    assert answer.redirect_chain[-1][0] == reverse("account_email_verification_sent")
+    assert 'Confirmed it on another device? <a href="/accounts/login/">Sign in here</a>.' in (
+        answer.content.decode()
+    )
     return re.search(r"https?://[^/\s]+(/accounts/confirm-email/\S+)", mail.outbox[-1].body).group(
         1
     )
