@@ -27,7 +27,7 @@ from accounts.forms import (
 from accounts.models import Address, ChangeProposal, JourneyShare, ProposalState, ShareLink, Source
 from journey.errors import ApplicationError
 from journey.models import Health
-from journey.selectors import journeys_owned_by
+from journey.selectors import journeys_owned_by, journeys_visible_to
 
 
 def _profile_context(request: HttpRequest) -> dict[str, object]:
@@ -269,7 +269,10 @@ def _invitation_signed_in(request: HttpRequest, token: str) -> HttpResponse:
     if share.revoked_at is not None:
         return _invitation_gone(request, share, expired=False)
     if share.viewer_id not in (None, request.user.pk):
-        # Accepted by another account (one that had this address before).
+        # Accepted by another account (one that had this address before, or the link
+        # forwarded): whoever may see the journey goes to it, anyone else finds nothing.
+        if journeys_visible_to(user=request.user).filter(pk=share.journey_id).exists():
+            return redirect("journey:detail", reference=share.journey.reference)
         raise Http404("No such invitation.")
     if request.method == "POST":
         newly = share.viewer_id is None
@@ -315,6 +318,8 @@ def _invitation_signed_out(request: HttpRequest, token: str) -> HttpResponse:
         or share.revoked_at is not None
         or share.viewer_id is not None
     ):
+        # Said, so that the sign-in page is not a riddle (a walk-through's used link).
+        messages.info(request, _("Sign in to open this invitation."))
         return redirect_to_login(request.get_full_path())
     return render(
         request,

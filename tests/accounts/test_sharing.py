@@ -315,9 +315,16 @@ def test_an_invitation_someone_else_accepted_is_not_offered_again(client, journe
     assert client.post(url).status_code == 404
     share.refresh_from_db()
     assert share.viewer == first
-    # Signed out, the accepted link shows nothing: the sign-in first.
+    # Its owner, or someone who follows the journey by another invitation, opening the
+    # used link: the journey (a walk-through's follower read a bare 404).
+    for follower in (customer, first):
+        client.force_login(follower)
+        assert client.get(url)["Location"] == reverse("journey:detail", args=[journey.reference])
+    # Signed out, the accepted link shows nothing: the sign-in first, saying why.
     client.logout()
-    assert client.get(url)["Location"].startswith(reverse("account_login"))
+    response = client.get(url, follow=True)
+    assert response.redirect_chain[0][0].startswith(reverse("account_login"))
+    assert "Sign in to open this invitation." in response.content.decode()
 
 
 def test_a_waiting_invitation_names_its_inviter_by_name_only(client, journey, customer, viewer):
