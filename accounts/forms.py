@@ -77,7 +77,7 @@ def _zone_choices() -> list[tuple[object, list[tuple[str, str]]] | tuple[str, st
     regions: dict[str, list[tuple[str, str]]] = {}
     for zone in zones:
         region, _sep, place = zone.partition("/")
-        regions.setdefault(region, []).append((zone, place.replace("_", " ").replace("/", ", ")))
+        regions.setdefault(region, []).append((zone, _place_name(place)))
     return [
         ("UTC", "UTC"),
         *((REGION_NAMES.get(region, region), places) for region, places in regions.items()),
@@ -90,7 +90,12 @@ def zone_label(zone: str) -> str:
     region, _sep, place = zone.partition("/")
     if not place or region not in REGION_NAMES:
         return zone
-    return f"{place.replace('_', ' ').replace('/', ', ')} ({REGION_NAMES[region]})"
+    return f"{_place_name(place)} ({REGION_NAMES[region]})"
+
+
+def _place_name(place: str) -> str:
+    """ "Argentina/Buenos_Aires" as people write it: "Argentina, Buenos Aires"."""
+    return place.replace("_", " ").replace("/", ", ")
 
 
 ZONE_CHOICES = _zone_choices()

@@ -1,6 +1,6 @@
 import functools
 import zoneinfo
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
@@ -384,6 +384,11 @@ class ChangeProposal(models.Model):
 
 # How long an invitation's link lasts, and its invitation waits for them in the portal.
 INVITATION_MAX_AGE = 60 * 60 * 24 * 30
+
+
+def invitations_made_since() -> datetime:
+    """The oldest an invitation may be and still be accepted (its link's own age)."""
+    return timezone.now() - timedelta(seconds=INVITATION_MAX_AGE)
 
 
 class JourneyShare(models.Model):

@@ -1,7 +1,5 @@
 """The customer's own record in the portal: profile, proposals, history, sharing, privacy."""
 
-from datetime import timedelta
-
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
@@ -24,7 +22,15 @@ from accounts.forms import (
     ShareLinkForm,
     section_form,
 )
-from accounts.models import Address, ChangeProposal, JourneyShare, ProposalState, ShareLink, Source
+from accounts.models import (
+    Address,
+    ChangeProposal,
+    JourneyShare,
+    ProposalState,
+    ShareLink,
+    Source,
+    invitations_made_since,
+)
 from journey.errors import ApplicationError
 from journey.models import Health
 from journey.selectors import journeys_owned_by, journeys_visible_to
@@ -271,7 +277,7 @@ def _invitation_signed_in(request: HttpRequest, token: str) -> HttpResponse:
     if share.viewer_id not in (None, request.user.pk):
         # Accepted by another account (one that had this address before, or the link
         # forwarded): whoever may see the journey goes to it, anyone else finds nothing.
-        if journeys_visible_to(user=request.user).filter(pk=share.journey_id).exists():
+        if _sees(request, share):
             return redirect("journey:detail", reference=share.journey.reference)
         raise Http404("No such invitation.")
     if request.method == "POST":
@@ -289,9 +295,7 @@ def _invitation_signed_in(request: HttpRequest, token: str) -> HttpResponse:
                 status=403,
             )
         if newly:
-            messages.success(
-                request, _("You now follow “%(title)s”.") % {"title": share.journey.title}
-            )
+            _say_followed(request, share)
         return redirect("journey:detail", reference=share.journey.reference)
     if share.viewer_id == request.user.pk:
         # Accepted already (the link opened again from the email): the journey itself.
@@ -347,17 +351,25 @@ def invitation_accept(request: HttpRequest, share_id: int) -> HttpResponse:
     )
     if share.revoked_at is not None:
         return _invitation_gone(request, share, expired=False)
-    if share.viewer_id is None and share.created_at <= timezone.now() - timedelta(
-        seconds=services.INVITATION_MAX_AGE
-    ):
+    if share.viewer_id is None and share.created_at <= invitations_made_since():
         return _invitation_gone(request, share, expired=True)
     if share.viewer_id is None:  # else accepted already, in another tab: the journey
         try:
             services.journey_share_accept(share=share, user=request.user)
         except ApplicationError as error:
             raise Http404(error.message) from error
-        messages.success(request, _("You now follow “%(title)s”.") % {"title": share.journey.title})
+        _say_followed(request, share)
     return redirect("journey:detail", reference=share.journey.reference)
+
+
+def _say_followed(request: HttpRequest, share: JourneyShare) -> None:
+    messages.success(request, _("You now follow “%(title)s”.") % {"title": share.journey.title})
+
+
+def _sees(request: HttpRequest, share: JourneyShare) -> bool:
+    """The reader may see the invitation's journey already: its owner, or a follower (by
+    this invitation or another): the link takes them to it."""
+    return journeys_visible_to(user=request.user).filter(pk=share.journey_id).exists()
 
 
 def _invitation_gone(request: HttpRequest, share: JourneyShare, *, expired: bool) -> HttpResponse:
@@ -366,11 +378,7 @@ def _invitation_gone(request: HttpRequest, share: JourneyShare, *, expired: bool
     anyone else holding the link reads only that it no longer works (never a name, nor
     the email address ``get_full_name`` falls back to)."""
     journey = share.journey
-    if journey.owner_id == request.user.pk or (
-        JourneyShare.objects.filter(
-            journey=journey, viewer=request.user, revoked_at__isnull=True
-        ).exists()
-    ):
+    if _sees(request, share):
         # Its owner, or a viewer by a newer invitation: the journey, as an accepted link.
         return redirect("journey:detail", reference=journey.reference)
     invitee = _invitee(request, share)

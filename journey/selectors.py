@@ -2,14 +2,12 @@
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from accounts.models import INVITATION_MAX_AGE, JourneyShare, User
+from accounts.models import JourneyShare, User, invitations_made_since
 from journey.models import (
     Appointment,
     Checkpoint,
@@ -47,7 +45,7 @@ def invitations_waiting(*, user: User) -> list[JourneyShare]:
             email=user.email.lower(),  # stored lower-cased (journey_share_invite)
             viewer__isnull=True,
             revoked_at__isnull=True,
-            created_at__gt=timezone.now() - timedelta(seconds=INVITATION_MAX_AGE),
+            created_at__gt=invitations_made_since(),
         )
         .exclude(journey__owner=user)
         .select_related("journey", "invited_by__profile")
