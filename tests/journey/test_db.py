@@ -3,6 +3,7 @@
 import functools
 import zoneinfo
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import time_machine
@@ -322,7 +323,28 @@ def test_values_are_written_as_django_would_prepare_them():
     assert Milestone.objects.get(pk=milestone.pk).expected_date == date(2026, 1, 1)
 
 
-def test_expressions_and_nan_take_djangos_own_path():
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="json_to_recordset is PostgreSQL's")
+def test_json_rows_keep_each_moment_and_a_json_value_as_json_would_write_it():
+    """orjson writes the rows: a time in any zone keeps its instant, to the microsecond;
+    inside a JSON column's value a time is its ISO text, a key that is not text its
+    text, a decimal its digits, as json.dumps wrote them. NaN, which no JSON holds, is
+    null there (the partner API refuses it at the door)."""
+    journey = make_journey()
+    moment = datetime(2026, 7, 1, 12, 0, 0, 123456, tzinfo=zoneinfo.ZoneInfo("Europe/Madrid"))
+    event = timeline_event(journey, occurred_at=moment)
+    event.payload = {"at": moment, 2: "two", "price": Decimal("1.50"), "nan": float("nan")}
+    insert_rows([event])
+    stored = JourneyEvent.objects.get(pk=event.pk)
+    assert stored.occurred_at == moment
+    assert stored.payload == {
+        "at": "2026-07-01T12:00:00.123456+02:00",
+        "2": "two",
+        "price": "1.50",
+        "nan": None,
+    }
+
+
+def test_expressions_take_djangos_own_path():
     journey = make_journey()
     event = timeline_event(journey, occurred_at=Now())
     insert_rows([event])
