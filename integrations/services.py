@@ -235,13 +235,13 @@ def partner_mappings(partner: Partner) -> dict[str, StatusMapping]:
 
 
 def _received(partner: int, ids: list[str]) -> QuerySet[InboundEvent]:
-    return InboundEvent.objects.filter(partner=partner, event_id__in=ids).select_related(
+    return InboundEvent.objects.filter(partner=partner, event_id__one_of=ids).select_related(
         "journey", "journey_event"
     )
 
 
 # Read for every event sent again (a partner's retry): compiled once (journey.compiled).
-_RECEIVED = CompiledRead(_received)
+_RECEIVED = CompiledRead(_received, whole=("ids",))
 
 
 def _received_drawn(partner: int, ids: list[str]) -> QuerySet[InboundEvent]:
@@ -250,7 +250,7 @@ def _received_drawn(partner: int, ids: list[str]) -> QuerySet[InboundEvent]:
     return _received(partner, ids).annotate(drawn=key_drawn(InboundEvent))
 
 
-_RECEIVED_DRAWN = CompiledRead(_received_drawn)
+_RECEIVED_DRAWN = CompiledRead(_received_drawn, whole=("ids",))
 
 
 def partner_status_events_prepare(

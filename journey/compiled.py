@@ -14,7 +14,11 @@ DateTimeField, and lists of any one of these (``pk__in``, ``code__in``), the val
 they go to the database (a primary key, not an object). A
 list's length is part of the SQL: lists of up to ``MAX_LIST`` items each get their own
 compiled statement (a single event's lists have one), and longer or empty ones take
-Django's ordinary path. ``build`` must depend on its parameters only: anything else it
+Django's ordinary path. A list of integers or strings named in ``whole`` and looked up with
+``__one_of`` (``OneOf``) goes as one parameter, whatever its length: one compiled
+statement for a batch's hundred journeys as for one, which PostgreSQL then keeps prepared
+(``prepare_threshold``) and psycopg does not parse again (it parses a statement of more
+than 50 parameters at every run). ``build`` must depend on its parameters only: anything else it
 reads (the clock, a setting that may change) would be frozen into the SQL. That every
 parameter reaches the SQL as given is checked when it is compiled; a read that breaks it
 (a lookup that changes the value, as ``startswith`` escapes it) is refused there, loudly.
@@ -30,6 +34,7 @@ lists of rows). Each thread keeps its own plans, for its own
 connection, and compiles again if that connection object is replaced.
 """
 
+import json
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -41,6 +46,7 @@ from typing import Any, cast
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.db.models import Model, QuerySet
+from django.db.models.lookups import In
 from django.db.transaction import TransactionManagementError
 
 MAX_LIST = 4
@@ -53,7 +59,43 @@ _STR_MARK = "\x1fcompiled-read-parameter:"
 _DATETIME_BASE = datetime(1901, 2, 3, 4, 5, 6, tzinfo=UTC)
 _KINDS = (int, str, datetime)
 
+# A list in ``whole`` has no length in its shape, and goes into the SQL as one value: an
+# array (PostgreSQL) or the JSON text of one (elsewhere).
+_WHOLE, _ARRAY, _JSON = -1, "array", "json"
+
 type Shape = tuple[tuple[str, type, int | None], ...]
+
+
+class OneOf(In):
+    """``field__one_of=values``: ``IN``, with the values as one parameter whatever their
+    number (two or more): ``= ANY(%s::type[])`` on PostgreSQL, ``IN (SELECT value FROM
+    json_each(%s))`` elsewhere (SQLite); one value goes as ``= %s``. The same SQL for two
+    values and for a batch's hundred, so a read of it is compiled once (``CompiledRead``'s
+    ``whole``) and PostgreSQL's prepared statement serves every batch. For integers and
+    strings (keys, codes); None never matches, as with ``IN``. Registered on every field
+    and relation (``journey.apps``)."""
+
+    lookup_name = "one_of"
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        if not self.rhs_is_direct_value():
+            raise ValueError("one_of takes a list of values, not a query.")
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        field = self.lhs.output_field
+        values = [value for value in self.rhs if value is not None]
+        if any(type(value) not in (int, str) for value in values):
+            raise ValueError("one_of takes integers or strings.")
+        values = [field.get_db_prep_value(value, connection, prepared=True) for value in values]
+        if len(values) == 1:
+            # As ``IN`` of one: PostgreSQL keeps a generic plan of it, where it plans an
+            # array's statement afresh each time rather than trust its guess of ten
+            # values (0.1 ms a single event's outbox read).
+            return f"{lhs} = %s", [*lhs_params, values[0]]
+        if connection.vendor == "postgresql":
+            return f"{lhs} = ANY(%s::{field.cast_db_type(connection)}[])", [*lhs_params, values]
+        # The column as Django compiled it, the values as a parameter.
+        sql = f"{lhs} IN (SELECT value FROM json_each(%s))"  # noqa: S608  # nosec B608
+        return sql, [*lhs_params, json.dumps(values)]
 
 
 @dataclass(frozen=True)
@@ -62,9 +104,10 @@ class _Plan:
     compiler: Any  # the SQLCompiler that compiled it: its select, klass_info, converters
     sql: str
     params: tuple[Any, ...]
-    # For each place in params: (parameter name, index in its list or None, whether it
-    # is a datetime, adapted for the database as a DateTimeField adapts it).
-    places: tuple[tuple[int, str, int | None, bool], ...]
+    # For each place in params: (parameter name, index in its list or None, or how a
+    # whole list goes (_ARRAY, _JSON), whether it is a datetime, adapted for the
+    # database as a DateTimeField adapts it).
+    places: tuple[tuple[int, str, int | str | None, bool], ...]
     converters: dict
     connection: Any
     locks: bool  # SELECT ... FOR UPDATE: refused outside a transaction, as Django does
@@ -79,9 +122,13 @@ def _stand_in(kind: type, n: int) -> Any:
 class CompiledRead[M: Model]:
     """A read built by ``build(**params)``, compiled once per thread and shape."""
 
-    def __init__(self, build: Callable[..., QuerySet[M]]) -> None:
+    def __init__(self, build: Callable[..., QuerySet[M]], *, whole: Sequence[str] = ()) -> None:
         self._build = build
         self._names = tuple(signature(build).parameters)
+        # The lists that go as one value (``__one_of``), whatever their length.
+        self._whole = frozenset(whole)
+        if unknown := self._whole - set(self._names):
+            raise TypeError(f"{build.__qualname__} has no parameter {sorted(unknown)}.")
         self._local = threading.local()
         self._model: type[M] | None = None  # known once built
 
@@ -150,12 +197,17 @@ class CompiledRead[M: Model]:
         for name in self._names:
             value = params[name]
             if isinstance(value, list | tuple):
-                if not value or len(value) > MAX_LIST:
+                whole = name in self._whole
+                if not value or (len(value) > MAX_LIST and not whole):
                     return None
                 kinds = {_kind(name, item) for item in value}
                 if len(kinds) != 1:
                     raise TypeError(f"{name}: a list of one type.")
-                shape.append((name, kinds.pop(), len(value)))
+                kind = kinds.pop()
+                if whole and kind is datetime:
+                    raise TypeError(f"{name}: a whole list of integers or strings.")
+                # A whole list of one goes as its one value (``OneOf``).
+                shape.append((name, kind, _WHOLE if whole and len(value) > 1 else len(value)))
             else:
                 shape.append((name, _kind(name, value), None))
         return tuple(shape)
@@ -181,7 +233,15 @@ class CompiledRead[M: Model]:
     def _compile(self, shape: Shape) -> _Plan:
         given: list[tuple[Any, str, int | None, bool]] = []
         params: dict[str, Any] = {}
+        # Each whole list's stand-ins as they reach the SQL: (the way, its name).
+        wholes: dict[Any, tuple[str, str]] = {}
         for name, kind, length in shape:
+            if length == _WHOLE:
+                values = [_stand_in(kind, len(given) + len(wholes) * 2 + n) for n in range(2)]
+                params[name] = values
+                wholes[tuple(values)] = (_ARRAY, name)
+                wholes[json.dumps(values)] = (_JSON, name)
+                continue
             values = [_stand_in(kind, len(given) + n) for n in range(length or 1)]
             params[name] = values if length else values[0]
             given.extend(
@@ -201,15 +261,28 @@ class CompiledRead[M: Model]:
         sql, compiled = compiler.as_sql()
         places, found = [], set()
         for place, value in enumerate(compiled):
-            if _hashable(value) and value in stand_ins:
+            key = tuple(value) if isinstance(value, list) else value
+            if _hashable(key) and key in wholes:
+                way, name = wholes[key]
+                places.append((place, name, way, False))
+                found.add(name)
+            elif _hashable(value) and value in stand_ins:
                 places.append((place, *stand_ins[value]))
                 found.add(value)
+            elif any(value in k for k in wholes if type(k) is tuple):
+                pass  # an item of a whole list alone (``__in``): refused below
             elif isinstance(value, str) and _STR_MARK in value:
                 raise ImproperlyConfigured(
                     f"{self._build.__qualname__}: a parameter reaches the SQL changed "
                     f"({value!r}); compile only plain lookups."
                 )
-        if missing := [stand_ins[value][0] for value in stand_ins if value not in found]:
+        missing = [stand_ins[value][0] for value in stand_ins if value not in found]
+        if whole := sorted({name for _way, name in wholes.values() if name not in found}):
+            raise ImproperlyConfigured(
+                f"{self._build.__qualname__}: the lists {whole} do not reach the SQL as one "
+                "value; look them up with __one_of."
+            )
+        if missing:
             raise ImproperlyConfigured(
                 f"{self._build.__qualname__}: the parameters {sorted(set(missing))} do not "
                 "reach the SQL as given; compile only plain lookups."
@@ -238,7 +311,14 @@ def _values(plan: _Plan, params: dict[str, Any]) -> "list[Any]":
     values = list(plan.params)
     adapt = plan.connection.ops.adapt_datetimefield_value
     for place, name, index, moment in plan.places:
-        value = params[name] if index is None else params[name][index]
+        if index is None:
+            value = params[name]
+        elif index == _ARRAY:
+            value = list(params[name])
+        elif index == _JSON:
+            value = json.dumps(list(params[name]))
+        else:
+            value = params[name][index]
         values[place] = adapt(value) if moment else value
     return values
 

@@ -133,7 +133,7 @@ def journeys_for_spine() -> QuerySet[Journey]:
 
 
 def _for_spine(pks: list[int]) -> QuerySet[Journey]:
-    return journeys_for_spine().order_by().filter(pk__in=pks)
+    return journeys_for_spine().order_by().filter(pk__one_of=pks)
 
 
 def _for_spine_locked(pks: list[int]) -> QuerySet[Journey]:
@@ -144,7 +144,7 @@ def _for_spine_locked(pks: list[int]) -> QuerySet[Journey]:
 def _versions_locked(pks: list[int]) -> QuerySet[Journey]:
     return (
         Journey.objects.select_for_update(of=("self",), no_key=True)
-        .filter(pk__in=pks)
+        .filter(pk__one_of=pks)
         .order_by("pk")
         .values_list("pk", "version")
     )
@@ -174,20 +174,21 @@ _LATEST_BOOKING = {
 }
 
 
-def _milestones(journeys: list[int]) -> QuerySet[Milestone]:
-    """The journeys' milestones, each with the appointment booked for it, if any (the
-    latest, as the journey page shows it): its arrival and its place's time zone
+def _booked(milestones: QuerySet[Milestone]) -> QuerySet[Milestone]:
+    """The milestones, each with the appointment booked for it, if any (the latest, as
+    the journey page shows it): its arrival and its place's time zone
     (``booked_arrive_at``, ``booked_zone``), the day the ETA does not put the stage
     before (``journey.eta``). Read with the milestones, by their own statement: no round
     trip more for an event, and a booking's change moves the journey's version as any
     appointment's does, so a batch's read before the lock is checked as the rest."""
-    return (
-        Milestone.objects.filter(journey__in=journeys)
-        .order_by()
-        .annotate(
-            booked_arrive_at=_LATEST_BOOKING["arrive_at"], booked_zone=_LATEST_BOOKING["time_zone"]
-        )
+    return milestones.order_by().annotate(
+        booked_arrive_at=_LATEST_BOOKING["arrive_at"], booked_zone=_LATEST_BOOKING["time_zone"]
     )
+
+
+def _milestones(journeys: list[int]) -> QuerySet[Milestone]:
+    """The journeys' milestones (``_booked``)."""
+    return _booked(Milestone.objects.filter(journey__one_of=journeys))
 
 
 def _milestones_with_stages(journeys: list[int]) -> QuerySet[Milestone]:
@@ -207,8 +208,11 @@ def _milestones_version_locked(journey: int) -> QuerySet[Milestone]:
         .order_by()
         .values("version")
     )
-    return _milestones_with_stages([journey]).annotate(
-        journey_version=Subquery(version), journey_leg_end=open_leg_end(journey)
+    # By the one key as a parameter (a single event's statement, planned as such).
+    return (
+        _booked(Milestone.objects.filter(journey=journey))
+        .select_related("stage")
+        .annotate(journey_version=Subquery(version), journey_leg_end=open_leg_end(journey))
     )
 
 
@@ -230,13 +234,21 @@ def _milestones_claiming_version_locked(journey: int) -> QuerySet[Milestone]:
     )
 
 
-# What every event the spine records reads: compiled once (journey.compiled). Lists of
-# a few journeys (a single event's one) use them; a batch's longer lists, Django's path.
-_FOR_SPINE = CompiledRead(_for_spine)
-_FOR_SPINE_LOCKED = CompiledRead(_for_spine_locked)
-_VERSIONS_LOCKED = CompiledRead(_versions_locked)
-_MILESTONES = CompiledRead(_milestones)
-_MILESTONES_WITH_STAGES = CompiledRead(_milestones_with_stages)
+# What every event the spine records reads: compiled once (journey.compiled), the
+# journeys' keys as one parameter (``__one_of``), for a single event's one journey as for
+# a batch's hundred.
+_FOR_SPINE = CompiledRead(_for_spine, whole=("pks",))
+_FOR_SPINE_LOCKED = CompiledRead(_for_spine_locked, whole=("pks",))
+_VERSIONS_LOCKED = CompiledRead(_versions_locked, whole=("pks",))
+_MILESTONES = CompiledRead(_milestones, whole=("journeys",))
+_MILESTONES_WITH_STAGES = CompiledRead(_milestones_with_stages, whole=("journeys",))
+
+
+def _stages(templates: list[int]) -> QuerySet[StageDefinition]:
+    return StageDefinition.objects.filter(template__one_of=templates).order_by()
+
+
+_STAGES = CompiledRead(_stages, whole=("templates",))
 _MILESTONES_VERSION_LOCKED = CompiledRead(_milestones_version_locked)
 _MILESTONES_CLAIMING_VERSION_LOCKED = CompiledRead(_milestones_claiming_version_locked)
 
@@ -413,10 +425,8 @@ def _journeys_load(
     if len(loaded) > 1:
         milestones = _MILESTONES.list(journeys=sorted(loaded))
         # Many journeys share a few templates: one object per stage, not one per milestone.
-        templates = {state.journey.template_id for state in loaded.values()}
-        stages = {
-            s.pk: s for s in StageDefinition.objects.filter(template__in=templates).order_by()
-        }
+        templates = sorted({state.journey.template_id for state in loaded.values()})
+        stages = {s.pk: s for s in _STAGES.list(templates=templates)}
     else:
         milestones = _MILESTONES_WITH_STAGES.list(journeys=sorted(loaded))
     # Filled in as select_related would: the related objects cached, without the

@@ -52,7 +52,7 @@ MILESTONE_FIELDS = ["state", "reached_at", "expected_date"]
 def _open_leg_etas(journeys: list[int]) -> QuerySet[ShipmentLeg]:
     return (
         ShipmentLeg.objects.filter(
-            journey_id__in=journeys, arrived_at__isnull=True, eta__isnull=False
+            journey_id__one_of=journeys, arrived_at__isnull=True, eta__isnull=False
         )
         .order_by()
         .values_list("journey_id", "eta", "journey__started_at")
@@ -60,7 +60,7 @@ def _open_leg_etas(journeys: list[int]) -> QuerySet[ShipmentLeg]:
 
 
 # Read for every event that moves a journey: compiled once (journey.compiled).
-_OPEN_LEG_ETAS = CompiledRead(_open_leg_etas)
+_OPEN_LEG_ETAS = CompiledRead(_open_leg_etas, whole=("journeys",))
 
 
 def open_leg_end(journey: int) -> Subquery:

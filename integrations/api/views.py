@@ -88,6 +88,18 @@ def _served_for_spine(partner: int, reference: str) -> QuerySet[Journey]:
 _SERVED_FOR_SPINE = CompiledRead(_served_for_spine)
 
 
+def _served_for_spine_among(partner: int, references: list[str]) -> QuerySet[Journey]:
+    return (
+        journey_services.journeys_for_spine()
+        .order_by()
+        .filter(partners=partner, reference__one_of=references)
+    )
+
+
+# Read for every batch: compiled once, the references as one parameter (journey.compiled).
+_SERVED_FOR_SPINE_AMONG = CompiledRead(_served_for_spine_among, whole=("references",))
+
+
 _REFERENCE_LENGTH = Journey._meta.get_field("reference").max_length
 
 
@@ -489,16 +501,12 @@ class EventBatchCreate(APIView):
         batch = BatchInSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
         items = batch.validated_data["events"]
+        references = sorted(
+            {str(item.get("journey")) for item in items if isinstance(item, Mapping)}
+        )
         journeys = {
             j.reference: j
-            for j in journey_services.journeys_for_spine()
-            .order_by()
-            .filter(
-                partners=request.user,
-                reference__in=[
-                    str(item.get("journey")) for item in items if isinstance(item, Mapping)
-                ],
-            )
+            for j in _SERVED_FOR_SPINE_AMONG.list(partner=request.user.pk, references=references)
         }
         results: list[dict[str, Any]] = []
         valid: list[tuple[int, Journey, dict[str, Any]]] = []

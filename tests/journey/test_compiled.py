@@ -6,11 +6,12 @@ from unittest import mock
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 from django.db.models import IntegerField, OuterRef, Subquery
 from django.db.models.expressions import RawSQL
 from django.db.models.sql.compiler import SQLCompiler
 from django.db.transaction import TransactionManagementError
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from journey.compiled import MAX_LIST, CompiledRead, read_side_by_side
@@ -301,4 +302,61 @@ def test_reads_side_by_side_may_not_lock():
     with transaction.atomic(), pytest.raises(ValueError, match="may not lock"):
         read_side_by_side(
             (CompiledRead(_template_by_key), {"key": "k"}), (locking, {"pk": journey.pk})
+        )
+
+
+def _milestones_among(journeys: list[int]):
+    return Milestone.objects.filter(journey__one_of=journeys).order_by("journey_id", "position")
+
+
+def test_a_whole_list_is_one_parameter_and_one_statement_whatever_its_length():
+    """``whole``: a batch's hundred keys go as one value (``__one_of``), so one compiled
+    statement serves every length from two on; a list of one goes as its value, as
+    ``IN`` of one did (PostgreSQL keeps a generic plan of it)."""
+    journeys = [make_journey().pk for _ in range(MAX_LIST + 3)]
+    read = CompiledRead(_milestones_among, whole=("journeys",))
+    statements = []
+    for some in (journeys[:1], journeys[:2], journeys, list(reversed(journeys[1:]))):
+        expected = [m.pk for m in _milestones(some)]
+        with CaptureQueriesContext(connections["default"]) as queries:
+            assert [m.pk for m in read.list(journeys=some)] == expected
+        (query,) = queries.captured_queries
+        statements.append(query["sql"])
+    assert len(read._local.plans) == 2  # one value; two or more
+    one, *many = statements
+    assert "ANY" not in one and "json_each" not in one
+    # The statements of two, seven and six keys differ only in their values.
+    many_values = [s.split("WHERE")[0] for s in many]
+    assert many_values == [many_values[0]] * 3
+    marker = "= ANY(" if connection.vendor == "postgresql" else "json_each("
+    assert all(marker in s for s in many)
+
+
+def test_one_of_reads_keys_codes_and_relations_as_in_does():
+    first, second = make_journey(), make_journey()
+    pks = [first.pk, second.pk]
+    assert set(Journey.objects.filter(pk__one_of=pks)) == {first, second}
+    assert set(Journey.objects.filter(pk__one_of=[first.pk, None])) == {first}  # None: no match
+    assert list(Journey.objects.filter(pk__one_of=[])) == []
+    assert set(
+        Journey.objects.filter(reference__one_of=[first.reference, second.reference, "MP-NONE"])
+    ) == {first, second}
+    # A relation, by its key (``journey__one_of``) and by its column (``journey_id``).
+    by_relation = set(Milestone.objects.filter(journey__one_of=pks))
+    assert by_relation == set(Milestone.objects.filter(journey_id__one_of=pks))
+    assert by_relation == set(Milestone.objects.filter(journey__in=pks))
+    with pytest.raises(ValueError, match="integers or strings"):
+        list(Journey.objects.filter(created_at__one_of=[timezone.now(), timezone.now()]))
+    with pytest.raises(ValueError, match="not a query"):
+        list(Journey.objects.filter(pk__one_of=Journey.objects.values("pk")))
+
+
+def test_a_whole_list_looked_up_with_in_is_refused():
+    with pytest.raises(ImproperlyConfigured, match="__one_of"):
+        CompiledRead(_milestones, whole=("journeys",)).list(journeys=[1, 2])
+    with pytest.raises(TypeError, match="no parameter"):
+        CompiledRead(_milestones, whole=("pks",))
+    with pytest.raises(TypeError, match="integers or strings"):
+        CompiledRead(_reached_since, whole=("since",)).list(
+            journey=1, since=[timezone.now(), timezone.now()]
         )
