@@ -606,17 +606,19 @@ class JourneyAdmin(admin.ModelAdmin):
     ) -> None:
         super().save_related(request, form, formsets, change)
         changed = {formset.model for formset in formsets if formset.has_changed()}
-        if change and ShipmentLeg in changed:
+        if change and "promised_date" in form.changed_data:
+            # A new promise: the health, the lists and the delay message (or its undoing)
+            # read it now, not at the next event or the nightly recompute, and the
+            # customer hears of it. The recompute takes in the legs and bookings saved
+            # with it.
+            eta.eta_promise_moved(journey=form.instance, before=form.initial.get("promised_date"))
+        elif change and ShipmentLeg in changed:
             # A carrier's new ETA moves the prediction now, not at the next event.
             eta.eta_recompute(journey=form.instance, cause=EtaCause.LEG_ETA)
         elif change and Appointment in changed:
             # So may a stage booked, moved or freed (journey.services._booking_moved);
             # one deleted was cancelled by the service, which recomputed already.
             eta.eta_recompute(journey=form.instance, cause=EtaCause.BOOKING)
-        elif change and "promised_date" in form.changed_data:
-            # A new promise: the health, the lists and the delay message (or its undoing)
-            # read it now, not at the next event or the nightly recompute.
-            eta.eta_recompute(journey=form.instance, cause=EtaCause.RECOMPUTE)
 
 
 def _form_errors(form: forms.Form, error: ApplicationError) -> None:

@@ -839,6 +839,51 @@ def _notify_on_time(*, journey: Journey, now: datetime, unit: Writes, told: date
     )
 
 
+def eta_promise_moved(
+    *, journey: Journey, before: date | None, now: datetime | None = None
+) -> Journey:
+    """Staff moved a journey's promise (``promised_date``, saved; ``before`` the one it
+    replaced): its ETA recomputed now (its health, the lists and the delay message follow
+    the new promise), and its customer told the new promise (``journey_promise_moved``),
+    unless that recompute told them already: a delay quotes the new promise, and so does
+    "back on time". Not for a promise taken away, nor for a finished or cancelled
+    journey. Returns the journey as recomputed."""
+    now = now or timezone.now()
+    recomputed = _recompute_chunk(
+        [journey.pk], cause=EtaCause.RECOMPUTE, now=now, promised_before={journey.pk: before}
+    )
+    if journey.pk not in recomputed:
+        raise Journey.DoesNotExist(f"No journey {journey.pk}.")
+    return recomputed[journey.pk][0]
+
+
+def _notify_promise_moved(
+    *, journey: Journey, before: date | None, now: datetime, unit: Writes
+) -> None:
+    promised = journey.promised_date
+    if (
+        promised is None
+        or promised == before
+        or journey.health in (Health.DONE, Health.CANCELLED)
+        or unit.outbox.holds(journey=journey, kinds=("journey_delayed", "journey_on_time"))
+    ):
+        return
+    unit.outbox.add(
+        recipient=journey.owner,
+        journey=journey,
+        kind="journey_promise_moved",
+        dedup_key=_told_key("journey-promise-moved", journey, now),
+        context={
+            "promised_date": promised.isoformat(),
+            "previous_promised_date": before.isoformat() if before else None,
+            "eta": journey.eta.isoformat() if journey.eta else None,
+            # Still expected after the new promise: said so, with an apology.
+            "late": journey.eta is not None and journey.eta > promised,
+        },
+        occurred_at=now,
+    )
+
+
 def eta_recompute(*, journey: Journey, cause: EtaCause, now: datetime | None = None) -> Journey:
     """Recompute one journey's ETA outside an event (a leg's ETA, on demand), as the
     periodic jobs do (``eta_recompute_many``): saved only if it changed; a cancelled
@@ -942,11 +987,16 @@ def eta_recompute_many(
 
 
 def _recompute_chunk(
-    pks: list[int], *, cause: EtaCause, now: datetime
+    pks: list[int],
+    *,
+    cause: EtaCause,
+    now: datetime,
+    promised_before: dict[int, date | None] | None = None,
 ) -> dict[int, tuple[Journey, datetime | None]]:
     """Lock, recompute and save (if changed) these journeys in one transaction and unit
     of work. Returns each journey locked, with when it was flagged as stalled before
-    (None: it was not); cancelled ones unchanged."""
+    (None: it was not); cancelled ones unchanged. ``promised_before``: the journeys whose
+    promise staff moved, with the one it replaced (``eta_promise_moved``)."""
     # The spine's loader; journey.services imports this module.
     from journey.services import journeys_lock
 
@@ -969,6 +1019,10 @@ def _recompute_chunk(
             )
             if _eta_fields(journey) != before:
                 unit.journeys[pk] = journey
+            if promised_before is not None and pk in promised_before:
+                _notify_promise_moved(
+                    journey=journey, before=promised_before[pk], now=now, unit=unit
+                )
         unit.flush()
     return recomputed
 

@@ -18,6 +18,7 @@ KINDS: dict[str, Kind] = {
     "milestone_reached": Kind(_("A stage of your journey is reached")),
     "journey_delayed": Kind(_("Your journey is late, with the new date"), may_be_anytime=True),
     "journey_on_time": Kind(_("Your journey is back on time after a delay")),
+    "journey_promise_moved": Kind(_("We changed the date we promise")),
     "photos_added": Kind(_("New photos")),
     "task_assigned": Kind(_("Something for you to do")),
     "task_due_soon": Kind(_("Something for you to do is due soon")),

@@ -197,6 +197,14 @@ class Outbox:
         self._causes = kept
         return withdrawn
 
+    def holds(self, *, journey: Any, kinds: Iterable[str]) -> bool:
+        """Whether a cause of one of ``kinds`` for ``journey`` waits for ``flush()``."""
+        kinds = set(kinds)
+        return any(
+            c.kind in kinds and c.journey is not None and c.journey.pk == journey.pk
+            for c in self._causes
+        )
+
     def add(
         self,
         *,

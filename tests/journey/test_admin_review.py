@@ -30,6 +30,7 @@ from journey.models import (
     TemplateEtaStats,
 )
 from journey.services import journey_record_milestone
+from notifications import channels
 from notifications.models import Notification
 from tests.admin_pages import page_data
 from tests.factories import MappingFactory, PartnerFactory, TemplateFactory, UserFactory
@@ -639,3 +640,78 @@ def test_a_new_promise_in_the_admin_moves_the_journeys_health_at_once(
     assert journey.eta_estimates.latest("computed_at").cause == "recompute"
     # The promise moved past the date the customer was told: their date did not move.
     assert not Notification.objects.filter(kind="journey_on_time").exists()
+
+
+def test_a_promise_moved_in_the_admin_is_told_unless_a_delay_told_it(
+    client, staff, journey, appointment
+):
+    """A promise moved later used to go unsaid: a customer told "late" kept that apology
+    as their last word while the page read "On track"."""
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+
+    def moved():
+        return list(
+            Notification.objects.filter(kind="journey_promise_moved", channel="email").order_by(
+                "pk"
+            )
+        )
+
+    data = page_data(client.get(url))
+    data["promised_date"] = (journey.eta - timedelta(days=3)).isoformat()
+    assert client.post(url, data).status_code == 302
+    # Past the forecast: the delay quotes the new promise, and says it all.
+    assert Notification.objects.filter(kind="journey_delayed").exists()
+    assert moved() == []
+
+    later = journey.eta + timedelta(days=30)
+    data = page_data(client.get(url))
+    data["promised_date"] = later.isoformat()
+    assert client.post(url, data).status_code == 302
+    [told] = moved()
+    assert told.context == {
+        "promised_date": later.isoformat(),
+        "previous_promised_date": (journey.eta - timedelta(days=3)).isoformat(),
+        "eta": journey.eta.isoformat(),
+        "late": False,
+    }
+    assert told.recipient == journey.owner
+
+    # Saved again with the same promise: nothing new to say.
+    assert client.post(url, page_data(client.get(url))).status_code == 302
+    assert len(moved()) == 1
+    # Taken away: no promise to tell.
+    data = page_data(client.get(url))
+    data["promised_date"] = ""
+    assert client.post(url, data).status_code == 302
+    assert len(moved()) == 1
+    # Given again, where there was none.
+    data = page_data(client.get(url))
+    data["promised_date"] = (later + timedelta(days=10)).isoformat()
+    assert client.post(url, data).status_code == 302
+    assert len(moved()) == 2
+    assert moved()[-1].context["previous_promised_date"] is None
+
+
+def test_a_promise_moved_but_still_missed_is_told_with_the_date_and_an_apology(
+    client, staff, journey, appointment
+):
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    data["promised_date"] = (journey.eta - timedelta(days=10)).isoformat()
+    assert client.post(url, data).status_code == 302
+    data = page_data(client.get(url))
+    data["promised_date"] = (journey.eta - timedelta(days=5)).isoformat()
+    assert client.post(url, data).status_code == 302
+    journey.refresh_from_db()
+    assert journey.health == "delayed"
+    [told] = Notification.objects.filter(kind="journey_promise_moved", channel="email")
+    assert told.context["late"] is True
+    rendered = channels.render(told)
+    promised = journey.eta - timedelta(days=5)
+    assert rendered.subject.endswith(f"now promised by {promised.day} {promised:%B}")
+    assert "We are sorry: we still expect it later than that" in " ".join(rendered.text.split())
+    profile = journey.owner.profile
+    profile.language = "es"
+    profile.save()
+    told = Notification.objects.get(pk=told.pk)
+    assert "ahora prometido para el" in channels.render(told).subject
