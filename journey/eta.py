@@ -780,11 +780,19 @@ def _notify_delay(*, journey: Journey, now: datetime, unit: Writes, booked: bool
     }
     if booked:
         context["booked"] = True
+    _tell(journey=journey, kind="journey_delayed", context=context, now=now, unit=unit)
+
+
+def _tell(
+    *, journey: Journey, kind: str, context: dict[str, object], now: datetime, unit: Writes
+) -> None:
+    """A message about the journey's date to its owner (a delay, its undoing, a promise
+    moved), keyed by ``_told_key`` under the kind's name."""
     unit.outbox.add(
         recipient=journey.owner,
         journey=journey,
-        kind="journey_delayed",
-        dedup_key=_told_key("journey-delayed", journey, now),
+        kind=kind,
+        dedup_key=_told_key(kind.replace("_", "-"), journey, now),
         context=context,
         occurred_at=now,
     )
@@ -825,18 +833,12 @@ def _notify_on_time(*, journey: Journey, now: datetime, unit: Writes, told: date
         or journey.eta > date.fromisoformat(said["promised_date"])
     ):
         return
-    unit.outbox.add(
-        recipient=journey.owner,
-        journey=journey,
-        kind="journey_on_time",
-        dedup_key=_told_key("journey-on-time", journey, now),
-        context={
-            "eta": journey.eta.isoformat(),
-            "promised_date": journey.promised_date.isoformat(),
-            "told_eta": told.isoformat(),
-        },
-        occurred_at=now,
-    )
+    context = {
+        "eta": journey.eta.isoformat(),
+        "promised_date": journey.promised_date.isoformat(),
+        "told_eta": told.isoformat(),
+    }
+    _tell(journey=journey, kind="journey_on_time", context=context, now=now, unit=unit)
 
 
 def eta_promise_moved(
@@ -868,20 +870,14 @@ def _notify_promise_moved(
         or unit.outbox.holds(journey=journey, kinds=("journey_delayed", "journey_on_time"))
     ):
         return
-    unit.outbox.add(
-        recipient=journey.owner,
-        journey=journey,
-        kind="journey_promise_moved",
-        dedup_key=_told_key("journey-promise-moved", journey, now),
-        context={
-            "promised_date": promised.isoformat(),
-            "previous_promised_date": before.isoformat() if before else None,
-            "eta": journey.eta.isoformat() if journey.eta else None,
-            # Still expected after the new promise: said so, with an apology.
-            "late": journey.eta is not None and journey.eta > promised,
-        },
-        occurred_at=now,
-    )
+    context = {
+        "promised_date": promised.isoformat(),
+        "previous_promised_date": before.isoformat() if before else None,
+        "eta": journey.eta.isoformat() if journey.eta else None,
+        # Still expected after the new promise: said so, with an apology.
+        "late": journey.eta is not None and journey.eta > promised,
+    }
+    _tell(journey=journey, kind="journey_promise_moved", context=context, now=now, unit=unit)
 
 
 def eta_recompute(*, journey: Journey, cause: EtaCause, now: datetime | None = None) -> Journey:
