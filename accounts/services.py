@@ -432,9 +432,20 @@ def journey_share_accept(*, share: JourneyShare, user: User) -> JourneyShare:
             "This invitation was accepted by another account.", status=404, code="not_found"
         )
     if share.viewer_id is None:
-        share.viewer = user
-        share.accepted_at = timezone.now()
-        share.save(update_fields=["viewer", "accepted_at"])
+        with transaction.atomic():
+            share.viewer = user
+            share.accepted_at = timezone.now()
+            share.save(update_fields=["viewer", "accepted_at"])
+            # The owner hears who now follows their journey (by the address they typed,
+            # for an account without a name yet: get_full_name).
+            notification_enqueue(
+                recipient=share.journey.owner,
+                journey=share.journey,
+                kind="share_accepted",
+                dedup_key=f"share-accepted:{share.pk}",
+                context={"follower": user.get_full_name()},
+                occurred_at=share.accepted_at,
+            )
     return share
 
 

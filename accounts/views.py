@@ -175,6 +175,9 @@ def sharing(request: HttpRequest, reference: str) -> HttpResponse:
     invite_form = InviteForm()
     link_form = ShareLinkForm()
     status = 200
+    # A revoke asked for is confirmed first (``confirm=yes``): the page again, asking
+    # at that invitation or link.
+    confirming: dict[str, int] = {}
     if request.method == "POST":
         action = request.POST.get("action")
         try:
@@ -196,26 +199,31 @@ def sharing(request: HttpRequest, reference: str) -> HttpResponse:
                     return redirect("accounts:sharing", reference=reference)
             elif action == "revoke-share":
                 share = get_object_or_404(JourneyShare, pk=_posted_id(request), journey=journey)
-                services.journey_share_revoke(share=share, owner=request.user)
-                if share.accepted_at is None:
-                    messages.success(request, _("Invitation revoked."))
-                else:  # they were following it
-                    messages.success(
-                        request,
-                        _("%(email)s no longer follows this journey.") % {"email": share.email},
-                    )
-                return redirect("accounts:sharing", reference=reference)
+                if request.POST.get("confirm") == "yes":
+                    services.journey_share_revoke(share=share, owner=request.user)
+                    if share.accepted_at is None:
+                        messages.success(request, _("Invitation revoked."))
+                    else:  # they were following it
+                        messages.success(
+                            request,
+                            _("%(email)s no longer follows this journey.") % {"email": share.email},
+                        )
+                    return redirect("accounts:sharing", reference=reference)
+                confirming["share"] = share.pk
             elif action == "revoke-link":
                 link = get_object_or_404(ShareLink, pk=_posted_id(request), journey=journey)
-                services.share_link_revoke(link=link, owner=request.user)
-                messages.success(request, _("Link revoked."))
-                return redirect("accounts:sharing", reference=reference)
+                if request.POST.get("confirm") == "yes":
+                    services.share_link_revoke(link=link, owner=request.user)
+                    messages.success(request, _("Link revoked."))
+                    return redirect("accounts:sharing", reference=reference)
+                confirming["link"] = link.pk
             else:
                 raise Http404("No such action.")
         except ApplicationError as error:
             target = invite_form if action == "invite" else link_form
             target.add_error(None, error.message)
-        status = 422
+        # A form's errors shown (422), or a revoke's question asked (200).
+        status = 200 if confirming else 422
     now = timezone.now()
     links = [(link, public_link_url(request, link)) for link in journey.share_links.all()]
     return render(
@@ -228,6 +236,7 @@ def sharing(request: HttpRequest, reference: str) -> HttpResponse:
             "shares": journey.shares.filter(revoked_at__isnull=True),
             "links": links,
             "now": now,
+            "confirming": confirming,
         },
         status=status,
     )

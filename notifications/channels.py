@@ -81,6 +81,8 @@ def _portal_path(notification: Notification) -> str:
         return reverse("admin:journey_reschedulerequest_change", args=[request_id])
     if journey is not None and notification.kind == "staff_customer_message":
         return reverse("admin:journey_journey_change", args=[journey.pk])
+    if journey is not None and notification.kind == "share_accepted":
+        return reverse("accounts:sharing", kwargs={"reference": journey.reference})
     if journey is not None:
         anchor = notification.context.get("anchor", "")
         path = reverse("journey:detail", kwargs={"reference": journey.reference})

@@ -33,6 +33,7 @@ KINDS: dict[str, Kind] = {
     "agreement_ending": Kind(_("A contract, warranty or finance agreement ends soon")),
     "profile_change_proposed": Kind(_("A change to your details to check"), journey=False),
     "profile_filled_in": Kind(_("An empty detail of yours filled in"), journey=False),
+    "share_accepted": Kind(_("Someone you invited now follows your journey"), journey=False),
     # Sent to people without an account, or to staff: not customer preferences.
     "journey_invitation": Kind(_("An invitation to follow a journey"), journey=False),
     "staff_customer_message": Kind(_("A customer wrote"), journey=False),

@@ -28,6 +28,7 @@ from journey.models import EventSource, Message
 from journey.photos import photo_add
 from journey.public import share_link_token
 from journey.services import journey_record_milestone
+from notifications.models import Notification
 from tests.factories import UserFactory, make_journey
 from tests.journey.test_views import jpeg
 
@@ -393,9 +394,70 @@ def test_revoking_says_whether_an_invitation_or_a_follower_was_stopped(
         (pending, "Invitation revoked."),
         (accepted, f"{accepted.email} no longer follows this journey."),
     ):
-        page = client.post(url, {"action": "revoke-share", "id": share.pk}, follow=True)
+        page = client.post(
+            url, {"action": "revoke-share", "id": share.pk, "confirm": "yes"}, follow=True
+        )
         assert said in page.content.decode()
     assert not JourneyShare.objects.filter(revoked_at__isnull=True).exists()
+
+
+def test_a_revoke_is_asked_once_more_at_its_invitation_or_link(client, journey, customer, accepted):
+    """A click on "Revoke" took a follower's access away at once, with nothing to stop
+    a slip of the finger."""
+    link = share_link_create(journey=journey, owner=customer, days=7)
+    client.force_login(customer)
+    url = reverse("accounts:sharing", args=[journey.reference])
+
+    asked = client.post(url, {"action": "revoke-share", "id": accepted.pk})
+    assert asked.status_code == 200
+    html = asked.content.decode()
+    assert f"Stop sharing it with {accepted.email}? They will no longer see it." in html
+    assert 'name="confirm" value="yes"' in html
+    assert html.count('name="confirm"') == 1  # at that follower only
+    asked = client.post(url, {"action": "revoke-link", "id": link.pk}).content.decode()
+    assert "Anyone who has it will no longer be able to open it." in asked
+    accepted.refresh_from_db()
+    link.refresh_from_db()
+    assert accepted.revoked_at is None and link.revoked_at is None  # nothing taken yet
+
+    assert (
+        client.post(url, {"action": "revoke-link", "id": link.pk, "confirm": "yes"}).status_code
+        == 302
+    )
+    link.refresh_from_db()
+    assert link.revoked_at is not None
+    pending = journey_share_invite(journey=journey, owner=customer, email="later@example.com")
+    asked = client.post(url, {"action": "revoke-share", "id": pending.pk}).content.decode()
+    assert "Withdraw the invitation to later@example.com? Its link will stop working." in asked
+
+
+def test_the_owner_is_told_who_accepted_their_invitation(
+    client, journey, customer, viewer, django_capture_on_commit_callbacks
+):
+    viewer.profile.given_name, viewer.profile.family_name = "Sam", "Rivera"
+    viewer.profile.save()
+    share = journey_share_invite(journey=journey, owner=customer, email="friend@example.com")
+    client.force_login(viewer)
+    token = share_invitation_token(share)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("accounts:invitation", args=[token]))
+        client.post(reverse("accounts:invitation", args=[token]))  # opened twice: told once
+    [told] = [m for m in mail.outbox if m.to == [customer.email]]
+    assert told.subject == f"Sam Rivera now follows {journey.title}"
+    assert "Sam Rivera accepted your invitation" in told.body
+    assert reverse("accounts:sharing", args=[journey.reference]) in told.body
+
+    # An account without a name yet: the address the owner typed.
+    other = UserFactory(email="nameless@example.com")
+    other.profile.given_name = other.profile.family_name = ""
+    other.profile.save()
+    share = journey_share_invite(journey=journey, owner=customer, email=other.email)
+    client.force_login(other)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("accounts:invitation", args=[share_invitation_token(share)]))
+    # (Held for the owner's digest, a second message so soon: the row says it.)
+    latest = Notification.objects.filter(kind="share_accepted", channel="email").latest("pk")
+    assert latest.context == {"follower": "nameless@example.com"}
 
 
 @pytest.mark.parametrize("email", ["not-an-address", "", "a@b"])
