@@ -604,14 +604,17 @@ class JourneyAdmin(admin.ModelAdmin):
     def save_related(
         self, request: HttpRequest, form: object, formsets: list, change: bool
     ) -> None:
+        since = timezone.now()
         super().save_related(request, form, formsets, change)
         changed = {formset.model for formset in formsets if formset.has_changed()}
         if change and "promised_date" in form.changed_data:
             # A new promise: the health, the lists and the delay message (or its undoing)
             # read it now, not at the next event or the nightly recompute, and the
-            # customer hears of it. The recompute takes in the legs and bookings saved
-            # with it.
-            eta.eta_promise_moved(journey=form.instance, before=form.initial.get("promised_date"))
+            # customer hears of it, unless a booking cancelled in this save told it
+            # (``since``). The recompute takes in the legs and bookings saved with it.
+            eta.eta_promise_moved(
+                journey=form.instance, before=form.initial.get("promised_date"), since=since
+            )
         elif change and ShipmentLeg in changed:
             # A carrier's new ETA moves the prediction now, not at the next event.
             eta.eta_recompute(journey=form.instance, cause=EtaCause.LEG_ETA)

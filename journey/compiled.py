@@ -68,7 +68,8 @@ type Shape = tuple[tuple[str, type, int | None], ...]
 
 class OneOf(In):
     """``field__one_of=values``: ``IN``, with the values as one parameter whatever their
-    number (two or more): ``= ANY(%s::type[])`` on PostgreSQL, ``IN (SELECT value FROM
+    number (two or more): ``= ANY(%s::type[])`` on PostgreSQL (the column's type without
+    its length, an integer column's as bigint), ``IN (SELECT value FROM
     json_each(%s))`` elsewhere (SQLite); one value goes as ``= %s``. The same SQL for two
     values and for a batch's hundred, so a read of it is compiled once (``CompiledRead``'s
     ``whole``) and PostgreSQL's prepared statement serves every batch. For integers and
@@ -82,20 +83,35 @@ class OneOf(In):
             raise ValueError("one_of takes a list of values, not a query.")
         lhs, lhs_params = self.process_lhs(compiler, connection)
         field = self.lhs.output_field
-        values = [value for value in self.rhs if value is not None]
-        if any(type(value) not in (int, str) for value in values):
-            raise ValueError("one_of takes integers or strings.")
-        values = [field.get_db_prep_value(value, connection, prepared=True) for value in values]
+        # Plain ints and strs as they are, not wrapped for the column's size (Django wraps
+        # an integer as psycopg's Int2 for a smallint column): the array is cast whole.
+        values = [_plain(value) for value in self.rhs if value is not None]
         if len(values) == 1:
             # As ``IN`` of one: PostgreSQL keeps a generic plan of it, where it plans an
             # array's statement afresh each time rather than trust its guess of ten
             # values (0.1 ms a single event's outbox read).
             return f"{lhs} = %s", [*lhs_params, values[0]]
         if connection.vendor == "postgresql":
-            return f"{lhs} = ANY(%s::{field.cast_db_type(connection)}[])", [*lhs_params, values]
+            # The column's type without its length: a cast to varchar(16)[] would cut a
+            # longer value to one that matches. Integers as bigint: a value past a
+            # smaller column's range matches nothing, as with IN, rather than fail.
+            cast = field.cast_db_type(connection).split("(")[0]
+            cast = "bigint" if cast in ("smallint", "integer") else cast
+            return f"{lhs} = ANY(%s::{cast}[])", [*lhs_params, values]
         # The column as Django compiled it, the values as a parameter.
         sql = f"{lhs} IN (SELECT value FROM json_each(%s))"  # noqa: S608  # nosec B608
         return sql, [*lhs_params, json.dumps(values)]
+
+
+def _plain(value: Any) -> int | str:
+    """A key or code as the plain int or str it is (a choices enum's member is one)."""
+    if type(value) in (int, str):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    raise ValueError("one_of takes integers or strings.")
 
 
 @dataclass(frozen=True)
@@ -231,23 +247,7 @@ class CompiledRead[M: Model]:
         return plan
 
     def _compile(self, shape: Shape) -> _Plan:
-        given: list[tuple[Any, str, int | None, bool]] = []
-        params: dict[str, Any] = {}
-        # Each whole list's stand-ins as they reach the SQL: (the way, its name).
-        wholes: dict[Any, tuple[str, str]] = {}
-        for name, kind, length in shape:
-            if length == _WHOLE:
-                values = [_stand_in(kind, len(given) + len(wholes) * 2 + n) for n in range(2)]
-                params[name] = values
-                wholes[tuple(values)] = (_ARRAY, name)
-                wholes[json.dumps(values)] = (_JSON, name)
-                continue
-            values = [_stand_in(kind, len(given) + n) for n in range(length or 1)]
-            params[name] = values if length else values[0]
-            given.extend(
-                (value, name, index if length else None, kind is datetime)
-                for index, value in enumerate(values)
-            )
+        params, given, wholes = _stand_ins(shape, whole=2)
         queryset = self._build(**params)
         self._model = queryset.model
         connection = connections[queryset.db]
@@ -270,7 +270,10 @@ class CompiledRead[M: Model]:
                 places.append((place, *stand_ins[value]))
                 found.add(value)
             elif any(value in k for k in wholes if type(k) is tuple):
-                pass  # an item of a whole list alone (``__in``): refused below
+                raise ImproperlyConfigured(
+                    f"{self._build.__qualname__}: an item of a list in whole= reaches the "
+                    "SQL by itself; look the lists up with __one_of only."
+                )
             elif isinstance(value, str) and _STR_MARK in value:
                 raise ImproperlyConfigured(
                     f"{self._build.__qualname__}: a parameter reaches the SQL changed "
@@ -287,6 +290,15 @@ class CompiledRead[M: Model]:
                 f"{self._build.__qualname__}: the parameters {sorted(set(missing))} do not "
                 "reach the SQL as given; compile only plain lookups."
             )
+        if wholes:
+            # The same SQL for three items a list as for two, or the lists' lengths are
+            # in it (a slice by one, say), and a plan for one length would serve another.
+            other = self._build(**_stand_ins(shape, whole=3)[0])
+            if other.query.get_compiler(using=other.db).as_sql()[0] != sql:
+                raise ImproperlyConfigured(
+                    f"{self._build.__qualname__}: the SQL depends on the lengths of the "
+                    "lists in whole=; look them up with __one_of only."
+                )
         fields = [column[0] for column in compiler.select[: compiler.col_count]]
         return _Plan(
             queryset=queryset,
@@ -304,6 +316,33 @@ class CompiledRead[M: Model]:
                 and connection.features.supports_transactions
             ),
         )
+
+
+def _stand_ins(
+    shape: Shape, *, whole: int
+) -> tuple[dict[str, Any], list[tuple[Any, str, int | None, bool]], dict[Any, tuple[str, str]]]:
+    """The stand-ins for a shape's parameters, each its own number: the parameters to
+    build with; each scalar or list item's (stand-in, name, index, a datetime); each whole
+    list's (``whole`` items) as it reaches the SQL, (the way, its name)."""
+    params: dict[str, Any] = {}
+    given: list[tuple[Any, str, int | None, bool]] = []
+    wholes: dict[Any, tuple[str, str]] = {}
+    number = 0
+    for name, kind, length in shape:
+        count = whole if length == _WHOLE else length or 1
+        values = [_stand_in(kind, number + n) for n in range(count)]
+        number += count
+        if length == _WHOLE:
+            params[name] = values
+            wholes[tuple(values)] = (_ARRAY, name)
+            wholes[json.dumps(values)] = (_JSON, name)
+            continue
+        params[name] = values if length else values[0]
+        given.extend(
+            (value, name, index if length else None, kind is datetime)
+            for index, value in enumerate(values)
+        )
+    return params, given, wholes
 
 
 def _values(plan: _Plan, params: dict[str, Any]) -> "list[Any]":

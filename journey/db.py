@@ -21,7 +21,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any, cast
@@ -77,14 +77,25 @@ class _NotJson(Exception):  # a signal to take Django's path, not an error
 
 def _json_value(value: Any) -> Any:
     """orjson's fallback for what it has no type for: values prepared by their field
-    (decimals, a lazy translation; an aware time of day, which orjson refuses); anything
-    else (an expression) goes Django's way. orjson writes dates, times and UUIDs itself,
-    as ``isoformat()`` and ``str()`` would."""
+    (decimals, a lazy translation); anything else (an expression) goes Django's way.
+    orjson writes dates, times and UUIDs itself, as ``isoformat()`` and ``str()`` would
+    (but for an offset's seconds: ``_moment``)."""
     if isinstance(value, date | time):  # datetime too
         return value.isoformat()
     if isinstance(value, UUID | Decimal | Promise):
         return str(value)
     raise _NotJson
+
+
+def _moment(value: Any) -> Any:
+    """An aware datetime for orjson to write, in UTC as Django keeps them; in another
+    zone, as ``isoformat()`` writes it: orjson writes an offset to the minute, and drops
+    the seconds of one such as Paris's before 1911 (+00:09:21). (A datetime inside a JSON
+    column's value goes as orjson writes it: the project puts none there, only their
+    text.)"""
+    if type(value) is datetime and value.tzinfo is not UTC and value.tzinfo is not None:
+        return value.isoformat()
+    return value
 
 
 def _converter(field: models.Field) -> Any:
@@ -113,7 +124,9 @@ def _converter(field: models.Field) -> Any:
     # naive time is made aware by the field, as Django's insert would.
     if kind is models.DateTimeField:
         return lambda v: (
-            v if v is None or (type(v) is datetime and v.tzinfo is not None) else prepared(v)
+            v
+            if v is None or (type(v) is datetime and v.tzinfo is UTC)  # as Django keeps them
+            else _moment(v if type(v) is datetime and v.tzinfo is not None else prepared(v))
         )
     if kind is models.DateField:
         return lambda v: v if v is None or type(v) is date else prepared(v)

@@ -841,18 +841,39 @@ def _notify_on_time(*, journey: Journey, now: datetime, unit: Writes, told: date
     _tell(journey=journey, kind="journey_on_time", context=context, now=now, unit=unit)
 
 
+# The messages that quote a journey's promise: one written tells a new promise too.
+_TOLD_PROMISE = ("journey_delayed", "journey_on_time")
+
+
 def eta_promise_moved(
-    *, journey: Journey, before: date | None, now: datetime | None = None
+    *,
+    journey: Journey,
+    before: date | None,
+    now: datetime | None = None,
+    since: datetime | None = None,
 ) -> Journey:
     """Staff moved a journey's promise (``promised_date``, saved; ``before`` the one it
     replaced): its ETA recomputed now (its health, the lists and the delay message follow
     the new promise), and its customer told the new promise (``journey_promise_moved``),
     unless that recompute told them already: a delay quotes the new promise, and so does
-    "back on time". Not for a promise taken away, nor for a finished or cancelled
-    journey. Returns the journey as recomputed."""
+    "back on time"; or, ``since`` the caller's change began, another recompute of the
+    same change did (a booking cancelled in the same save: one query). Not for a promise
+    taken away, nor for a finished or cancelled journey. Returns the journey as
+    recomputed."""
+    from notifications.models import Notification
+
     now = now or timezone.now()
+    told = (
+        since is not None
+        and Notification.objects.filter(
+            journey_id=journey.pk, kind__in=_TOLD_PROMISE, created_at__gte=since
+        ).exists()
+    )
     recomputed = _recompute_chunk(
-        [journey.pk], cause=EtaCause.RECOMPUTE, now=now, promised_before={journey.pk: before}
+        [journey.pk],
+        cause=EtaCause.RECOMPUTE,
+        now=now,
+        promised_before=None if told else {journey.pk: before},
     )
     if journey.pk not in recomputed:
         raise Journey.DoesNotExist(f"No journey {journey.pk}.")
@@ -867,7 +888,7 @@ def _notify_promise_moved(
         promised is None
         or promised == before
         or journey.health in (Health.DONE, Health.CANCELLED)
-        or unit.outbox.holds(journey=journey, kinds=("journey_delayed", "journey_on_time"))
+        or unit.outbox.holds(journey=journey, kinds=_TOLD_PROMISE)
     ):
         return
     context = {

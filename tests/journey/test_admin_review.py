@@ -715,3 +715,22 @@ def test_a_promise_moved_but_still_missed_is_told_with_the_date_and_an_apology(
     profile.save()
     told = Notification.objects.get(pk=told.pk)
     assert "ahora prometido para el" in channels.render(told).subject
+
+
+def test_a_promise_moved_with_a_booking_cancelled_in_the_same_save_is_told_once(
+    client, staff, journey, appointment
+):
+    """From a review: the booking's cancel recomputed with the new promise and told a
+    delay quoting it, then the promise's own recompute, in a unit of its own, told the
+    new promise again."""
+    last = journey.milestones.order_by("-position").first()
+    Appointment.objects.filter(pk=appointment.pk).update(milestone=last)
+    journey.refresh_from_db()
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    data = page_data(client.get(url))
+    data["promised_date"] = (journey.eta - timedelta(days=3)).isoformat()
+    data["appointments-0-DELETE"] = "on"
+    assert client.post(url, data).status_code == 302
+    kinds = set(Notification.objects.filter(channel="email").values_list("kind", flat=True))
+    assert "appointment_cancelled" in kinds
+    assert len(kinds & {"journey_delayed", "journey_on_time", "journey_promise_moved"}) == 1

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from journey.compiled import MAX_LIST, CompiledRead, read_side_by_side
-from journey.models import Journey, JourneyTemplate, Milestone
+from journey.models import Journey, JourneyTemplate, Milestone, MilestoneState
 from journey.services import journeys_for_spine
 from tests.factories import make_journey
 
@@ -360,3 +360,39 @@ def test_a_whole_list_looked_up_with_in_is_refused():
         CompiledRead(_reached_since, whole=("since",)).list(
             journey=1, since=[timezone.now(), timezone.now()]
         )
+
+
+def test_one_of_matches_as_in_does_whatever_the_columns_length_or_range():
+    """From a review: a cast to varchar(16)[] cut a longer value to one that matched; a
+    value past a smallint column's range failed; a choices member was refused."""
+    journey = make_journey()
+    size = Journey._meta.get_field("reference").max_length
+    Journey.objects.filter(pk=journey.pk).update(reference="R" * size)
+    longer = "R" * size + "EXTRA"  # longer than the column holds, cut to match
+    assert list(Journey.objects.filter(reference__one_of=[longer, "nope"])) == []
+    assert list(Journey.objects.filter(reference__in=[longer, "nope"])) == []
+    positions = [0, 1, 70000]
+    assert set(Milestone.objects.filter(journey=journey, position__one_of=positions)) == set(
+        Milestone.objects.filter(journey=journey, position__in=positions)
+    )
+    states = [MilestoneState.DONE, MilestoneState.CURRENT]
+    assert set(Milestone.objects.filter(state__one_of=states)) == set(
+        Milestone.objects.filter(state__in=states)
+    )
+
+
+def test_a_whole_list_that_reaches_the_sql_otherwise_is_refused():
+    """From a review: a whole list also looked up with __in, or sliced by its length,
+    was frozen into the compiled SQL with its stand-ins or its first length."""
+    first, second = make_journey(), make_journey()
+
+    def also_in(journeys: list[int]):
+        return Milestone.objects.filter(journey__one_of=journeys).filter(journey__in=journeys)
+
+    def sliced(journeys: list[int]):
+        return Journey.objects.filter(pk__one_of=journeys).order_by("pk")[: len(journeys)]
+
+    with pytest.raises(ImproperlyConfigured, match="by itself"):
+        CompiledRead(also_in, whole=("journeys",)).list(journeys=[first.pk, second.pk])
+    with pytest.raises(ImproperlyConfigured, match="lengths"):
+        CompiledRead(sliced, whole=("journeys",)).list(journeys=[first.pk, second.pk])

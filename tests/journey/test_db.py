@@ -336,6 +336,12 @@ def test_json_rows_keep_each_moment_and_a_json_value_as_json_would_write_it():
     insert_rows([event])
     stored = JourneyEvent.objects.get(pk=event.pk)
     assert stored.occurred_at == moment
+    # An offset with seconds (Paris's before 1911), which orjson writes to the minute.
+    old = datetime(1900, 6, 1, 12, 0, tzinfo=zoneinfo.ZoneInfo("Europe/Paris"))
+    fixed = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.get_fixed_timezone(timedelta(seconds=3661)))
+    events = [timeline_event(journey, occurred_at=old), timeline_event(journey, occurred_at=fixed)]
+    insert_rows(events)
+    assert [JourneyEvent.objects.get(pk=e.pk).occurred_at for e in events] == [old, fixed]
     assert stored.payload == {
         "at": "2026-07-01T12:00:00.123456+02:00",
         "2": "two",
