@@ -202,7 +202,7 @@ def sharing(request: HttpRequest, reference: str) -> HttpResponse:
                 if request.POST.get("confirm") == "yes":
                     services.journey_share_revoke(share=share, owner=request.user)
                     if share.accepted_at is None:
-                        messages.success(request, _("Invitation revoked."))
+                        messages.success(request, _("Invitation withdrawn."))
                     else:  # they were following it
                         messages.success(
                             request,
@@ -233,7 +233,10 @@ def sharing(request: HttpRequest, reference: str) -> HttpResponse:
             "journey": journey,
             "invite_form": invite_form,
             "link_form": link_form,
-            "shares": journey.shares.filter(revoked_at__isnull=True),
+            # A follower by their name, as the message of their acceptance named them.
+            "shares": journey.shares.filter(revoked_at__isnull=True).select_related(
+                "viewer__profile"
+            ),
             "links": links,
             "now": now,
             "confirming": confirming,

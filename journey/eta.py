@@ -877,7 +877,18 @@ def eta_promise_moved(
     )
     if journey.pk not in recomputed:
         raise Journey.DoesNotExist(f"No journey {journey.pk}.")
-    return recomputed[journey.pk][0]
+    moved = recomputed[journey.pk][0]
+    if moved.health != Health.DELAYED:
+        # A delay still waiting to go out (held for quiet hours or a digest) is not true
+        # under the new promise: dropped, as a settled proposal's message is.
+        from notifications.services import notification_settle
+
+        waiting = Notification.objects.filter(
+            journey_id=journey.pk, kind="journey_delayed", state="pending", attempts=0
+        ).values_list("recipient_id", "dedup_key")
+        for recipient, key in set(waiting):
+            notification_settle(recipient=recipient, dedup_key=key)
+    return moved
 
 
 def _notify_promise_moved(

@@ -402,6 +402,13 @@ class JourneyAdminForm(forms.ModelForm):
     class Meta:
         model = Journey
         fields = ["title", "template", "owner", "started_at", "promised_date", "delay_reason"]
+        help_texts = {
+            # Staff should know what saving it does (docs/eta.md).
+            "promised_date": _(
+                "A new date is told to the customer when saved (a delay, if the forecast "
+                "is already later). Clearing it tells them nothing."
+            ),
+        }
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)

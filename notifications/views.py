@@ -87,7 +87,10 @@ def _centre(request: HttpRequest) -> HttpResponse:
     return render(request, template, {"items": items})
 
 
-PREVIEW_LENGTH = 160
+# Long enough for a message's first paragraph whole, as a promise moved says it ("… it
+# is now 20 January 2027, instead of 16 December 2026. We expect it on 12 December 2026."):
+# cut at 160, it lost the date that mattered.
+PREVIEW_LENGTH = 320
 
 
 def _preview(text: str) -> str:
@@ -96,7 +99,10 @@ def _preview(text: str) -> str:
     paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
     body = paragraphs[1:] if len(paragraphs) > 1 else paragraphs
     first = body[0].splitlines()[0] if body else ""
-    return first if len(first) <= PREVIEW_LENGTH else first[: PREVIEW_LENGTH - 1] + "…"
+    if len(first) <= PREVIEW_LENGTH:
+        return first
+    # At a word's end, not in the middle of a date.
+    return first[: PREVIEW_LENGTH - 1].rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
 
 
 @login_required

@@ -391,7 +391,7 @@ def test_revoking_says_whether_an_invitation_or_a_follower_was_stopped(
     client.force_login(customer)
     url = reverse("accounts:sharing", args=[journey.reference])
     for share, said in (
-        (pending, "Invitation revoked."),
+        (pending, "Invitation withdrawn."),
         (accepted, f"{accepted.email} no longer follows this journey."),
     ):
         page = client.post(
@@ -443,9 +443,14 @@ def test_the_owner_is_told_who_accepted_their_invitation(
         client.post(reverse("accounts:invitation", args=[token]))
         client.post(reverse("accounts:invitation", args=[token]))  # opened twice: told once
     [told] = [m for m in mail.outbox if m.to == [customer.email]]
-    assert told.subject == f"Sam Rivera now follows {journey.title}"
+    assert told.subject == f"Sam Rivera now follows “{journey.title}”"
     assert "Sam Rivera accepted your invitation" in told.body
     assert reverse("accounts:sharing", args=[journey.reference]) in told.body
+    # The sharing page names them so too, with the address the owner typed.
+    client.force_login(customer)
+    page = client.get(reverse("accounts:sharing", args=[journey.reference])).content.decode()
+    assert "Sam Rivera (friend@example.com)" in page
+    client.force_login(viewer)
 
     # An account without a name yet: the address the owner typed.
     other = UserFactory(email="nameless@example.com")

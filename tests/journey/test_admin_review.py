@@ -708,7 +708,11 @@ def test_a_promise_moved_but_still_missed_is_told_with_the_date_and_an_apology(
     assert told.context["late"] is True
     rendered = channels.render(told)
     promised = journey.eta - timedelta(days=5)
-    assert rendered.subject.endswith(f"now promised by {promised.day} {promised:%B}")
+    # Still late: the subject, all a digest lists of it, says so.
+    assert rendered.subject.endswith(
+        f"now promised by {promised.day} {promised:%B}, still expected "
+        f"{journey.eta.day} {journey.eta:%B}"
+    )
     assert "We are sorry: we still expect it later than that" in " ".join(rendered.text.split())
     profile = journey.owner.profile
     profile.language = "es"
@@ -734,3 +738,22 @@ def test_a_promise_moved_with_a_booking_cancelled_in_the_same_save_is_told_once(
     kinds = set(Notification.objects.filter(channel="email").values_list("kind", flat=True))
     assert "appointment_cancelled" in kinds
     assert len(kinds & {"journey_delayed", "journey_on_time", "journey_promise_moved"}) == 1
+
+
+def test_a_held_delay_is_dropped_when_a_new_promise_covers_it(client, staff, journey, appointment):
+    """From a walk-through: a delay held for the digest went out after staff had moved the
+    promise past the date, next to the message of the new promise."""
+    url = reverse("admin:journey_journey_change", args=[journey.pk])
+    assert "Clearing it tells them nothing." in client.get(url).content.decode()
+    data = page_data(client.get(url))
+    data["promised_date"] = (journey.eta - timedelta(days=3)).isoformat()
+    assert client.post(url, data).status_code == 302
+    delay = Notification.objects.filter(kind="journey_delayed", channel="email")
+    delay.update(state="pending", scheduled_at=timezone.now() + timedelta(minutes=3))
+    data = page_data(client.get(url))
+    data["promised_date"] = (journey.eta + timedelta(days=30)).isoformat()
+    assert client.post(url, data).status_code == 302
+    assert not delay.exists()  # never sent: dropped
+    assert Notification.objects.filter(kind="journey_promise_moved", channel="email").exists()
+    # In the updates page it stays, as read: it was true when written.
+    assert Notification.objects.get(kind="journey_delayed", channel="inapp").read_at is not None

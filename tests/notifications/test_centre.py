@@ -112,3 +112,18 @@ def test_nobody_opens_another_customers_update(client, customer):
     assert client.get(reverse("notifications:open", args=[row.pk])).status_code == 404
     row.refresh_from_db()
     assert row.read_at is None
+
+
+def test_a_preview_is_its_paragraph_whole_or_cut_at_a_words_end():
+    """From a walk-through: cut at 160 characters, a promise moved read "…We expect it
+    on 12 December 2…"."""
+    from notifications.views import PREVIEW_LENGTH, _preview
+
+    sentence = (
+        "We have changed the date we promise for Your Aurora GT, Deep Ocean Blue: it is now "
+        "20 January 2027, instead of 16 December 2026. We expect it on 12 December 2026."
+    )
+    assert _preview(f"Hello Alex,\n\n{sentence}\n\nMore.") == sentence
+    long = " ".join(["word"] * 100)
+    cut = _preview(f"Hello,\n\n{long}")
+    assert len(cut) <= PREVIEW_LENGTH and cut.endswith("word…")
