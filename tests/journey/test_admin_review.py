@@ -617,24 +617,27 @@ def test_an_agent_cannot_relearn_a_templates_eta(client, journey):
     assert list(TemplateEtaStats.objects.values_list("template", "computed_at")) == before
 
 
+def _save_promise(client, url: str, promised: str) -> None:
+    """The journey's admin page saved as it is, with this promised date ("" for none)."""
+    data = page_data(client.get(url))
+    data["promised_date"] = promised
+    assert client.post(url, data).status_code == 302
+
+
 def test_a_new_promise_in_the_admin_moves_the_journeys_health_at_once(
     client, staff, journey, appointment
 ):
     """Staff moved a delayed journey's promise past its date: the admin still said
     "Delayed" until the next event or the nightly recompute."""
     url = reverse("admin:journey_journey_change", args=[journey.pk])
-    data = page_data(client.get(url))
-    data["promised_date"] = (journey.eta - timedelta(days=3)).isoformat()
-    assert client.post(url, data).status_code == 302
+    _save_promise(client, url, (journey.eta - timedelta(days=3)).isoformat())
     journey.refresh_from_db()
     assert journey.health == "delayed"
     # A promise the forecast has passed already is told to the customer now, as the
     # next event or the nightly recompute would have told it (docs/eta.md).
     [delay] = Notification.objects.filter(kind="journey_delayed", channel="email")
-    assert delay.context["promised_date"] == data["promised_date"]
-    data = page_data(client.get(url))
-    data["promised_date"] = (journey.eta + timedelta(days=30)).isoformat()
-    assert client.post(url, data).status_code == 302
+    assert delay.context["promised_date"] == (journey.eta - timedelta(days=3)).isoformat()
+    _save_promise(client, url, (journey.eta + timedelta(days=30)).isoformat())
     journey.refresh_from_db()
     assert journey.health == "on_track"
     assert journey.eta_estimates.latest("computed_at").cause == "recompute"
@@ -656,17 +659,13 @@ def test_a_promise_moved_in_the_admin_is_told_unless_a_delay_told_it(
             )
         )
 
-    data = page_data(client.get(url))
-    data["promised_date"] = (journey.eta - timedelta(days=3)).isoformat()
-    assert client.post(url, data).status_code == 302
+    _save_promise(client, url, (journey.eta - timedelta(days=3)).isoformat())
     # Past the forecast: the delay quotes the new promise, and says it all.
     assert Notification.objects.filter(kind="journey_delayed").exists()
     assert moved() == []
 
     later = journey.eta + timedelta(days=30)
-    data = page_data(client.get(url))
-    data["promised_date"] = later.isoformat()
-    assert client.post(url, data).status_code == 302
+    _save_promise(client, url, later.isoformat())
     [told] = moved()
     assert told.context == {
         "promised_date": later.isoformat(),
@@ -680,14 +679,10 @@ def test_a_promise_moved_in_the_admin_is_told_unless_a_delay_told_it(
     assert client.post(url, page_data(client.get(url))).status_code == 302
     assert len(moved()) == 1
     # Taken away: no promise to tell.
-    data = page_data(client.get(url))
-    data["promised_date"] = ""
-    assert client.post(url, data).status_code == 302
+    _save_promise(client, url, "")
     assert len(moved()) == 1
     # Given again, where there was none.
-    data = page_data(client.get(url))
-    data["promised_date"] = (later + timedelta(days=10)).isoformat()
-    assert client.post(url, data).status_code == 302
+    _save_promise(client, url, (later + timedelta(days=10)).isoformat())
     assert len(moved()) == 2
     assert moved()[-1].context["previous_promised_date"] is None
 
@@ -696,12 +691,8 @@ def test_a_promise_moved_but_still_missed_is_told_with_the_date_and_an_apology(
     client, staff, journey, appointment
 ):
     url = reverse("admin:journey_journey_change", args=[journey.pk])
-    data = page_data(client.get(url))
-    data["promised_date"] = (journey.eta - timedelta(days=10)).isoformat()
-    assert client.post(url, data).status_code == 302
-    data = page_data(client.get(url))
-    data["promised_date"] = (journey.eta - timedelta(days=5)).isoformat()
-    assert client.post(url, data).status_code == 302
+    _save_promise(client, url, (journey.eta - timedelta(days=10)).isoformat())
+    _save_promise(client, url, (journey.eta - timedelta(days=5)).isoformat())
     journey.refresh_from_db()
     assert journey.health == "delayed"
     [told] = Notification.objects.filter(kind="journey_promise_moved", channel="email")
@@ -745,14 +736,10 @@ def test_a_held_delay_is_dropped_when_a_new_promise_covers_it(client, staff, jou
     promise past the date, next to the message of the new promise."""
     url = reverse("admin:journey_journey_change", args=[journey.pk])
     assert "Clearing it tells them nothing." in client.get(url).content.decode()
-    data = page_data(client.get(url))
-    data["promised_date"] = (journey.eta - timedelta(days=3)).isoformat()
-    assert client.post(url, data).status_code == 302
+    _save_promise(client, url, (journey.eta - timedelta(days=3)).isoformat())
     delay = Notification.objects.filter(kind="journey_delayed", channel="email")
     delay.update(state="pending", scheduled_at=timezone.now() + timedelta(minutes=3))
-    data = page_data(client.get(url))
-    data["promised_date"] = (journey.eta + timedelta(days=30)).isoformat()
-    assert client.post(url, data).status_code == 302
+    _save_promise(client, url, (journey.eta + timedelta(days=30)).isoformat())
     assert not delay.exists()  # never sent: dropped
     assert Notification.objects.filter(kind="journey_promise_moved", channel="email").exists()
     # In the updates page it stays, as read: it was true when written.
